@@ -1,0 +1,160 @@
+//! The syntax tree of a KQL query, exactly as written: names are not yet resolved against
+//! a table and nothing is typed. `check` turns it into a typed plan; the parser produces it.
+//!
+//! Every node carries a [`Span`] (byte offsets into the query text) so that the checker can
+//! point at the exact place of an error.
+
+/// Byte range `[start, end)` in the query text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Span {
+    pub fn new(start: usize, end: usize) -> Span {
+        Span { start, end }
+    }
+
+    /// The smallest span covering both.
+    pub fn to(self, other: Span) -> Span {
+        Span { start: self.start.min(other.start), end: self.end.max(other.end) }
+    }
+}
+
+/// A name as written (table, column, function, alias).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ident {
+    pub name: String,
+    pub span: Span,
+}
+
+/// `Table | op | op ...`
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    pub table: Ident,
+    pub ops: Vec<Operator>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Operator {
+    pub kind: OperatorKind,
+    /// From the operator keyword to the end of its last argument.
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OperatorKind {
+    /// `where Predicate` (also `filter`).
+    Where(Expr),
+    /// `extend [Name =] Expr, ...`
+    Extend(Vec<NamedExpr>),
+    /// `project [Name =] Expr, ...`
+    Project(Vec<NamedExpr>),
+    /// `project-away Col, ...`
+    ProjectAway(Vec<Ident>),
+    /// `summarize [Name =] Agg, ... [by [Name =] Expr, ...]`
+    Summarize { aggregates: Vec<NamedExpr>, by: Vec<NamedExpr> },
+    /// `count`
+    Count,
+    /// `take N` / `limit N`
+    Take(Expr),
+}
+
+/// `Name = Expr` or a bare `Expr` (the name is then derived from the expression).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedExpr {
+    pub name: Option<Ident>,
+    pub expr: Expr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expr {
+    pub kind: ExprKind,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExprKind {
+    Literal(Literal),
+    /// A bare identifier: a column (or, inside brackets, `['Name With Space']`).
+    Column(String),
+    /// `name(args...)`: scalar functions, aggregations, `not(...)`, `iif(...)`, `case(...)`,
+    /// `ago(...)`, `now()`, `bin(...)`, ...
+    Call { name: Ident, args: Vec<Expr> },
+    /// `*` as a function argument (`arg_max(TimeGenerated, *)`).
+    Star,
+    Unary { op: UnaryOp, expr: Box<Expr> },
+    Binary { op: BinaryOp, lhs: Box<Expr>, rhs: Box<Expr> },
+    /// `x in (a, b)`, `x !in (...)`, `x in~ (...)`, `x !in~ (...)`.
+    In { expr: Box<Expr>, list: Vec<Expr>, negated: bool, case_insensitive: bool },
+    /// `x between (lo .. hi)`, `x !between (lo .. hi)`.
+    Between { expr: Box<Expr>, low: Box<Expr>, high: Box<Expr>, negated: bool },
+    /// `x.name` (dynamic property access).
+    Member { expr: Box<Expr>, name: String },
+    /// `x[i]` or `x["name"]` (dynamic index, `split(...)[8]`, negative indexes too).
+    Index { expr: Box<Expr>, index: Box<Expr> },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Literal {
+    /// `long(null)`, `datetime(null)`, ... typed nulls; `dynamic(null)` is `Null(None)`.
+    Null(Option<LiteralType>),
+    Bool(bool),
+    Long(i64),
+    Real(f64),
+    String(String),
+    /// The text inside `datetime(...)`, converted (and checked) by the checker.
+    DateTime(String),
+    /// Ticks of 100 ns: `5m`, `1d`, `1.5h`, `timespan(1d)`, `time(00:05:00)`.
+    TimeSpan(i64),
+    /// `dynamic(...)`: the JSON-ish text inside, parsed by the checker.
+    Dynamic(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiteralType {
+    Bool,
+    Long,
+    Real,
+    String,
+    DateTime,
+    TimeSpan,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnaryOp {
+    Neg,
+    Plus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    /// `=~` case-insensitive equality
+    EqTilde,
+    /// `!~`
+    NeTilde,
+    And,
+    Or,
+    /// The string operators; `negated` is the `!` form, `cs` the `_cs` (case-sensitive) form.
+    Str { op: StrOp, negated: bool, cs: bool },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StrOp {
+    Has,
+    Contains,
+    StartsWith,
+    EndsWith,
+}

@@ -1,0 +1,1 @@
+//! KQL lexer (being written).

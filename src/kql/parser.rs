@@ -1,0 +1,1 @@
+//! KQL parser (being written).

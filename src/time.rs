@@ -1,0 +1,1 @@
+//! Time (being written).

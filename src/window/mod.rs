@@ -1,0 +1,3 @@
+//! Event-time windows: panes, accumulators, watermark, series state, cardinality caps.
+
+pub mod sketch;
