@@ -4,3 +4,6 @@
 pub mod kql;
 pub mod time;
 pub mod window;
+pub mod parse;
+pub mod schema;
+pub mod value;
