@@ -1,9 +1,29 @@
 //! hubwatch: Azure Monitor exports on Event Hubs → Log Analytics rows → continuous KQL →
 //! Prometheus metrics and query results.
+//!
+//! The folders follow the data:
+//!
+//! - [`source`]: where bodies come from (file replay; Event Hubs AMQP and Kafka later), each
+//!   batch carrying an [`ack`] token; positions go to [`checkpoint`] only once acknowledged.
+//! - [`parse`]: bodies → records → typed Log Analytics rows, per the tables in [`schema`]
+//!   (the JSON files under `schemas/`); rejects go to the dead-letter output.
+//! - [`kql`]: the query language — lexer, parser, checker, compiled plan, evaluator.
+//! - [`window`]: event-time windows, aggregate state, series caps.
+//! - [`pipeline`]: the engine that ties parse and queries together.
+//! - [`export`]: the admin HTTP server — `/metrics`, the query API, health.
+//! - [`config`], [`app`], [`shutdown`], [`telemetry`]: plumbing.
 
+pub mod ack;
 pub mod kql;
-pub mod time;
-pub mod window;
 pub mod parse;
+pub mod pipeline;
 pub mod schema;
+pub mod shutdown;
+pub mod source;
+pub mod telemetry;
+pub mod time;
 pub mod value;
+pub mod window;
+pub mod config;
+pub mod export;
+pub mod cli;

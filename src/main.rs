@@ -1,1 +1,92 @@
-fn main() {}
+//! The `hubwatch` command: parse flags, set up tracing, run a command, map errors to exit
+//! codes. Everything else lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hubwatch::cli::{self, Format};
+use hubwatch::export::format;
+use hubwatch::pipeline::EngineOptions;
+use hubwatch::window::QueryLimits;
+
+#[derive(Parser)]
+#[command(name = "hubwatch", version, about = "Azure Monitor exports on Event Hubs → KQL over event-time windows → Prometheus")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one KQL query over files of bodies (one per line; `-` is stdin) and print the
+    /// result when the input ends.
+    Query {
+        /// Input file (repeatable); standard input when none.
+        #[arg(long = "input", short = 'i')]
+        inputs: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// Series cap.
+        #[arg(long, default_value_t = 100_000)]
+        max_series: usize,
+        /// Rows kept by a query without summarize.
+        #[arg(long, default_value_t = 100_000)]
+        max_rows: usize,
+        /// The query.
+        kql: String,
+    },
+    /// Check a configuration: every error is printed; exit status 2 if there is any.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run the service.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    hubwatch::telemetry::init_tracing("info");
+    match cli.command {
+        Command::Query { inputs, format: fmt, max_series, max_rows, kql } => {
+            let limits = QueryLimits { max_series, max_rows, ..QueryLimits::default() };
+            match cli::run_query(&kql, &inputs, limits, EngineOptions::default()) {
+                Ok((result, _)) => {
+                    let text = match fmt {
+                        Format::Json => format::json(&result) + "\n",
+                        Format::Csv => format::csv(&result),
+                        Format::Table => format::table(&result),
+                    };
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(cli::QueryError::Query(d)) => {
+                    eprintln!("error: the query does not compile:\n{d}");
+                    ExitCode::from(2)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Check { config } => match hubwatch::config::load(&config, &hubwatch::schema::Schemas::embedded()) {
+            Ok(s) => {
+                println!("{}: OK ({} queries, {} sources)", config.display(), s.queries.len(), s.sources.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprint!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config } => {
+            eprintln!("run: {} (not yet wired)", config.display());
+            ExitCode::from(1)
+        }
+    }
+}

@@ -2,8 +2,11 @@
 //! the streaming engine runs.
 
 pub mod ast;
+pub mod check;
 pub mod diag;
+pub mod eval;
 pub mod lexer;
 pub mod parser;
+pub mod plan;
 
 pub use diag::{Diagnostic, Diagnostics};

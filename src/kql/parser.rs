@@ -1,1 +1,1295 @@
-//! KQL parser (being written).
+//! KQL parser: tokens → [`Query`]. Recursive descent with one function per precedence level,
+//! lowest first: `or`, `and`, comparisons (non-associative), `+ -`, `* / %`, unary `- +`, then
+//! postfix calls, `.member` and `[index]`.
+//!
+//! It reports every error it can. A failing operator records one diagnostic and the parser
+//! skips to the next `|`, so the operators after it are still checked and a user fixes the
+//! whole query in one round.
+
+use super::ast::*;
+use super::diag::Diagnostic;
+use super::lexer::{lex, position, Token, TokenKind as T};
+
+/// The operators the engine runs, as named in the "unsupported operator" message.
+const SUPPORTED: &str = "where, extend, project, project-away, summarize, count, take, limit";
+
+/// The comparisons the engine runs, as named in the "unsupported operator" message.
+const COMPARISONS: &str = "== != < <= > >= =~ !~, has contains startswith endswith and their ! and _cs forms, in, !in, in~, !in~, between, !between";
+
+/// Deepest nesting of parentheses, calls and unary signs accepted. Each level costs several
+/// stack frames, and a query must never crash the service by overflowing the stack.
+const MAX_DEPTH: usize = 100;
+
+/// An error whose diagnostic is already recorded (by the parser, or by the lexer for an
+/// error token), so callers only unwind.
+struct Reported;
+
+type PResult<T> = Result<T, Reported>;
+
+/// Parses a whole query. On failure returns every diagnostic found, in source order.
+pub fn parse(source: &str) -> Result<Query, Vec<Diagnostic>> {
+    let (tokens, mut diags) = lex(source);
+    let mut parser = Parser {
+        src: source,
+        tokens,
+        pos: 0,
+        last_end: 0,
+        depth: 0,
+        diags: Vec::new(),
+    };
+    let query = parser.query();
+    diags.append(&mut parser.diags);
+    diags.sort_by_key(|d| d.span.start);
+    match query {
+        Ok(query) if diags.is_empty() => Ok(query),
+        _ => Err(diags),
+    }
+}
+
+/// What follows the left operand of a comparison.
+enum Comparison {
+    Binary(BinaryOp),
+    In {
+        negated: bool,
+        case_insensitive: bool,
+    },
+    Between {
+        negated: bool,
+    },
+    /// `=` where `==` was meant.
+    Assign,
+    /// A string operator KQL has but this engine does not (`has_any`, `matches regex`, ...).
+    Unsupported,
+    /// `!` glued to a word that is no operator.
+    Unknown,
+}
+
+struct Parser<'a> {
+    src: &'a str,
+    tokens: Vec<Token>,
+    /// Index of the next token; never moves past the final `Eof`.
+    pos: usize,
+    /// End of the last consumed token: where an operator or expression ends.
+    last_end: usize,
+    depth: usize,
+    diags: Vec<Diagnostic>,
+}
+
+impl Parser<'_> {
+    // ---- token cursor ----
+
+    fn peek(&self) -> &T {
+        self.peek_at(0)
+    }
+
+    fn peek_at(&self, ahead: usize) -> &T {
+        let last = self.tokens.len() - 1;
+        &self.tokens[(self.pos + ahead).min(last)].kind
+    }
+
+    fn span(&self) -> Span {
+        self.tokens[self.pos].span
+    }
+
+    /// Consumes the current token and returns its span.
+    fn bump(&mut self) -> Span {
+        let token = &self.tokens[self.pos];
+        if token.kind != T::Eof {
+            self.pos += 1;
+            self.last_end = token.span.end;
+        }
+        token.span
+    }
+
+    fn eat(&mut self, kind: &T) -> bool {
+        let found = self.peek() == kind;
+        if found {
+            self.bump();
+        }
+        found
+    }
+
+    fn at_word(&self, word: &str) -> bool {
+        matches!(self.peek(), T::Word(w) if w == word)
+    }
+
+    /// The current token as a user sees it in a message.
+    fn describe(&self) -> String {
+        let span = self.span();
+        match self.peek() {
+            T::Eof => "end of query".to_string(),
+            _ => {
+                let text = self.src.get(span.start..span.end).unwrap_or("");
+                let short: String = text.chars().take(40).collect();
+                let more = if short.len() < text.len() { "…" } else { "" };
+                format!("'{short}{more}'")
+            }
+        }
+    }
+
+    // ---- errors ----
+
+    fn fail<X>(&mut self, span: Span, message: impl Into<String>) -> PResult<X> {
+        self.diags.push(Diagnostic::new(span, message));
+        Err(Reported)
+    }
+
+    /// Records "expected X, found Y" at the current token; nothing for an error token, which
+    /// the lexer has already reported.
+    fn report_expected(&mut self, what: &str) {
+        if *self.peek() != T::Error {
+            let message = format!("expected {what}, found {}", self.describe());
+            self.diags.push(Diagnostic::new(self.span(), message));
+        }
+    }
+
+    fn expected<X>(&mut self, what: &str) -> PResult<X> {
+        self.report_expected(what);
+        Err(Reported)
+    }
+
+    fn expect(&mut self, kind: T, what: &str) -> PResult<Span> {
+        if *self.peek() == kind {
+            return Ok(self.bump());
+        }
+        self.expected(what)
+    }
+
+    /// The `)` or `]` closing `opener` (as written, e.g. `tostring(`), which starts at `open`.
+    fn close(&mut self, kind: T, open: Span, opener: &str) -> PResult<Span> {
+        let closer = if kind == T::RBracket { "]" } else { ")" };
+        let what = format!(
+            "'{closer}' to close '{opener}' opened at {}",
+            position(self.src, open.start)
+        );
+        self.expect(kind, &what)
+    }
+
+    /// Skips to the next `|` (or the end) after an error, so the next operator is checked.
+    fn recover(&mut self) {
+        while !matches!(self.peek(), T::Pipe | T::Eof) {
+            self.bump();
+        }
+    }
+
+    // ---- query and operators ----
+
+    fn query(&mut self) -> PResult<Query> {
+        if *self.peek() == T::Eof {
+            return self.fail(self.span(), "empty query: expected a table name");
+        }
+        let mut ok = true;
+        let table = self.table();
+        if table.is_err() {
+            ok = false;
+            self.recover();
+        } else if !matches!(self.peek(), T::Pipe | T::Semicolon | T::Eof) {
+            ok = false;
+            self.report_expected("'|' after the table name");
+            self.recover();
+        }
+        let mut ops = Vec::new();
+        while *self.peek() == T::Pipe {
+            let pipe = self.bump();
+            match self.operator(pipe) {
+                Ok(op) => ops.push(op),
+                Err(Reported) => {
+                    ok = false;
+                    self.recover();
+                }
+            }
+        }
+        if self.eat(&T::Semicolon) && *self.peek() != T::Eof {
+            ok = false;
+            self.report_expected("end of query after ';' (only one query is supported)");
+        }
+        match table {
+            Ok(table) if ok => Ok(Query { table, ops }),
+            _ => Err(Reported),
+        }
+    }
+
+    fn table(&mut self) -> PResult<Ident> {
+        if self.at_word("let") {
+            return self.fail(
+                self.span(),
+                "'let' statements are not supported: start the query with a table name",
+            );
+        }
+        match self.name() {
+            Some(ident) => Ok(ident),
+            None => self.expected("a table name"),
+        }
+    }
+
+    /// A plain name or a bracketed one (`['Name with spaces']`).
+    fn name(&mut self) -> Option<Ident> {
+        let (name, tokens) = match (self.peek(), self.peek_at(1), self.peek_at(2)) {
+            (T::Word(name), _, _) => (name.clone(), 1),
+            (T::LBracket, T::Literal(Literal::String(name)), T::RBracket) => (name.clone(), 3),
+            _ => return None,
+        };
+        let mut span = self.span();
+        for _ in 0..tokens {
+            span = span.to(self.bump());
+        }
+        Some(Ident { name, span })
+    }
+
+    /// The operator after the `|` at `pipe`, checking that it ends where the next `|` starts.
+    fn operator(&mut self, pipe: Span) -> PResult<Operator> {
+        if matches!(self.peek(), T::Eof | T::Semicolon | T::Pipe) {
+            return self.fail(pipe, "expected an operator after '|'");
+        }
+        let (name, name_span) = match self.peek() {
+            T::Word(_) => self.operator_name(),
+            _ => return self.expected("an operator name after '|'"),
+        };
+        let kind = match name.as_str() {
+            "where" | "filter" => OperatorKind::Where(self.expr()?),
+            "extend" => OperatorKind::Extend(self.named_list()?),
+            "project" => OperatorKind::Project(self.named_list()?),
+            "project-away" => OperatorKind::ProjectAway(self.column_list()?),
+            "summarize" => self.summarize()?,
+            "count" => OperatorKind::Count,
+            "take" | "limit" => OperatorKind::Take(self.expr()?),
+            _ => {
+                return self.fail(
+                    name_span,
+                    format!("unsupported operator '{name}' (supported: {SUPPORTED})"),
+                )
+            }
+        };
+        if !matches!(self.peek(), T::Pipe | T::Semicolon | T::Eof) {
+            return self.expected(&format!(
+                "'|' or the end of the query after the '{name}' operator"
+            ));
+        }
+        Ok(Operator {
+            kind,
+            span: Span::new(name_span.start, self.last_end),
+        })
+    }
+
+    /// An operator name, joining hyphenated ones written without spaces (`project-away`,
+    /// `mv-expand`). Done here rather than in the lexer because in an expression `a-b` is a
+    /// subtraction.
+    fn operator_name(&mut self) -> (String, Span) {
+        let mut span = self.bump();
+        while *self.peek() == T::Minus
+            && self.span().start == span.end
+            && matches!(self.peek_at(1), T::Word(_))
+            && self.tokens[self.pos + 1].span.start == span.end + 1
+        {
+            self.bump();
+            span = span.to(self.bump());
+        }
+        (self.text(span).to_string(), span)
+    }
+
+    fn summarize(&mut self) -> PResult<OperatorKind> {
+        let aggregates = if self.at_word("by") {
+            Vec::new()
+        } else {
+            self.named_list()?
+        };
+        let by = if self.at_word("by") {
+            self.bump();
+            self.named_list()?
+        } else {
+            Vec::new()
+        };
+        Ok(OperatorKind::Summarize { aggregates, by })
+    }
+
+    /// `[Name =] Expr, ...` (at least one).
+    fn named_list(&mut self) -> PResult<Vec<NamedExpr>> {
+        let mut list = vec![self.named_expr()?];
+        while self.eat(&T::Comma) {
+            list.push(self.named_expr()?);
+        }
+        Ok(list)
+    }
+
+    fn named_expr(&mut self) -> PResult<NamedExpr> {
+        let named = match self.peek() {
+            T::Word(_) => *self.peek_at(1) == T::Assign,
+            T::LBracket => *self.peek_at(3) == T::Assign && *self.peek_at(2) == T::RBracket,
+            _ => false,
+        };
+        let name = if named { self.name() } else { None };
+        if name.is_some() {
+            self.bump();
+        }
+        Ok(NamedExpr {
+            name,
+            expr: self.expr()?,
+        })
+    }
+
+    /// `Col, ...` for `project-away`.
+    fn column_list(&mut self) -> PResult<Vec<Ident>> {
+        let mut list = Vec::new();
+        loop {
+            match self.name() {
+                Some(ident) => list.push(ident),
+                None => return self.expected("a column name"),
+            }
+            if !self.eat(&T::Comma) {
+                return Ok(list);
+            }
+        }
+    }
+
+    // ---- expressions, lowest precedence first ----
+
+    fn expr(&mut self) -> PResult<Expr> {
+        let mut lhs = self.and_expr()?;
+        while self.at_word("or") {
+            self.bump();
+            let rhs = self.and_expr()?;
+            lhs = binary(BinaryOp::Or, lhs, rhs);
+        }
+        Ok(lhs)
+    }
+
+    fn and_expr(&mut self) -> PResult<Expr> {
+        let mut lhs = self.comparison()?;
+        while self.at_word("and") {
+            self.bump();
+            let rhs = self.comparison()?;
+            lhs = binary(BinaryOp::And, lhs, rhs);
+        }
+        Ok(lhs)
+    }
+
+    fn comparison(&mut self) -> PResult<Expr> {
+        let lhs = self.additive()?;
+        let Some(op) = self.comparison_op() else {
+            return Ok(lhs);
+        };
+        let op_span = self.bump();
+        let op_text = self.text(op_span).to_string();
+        let expr = match op {
+            Comparison::Binary(op) => {
+                let rhs = self.additive()?;
+                binary(op, lhs, rhs)
+            }
+            Comparison::In {
+                negated,
+                case_insensitive,
+            } => {
+                let open = self.expect(T::LParen, &format!("'(' after '{op_text}'"))?;
+                let mut list = vec![self.expr()?];
+                while self.eat(&T::Comma) {
+                    list.push(self.expr()?);
+                }
+                let close = self.close(T::RParen, open, &format!("{op_text} ("))?;
+                let span = lhs.span.to(close);
+                let expr = Box::new(lhs);
+                let kind = ExprKind::In {
+                    expr,
+                    list,
+                    negated,
+                    case_insensitive,
+                };
+                Expr { kind, span }
+            }
+            Comparison::Between { negated } => {
+                let open = self.expect(T::LParen, &format!("'(' after '{op_text}'"))?;
+                let low = Box::new(self.additive()?);
+                self.expect(
+                    T::DotDot,
+                    "'..' between the bounds, as in between (1 .. 10)",
+                )?;
+                let high = Box::new(self.additive()?);
+                let close = self.close(T::RParen, open, &format!("{op_text} ("))?;
+                let span = lhs.span.to(close);
+                let kind = ExprKind::Between {
+                    expr: Box::new(lhs),
+                    low,
+                    high,
+                    negated,
+                };
+                Expr { kind, span }
+            }
+            Comparison::Assign => {
+                return self.fail(op_span, "'=' names a column; compare with '=='")
+            }
+            Comparison::Unsupported | Comparison::Unknown => {
+                let what = if matches!(op, Comparison::Unknown) {
+                    "unknown"
+                } else {
+                    "unsupported"
+                };
+                let message = format!("{what} operator '{op_text}' (supported: {COMPARISONS})");
+                return self.fail(op_span, message);
+            }
+        };
+        if self.comparison_op().is_some() {
+            return self.fail(
+                self.span(),
+                "comparisons cannot be chained: join them with 'and' or 'or', or add parentheses",
+            );
+        }
+        Ok(expr)
+    }
+
+    /// The comparison operator at the current token, if any (not consumed).
+    fn comparison_op(&self) -> Option<Comparison> {
+        use BinaryOp as B;
+        let (word, negated) = match self.peek() {
+            T::EqEq => return Some(Comparison::Binary(B::Eq)),
+            T::NotEq => return Some(Comparison::Binary(B::Ne)),
+            T::Lt => return Some(Comparison::Binary(B::Lt)),
+            T::Le => return Some(Comparison::Binary(B::Le)),
+            T::Gt => return Some(Comparison::Binary(B::Gt)),
+            T::Ge => return Some(Comparison::Binary(B::Ge)),
+            T::EqTilde => return Some(Comparison::Binary(B::EqTilde)),
+            T::NotTilde => return Some(Comparison::Binary(B::NeTilde)),
+            T::Assign => return Some(Comparison::Assign),
+            T::Word(w) => (w.as_str(), false),
+            T::NotWord(w) => (w.as_str(), true),
+            _ => return None,
+        };
+        let (base, cs) = match word.strip_suffix("_cs") {
+            Some(base) => (base, true),
+            None => (word, false),
+        };
+        let op = match base {
+            "in" if !cs => {
+                return Some(Comparison::In {
+                    negated,
+                    case_insensitive: false,
+                })
+            }
+            "in~" if !cs => {
+                return Some(Comparison::In {
+                    negated,
+                    case_insensitive: true,
+                })
+            }
+            "between" if !cs => return Some(Comparison::Between { negated }),
+            "has" => StrOp::Has,
+            "contains" => StrOp::Contains,
+            "startswith" => StrOp::StartsWith,
+            "endswith" => StrOp::EndsWith,
+            "has_any" | "has_all" | "hasprefix" | "hassuffix" | "matches" | "like" | "notlike" => {
+                return Some(Comparison::Unsupported)
+            }
+            // `!` glued to a word only ever means a negated operator.
+            _ if negated => return Some(Comparison::Unknown),
+            _ => return None,
+        };
+        Some(Comparison::Binary(B::Str { op, negated, cs }))
+    }
+
+    fn additive(&mut self) -> PResult<Expr> {
+        let mut lhs = self.multiplicative()?;
+        loop {
+            let op = match self.peek() {
+                T::Plus => BinaryOp::Add,
+                T::Minus => BinaryOp::Sub,
+                _ => return Ok(lhs),
+            };
+            self.bump();
+            let rhs = self.multiplicative()?;
+            lhs = binary(op, lhs, rhs);
+        }
+    }
+
+    fn multiplicative(&mut self) -> PResult<Expr> {
+        let mut lhs = self.unary()?;
+        loop {
+            let op = match self.peek() {
+                T::Star => BinaryOp::Mul,
+                T::Slash => BinaryOp::Div,
+                T::Percent => BinaryOp::Mod,
+                _ => return Ok(lhs),
+            };
+            self.bump();
+            let rhs = self.unary()?;
+            lhs = binary(op, lhs, rhs);
+        }
+    }
+
+    /// Every nested expression passes through here, so this is where depth is bounded.
+    fn unary(&mut self) -> PResult<Expr> {
+        if self.depth >= MAX_DEPTH {
+            return self.fail(
+                self.span(),
+                format!("expression nested more than {MAX_DEPTH} levels deep"),
+            );
+        }
+        self.depth += 1;
+        let result = self.unary_inner();
+        self.depth -= 1;
+        result
+    }
+
+    fn unary_inner(&mut self) -> PResult<Expr> {
+        let op = match self.peek() {
+            T::Minus => UnaryOp::Neg,
+            T::Plus => UnaryOp::Plus,
+            _ => return self.postfix(),
+        };
+        let start = self.bump();
+        let operand = self.unary()?;
+        let span = start.to(operand.span);
+        Ok(Expr {
+            kind: ExprKind::Unary {
+                op,
+                expr: Box::new(operand),
+            },
+            span,
+        })
+    }
+
+    fn postfix(&mut self) -> PResult<Expr> {
+        let mut expr = self.primary()?;
+        loop {
+            match self.peek() {
+                T::Dot => {
+                    self.bump();
+                    let T::Word(name) = self.peek().clone() else {
+                        return self.expected("a property name after '.'");
+                    };
+                    let end = self.bump();
+                    let span = expr.span.to(end);
+                    expr = Expr {
+                        kind: ExprKind::Member {
+                            expr: Box::new(expr),
+                            name,
+                        },
+                        span,
+                    };
+                }
+                T::LBracket => {
+                    let open = self.bump();
+                    let index = self.expr()?;
+                    let close = self.close(T::RBracket, open, "[")?;
+                    let span = expr.span.to(close);
+                    expr = Expr {
+                        kind: ExprKind::Index {
+                            expr: Box::new(expr),
+                            index: Box::new(index),
+                        },
+                        span,
+                    };
+                }
+                _ => return Ok(expr),
+            }
+        }
+    }
+
+    fn primary(&mut self) -> PResult<Expr> {
+        let span = self.span();
+        match self.peek().clone() {
+            T::Literal(literal) => {
+                self.bump();
+                Ok(Expr {
+                    kind: ExprKind::Literal(literal),
+                    span,
+                })
+            }
+            T::Word(name) => {
+                self.bump();
+                if *self.peek() == T::LParen {
+                    return self.call(Ident { name, span });
+                }
+                Ok(Expr {
+                    kind: ExprKind::Column(name),
+                    span,
+                })
+            }
+            T::LBracket => match self.name() {
+                Some(ident) => Ok(Expr {
+                    kind: ExprKind::Column(ident.name),
+                    span: ident.span,
+                }),
+                None => self.expected("an expression"),
+            },
+            T::LParen => {
+                let open = self.bump();
+                let inner = self.expr()?;
+                let close = self.close(T::RParen, open, "(")?;
+                // No node for parentheses: widen the inner span so it covers them.
+                Ok(Expr {
+                    span: open.to(close),
+                    ..inner
+                })
+            }
+            _ => self.expected("an expression"),
+        }
+    }
+
+    /// `name(args...)`; the current token is the `(`.
+    fn call(&mut self, name: Ident) -> PResult<Expr> {
+        let open = self.bump();
+        let mut args = Vec::new();
+        if *self.peek() != T::RParen {
+            loop {
+                args.push(self.argument()?);
+                if !self.eat(&T::Comma) {
+                    break;
+                }
+            }
+        }
+        let close = self.close(T::RParen, open, &format!("{}(", name.name))?;
+        let span = name.span.to(close);
+        Ok(Expr {
+            kind: ExprKind::Call { name, args },
+            span,
+        })
+    }
+
+    /// A call argument: an expression, or a lone `*` (`arg_max(TimeGenerated, *)`).
+    fn argument(&mut self) -> PResult<Expr> {
+        if *self.peek() == T::Star && matches!(self.peek_at(1), T::Comma | T::RParen) {
+            let span = self.bump();
+            return Ok(Expr {
+                kind: ExprKind::Star,
+                span,
+            });
+        }
+        self.expr()
+    }
+
+    fn text(&self, span: Span) -> &str {
+        self.src.get(span.start..span.end).unwrap_or("")
+    }
+}
+
+fn binary(op: BinaryOp, lhs: Expr, rhs: Expr) -> Expr {
+    let span = lhs.span.to(rhs.span);
+    Expr {
+        kind: ExprKind::Binary {
+            op,
+            lhs: Box::new(lhs),
+            rhs: Box::new(rhs),
+        },
+        span,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The five queries from Azure's Machine Learning monitoring docs, verbatim.
+    const DOCS: [&str; 5] = [
+        "AmlComputeJobEvent\n| where TimeGenerated > ago(5d) and EventType == \"JobFailed\"\n| project  TimeGenerated , ClusterId , EventType , ExecutionState , ToolType",
+        "AmlComputeJobEvent\n| where JobName == \"automl_a9940991-dedb-4262-9763-2fd08b79d8fb_setup\"\n| project  TimeGenerated , ClusterId , EventType , ExecutionState , ToolType",
+        "AmlComputeClusterEvent\n| where TimeGenerated > ago(4d) and VmSize == \"STANDARD_D1_V2\"\n| project  ClusterName , InitialNodeCount , MaximumNodeCount , QuotaAllocated , QuotaUtilized",
+        "AmlComputeClusterEvent\n| where TimeGenerated > ago(8d) and TargetNodeCount  > CurrentNodeCount\n| project TimeGenerated, ClusterName, CurrentNodeCount, TargetNodeCount",
+        "AmlComputeClusterEvent\n| where TimeGenerated > ago(1d)\n| summarize avgRunningNodes=avg(TargetNodeCount), maxRunningNodes=max(TargetNodeCount)\n         by Workspace=tostring(split(_ResourceId, \"/\")[8]), ClusterName, ClusterType, VmSize, VmPriority",
+    ];
+
+    /// The tree without spans, as compact text: `(op lhs rhs)`, `(f args)`, `name=expr`.
+    fn show(e: &Expr) -> String {
+        let list = |items: &[Expr]| items.iter().map(show).collect::<Vec<_>>().join(" ");
+        match &e.kind {
+            ExprKind::Literal(Literal::Long(v)) => v.to_string(),
+            ExprKind::Literal(Literal::String(s)) => format!("{s:?}"),
+            ExprKind::Literal(Literal::TimeSpan(t)) => format!("ts:{t}"),
+            ExprKind::Literal(other) => format!("{other:?}"),
+            ExprKind::Column(name) => name.clone(),
+            ExprKind::Call { name, args } => {
+                format!("({} {})", name.name, list(args)).replace(" )", ")")
+            }
+            ExprKind::Star => "*".to_string(),
+            ExprKind::Unary { op, expr } => format!(
+                "({} {})",
+                if *op == UnaryOp::Neg { "neg" } else { "plus" },
+                show(expr)
+            ),
+            ExprKind::Binary { op, lhs, rhs } => {
+                format!("({} {} {})", op_text(*op), show(lhs), show(rhs))
+            }
+            ExprKind::In {
+                expr,
+                list: items,
+                negated,
+                case_insensitive,
+            } => {
+                let op = format!(
+                    "{}in{}",
+                    if *negated { "!" } else { "" },
+                    if *case_insensitive { "~" } else { "" }
+                );
+                format!("({op} {} {})", show(expr), list(items))
+            }
+            ExprKind::Between {
+                expr,
+                low,
+                high,
+                negated,
+            } => {
+                format!(
+                    "({}between {} {} {})",
+                    if *negated { "!" } else { "" },
+                    show(expr),
+                    show(low),
+                    show(high)
+                )
+            }
+            ExprKind::Member { expr, name } => format!("(. {} {name})", show(expr)),
+            ExprKind::Index { expr, index } => format!("([] {} {})", show(expr), show(index)),
+        }
+    }
+
+    fn op_text(op: BinaryOp) -> String {
+        use BinaryOp as B;
+        let s = match op {
+            B::Add => "+",
+            B::Sub => "-",
+            B::Mul => "*",
+            B::Div => "/",
+            B::Mod => "%",
+            B::Eq => "==",
+            B::Ne => "!=",
+            B::Lt => "<",
+            B::Le => "<=",
+            B::Gt => ">",
+            B::Ge => ">=",
+            B::EqTilde => "=~",
+            B::NeTilde => "!~",
+            B::And => "and",
+            B::Or => "or",
+            B::Str { op, negated, cs } => {
+                let base = match op {
+                    StrOp::Has => "has",
+                    StrOp::Contains => "contains",
+                    StrOp::StartsWith => "startswith",
+                    StrOp::EndsWith => "endswith",
+                };
+                return format!(
+                    "{}{base}{}",
+                    if negated { "!" } else { "" },
+                    if cs { "_cs" } else { "" }
+                );
+            }
+        };
+        s.to_string()
+    }
+
+    fn show_named(list: &[NamedExpr]) -> String {
+        let one = |n: &NamedExpr| match &n.name {
+            Some(name) => format!("{}={}", name.name, show(&n.expr)),
+            None => show(&n.expr),
+        };
+        list.iter().map(one).collect::<Vec<_>>().join(", ")
+    }
+
+    fn show_query(q: &Query) -> String {
+        let mut out = q.table.name.clone();
+        for op in &q.ops {
+            out += &match &op.kind {
+                OperatorKind::Where(e) => format!(" | where {}", show(e)),
+                OperatorKind::Extend(l) => format!(" | extend {}", show_named(l)),
+                OperatorKind::Project(l) => format!(" | project {}", show_named(l)),
+                OperatorKind::ProjectAway(l) => {
+                    format!(
+                        " | project-away {}",
+                        l.iter()
+                            .map(|i| i.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+                OperatorKind::Summarize { aggregates, by } => {
+                    format!(
+                        " | summarize {} by {}",
+                        show_named(aggregates),
+                        show_named(by)
+                    )
+                }
+                OperatorKind::Count => " | count".to_string(),
+                OperatorKind::Take(e) => format!(" | take {}", show(e)),
+            };
+        }
+        out
+    }
+
+    fn parsed(src: &str) -> Query {
+        match parse(src) {
+            Ok(q) => q,
+            Err(diags) => panic!("{src:?} failed: {diags:?}"),
+        }
+    }
+
+    fn shape(src: &str) -> String {
+        show_query(&parsed(src))
+    }
+
+    /// The expression of `T | where <src>`.
+    fn expr(src: &str) -> String {
+        shape(&format!("T | where {src}"))
+            .trim_start_matches("T | where ")
+            .to_string()
+    }
+
+    /// Every diagnostic as (line, column, message).
+    fn errors(src: &str) -> Vec<(usize, usize, String)> {
+        match parse(src) {
+            Ok(q) => panic!("{src:?} parsed: {q:?}"),
+            Err(diags) => diags
+                .iter()
+                .map(|d| {
+                    let (line, col) = d.line_col(src);
+                    (line, col, d.message.clone())
+                })
+                .collect(),
+        }
+    }
+
+    fn one_error(src: &str) -> (usize, usize, String) {
+        let all = errors(src);
+        assert_eq!(all.len(), 1, "{all:?}");
+        all.into_iter().next().unwrap_or_default()
+    }
+
+    const FIVE_DAYS: i64 = 5 * 864_000_000_000;
+
+    #[test]
+    fn docs_queries_parse_to_the_expected_trees() {
+        let project = "project TimeGenerated, ClusterId, EventType, ExecutionState, ToolType";
+        assert_eq!(
+            shape(DOCS[0]),
+            format!("AmlComputeJobEvent | where (and (> TimeGenerated (ago ts:{FIVE_DAYS})) (== EventType \"JobFailed\")) | {project}")
+        );
+        assert_eq!(
+            shape(DOCS[1]),
+            format!("AmlComputeJobEvent | where (== JobName \"automl_a9940991-dedb-4262-9763-2fd08b79d8fb_setup\") | {project}")
+        );
+        assert_eq!(
+            shape(DOCS[2]),
+            format!(
+                "AmlComputeClusterEvent | where (and (> TimeGenerated (ago ts:{})) (== VmSize \"STANDARD_D1_V2\")) \
+                 | project ClusterName, InitialNodeCount, MaximumNodeCount, QuotaAllocated, QuotaUtilized",
+                4 * 864_000_000_000i64
+            )
+        );
+        assert_eq!(
+            shape(DOCS[3]),
+            format!(
+                "AmlComputeClusterEvent | where (and (> TimeGenerated (ago ts:{})) (> TargetNodeCount CurrentNodeCount)) \
+                 | project TimeGenerated, ClusterName, CurrentNodeCount, TargetNodeCount",
+                8 * 864_000_000_000i64
+            )
+        );
+        assert_eq!(
+            shape(DOCS[4]),
+            "AmlComputeClusterEvent | where (> TimeGenerated (ago ts:864000000000)) \
+             | summarize avgRunningNodes=(avg TargetNodeCount), maxRunningNodes=(max TargetNodeCount) \
+             by Workspace=(tostring ([] (split _ResourceId \"/\") 8)), ClusterName, ClusterType, VmSize, VmPriority"
+        );
+    }
+
+    #[test]
+    fn docs_query_spans_point_at_the_text() {
+        let src = DOCS[4];
+        let q = parsed(src);
+        assert_eq!(
+            &src[q.table.span.start..q.table.span.end],
+            "AmlComputeClusterEvent"
+        );
+        let summarize = &q.ops[1];
+        assert!(
+            src[summarize.span.start..summarize.span.end].starts_with("summarize avgRunningNodes")
+        );
+        assert!(src[..summarize.span.end].ends_with("VmPriority"));
+        let OperatorKind::Summarize { by, .. } = &summarize.kind else {
+            panic!("{summarize:?}")
+        };
+        let workspace = &by[0];
+        let name = workspace
+            .name
+            .as_ref()
+            .map(|n| &src[n.span.start..n.span.end]);
+        assert_eq!(name, Some("Workspace"));
+        assert_eq!(
+            &src[workspace.expr.span.start..workspace.expr.span.end],
+            "tostring(split(_ResourceId, \"/\")[8])"
+        );
+        let OperatorKind::Where(pred) = &q.ops[0].kind else {
+            panic!()
+        };
+        assert_eq!(
+            &src[pred.span.start..pred.span.end],
+            "TimeGenerated > ago(1d)"
+        );
+        assert_eq!(
+            &src[q.ops[0].span.start..q.ops[0].span.end],
+            "where TimeGenerated > ago(1d)"
+        );
+    }
+
+    #[test]
+    fn precedence_and_associativity() {
+        assert_eq!(expr("a or b and c"), "(or a (and b c))");
+        assert_eq!(expr("a and b or c"), "(or (and a b) c)");
+        assert_eq!(expr("-x * y + z"), "(+ (* (neg x) y) z)");
+        assert_eq!(
+            expr("x == 1 and y in (\"a\",\"b\")"),
+            "(and (== x 1) (in y \"a\" \"b\"))"
+        );
+        assert_eq!(expr("a - b - c"), "(- (- a b) c)");
+        assert_eq!(expr("a + b * c % d / e"), "(+ a (/ (% (* b c) d) e))");
+        assert_eq!(expr("(a + b) * c"), "(* (+ a b) c)");
+        assert_eq!(expr("a + 1 > b * 2"), "(> (+ a 1) (* b 2))");
+        assert_eq!(expr("- -+x"), "(neg (neg (plus x)))");
+        assert_eq!(expr("-a.b"), "(neg (. a b))");
+        assert_eq!(expr("not(a == 1 or b)"), "(not (or (== a 1) b))");
+    }
+
+    #[test]
+    fn every_comparison_operator() {
+        for (src, want) in [
+            ("==", "=="),
+            ("!=", "!="),
+            ("<>", "!="),
+            ("<", "<"),
+            ("<=", "<="),
+            (">", ">"),
+            (">=", ">="),
+            ("=~", "=~"),
+            ("!~", "!~"),
+        ] {
+            assert_eq!(expr(&format!("a {src} b")), format!("({want} a b)"));
+        }
+        for base in ["has", "contains", "startswith", "endswith"] {
+            for word in [base.to_string(), format!("{base}_cs")] {
+                for op in [word.clone(), format!("!{word}")] {
+                    assert_eq!(expr(&format!("a {op} \"x\"")), format!("({op} a \"x\")"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn in_and_between_forms() {
+        assert_eq!(expr("a in (1, 2, 3)"), "(in a 1 2 3)");
+        assert_eq!(expr("a !in (1)"), "(!in a 1)");
+        assert_eq!(expr("a in~ (\"x\", \"y\")"), "(in~ a \"x\" \"y\")");
+        assert_eq!(expr("a !in~ (\"x\")"), "(!in~ a \"x\")");
+        assert_eq!(expr("a between (1 .. 10)"), "(between a 1 10)");
+        assert_eq!(expr("a !between (1..10)"), "(!between a 1 10)");
+        assert_eq!(
+            expr("t between (ago(1h) .. now())"),
+            "(between t (ago ts:36000000000) (now))"
+        );
+        let src = "T | where a !in~ (\"x\") and b";
+        let q = parsed(src);
+        let OperatorKind::Where(Expr {
+            kind: ExprKind::Binary { lhs, .. },
+            ..
+        }) = &q.ops[0].kind
+        else {
+            panic!()
+        };
+        assert_eq!(&src[lhs.span.start..lhs.span.end], "a !in~ (\"x\")");
+    }
+
+    #[test]
+    fn member_index_and_call_chains() {
+        assert_eq!(
+            expr("d.a.b[0][\"k\"] == 1"),
+            "(== ([] ([] (. (. d a) b) 0) \"k\") 1)"
+        );
+        assert_eq!(
+            expr("split(_ResourceId, \"/\")[-1]"),
+            "([] (split _ResourceId \"/\") (neg 1))"
+        );
+        assert_eq!(
+            expr("parse_json(Props).items[0].name"),
+            "(. ([] (. (parse_json Props) items) 0) name)"
+        );
+        assert_eq!(
+            expr("['Name with spaces'] == [\"x\"]"),
+            "(== Name with spaces x)"
+        );
+        assert_eq!(expr("now()"), "(now)");
+        assert_eq!(expr("ago (5m)"), "(ago ts:3000000000)");
+    }
+
+    #[test]
+    fn operator_forms() {
+        assert_eq!(
+            shape("T | project-away A, ['B c']"),
+            "T | project-away A, B c"
+        );
+        assert_eq!(shape("T | summarize by X, Y"), "T | summarize  by X, Y");
+        assert_eq!(shape("T | summarize count()"), "T | summarize (count) by ");
+        assert_eq!(
+            shape("T | summarize arg_max(TimeGenerated, *) by bin(TimeGenerated, 5m)"),
+            "T | summarize (arg_max TimeGenerated *) by (bin TimeGenerated ts:3000000000)"
+        );
+        assert_eq!(shape("T | count"), "T | count");
+        assert_eq!(shape("T | take 10 | limit 5;"), "T | take 10 | take 5");
+        assert_eq!(shape("T | filter a"), "T | where a");
+        assert_eq!(
+            shape("T | extend x = a * 2, ['y z'] = b, c"),
+            "T | extend x=(* a 2), y z=b, c"
+        );
+        assert_eq!(
+            shape("// leading comment\nT // the table\n| count // done\n"),
+            "T | count"
+        );
+        assert_eq!(shape("T"), "T");
+        assert_eq!(shape("['My Table'] | count"), "My Table | count");
+        // `a-b` inside an expression is still a subtraction.
+        assert_eq!(
+            shape("T | extend d = project-away"),
+            "T | extend d=(- project away)"
+        );
+    }
+
+    #[test]
+    fn operator_spans_run_from_keyword_to_last_argument() {
+        let src = "T\n| project-away  A , B  \n| take 5 ";
+        let q = parsed(src);
+        let texts: Vec<&str> = q
+            .ops
+            .iter()
+            .map(|op| &src[op.span.start..op.span.end])
+            .collect();
+        assert_eq!(texts, ["project-away  A , B", "take 5"]);
+        let OperatorKind::ProjectAway(cols) = &q.ops[0].kind else {
+            panic!()
+        };
+        assert_eq!(&src[cols[1].span.start..cols[1].span.end], "B");
+    }
+
+    #[test]
+    fn two_errors_in_two_operators_are_both_reported() {
+        let src = "T\n| where a == \n| extend x = f(1\n| project y";
+        assert_eq!(
+            errors(src),
+            [
+                (3, 1, "expected an expression, found '|'".to_string()),
+                (
+                    4,
+                    1,
+                    "expected ')' to close 'f(' opened at line 3, column 15, found '|'".to_string()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_point_at_the_offending_token() {
+        let supported = format!("(supported: {SUPPORTED})");
+        assert_eq!(
+            one_error("T\n| join (U) on Id"),
+            (2, 3, format!("unsupported operator 'join' {supported}"))
+        );
+        assert_eq!(
+            one_error("T | mv-expand x"),
+            (
+                1,
+                5,
+                format!("unsupported operator 'mv-expand' {supported}")
+            )
+        );
+        assert_eq!(
+            one_error("T | project-rename a = b"),
+            (
+                1,
+                5,
+                format!("unsupported operator 'project-rename' {supported}")
+            )
+        );
+        assert_eq!(
+            one_error("T\n| extend s = tostring(x\n| count"),
+            (
+                3,
+                1,
+                "expected ')' to close 'tostring(' opened at line 2, column 22, found '|'"
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            one_error("T | where x > 1 |"),
+            (1, 17, "expected an operator after '|'".to_string())
+        );
+        assert_eq!(
+            one_error("T | where x > 1 | "),
+            (1, 17, "expected an operator after '|'".to_string())
+        );
+        assert_eq!(
+            one_error(""),
+            (1, 1, "empty query: expected a table name".to_string())
+        );
+        assert_eq!(
+            one_error("  // nothing\n"),
+            (2, 1, "empty query: expected a table name".to_string())
+        );
+        assert_eq!(
+            one_error("T | where a = 1"),
+            (1, 13, "'=' names a column; compare with '=='".to_string())
+        );
+        assert_eq!(
+            one_error("T | where 1 < a < 3"),
+            (
+                1,
+                17,
+                "comparisons cannot be chained: join them with 'and' or 'or', or add parentheses"
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            one_error("T | where a b"),
+            (
+                1,
+                13,
+                "expected '|' or the end of the query after the 'where' operator, found 'b'"
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            one_error("T where a"),
+            (
+                1,
+                3,
+                "expected '|' after the table name, found 'where'".to_string()
+            )
+        );
+        assert_eq!(
+            one_error("T | where a in 1"),
+            (1, 16, "expected '(' after 'in', found '1'".to_string())
+        );
+        assert_eq!(
+            one_error("T | where a between (1, 2)"),
+            (
+                1,
+                23,
+                "expected '..' between the bounds, as in between (1 .. 10), found ','".to_string()
+            )
+        );
+        assert_eq!(
+            one_error("T | where a has_any (\"x\")").2,
+            format!("unsupported operator 'has_any' (supported: {COMPARISONS})")
+        );
+        assert_eq!(
+            one_error("T | where a !foo b").2,
+            format!("unknown operator '!foo' (supported: {COMPARISONS})")
+        );
+        assert_eq!(
+            one_error("T | where x[1"),
+            (
+                1,
+                14,
+                "expected ']' to close '[' opened at line 1, column 12, found end of query"
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            one_error("let x = 1; T"),
+            (
+                1,
+                1,
+                "'let' statements are not supported: start the query with a table name".to_string()
+            )
+        );
+        assert_eq!(
+            one_error("T | count; T"),
+            (
+                1,
+                12,
+                "expected end of query after ';' (only one query is supported), found 'T'"
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            one_error("T | take"),
+            (
+                1,
+                9,
+                "expected an expression, found end of query".to_string()
+            )
+        );
+        assert_eq!(
+            one_error("T | project a,"),
+            (
+                1,
+                15,
+                "expected an expression, found end of query".to_string()
+            )
+        );
+        assert_eq!(
+            one_error("T | project-away a + b"),
+            (
+                1,
+                20,
+                "expected '|' or the end of the query after the 'project-away' operator, found '+'"
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            one_error("T | summarize"),
+            (
+                1,
+                14,
+                "expected an expression, found end of query".to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn lexer_errors_are_reported_once_and_parsing_goes_on() {
+        assert_eq!(
+            errors("T\n| where a == \"abc\n| join x"),
+            [
+                (2, 14, "unterminated string literal".to_string()),
+                (
+                    3,
+                    3,
+                    format!("unsupported operator 'join' (supported: {SUPPORTED})")
+                ),
+            ]
+        );
+        assert_eq!(one_error("T | where t > ago(2w)"), (1, 20, "unknown timespan unit 'w' (units: d, h, m, s, ms, microsecond, tick and their long names)".to_string()));
+        assert_eq!(
+            errors("T | where t > datetime(2024-01-01 | where x = 1 | count"),
+            [
+                (
+                    1,
+                    35,
+                    "expected ')' to close 'datetime(' opened at line 1, column 23".to_string()
+                ),
+                (1, 45, "'=' names a column; compare with '=='".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn no_prefix_of_the_docs_queries_panics() {
+        for src in DOCS {
+            for end in (0..=src.len()).filter(|&i| src.is_char_boundary(i)) {
+                let _ = parse(&src[..end]);
+            }
+        }
+        let kitchen_sink = "T | where a !in~ ('x', @\"y\"\"z\") and b between (datetime(2024-01-01) .. time(1.02:03:04.5)) \
+                            | extend d = dynamic({\"a\": [1, \")\"]}), r = real(-1.5e3), s = h'\\u00e9\\n' \
+                            | summarize x = arg_max(t, *) by ['é'] = split(s, \"/\")[-1].k | take 10;";
+        assert!(parse(kitchen_sink).is_ok(), "{:?}", parse(kitchen_sink));
+        for end in (0..=kitchen_sink.len()).filter(|&i| kitchen_sink.is_char_boundary(i)) {
+            let _ = parse(&kitchen_sink[..end]);
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = format!("T | where {}a{}", "(".repeat(10_000), ")".repeat(10_000));
+        let (_, _, message) = one_error(&deep);
+        assert_eq!(
+            message,
+            format!("expression nested more than {MAX_DEPTH} levels deep")
+        );
+        let shallow = format!("T | where {}a{}", "(".repeat(50), ")".repeat(50));
+        assert_eq!(shape(&shallow), "T | where a");
+        let _ = parse(&format!("T | where {}", "-".repeat(10_000)));
+        let _ = parse(&format!("T | where {}", "f(".repeat(10_000)));
+    }
+}

@@ -60,6 +60,8 @@ pub trait ParseSink {
     fn reject(&mut self, reject: Reject<'_>);
     /// Records of unknown categories; dropped (after counting) unless a consumer wants them.
     fn unknown(&mut self, _row: UnknownRow) {}
+    /// Every accepted record's time, whatever its table (the event-time clock follows it).
+    fn accepted(&mut self, _time: i64) {}
 }
 
 /// Which columns of which tables the loaded queries read.

@@ -80,6 +80,7 @@ impl Parser {
                 }
             },
         };
+        sink.accepted(time);
         let table = self.route(fields);
         let Some(table) = table else {
             self.stats.unknown_records += 1;

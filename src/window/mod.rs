@@ -1,3 +1,9 @@
-//! Event-time windows: panes, accumulators, watermark, series state, cardinality caps.
+//! Event-time windows: aggregate state, sliding panes, tumbling bins closed by a watermark,
+//! series state and cardinality caps. The KQL plan says *what* to compute; this module owns
+//! *how long* state lives.
 
+pub mod agg;
+pub mod query;
 pub mod sketch;
+
+pub use query::{QueryLimits, QueryState, QueryStats, ResultTable};

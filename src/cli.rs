@@ -1,0 +1,83 @@
+//! The `query` and `check` commands: one query over files, or a configuration checked.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::kql::check::compile;
+use crate::pipeline::{Engine, EngineOptions, QuerySpec};
+use crate::schema::Schemas;
+use crate::source::{Event, Position};
+use crate::window::{QueryLimits, ResultTable};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+/// Why `query` failed, with the exit code it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The query does not compile (exit status 2).
+    #[error("{0}")]
+    Query(crate::kql::Diagnostics),
+    #[error("{path}: {source}")]
+    Input { path: String, source: std::io::Error },
+}
+
+/// Runs `kql` over the bodies in `inputs` (one body per line; `-` is stdin) and returns the
+/// result at the end of the input.
+pub fn run_query(kql: &str, inputs: &[PathBuf], limits: QueryLimits, opts: EngineOptions) -> Result<(ResultTable, Engine), QueryError> {
+    let schemas = Schemas::embedded();
+    let plan = compile(kql, &schemas).map_err(QueryError::Query)?;
+    let spec = QuerySpec { name: Arc::from("query"), description: String::new(), kql: kql.to_string(), plan: Arc::new(plan), limits };
+    let mut engine = Engine::new(schemas, vec![spec], opts);
+    let inputs: Vec<PathBuf> = if inputs.is_empty() { vec![PathBuf::from("-")] } else { inputs.to_vec() };
+    for path in &inputs {
+        let name = path.display().to_string();
+        let err = |source| QueryError::Input { path: name.clone(), source };
+        let reader: Box<dyn Read> = if name == "-" {
+            Box::new(std::io::stdin())
+        } else {
+            Box::new(std::fs::File::open(path).map_err(err)?)
+        };
+        let mut reader = BufReader::with_capacity(1 << 20, reader);
+        let partition: Arc<str> = Arc::from(name.as_str());
+        let mut line = Vec::new();
+        let (mut offset, mut n) = (0i64, 0i64);
+        loop {
+            line.clear();
+            let read = reader.read_until(b'\n', &mut line).map_err(err)?;
+            if read == 0 {
+                break;
+            }
+            let body = trim_line(&line);
+            if !body.is_empty() {
+                let event = Event {
+                    body: body.to_vec(),
+                    position: Position { partition: partition.clone(), offset, sequence_number: n, enqueued_time: None },
+                };
+                engine.ingest("query", &event);
+                if n % 1024 == 0 {
+                    let _ = engine.end_batch();
+                }
+            }
+            offset += read as i64;
+            n += 1;
+        }
+    }
+    let _ = engine.end_batch();
+    engine.finish();
+    let result = engine.result("query").expect("the one query");
+    Ok((result, engine))
+}
+
+fn trim_line(line: &[u8]) -> &[u8] {
+    let mut end = line.len();
+    while end > 0 && (line[end - 1] == b'\n' || line[end - 1] == b'\r') {
+        end -= 1;
+    }
+    &line[..end]
+}

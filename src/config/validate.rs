@@ -1,0 +1,287 @@
+//! Stage two of the configuration: typed settings, every query compiled against the
+//! schemas, and all errors reported together with `file:line:column`.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::env::interpolate;
+use super::{QueryConfig, QueryFile, RawConfig, SourceConfig};
+use crate::kql::check::compile;
+use crate::kql::diag::line_col;
+use crate::parse::ParserLimits;
+use crate::pipeline::{EngineOptions, QuerySpec};
+use crate::schema::Schemas;
+use crate::time;
+use crate::window::QueryLimits;
+
+/// Everything the service needs, checked.
+#[derive(Debug)]
+pub struct Settings {
+    pub listen: String,
+    pub engine: EngineOptions,
+    pub dead_letter: Option<PathBuf>,
+    pub checkpoint: Option<(PathBuf, Duration)>,
+    pub sources: Vec<SourceSettings>,
+    pub queries: Vec<QuerySpec>,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceSettings {
+    File { name: String, paths: Vec<PathBuf>, follow: bool },
+}
+
+/// Every problem found in the configuration.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(f, "{n} error{} in the configuration:", if n == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            writeln!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads, parses and validates the configuration file at `path`.
+pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
+    let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigErrors(vec![toml_error(path, &text, &e)]))?;
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut errors = Vec::new();
+    let file = path.display().to_string();
+
+    let ts = |what: &str, v: &Option<String>, default: i64, errors: &mut Vec<String>| -> i64 {
+        match v {
+            None => default,
+            Some(s) => match time::parse_timespan(s) {
+                Some(t) if t >= 0 => t,
+                _ => {
+                    errors.push(format!("{file}: {what}: '{s}' is not a timespan (e.g. 30s, 10m, 1h)"));
+                    default
+                }
+            },
+        }
+    };
+    let lateness = ts("limits.allowed_lateness", &raw.limits.allowed_lateness, 10 * time::TICKS_PER_MINUTE, &mut errors);
+    let defaults = QueryLimits::default();
+    let base_limits = QueryLimits {
+        max_series: raw.limits.max_series.unwrap_or(defaults.max_series),
+        max_rows: raw.limits.max_rows.unwrap_or(defaults.max_rows),
+        max_panes: raw.limits.max_panes.unwrap_or(defaults.max_panes).max(2),
+    };
+    let mut parser = ParserLimits::default();
+    if let Some(b) = raw.limits.max_body_bytes {
+        parser.max_body_bytes = b;
+    }
+
+    let env = |what: &str, v: &str, errors: &mut Vec<String>| -> String {
+        interpolate(v).unwrap_or_else(|e| {
+            errors.push(format!("{file}: {what}: {e}"));
+            String::new()
+        })
+    };
+    let listen = env("export.listen", &raw.export.listen, &mut errors);
+    let dead_letter = raw.dead_letter.as_ref().map(|d| dir.join(env("dead_letter.path", &d.path, &mut errors)));
+    let checkpoint = raw.checkpoint.as_ref().map(|c| {
+        let every = ts("checkpoint.interval", &c.interval, time::TICKS_PER_SECOND, &mut errors);
+        (dir.join(env("checkpoint.path", &c.path, &mut errors)), Duration::from_nanos((every * 100) as u64))
+    });
+
+    let mut sources = Vec::new();
+    let mut source_names = HashSet::new();
+    for (i, s) in raw.sources.iter().enumerate() {
+        match s {
+            SourceConfig::File { name, paths, follow } => {
+                if !source_names.insert(name.clone()) {
+                    errors.push(format!("{file}: sources[{i}]: a source named '{name}' already exists"));
+                }
+                if paths.is_empty() {
+                    errors.push(format!("{file}: sources[{i}] '{name}': paths is empty"));
+                }
+                let paths = paths
+                    .iter()
+                    .enumerate()
+                    .map(|(j, p)| {
+                        let p = env(&format!("sources[{i}].paths[{j}]"), p, &mut errors);
+                        if p == "-" {
+                            PathBuf::from("-")
+                        } else {
+                            dir.join(p)
+                        }
+                    })
+                    .collect();
+                sources.push(SourceSettings::File { name: name.clone(), paths, follow: *follow });
+            }
+        }
+    }
+
+    // Queries: inline ones, then each query file (with its own name in error messages).
+    let mut all: Vec<(String, String, QueryConfig)> = raw.queries.into_iter().map(|q| (file.clone(), text.clone(), q)).collect();
+    for qf in &raw.query_files {
+        let p = dir.join(env("query_files", qf, &mut errors));
+        let name = p.display().to_string();
+        match std::fs::read_to_string(&p) {
+            Err(e) => errors.push(format!("{file}: query_files: {name}: {e}")),
+            Ok(t) => match toml::from_str::<QueryFile>(&t) {
+                Err(e) => errors.push(toml_error(&p, &t, &e)),
+                Ok(f) => all.extend(f.queries.into_iter().map(|q| (name.clone(), t.clone(), q))),
+            },
+        }
+    }
+    let mut queries = Vec::new();
+    let mut names = HashSet::new();
+    for (qfile, qtext, q) in all {
+        if !valid_name(&q.name) {
+            errors.push(format!(
+                "{qfile}: query '{}': a name must start with a letter or '_' and hold only letters, digits and '_' (it prefixes metric names)",
+                q.name
+            ));
+        }
+        if !names.insert(q.name.clone()) {
+            errors.push(format!("{qfile}: query '{}' is defined twice", q.name));
+        }
+        let limits = QueryLimits {
+            max_series: q.max_series.unwrap_or(base_limits.max_series),
+            max_rows: q.max_rows.unwrap_or(base_limits.max_rows),
+            max_panes: base_limits.max_panes,
+        };
+        match compile(q.kql.get_ref(), schemas) {
+            Ok(plan) => queries.push(QuerySpec {
+                name: Arc::from(q.name.as_str()),
+                description: q.description.clone(),
+                kql: q.kql.get_ref().clone(),
+                plan: Arc::new(plan),
+                limits,
+            }),
+            Err(diags) => {
+                let content_start = string_content_start(&qtext, q.kql.span().start);
+                for d in &diags.items {
+                    let (line, col) = line_col(&qtext, content_start + d.span.start);
+                    errors.push(format!("{qfile}:{line}:{col}: query '{}': {}", q.name, d.message));
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    Ok(Settings {
+        listen,
+        engine: EngineOptions { parser, allowed_lateness: lateness },
+        dead_letter,
+        checkpoint,
+        sources,
+        queries,
+    })
+}
+
+fn valid_name(n: &str) -> bool {
+    let mut chars = n.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Byte offset where a TOML string's content starts (after its quotes, and after the
+/// newline that directly follows opening triple quotes), so that KQL positions map to file
+/// positions. Exact for literal strings, which have no escapes.
+fn string_content_start(text: &str, value_start: usize) -> usize {
+    let rest = &text[value_start.min(text.len())..];
+    let quote = if rest.starts_with("'''") || rest.starts_with("\"\"\"") { 3 } else { 1 };
+    let mut at = value_start + quote;
+    let after = &text[at.min(text.len())..];
+    if quote == 3 {
+        if after.starts_with("\r\n") {
+            at += 2;
+        } else if after.starts_with('\n') {
+            at += 1;
+        }
+    }
+    at
+}
+
+fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let (line, col) = line_col(text, span.start);
+            format!("{}:{line}:{col}: {}", path.display(), e.message())
+        }
+        None => format!("{}: {}", path.display(), e.message()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn reports_every_error_with_file_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "c.toml",
+            r#"[limits]
+allowed_lateness = "soon"
+
+[[queries]]
+name = "bad-name"
+kql = '''
+AmlComputeClusterEvent
+| where Foo > 1'''
+
+[[queries]]
+name = "ok"
+kql = "AmlComputeClusterEvent | count"
+
+[[queries]]
+name = "ok"
+kql = "AmlComputeClusterEvent | count"
+"#,
+        );
+        let e = load(&p, &Schemas::embedded()).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("limits.allowed_lateness: 'soon'"), "{text}");
+        assert!(text.contains("query 'bad-name': a name must"), "{text}");
+        assert!(text.contains("c.toml:8:9: query 'bad-name': unknown column 'Foo'"), "{text}");
+        assert!(text.contains("query 'ok' is defined twice"), "{text}");
+        assert_eq!(e.0.len(), 4, "{text}");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_their_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "c.toml", "[export]\nlisten = \"x\"\nlisten_port = 1\n");
+        let e = load(&p, &Schemas::embedded()).unwrap_err();
+        assert!(e.0[0].contains("c.toml:3:1"), "{}", e.0[0]);
+        assert!(e.0[0].contains("listen_port"), "{}", e.0[0]);
+    }
+
+    #[test]
+    fn query_files_env_and_relative_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "q.toml", "[[queries]]\nname = \"n\"\nkql = \"AmlComputeJobEvent | count\"\n");
+        std::env::set_var("HUBWATCH_TEST_DL", "dead.ndjson");
+        let p = write(
+            dir.path(),
+            "c.toml",
+            "query_files = [\"q.toml\"]\n[dead_letter]\npath = \"${HUBWATCH_TEST_DL}\"\n[[sources]]\ntype = \"file\"\nname = \"f\"\npaths = [\"in\"]\n",
+        );
+        let s = load(&p, &Schemas::embedded()).unwrap();
+        assert_eq!(s.queries.len(), 1);
+        assert_eq!(s.dead_letter.unwrap(), dir.path().join("dead.ndjson"));
+        let SourceSettings::File { paths, .. } = &s.sources[0];
+        assert_eq!(paths[0], dir.path().join("in"));
+    }
+}

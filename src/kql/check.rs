@@ -1,0 +1,1063 @@
+//! The checker: resolves a parsed query against the table definitions, types every
+//! expression, reports every error at once (with its place), and compiles the query into a
+//! [`Plan`] for the streaming engine.
+
+use std::sync::Arc;
+
+use super::ast::{self, BinaryOp, ExprKind, Literal, LiteralType, OperatorKind, Span};
+use super::diag::{Diagnostic, Diagnostics};
+use super::plan::{AggFunc, Aggregate, Expr, Func, OutColumn, Plan, RowOp, Stage, Summarize, TableOp, Window};
+use crate::schema::Schemas;
+use crate::time;
+use crate::value::{Type, Value};
+use crate::window::sketch::DistinctCount;
+
+/// Parses and checks `source`; on failure every problem found is in the [`Diagnostics`].
+pub fn compile(source: &str, schemas: &Schemas) -> Result<Plan, Diagnostics> {
+    let fail = |items| Diagnostics { source: source.to_string(), items };
+    let query = super::parser::parse(source).map_err(fail)?;
+    let mut checker = Checker { diags: Vec::new() };
+    let plan = checker.query(&query, schemas);
+    match plan {
+        Some(plan) if checker.diags.is_empty() => Ok(plan),
+        _ => Err(fail(checker.diags)),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Col {
+    name: Arc<str>,
+    /// `None`: the type of a null literal (fits anything).
+    ty: Option<Type>,
+    /// The source row's `TimeGenerated`, unchanged.
+    is_time: bool,
+    is_key: bool,
+}
+
+type Scope = Vec<Col>;
+
+/// A checked expression and its type (`None` = untyped null).
+struct Typed {
+    expr: Expr,
+    ty: Option<Type>,
+}
+
+struct Checker {
+    diags: Vec<Diagnostic>,
+}
+
+#[derive(PartialEq, Clone, Copy)]
+enum Phase {
+    Pre,
+    Post,
+}
+
+impl Checker {
+    fn err(&mut self, span: Span, msg: impl Into<String>) {
+        self.diags.push(Diagnostic::new(span, msg));
+    }
+
+    fn query(&mut self, q: &ast::Query, schemas: &Schemas) -> Option<Plan> {
+        let Some(table_id) = schemas.table(&q.table.name) else {
+            let hint = match schemas.table_ignore_case(&q.table.name) {
+                Some(t) => format!(" (did you mean '{}'? table names are case-sensitive)", t.name),
+                None => " (add a definition under schemas/tables/ to query it)".to_string(),
+            };
+            self.err(q.table.span, format!("unknown table '{}'{hint}", q.table.name));
+            return None;
+        };
+        let table = &schemas.tables[table_id];
+        let time_column = table.time_column();
+        let mut scope: Scope = table
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Col { name: c.name.clone(), ty: Some(c.ty), is_time: i == time_column, is_key: false })
+            .collect();
+        let source_width = scope.len();
+        let mut reads = vec![false; source_width];
+        reads[time_column] = true;
+
+        let mut phase = Phase::Pre;
+        let mut window: Option<Window> = None;
+        let mut pre = Vec::new();
+        let mut post = Vec::new();
+        let mut stage = Stage::Rows { limit: None };
+        let mut pre_is_projected = false;
+
+        for op in &q.ops {
+            match &op.kind {
+                OperatorKind::Where(pred) => {
+                    let mut rest = Vec::new();
+                    for conjunct in conjuncts(pred) {
+                        if phase == Phase::Pre {
+                            if let Some(w) = self.time_filter(conjunct, &scope) {
+                                window = Some(match window {
+                                    Some(old) if old.length <= w.length => old,
+                                    _ => w,
+                                });
+                                continue;
+                            }
+                        }
+                        rest.push(conjunct);
+                    }
+                    let mut compiled: Option<Expr> = None;
+                    for c in rest {
+                        let Some(t) = self.expr(c, &scope) else { continue };
+                        self.expect_bool(&t, c.span, "a 'where' predicate");
+                        compiled = Some(match compiled {
+                            None => t.expr,
+                            Some(prev) => Expr::And(Box::new(prev), Box::new(t.expr)),
+                        });
+                    }
+                    if let Some(e) = compiled {
+                        match phase {
+                            Phase::Pre => pre.push(RowOp::Filter(e)),
+                            Phase::Post => post.push(TableOp::Filter(e)),
+                        }
+                    }
+                }
+                OperatorKind::Extend(items) => {
+                    let mut out = Vec::new();
+                    let mut counter = 0;
+                    for item in items {
+                        let Some(t) = self.expr(&item.expr, &scope) else { continue };
+                        self.no_dynamic_surprise(&t);
+                        let name = item.name.as_ref().map(|n| Arc::from(n.name.as_str())).unwrap_or_else(|| {
+                            derive_name(&item.expr).map(Arc::from).unwrap_or_else(|| {
+                                counter += 1;
+                                Arc::from(format!("Column{counter}"))
+                            })
+                        });
+                        let existing = scope.iter().position(|c| c.name == name);
+                        let col = Col { name, ty: t.ty, is_time: false, is_key: false };
+                        match existing {
+                            Some(i) => scope[i] = col,
+                            None => scope.push(col),
+                        }
+                        out.push((existing, t.expr));
+                    }
+                    match phase {
+                        Phase::Pre => pre.push(RowOp::Extend(out)),
+                        Phase::Post => post.push(TableOp::Extend(out)),
+                    }
+                }
+                OperatorKind::Project(items) => {
+                    let (exprs, new_scope) = self.project(items, &scope);
+                    scope = new_scope;
+                    match phase {
+                        Phase::Pre => {
+                            pre.push(RowOp::Project(exprs));
+                            pre_is_projected = true;
+                        }
+                        Phase::Post => post.push(TableOp::Project(exprs)),
+                    }
+                }
+                OperatorKind::ProjectAway(names) => {
+                    let mut keep: Vec<bool> = vec![true; scope.len()];
+                    for n in names {
+                        match scope.iter().position(|c| *c.name == *n.name) {
+                            Some(i) => keep[i] = false,
+                            None => self.unknown_column(n.span, &n.name, &scope),
+                        }
+                    }
+                    let exprs: Vec<Expr> =
+                        (0..scope.len()).filter(|i| keep[*i]).map(Expr::Column).collect();
+                    scope = scope.into_iter().zip(keep).filter(|(_, k)| *k).map(|(c, _)| c).collect();
+                    match phase {
+                        Phase::Pre => {
+                            pre.push(RowOp::Project(exprs));
+                            pre_is_projected = true;
+                        }
+                        Phase::Post => post.push(TableOp::Project(exprs)),
+                    }
+                }
+                OperatorKind::Summarize { aggregates, by } => {
+                    if phase == Phase::Post {
+                        self.err(op.span, "only one 'summarize' (or 'count') per query is supported");
+                        continue;
+                    }
+                    let (s, new_scope) = self.summarize(aggregates, by, &scope);
+                    stage = Stage::Summarize(s);
+                    scope = new_scope;
+                    phase = Phase::Post;
+                }
+                OperatorKind::Count => match phase {
+                    Phase::Pre => {
+                        stage = Stage::Summarize(Summarize {
+                            keys: vec![],
+                            bin: None,
+                            aggregates: vec![Aggregate {
+                                func: AggFunc::Count,
+                                arg: None,
+                                predicate: None,
+                                carried: vec![],
+                                arg_type: None,
+                            }],
+                            widths: vec![1],
+                        });
+                        scope = vec![Col { name: Arc::from("Count"), ty: Some(Type::Long), is_time: false, is_key: false }];
+                        phase = Phase::Post;
+                    }
+                    Phase::Post => {
+                        post.push(TableOp::Count);
+                        scope = vec![Col { name: Arc::from("Count"), ty: Some(Type::Long), is_time: false, is_key: false }];
+                    }
+                },
+                OperatorKind::Take(n) => {
+                    let limit = match &n.kind {
+                        ExprKind::Literal(Literal::Long(v)) if *v >= 0 => *v as usize,
+                        _ => {
+                            self.err(n.span, "'take' needs a non-negative whole number");
+                            continue;
+                        }
+                    };
+                    match (phase, &mut stage) {
+                        (Phase::Pre, Stage::Rows { limit: l }) => *l = Some(l.map_or(limit, |x| x.min(limit))),
+                        _ => post.push(TableOp::Take(limit)),
+                    }
+                }
+            }
+        }
+        let _ = pre_is_projected;
+
+        // What the parser must fill: every source column referenced before the first project.
+        mark_reads(&pre, &stage, source_width, &mut reads);
+
+        let output = scope
+            .iter()
+            .map(|c| OutColumn { name: c.name.clone(), ty: c.ty.unwrap_or(Type::String), is_key: c.is_key })
+            .collect();
+        Some(Plan { table: table_id, reads, time_column, window, pre, stage, post, output })
+    }
+
+    /// `TimeGenerated > ago(X)`, `>= ago(X)`, `ago(X) < TimeGenerated`, and
+    /// `TimeGenerated between (ago(X) .. now())` become the query's sliding window.
+    fn time_filter(&mut self, e: &ast::Expr, scope: &Scope) -> Option<Window> {
+        let is_time = |e: &ast::Expr| match &e.kind {
+            ExprKind::Column(n) => scope.iter().any(|c| *c.name == **n && c.is_time),
+            _ => false,
+        };
+        let ago = |e: &ast::Expr| -> Option<i64> {
+            match &e.kind {
+                ExprKind::Call { name, args } if name.name == "ago" && args.len() == 1 => match &args[0].kind {
+                    ExprKind::Literal(Literal::TimeSpan(t)) if *t > 0 => Some(*t),
+                    _ => None,
+                },
+                _ => None,
+            }
+        };
+        let is_now = |e: &ast::Expr| matches!(&e.kind, ExprKind::Call { name, args } if name.name == "now" && args.is_empty());
+        match &e.kind {
+            ExprKind::Binary { op, lhs, rhs } => {
+                let (op, time_side, other) = if is_time(lhs) {
+                    (*op, lhs, rhs)
+                } else if is_time(rhs) {
+                    let flipped = match op {
+                        BinaryOp::Lt => BinaryOp::Gt,
+                        BinaryOp::Le => BinaryOp::Ge,
+                        other => *other,
+                    };
+                    (flipped, rhs, lhs)
+                } else {
+                    return None;
+                };
+                let _ = time_side;
+                let length = ago(other)?;
+                match op {
+                    BinaryOp::Gt => Some(Window { length, inclusive: false }),
+                    BinaryOp::Ge => Some(Window { length, inclusive: true }),
+                    _ => None,
+                }
+            }
+            ExprKind::Between { expr, low, high, negated: false } if is_time(expr) && is_now(high) => {
+                Some(Window { length: ago(low)?, inclusive: true })
+            }
+            _ => None,
+        }
+    }
+
+    fn project(&mut self, items: &[ast::NamedExpr], scope: &Scope) -> (Vec<Expr>, Scope) {
+        let mut exprs = Vec::new();
+        let mut out: Scope = Vec::new();
+        let mut counter = 0;
+        for item in items {
+            let Some(t) = self.expr(&item.expr, scope) else { continue };
+            let (name, span) = match &item.name {
+                Some(n) => (Arc::from(n.name.as_str()), n.span),
+                None => (
+                    derive_name(&item.expr).map(Arc::from).unwrap_or_else(|| {
+                        counter += 1;
+                        Arc::from(format!("Column{counter}"))
+                    }),
+                    item.expr.span,
+                ),
+            };
+            if out.iter().any(|c: &Col| c.name == name) {
+                self.err(span, format!("column '{name}' is projected twice"));
+                continue;
+            }
+            // A bare column keeps what it was (the event time, a summarize key).
+            let (is_time, is_key) = match &t.expr {
+                Expr::Column(i) => (scope[*i].is_time, scope[*i].is_key),
+                _ => (false, false),
+            };
+            out.push(Col { name, ty: t.ty, is_time, is_key });
+            exprs.push(t.expr);
+        }
+        (exprs, out)
+    }
+
+    fn summarize(&mut self, aggregates: &[ast::NamedExpr], by: &[ast::NamedExpr], scope: &Scope) -> (Summarize, Scope) {
+        let mut out: Scope = Vec::new();
+        let mut keys = Vec::new();
+        let mut bin = None;
+        let mut counter = 0;
+        for item in by {
+            let Some(t) = self.expr(&item.expr, scope) else { continue };
+            if let Expr::Call { func: Func::Bin | Func::Floor, args } = &t.expr {
+                if let (Expr::Column(c), Some(Expr::Literal(Value::TimeSpan(w)))) = (&args[0], args.get(1)) {
+                    if scope[*c].is_time && *w > 0 && bin.is_none() {
+                        bin = Some((keys.len(), *w));
+                    }
+                }
+            }
+            let name: Arc<str> = match &item.name {
+                Some(n) => Arc::from(n.name.as_str()),
+                None => derive_name(&item.expr).map(Arc::from).unwrap_or_else(|| {
+                    counter += 1;
+                    Arc::from(format!("Column{counter}"))
+                }),
+            };
+            let is_time = bin.is_some_and(|(k, _)| k == keys.len());
+            out.push(Col { name: unique(&out, name), ty: t.ty, is_time, is_key: true });
+            keys.push(t.expr);
+        }
+        let mut aggs = Vec::new();
+        let mut widths = Vec::new();
+        for item in aggregates {
+            let Some((agg, cols)) = self.aggregate(item, scope, &out) else { continue };
+            widths.push(cols.len());
+            for c in cols {
+                let name = unique(&out, c.name.clone());
+                out.push(Col { name, ..c });
+            }
+            aggs.push(agg);
+        }
+        (Summarize { keys, bin, aggregates: aggs, widths }, out)
+    }
+
+    fn aggregate(&mut self, item: &ast::NamedExpr, scope: &Scope, keys: &Scope) -> Option<(Aggregate, Vec<Col>)> {
+        let ExprKind::Call { name, args } = &item.expr.kind else {
+            self.err(item.expr.span, "expected an aggregation function (count, countif, sum, sumif, avg, avgif, min, max, dcount, arg_max, arg_min, percentile)");
+            return None;
+        };
+        let fname = name.name.as_str();
+        let arity = |this: &mut Checker, lo: usize, hi: usize| -> bool {
+            if args.len() < lo || args.len() > hi {
+                let want = if lo == hi { format!("{lo}") } else { format!("{lo} to {hi}") };
+                this.err(item.expr.span, format!("{fname}() takes {want} argument(s), got {}", args.len()));
+                false
+            } else {
+                true
+            }
+        };
+        let named = |default: String| -> Arc<str> {
+            item.name.as_ref().map(|n| Arc::from(n.name.as_str())).unwrap_or_else(|| Arc::from(default))
+        };
+        let arg_name = |i: usize| args.get(i).and_then(derive_name).unwrap_or_default();
+        let col = |name: Arc<str>, ty: Type| Col { name, ty: Some(ty), is_time: false, is_key: false };
+        let mk = |func, arg: Option<Expr>, predicate: Option<Expr>, arg_type| Aggregate {
+            func,
+            arg,
+            predicate,
+            carried: vec![],
+            arg_type,
+        };
+        match fname {
+            "count" => {
+                if !arity(self, 0, 0) {
+                    return None;
+                }
+                Some((mk(AggFunc::Count, None, None, None), vec![col(named("count_".into()), Type::Long)]))
+            }
+            "countif" => {
+                if !arity(self, 1, 1) {
+                    return None;
+                }
+                let p = self.expr(&args[0], scope)?;
+                self.expect_bool(&p, args[0].span, "countif()'s predicate");
+                Some((mk(AggFunc::CountIf, None, Some(p.expr), None), vec![col(named("countif_".into()), Type::Long)]))
+            }
+            "sum" | "sumif" | "avg" | "avgif" => {
+                let is_if = fname.ends_with("if");
+                if !arity(self, 1 + is_if as usize, 1 + is_if as usize) {
+                    return None;
+                }
+                let a = self.expr(&args[0], scope)?;
+                let ty = match a.ty {
+                    Some(t @ (Type::Long | Type::Real | Type::TimeSpan)) => t,
+                    Some(Type::Dynamic) | None => Type::Real,
+                    Some(other) => {
+                        self.err(args[0].span, format!("{fname}() needs a number or timespan, got {other}"));
+                        return None;
+                    }
+                };
+                let predicate = if is_if {
+                    let p = self.expr(&args[1], scope)?;
+                    self.expect_bool(&p, args[1].span, "the predicate");
+                    Some(p.expr)
+                } else {
+                    None
+                };
+                let is_avg = fname.starts_with("avg");
+                let out_ty = if is_avg && ty != Type::TimeSpan { Type::Real } else { ty };
+                let func = match (is_avg, is_if) {
+                    (false, false) => AggFunc::Sum,
+                    (false, true) => AggFunc::SumIf,
+                    (true, false) => AggFunc::Avg,
+                    (true, true) => AggFunc::AvgIf,
+                };
+                let name = named(format!("{fname}_{}", arg_name(0)));
+                Some((mk(func, Some(a.expr), predicate, Some(ty)), vec![col(name, out_ty)]))
+            }
+            "min" | "max" => {
+                if !arity(self, 1, 1) {
+                    return None;
+                }
+                let a = self.expr(&args[0], scope)?;
+                let ty = a.ty.unwrap_or(Type::Real);
+                if ty == Type::Dynamic || ty == Type::Bool {
+                    self.err(args[0].span, format!("{fname}() needs a number, string, datetime or timespan, got {ty}"));
+                    return None;
+                }
+                let func = if fname == "min" { AggFunc::Min } else { AggFunc::Max };
+                let name = named(format!("{fname}_{}", arg_name(0)));
+                Some((mk(func, Some(a.expr), None, Some(ty)), vec![col(name, ty)]))
+            }
+            "dcount" => {
+                if !arity(self, 1, 2) {
+                    return None;
+                }
+                let a = self.expr(&args[0], scope)?;
+                let level = match args.get(1).map(|e| &e.kind) {
+                    None => 1,
+                    Some(ExprKind::Literal(Literal::Long(l))) if (0..=4).contains(l) => *l,
+                    Some(_) => {
+                        self.err(args[1].span, "dcount()'s accuracy must be a whole number from 0 to 4");
+                        return None;
+                    }
+                };
+                let precision = DistinctCount::precision_for_accuracy(level);
+                let name = named(format!("dcount_{}", arg_name(0)));
+                Some((mk(AggFunc::DCount { precision }, Some(a.expr), None, a.ty), vec![col(name, Type::Long)]))
+            }
+            "percentile" => {
+                if !arity(self, 2, 2) {
+                    return None;
+                }
+                let a = self.expr(&args[0], scope)?;
+                let ty = match a.ty {
+                    Some(t @ (Type::Long | Type::Real)) => t,
+                    Some(Type::Dynamic) | None => Type::Real,
+                    Some(other) => {
+                        self.err(args[0].span, format!("percentile() needs a number, got {other}"));
+                        return None;
+                    }
+                };
+                let p = match &args[1].kind {
+                    ExprKind::Literal(Literal::Long(v)) => *v as f64,
+                    ExprKind::Literal(Literal::Real(v)) => *v,
+                    _ => f64::NAN,
+                };
+                if !(0.0..=100.0).contains(&p) {
+                    self.err(args[1].span, "percentile()'s second argument must be a number from 0 to 100");
+                    return None;
+                }
+                let suffix = crate::value::format_real(p).replace('.', "_");
+                let name = named(format!("percentile_{}_{suffix}", arg_name(0)));
+                Some((mk(AggFunc::Percentile { p }, Some(a.expr), None, Some(ty)), vec![col(name, ty)]))
+            }
+            "arg_max" | "arg_min" => {
+                if args.len() < 2 {
+                    self.err(item.expr.span, format!("{fname}() takes the expression to maximize and the columns to return (or *)"));
+                    return None;
+                }
+                let a = self.expr(&args[0], scope)?;
+                let ty = a.ty.unwrap_or(Type::Real);
+                let first_name: Arc<str> = item
+                    .name
+                    .as_ref()
+                    .map(|n| Arc::from(n.name.as_str()))
+                    .or_else(|| derive_name(&args[0]).map(Arc::from))
+                    .unwrap_or_else(|| Arc::from(if fname == "arg_max" { "max_" } else { "min_" }));
+                let mut cols = vec![col(first_name.clone(), ty)];
+                let mut carried = Vec::new();
+                for extra in &args[1..] {
+                    if matches!(extra.kind, ExprKind::Star) {
+                        for (i, c) in scope.iter().enumerate() {
+                            let dup = c.name == first_name || keys.iter().any(|k| k.name == c.name);
+                            if !dup && !cols.iter().any(|x| x.name == c.name) {
+                                carried.push(Expr::Column(i));
+                                cols.push(Col { name: c.name.clone(), ty: c.ty, is_time: false, is_key: false });
+                            }
+                        }
+                        continue;
+                    }
+                    let Some(t) = self.expr(extra, scope) else { continue };
+                    let name = derive_name(extra).map(Arc::from).unwrap_or_else(|| Arc::from(format!("Column{}", carried.len() + 1)));
+                    carried.push(t.expr);
+                    cols.push(Col { name, ty: t.ty, is_time: false, is_key: false });
+                }
+                let func = if fname == "arg_max" { AggFunc::ArgMax } else { AggFunc::ArgMin };
+                let mut agg = mk(func, Some(a.expr), None, Some(ty));
+                agg.carried = carried;
+                Some((agg, cols))
+            }
+            other => {
+                let msg = if scalar_func(other).is_some() {
+                    format!("'{other}' is not an aggregation function; summarize needs count, sum, avg, min, max, dcount, arg_max, percentile, …")
+                } else {
+                    format!("unknown aggregation function '{other}'")
+                };
+                self.err(name.span, msg);
+                None
+            }
+        }
+    }
+
+    fn expect_bool(&mut self, t: &Typed, span: Span, what: &str) {
+        if let Some(ty) = t.ty {
+            if ty != Type::Bool && ty != Type::Dynamic {
+                self.err(span, format!("{what} must be a bool, got {ty}"));
+            }
+        }
+    }
+
+    fn no_dynamic_surprise(&mut self, _t: &Typed) {}
+
+    fn unknown_column(&mut self, span: Span, name: &str, scope: &Scope) {
+        let hint = scope
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(name))
+            .map(|c| format!(" (did you mean '{}'? column names are case-sensitive)", c.name))
+            .unwrap_or_default();
+        self.err(span, format!("unknown column '{name}'{hint}"));
+    }
+
+    fn expr(&mut self, e: &ast::Expr, scope: &Scope) -> Option<Typed> {
+        let typed = |expr, ty| Some(Typed { expr, ty });
+        match &e.kind {
+            ExprKind::Literal(lit) => {
+                let (v, ty) = self.literal(lit, e.span)?;
+                typed(Expr::Literal(v), ty)
+            }
+            ExprKind::Column(name) => match scope.iter().position(|c| *c.name == **name) {
+                Some(i) => typed(Expr::Column(i), scope[i].ty),
+                None => {
+                    self.unknown_column(e.span, name, scope);
+                    None
+                }
+            },
+            ExprKind::Star => {
+                self.err(e.span, "'*' is only allowed as an argument of arg_max()/arg_min()");
+                None
+            }
+            ExprKind::Unary { op, expr } => {
+                let t = self.expr(expr, scope)?;
+                match t.ty {
+                    Some(Type::Long | Type::Real | Type::TimeSpan | Type::Dynamic) | None => {}
+                    Some(other) => {
+                        self.err(e.span, format!("unary minus needs a number or timespan, got {other}"));
+                        return None;
+                    }
+                }
+                typed(Expr::Unary { neg: *op == ast::UnaryOp::Neg, expr: Box::new(t.expr) }, t.ty)
+            }
+            ExprKind::Binary { op, lhs, rhs } => self.binary(*op, lhs, rhs, e.span, scope),
+            ExprKind::In { expr, list, negated, case_insensitive } => {
+                let t = self.expr(expr, scope)?;
+                let mut items = Vec::new();
+                for item in list {
+                    let Some(mut it) = self.expr(item, scope) else { continue };
+                    if let (Some(Type::Long | Type::Real), Expr::Literal(Value::Str(s))) = (t.ty, &it.expr) {
+                        if let Some(n) = numeric_literal(s) {
+                            it = Typed { expr: Expr::Literal(n.0), ty: Some(n.1) };
+                        }
+                    }
+                    if !comparable(t.ty, it.ty) {
+                        self.err(item.span, format!("cannot compare {} with {}", tyname(t.ty), tyname(it.ty)));
+                    }
+                    items.push(it.expr);
+                }
+                typed(
+                    Expr::In { expr: Box::new(t.expr), list: items, negated: *negated, case_insensitive: *case_insensitive },
+                    Some(Type::Bool),
+                )
+            }
+            ExprKind::Between { expr, low, high, negated } => {
+                let t = self.expr(expr, scope)?;
+                let lo = self.expr(low, scope)?;
+                let hi = self.expr(high, scope)?;
+                for (x, span) in [(&lo, low.span), (&hi, high.span)] {
+                    if !comparable(t.ty, x.ty) {
+                        self.err(span, format!("cannot compare {} with {}", tyname(t.ty), tyname(x.ty)));
+                    }
+                }
+                typed(
+                    Expr::Between { expr: Box::new(t.expr), low: Box::new(lo.expr), high: Box::new(hi.expr), negated: *negated },
+                    Some(Type::Bool),
+                )
+            }
+            ExprKind::Member { expr, name } => {
+                let t = self.expr(expr, scope)?;
+                if !matches!(t.ty, Some(Type::Dynamic) | None) {
+                    self.err(e.span, format!("'.{name}' needs a dynamic value, got {}", tyname(t.ty)));
+                    return None;
+                }
+                typed(Expr::Member { expr: Box::new(t.expr), name: Arc::from(name.as_str()) }, Some(Type::Dynamic))
+            }
+            ExprKind::Index { expr, index } => {
+                let t = self.expr(expr, scope)?;
+                let i = self.expr(index, scope)?;
+                if !matches!(t.ty, Some(Type::Dynamic) | None) {
+                    self.err(e.span, format!("indexing needs a dynamic value (an array or object), got {}", tyname(t.ty)));
+                    return None;
+                }
+                if !matches!(i.ty, Some(Type::Long | Type::String | Type::Dynamic) | None) {
+                    self.err(index.span, format!("an index must be a whole number or a string, got {}", tyname(i.ty)));
+                    return None;
+                }
+                typed(Expr::Index { expr: Box::new(t.expr), index: Box::new(i.expr) }, Some(Type::Dynamic))
+            }
+            ExprKind::Call { name, args } => self.call(name, args, e.span, scope),
+        }
+    }
+
+    fn literal(&mut self, lit: &Literal, span: Span) -> Option<(Value, Option<Type>)> {
+        Some(match lit {
+            Literal::Null(t) => (
+                Value::Null,
+                t.map(|t| match t {
+                    LiteralType::Bool => Type::Bool,
+                    LiteralType::Long => Type::Long,
+                    LiteralType::Real => Type::Real,
+                    LiteralType::String => Type::String,
+                    LiteralType::DateTime => Type::DateTime,
+                    LiteralType::TimeSpan => Type::TimeSpan,
+                }),
+            ),
+            Literal::Bool(b) => (Value::Bool(*b), Some(Type::Bool)),
+            Literal::Long(v) => (Value::Long(*v), Some(Type::Long)),
+            Literal::Real(v) => (Value::Real(*v), Some(Type::Real)),
+            Literal::String(s) => (Value::str(s), Some(Type::String)),
+            Literal::TimeSpan(t) => (Value::TimeSpan(*t), Some(Type::TimeSpan)),
+            Literal::DateTime(text) => match time::parse_datetime(text) {
+                Some((t, _)) => (Value::DateTime(t), Some(Type::DateTime)),
+                None => {
+                    self.err(span, format!("invalid datetime literal '{text}' (expected e.g. datetime(2024-01-31T12:00:00Z))"));
+                    return None;
+                }
+            },
+            Literal::Dynamic(text) => match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(v) => (Value::Dynamic(Arc::new(v)), Some(Type::Dynamic)),
+                Err(err) => {
+                    self.err(span, format!("invalid dynamic literal: {err}"));
+                    return None;
+                }
+            },
+        })
+    }
+
+    fn binary(&mut self, op: BinaryOp, lhs: &ast::Expr, rhs: &ast::Expr, span: Span, scope: &Scope) -> Option<Typed> {
+        let l = self.expr(lhs, scope);
+        let r = self.expr(rhs, scope);
+        let (mut l, mut r) = (l?, r?);
+        use BinaryOp::*;
+        let ty = match op {
+            And | Or => {
+                self.expect_bool(&l, lhs.span, &format!("the left side of '{}'", if op == And { "and" } else { "or" }));
+                self.expect_bool(&r, rhs.span, &format!("the right side of '{}'", if op == And { "and" } else { "or" }));
+                let expr = if op == And {
+                    Expr::And(Box::new(l.expr), Box::new(r.expr))
+                } else {
+                    Expr::Or(Box::new(l.expr), Box::new(r.expr))
+                };
+                return Some(Typed { expr, ty: Some(Type::Bool) });
+            }
+            Eq | Ne | Lt | Le | Gt | Ge => {
+                // Log Analytics samples compare int columns with string literals
+                // (`ResponseCode != "200"`): a numeric literal string is taken as the number.
+                if let (Some(Type::Long | Type::Real), Expr::Literal(Value::Str(s))) = (l.ty, &r.expr) {
+                    if let Some((v, t)) = numeric_literal(s) {
+                        r = Typed { expr: Expr::Literal(v), ty: Some(t) };
+                    }
+                }
+                if let (Expr::Literal(Value::Str(s)), Some(Type::Long | Type::Real)) = (&l.expr, r.ty) {
+                    if let Some((v, t)) = numeric_literal(s) {
+                        l = Typed { expr: Expr::Literal(v), ty: Some(t) };
+                    }
+                }
+                if !comparable(l.ty, r.ty) {
+                    self.err(span, format!("cannot compare {} with {}", tyname(l.ty), tyname(r.ty)));
+                    return None;
+                }
+                Some(Type::Bool)
+            }
+            EqTilde | NeTilde | Str { .. } => Some(Type::Bool),
+            Add | Sub | Mul | Div | Mod => match arith_type(op, l.ty, r.ty) {
+                Ok(t) => t,
+                Err(()) => {
+                    let sym = match op {
+                        Add => "+",
+                        Sub => "-",
+                        Mul => "*",
+                        Div => "/",
+                        _ => "%",
+                    };
+                    self.err(span, format!("cannot apply '{sym}' to {} and {}", tyname(l.ty), tyname(r.ty)));
+                    return None;
+                }
+            },
+        };
+        Some(Typed { expr: Expr::Binary { op, lhs: Box::new(l.expr), rhs: Box::new(r.expr) }, ty })
+    }
+
+    fn call(&mut self, name: &ast::Ident, args: &[ast::Expr], span: Span, scope: &Scope) -> Option<Typed> {
+        let fname = name.name.as_str();
+        if fname == "now" {
+            if !args.is_empty() {
+                self.err(span, "now() takes no arguments (offsets: now() - 1h)");
+                return None;
+            }
+            return Some(Typed { expr: Expr::Now, ty: Some(Type::DateTime) });
+        }
+        let Some((func, lo, hi)) = scalar_func(fname) else {
+            let msg = if is_aggregate(fname) {
+                format!("aggregation function '{fname}' is only allowed in 'summarize'")
+            } else {
+                format!("unknown function '{fname}'")
+            };
+            self.err(name.span, msg);
+            return None;
+        };
+        if args.len() < lo || args.len() > hi {
+            let want = if lo == hi { format!("{lo}") } else if hi == usize::MAX { format!("at least {lo}") } else { format!("{lo} to {hi}") };
+            self.err(span, format!("{fname}() takes {want} argument(s), got {}", args.len()));
+            return None;
+        }
+        let mut typed_args = Vec::with_capacity(args.len());
+        let mut failed = false;
+        for a in args {
+            match self.expr(a, scope) {
+                Some(t) => typed_args.push(t),
+                None => failed = true,
+            }
+        }
+        if failed {
+            return None;
+        }
+        let ty = |i: usize| typed_args[i].ty;
+        let bad = |this: &mut Checker, i: usize, want: &str| {
+            this.err(args[i].span, format!("{fname}() needs {want} here, got {}", tyname(typed_args[i].ty)));
+        };
+        let out: Option<Type> = match func {
+            Func::Ago => {
+                if !matches!(ty(0), Some(Type::TimeSpan) | None) {
+                    bad(self, 0, "a timespan (e.g. 5m, 1d)");
+                    return None;
+                }
+                Some(Type::DateTime)
+            }
+            Func::Bin | Func::Floor => {
+                let ok = matches!(
+                    (ty(0), ty(1)),
+                    (Some(Type::DateTime | Type::TimeSpan), Some(Type::TimeSpan))
+                        | (Some(Type::Long | Type::Real | Type::Dynamic) | None, Some(Type::Long | Type::Real))
+                );
+                if !ok {
+                    bad(self, 1, "a bin size matching the value (a timespan for datetimes, a number for numbers)");
+                    return None;
+                }
+                ty(0)
+            }
+            Func::Iif => {
+                self.expect_bool(&typed_args[0], args[0].span, "iif()'s condition");
+                match unify(ty(1), ty(2)) {
+                    Ok(t) => t,
+                    Err(()) => {
+                        self.err(span, format!("iif() branches have different types: {} and {}", tyname(ty(1)), tyname(ty(2))));
+                        return None;
+                    }
+                }
+            }
+            Func::Case => {
+                if args.len() % 2 == 0 {
+                    self.err(span, "case() takes condition/value pairs and a final else value");
+                    return None;
+                }
+                let mut t: Option<Type> = None;
+                for i in (0..args.len() - 1).step_by(2) {
+                    self.expect_bool(&typed_args[i], args[i].span, "case()'s condition");
+                }
+                for i in (1..args.len()).step_by(2).chain(std::iter::once(args.len() - 1)) {
+                    t = match unify(t, ty(i)) {
+                        Ok(t) => t,
+                        Err(()) => {
+                            self.err(args[i].span, format!("case() values have different types: {} and {}", tyname(t), tyname(ty(i))));
+                            return None;
+                        }
+                    };
+                }
+                t
+            }
+            Func::Not => {
+                self.expect_bool(&typed_args[0], args[0].span, "not()'s argument");
+                Some(Type::Bool)
+            }
+            Func::ToString | Func::StrCat | Func::ToLower | Func::ToUpper => Some(Type::String),
+            Func::ToLong => Some(Type::Long),
+            Func::ToReal => Some(Type::Real),
+            Func::ToBool => Some(Type::Bool),
+            Func::ToDateTime => Some(Type::DateTime),
+            Func::ToTimeSpan => Some(Type::TimeSpan),
+            Func::Split => {
+                if args.len() == 3 && !matches!(ty(2), Some(Type::Long) | None) {
+                    bad(self, 2, "a whole number");
+                    return None;
+                }
+                Some(Type::Dynamic)
+            }
+            Func::IsEmpty | Func::IsNotEmpty | Func::IsNull | Func::IsNotNull => Some(Type::Bool),
+            Func::StrLen => Some(Type::Long),
+            Func::Abs => {
+                if !matches!(ty(0), Some(Type::Long | Type::Real | Type::TimeSpan | Type::Dynamic) | None) {
+                    bad(self, 0, "a number");
+                    return None;
+                }
+                ty(0)
+            }
+            Func::Round => {
+                if !matches!(ty(0), Some(Type::Long | Type::Real | Type::Dynamic) | None) {
+                    bad(self, 0, "a number");
+                    return None;
+                }
+                Some(Type::Real)
+            }
+            Func::Coalesce => {
+                let mut t = None;
+                for i in 0..args.len() {
+                    t = match unify(t, ty(i)) {
+                        Ok(t) => t,
+                        Err(()) => {
+                            bad(self, i, &format!("the same type as the other arguments ({})", tyname(t)));
+                            return None;
+                        }
+                    };
+                }
+                t
+            }
+        };
+        Some(Typed { expr: Expr::Call { func, args: typed_args.into_iter().map(|t| t.expr).collect() }, ty: out })
+    }
+}
+
+/// Splits `a and b and c` into its conjuncts.
+fn conjuncts(e: &ast::Expr) -> Vec<&ast::Expr> {
+    match &e.kind {
+        ExprKind::Binary { op: BinaryOp::And, lhs, rhs } => {
+            let mut v = conjuncts(lhs);
+            v.extend(conjuncts(rhs));
+            v
+        }
+        _ => vec![e],
+    }
+}
+
+/// Scalar functions: (function, min args, max args).
+fn scalar_func(name: &str) -> Option<(Func, usize, usize)> {
+    Some(match name {
+        "ago" => (Func::Ago, 1, 1),
+        "bin" => (Func::Bin, 2, 2),
+        "floor" => (Func::Floor, 2, 2),
+        "iif" | "iff" => (Func::Iif, 3, 3),
+        "case" => (Func::Case, 3, usize::MAX),
+        "not" => (Func::Not, 1, 1),
+        "tostring" => (Func::ToString, 1, 1),
+        "toint" | "tolong" => (Func::ToLong, 1, 1),
+        "todouble" | "toreal" => (Func::ToReal, 1, 1),
+        "tobool" | "toboolean" => (Func::ToBool, 1, 1),
+        "todatetime" => (Func::ToDateTime, 1, 1),
+        "totimespan" => (Func::ToTimeSpan, 1, 1),
+        "split" => (Func::Split, 2, 3),
+        "strcat" => (Func::StrCat, 1, 64),
+        "tolower" => (Func::ToLower, 1, 1),
+        "toupper" => (Func::ToUpper, 1, 1),
+        "isempty" => (Func::IsEmpty, 1, 1),
+        "isnotempty" => (Func::IsNotEmpty, 1, 1),
+        "isnull" => (Func::IsNull, 1, 1),
+        "isnotnull" => (Func::IsNotNull, 1, 1),
+        "strlen" => (Func::StrLen, 1, 1),
+        "abs" => (Func::Abs, 1, 1),
+        "round" => (Func::Round, 1, 2),
+        "coalesce" => (Func::Coalesce, 2, 64),
+        _ => return None,
+    })
+}
+
+fn is_aggregate(name: &str) -> bool {
+    matches!(
+        name,
+        "count" | "countif" | "sum" | "sumif" | "avg" | "avgif" | "min" | "max" | "dcount" | "arg_max" | "arg_min" | "percentile"
+    )
+}
+
+fn tyname(t: Option<Type>) -> &'static str {
+    t.map(Type::name).unwrap_or("null")
+}
+
+fn comparable(a: Option<Type>, b: Option<Type>) -> bool {
+    match (a, b) {
+        (None, _) | (_, None) => true,
+        (Some(Type::Dynamic), _) | (_, Some(Type::Dynamic)) => true,
+        (Some(x), Some(y)) => x == y || (x.is_numeric() && y.is_numeric()),
+    }
+}
+
+fn unify(a: Option<Type>, b: Option<Type>) -> Result<Option<Type>, ()> {
+    match (a, b) {
+        (None, t) | (t, None) => Ok(t),
+        (Some(x), Some(y)) if x == y => Ok(Some(x)),
+        (Some(x), Some(y)) if x.is_numeric() && y.is_numeric() => Ok(Some(Type::Real)),
+        (Some(Type::Dynamic), _) | (_, Some(Type::Dynamic)) => Ok(Some(Type::Dynamic)),
+        _ => Err(()),
+    }
+}
+
+fn arith_type(op: BinaryOp, a: Option<Type>, b: Option<Type>) -> Result<Option<Type>, ()> {
+    use BinaryOp::*;
+    use Type::*;
+    let (Some(a), Some(b)) = (a, b) else { return Ok(a.or(b)) };
+    Ok(Some(match (op, a, b) {
+        (_, Dynamic, _) | (_, _, Dynamic) => Dynamic,
+        (_, Long, Long) => Long,
+        (_, Long | Real, Long | Real) => Real,
+        (Add, DateTime, TimeSpan) | (Add, TimeSpan, DateTime) | (Sub, DateTime, TimeSpan) => DateTime,
+        (Sub, DateTime, DateTime) => TimeSpan,
+        (Add | Sub, TimeSpan, TimeSpan) => TimeSpan,
+        (Mul, TimeSpan, Long | Real) | (Mul, Long | Real, TimeSpan) | (Div, TimeSpan, Long | Real) => TimeSpan,
+        (Div, TimeSpan, TimeSpan) => Real,
+        _ => return Err(()),
+    }))
+}
+
+fn numeric_literal(s: &str) -> Option<(Value, Type)> {
+    let s = s.trim();
+    if let Ok(v) = s.parse::<i64>() {
+        return Some((Value::Long(v), Type::Long));
+    }
+    s.parse::<f64>().ok().filter(|v| v.is_finite()).map(|v| (Value::Real(v), Type::Real))
+}
+
+/// The column name Kusto gives an unnamed expression: a column's own name, `a_b` for `a.b`,
+/// and the name of the first argument of conversions and `bin()`.
+fn derive_name(e: &ast::Expr) -> Option<String> {
+    match &e.kind {
+        ExprKind::Column(n) => Some(n.clone()),
+        ExprKind::Member { expr, name } => Some(format!("{}_{name}", derive_name(expr)?)),
+        ExprKind::Index { expr, index } => match &index.kind {
+            ExprKind::Literal(Literal::String(k)) => Some(format!("{}_{k}", derive_name(expr)?)),
+            _ => None,
+        },
+        ExprKind::Call { name, args } => match name.name.as_str() {
+            "bin" | "floor" | "tostring" | "toint" | "tolong" | "todouble" | "toreal" | "tobool" | "todatetime"
+            | "totimespan" | "tolower" | "toupper" => args.first().and_then(derive_name),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn unique(scope: &Scope, name: Arc<str>) -> Arc<str> {
+    if !scope.iter().any(|c| c.name == name) {
+        return name;
+    }
+    (1..).map(|i| Arc::from(format!("{name}{i}"))).find(|n: &Arc<str>| !scope.iter().any(|c| c.name == *n)).unwrap_or(name)
+}
+
+/// Marks the source columns that expressions read before the first `project`.
+fn mark_reads(pre: &[RowOp], stage: &Stage, width: usize, reads: &mut [bool]) {
+    // Column indexes below `width` refer to the source row until the first projection;
+    // extends only append (or replace) and so keep source indexes valid.
+    let mut projected = false;
+    let mut replaced = vec![false; width];
+    let visit = |e: &Expr, projected: bool, replaced: &[bool], reads: &mut [bool]| {
+        if !projected {
+            walk(e, &mut |i| {
+                if i < width && !replaced[i] {
+                    reads[i] = true;
+                }
+            });
+        }
+    };
+    for op in pre {
+        match op {
+            RowOp::Filter(e) => visit(e, projected, &replaced, reads),
+            RowOp::Extend(items) => {
+                for (slot, e) in items {
+                    visit(e, projected, &replaced, reads);
+                    if let Some(i) = slot {
+                        if *i < width {
+                            replaced[*i] = true;
+                        }
+                    }
+                }
+            }
+            RowOp::Project(exprs) => {
+                for e in exprs {
+                    visit(e, projected, &replaced, reads);
+                }
+                projected = true;
+            }
+        }
+    }
+    if let Stage::Summarize(s) = stage {
+        for e in &s.keys {
+            visit(e, projected, &replaced, reads);
+        }
+        for a in &s.aggregates {
+            for e in a.arg.iter().chain(&a.predicate).chain(&a.carried) {
+                visit(e, projected, &replaced, reads);
+            }
+        }
+    } else if !projected {
+        // Rows are returned whole: every column is output.
+        for (i, r) in reads.iter_mut().enumerate() {
+            if !replaced[i] {
+                *r = true;
+            }
+        }
+    }
+}
+
+fn walk(e: &Expr, f: &mut impl FnMut(usize)) {
+    match e {
+        Expr::Literal(_) | Expr::Now => {}
+        Expr::Column(i) => f(*i),
+        Expr::Unary { expr, .. } | Expr::Member { expr, .. } => walk(expr, f),
+        Expr::Binary { lhs, rhs, .. } | Expr::And(lhs, rhs) | Expr::Or(lhs, rhs) | Expr::Index { expr: lhs, index: rhs } => {
+            walk(lhs, f);
+            walk(rhs, f)
+        }
+        Expr::In { expr, list, .. } => {
+            walk(expr, f);
+            list.iter().for_each(|e| walk(e, f));
+        }
+        Expr::Between { expr, low, high, .. } => {
+            walk(expr, f);
+            walk(low, f);
+            walk(high, f)
+        }
+        Expr::Call { args, .. } => args.iter().for_each(|e| walk(e, f)),
+    }
+}

@@ -1,0 +1,269 @@
+//! The compiled form of a query: names resolved to column indexes, every expression typed,
+//! and the query split into the three stages the streaming engine runs:
+//!
+//! 1. `pre`: row-at-a-time operators (`where`, `extend`, `project`) applied as records arrive;
+//! 2. `stage`: either keep the matching rows (bounded) or `summarize` them into series;
+//! 3. `post`: operators after `summarize`, applied to the result table when it is read.
+//!
+//! The time filter (`where TimeGenerated > ago(X)`) is lifted out of `pre` into `window`, and
+//! a `bin(TimeGenerated, X)` key into `Summarize::bin`: those become event-time windows.
+
+use std::sync::Arc;
+
+use crate::schema::TableId;
+use crate::value::{Type, Value};
+
+use super::ast::{BinaryOp, StrOp};
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub table: TableId,
+    /// The table's columns this query reads (for the parser's projection).
+    pub reads: Vec<bool>,
+    /// Index of `TimeGenerated` in the source row.
+    pub time_column: usize,
+    pub window: Option<Window>,
+    pub pre: Vec<RowOp>,
+    pub stage: Stage,
+    pub post: Vec<TableOp>,
+    /// The result's columns, in order.
+    pub output: Vec<OutColumn>,
+}
+
+/// A sliding window: rows with `TimeGenerated > clock - length` (or `>=` when inclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub length: i64,
+    pub inclusive: bool,
+}
+
+impl Window {
+    /// Whether a row at `time` is inside the window when the clock reads `clock`.
+    pub fn contains(&self, time: i64, clock: i64) -> bool {
+        let edge = clock.saturating_sub(self.length);
+        if self.inclusive {
+            time >= edge
+        } else {
+            time > edge
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OutColumn {
+    pub name: Arc<str>,
+    pub ty: Type,
+    /// A `by` column of `summarize` (exported as a Prometheus label).
+    pub is_key: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum RowOp {
+    Filter(Expr),
+    /// Appends (or, for an existing name, replaces) columns.
+    Extend(Vec<(Option<usize>, Expr)>),
+    /// Builds a new row from expressions.
+    Project(Vec<Expr>),
+}
+
+#[derive(Debug, Clone)]
+pub enum Stage {
+    /// Keep the most recent matching rows (at most `limit`, when `take` asked for fewer than
+    /// the configured cap).
+    Rows { limit: Option<usize> },
+    Summarize(Summarize),
+}
+
+#[derive(Debug, Clone)]
+pub struct Summarize {
+    /// `by` expressions, evaluated per row (the bin key, if any, is among them).
+    pub keys: Vec<Expr>,
+    /// `bin(TimeGenerated, width)`: index into `keys` and the bin width in ticks.
+    pub bin: Option<(usize, i64)>,
+    pub aggregates: Vec<Aggregate>,
+    /// How many output columns each aggregate produces (arg_max/arg_min can produce many).
+    pub widths: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Aggregate {
+    pub func: AggFunc,
+    /// The main argument (absent for `count()` and `countif`'s value).
+    pub arg: Option<Expr>,
+    /// The predicate of the `*if` forms.
+    pub predicate: Option<Expr>,
+    /// Columns carried by `arg_max`/`arg_min`.
+    pub carried: Vec<Expr>,
+    /// Type of the aggregated argument.
+    pub arg_type: Option<Type>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AggFunc {
+    Count,
+    CountIf,
+    Sum,
+    SumIf,
+    Avg,
+    AvgIf,
+    Min,
+    Max,
+    DCount { precision: u8 },
+    ArgMax,
+    ArgMin,
+    Percentile { p: f64 },
+}
+
+#[derive(Debug, Clone)]
+pub enum TableOp {
+    Filter(Expr),
+    Extend(Vec<(Option<usize>, Expr)>),
+    Project(Vec<Expr>),
+    Take(usize),
+    Count,
+}
+
+/// A typed scalar expression over a row.
+#[derive(Debug, Clone)]
+pub enum Expr {
+    Literal(Value),
+    Column(usize),
+    /// The event-time clock (`now()`).
+    Now,
+    Unary { neg: bool, expr: Box<Expr> },
+    Binary { op: BinaryOp, lhs: Box<Expr>, rhs: Box<Expr> },
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+    In { expr: Box<Expr>, list: Vec<Expr>, negated: bool, case_insensitive: bool },
+    Between { expr: Box<Expr>, low: Box<Expr>, high: Box<Expr>, negated: bool },
+    Member { expr: Box<Expr>, name: Arc<str> },
+    Index { expr: Box<Expr>, index: Box<Expr> },
+    Call { func: Func, args: Vec<Expr> },
+}
+
+/// Built-in scalar functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Func {
+    Ago,
+    Bin,
+    Iif,
+    Case,
+    Not,
+    ToString,
+    ToLong,
+    ToReal,
+    ToBool,
+    ToDateTime,
+    ToTimeSpan,
+    Split,
+    StrCat,
+    ToLower,
+    ToUpper,
+    IsEmpty,
+    IsNotEmpty,
+    IsNull,
+    IsNotNull,
+    StrLen,
+    Abs,
+    Round,
+    Floor,
+    Coalesce,
+}
+
+impl Plan {
+    /// The names of the result columns.
+    pub fn column_names(&self) -> Vec<Arc<str>> {
+        self.output.iter().map(|c| c.name.clone()).collect()
+    }
+}
+
+/// String operator helper shared by the evaluator: `has` matches whole terms.
+pub fn str_op_matches(op: StrOp, cs: bool, haystack: &str, needle: &str) -> bool {
+    if cs {
+        match op {
+            StrOp::Contains => haystack.contains(needle),
+            StrOp::StartsWith => haystack.starts_with(needle),
+            StrOp::EndsWith => haystack.ends_with(needle),
+            StrOp::Has => has_term(haystack, needle, true),
+        }
+    } else {
+        match op {
+            StrOp::Contains => contains_ci(haystack, needle),
+            StrOp::StartsWith => {
+                haystack.len() >= needle.len()
+                    && haystack.is_char_boundary(needle.len())
+                    && haystack[..needle.len()].eq_ignore_ascii_case(needle)
+                    || haystack.to_lowercase().starts_with(&needle.to_lowercase())
+            }
+            StrOp::EndsWith => {
+                let cut = haystack.len().wrapping_sub(needle.len());
+                haystack.len() >= needle.len() && haystack.is_char_boundary(cut) && haystack[cut..].eq_ignore_ascii_case(needle)
+                    || haystack.to_lowercase().ends_with(&needle.to_lowercase())
+            }
+            StrOp::Has => has_term(haystack, needle, false),
+        }
+    }
+}
+
+fn contains_ci(haystack: &str, needle: &str) -> bool {
+    if needle.is_empty() {
+        return true;
+    }
+    if haystack.is_ascii() && needle.is_ascii() {
+        let n = needle.as_bytes();
+        return haystack.as_bytes().windows(n.len()).any(|w| w.eq_ignore_ascii_case(n));
+    }
+    haystack.to_lowercase().contains(&needle.to_lowercase())
+}
+
+/// KQL `has`: the needle occurs as a whole term, i.e. bounded by non-alphanumeric characters
+/// (or the ends of the string). An empty needle matches.
+fn has_term(haystack: &str, needle: &str, cs: bool) -> bool {
+    if needle.is_empty() {
+        return true;
+    }
+    let (h, n) = if cs { (haystack.to_string(), needle.to_string()) } else { (haystack.to_lowercase(), needle.to_lowercase()) };
+    let is_word = |c: char| c.is_alphanumeric();
+    let mut start = 0;
+    while let Some(pos) = h[start..].find(&n) {
+        let at = start + pos;
+        let before_ok = h[..at].chars().next_back().map_or(true, |c| !is_word(c) || !n.starts_with(is_word));
+        let after_ok = h[at + n.len()..].chars().next().map_or(true, |c| !is_word(c) || !n.ends_with(is_word));
+        if before_ok && after_ok {
+            return true;
+        }
+        start = at + h[at..].chars().next().map_or(1, |c| c.len_utf8());
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn has_matches_whole_terms_only() {
+        assert!(str_op_matches(StrOp::Has, false, "Job failed: disk full", "FAILED"));
+        assert!(!str_op_matches(StrOp::Has, false, "Job failedx", "failed"));
+        assert!(!str_op_matches(StrOp::Has, true, "Job failed", "FAILED"));
+        assert!(str_op_matches(StrOp::Has, false, "a/b/c", "b"));
+    }
+
+    #[test]
+    fn case_insensitive_prefix_suffix_contains() {
+        assert!(str_op_matches(StrOp::StartsWith, false, "STANDARD_D1_V2", "standard"));
+        assert!(str_op_matches(StrOp::EndsWith, false, "STANDARD_D1_V2", "_v2"));
+        assert!(str_op_matches(StrOp::Contains, false, "STANDARD_D1_V2", "d1"));
+        assert!(!str_op_matches(StrOp::Contains, true, "STANDARD_D1_V2", "d1"));
+        assert!(str_op_matches(StrOp::EndsWith, false, "ä", "Ä"));
+    }
+
+    #[test]
+    fn window_edges() {
+        let w = Window { length: 10, inclusive: false };
+        assert!(!w.contains(90, 100));
+        assert!(w.contains(91, 100));
+        let w = Window { length: 10, inclusive: true };
+        assert!(w.contains(90, 100));
+    }
+}

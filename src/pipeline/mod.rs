@@ -1,0 +1,7 @@
+//! The pipeline: parse → queries → results, with the dead-letter output beside it.
+
+pub mod dead_letter;
+pub mod engine;
+
+pub use dead_letter::DeadLetter;
+pub use engine::{Engine, EngineOptions, QuerySpec};

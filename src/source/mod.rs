@@ -1,0 +1,52 @@
+//! Sources: where bodies come from. Every source (file replay now; Event Hubs over AMQP and
+//! the Kafka endpoint later) has the same shape: config → `build()` → `run(out, shutdown)`,
+//! sending [`Batch`]es of bodies with their positions and an acknowledgement token, and
+//! committing a position to the checkpoint store only once the pipeline acknowledged it.
+
+pub mod file;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::ack::AckToken;
+use crate::shutdown::Shutdown;
+
+/// Where an event sits in its stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// Event Hubs partition id, Kafka partition, or a file path.
+    pub partition: Arc<str>,
+    /// Event Hubs offset, Kafka offset, or the byte offset of a file line.
+    pub offset: i64,
+    /// Event Hubs sequence number, or the line number of a file.
+    pub sequence_number: i64,
+    /// When the broker accepted the event (ticks); files have none.
+    pub enqueued_time: Option<i64>,
+}
+
+#[derive(Debug)]
+pub struct Event {
+    pub body: Vec<u8>,
+    pub position: Position,
+}
+
+/// A group of events handed to the pipeline together.
+#[derive(Debug)]
+pub struct Batch {
+    /// The source's configured name.
+    pub source: Arc<str>,
+    pub events: Vec<Event>,
+    /// Acknowledge once every event is absorbed.
+    pub ack: AckToken,
+}
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// A running source: sends batches until its input ends or shutdown is signalled.
+pub trait Source: Send {
+    fn name(&self) -> &str;
+    fn run(self: Box<Self>, out: mpsc::Sender<Batch>, shutdown: Shutdown) -> BoxFuture<anyhow::Result<()>>;
+}

@@ -1,0 +1,464 @@
+//! The running state of one query: rows flow in (`ingest`), the clock moves (`advance`), and
+//! the result is read at any time (`result`, `export`).
+//!
+//! Streaming semantics (also in the README):
+//! - `where TimeGenerated > ago(X)` is a sliding window of length X relative to the
+//!   event-time clock (the largest record time seen). A record older than the window when it
+//!   arrives is ignored and counted (`outside_window`); state that leaves the window is
+//!   dropped as the clock advances.
+//! - Sliding aggregates keep per-series *panes*. A pane starts as one event time and is only
+//!   coarsened (neighbours merged) when a series has more than `max_panes` of them, so the
+//!   window's trailing edge is exact unless a series was coarsened (`pane_merges`).
+//! - `summarize … by bin(TimeGenerated, X)` makes tumbling bins, closed once the watermark
+//!   (clock − allowed lateness) passes their end; a record for a closed bin is late, ignored
+//!   and counted. The result shows closed bins; metrics export the last closed bin.
+//! - Without a time filter a query covers everything since start.
+//! - State is bounded: at most `max_series` series (new ones beyond are dropped and
+//!   counted) and `max_rows` retained rows for queries without `summarize`.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use rustc_hash::FxBuildHasher;
+
+use crate::kql::eval::{eval, is_true, Context};
+use crate::kql::plan::{Aggregate, OutColumn, Plan, RowOp, Stage, Summarize, TableOp};
+use crate::parse::Row;
+use crate::time;
+use crate::value::{compare_for_sort, Value};
+
+use super::agg::AggState;
+
+#[derive(Debug, Clone)]
+pub struct QueryLimits {
+    /// Series (groups) kept per query; beyond, new series are dropped and counted.
+    pub max_series: usize,
+    /// Rows kept by a query without `summarize` (the most recent ones).
+    pub max_rows: usize,
+    /// Panes per series of a sliding window before neighbours are merged.
+    pub max_panes: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits { max_series: 10_000, max_rows: 1_000, max_panes: 512 }
+    }
+}
+
+/// Counts since start (the engine reports deltas to Prometheus).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueryStats {
+    /// Rows of the query's table offered to it.
+    pub rows_in: u64,
+    /// Rows that passed the filters and were absorbed.
+    pub matched: u64,
+    /// Rows older than the sliding window when they arrived.
+    pub outside_window: u64,
+    /// Rows for a tumbling bin that was already closed.
+    pub late: u64,
+    /// Rows dropped because their series would exceed `max_series`.
+    pub series_dropped: u64,
+    /// Retained rows pushed out by newer ones (`max_rows` or `take`).
+    pub rows_evicted: u64,
+    /// Times a series' panes were coarsened.
+    pub pane_merges: u64,
+}
+
+/// A query result: columns and rows, in output order.
+#[derive(Debug, Clone)]
+pub struct ResultTable {
+    pub columns: Vec<OutColumn>,
+    pub rows: Vec<Vec<Value>>,
+}
+
+type Key = Box<[Value]>;
+type States = Box<[AggState]>;
+
+#[derive(Debug)]
+struct Pane {
+    min: i64,
+    max: i64,
+    states: States,
+}
+
+#[derive(Debug)]
+enum Store {
+    /// No `summarize`: rows by (time, arrival).
+    Rows(BTreeMap<(i64, u64), Vec<Value>>),
+    /// `summarize` without window or bins.
+    Total(HashMap<Key, States, FxBuildHasher>),
+    /// `summarize` over a sliding window.
+    Sliding(HashMap<Key, VecDeque<Pane>, FxBuildHasher>),
+    /// `summarize … by bin(TimeGenerated, X)`.
+    Tumbling {
+        open: BTreeMap<i64, HashMap<Key, States, FxBuildHasher>>,
+        closed: BTreeMap<i64, Vec<(Key, Vec<Value>)>>,
+        width: i64,
+        key_index: usize,
+    },
+}
+
+pub struct QueryState {
+    plan: Arc<Plan>,
+    limits: QueryLimits,
+    store: Store,
+    series: usize,
+    seq: u64,
+    pub stats: QueryStats,
+}
+
+impl QueryState {
+    pub fn new(plan: Arc<Plan>, limits: QueryLimits) -> QueryState {
+        let store = match &plan.stage {
+            Stage::Rows { .. } => Store::Rows(BTreeMap::new()),
+            Stage::Summarize(s) => match (s.bin, plan.window) {
+                (Some((key_index, width)), _) => {
+                    Store::Tumbling { open: BTreeMap::new(), closed: BTreeMap::new(), width, key_index }
+                }
+                (None, Some(_)) => Store::Sliding(HashMap::default()),
+                (None, None) => Store::Total(HashMap::default()),
+            },
+        };
+        QueryState { plan, limits, store, series: 0, seq: 0, stats: QueryStats::default() }
+    }
+
+    pub fn plan(&self) -> &Arc<Plan> {
+        &self.plan
+    }
+
+    /// Series (or retained rows) held now.
+    pub fn series(&self) -> usize {
+        match &self.store {
+            Store::Rows(rows) => rows.len(),
+            _ => self.series,
+        }
+    }
+
+    /// Offers one row of the query's table. `clock` is the event-time clock after this
+    /// record, `watermark` the clock less the allowed lateness.
+    pub fn ingest(&mut self, row: &Row, clock: i64, watermark: i64) {
+        self.stats.rows_in += 1;
+        if let Some(w) = self.plan.window {
+            if !w.contains(row.time, clock) {
+                self.stats.outside_window += 1;
+                return;
+            }
+        }
+        let cx = Context { now: clock };
+        let Some(frame) = apply_pre(&self.plan.pre, &row.values, &cx) else { return };
+        let plan = self.plan.clone();
+        match (&plan.stage, &mut self.store) {
+            (Stage::Rows { limit }, Store::Rows(rows)) => {
+                self.stats.matched += 1;
+                self.seq += 1;
+                rows.insert((row.time, self.seq), frame.into_owned());
+                let cap = limit.map_or(self.limits.max_rows, |l| l.min(self.limits.max_rows));
+                while rows.len() > cap {
+                    rows.pop_first();
+                    self.stats.rows_evicted += 1;
+                }
+            }
+            (Stage::Summarize(s), _) => self.summarize(s, row.time, &frame, &cx, watermark),
+            _ => unreachable!("store matches stage"),
+        }
+    }
+
+    fn summarize(&mut self, s: &Summarize, time: i64, frame: &[Value], cx: &Context, watermark: i64) {
+        let bin_key = s.bin.map(|(i, _)| i);
+        let key: Key = s
+            .keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != bin_key)
+            .map(|(_, e)| eval(e, frame, cx))
+            .collect();
+        let new_states = || -> States { s.aggregates.iter().map(AggState::new).collect() };
+        let update = |states: &mut States| {
+            for (st, agg) in states.iter_mut().zip(&s.aggregates) {
+                st.update(agg, frame, cx);
+            }
+        };
+        let max_series = self.limits.max_series;
+        match &mut self.store {
+            Store::Total(map) => {
+                if !map.contains_key(&key) {
+                    if self.series >= max_series {
+                        self.stats.series_dropped += 1;
+                        return;
+                    }
+                    self.series += 1;
+                    map.insert(key.clone(), new_states());
+                }
+                update(map.get_mut(&key).expect("inserted above"));
+            }
+            Store::Sliding(map) => {
+                if !map.contains_key(&key) {
+                    if self.series >= max_series {
+                        self.stats.series_dropped += 1;
+                        return;
+                    }
+                    self.series += 1;
+                    map.insert(key.clone(), VecDeque::new());
+                }
+                let panes = map.get_mut(&key).expect("inserted above");
+                let at = panes.partition_point(|p| p.max < time);
+                let pane = match panes.get_mut(at) {
+                    Some(p) if p.min <= time => p,
+                    _ => {
+                        panes.insert(at, Pane { min: time, max: time, states: new_states() });
+                        &mut panes[at]
+                    }
+                };
+                update(&mut pane.states);
+                if panes.len() > self.limits.max_panes {
+                    coarsen(panes, &s.aggregates);
+                    self.stats.pane_merges += 1;
+                }
+            }
+            Store::Tumbling { open, width, .. } => {
+                let start = time::bin(time, *width);
+                if start.saturating_add(*width) <= watermark {
+                    self.stats.late += 1;
+                    return;
+                }
+                let bin = open.entry(start).or_default();
+                if !bin.contains_key(&key) {
+                    if self.series >= max_series {
+                        self.stats.series_dropped += 1;
+                        return;
+                    }
+                    self.series += 1;
+                    bin.insert(key.clone(), new_states());
+                }
+                update(bin.get_mut(&key).expect("inserted above"));
+            }
+            Store::Rows(_) => unreachable!("rows store with summarize"),
+        }
+        self.stats.matched += 1;
+    }
+
+    /// Moves the clock: drops what left the window and closes bins behind the watermark.
+    pub fn advance(&mut self, clock: i64, watermark: i64) {
+        let window = self.plan.window;
+        let plan = self.plan.clone();
+        match &mut self.store {
+            Store::Rows(rows) => {
+                if let Some(w) = window {
+                    while rows.first_key_value().is_some_and(|((t, _), _)| !w.contains(*t, clock)) {
+                        rows.pop_first();
+                    }
+                }
+            }
+            Store::Total(_) => {}
+            Store::Sliding(map) => {
+                let Some(w) = window else { return };
+                let before = map.len();
+                map.retain(|_, panes| {
+                    while panes.front().is_some_and(|p| !w.contains(p.max, clock)) {
+                        panes.pop_front();
+                    }
+                    !panes.is_empty()
+                });
+                self.series -= before - map.len();
+            }
+            Store::Tumbling { open, closed, width, .. } => {
+                let Stage::Summarize(s) = &plan.stage else { return };
+                while let Some(entry) = open.first_entry() {
+                    if entry.key().saturating_add(*width) > watermark {
+                        break;
+                    }
+                    let (start, series) = entry.remove_entry();
+                    let rows = series.into_iter().map(|(k, st)| (k, finish(&st, &s.aggregates))).collect();
+                    closed.insert(start, rows);
+                }
+                // Closed bins are kept while they overlap the window, and within the series cap.
+                if let Some(w) = window {
+                    while closed.first_key_value().is_some_and(|(start, _)| !w.contains(start + *width - 1, clock)) {
+                        if let Some((_, rows)) = closed.pop_first() {
+                            self.series -= rows.len();
+                        }
+                    }
+                }
+                while self.series > self.limits.max_series {
+                    match closed.pop_first() {
+                        Some((_, rows)) => self.series -= rows.len(),
+                        None => break,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes every open bin (end of input). The window is still judged by the real clock
+    /// when the result is read.
+    pub fn flush(&mut self) {
+        let plan = self.plan.clone();
+        if let (Stage::Summarize(s), Store::Tumbling { open, closed, .. }) = (&plan.stage, &mut self.store) {
+            for (start, series) in std::mem::take(open) {
+                let rows = series.into_iter().map(|(k, st)| (k, finish(&st, &s.aggregates))).collect();
+                closed.insert(start, rows);
+            }
+        }
+    }
+
+    /// The current result, after the operators that follow `summarize`.
+    pub fn result(&self, clock: i64) -> ResultTable {
+        self.table(clock, false)
+    }
+
+    /// What metrics export: like [`result`](Self::result), but for tumbling bins only the
+    /// last closed bin.
+    pub fn export(&self, clock: i64) -> ResultTable {
+        self.table(clock, true)
+    }
+
+    fn table(&self, clock: i64, last_bin_only: bool) -> ResultTable {
+        let window = self.plan.window;
+        let mut rows: Vec<Vec<Value>> = match (&self.plan.stage, &self.store) {
+            (Stage::Rows { .. }, Store::Rows(rows)) => rows
+                .iter()
+                .filter(|((t, _), _)| window.is_none_or(|w| w.contains(*t, clock)))
+                .map(|(_, r)| r.clone())
+                .collect(),
+            (Stage::Summarize(s), Store::Total(map)) => {
+                sorted(map.iter().map(|(k, st)| with_key(k, None, finish(st, &s.aggregates))).collect())
+            }
+            (Stage::Summarize(s), Store::Sliding(map)) => {
+                let w = window.expect("sliding store has a window");
+                sorted(
+                    map.iter()
+                        .filter_map(|(k, panes)| {
+                            let mut live = panes.iter().filter(|p| w.contains(p.max, clock));
+                            let mut acc: States = live.next()?.states.clone();
+                            for p in live {
+                                for ((a, b), agg) in acc.iter_mut().zip(p.states.iter()).zip(&s.aggregates) {
+                                    a.merge(b, agg.func);
+                                }
+                            }
+                            Some(with_key(k, None, finish(&acc, &s.aggregates)))
+                        })
+                        .collect(),
+                )
+            }
+            (Stage::Summarize(_), Store::Tumbling { closed, key_index, width, .. }) => {
+                let bins: Box<dyn Iterator<Item = (&i64, &Vec<(Key, Vec<Value>)>)>> = if last_bin_only {
+                    Box::new(closed.iter().next_back().into_iter())
+                } else {
+                    Box::new(closed.iter())
+                };
+                let mut out = Vec::new();
+                for (start, series) in bins {
+                    if window.is_some_and(|w| !w.contains(start + width - 1, clock)) {
+                        continue;
+                    }
+                    let mut block: Vec<Vec<Value>> = series
+                        .iter()
+                        .map(|(k, vals)| with_key(k, Some((*key_index, Value::DateTime(*start))), vals.clone()))
+                        .collect();
+                    block.sort_by(|a, b| compare_rows(a, b));
+                    out.extend(block);
+                }
+                out
+            }
+            _ => unreachable!("store matches stage"),
+        };
+        let cx = Context { now: clock };
+        for op in &self.plan.post {
+            rows = apply_post(op, rows, &cx);
+        }
+        ResultTable { columns: self.plan.output.clone(), rows }
+    }
+}
+
+/// Row-at-a-time operators; borrows the row unless an operator must change it.
+fn apply_pre<'a>(ops: &[RowOp], row: &'a [Value], cx: &Context) -> Option<Cow<'a, [Value]>> {
+    let mut frame: Cow<'a, [Value]> = Cow::Borrowed(row);
+    for op in ops {
+        match op {
+            RowOp::Filter(p) => {
+                if !is_true(p, &frame, cx) {
+                    return None;
+                }
+            }
+            RowOp::Extend(items) => {
+                let f = frame.to_mut();
+                extend(f, items, cx);
+            }
+            RowOp::Project(exprs) => {
+                let next: Vec<Value> = exprs.iter().map(|e| eval(e, &frame, cx)).collect();
+                frame = Cow::Owned(next);
+            }
+        }
+    }
+    Some(frame)
+}
+
+fn extend(f: &mut Vec<Value>, items: &[(Option<usize>, crate::kql::plan::Expr)], cx: &Context) {
+    for (slot, e) in items {
+        let v = eval(e, f, cx);
+        match slot {
+            Some(i) => f[*i] = v,
+            None => f.push(v),
+        }
+    }
+}
+
+fn apply_post(op: &TableOp, rows: Vec<Vec<Value>>, cx: &Context) -> Vec<Vec<Value>> {
+    match op {
+        TableOp::Filter(p) => rows.into_iter().filter(|r| is_true(p, r, cx)).collect(),
+        TableOp::Extend(items) => rows
+            .into_iter()
+            .map(|mut r| {
+                extend(&mut r, items, cx);
+                r
+            })
+            .collect(),
+        TableOp::Project(exprs) => rows.iter().map(|r| exprs.iter().map(|e| eval(e, r, cx)).collect()).collect(),
+        TableOp::Take(n) => rows.into_iter().take(*n).collect(),
+        TableOp::Count => vec![vec![Value::Long(rows.len() as i64)]],
+    }
+}
+
+fn finish(states: &[AggState], aggs: &[Aggregate]) -> Vec<Value> {
+    let mut out = Vec::with_capacity(states.len());
+    for (st, agg) in states.iter().zip(aggs) {
+        st.finish(agg, &mut out);
+    }
+    out
+}
+
+/// Output row: the `by` columns (with the bin start put back at its place), then aggregates.
+fn with_key(key: &[Value], bin: Option<(usize, Value)>, aggs: Vec<Value>) -> Vec<Value> {
+    let mut row = Vec::with_capacity(key.len() + 1 + aggs.len());
+    row.extend(key.iter().cloned());
+    if let Some((i, v)) = bin {
+        row.insert(i.min(row.len()), v);
+    }
+    row.extend(aggs);
+    row
+}
+
+fn compare_rows(a: &[Value], b: &[Value]) -> std::cmp::Ordering {
+    a.iter().zip(b).map(|(x, y)| compare_for_sort(x, y)).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal)
+}
+
+fn sorted(mut rows: Vec<Vec<Value>>) -> Vec<Vec<Value>> {
+    rows.sort_by(|a, b| compare_rows(a, b));
+    rows
+}
+
+/// Halves a series' panes by merging neighbours, so that its memory stays bounded.
+fn coarsen(panes: &mut VecDeque<Pane>, aggs: &[Aggregate]) {
+    let old = std::mem::take(panes);
+    let mut it = old.into_iter();
+    while let Some(mut a) = it.next() {
+        if let Some(b) = it.next() {
+            for ((x, y), agg) in a.states.iter_mut().zip(b.states.iter()).zip(aggs) {
+                x.merge(y, agg.func);
+            }
+            a.max = b.max;
+        }
+        panes.push_back(a);
+    }
+}
