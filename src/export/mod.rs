@@ -2,3 +2,5 @@
 //! admin HTTP server (`/metrics`, `/api/v1/queries`, `/healthz`, `/readyz`).
 
 pub mod format;
+pub mod http;
+pub mod prom;

@@ -114,10 +114,15 @@ impl Lexer<'_> {
         self.pos = end;
     }
 
-    /// Records `message` at `at` and covers `start..end` with an error token.
-    fn error(&mut self, at: Span, message: impl Into<String>, start: usize, end: usize) {
-        self.diags.push(Diagnostic::new(at, message));
+    /// Records `diag` and covers `start..end` with an error token.
+    fn error(&mut self, diag: Diagnostic, start: usize, end: usize) {
+        self.diags.push(diag);
         self.push(TokenKind::Error, start, end);
+    }
+
+    /// An error token at `start..end`, with the diagnostic pointing at all of it.
+    fn error_here(&mut self, start: usize, end: usize, message: impl Into<String>) {
+        self.error(Diagnostic::new(Span::new(start, end), message), start, end);
     }
 
     fn run(&mut self) {
@@ -149,12 +154,7 @@ impl Lexer<'_> {
                         b'!' => "unexpected '!': KQL negates a predicate with not(...)".to_string(),
                         _ => format!("unexpected character '{shown}'"),
                     };
-                    self.error(
-                        Span::new(start, start + width),
-                        message,
-                        start,
-                        start + width,
-                    );
+                    self.error_here(start, start + width, message);
                 }
             }
         }
@@ -232,7 +232,7 @@ impl Lexer<'_> {
                 }
             }
         }
-        self.error(Span::new(start, i), "unterminated string literal", start, i);
+        self.error_here(start, i, "unterminated string literal");
     }
 
     /// Decodes the escape whose backslash is at `i` into `out`; returns the offset after it.
@@ -303,12 +303,9 @@ impl Lexer<'_> {
             }
             return match i64::from_str_radix(&self.src[start + 2..end], 16) {
                 Ok(v) => self.push(TokenKind::Literal(Literal::Long(v)), start, end),
-                Err(_) => self.error(
-                    Span::new(start, end),
-                    "hex literal does not fit in a long (64-bit)",
-                    start,
-                    end,
-                ),
+                Err(_) => {
+                    self.error_here(start, end, "hex literal does not fit in a long (64-bit)")
+                }
             };
         }
         let end = start + number_end(&self.src[start..]);
@@ -318,16 +315,17 @@ impl Lexer<'_> {
             while self.byte(unit_end).is_some_and(is_word_char) {
                 unit_end += 1;
             }
-            let unit = Span::new(end, unit_end);
-            return match self.timespan(start, unit) {
-                Ok(ticks) => self.push(
+            let text = &self.src[start..unit_end];
+            return match parse_timespan(text) {
+                Some(ticks) => self.push(
                     TokenKind::Literal(Literal::TimeSpan(ticks)),
                     start,
                     unit_end,
                 ),
-                Err(d) => {
-                    self.diags.push(d);
-                    self.push(TokenKind::Error, start, unit_end);
+                None => {
+                    let (whole, unit) = (Span::new(start, unit_end), Span::new(end, unit_end));
+                    let diag = timespan_error(text, whole, unit, &self.src[end..unit_end]);
+                    self.error(diag, start, unit_end)
                 }
             };
         }
@@ -345,26 +343,8 @@ impl Lexer<'_> {
         };
         match literal {
             Ok(literal) => self.push(TokenKind::Literal(literal), start, end),
-            Err(why) => self.error(
-                Span::new(start, end),
-                format!("number '{text}' {why}"),
-                start,
-                end,
-            ),
+            Err(why) => self.error_here(start, end, format!("number '{text}' {why}")),
         }
-    }
-
-    /// The ticks of `src[start..unit.end]`, an amount followed by the unit at `unit`.
-    fn timespan(&self, start: usize, unit: Span) -> Result<i64, Diagnostic> {
-        let text = &self.src[start..unit.end];
-        parse_timespan(text).ok_or_else(|| {
-            timespan_error(
-                text,
-                Span::new(start, unit.end),
-                unit,
-                &self.src[unit.start..unit.end],
-            )
-        })
     }
 
     /// `keyword(...)` whose `(` is at `open`: finds the matching `)` and reads the text inside.
@@ -379,7 +359,7 @@ impl Lexer<'_> {
                     "expected ')' to close '{keyword}(' opened at {}",
                     position(self.src, open)
                 );
-                return self.error(at, message, start, stop);
+                return self.error(Diagnostic::new(at, message), start, stop);
             }
         };
         let inner = &self.src[open + 1..close];
@@ -387,10 +367,7 @@ impl Lexer<'_> {
         let text_start = open + 1 + (inner.len() - inner.trim_start().len());
         match typed_literal(keyword, text, text_start) {
             Ok(literal) => self.push(TokenKind::Literal(literal), start, close + 1),
-            Err(d) => {
-                self.diags.push(d);
-                self.push(TokenKind::Error, start, close + 1);
-            }
+            Err(diag) => self.error(diag, start, close + 1),
         }
     }
 

@@ -16,9 +16,12 @@ const SUPPORTED: &str = "where, extend, project, project-away, summarize, count,
 /// The comparisons the engine runs, as named in the "unsupported operator" message.
 const COMPARISONS: &str = "== != < <= > >= =~ !~, has contains startswith endswith and their ! and _cs forms, in, !in, in~, !in~, between, !between";
 
-/// Deepest nesting of parentheses, calls and unary signs accepted. Each level costs several
-/// stack frames, and a query must never crash the service by overflowing the stack.
+/// Limits that keep any query from overflowing the stack, which would crash the service.
+/// Parsing recurses once per level of parentheses, calls and signs (several frames each);
+/// and a tree is dropped, compared and checked recursively, so its depth — at most its count
+/// of operator nodes, since `a or b or ...` chains deepen it without nesting — is capped too.
 const MAX_DEPTH: usize = 100;
+const MAX_NODES: usize = 1_000;
 
 /// An error whose diagnostic is already recorded (by the parser, or by the lexer for an
 /// error token), so callers only unwind.
@@ -35,6 +38,7 @@ pub fn parse(source: &str) -> Result<Query, Vec<Diagnostic>> {
         pos: 0,
         last_end: 0,
         depth: 0,
+        nodes: 0,
         diags: Vec::new(),
     };
     let query = parser.query();
@@ -71,7 +75,10 @@ struct Parser<'a> {
     pos: usize,
     /// End of the last consumed token: where an operator or expression ends.
     last_end: usize,
+    /// Current nesting (see [`MAX_DEPTH`]).
     depth: usize,
+    /// Operator nodes built in the current top-level expression (see [`MAX_NODES`]).
+    nodes: usize,
     diags: Vec<Diagnostic>,
 }
 
@@ -119,7 +126,7 @@ impl Parser<'_> {
         match self.peek() {
             T::Eof => "end of query".to_string(),
             _ => {
-                let text = self.src.get(span.start..span.end).unwrap_or("");
+                let text = self.text(span);
                 let short: String = text.chars().take(40).collect();
                 let more = if short.len() < text.len() { "…" } else { "" };
                 format!("'{short}{more}'")
@@ -246,13 +253,13 @@ impl Parser<'_> {
             _ => return self.expected("an operator name after '|'"),
         };
         let kind = match name.as_str() {
-            "where" | "filter" => OperatorKind::Where(self.expr()?),
+            "where" | "filter" => OperatorKind::Where(self.top_expr()?),
             "extend" => OperatorKind::Extend(self.named_list()?),
             "project" => OperatorKind::Project(self.named_list()?),
             "project-away" => OperatorKind::ProjectAway(self.column_list()?),
             "summarize" => self.summarize()?,
             "count" => OperatorKind::Count,
-            "take" | "limit" => OperatorKind::Take(self.expr()?),
+            "take" | "limit" => OperatorKind::Take(self.top_expr()?),
             _ => {
                 return self.fail(
                     name_span,
@@ -323,7 +330,7 @@ impl Parser<'_> {
         }
         Ok(NamedExpr {
             name,
-            expr: self.expr()?,
+            expr: self.top_expr()?,
         })
     }
 
@@ -343,12 +350,34 @@ impl Parser<'_> {
 
     // ---- expressions, lowest precedence first ----
 
+    /// An expression that is a whole operator argument; the node budget starts afresh.
+    fn top_expr(&mut self) -> PResult<Expr> {
+        self.nodes = 0;
+        self.expr()
+    }
+
+    /// Builds an operator node, counted against [`MAX_NODES`].
+    fn node(&mut self, kind: ExprKind, span: Span) -> PResult<Expr> {
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            let message = format!("expression too large: more than {MAX_NODES} operators");
+            return self.fail(span, message);
+        }
+        Ok(Expr { kind, span })
+    }
+
+    fn binary(&mut self, op: BinaryOp, lhs: Expr, rhs: Expr) -> PResult<Expr> {
+        let span = lhs.span.to(rhs.span);
+        let (lhs, rhs) = (Box::new(lhs), Box::new(rhs));
+        self.node(ExprKind::Binary { op, lhs, rhs }, span)
+    }
+
     fn expr(&mut self) -> PResult<Expr> {
         let mut lhs = self.and_expr()?;
         while self.at_word("or") {
             self.bump();
             let rhs = self.and_expr()?;
-            lhs = binary(BinaryOp::Or, lhs, rhs);
+            lhs = self.binary(BinaryOp::Or, lhs, rhs)?;
         }
         Ok(lhs)
     }
@@ -358,7 +387,7 @@ impl Parser<'_> {
         while self.at_word("and") {
             self.bump();
             let rhs = self.comparison()?;
-            lhs = binary(BinaryOp::And, lhs, rhs);
+            lhs = self.binary(BinaryOp::And, lhs, rhs)?;
         }
         Ok(lhs)
     }
@@ -373,7 +402,7 @@ impl Parser<'_> {
         let expr = match op {
             Comparison::Binary(op) => {
                 let rhs = self.additive()?;
-                binary(op, lhs, rhs)
+                self.binary(op, lhs, rhs)?
             }
             Comparison::In {
                 negated,
@@ -393,7 +422,7 @@ impl Parser<'_> {
                     negated,
                     case_insensitive,
                 };
-                Expr { kind, span }
+                self.node(kind, span)?
             }
             Comparison::Between { negated } => {
                 let open = self.expect(T::LParen, &format!("'(' after '{op_text}'"))?;
@@ -411,7 +440,7 @@ impl Parser<'_> {
                     high,
                     negated,
                 };
-                Expr { kind, span }
+                self.node(kind, span)?
             }
             Comparison::Assign => {
                 return self.fail(op_span, "'=' names a column; compare with '=='")
@@ -494,7 +523,7 @@ impl Parser<'_> {
             };
             self.bump();
             let rhs = self.multiplicative()?;
-            lhs = binary(op, lhs, rhs);
+            lhs = self.binary(op, lhs, rhs)?;
         }
     }
 
@@ -509,7 +538,7 @@ impl Parser<'_> {
             };
             self.bump();
             let rhs = self.unary()?;
-            lhs = binary(op, lhs, rhs);
+            lhs = self.binary(op, lhs, rhs)?;
         }
     }
 
@@ -536,13 +565,8 @@ impl Parser<'_> {
         let start = self.bump();
         let operand = self.unary()?;
         let span = start.to(operand.span);
-        Ok(Expr {
-            kind: ExprKind::Unary {
-                op,
-                expr: Box::new(operand),
-            },
-            span,
-        })
+        let expr = Box::new(operand);
+        self.node(ExprKind::Unary { op, expr }, span)
     }
 
     fn postfix(&mut self) -> PResult<Expr> {
@@ -556,26 +580,24 @@ impl Parser<'_> {
                     };
                     let end = self.bump();
                     let span = expr.span.to(end);
-                    expr = Expr {
-                        kind: ExprKind::Member {
+                    expr = self.node(
+                        ExprKind::Member {
                             expr: Box::new(expr),
                             name,
                         },
                         span,
-                    };
+                    )?;
                 }
                 T::LBracket => {
                     let open = self.bump();
                     let index = self.expr()?;
                     let close = self.close(T::RBracket, open, "[")?;
                     let span = expr.span.to(close);
-                    expr = Expr {
-                        kind: ExprKind::Index {
-                            expr: Box::new(expr),
-                            index: Box::new(index),
-                        },
-                        span,
+                    let kind = ExprKind::Index {
+                        expr: Box::new(expr),
+                        index: Box::new(index),
                     };
+                    expr = self.node(kind, span)?;
                 }
                 _ => return Ok(expr),
             }
@@ -637,10 +659,7 @@ impl Parser<'_> {
         }
         let close = self.close(T::RParen, open, &format!("{}(", name.name))?;
         let span = name.span.to(close);
-        Ok(Expr {
-            kind: ExprKind::Call { name, args },
-            span,
-        })
+        self.node(ExprKind::Call { name, args }, span)
     }
 
     /// A call argument: an expression, or a lone `*` (`arg_max(TimeGenerated, *)`).
@@ -657,18 +676,6 @@ impl Parser<'_> {
 
     fn text(&self, span: Span) -> &str {
         self.src.get(span.start..span.end).unwrap_or("")
-    }
-}
-
-fn binary(op: BinaryOp, lhs: Expr, rhs: Expr) -> Expr {
-    let span = lhs.span.to(rhs.span);
-    Expr {
-        kind: ExprKind::Binary {
-            op,
-            lhs: Box::new(lhs),
-            rhs: Box::new(rhs),
-        },
-        span,
     }
 }
 
@@ -1280,6 +1287,79 @@ mod tests {
     }
 
     #[test]
+    fn random_token_soup_never_panics() {
+        const PIECES: &[&str] = &[
+            "T",
+            " ",
+            "\n",
+            "|",
+            "where",
+            "project-away",
+            "-",
+            "summarize",
+            "by",
+            "x",
+            "=",
+            "==",
+            "(",
+            ")",
+            "[",
+            "]",
+            "\"",
+            "'",
+            "@",
+            "h",
+            "\\",
+            "u",
+            "datetime(",
+            "dynamic(",
+            "time(",
+            "5",
+            "1.5",
+            "e",
+            "m",
+            "w",
+            ":",
+            ".",
+            "..",
+            "!",
+            "!in~",
+            "between",
+            "in",
+            "and",
+            "or",
+            ",",
+            "*",
+            "é",
+            "//",
+            ";",
+            "has_cs",
+            "long(",
+        ];
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            let mut src = String::new();
+            for _ in 0..(seed % 24) {
+                seed = seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                src.push_str(PIECES[(seed >> 33) as usize % PIECES.len()]);
+            }
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            if let Err(diags) = parse(&src) {
+                assert!(!diags.is_empty(), "{src:?}");
+                for d in diags {
+                    assert!(
+                        d.span.start <= d.span.end && d.span.end <= src.len(),
+                        "{src:?}: {d:?}"
+                    );
+                    let _ = d.render(&src);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn deep_nesting_is_an_error_not_a_stack_overflow() {
         let deep = format!("T | where {}a{}", "(".repeat(10_000), ")".repeat(10_000));
         let (_, _, message) = one_error(&deep);
@@ -1290,6 +1370,13 @@ mod tests {
         let shallow = format!("T | where {}a{}", "(".repeat(50), ")".repeat(50));
         assert_eq!(shape(&shallow), "T | where a");
         let _ = parse(&format!("T | where {}", "-".repeat(10_000)));
+        // Long chains deepen the tree without nesting; they are capped too.
+        let chain = |n: usize| format!("T | where a{}", " or a".repeat(n));
+        assert_eq!(
+            one_error(&chain(100_000)).2,
+            format!("expression too large: more than {MAX_NODES} operators")
+        );
+        assert!(parse(&chain(MAX_NODES)).is_ok());
         let _ = parse(&format!("T | where {}", "f(".repeat(10_000)));
     }
 }

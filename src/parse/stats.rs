@@ -146,6 +146,25 @@ impl ParseStats {
         self.records.iter().sum::<u64>() + self.unknown_records
     }
 
+    /// Adds another set of counts to these.
+    pub fn add(&mut self, other: &ParseStats) {
+        self.bodies += other.bodies;
+        self.bytes += other.bytes;
+        for (a, b) in self.rejected.iter_mut().zip(&other.rejected) {
+            *a += b;
+        }
+        for (a, b) in self.repairs.iter_mut().zip(&other.repairs) {
+            *a += b;
+        }
+        if self.records.len() < other.records.len() {
+            self.records.resize(other.records.len(), 0);
+        }
+        for (a, b) in self.records.iter_mut().zip(&other.records) {
+            *a += b;
+        }
+        self.unknown_records += other.unknown_records;
+    }
+
     /// Returns the counts and starts again from zero.
     pub fn take(&mut self) -> ParseStats {
         std::mem::take(self)

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::kql::plan::Plan;
-use crate::parse::{Needs, ParseSink, Parser, ParserLimits, Reject, Row};
+use crate::parse::{Needs, ParseSink, ParseStats, Parser, ParserLimits, Reject, Row};
 use crate::schema::Schemas;
 use crate::source::{Event, Position};
 use crate::telemetry::Metrics;
@@ -55,6 +55,8 @@ pub struct Engine {
     table_names: Vec<Arc<str>>,
     /// A dead-letter write failed since the last batch; the batch must not be acknowledged.
     dead_letter_error: Option<std::io::Error>,
+    /// Parse counts since start.
+    totals: ParseStats,
 }
 
 impl Engine {
@@ -87,6 +89,7 @@ impl Engine {
             metrics: None,
             table_names,
             dead_letter_error: None,
+            totals: ParseStats::default(),
         }
     }
 
@@ -106,6 +109,11 @@ impl Engine {
 
     pub fn parser(&self) -> &Parser {
         &self.parser
+    }
+
+    /// What the parser counted since start (up to the last `end_batch`).
+    pub fn parse_totals(&self) -> &ParseStats {
+        &self.totals
     }
 
     /// The event-time clock: the largest record time seen.
@@ -147,6 +155,7 @@ impl Engine {
             }
         }
         let stats = self.parser.stats.take();
+        self.totals.add(&stats);
         if let Some(m) = &self.metrics {
             m.add_parse(&stats, &self.table_names);
             if let Some(dl) = &self.dead_letter {

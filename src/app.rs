@@ -1,0 +1,215 @@
+//! Wires the pipeline from settings and owns the ordered drain on shutdown:
+//! sources stop reading → the engine absorbs what is in flight and acknowledges it →
+//! sources commit their positions → the admin server stops.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::checkpoint::{CheckpointStore, FileCheckpointStore};
+use crate::config::{Settings, SourceSettings};
+use crate::export::http::{self, AdminState, Request};
+use crate::pipeline::{DeadLetter, Engine};
+use crate::schema::Schemas;
+use crate::shutdown::Shutdown;
+use crate::source::file::{FileSource, FileSourceConfig};
+use crate::source::{Batch, Source};
+use crate::telemetry::Metrics;
+
+/// Batches in flight between the sources and the engine. Small: a slow engine makes the
+/// sources wait (and, for Event Hubs, stop granting credit) instead of buffering.
+const BATCH_QUEUE: usize = 16;
+
+/// A started service.
+pub struct Running {
+    /// Where the admin server listens (useful with port 0).
+    pub admin_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Waits until the service has drained after shutdown.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("the service task panicked")?
+    }
+}
+
+/// Starts everything; returns once the admin server is bound.
+pub async fn start(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Running> {
+    let schemas = Schemas::embedded();
+    let metrics = Arc::new(Metrics::new());
+    let mut engine = Engine::new(schemas, settings.queries.clone(), settings.engine.clone()).with_metrics(metrics.clone());
+    if let Some(path) = &settings.dead_letter {
+        let dl = DeadLetter::open(path).with_context(|| format!("opening the dead-letter file {}", path.display()))?;
+        engine = engine.with_dead_letter(dl);
+    }
+    let checkpoints: Option<Arc<dyn CheckpointStore>> = match &settings.checkpoint {
+        Some((path, _)) => Some(Arc::new(
+            FileCheckpointStore::open(path).with_context(|| format!("opening the checkpoint store {}", path.display()))?,
+        )),
+        None => None,
+    };
+
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("binding the admin server to {}", settings.listen))?;
+    let admin_addr = listener.local_addr()?;
+    let (req_tx, req_rx) = mpsc::channel::<Request>(64);
+    let ready = Arc::new(AtomicBool::new(false));
+    let admin = AdminState { requests: req_tx, metrics: metrics.clone(), ready: ready.clone() };
+    let server = tokio::spawn(http::serve(listener, admin, shutdown.clone()));
+    tracing::info!(%admin_addr, "admin server listening (/metrics, /api/v1/queries, /healthz, /readyz)");
+
+    let (batch_tx, batch_rx) = mpsc::channel::<Batch>(BATCH_QUEUE);
+    let mut sources = Vec::new();
+    for s in &settings.sources {
+        let source: Box<dyn Source> = match s {
+            SourceSettings::File { name, paths, follow } => {
+                let mut cfg = FileSourceConfig::new(name.clone(), paths.clone());
+                cfg.follow = *follow;
+                if let Some((_, every)) = &settings.checkpoint {
+                    cfg.commit_interval = *every;
+                }
+                Box::new(FileSource::new(cfg, checkpoints.clone()))
+            }
+        };
+        let name = source.name().to_string();
+        let task = tokio::spawn(source.run(batch_tx.clone(), shutdown.clone()));
+        sources.push((name, task));
+    }
+    drop(batch_tx);
+    ready.store(true, Ordering::Release);
+
+    let loop_metrics = metrics.clone();
+    let task = tokio::spawn(async move {
+        let engine_result = engine_loop(engine, batch_rx, req_rx, shutdown.clone(), loop_metrics).await;
+        let mut result = engine_result;
+        for (name, task) in sources {
+            match task.await {
+                Ok(Ok(())) => tracing::info!(source = %name, "source finished"),
+                Ok(Err(e)) => {
+                    tracing::error!(source = %name, error = %format!("{e:#}"), "source failed");
+                    if result.is_ok() {
+                        result = Err(e.context(format!("source '{name}'")));
+                    }
+                }
+                Err(e) => {
+                    if result.is_ok() {
+                        result = Err(anyhow::anyhow!("source '{name}' panicked: {e}"));
+                    }
+                }
+            }
+        }
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "admin server error"),
+            Err(e) => tracing::warn!(error = %e, "admin server task failed"),
+        }
+        result
+    });
+    Ok(Running { admin_addr, metrics, task })
+}
+
+/// The engine's owner: absorbs batches, answers the admin server, and stops once shutdown
+/// is signalled and every source has hung up (so nothing in flight is lost).
+async fn engine_loop(
+    mut engine: Engine,
+    mut batches: mpsc::Receiver<Batch>,
+    mut requests: mpsc::Receiver<Request>,
+    mut shutdown: Shutdown,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
+    let mut sources_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            Some(req) = requests.recv() => answer(&engine, req),
+            batch = batches.recv(), if sources_open => match batch {
+                Some(batch) => absorb(&mut engine, batch, &metrics),
+                None => {
+                    // Every source has finished (or drained after shutdown): end of input.
+                    sources_open = false;
+                    engine.finish();
+                    tracing::info!("all sources finished; results stay served until shutdown");
+                }
+            },
+            _ = shutdown.wait(), if !sources_open => break,
+        }
+        if !sources_open && shutdown.is_triggered() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn absorb(engine: &mut Engine, batch: Batch, metrics: &Metrics) {
+    let source = batch.source.clone();
+    for event in &batch.events {
+        engine.ingest(&source, event);
+    }
+    metrics.source.events.with_label_values(&[&source]).inc_by(batch.events.len() as u64);
+    match engine.end_batch() {
+        Ok(()) => {
+            batch.ack.ack();
+            metrics.source.batches_acked.with_label_values(&[&source]).inc();
+        }
+        Err(e) => {
+            // The dead letters of this batch may not be durable: do not let its position move.
+            tracing::error!(source = %source, error = %e, "writing dead letters failed; the batch is not acknowledged");
+            batch.ack.fail();
+            metrics.source.batches_failed.with_label_values(&[&source]).inc();
+        }
+    }
+}
+
+fn answer(engine: &Engine, req: Request) {
+    match req {
+        Request::Exports(tx) => {
+            let _ = tx.send(engine.exports());
+        }
+        Request::Results(tx) => {
+            let _ = tx.send(engine.results());
+        }
+    }
+}
+
+/// Runs the service until Ctrl-C / SIGTERM and the drain are done.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let (trigger, shutdown) = crate::shutdown::channel();
+    let running = start(settings, shutdown).await?;
+    let signal = tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: stopping sources, draining, committing positions");
+        trigger.trigger();
+    });
+    let result = running.wait().await;
+    signal.abort();
+    result
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,72 @@
+//! Checkpoints: the acknowledged position of every partition of every source, so that a
+//! restart resumes strictly after the last event the whole pipeline finished with.
+//!
+//! This module holds the contract — [`Checkpoint`], the [`CheckpointStore`] trait and its
+//! error — and re-exports the pieces:
+//!
+//! - [`FileCheckpointStore`] (`file.rs`): one JSON file, rewritten atomically.
+//! - [`PositionTracker`] (`tracker.rs`): turns acknowledgement outcomes, which arrive in any
+//!   order, into the positions that may be committed (never past an undelivered batch).
+//!
+//! Stores are synchronous on purpose: a save is a small file write plus `fsync`, which async
+//! callers run on a blocking thread (`spawn_blocking`) rather than pretending it is async.
+
+pub mod file;
+pub mod tracker;
+
+use std::path::PathBuf;
+
+pub use file::FileCheckpointStore;
+pub use tracker::PositionTracker;
+
+/// The position of the LAST acknowledged event of a partition: a restart resumes strictly
+/// after it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    /// Event Hubs / Kafka offset, or the byte offset of a file line's first byte.
+    pub offset: i64,
+    /// Event Hubs sequence number, or the 0-based line number in a file.
+    pub sequence_number: i64,
+}
+
+/// Why a checkpoint could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The store could not be read or written; trying again later may succeed.
+    #[error("checkpoint file {}: {op}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        /// What was being done ("reading", "writing the temporary file", …).
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The stored checkpoints are not valid JSON of the expected shape. Not retryable: an
+    /// operator must repair or remove the file (it is never overwritten while corrupt, so
+    /// nothing is lost by looking at it first).
+    #[error("checkpoint file {} is corrupt: {source}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl CheckpointError {
+    /// Whether retrying the same operation later may succeed (callers retry periodic commits
+    /// and give up on the rest).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, CheckpointError::Io { .. })
+    }
+}
+
+/// Where positions are kept. Implementations must be safe to share between sources: each
+/// source saves only its own entries, and a save merges with what is already stored.
+pub trait CheckpointStore: Send + Sync {
+    /// The checkpoint of one partition of one source, or `None` when there is none.
+    fn load(&self, source: &str, partition: &str) -> Result<Option<Checkpoint>, CheckpointError>;
+
+    /// Stores these partitions' checkpoints for `source`, keeping every other entry. Durable
+    /// when it returns `Ok`.
+    fn save(&self, source: &str, updates: &[(String, Checkpoint)]) -> Result<(), CheckpointError>;
+}
