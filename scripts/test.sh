@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need, checks that the
+# golden fixtures match their generator, then runs every Rust test (unit, golden, service,
+# real Prometheus) with cargo-nextest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup-test-deps.sh
+python3 tests/fixtures/gen_fixtures.py --check
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --no-fail-fast "$@"
+else
+  cargo test --no-fail-fast "$@"
+fi
