@@ -16,13 +16,23 @@ fn main() {
     for path in &files {
         let abs = std::fs::canonicalize(path).expect("schema file path");
         let name = path.file_name().unwrap().to_string_lossy();
-        writeln!(out, "    ({name:?}, include_str!({:?})),", abs.display().to_string()).unwrap();
+        writeln!(
+            out,
+            "    ({name:?}, include_str!({:?})),",
+            abs.display().to_string()
+        )
+        .unwrap();
         println!("cargo:rerun-if-changed={}", path.display());
     }
     out.push_str("];\n");
     let common = std::fs::canonicalize("schemas/common.json").ok();
     match common {
-        Some(p) => writeln!(out, "pub static COMMON_FILE: &str = include_str!({:?});", p.display().to_string()).unwrap(),
+        Some(p) => writeln!(
+            out,
+            "pub static COMMON_FILE: &str = include_str!({:?});",
+            p.display().to_string()
+        )
+        .unwrap(),
         None => out.push_str("pub static COMMON_FILE: &str = \"{\\\"columns\\\":[]}\";\n"),
     }
     let dest = Path::new(&std::env::var("OUT_DIR").unwrap()).join("tables.rs");

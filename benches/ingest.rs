@@ -11,7 +11,8 @@ use hubwatch::source::{Event, Position};
 fn bench(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let schemas = Schemas::embedded();
-    let settings = hubwatch::config::load(&root.join("deploy/config/replay.toml"), &schemas).expect("replay config");
+    let settings = hubwatch::config::load(&root.join("deploy/config/replay.toml"), &schemas)
+        .expect("replay config");
     let text = std::fs::read(root.join("tests/fixtures/aml/bodies.ndjson")).unwrap();
     let events: Vec<Event> = text
         .split(|b| *b == b'\n')
@@ -19,11 +20,20 @@ fn bench(c: &mut Criterion) {
         .enumerate()
         .map(|(i, l)| Event {
             body: l.to_vec(),
-            position: Position { partition: "p".into(), offset: i as i64, sequence_number: i as i64, enqueued_time: None },
+            position: Position {
+                partition: "p".into(),
+                offset: i as i64,
+                sequence_number: i as i64,
+                enqueued_time: None,
+            },
         })
         .collect();
     // Count the records once, for the throughput figure.
-    let mut probe = Engine::new(schemas.clone(), settings.queries.clone(), settings.engine.clone());
+    let mut probe = Engine::new(
+        schemas.clone(),
+        settings.queries.clone(),
+        settings.engine.clone(),
+    );
     for e in &events {
         probe.ingest("bench", e);
     }
@@ -34,7 +44,11 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(records));
     g.bench_function("aml_pack", |b| {
         b.iter(|| {
-            let mut engine = Engine::new(schemas.clone(), settings.queries.clone(), EngineOptions::default());
+            let mut engine = Engine::new(
+                schemas.clone(),
+                settings.queries.clone(),
+                EngineOptions::default(),
+            );
             for (i, e) in events.iter().enumerate() {
                 engine.ingest("bench", e);
                 if i % 256 == 255 {

@@ -14,8 +14,15 @@ impl ParseSink for Count {
 }
 
 fn bodies() -> Vec<Vec<u8>> {
-    let text = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/aml/bodies.ndjson")).unwrap();
-    text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect()
+    let text = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/aml/bodies.ndjson"
+    ))
+    .unwrap();
+    text.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 fn bench(c: &mut Criterion) {
@@ -35,7 +42,10 @@ fn bench(c: &mut Criterion) {
             n
         })
     });
-    for (name, needs) in [("all_columns", Needs::all(&schemas)), ("time_only", Needs::none(&schemas))] {
+    for (name, needs) in [
+        ("all_columns", Needs::all(&schemas)),
+        ("time_only", Needs::none(&schemas)),
+    ] {
         let mut parser = Parser::new(schemas.clone(), &needs, ParserLimits::default());
         g.bench_function(name, |b| {
             b.iter(|| {

@@ -29,7 +29,10 @@ impl Drop for Inner {
     fn drop(&mut self) {
         let delivered = !self.failed.load(Ordering::Acquire);
         // The source may have stopped listening (shutdown); then nothing is committed anyway.
-        let _ = self.tx.send(AckOutcome { batch: self.batch, delivered });
+        let _ = self.tx.send(AckOutcome {
+            batch: self.batch,
+            delivered,
+        });
     }
 }
 
@@ -40,7 +43,14 @@ pub struct AckToken {
 
 impl AckToken {
     pub fn new(batch: u64, tx: mpsc::UnboundedSender<AckOutcome>) -> AckToken {
-        AckToken { inner: Arc::new(Inner { batch, failed: AtomicBool::new(false), tx }), acked: false }
+        AckToken {
+            inner: Arc::new(Inner {
+                batch,
+                failed: AtomicBool::new(false),
+                tx,
+            }),
+            acked: false,
+        }
     }
 
     /// This consumer is done with the batch.
@@ -61,7 +71,10 @@ impl AckToken {
 impl Clone for AckToken {
     /// Another consumer that must acknowledge too.
     fn clone(&self) -> AckToken {
-        AckToken { inner: self.inner.clone(), acked: false }
+        AckToken {
+            inner: self.inner.clone(),
+            acked: false,
+        }
     }
 }
 
@@ -91,12 +104,24 @@ mod tests {
         t.ack();
         assert!(rx.try_recv().is_err(), "one consumer still holds the batch");
         t2.ack();
-        assert_eq!(rx.try_recv().unwrap(), AckOutcome { batch: 1, delivered: true });
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            AckOutcome {
+                batch: 1,
+                delivered: true
+            }
+        );
 
         let t = AckToken::new(2, tx);
         let t2 = t.clone();
         t.ack();
         drop(t2);
-        assert_eq!(rx.try_recv().unwrap(), AckOutcome { batch: 2, delivered: false });
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            AckOutcome {
+                batch: 2,
+                delivered: false
+            }
+        );
     }
 }

@@ -30,9 +30,16 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
     task: JoinHandle<anyhow::Result<()>>,
+    inputs_done: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Running {
+    /// Resolves once every source has finished and the engine absorbed everything (finite
+    /// inputs only; follow-mode sources end only at shutdown).
+    pub async fn inputs_done(&mut self) {
+        let _ = self.inputs_done.wait_for(|done| *done).await;
+    }
+
     /// Waits until the service has drained after shutdown.
     pub async fn wait(self) -> anyhow::Result<()> {
         self.task.await.context("the service task panicked")?
@@ -43,14 +50,17 @@ impl Running {
 pub async fn start(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Running> {
     let schemas = Schemas::embedded();
     let metrics = Arc::new(Metrics::new());
-    let mut engine = Engine::new(schemas, settings.queries.clone(), settings.engine.clone()).with_metrics(metrics.clone());
+    let mut engine = Engine::new(schemas, settings.queries.clone(), settings.engine.clone())
+        .with_metrics(metrics.clone());
     if let Some(path) = &settings.dead_letter {
-        let dl = DeadLetter::open(path).with_context(|| format!("opening the dead-letter file {}", path.display()))?;
+        let dl = DeadLetter::open(path)
+            .with_context(|| format!("opening the dead-letter file {}", path.display()))?;
         engine = engine.with_dead_letter(dl);
     }
     let checkpoints: Option<Arc<dyn CheckpointStore>> = match &settings.checkpoint {
         Some((path, _)) => Some(Arc::new(
-            FileCheckpointStore::open(path).with_context(|| format!("opening the checkpoint store {}", path.display()))?,
+            FileCheckpointStore::open(path)
+                .with_context(|| format!("opening the checkpoint store {}", path.display()))?,
         )),
         None => None,
     };
@@ -61,7 +71,11 @@ pub async fn start(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Run
     let admin_addr = listener.local_addr()?;
     let (req_tx, req_rx) = mpsc::channel::<Request>(64);
     let ready = Arc::new(AtomicBool::new(false));
-    let admin = AdminState { requests: req_tx, metrics: metrics.clone(), ready: ready.clone() };
+    let admin = AdminState {
+        requests: req_tx,
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
     let server = tokio::spawn(http::serve(listener, admin, shutdown.clone()));
     tracing::info!(%admin_addr, "admin server listening (/metrics, /api/v1/queries, /healthz, /readyz)");
 
@@ -69,7 +83,11 @@ pub async fn start(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Run
     let mut sources = Vec::new();
     for s in &settings.sources {
         let source: Box<dyn Source> = match s {
-            SourceSettings::File { name, paths, follow } => {
+            SourceSettings::File {
+                name,
+                paths,
+                follow,
+            } => {
                 let mut cfg = FileSourceConfig::new(name.clone(), paths.clone());
                 cfg.follow = *follow;
                 if let Some((_, every)) = &settings.checkpoint {
@@ -86,8 +104,17 @@ pub async fn start(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Run
     ready.store(true, Ordering::Release);
 
     let loop_metrics = metrics.clone();
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
-        let engine_result = engine_loop(engine, batch_rx, req_rx, shutdown.clone(), loop_metrics).await;
+        let engine_result = engine_loop(
+            engine,
+            batch_rx,
+            req_rx,
+            shutdown.clone(),
+            loop_metrics,
+            done_tx,
+        )
+        .await;
         let mut result = engine_result;
         for (name, task) in sources {
             match task.await {
@@ -112,7 +139,12 @@ pub async fn start(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Run
         }
         result
     });
-    Ok(Running { admin_addr, metrics, task })
+    Ok(Running {
+        admin_addr,
+        metrics,
+        task,
+        inputs_done: done_rx,
+    })
 }
 
 /// The engine's owner: absorbs batches, answers the admin server, and stops once shutdown
@@ -123,6 +155,7 @@ async fn engine_loop(
     mut requests: mpsc::Receiver<Request>,
     mut shutdown: Shutdown,
     metrics: Arc<Metrics>,
+    inputs_done: tokio::sync::watch::Sender<bool>,
 ) -> anyhow::Result<()> {
     let mut sources_open = true;
     loop {
@@ -135,6 +168,7 @@ async fn engine_loop(
                     // Every source has finished (or drained after shutdown): end of input.
                     sources_open = false;
                     engine.finish();
+                    let _ = inputs_done.send(true);
                     tracing::info!("all sources finished; results stay served until shutdown");
                 }
             },
@@ -152,17 +186,29 @@ fn absorb(engine: &mut Engine, batch: Batch, metrics: &Metrics) {
     for event in &batch.events {
         engine.ingest(&source, event);
     }
-    metrics.source.events.with_label_values(&[&source]).inc_by(batch.events.len() as u64);
+    metrics
+        .source
+        .events
+        .with_label_values(&[&source])
+        .inc_by(batch.events.len() as u64);
     match engine.end_batch() {
         Ok(()) => {
             batch.ack.ack();
-            metrics.source.batches_acked.with_label_values(&[&source]).inc();
+            metrics
+                .source
+                .batches_acked
+                .with_label_values(&[&source])
+                .inc();
         }
         Err(e) => {
             // The dead letters of this batch may not be durable: do not let its position move.
             tracing::error!(source = %source, error = %e, "writing dead letters failed; the batch is not acknowledged");
             batch.ack.fail();
-            metrics.source.batches_failed.with_label_values(&[&source]).inc();
+            metrics
+                .source
+                .batches_failed
+                .with_label_values(&[&source])
+                .inc();
         }
     }
 }

@@ -24,20 +24,41 @@ pub enum QueryError {
     #[error("{0}")]
     Query(crate::kql::Diagnostics),
     #[error("{path}: {source}")]
-    Input { path: String, source: std::io::Error },
+    Input {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Runs `kql` over the bodies in `inputs` (one body per line; `-` is stdin) and returns the
 /// result at the end of the input.
-pub fn run_query(kql: &str, inputs: &[PathBuf], limits: QueryLimits, opts: EngineOptions) -> Result<(ResultTable, Engine), QueryError> {
+pub fn run_query(
+    kql: &str,
+    inputs: &[PathBuf],
+    limits: QueryLimits,
+    opts: EngineOptions,
+) -> Result<(ResultTable, Engine), QueryError> {
     let schemas = Schemas::embedded();
     let plan = compile(kql, &schemas).map_err(QueryError::Query)?;
-    let spec = QuerySpec { name: Arc::from("query"), description: String::new(), kql: kql.to_string(), plan: Arc::new(plan), limits };
+    let spec = QuerySpec {
+        name: Arc::from("query"),
+        description: String::new(),
+        kql: kql.to_string(),
+        plan: Arc::new(plan),
+        limits,
+    };
     let mut engine = Engine::new(schemas, vec![spec], opts);
-    let inputs: Vec<PathBuf> = if inputs.is_empty() { vec![PathBuf::from("-")] } else { inputs.to_vec() };
+    let inputs: Vec<PathBuf> = if inputs.is_empty() {
+        vec![PathBuf::from("-")]
+    } else {
+        inputs.to_vec()
+    };
     for path in &inputs {
         let name = path.display().to_string();
-        let err = |source| QueryError::Input { path: name.clone(), source };
+        let err = |source| QueryError::Input {
+            path: name.clone(),
+            source,
+        };
         let reader: Box<dyn Read> = if name == "-" {
             Box::new(std::io::stdin())
         } else {
@@ -57,7 +78,12 @@ pub fn run_query(kql: &str, inputs: &[PathBuf], limits: QueryLimits, opts: Engin
             if !body.is_empty() {
                 let event = Event {
                     body: body.to_vec(),
-                    position: Position { partition: partition.clone(), offset, sequence_number: n, enqueued_time: None },
+                    position: Position {
+                        partition: partition.clone(),
+                        offset,
+                        sequence_number: n,
+                        enqueued_time: None,
+                    },
                 };
                 engine.ingest("query", &event);
                 if n % 1024 == 0 {

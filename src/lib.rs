@@ -14,6 +14,12 @@
 //! - [`config`], [`app`], [`shutdown`], [`telemetry`]: plumbing.
 
 pub mod ack;
+pub mod app;
+pub mod bench;
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod export;
 pub mod kql;
 pub mod parse;
 pub mod pipeline;
@@ -24,6 +30,3 @@ pub mod telemetry;
 pub mod time;
 pub mod value;
 pub mod window;
-pub mod config;
-pub mod export;
-pub mod cli;

@@ -11,7 +11,11 @@ use hubwatch::pipeline::EngineOptions;
 use hubwatch::window::QueryLimits;
 
 #[derive(Parser)]
-#[command(name = "hubwatch", version, about = "Azure Monitor exports on Event Hubs → KQL over event-time windows → Prometheus")]
+#[command(
+    name = "hubwatch",
+    version,
+    about = "Azure Monitor exports on Event Hubs → KQL over event-time windows → Prometheus"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,19 +45,55 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Run the service.
+    /// Run the service until SIGTERM or Ctrl-C.
     Run {
         #[arg(long)]
         config: PathBuf,
     },
+    /// End-to-end replay benchmark: the service path against the raw JSON parse floor, on
+    /// the same bytes in the same run.
+    Bench {
+        /// Queries (and limits) from this configuration; its sources are replaced.
+        #[arg(long, default_value = "deploy/config/replay.toml")]
+        config: PathBuf,
+        /// Bodies, one per line.
+        #[arg(long, default_value = "tests/fixtures/aml/bodies.ndjson")]
+        input: PathBuf,
+        /// How many times the input is repeated.
+        #[arg(long, default_value_t = 20)]
+        repeat: usize,
+    },
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+fn load(config: &std::path::Path) -> Result<hubwatch::config::Settings, ExitCode> {
+    hubwatch::config::load(config, &hubwatch::schema::Schemas::embedded()).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(2)
+    })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     hubwatch::telemetry::init_tracing("info");
     match cli.command {
-        Command::Query { inputs, format: fmt, max_series, max_rows, kql } => {
-            let limits = QueryLimits { max_series, max_rows, ..QueryLimits::default() };
+        Command::Query {
+            inputs,
+            format: fmt,
+            max_series,
+            max_rows,
+            kql,
+        } => {
+            let limits = QueryLimits {
+                max_series,
+                max_rows,
+                ..QueryLimits::default()
+            };
             match cli::run_query(&kql, &inputs, limits, EngineOptions::default()) {
                 Ok((result, _)) => {
                     let text = match fmt {
@@ -74,19 +114,56 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check { config } => match hubwatch::config::load(&config, &hubwatch::schema::Schemas::embedded()) {
+        Command::Check { config } => match load(&config) {
             Ok(s) => {
-                println!("{}: OK ({} queries, {} sources)", config.display(), s.queries.len(), s.sources.len());
+                println!(
+                    "{}: OK ({} queries, {} sources)",
+                    config.display(),
+                    s.queries.len(),
+                    s.sources.len()
+                );
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprint!("{e}");
-                ExitCode::from(2)
-            }
+            Err(code) => code,
         },
         Command::Run { config } => {
-            eprintln!("run: {} (not yet wired)", config.display());
-            ExitCode::from(1)
+            let settings = match load(&config) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let result = runtime()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(hubwatch::app::run(settings)));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Bench {
+            config,
+            input,
+            repeat,
+        } => {
+            let settings = match load(&config) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let result = runtime()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(hubwatch::bench::run(settings, &input, repeat)));
+            match result {
+                Ok(report) => {
+                    report.print();
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
         }
     }
 }

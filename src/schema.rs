@@ -84,12 +84,15 @@ impl Table {
 
     /// The column whose name matches case-insensitively, for "did you mean" hints.
     pub fn column_ignore_case(&self, name: &str) -> Option<&Column> {
-        self.columns.iter().find(|c| c.name.eq_ignore_ascii_case(name))
+        self.columns
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(name))
     }
 
     /// Index of the `TimeGenerated` column; every table has one.
     pub fn time_column(&self) -> usize {
-        self.column("TimeGenerated").expect("validated at load: every table has TimeGenerated")
+        self.column("TimeGenerated")
+            .expect("validated at load: every table has TimeGenerated")
     }
 }
 
@@ -159,21 +162,28 @@ impl Schemas {
                 .iter()
                 .map(|(n, c)| (n.to_string(), c.to_string()))
                 .collect();
-            Arc::new(Schemas::load(embedded::COMMON_FILE, &files).expect("embedded schemas are valid"))
+            Arc::new(
+                Schemas::load(embedded::COMMON_FILE, &files).expect("embedded schemas are valid"),
+            )
         })
         .clone()
     }
 
     /// Builds the tables from a `common.json` text and `(file name, text)` table files.
     pub fn load(common: &str, files: &[(String, String)]) -> Result<Schemas, SchemaError> {
-        let common: CommonFile = serde_json::from_str(common)
-            .map_err(|e| SchemaError { file: "common.json".into(), message: e.to_string() })?;
+        let common: CommonFile = serde_json::from_str(common).map_err(|e| SchemaError {
+            file: "common.json".into(),
+            message: e.to_string(),
+        })?;
         let mut tables = Vec::new();
         let mut by_name = HashMap::new();
         let mut by_category = HashMap::new();
         let mut metric_table = None;
         for (file, text) in files {
-            let err = |message: String| SchemaError { file: file.clone(), message };
+            let err = |message: String| SchemaError {
+                file: file.clone(),
+                message,
+            };
             let def: TableFile = serde_json::from_str(text).map_err(|e| err(e.to_string()))?;
             let mut columns: Vec<ColumnFile> = Vec::new();
             if def.kind == TableKind::ResourceLog {
@@ -207,7 +217,12 @@ impl Schemas {
                 if col_by_name.insert(name.clone(), cols.len()).is_some() {
                     return Err(err(format!("column {} defined twice", c.name)));
                 }
-                cols.push(Column { name, ty, source, description: c.description });
+                cols.push(Column {
+                    name,
+                    ty,
+                    source,
+                    description: c.description,
+                });
             }
             if !col_by_name.contains_key("TimeGenerated") {
                 return Err(err("no TimeGenerated column".into()));
@@ -238,7 +253,12 @@ impl Schemas {
                 by_name: col_by_name,
             });
         }
-        Ok(Schemas { tables, by_name, by_category, metric_table })
+        Ok(Schemas {
+            tables,
+            by_name,
+            by_category,
+            metric_table,
+        })
     }
 
     /// Table by exact name (KQL table names are case-sensitive).
@@ -248,13 +268,17 @@ impl Schemas {
 
     /// The table whose name matches case-insensitively, for "did you mean" hints.
     pub fn table_ignore_case(&self, name: &str) -> Option<&Table> {
-        self.tables.iter().find(|t| t.name.eq_ignore_ascii_case(name))
+        self.tables
+            .iter()
+            .find(|t| t.name.eq_ignore_ascii_case(name))
     }
 
     /// The table a category feeds (case-insensitive).
     pub fn table_for_category(&self, category: &str) -> Option<TableId> {
         if category.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.by_category.get(&category.to_ascii_lowercase()).copied()
+            self.by_category
+                .get(&category.to_ascii_lowercase())
+                .copied()
         } else {
             self.by_category.get(category).copied()
         }
@@ -272,13 +296,24 @@ mod tests {
     #[test]
     fn embedded_schemas_load_and_route_categories() {
         let s = Schemas::embedded();
-        let cluster = s.table("AmlComputeClusterEvent").expect("AmlComputeClusterEvent");
-        assert_eq!(s.table_for_category("amlcomputeclusterevent"), Some(cluster));
+        let cluster = s
+            .table("AmlComputeClusterEvent")
+            .expect("AmlComputeClusterEvent");
+        assert_eq!(
+            s.table_for_category("amlcomputeclusterevent"),
+            Some(cluster)
+        );
         let t = &s.tables[cluster];
         let tg = t.column("TimeGenerated").unwrap();
         assert_eq!(t.columns[tg].ty, Type::DateTime);
-        assert_eq!(t.columns[t.column("TargetNodeCount").unwrap()].ty, Type::Long);
-        assert_eq!(t.columns[t.column("QuotaAllocated").unwrap()].ty, Type::String);
+        assert_eq!(
+            t.columns[t.column("TargetNodeCount").unwrap()].ty,
+            Type::Long
+        );
+        assert_eq!(
+            t.columns[t.column("QuotaAllocated").unwrap()].ty,
+            Type::String
+        );
         let inst = s.table("AmlComputeInstanceEvent").unwrap();
         assert_eq!(s.table_for_category("ComputeInstanceEvent"), Some(inst));
         let run = s.table("AmlRunEvent").unwrap();
@@ -296,7 +331,10 @@ mod tests {
             "columns":[{"name":"DurationMs","type":"string"}]}"#;
         let s = Schemas::load(common, &[("T.json".into(), t.into())]).unwrap();
         let table = &s.tables[0];
-        assert_eq!(table.columns[table.column("DurationMs").unwrap()].ty, Type::String);
+        assert_eq!(
+            table.columns[table.column("DurationMs").unwrap()].ty,
+            Type::String
+        );
 
         let bad = r#"{"table":"T","kind":"resource_log","columns":[{"name":"X","type":"blob"}]}"#;
         let e = Schemas::load(common, &[("T.json".into(), bad.into())]).unwrap_err();

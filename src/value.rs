@@ -108,7 +108,9 @@ impl Value {
             Value::Null => J::Null,
             Value::Bool(b) => J::Bool(*b),
             Value::Long(v) => J::from(*v),
-            Value::Real(v) => serde_json::Number::from_f64(*v).map(J::Number).unwrap_or(J::Null),
+            Value::Real(v) => serde_json::Number::from_f64(*v)
+                .map(J::Number)
+                .unwrap_or(J::Null),
             Value::DateTime(t) => J::String(time::format_datetime(*t)),
             Value::TimeSpan(t) => J::String(time::format_timespan(*t)),
             Value::Str(s) => J::String(s.to_string()),
@@ -234,11 +236,15 @@ pub fn compare_for_sort(a: &Value, b: &Value) -> std::cmp::Ordering {
     match (a, b) {
         (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
         (Value::Long(x), Value::Long(y)) => x.cmp(y),
-        (Value::DateTime(x), Value::DateTime(y)) | (Value::TimeSpan(x), Value::TimeSpan(y)) => x.cmp(y),
-        (Value::Str(x), Value::Str(y)) => x.cmp(y),
-        (x, y) if rank(x) == 2 && rank(y) == 2 => {
-            x.as_f64().unwrap_or(0.0).partial_cmp(&y.as_f64().unwrap_or(0.0)).unwrap_or(Ordering::Equal)
+        (Value::DateTime(x), Value::DateTime(y)) | (Value::TimeSpan(x), Value::TimeSpan(y)) => {
+            x.cmp(y)
         }
+        (Value::Str(x), Value::Str(y)) => x.cmp(y),
+        (x, y) if rank(x) == 2 && rank(y) == 2 => x
+            .as_f64()
+            .unwrap_or(0.0)
+            .partial_cmp(&y.as_f64().unwrap_or(0.0))
+            .unwrap_or(Ordering::Equal),
         (Value::Dynamic(x), Value::Dynamic(y)) => x.to_string().cmp(&y.to_string()),
         _ => rank(a).cmp(&rank(b)),
     }

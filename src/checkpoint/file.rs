@@ -53,7 +53,10 @@ impl FileCheckpointStore {
     pub fn open(path: impl Into<PathBuf>) -> Result<FileCheckpointStore, CheckpointError> {
         let path = path.into();
         let doc = read_document(&path)?;
-        Ok(FileCheckpointStore { path, cache: Mutex::new(doc) })
+        Ok(FileCheckpointStore {
+            path,
+            cache: Mutex::new(doc),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -64,13 +67,17 @@ impl FileCheckpointStore {
         // A panic while the lock was held cannot have left a torn file (the rename is atomic)
         // and the cache is only replaced after a successful write, so a poisoned lock still
         // guards consistent data.
-        self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl std::fmt::Debug for FileCheckpointStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileCheckpointStore").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("FileCheckpointStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -82,7 +89,10 @@ impl CheckpointStore for FileCheckpointStore {
         Ok(doc
             .get(source)
             .and_then(|partitions| partitions.get(partition))
-            .map(|e| Checkpoint { offset: e.offset, sequence_number: e.sequence_number }))
+            .map(|e| Checkpoint {
+                offset: e.offset,
+                sequence_number: e.sequence_number,
+            }))
     }
 
     fn save(&self, source: &str, updates: &[(String, Checkpoint)]) -> Result<(), CheckpointError> {
@@ -98,7 +108,11 @@ impl CheckpointStore for FileCheckpointStore {
         for (partition, cp) in updates {
             partitions.insert(
                 partition.clone(),
-                Entry { offset: cp.offset, sequence_number: cp.sequence_number, updated: updated.clone() },
+                Entry {
+                    offset: cp.offset,
+                    sequence_number: cp.sequence_number,
+                    updated: updated.clone(),
+                },
             );
         }
         write_atomically(&self.path, &doc)?;
@@ -111,12 +125,21 @@ fn read_document(path: &Path) -> Result<Document, CheckpointError> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Document::new()),
-        Err(e) => return Err(CheckpointError::Io { path: path.to_path_buf(), op: "reading", source: e }),
+        Err(e) => {
+            return Err(CheckpointError::Io {
+                path: path.to_path_buf(),
+                op: "reading",
+                source: e,
+            })
+        }
     };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Document::new());
     }
-    serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Corrupt { path: path.to_path_buf(), source: e })
+    serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Corrupt {
+        path: path.to_path_buf(),
+        source: e,
+    })
 }
 
 /// `<path>.tmp`: beside the target, so the rename stays within one file system (and so is
@@ -128,10 +151,20 @@ fn tmp_path(path: &Path) -> PathBuf {
 }
 
 fn write_atomically(path: &Path, doc: &Document) -> Result<(), CheckpointError> {
-    let io_err = |op: &'static str| move |e: io::Error| CheckpointError::Io { path: path.to_path_buf(), op, source: e };
+    let io_err = |op: &'static str| {
+        move |e: io::Error| CheckpointError::Io {
+            path: path.to_path_buf(),
+            op,
+            source: e,
+        }
+    };
     let mut json = serde_json::to_vec_pretty(doc).map_err(|e| {
         // Serializing maps of strings and integers cannot fail; report it as I/O if it ever does.
-        CheckpointError::Io { path: path.to_path_buf(), op: "encoding", source: io::Error::other(e) }
+        CheckpointError::Io {
+            path: path.to_path_buf(),
+            op: "encoding",
+            source: io::Error::other(e),
+        }
     })?;
     json.push(b'\n');
 
@@ -142,7 +175,8 @@ fn write_atomically(path: &Path, doc: &Document) -> Result<(), CheckpointError> 
         .truncate(true)
         .open(&tmp)
         .map_err(io_err("creating the temporary file"))?;
-    f.write_all(&json).map_err(io_err("writing the temporary file"))?;
+    f.write_all(&json)
+        .map_err(io_err("writing the temporary file"))?;
     // The data must be on disk before the rename makes it the checkpoint file; otherwise a
     // crash could leave a renamed but empty file.
     f.sync_all().map_err(io_err("syncing the temporary file"))?;
@@ -183,7 +217,10 @@ mod tests {
     use super::*;
 
     fn cp(offset: i64, sequence_number: i64) -> Checkpoint {
-        Checkpoint { offset, sequence_number }
+        Checkpoint {
+            offset,
+            sequence_number,
+        }
     }
 
     #[test]
@@ -198,9 +235,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cp.json");
         let store = FileCheckpointStore::open(&path).unwrap();
-        store.save("s", &[("a".into(), cp(10, 1)), ("b".into(), cp(20, 2))]).unwrap();
+        store
+            .save("s", &[("a".into(), cp(10, 1)), ("b".into(), cp(20, 2))])
+            .unwrap();
         assert_eq!(store.load("s", "a").unwrap(), Some(cp(10, 1)));
-        assert!(!tmp_path(&path).exists(), "the temporary file is renamed away");
+        assert!(
+            !tmp_path(&path).exists(),
+            "the temporary file is renamed away"
+        );
 
         let reopened = FileCheckpointStore::open(&path).unwrap();
         assert_eq!(reopened.load("s", "b").unwrap(), Some(cp(20, 2)));
@@ -208,7 +250,10 @@ mod tests {
 
         let v: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
         let updated = v["s"]["a"]["updated"].as_str().unwrap();
-        assert!(crate::time::parse_datetime(updated).is_some(), "updated is RFC 3339: {updated}");
+        assert!(
+            crate::time::parse_datetime(updated).is_some(),
+            "updated is RFC 3339: {updated}"
+        );
         assert_eq!(v["s"]["a"]["offset"], 10);
         assert_eq!(v["s"]["a"]["sequence_number"], 1);
     }
@@ -239,7 +284,10 @@ mod tests {
         let err = FileCheckpointStore::open(&path).unwrap_err();
         assert!(matches!(err, CheckpointError::Corrupt { .. }));
         assert!(!err.is_retryable());
-        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
 
         // Corrupted after opening: the save fails and leaves the file as it was.
         fs::write(&path, b"").unwrap();
@@ -256,6 +304,9 @@ mod tests {
         // A directory where the file should be.
         let err = FileCheckpointStore::open(dir.path()).unwrap_err();
         assert!(err.is_retryable(), "{err}");
-        assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&dir.path().display().to_string()),
+            "{err}"
+        );
     }
 }

@@ -40,7 +40,10 @@ mod tests {
     #[test]
     fn substitutes_defaults_and_reports_missing_names_only() {
         let get = |k: &str| (k == "KEY").then(|| "s3cret".to_string());
-        assert_eq!(interpolate_with("a=${KEY};b=${NOPE:-x}", get).unwrap(), "a=s3cret;b=x");
+        assert_eq!(
+            interpolate_with("a=${KEY};b=${NOPE:-x}", get).unwrap(),
+            "a=s3cret;b=x"
+        );
         let e = interpolate_with("${MISSING}", get).unwrap_err();
         assert!(e.contains("MISSING") && !e.contains("s3cret"));
         assert!(interpolate_with("${bad name}", get).is_err());

@@ -48,7 +48,9 @@ pub struct ExportConfig {
 
 impl Default for ExportConfig {
     fn default() -> Self {
-        ExportConfig { listen: default_listen() }
+        ExportConfig {
+            listen: default_listen(),
+        }
     }
 }
 

@@ -30,7 +30,11 @@ pub struct Settings {
 
 #[derive(Debug, Clone)]
 pub enum SourceSettings {
-    File { name: String, paths: Vec<PathBuf>, follow: bool },
+    File {
+        name: String,
+        paths: Vec<PathBuf>,
+        follow: bool,
+    },
 }
 
 /// Every problem found in the configuration.
@@ -40,7 +44,11 @@ pub struct ConfigErrors(pub Vec<String>);
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        writeln!(f, "{n} error{} in the configuration:", if n == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "{n} error{} in the configuration:",
+            if n == 1 { "" } else { "s" }
+        )?;
         for e in &self.0 {
             writeln!(f, "{e}")?;
         }
@@ -52,8 +60,10 @@ impl std::error::Error for ConfigErrors {}
 
 /// Reads, parses and validates the configuration file at `path`.
 pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
-    let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigErrors(vec![toml_error(path, &text, &e)]))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
+    let raw: RawConfig =
+        toml::from_str(&text).map_err(|e| ConfigErrors(vec![toml_error(path, &text, &e)]))?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut errors = Vec::new();
     let file = path.display().to_string();
@@ -64,13 +74,20 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
             Some(s) => match time::parse_timespan(s) {
                 Some(t) if t >= 0 => t,
                 _ => {
-                    errors.push(format!("{file}: {what}: '{s}' is not a timespan (e.g. 30s, 10m, 1h)"));
+                    errors.push(format!(
+                        "{file}: {what}: '{s}' is not a timespan (e.g. 30s, 10m, 1h)"
+                    ));
                     default
                 }
             },
         }
     };
-    let lateness = ts("limits.allowed_lateness", &raw.limits.allowed_lateness, 10 * time::TICKS_PER_MINUTE, &mut errors);
+    let lateness = ts(
+        "limits.allowed_lateness",
+        &raw.limits.allowed_lateness,
+        10 * time::TICKS_PER_MINUTE,
+        &mut errors,
+    );
     let defaults = QueryLimits::default();
     let base_limits = QueryLimits {
         max_series: raw.limits.max_series.unwrap_or(defaults.max_series),
@@ -89,19 +106,36 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
         })
     };
     let listen = env("export.listen", &raw.export.listen, &mut errors);
-    let dead_letter = raw.dead_letter.as_ref().map(|d| dir.join(env("dead_letter.path", &d.path, &mut errors)));
+    let dead_letter = raw
+        .dead_letter
+        .as_ref()
+        .map(|d| dir.join(env("dead_letter.path", &d.path, &mut errors)));
     let checkpoint = raw.checkpoint.as_ref().map(|c| {
-        let every = ts("checkpoint.interval", &c.interval, time::TICKS_PER_SECOND, &mut errors);
-        (dir.join(env("checkpoint.path", &c.path, &mut errors)), Duration::from_nanos((every * 100) as u64))
+        let every = ts(
+            "checkpoint.interval",
+            &c.interval,
+            time::TICKS_PER_SECOND,
+            &mut errors,
+        );
+        (
+            dir.join(env("checkpoint.path", &c.path, &mut errors)),
+            Duration::from_nanos((every * 100) as u64),
+        )
     });
 
     let mut sources = Vec::new();
     let mut source_names = HashSet::new();
     for (i, s) in raw.sources.iter().enumerate() {
         match s {
-            SourceConfig::File { name, paths, follow } => {
+            SourceConfig::File {
+                name,
+                paths,
+                follow,
+            } => {
                 if !source_names.insert(name.clone()) {
-                    errors.push(format!("{file}: sources[{i}]: a source named '{name}' already exists"));
+                    errors.push(format!(
+                        "{file}: sources[{i}]: a source named '{name}' already exists"
+                    ));
                 }
                 if paths.is_empty() {
                     errors.push(format!("{file}: sources[{i}] '{name}': paths is empty"));
@@ -118,13 +152,21 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
                         }
                     })
                     .collect();
-                sources.push(SourceSettings::File { name: name.clone(), paths, follow: *follow });
+                sources.push(SourceSettings::File {
+                    name: name.clone(),
+                    paths,
+                    follow: *follow,
+                });
             }
         }
     }
 
     // Queries: inline ones, then each query file (with its own name in error messages).
-    let mut all: Vec<(String, String, QueryConfig)> = raw.queries.into_iter().map(|q| (file.clone(), text.clone(), q)).collect();
+    let mut all: Vec<(String, String, QueryConfig)> = raw
+        .queries
+        .into_iter()
+        .map(|q| (file.clone(), text.clone(), q))
+        .collect();
     for qf in &raw.query_files {
         let p = dir.join(env("query_files", qf, &mut errors));
         let name = p.display().to_string();
@@ -165,7 +207,10 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
                 let content_start = string_content_start(&qtext, q.kql.span().start);
                 for d in &diags.items {
                     let (line, col) = line_col(&qtext, content_start + d.span.start);
-                    errors.push(format!("{qfile}:{line}:{col}: query '{}': {}", q.name, d.message));
+                    errors.push(format!(
+                        "{qfile}:{line}:{col}: query '{}': {}",
+                        q.name, d.message
+                    ));
                 }
             }
         }
@@ -175,7 +220,10 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
     }
     Ok(Settings {
         listen,
-        engine: EngineOptions { parser, allowed_lateness: lateness },
+        engine: EngineOptions {
+            parser,
+            allowed_lateness: lateness,
+        },
         dead_letter,
         checkpoint,
         sources,
@@ -185,7 +233,10 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
 
 fn valid_name(n: &str) -> bool {
     let mut chars = n.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Byte offset where a TOML string's content starts (after its quotes, and after the
@@ -193,7 +244,11 @@ fn valid_name(n: &str) -> bool {
 /// positions. Exact for literal strings, which have no escapes.
 fn string_content_start(text: &str, value_start: usize) -> usize {
     let rest = &text[value_start.min(text.len())..];
-    let quote = if rest.starts_with("'''") || rest.starts_with("\"\"\"") { 3 } else { 1 };
+    let quote = if rest.starts_with("'''") || rest.starts_with("\"\"\"") {
+        3
+    } else {
+        1
+    };
     let mut at = value_start + quote;
     let after = &text[at.min(text.len())..];
     if quote == 3 {
@@ -254,7 +309,10 @@ kql = "AmlComputeClusterEvent | count"
         let text = e.to_string();
         assert!(text.contains("limits.allowed_lateness: 'soon'"), "{text}");
         assert!(text.contains("query 'bad-name': a name must"), "{text}");
-        assert!(text.contains("c.toml:8:9: query 'bad-name': unknown column 'Foo'"), "{text}");
+        assert!(
+            text.contains("c.toml:8:9: query 'bad-name': unknown column 'Foo'"),
+            "{text}"
+        );
         assert!(text.contains("query 'ok' is defined twice"), "{text}");
         assert_eq!(e.0.len(), 4, "{text}");
     }
@@ -262,7 +320,11 @@ kql = "AmlComputeClusterEvent | count"
     #[test]
     fn unknown_fields_are_rejected_with_their_place() {
         let dir = tempfile::tempdir().unwrap();
-        let p = write(dir.path(), "c.toml", "[export]\nlisten = \"x\"\nlisten_port = 1\n");
+        let p = write(
+            dir.path(),
+            "c.toml",
+            "[export]\nlisten = \"x\"\nlisten_port = 1\n",
+        );
         let e = load(&p, &Schemas::embedded()).unwrap_err();
         assert!(e.0[0].contains("c.toml:3:1"), "{}", e.0[0]);
         assert!(e.0[0].contains("listen_port"), "{}", e.0[0]);
@@ -271,7 +333,11 @@ kql = "AmlComputeClusterEvent | count"
     #[test]
     fn query_files_env_and_relative_paths() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "q.toml", "[[queries]]\nname = \"n\"\nkql = \"AmlComputeJobEvent | count\"\n");
+        write(
+            dir.path(),
+            "q.toml",
+            "[[queries]]\nname = \"n\"\nkql = \"AmlComputeJobEvent | count\"\n",
+        );
         std::env::set_var("HUBWATCH_TEST_DL", "dead.ndjson");
         let p = write(
             dir.path(),

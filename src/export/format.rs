@@ -61,7 +61,11 @@ fn cell(v: &Value) -> String {
 
 /// An aligned text table, as a terminal shows it.
 pub fn table(t: &ResultTable) -> String {
-    let cells: Vec<Vec<String>> = t.rows.iter().map(|r| r.iter().map(cell).collect()).collect();
+    let cells: Vec<Vec<String>> = t
+        .rows
+        .iter()
+        .map(|r| r.iter().map(cell).collect())
+        .collect();
     let mut widths: Vec<usize> = t.columns.iter().map(|c| c.name.chars().count()).collect();
     for row in &cells {
         for (w, c) in widths.iter_mut().zip(row) {
@@ -69,17 +73,33 @@ pub fn table(t: &ResultTable) -> String {
         }
     }
     let line = |vals: Vec<&str>| -> String {
-        let parts: Vec<String> = vals.iter().zip(&widths).map(|(v, w)| format!("{v:<w$}")).collect();
+        let parts: Vec<String> = vals
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect();
         parts.join("  ").trim_end().to_string()
     };
     let mut out = line(t.columns.iter().map(|c| &*c.name).collect());
     out.push('\n');
-    out.push_str(&line(widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().iter().map(String::as_str).collect()));
+    out.push_str(&line(
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect(),
+    ));
     out.push('\n');
     for row in &cells {
         out.push_str(&line(row.iter().map(String::as_str).collect()));
         out.push('\n');
     }
-    out.push_str(&format!("({} row{})\n", t.rows.len(), if t.rows.len() == 1 { "" } else { "s" }));
+    out.push_str(&format!(
+        "({} row{})\n",
+        t.rows.len(),
+        if t.rows.len() == 1 { "" } else { "s" }
+    ));
     out
 }

@@ -49,18 +49,41 @@ pub fn router(state: AdminState) -> Router {
 }
 
 /// Serves until shutdown.
-pub async fn serve(listener: tokio::net::TcpListener, state: AdminState, mut shutdown: Shutdown) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(async move { shutdown.wait().await }).await
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+    mut shutdown: Shutdown,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await
 }
 
-async fn ask(state: &AdminState, make: fn(oneshot::Sender<Vec<(QuerySpec, ResultTable)>>) -> Request) -> Result<Vec<(QuerySpec, ResultTable)>, Response> {
+async fn ask(
+    state: &AdminState,
+    make: fn(oneshot::Sender<Vec<(QuerySpec, ResultTable)>>) -> Request,
+) -> Result<Vec<(QuerySpec, ResultTable)>, Response> {
     let (tx, rx) = oneshot::channel();
-    let unavailable = || (StatusCode::SERVICE_UNAVAILABLE, "the engine is not running\n").into_response();
-    state.requests.send(make(tx)).await.map_err(|_| unavailable())?;
+    let unavailable = || {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the engine is not running\n",
+        )
+            .into_response()
+    };
+    state
+        .requests
+        .send(make(tx))
+        .await
+        .map_err(|_| unavailable())?;
     match tokio::time::timeout(ENGINE_TIMEOUT, rx).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(_)) => Err(unavailable()),
-        Err(_) => Err((StatusCode::GATEWAY_TIMEOUT, "the engine did not answer in time\n").into_response()),
+        Err(_) => Err((
+            StatusCode::GATEWAY_TIMEOUT,
+            "the engine did not answer in time\n",
+        )
+            .into_response()),
     }
 }
 
@@ -70,14 +93,27 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         Err(r) => return r,
     };
     let mut buf = Vec::new();
-    if let Err(e) = prometheus::TextEncoder::new().encode(&state.metrics.registry.gather(), &mut buf) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics: {e}\n")).into_response();
+    if let Err(e) =
+        prometheus::TextEncoder::new().encode(&state.metrics.registry.gather(), &mut buf)
+    {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics: {e}\n"),
+        )
+            .into_response();
     }
     let mut text = String::from_utf8(buf).unwrap_or_default();
     for (spec, table) in &exports {
         prom::render_query(&mut text, spec, table);
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {

@@ -42,7 +42,9 @@ pub fn snake_case(name: &str) -> String {
 }
 
 fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn escape_help(v: &str) -> String {
@@ -54,7 +56,9 @@ fn sample(v: &Value) -> Option<f64> {
         Value::Long(x) => Some(*x as f64),
         Value::Real(x) => Some(*x),
         Value::Bool(b) => Some(*b as i64 as f64),
-        Value::DateTime(t) | Value::TimeSpan(t) => Some(*t as f64 / crate::time::TICKS_PER_SECOND as f64),
+        Value::DateTime(t) | Value::TimeSpan(t) => {
+            Some(*t as f64 / crate::time::TICKS_PER_SECOND as f64)
+        }
         _ => None,
     }
 }
@@ -71,6 +75,10 @@ fn number(v: f64) -> String {
 
 /// Appends the gauges of one query's (export) result.
 pub fn render_query(out: &mut String, spec: &QuerySpec, table: &ResultTable) {
+    // Queries without `summarize` hold rows (for the API and, later, forwarding), not series.
+    if !matches!(spec.plan.stage, crate::kql::plan::Stage::Summarize(_)) {
+        return;
+    }
     let labels: Vec<(usize, String)> = table
         .columns
         .iter()
@@ -79,7 +87,12 @@ pub fn render_query(out: &mut String, spec: &QuerySpec, table: &ResultTable) {
         .map(|(i, c)| (i, snake_case(&c.name)))
         .collect();
     for (i, col) in table.columns.iter().enumerate() {
-        if col.is_key || !matches!(col.ty, Type::Long | Type::Real | Type::Bool | Type::DateTime | Type::TimeSpan) {
+        if col.is_key
+            || !matches!(
+                col.ty,
+                Type::Long | Type::Real | Type::Bool | Type::DateTime | Type::TimeSpan
+            )
+        {
             continue;
         }
         let metric = format!("{}_{}", spec.name, snake_case(&col.name));
@@ -96,7 +109,9 @@ pub fn render_query(out: &mut String, spec: &QuerySpec, table: &ResultTable) {
         let _ = writeln!(out, "# HELP {metric} {}", escape_help(&help));
         let _ = writeln!(out, "# TYPE {metric} gauge");
         for row in &table.rows {
-            let Some(v) = row.get(i).and_then(sample) else { continue };
+            let Some(v) = row.get(i).and_then(sample) else {
+                continue;
+            };
             out.push_str(&metric);
             if !labels.is_empty() {
                 out.push('{');

@@ -18,7 +18,10 @@ impl Span {
 
     /// The smallest span covering both.
     pub fn to(self, other: Span) -> Span {
-        Span { start: self.start.min(other.start), end: self.end.max(other.end) }
+        Span {
+            start: self.start.min(other.start),
+            end: self.end.max(other.end),
+        }
     }
 }
 
@@ -54,7 +57,10 @@ pub enum OperatorKind {
     /// `project-away Col, ...`
     ProjectAway(Vec<Ident>),
     /// `summarize [Name =] Agg, ... [by [Name =] Expr, ...]`
-    Summarize { aggregates: Vec<NamedExpr>, by: Vec<NamedExpr> },
+    Summarize {
+        aggregates: Vec<NamedExpr>,
+        by: Vec<NamedExpr>,
+    },
     /// `count`
     Count,
     /// `take N` / `limit N`
@@ -81,19 +87,45 @@ pub enum ExprKind {
     Column(String),
     /// `name(args...)`: scalar functions, aggregations, `not(...)`, `iif(...)`, `case(...)`,
     /// `ago(...)`, `now()`, `bin(...)`, ...
-    Call { name: Ident, args: Vec<Expr> },
+    Call {
+        name: Ident,
+        args: Vec<Expr>,
+    },
     /// `*` as a function argument (`arg_max(TimeGenerated, *)`).
     Star,
-    Unary { op: UnaryOp, expr: Box<Expr> },
-    Binary { op: BinaryOp, lhs: Box<Expr>, rhs: Box<Expr> },
+    Unary {
+        op: UnaryOp,
+        expr: Box<Expr>,
+    },
+    Binary {
+        op: BinaryOp,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
     /// `x in (a, b)`, `x !in (...)`, `x in~ (...)`, `x !in~ (...)`.
-    In { expr: Box<Expr>, list: Vec<Expr>, negated: bool, case_insensitive: bool },
+    In {
+        expr: Box<Expr>,
+        list: Vec<Expr>,
+        negated: bool,
+        case_insensitive: bool,
+    },
     /// `x between (lo .. hi)`, `x !between (lo .. hi)`.
-    Between { expr: Box<Expr>, low: Box<Expr>, high: Box<Expr>, negated: bool },
+    Between {
+        expr: Box<Expr>,
+        low: Box<Expr>,
+        high: Box<Expr>,
+        negated: bool,
+    },
     /// `x.name` (dynamic property access).
-    Member { expr: Box<Expr>, name: String },
+    Member {
+        expr: Box<Expr>,
+        name: String,
+    },
     /// `x[i]` or `x["name"]` (dynamic index, `split(...)[8]`, negative indexes too).
-    Index { expr: Box<Expr>, index: Box<Expr> },
+    Index {
+        expr: Box<Expr>,
+        index: Box<Expr>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -148,7 +180,11 @@ pub enum BinaryOp {
     And,
     Or,
     /// The string operators; `negated` is the `!` form, `cs` the `_cs` (case-sensitive) form.
-    Str { op: StrOp, negated: bool, cs: bool },
+    Str {
+        op: StrOp,
+        negated: bool,
+        cs: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use super::ast::{self, BinaryOp, ExprKind, Literal, LiteralType, OperatorKind, Span};
 use super::diag::{Diagnostic, Diagnostics};
-use super::plan::{AggFunc, Aggregate, Expr, Func, OutColumn, Plan, RowOp, Stage, Summarize, TableOp, Window};
+use super::plan::{
+    AggFunc, Aggregate, Expr, Func, OutColumn, Plan, RowOp, Stage, Summarize, TableOp, Window,
+};
 use crate::schema::Schemas;
 use crate::time;
 use crate::value::{Type, Value};
@@ -14,7 +16,10 @@ use crate::window::sketch::DistinctCount;
 
 /// Parses and checks `source`; on failure every problem found is in the [`Diagnostics`].
 pub fn compile(source: &str, schemas: &Schemas) -> Result<Plan, Diagnostics> {
-    let fail = |items| Diagnostics { source: source.to_string(), items };
+    let fail = |items| Diagnostics {
+        source: source.to_string(),
+        items,
+    };
     let query = super::parser::parse(source).map_err(fail)?;
     let mut checker = Checker { diags: Vec::new() };
     let plan = checker.query(&query, schemas);
@@ -60,10 +65,16 @@ impl Checker {
     fn query(&mut self, q: &ast::Query, schemas: &Schemas) -> Option<Plan> {
         let Some(table_id) = schemas.table(&q.table.name) else {
             let hint = match schemas.table_ignore_case(&q.table.name) {
-                Some(t) => format!(" (did you mean '{}'? table names are case-sensitive)", t.name),
+                Some(t) => format!(
+                    " (did you mean '{}'? table names are case-sensitive)",
+                    t.name
+                ),
                 None => " (add a definition under schemas/tables/ to query it)".to_string(),
             };
-            self.err(q.table.span, format!("unknown table '{}'{hint}", q.table.name));
+            self.err(
+                q.table.span,
+                format!("unknown table '{}'{hint}", q.table.name),
+            );
             return None;
         };
         let table = &schemas.tables[table_id];
@@ -72,7 +83,12 @@ impl Checker {
             .columns
             .iter()
             .enumerate()
-            .map(|(i, c)| Col { name: c.name.clone(), ty: Some(c.ty), is_time: i == time_column, is_key: false })
+            .map(|(i, c)| Col {
+                name: c.name.clone(),
+                ty: Some(c.ty),
+                is_time: i == time_column,
+                is_key: false,
+            })
             .collect();
         let source_width = scope.len();
         let mut reads = vec![false; source_width];
@@ -103,7 +119,9 @@ impl Checker {
                     }
                     let mut compiled: Option<Expr> = None;
                     for c in rest {
-                        let Some(t) = self.expr(c, &scope) else { continue };
+                        let Some(t) = self.expr(c, &scope) else {
+                            continue;
+                        };
                         self.expect_bool(&t, c.span, "a 'where' predicate");
                         compiled = Some(match compiled {
                             None => t.expr,
@@ -121,16 +139,27 @@ impl Checker {
                     let mut out = Vec::new();
                     let mut counter = 0;
                     for item in items {
-                        let Some(t) = self.expr(&item.expr, &scope) else { continue };
+                        let Some(t) = self.expr(&item.expr, &scope) else {
+                            continue;
+                        };
                         self.no_dynamic_surprise(&t);
-                        let name = item.name.as_ref().map(|n| Arc::from(n.name.as_str())).unwrap_or_else(|| {
-                            derive_name(&item.expr).map(Arc::from).unwrap_or_else(|| {
-                                counter += 1;
-                                Arc::from(format!("Column{counter}"))
-                            })
-                        });
+                        let name = item
+                            .name
+                            .as_ref()
+                            .map(|n| Arc::from(n.name.as_str()))
+                            .unwrap_or_else(|| {
+                                derive_name(&item.expr).map(Arc::from).unwrap_or_else(|| {
+                                    counter += 1;
+                                    Arc::from(format!("Column{counter}"))
+                                })
+                            });
                         let existing = scope.iter().position(|c| c.name == name);
-                        let col = Col { name, ty: t.ty, is_time: false, is_key: false };
+                        let col = Col {
+                            name,
+                            ty: t.ty,
+                            is_time: false,
+                            is_key: false,
+                        };
                         match existing {
                             Some(i) => scope[i] = col,
                             None => scope.push(col),
@@ -161,9 +190,16 @@ impl Checker {
                             None => self.unknown_column(n.span, &n.name, &scope),
                         }
                     }
-                    let exprs: Vec<Expr> =
-                        (0..scope.len()).filter(|i| keep[*i]).map(Expr::Column).collect();
-                    scope = scope.into_iter().zip(keep).filter(|(_, k)| *k).map(|(c, _)| c).collect();
+                    let exprs: Vec<Expr> = (0..scope.len())
+                        .filter(|i| keep[*i])
+                        .map(Expr::Column)
+                        .collect();
+                    scope = scope
+                        .into_iter()
+                        .zip(keep)
+                        .filter(|(_, k)| *k)
+                        .map(|(c, _)| c)
+                        .collect();
                     match phase {
                         Phase::Pre => {
                             pre.push(RowOp::Project(exprs));
@@ -174,7 +210,10 @@ impl Checker {
                 }
                 OperatorKind::Summarize { aggregates, by } => {
                     if phase == Phase::Post {
-                        self.err(op.span, "only one 'summarize' (or 'count') per query is supported");
+                        self.err(
+                            op.span,
+                            "only one 'summarize' (or 'count') per query is supported",
+                        );
                         continue;
                     }
                     let (s, new_scope) = self.summarize(aggregates, by, &scope);
@@ -196,12 +235,22 @@ impl Checker {
                             }],
                             widths: vec![1],
                         });
-                        scope = vec![Col { name: Arc::from("Count"), ty: Some(Type::Long), is_time: false, is_key: false }];
+                        scope = vec![Col {
+                            name: Arc::from("Count"),
+                            ty: Some(Type::Long),
+                            is_time: false,
+                            is_key: false,
+                        }];
                         phase = Phase::Post;
                     }
                     Phase::Post => {
                         post.push(TableOp::Count);
-                        scope = vec![Col { name: Arc::from("Count"), ty: Some(Type::Long), is_time: false, is_key: false }];
+                        scope = vec![Col {
+                            name: Arc::from("Count"),
+                            ty: Some(Type::Long),
+                            is_time: false,
+                            is_key: false,
+                        }];
                     }
                 },
                 OperatorKind::Take(n) => {
@@ -213,7 +262,9 @@ impl Checker {
                         }
                     };
                     match (phase, &mut stage) {
-                        (Phase::Pre, Stage::Rows { limit: l }) => *l = Some(l.map_or(limit, |x| x.min(limit))),
+                        (Phase::Pre, Stage::Rows { limit: l }) => {
+                            *l = Some(l.map_or(limit, |x| x.min(limit)))
+                        }
                         _ => post.push(TableOp::Take(limit)),
                     }
                 }
@@ -226,9 +277,22 @@ impl Checker {
 
         let output = scope
             .iter()
-            .map(|c| OutColumn { name: c.name.clone(), ty: c.ty.unwrap_or(Type::String), is_key: c.is_key })
+            .map(|c| OutColumn {
+                name: c.name.clone(),
+                ty: c.ty.unwrap_or(Type::String),
+                is_key: c.is_key,
+            })
             .collect();
-        Some(Plan { table: table_id, reads, time_column, window, pre, stage, post, output })
+        Some(Plan {
+            table: table_id,
+            reads,
+            time_column,
+            window,
+            pre,
+            stage,
+            post,
+            output,
+        })
     }
 
     /// `TimeGenerated > ago(X)`, `>= ago(X)`, `ago(X) < TimeGenerated`, and
@@ -240,10 +304,12 @@ impl Checker {
         };
         let ago = |e: &ast::Expr| -> Option<i64> {
             match &e.kind {
-                ExprKind::Call { name, args } if name.name == "ago" && args.len() == 1 => match &args[0].kind {
-                    ExprKind::Literal(Literal::TimeSpan(t)) if *t > 0 => Some(*t),
-                    _ => None,
-                },
+                ExprKind::Call { name, args } if name.name == "ago" && args.len() == 1 => {
+                    match &args[0].kind {
+                        ExprKind::Literal(Literal::TimeSpan(t)) if *t > 0 => Some(*t),
+                        _ => None,
+                    }
+                }
                 _ => None,
             }
         };
@@ -265,14 +331,26 @@ impl Checker {
                 let _ = time_side;
                 let length = ago(other)?;
                 match op {
-                    BinaryOp::Gt => Some(Window { length, inclusive: false }),
-                    BinaryOp::Ge => Some(Window { length, inclusive: true }),
+                    BinaryOp::Gt => Some(Window {
+                        length,
+                        inclusive: false,
+                    }),
+                    BinaryOp::Ge => Some(Window {
+                        length,
+                        inclusive: true,
+                    }),
                     _ => None,
                 }
             }
-            ExprKind::Between { expr, low, high, negated: false } if is_time(expr) && is_now(high) => {
-                Some(Window { length: ago(low)?, inclusive: true })
-            }
+            ExprKind::Between {
+                expr,
+                low,
+                high,
+                negated: false,
+            } if is_time(expr) && is_now(high) => Some(Window {
+                length: ago(low)?,
+                inclusive: true,
+            }),
             _ => None,
         }
     }
@@ -282,7 +360,9 @@ impl Checker {
         let mut out: Scope = Vec::new();
         let mut counter = 0;
         for item in items {
-            let Some(t) = self.expr(&item.expr, scope) else { continue };
+            let Some(t) = self.expr(&item.expr, scope) else {
+                continue;
+            };
             let (name, span) = match &item.name {
                 Some(n) => (Arc::from(n.name.as_str()), n.span),
                 None => (
@@ -302,21 +382,39 @@ impl Checker {
                 Expr::Column(i) => (scope[*i].is_time, scope[*i].is_key),
                 _ => (false, false),
             };
-            out.push(Col { name, ty: t.ty, is_time, is_key });
+            out.push(Col {
+                name,
+                ty: t.ty,
+                is_time,
+                is_key,
+            });
             exprs.push(t.expr);
         }
         (exprs, out)
     }
 
-    fn summarize(&mut self, aggregates: &[ast::NamedExpr], by: &[ast::NamedExpr], scope: &Scope) -> (Summarize, Scope) {
+    fn summarize(
+        &mut self,
+        aggregates: &[ast::NamedExpr],
+        by: &[ast::NamedExpr],
+        scope: &Scope,
+    ) -> (Summarize, Scope) {
         let mut out: Scope = Vec::new();
         let mut keys = Vec::new();
         let mut bin = None;
         let mut counter = 0;
         for item in by {
-            let Some(t) = self.expr(&item.expr, scope) else { continue };
-            if let Expr::Call { func: Func::Bin | Func::Floor, args } = &t.expr {
-                if let (Expr::Column(c), Some(Expr::Literal(Value::TimeSpan(w)))) = (&args[0], args.get(1)) {
+            let Some(t) = self.expr(&item.expr, scope) else {
+                continue;
+            };
+            if let Expr::Call {
+                func: Func::Bin | Func::Floor,
+                args,
+            } = &t.expr
+            {
+                if let (Expr::Column(c), Some(Expr::Literal(Value::TimeSpan(w)))) =
+                    (&args[0], args.get(1))
+                {
                     if scope[*c].is_time && *w > 0 && bin.is_none() {
                         bin = Some((keys.len(), *w));
                     }
@@ -330,13 +428,20 @@ impl Checker {
                 }),
             };
             let is_time = bin.is_some_and(|(k, _)| k == keys.len());
-            out.push(Col { name: unique(&out, name), ty: t.ty, is_time, is_key: true });
+            out.push(Col {
+                name: unique(&out, name),
+                ty: t.ty,
+                is_time,
+                is_key: true,
+            });
             keys.push(t.expr);
         }
         let mut aggs = Vec::new();
         let mut widths = Vec::new();
         for item in aggregates {
-            let Some((agg, cols)) = self.aggregate(item, scope, &out) else { continue };
+            let Some((agg, cols)) = self.aggregate(item, scope, &out) else {
+                continue;
+            };
             widths.push(cols.len());
             for c in cols {
                 let name = unique(&out, c.name.clone());
@@ -344,10 +449,23 @@ impl Checker {
             }
             aggs.push(agg);
         }
-        (Summarize { keys, bin, aggregates: aggs, widths }, out)
+        (
+            Summarize {
+                keys,
+                bin,
+                aggregates: aggs,
+                widths,
+            },
+            out,
+        )
     }
 
-    fn aggregate(&mut self, item: &ast::NamedExpr, scope: &Scope, keys: &Scope) -> Option<(Aggregate, Vec<Col>)> {
+    fn aggregate(
+        &mut self,
+        item: &ast::NamedExpr,
+        scope: &Scope,
+        keys: &Scope,
+    ) -> Option<(Aggregate, Vec<Col>)> {
         let ExprKind::Call { name, args } = &item.expr.kind else {
             self.err(item.expr.span, "expected an aggregation function (count, countif, sum, sumif, avg, avgif, min, max, dcount, arg_max, arg_min, percentile)");
             return None;
@@ -355,18 +473,33 @@ impl Checker {
         let fname = name.name.as_str();
         let arity = |this: &mut Checker, lo: usize, hi: usize| -> bool {
             if args.len() < lo || args.len() > hi {
-                let want = if lo == hi { format!("{lo}") } else { format!("{lo} to {hi}") };
-                this.err(item.expr.span, format!("{fname}() takes {want} argument(s), got {}", args.len()));
+                let want = if lo == hi {
+                    format!("{lo}")
+                } else {
+                    format!("{lo} to {hi}")
+                };
+                this.err(
+                    item.expr.span,
+                    format!("{fname}() takes {want} argument(s), got {}", args.len()),
+                );
                 false
             } else {
                 true
             }
         };
         let named = |default: String| -> Arc<str> {
-            item.name.as_ref().map(|n| Arc::from(n.name.as_str())).unwrap_or_else(|| Arc::from(default))
+            item.name
+                .as_ref()
+                .map(|n| Arc::from(n.name.as_str()))
+                .unwrap_or_else(|| Arc::from(default))
         };
         let arg_name = |i: usize| args.get(i).and_then(derive_name).unwrap_or_default();
-        let col = |name: Arc<str>, ty: Type| Col { name, ty: Some(ty), is_time: false, is_key: false };
+        let col = |name: Arc<str>, ty: Type| Col {
+            name,
+            ty: Some(ty),
+            is_time: false,
+            is_key: false,
+        };
         let mk = |func, arg: Option<Expr>, predicate: Option<Expr>, arg_type| Aggregate {
             func,
             arg,
@@ -379,7 +512,10 @@ impl Checker {
                 if !arity(self, 0, 0) {
                     return None;
                 }
-                Some((mk(AggFunc::Count, None, None, None), vec![col(named("count_".into()), Type::Long)]))
+                Some((
+                    mk(AggFunc::Count, None, None, None),
+                    vec![col(named("count_".into()), Type::Long)],
+                ))
             }
             "countif" => {
                 if !arity(self, 1, 1) {
@@ -387,7 +523,10 @@ impl Checker {
                 }
                 let p = self.expr(&args[0], scope)?;
                 self.expect_bool(&p, args[0].span, "countif()'s predicate");
-                Some((mk(AggFunc::CountIf, None, Some(p.expr), None), vec![col(named("countif_".into()), Type::Long)]))
+                Some((
+                    mk(AggFunc::CountIf, None, Some(p.expr), None),
+                    vec![col(named("countif_".into()), Type::Long)],
+                ))
             }
             "sum" | "sumif" | "avg" | "avgif" => {
                 let is_if = fname.ends_with("if");
@@ -399,7 +538,10 @@ impl Checker {
                     Some(t @ (Type::Long | Type::Real | Type::TimeSpan)) => t,
                     Some(Type::Dynamic) | None => Type::Real,
                     Some(other) => {
-                        self.err(args[0].span, format!("{fname}() needs a number or timespan, got {other}"));
+                        self.err(
+                            args[0].span,
+                            format!("{fname}() needs a number or timespan, got {other}"),
+                        );
                         return None;
                     }
                 };
@@ -411,7 +553,11 @@ impl Checker {
                     None
                 };
                 let is_avg = fname.starts_with("avg");
-                let out_ty = if is_avg && ty != Type::TimeSpan { Type::Real } else { ty };
+                let out_ty = if is_avg && ty != Type::TimeSpan {
+                    Type::Real
+                } else {
+                    ty
+                };
                 let func = match (is_avg, is_if) {
                     (false, false) => AggFunc::Sum,
                     (false, true) => AggFunc::SumIf,
@@ -419,7 +565,10 @@ impl Checker {
                     (true, true) => AggFunc::AvgIf,
                 };
                 let name = named(format!("{fname}_{}", arg_name(0)));
-                Some((mk(func, Some(a.expr), predicate, Some(ty)), vec![col(name, out_ty)]))
+                Some((
+                    mk(func, Some(a.expr), predicate, Some(ty)),
+                    vec![col(name, out_ty)],
+                ))
             }
             "min" | "max" => {
                 if !arity(self, 1, 1) {
@@ -428,10 +577,17 @@ impl Checker {
                 let a = self.expr(&args[0], scope)?;
                 let ty = a.ty.unwrap_or(Type::Real);
                 if ty == Type::Dynamic || ty == Type::Bool {
-                    self.err(args[0].span, format!("{fname}() needs a number, string, datetime or timespan, got {ty}"));
+                    self.err(
+                        args[0].span,
+                        format!("{fname}() needs a number, string, datetime or timespan, got {ty}"),
+                    );
                     return None;
                 }
-                let func = if fname == "min" { AggFunc::Min } else { AggFunc::Max };
+                let func = if fname == "min" {
+                    AggFunc::Min
+                } else {
+                    AggFunc::Max
+                };
                 let name = named(format!("{fname}_{}", arg_name(0)));
                 Some((mk(func, Some(a.expr), None, Some(ty)), vec![col(name, ty)]))
             }
@@ -444,13 +600,19 @@ impl Checker {
                     None => 1,
                     Some(ExprKind::Literal(Literal::Long(l))) if (0..=4).contains(l) => *l,
                     Some(_) => {
-                        self.err(args[1].span, "dcount()'s accuracy must be a whole number from 0 to 4");
+                        self.err(
+                            args[1].span,
+                            "dcount()'s accuracy must be a whole number from 0 to 4",
+                        );
                         return None;
                     }
                 };
                 let precision = DistinctCount::precision_for_accuracy(level);
                 let name = named(format!("dcount_{}", arg_name(0)));
-                Some((mk(AggFunc::DCount { precision }, Some(a.expr), None, a.ty), vec![col(name, Type::Long)]))
+                Some((
+                    mk(AggFunc::DCount { precision }, Some(a.expr), None, a.ty),
+                    vec![col(name, Type::Long)],
+                ))
             }
             "percentile" => {
                 if !arity(self, 2, 2) {
@@ -461,7 +623,10 @@ impl Checker {
                     Some(t @ (Type::Long | Type::Real)) => t,
                     Some(Type::Dynamic) | None => Type::Real,
                     Some(other) => {
-                        self.err(args[0].span, format!("percentile() needs a number, got {other}"));
+                        self.err(
+                            args[0].span,
+                            format!("percentile() needs a number, got {other}"),
+                        );
                         return None;
                     }
                 };
@@ -471,12 +636,18 @@ impl Checker {
                     _ => f64::NAN,
                 };
                 if !(0.0..=100.0).contains(&p) {
-                    self.err(args[1].span, "percentile()'s second argument must be a number from 0 to 100");
+                    self.err(
+                        args[1].span,
+                        "percentile()'s second argument must be a number from 0 to 100",
+                    );
                     return None;
                 }
                 let suffix = crate::value::format_real(p).replace('.', "_");
                 let name = named(format!("percentile_{}_{suffix}", arg_name(0)));
-                Some((mk(AggFunc::Percentile { p }, Some(a.expr), None, Some(ty)), vec![col(name, ty)]))
+                Some((
+                    mk(AggFunc::Percentile { p }, Some(a.expr), None, Some(ty)),
+                    vec![col(name, ty)],
+                ))
             }
             "arg_max" | "arg_min" => {
                 if args.len() < 2 {
@@ -499,17 +670,35 @@ impl Checker {
                             let dup = c.name == first_name || keys.iter().any(|k| k.name == c.name);
                             if !dup && !cols.iter().any(|x| x.name == c.name) {
                                 carried.push(Expr::Column(i));
-                                cols.push(Col { name: c.name.clone(), ty: c.ty, is_time: false, is_key: false });
+                                cols.push(Col {
+                                    name: c.name.clone(),
+                                    ty: c.ty,
+                                    is_time: false,
+                                    is_key: false,
+                                });
                             }
                         }
                         continue;
                     }
-                    let Some(t) = self.expr(extra, scope) else { continue };
-                    let name = derive_name(extra).map(Arc::from).unwrap_or_else(|| Arc::from(format!("Column{}", carried.len() + 1)));
+                    let Some(t) = self.expr(extra, scope) else {
+                        continue;
+                    };
+                    let name = derive_name(extra)
+                        .map(Arc::from)
+                        .unwrap_or_else(|| Arc::from(format!("Column{}", carried.len() + 1)));
                     carried.push(t.expr);
-                    cols.push(Col { name, ty: t.ty, is_time: false, is_key: false });
+                    cols.push(Col {
+                        name,
+                        ty: t.ty,
+                        is_time: false,
+                        is_key: false,
+                    });
                 }
-                let func = if fname == "arg_max" { AggFunc::ArgMax } else { AggFunc::ArgMin };
+                let func = if fname == "arg_max" {
+                    AggFunc::ArgMax
+                } else {
+                    AggFunc::ArgMin
+                };
                 let mut agg = mk(func, Some(a.expr), None, Some(ty));
                 agg.carried = carried;
                 Some((agg, cols))
@@ -540,7 +729,12 @@ impl Checker {
         let hint = scope
             .iter()
             .find(|c| c.name.eq_ignore_ascii_case(name))
-            .map(|c| format!(" (did you mean '{}'? column names are case-sensitive)", c.name))
+            .map(|c| {
+                format!(
+                    " (did you mean '{}'? column names are case-sensitive)",
+                    c.name
+                )
+            })
             .unwrap_or_default();
         self.err(span, format!("unknown column '{name}'{hint}"));
     }
@@ -560,7 +754,10 @@ impl Checker {
                 }
             },
             ExprKind::Star => {
-                self.err(e.span, "'*' is only allowed as an argument of arg_max()/arg_min()");
+                self.err(
+                    e.span,
+                    "'*' is only allowed as an argument of arg_max()/arg_min()",
+                );
                 None
             }
             ExprKind::Unary { op, expr } => {
@@ -568,67 +765,136 @@ impl Checker {
                 match t.ty {
                     Some(Type::Long | Type::Real | Type::TimeSpan | Type::Dynamic) | None => {}
                     Some(other) => {
-                        self.err(e.span, format!("unary minus needs a number or timespan, got {other}"));
+                        self.err(
+                            e.span,
+                            format!("unary minus needs a number or timespan, got {other}"),
+                        );
                         return None;
                     }
                 }
-                typed(Expr::Unary { neg: *op == ast::UnaryOp::Neg, expr: Box::new(t.expr) }, t.ty)
+                typed(
+                    Expr::Unary {
+                        neg: *op == ast::UnaryOp::Neg,
+                        expr: Box::new(t.expr),
+                    },
+                    t.ty,
+                )
             }
             ExprKind::Binary { op, lhs, rhs } => self.binary(*op, lhs, rhs, e.span, scope),
-            ExprKind::In { expr, list, negated, case_insensitive } => {
+            ExprKind::In {
+                expr,
+                list,
+                negated,
+                case_insensitive,
+            } => {
                 let t = self.expr(expr, scope)?;
                 let mut items = Vec::new();
                 for item in list {
-                    let Some(mut it) = self.expr(item, scope) else { continue };
-                    if let (Some(Type::Long | Type::Real), Expr::Literal(Value::Str(s))) = (t.ty, &it.expr) {
+                    let Some(mut it) = self.expr(item, scope) else {
+                        continue;
+                    };
+                    if let (Some(Type::Long | Type::Real), Expr::Literal(Value::Str(s))) =
+                        (t.ty, &it.expr)
+                    {
                         if let Some(n) = numeric_literal(s) {
-                            it = Typed { expr: Expr::Literal(n.0), ty: Some(n.1) };
+                            it = Typed {
+                                expr: Expr::Literal(n.0),
+                                ty: Some(n.1),
+                            };
                         }
                     }
                     if !comparable(t.ty, it.ty) {
-                        self.err(item.span, format!("cannot compare {} with {}", tyname(t.ty), tyname(it.ty)));
+                        self.err(
+                            item.span,
+                            format!("cannot compare {} with {}", tyname(t.ty), tyname(it.ty)),
+                        );
                     }
                     items.push(it.expr);
                 }
                 typed(
-                    Expr::In { expr: Box::new(t.expr), list: items, negated: *negated, case_insensitive: *case_insensitive },
+                    Expr::In {
+                        expr: Box::new(t.expr),
+                        list: items,
+                        negated: *negated,
+                        case_insensitive: *case_insensitive,
+                    },
                     Some(Type::Bool),
                 )
             }
-            ExprKind::Between { expr, low, high, negated } => {
+            ExprKind::Between {
+                expr,
+                low,
+                high,
+                negated,
+            } => {
                 let t = self.expr(expr, scope)?;
                 let lo = self.expr(low, scope)?;
                 let hi = self.expr(high, scope)?;
                 for (x, span) in [(&lo, low.span), (&hi, high.span)] {
                     if !comparable(t.ty, x.ty) {
-                        self.err(span, format!("cannot compare {} with {}", tyname(t.ty), tyname(x.ty)));
+                        self.err(
+                            span,
+                            format!("cannot compare {} with {}", tyname(t.ty), tyname(x.ty)),
+                        );
                     }
                 }
                 typed(
-                    Expr::Between { expr: Box::new(t.expr), low: Box::new(lo.expr), high: Box::new(hi.expr), negated: *negated },
+                    Expr::Between {
+                        expr: Box::new(t.expr),
+                        low: Box::new(lo.expr),
+                        high: Box::new(hi.expr),
+                        negated: *negated,
+                    },
                     Some(Type::Bool),
                 )
             }
             ExprKind::Member { expr, name } => {
                 let t = self.expr(expr, scope)?;
                 if !matches!(t.ty, Some(Type::Dynamic) | None) {
-                    self.err(e.span, format!("'.{name}' needs a dynamic value, got {}", tyname(t.ty)));
+                    self.err(
+                        e.span,
+                        format!("'.{name}' needs a dynamic value, got {}", tyname(t.ty)),
+                    );
                     return None;
                 }
-                typed(Expr::Member { expr: Box::new(t.expr), name: Arc::from(name.as_str()) }, Some(Type::Dynamic))
+                typed(
+                    Expr::Member {
+                        expr: Box::new(t.expr),
+                        name: Arc::from(name.as_str()),
+                    },
+                    Some(Type::Dynamic),
+                )
             }
             ExprKind::Index { expr, index } => {
                 let t = self.expr(expr, scope)?;
                 let i = self.expr(index, scope)?;
                 if !matches!(t.ty, Some(Type::Dynamic) | None) {
-                    self.err(e.span, format!("indexing needs a dynamic value (an array or object), got {}", tyname(t.ty)));
+                    self.err(
+                        e.span,
+                        format!(
+                            "indexing needs a dynamic value (an array or object), got {}",
+                            tyname(t.ty)
+                        ),
+                    );
                     return None;
                 }
                 if !matches!(i.ty, Some(Type::Long | Type::String | Type::Dynamic) | None) {
-                    self.err(index.span, format!("an index must be a whole number or a string, got {}", tyname(i.ty)));
+                    self.err(
+                        index.span,
+                        format!(
+                            "an index must be a whole number or a string, got {}",
+                            tyname(i.ty)
+                        ),
+                    );
                     return None;
                 }
-                typed(Expr::Index { expr: Box::new(t.expr), index: Box::new(i.expr) }, Some(Type::Dynamic))
+                typed(
+                    Expr::Index {
+                        expr: Box::new(t.expr),
+                        index: Box::new(i.expr),
+                    },
+                    Some(Type::Dynamic),
+                )
             }
             ExprKind::Call { name, args } => self.call(name, args, e.span, scope),
         }
@@ -669,37 +935,74 @@ impl Checker {
         })
     }
 
-    fn binary(&mut self, op: BinaryOp, lhs: &ast::Expr, rhs: &ast::Expr, span: Span, scope: &Scope) -> Option<Typed> {
+    fn binary(
+        &mut self,
+        op: BinaryOp,
+        lhs: &ast::Expr,
+        rhs: &ast::Expr,
+        span: Span,
+        scope: &Scope,
+    ) -> Option<Typed> {
         let l = self.expr(lhs, scope);
         let r = self.expr(rhs, scope);
         let (mut l, mut r) = (l?, r?);
         use BinaryOp::*;
         let ty = match op {
             And | Or => {
-                self.expect_bool(&l, lhs.span, &format!("the left side of '{}'", if op == And { "and" } else { "or" }));
-                self.expect_bool(&r, rhs.span, &format!("the right side of '{}'", if op == And { "and" } else { "or" }));
+                self.expect_bool(
+                    &l,
+                    lhs.span,
+                    &format!(
+                        "the left side of '{}'",
+                        if op == And { "and" } else { "or" }
+                    ),
+                );
+                self.expect_bool(
+                    &r,
+                    rhs.span,
+                    &format!(
+                        "the right side of '{}'",
+                        if op == And { "and" } else { "or" }
+                    ),
+                );
                 let expr = if op == And {
                     Expr::And(Box::new(l.expr), Box::new(r.expr))
                 } else {
                     Expr::Or(Box::new(l.expr), Box::new(r.expr))
                 };
-                return Some(Typed { expr, ty: Some(Type::Bool) });
+                return Some(Typed {
+                    expr,
+                    ty: Some(Type::Bool),
+                });
             }
             Eq | Ne | Lt | Le | Gt | Ge => {
                 // Log Analytics samples compare int columns with string literals
                 // (`ResponseCode != "200"`): a numeric literal string is taken as the number.
-                if let (Some(Type::Long | Type::Real), Expr::Literal(Value::Str(s))) = (l.ty, &r.expr) {
+                if let (Some(Type::Long | Type::Real), Expr::Literal(Value::Str(s))) =
+                    (l.ty, &r.expr)
+                {
                     if let Some((v, t)) = numeric_literal(s) {
-                        r = Typed { expr: Expr::Literal(v), ty: Some(t) };
+                        r = Typed {
+                            expr: Expr::Literal(v),
+                            ty: Some(t),
+                        };
                     }
                 }
-                if let (Expr::Literal(Value::Str(s)), Some(Type::Long | Type::Real)) = (&l.expr, r.ty) {
+                if let (Expr::Literal(Value::Str(s)), Some(Type::Long | Type::Real)) =
+                    (&l.expr, r.ty)
+                {
                     if let Some((v, t)) = numeric_literal(s) {
-                        l = Typed { expr: Expr::Literal(v), ty: Some(t) };
+                        l = Typed {
+                            expr: Expr::Literal(v),
+                            ty: Some(t),
+                        };
                     }
                 }
                 if !comparable(l.ty, r.ty) {
-                    self.err(span, format!("cannot compare {} with {}", tyname(l.ty), tyname(r.ty)));
+                    self.err(
+                        span,
+                        format!("cannot compare {} with {}", tyname(l.ty), tyname(r.ty)),
+                    );
                     return None;
                 }
                 Some(Type::Bool)
@@ -715,22 +1018,45 @@ impl Checker {
                         Div => "/",
                         _ => "%",
                     };
-                    self.err(span, format!("cannot apply '{sym}' to {} and {}", tyname(l.ty), tyname(r.ty)));
+                    self.err(
+                        span,
+                        format!(
+                            "cannot apply '{sym}' to {} and {}",
+                            tyname(l.ty),
+                            tyname(r.ty)
+                        ),
+                    );
                     return None;
                 }
             },
         };
-        Some(Typed { expr: Expr::Binary { op, lhs: Box::new(l.expr), rhs: Box::new(r.expr) }, ty })
+        Some(Typed {
+            expr: Expr::Binary {
+                op,
+                lhs: Box::new(l.expr),
+                rhs: Box::new(r.expr),
+            },
+            ty,
+        })
     }
 
-    fn call(&mut self, name: &ast::Ident, args: &[ast::Expr], span: Span, scope: &Scope) -> Option<Typed> {
+    fn call(
+        &mut self,
+        name: &ast::Ident,
+        args: &[ast::Expr],
+        span: Span,
+        scope: &Scope,
+    ) -> Option<Typed> {
         let fname = name.name.as_str();
         if fname == "now" {
             if !args.is_empty() {
                 self.err(span, "now() takes no arguments (offsets: now() - 1h)");
                 return None;
             }
-            return Some(Typed { expr: Expr::Now, ty: Some(Type::DateTime) });
+            return Some(Typed {
+                expr: Expr::Now,
+                ty: Some(Type::DateTime),
+            });
         }
         let Some((func, lo, hi)) = scalar_func(fname) else {
             let msg = if is_aggregate(fname) {
@@ -742,8 +1068,17 @@ impl Checker {
             return None;
         };
         if args.len() < lo || args.len() > hi {
-            let want = if lo == hi { format!("{lo}") } else if hi == usize::MAX { format!("at least {lo}") } else { format!("{lo} to {hi}") };
-            self.err(span, format!("{fname}() takes {want} argument(s), got {}", args.len()));
+            let want = if lo == hi {
+                format!("{lo}")
+            } else if hi == usize::MAX {
+                format!("at least {lo}")
+            } else {
+                format!("{lo} to {hi}")
+            };
+            self.err(
+                span,
+                format!("{fname}() takes {want} argument(s), got {}", args.len()),
+            );
             return None;
         }
         let mut typed_args = Vec::with_capacity(args.len());
@@ -759,7 +1094,13 @@ impl Checker {
         }
         let ty = |i: usize| typed_args[i].ty;
         let bad = |this: &mut Checker, i: usize, want: &str| {
-            this.err(args[i].span, format!("{fname}() needs {want} here, got {}", tyname(typed_args[i].ty)));
+            this.err(
+                args[i].span,
+                format!(
+                    "{fname}() needs {want} here, got {}",
+                    tyname(typed_args[i].ty)
+                ),
+            );
         };
         let out: Option<Type> = match func {
             Func::Ago => {
@@ -773,7 +1114,10 @@ impl Checker {
                 let ok = matches!(
                     (ty(0), ty(1)),
                     (Some(Type::DateTime | Type::TimeSpan), Some(Type::TimeSpan))
-                        | (Some(Type::Long | Type::Real | Type::Dynamic) | None, Some(Type::Long | Type::Real))
+                        | (
+                            Some(Type::Long | Type::Real | Type::Dynamic) | None,
+                            Some(Type::Long | Type::Real)
+                        )
                 );
                 if !ok {
                     bad(self, 1, "a bin size matching the value (a timespan for datetimes, a number for numbers)");
@@ -786,25 +1130,45 @@ impl Checker {
                 match unify(ty(1), ty(2)) {
                     Ok(t) => t,
                     Err(()) => {
-                        self.err(span, format!("iif() branches have different types: {} and {}", tyname(ty(1)), tyname(ty(2))));
+                        self.err(
+                            span,
+                            format!(
+                                "iif() branches have different types: {} and {}",
+                                tyname(ty(1)),
+                                tyname(ty(2))
+                            ),
+                        );
                         return None;
                     }
                 }
             }
             Func::Case => {
                 if args.len() % 2 == 0 {
-                    self.err(span, "case() takes condition/value pairs and a final else value");
+                    self.err(
+                        span,
+                        "case() takes condition/value pairs and a final else value",
+                    );
                     return None;
                 }
                 let mut t: Option<Type> = None;
                 for i in (0..args.len() - 1).step_by(2) {
                     self.expect_bool(&typed_args[i], args[i].span, "case()'s condition");
                 }
-                for i in (1..args.len()).step_by(2).chain(std::iter::once(args.len() - 1)) {
+                for i in (1..args.len())
+                    .step_by(2)
+                    .chain(std::iter::once(args.len() - 1))
+                {
                     t = match unify(t, ty(i)) {
                         Ok(t) => t,
                         Err(()) => {
-                            self.err(args[i].span, format!("case() values have different types: {} and {}", tyname(t), tyname(ty(i))));
+                            self.err(
+                                args[i].span,
+                                format!(
+                                    "case() values have different types: {} and {}",
+                                    tyname(t),
+                                    tyname(ty(i))
+                                ),
+                            );
                             return None;
                         }
                     };
@@ -831,7 +1195,10 @@ impl Checker {
             Func::IsEmpty | Func::IsNotEmpty | Func::IsNull | Func::IsNotNull => Some(Type::Bool),
             Func::StrLen => Some(Type::Long),
             Func::Abs => {
-                if !matches!(ty(0), Some(Type::Long | Type::Real | Type::TimeSpan | Type::Dynamic) | None) {
+                if !matches!(
+                    ty(0),
+                    Some(Type::Long | Type::Real | Type::TimeSpan | Type::Dynamic) | None
+                ) {
                     bad(self, 0, "a number");
                     return None;
                 }
@@ -850,7 +1217,11 @@ impl Checker {
                     t = match unify(t, ty(i)) {
                         Ok(t) => t,
                         Err(()) => {
-                            bad(self, i, &format!("the same type as the other arguments ({})", tyname(t)));
+                            bad(
+                                self,
+                                i,
+                                &format!("the same type as the other arguments ({})", tyname(t)),
+                            );
                             return None;
                         }
                     };
@@ -858,14 +1229,24 @@ impl Checker {
                 t
             }
         };
-        Some(Typed { expr: Expr::Call { func, args: typed_args.into_iter().map(|t| t.expr).collect() }, ty: out })
+        Some(Typed {
+            expr: Expr::Call {
+                func,
+                args: typed_args.into_iter().map(|t| t.expr).collect(),
+            },
+            ty: out,
+        })
     }
 }
 
 /// Splits `a and b and c` into its conjuncts.
 fn conjuncts(e: &ast::Expr) -> Vec<&ast::Expr> {
     match &e.kind {
-        ExprKind::Binary { op: BinaryOp::And, lhs, rhs } => {
+        ExprKind::Binary {
+            op: BinaryOp::And,
+            lhs,
+            rhs,
+        } => {
             let mut v = conjuncts(lhs);
             v.extend(conjuncts(rhs));
             v
@@ -908,7 +1289,18 @@ fn scalar_func(name: &str) -> Option<(Func, usize, usize)> {
 fn is_aggregate(name: &str) -> bool {
     matches!(
         name,
-        "count" | "countif" | "sum" | "sumif" | "avg" | "avgif" | "min" | "max" | "dcount" | "arg_max" | "arg_min" | "percentile"
+        "count"
+            | "countif"
+            | "sum"
+            | "sumif"
+            | "avg"
+            | "avgif"
+            | "min"
+            | "max"
+            | "dcount"
+            | "arg_max"
+            | "arg_min"
+            | "percentile"
     )
 }
 
@@ -937,15 +1329,21 @@ fn unify(a: Option<Type>, b: Option<Type>) -> Result<Option<Type>, ()> {
 fn arith_type(op: BinaryOp, a: Option<Type>, b: Option<Type>) -> Result<Option<Type>, ()> {
     use BinaryOp::*;
     use Type::*;
-    let (Some(a), Some(b)) = (a, b) else { return Ok(a.or(b)) };
+    let (Some(a), Some(b)) = (a, b) else {
+        return Ok(a.or(b));
+    };
     Ok(Some(match (op, a, b) {
         (_, Dynamic, _) | (_, _, Dynamic) => Dynamic,
         (_, Long, Long) => Long,
         (_, Long | Real, Long | Real) => Real,
-        (Add, DateTime, TimeSpan) | (Add, TimeSpan, DateTime) | (Sub, DateTime, TimeSpan) => DateTime,
+        (Add, DateTime, TimeSpan) | (Add, TimeSpan, DateTime) | (Sub, DateTime, TimeSpan) => {
+            DateTime
+        }
         (Sub, DateTime, DateTime) => TimeSpan,
         (Add | Sub, TimeSpan, TimeSpan) => TimeSpan,
-        (Mul, TimeSpan, Long | Real) | (Mul, Long | Real, TimeSpan) | (Div, TimeSpan, Long | Real) => TimeSpan,
+        (Mul, TimeSpan, Long | Real)
+        | (Mul, Long | Real, TimeSpan)
+        | (Div, TimeSpan, Long | Real) => TimeSpan,
         (Div, TimeSpan, TimeSpan) => Real,
         _ => return Err(()),
     }))
@@ -956,7 +1354,10 @@ fn numeric_literal(s: &str) -> Option<(Value, Type)> {
     if let Ok(v) = s.parse::<i64>() {
         return Some((Value::Long(v), Type::Long));
     }
-    s.parse::<f64>().ok().filter(|v| v.is_finite()).map(|v| (Value::Real(v), Type::Real))
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .map(|v| (Value::Real(v), Type::Real))
 }
 
 /// The column name Kusto gives an unnamed expression: a column's own name, `a_b` for `a.b`,
@@ -970,8 +1371,10 @@ fn derive_name(e: &ast::Expr) -> Option<String> {
             _ => None,
         },
         ExprKind::Call { name, args } => match name.name.as_str() {
-            "bin" | "floor" | "tostring" | "toint" | "tolong" | "todouble" | "toreal" | "tobool" | "todatetime"
-            | "totimespan" | "tolower" | "toupper" => args.first().and_then(derive_name),
+            "bin" | "floor" | "tostring" | "toint" | "tolong" | "todouble" | "toreal"
+            | "tobool" | "todatetime" | "totimespan" | "tolower" | "toupper" => {
+                args.first().and_then(derive_name)
+            }
             _ => None,
         },
         _ => None,
@@ -982,7 +1385,10 @@ fn unique(scope: &Scope, name: Arc<str>) -> Arc<str> {
     if !scope.iter().any(|c| c.name == name) {
         return name;
     }
-    (1..).map(|i| Arc::from(format!("{name}{i}"))).find(|n: &Arc<str>| !scope.iter().any(|c| c.name == *n)).unwrap_or(name)
+    (1..)
+        .map(|i| Arc::from(format!("{name}{i}")))
+        .find(|n: &Arc<str>| !scope.iter().any(|c| c.name == *n))
+        .unwrap_or(name)
 }
 
 /// Marks the source columns that expressions read before the first `project`.
@@ -1045,7 +1451,13 @@ fn walk(e: &Expr, f: &mut impl FnMut(usize)) {
         Expr::Literal(_) | Expr::Now => {}
         Expr::Column(i) => f(*i),
         Expr::Unary { expr, .. } | Expr::Member { expr, .. } => walk(expr, f),
-        Expr::Binary { lhs, rhs, .. } | Expr::And(lhs, rhs) | Expr::Or(lhs, rhs) | Expr::Index { expr: lhs, index: rhs } => {
+        Expr::Binary { lhs, rhs, .. }
+        | Expr::And(lhs, rhs)
+        | Expr::Or(lhs, rhs)
+        | Expr::Index {
+            expr: lhs,
+            index: rhs,
+        } => {
             walk(lhs, f);
             walk(rhs, f)
         }
@@ -1053,7 +1465,9 @@ fn walk(e: &Expr, f: &mut impl FnMut(usize)) {
             walk(expr, f);
             list.iter().for_each(|e| walk(e, f));
         }
-        Expr::Between { expr, low, high, .. } => {
+        Expr::Between {
+            expr, low, high, ..
+        } => {
             walk(expr, f);
             walk(low, f);
             walk(high, f)

@@ -12,7 +12,10 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(span: Span, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { message: message.into(), span }
+        Diagnostic {
+            message: message.into(),
+            span,
+        }
     }
 
     /// 1-based line and column (in characters) of the span's start within `source`.
@@ -94,7 +97,10 @@ mod tests {
         let src = "T | where Foo";
         let d = Diagnostic::new(Span::new(10, 13), "unknown column 'Foo'");
         let r = d.render(src);
-        assert!(r.starts_with("line 1, column 11: unknown column 'Foo'"), "{r}");
+        assert!(
+            r.starts_with("line 1, column 11: unknown column 'Foo'"),
+            "{r}"
+        );
         assert!(r.ends_with("          ^^^"), "{r}");
     }
 }

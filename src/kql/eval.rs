@@ -49,7 +49,12 @@ pub fn eval(expr: &Expr, row: &[Value], cx: &Context) -> Value {
             },
         },
         Expr::Binary { op, lhs, rhs } => binary(*op, eval(lhs, row, cx), eval(rhs, row, cx)),
-        Expr::In { expr, list, negated, case_insensitive } => {
+        Expr::In {
+            expr,
+            list,
+            negated,
+            case_insensitive,
+        } => {
             let v = eval(expr, row, cx);
             if v.is_null() {
                 return Value::Bool(*negated);
@@ -64,7 +69,12 @@ pub fn eval(expr: &Expr, row: &[Value], cx: &Context) -> Value {
             });
             Value::Bool(found != *negated)
         }
-        Expr::Between { expr, low, high, negated } => {
+        Expr::Between {
+            expr,
+            low,
+            high,
+            negated,
+        } => {
             let v = eval(expr, row, cx);
             let lo = eval(low, row, cx);
             let hi = eval(high, row, cx);
@@ -99,7 +109,8 @@ fn truth(v: &Value) -> Option<bool> {
 }
 
 fn eq_ci(a: &str, b: &str) -> bool {
-    a.eq_ignore_ascii_case(b) || (!a.is_ascii() || !b.is_ascii()) && a.to_lowercase() == b.to_lowercase()
+    a.eq_ignore_ascii_case(b)
+        || (!a.is_ascii() || !b.is_ascii()) && a.to_lowercase() == b.to_lowercase()
 }
 
 /// Unwraps a dynamic scalar into a plain value so that `d.x == 5` compares numbers.
@@ -113,8 +124,12 @@ fn plain(v: Value) -> Value {
 fn order(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
     match (a, b) {
         (Value::Long(x), Value::Long(y)) => Some(x.cmp(y)),
-        (Value::Long(_) | Value::Real(_), Value::Long(_) | Value::Real(_)) => a.as_f64()?.partial_cmp(&b.as_f64()?),
-        (Value::DateTime(x), Value::DateTime(y)) | (Value::TimeSpan(x), Value::TimeSpan(y)) => Some(x.cmp(y)),
+        (Value::Long(_) | Value::Real(_), Value::Long(_) | Value::Real(_)) => {
+            a.as_f64()?.partial_cmp(&b.as_f64()?)
+        }
+        (Value::DateTime(x), Value::DateTime(y)) | (Value::TimeSpan(x), Value::TimeSpan(y)) => {
+            Some(x.cmp(y))
+        }
         (Value::Str(x), Value::Str(y)) => Some(x.cmp(y)),
         (Value::Bool(x), Value::Bool(y)) => Some(x.cmp(y)),
         (Value::Dynamic(_), _) | (_, Value::Dynamic(_)) => {
@@ -142,7 +157,9 @@ fn binary(op: BinaryOp, a: Value, b: Value) -> Value {
     use BinaryOp::*;
     match op {
         Eq => compare_eq(&a, &b).map(Value::Bool).unwrap_or_default(),
-        Ne => compare_eq(&a, &b).map(|x| Value::Bool(!x)).unwrap_or_default(),
+        Ne => compare_eq(&a, &b)
+            .map(|x| Value::Bool(!x))
+            .unwrap_or_default(),
         Lt | Le | Gt | Ge => match order(&a, &b) {
             Some(o) => Value::Bool(match op {
                 Lt => o.is_lt(),
@@ -179,8 +196,20 @@ fn arithmetic(op: BinaryOp, a: Value, b: Value) -> Value {
         (Add, Long(x), Long(y)) => Long(x.wrapping_add(y)),
         (Sub, Long(x), Long(y)) => Long(x.wrapping_sub(y)),
         (Mul, Long(x), Long(y)) => Long(x.wrapping_mul(y)),
-        (Div, Long(x), Long(y)) => if y == 0 { Null } else { Long(x.wrapping_div(y)) },
-        (Mod, Long(x), Long(y)) => if y == 0 { Null } else { Long(x.wrapping_rem(y)) },
+        (Div, Long(x), Long(y)) => {
+            if y == 0 {
+                Null
+            } else {
+                Long(x.wrapping_div(y))
+            }
+        }
+        (Mod, Long(x), Long(y)) => {
+            if y == 0 {
+                Null
+            } else {
+                Long(x.wrapping_rem(y))
+            }
+        }
         (op, x @ (Long(_) | Real(_)), y @ (Long(_) | Real(_))) => {
             let (x, y) = (x.as_f64().unwrap_or(0.0), y.as_f64().unwrap_or(0.0));
             Real(match op {
@@ -191,31 +220,52 @@ fn arithmetic(op: BinaryOp, a: Value, b: Value) -> Value {
                 _ => x % y,
             })
         }
-        (Add, DateTime(t), TimeSpan(s)) | (Add, TimeSpan(s), DateTime(t)) => DateTime(t.wrapping_add(s)),
+        (Add, DateTime(t), TimeSpan(s)) | (Add, TimeSpan(s), DateTime(t)) => {
+            DateTime(t.wrapping_add(s))
+        }
         (Sub, DateTime(t), TimeSpan(s)) => DateTime(t.wrapping_sub(s)),
         (Sub, DateTime(a), DateTime(b)) => TimeSpan(a.wrapping_sub(b)),
         (Add, TimeSpan(a), TimeSpan(b)) => TimeSpan(a.wrapping_add(b)),
         (Sub, TimeSpan(a), TimeSpan(b)) => TimeSpan(a.wrapping_sub(b)),
-        (Mul, TimeSpan(a), n @ (Long(_) | Real(_))) | (Mul, n @ (Long(_) | Real(_)), TimeSpan(a)) => {
+        (Mul, TimeSpan(a), n @ (Long(_) | Real(_)))
+        | (Mul, n @ (Long(_) | Real(_)), TimeSpan(a)) => {
             TimeSpan((a as f64 * n.as_f64().unwrap_or(0.0)) as i64)
         }
         (Div, TimeSpan(a), n @ (Long(_) | Real(_))) => {
             let d = n.as_f64().unwrap_or(0.0);
-            if d == 0.0 { Null } else { TimeSpan((a as f64 / d) as i64) }
+            if d == 0.0 {
+                Null
+            } else {
+                TimeSpan((a as f64 / d) as i64)
+            }
         }
-        (Div, TimeSpan(a), TimeSpan(b)) => if b == 0 { Null } else { Real(a as f64 / b as f64) },
+        (Div, TimeSpan(a), TimeSpan(b)) => {
+            if b == 0 {
+                Null
+            } else {
+                Real(a as f64 / b as f64)
+            }
+        }
         _ => Null,
     }
 }
 
 fn index_value(base: Value, index: Value) -> Value {
-    let Value::Dynamic(d) = base else { return Value::Null };
+    let Value::Dynamic(d) = base else {
+        return Value::Null;
+    };
     match (&*d, index) {
         (serde_json::Value::Array(items), Value::Long(i)) => {
             let i = if i < 0 { items.len() as i64 + i } else { i };
-            usize::try_from(i).ok().and_then(|i| items.get(i)).map(Value::from_json).unwrap_or_default()
+            usize::try_from(i)
+                .ok()
+                .and_then(|i| items.get(i))
+                .map(Value::from_json)
+                .unwrap_or_default()
         }
-        (serde_json::Value::Object(map), Value::Str(k)) => map.get(&*k).map(Value::from_json).unwrap_or_default(),
+        (serde_json::Value::Object(map), Value::Str(k)) => {
+            map.get(&*k).map(Value::from_json).unwrap_or_default()
+        }
         _ => Value::Null,
     }
 }
@@ -233,7 +283,11 @@ fn call(func: Func, args: &[Expr], row: &[Value], cx: &Context) -> Value {
             (Value::Long(x), Value::Long(w)) if w > 0 => Value::Long(time::bin(x, w)),
             (x @ (Value::Long(_) | Value::Real(_)), w @ (Value::Long(_) | Value::Real(_))) => {
                 let (x, w) = (x.as_f64().unwrap_or(0.0), w.as_f64().unwrap_or(0.0));
-                if w > 0.0 { Value::Real((x / w).floor() * w) } else { Value::Null }
+                if w > 0.0 {
+                    Value::Real((x / w).floor() * w)
+                } else {
+                    Value::Null
+                }
             }
             _ => Value::Null,
         },
@@ -283,12 +337,16 @@ fn call(func: Func, args: &[Expr], row: &[Value], cx: &Context) -> Value {
         },
         Func::ToDateTime => match plain(arg(0)) {
             Value::DateTime(t) => Value::DateTime(t),
-            Value::Str(s) => time::parse_datetime(&s).map(|(t, _)| Value::DateTime(t)).unwrap_or_default(),
+            Value::Str(s) => time::parse_datetime(&s)
+                .map(|(t, _)| Value::DateTime(t))
+                .unwrap_or_default(),
             _ => Value::Null,
         },
         Func::ToTimeSpan => match plain(arg(0)) {
             Value::TimeSpan(t) => Value::TimeSpan(t),
-            Value::Str(s) => time::parse_timespan(&s).map(Value::TimeSpan).unwrap_or_default(),
+            Value::Str(s) => time::parse_timespan(&s)
+                .map(Value::TimeSpan)
+                .unwrap_or_default(),
             _ => Value::Null,
         },
         Func::Split => {
@@ -301,14 +359,18 @@ fn call(func: Func, args: &[Expr], row: &[Value], cx: &Context) -> Value {
             let parts: Vec<serde_json::Value> = if d.is_empty() {
                 vec![serde_json::Value::String(s)]
             } else {
-                s.split(d.as_str()).map(|p| serde_json::Value::String(p.to_string())).collect()
+                s.split(d.as_str())
+                    .map(|p| serde_json::Value::String(p.to_string()))
+                    .collect()
             };
             let arr = serde_json::Value::Array(parts);
             match args.get(2).map(|e| eval(e, row, cx)) {
-                Some(Value::Long(i)) => match index_value(Value::Dynamic(Arc::new(arr)), Value::Long(i)) {
-                    Value::Null => Value::Dynamic(Arc::new(serde_json::Value::Array(vec![]))),
-                    v => Value::Dynamic(Arc::new(serde_json::Value::Array(vec![v.to_json()]))),
-                },
+                Some(Value::Long(i)) => {
+                    match index_value(Value::Dynamic(Arc::new(arr)), Value::Long(i)) {
+                        Value::Null => Value::Dynamic(Arc::new(serde_json::Value::Array(vec![]))),
+                        v => Value::Dynamic(Arc::new(serde_json::Value::Array(vec![v.to_json()]))),
+                    }
+                }
                 _ => Value::Dynamic(Arc::new(arr)),
             }
         }
@@ -323,8 +385,13 @@ fn call(func: Func, args: &[Expr], row: &[Value], cx: &Context) -> Value {
         Func::ToUpper => text_map(arg(0), |s| s.to_uppercase()),
         Func::IsEmpty => Value::Bool(is_empty(&arg(0))),
         Func::IsNotEmpty => Value::Bool(!is_empty(&arg(0))),
-        Func::IsNull => Value::Bool(matches!(arg(0), Value::Null) || matches!(arg(0), Value::Dynamic(ref d) if d.is_null())),
-        Func::IsNotNull => Value::Bool(!(matches!(arg(0), Value::Null) || matches!(arg(0), Value::Dynamic(ref d) if d.is_null()))),
+        Func::IsNull => Value::Bool(
+            matches!(arg(0), Value::Null) || matches!(arg(0), Value::Dynamic(ref d) if d.is_null()),
+        ),
+        Func::IsNotNull => Value::Bool(
+            !(matches!(arg(0), Value::Null)
+                || matches!(arg(0), Value::Dynamic(ref d) if d.is_null())),
+        ),
         Func::StrLen => match arg(0) {
             Value::Null => Value::Null,
             v => Value::Long(v.to_text().chars().count() as i64),
@@ -368,7 +435,15 @@ fn to_long(v: Value) -> Value {
             let s = s.trim();
             s.parse::<i64>()
                 .map(Value::Long)
-                .or_else(|_| s.parse::<f64>().map(|f| if f.is_finite() { Value::Long(f.trunc() as i64) } else { Value::Null }))
+                .or_else(|_| {
+                    s.parse::<f64>().map(|f| {
+                        if f.is_finite() {
+                            Value::Long(f.trunc() as i64)
+                        } else {
+                            Value::Null
+                        }
+                    })
+                })
                 .unwrap_or_default()
         }
         _ => Value::Null,

@@ -70,7 +70,9 @@ pub enum RowOp {
 pub enum Stage {
     /// Keep the most recent matching rows (at most `limit`, when `take` asked for fewer than
     /// the configured cap).
-    Rows { limit: Option<usize> },
+    Rows {
+        limit: Option<usize>,
+    },
     Summarize(Summarize),
 }
 
@@ -130,15 +132,41 @@ pub enum Expr {
     Column(usize),
     /// The event-time clock (`now()`).
     Now,
-    Unary { neg: bool, expr: Box<Expr> },
-    Binary { op: BinaryOp, lhs: Box<Expr>, rhs: Box<Expr> },
+    Unary {
+        neg: bool,
+        expr: Box<Expr>,
+    },
+    Binary {
+        op: BinaryOp,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
-    In { expr: Box<Expr>, list: Vec<Expr>, negated: bool, case_insensitive: bool },
-    Between { expr: Box<Expr>, low: Box<Expr>, high: Box<Expr>, negated: bool },
-    Member { expr: Box<Expr>, name: Arc<str> },
-    Index { expr: Box<Expr>, index: Box<Expr> },
-    Call { func: Func, args: Vec<Expr> },
+    In {
+        expr: Box<Expr>,
+        list: Vec<Expr>,
+        negated: bool,
+        case_insensitive: bool,
+    },
+    Between {
+        expr: Box<Expr>,
+        low: Box<Expr>,
+        high: Box<Expr>,
+        negated: bool,
+    },
+    Member {
+        expr: Box<Expr>,
+        name: Arc<str>,
+    },
+    Index {
+        expr: Box<Expr>,
+        index: Box<Expr>,
+    },
+    Call {
+        func: Func,
+        args: Vec<Expr>,
+    },
 }
 
 /// Built-in scalar functions.
@@ -197,7 +225,9 @@ pub fn str_op_matches(op: StrOp, cs: bool, haystack: &str, needle: &str) -> bool
             }
             StrOp::EndsWith => {
                 let cut = haystack.len().wrapping_sub(needle.len());
-                haystack.len() >= needle.len() && haystack.is_char_boundary(cut) && haystack[cut..].eq_ignore_ascii_case(needle)
+                haystack.len() >= needle.len()
+                    && haystack.is_char_boundary(cut)
+                    && haystack[cut..].eq_ignore_ascii_case(needle)
                     || haystack.to_lowercase().ends_with(&needle.to_lowercase())
             }
             StrOp::Has => has_term(haystack, needle, false),
@@ -211,7 +241,10 @@ fn contains_ci(haystack: &str, needle: &str) -> bool {
     }
     if haystack.is_ascii() && needle.is_ascii() {
         let n = needle.as_bytes();
-        return haystack.as_bytes().windows(n.len()).any(|w| w.eq_ignore_ascii_case(n));
+        return haystack
+            .as_bytes()
+            .windows(n.len())
+            .any(|w| w.eq_ignore_ascii_case(n));
     }
     haystack.to_lowercase().contains(&needle.to_lowercase())
 }
@@ -222,13 +255,23 @@ fn has_term(haystack: &str, needle: &str, cs: bool) -> bool {
     if needle.is_empty() {
         return true;
     }
-    let (h, n) = if cs { (haystack.to_string(), needle.to_string()) } else { (haystack.to_lowercase(), needle.to_lowercase()) };
+    let (h, n) = if cs {
+        (haystack.to_string(), needle.to_string())
+    } else {
+        (haystack.to_lowercase(), needle.to_lowercase())
+    };
     let is_word = |c: char| c.is_alphanumeric();
     let mut start = 0;
     while let Some(pos) = h[start..].find(&n) {
         let at = start + pos;
-        let before_ok = h[..at].chars().next_back().map_or(true, |c| !is_word(c) || !n.starts_with(is_word));
-        let after_ok = h[at + n.len()..].chars().next().map_or(true, |c| !is_word(c) || !n.ends_with(is_word));
+        let before_ok = h[..at]
+            .chars()
+            .next_back()
+            .map_or(true, |c| !is_word(c) || !n.starts_with(is_word));
+        let after_ok = h[at + n.len()..]
+            .chars()
+            .next()
+            .map_or(true, |c| !is_word(c) || !n.ends_with(is_word));
         if before_ok && after_ok {
             return true;
         }
@@ -243,7 +286,12 @@ mod tests {
 
     #[test]
     fn has_matches_whole_terms_only() {
-        assert!(str_op_matches(StrOp::Has, false, "Job failed: disk full", "FAILED"));
+        assert!(str_op_matches(
+            StrOp::Has,
+            false,
+            "Job failed: disk full",
+            "FAILED"
+        ));
         assert!(!str_op_matches(StrOp::Has, false, "Job failedx", "failed"));
         assert!(!str_op_matches(StrOp::Has, true, "Job failed", "FAILED"));
         assert!(str_op_matches(StrOp::Has, false, "a/b/c", "b"));
@@ -251,19 +299,45 @@ mod tests {
 
     #[test]
     fn case_insensitive_prefix_suffix_contains() {
-        assert!(str_op_matches(StrOp::StartsWith, false, "STANDARD_D1_V2", "standard"));
-        assert!(str_op_matches(StrOp::EndsWith, false, "STANDARD_D1_V2", "_v2"));
-        assert!(str_op_matches(StrOp::Contains, false, "STANDARD_D1_V2", "d1"));
-        assert!(!str_op_matches(StrOp::Contains, true, "STANDARD_D1_V2", "d1"));
+        assert!(str_op_matches(
+            StrOp::StartsWith,
+            false,
+            "STANDARD_D1_V2",
+            "standard"
+        ));
+        assert!(str_op_matches(
+            StrOp::EndsWith,
+            false,
+            "STANDARD_D1_V2",
+            "_v2"
+        ));
+        assert!(str_op_matches(
+            StrOp::Contains,
+            false,
+            "STANDARD_D1_V2",
+            "d1"
+        ));
+        assert!(!str_op_matches(
+            StrOp::Contains,
+            true,
+            "STANDARD_D1_V2",
+            "d1"
+        ));
         assert!(str_op_matches(StrOp::EndsWith, false, "ä", "Ä"));
     }
 
     #[test]
     fn window_edges() {
-        let w = Window { length: 10, inclusive: false };
+        let w = Window {
+            length: 10,
+            inclusive: false,
+        };
         assert!(!w.contains(90, 100));
         assert!(w.contains(91, 100));
-        let w = Window { length: 10, inclusive: true };
+        let w = Window {
+            length: 10,
+            inclusive: true,
+        };
         assert!(w.contains(90, 100));
     }
 }

@@ -66,7 +66,10 @@ impl<'de> Visitor<'de> for FieldsVisitor {
         f.write_str("a JSON object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
-        let mut fields = Fields { items: Vec::with_capacity(16), empty_keys: 0 };
+        let mut fields = Fields {
+            items: Vec::with_capacity(16),
+            empty_keys: 0,
+        };
         while let Some(key) = map.next_key::<Key<'de>>()? {
             let value: &'de RawValue = map.next_value()?;
             if key.0.is_empty() {
@@ -82,7 +85,10 @@ impl<'de> Visitor<'de> for FieldsVisitor {
 /// One top-level JSON value of a body.
 pub enum Top<'a> {
     /// An object: either an envelope (`records` is `Some`) or a single record.
-    Object { fields: Fields<'a>, records: Option<Records<'a>> },
+    Object {
+        fields: Fields<'a>,
+        records: Option<Records<'a>>,
+    },
     /// A bare array (of records, or of envelopes).
     Array(Vec<&'a RawValue>),
     /// Anything else (number, string, bool, null).
@@ -170,7 +176,10 @@ impl<'de> Deserialize<'de> for RecordsDe<'de> {
                 Ok(RecordsDe(Records::Array(items)))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RecordsDe<'de>, A::Error> {
-                while map.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+                while map
+                    .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+                    .is_some()
+                {}
                 Ok(RecordsDe(Records::NotArray))
             }
             fn visit_bool<E: de::Error>(self, _: bool) -> Result<RecordsDe<'de>, E> {
@@ -246,9 +255,17 @@ mod tests {
     #[test]
     fn top_level_shapes() {
         let t: Top = serde_json::from_str(r#"{"records":[{"a":1},2]}"#).unwrap();
-        assert!(matches!(t, Top::Object { records: Some(Records::Array(ref v)), .. } if v.len() == 2));
+        assert!(
+            matches!(t, Top::Object { records: Some(Records::Array(ref v)), .. } if v.len() == 2)
+        );
         let t: Top = serde_json::from_str(r#"{"records":5}"#).unwrap();
-        assert!(matches!(t, Top::Object { records: Some(Records::NotArray), .. }));
+        assert!(matches!(
+            t,
+            Top::Object {
+                records: Some(Records::NotArray),
+                ..
+            }
+        ));
         let t: Top = serde_json::from_str(r#"[1,2]"#).unwrap();
         assert!(matches!(t, Top::Array(ref v) if v.len() == 2));
         let t: Top = serde_json::from_str("7").unwrap();

@@ -75,20 +75,28 @@ pub struct Needs {
 
 impl Needs {
     pub fn none(schemas: &Schemas) -> Needs {
-        Needs { tables: vec![None; schemas.tables.len()], unknown: false }
+        Needs {
+            tables: vec![None; schemas.tables.len()],
+            unknown: false,
+        }
     }
 
     /// Every column of every table.
     pub fn all(schemas: &Schemas) -> Needs {
         Needs {
-            tables: schemas.tables.iter().map(|t| Some(vec![true; t.columns.len()])).collect(),
+            tables: schemas
+                .tables
+                .iter()
+                .map(|t| Some(vec![true; t.columns.len()]))
+                .collect(),
             unknown: true,
         }
     }
 
     /// Marks one column as read.
     pub fn add(&mut self, schemas: &Schemas, table: TableId, column: usize) {
-        let cols = self.tables[table].get_or_insert_with(|| vec![false; schemas.tables[table].columns.len()]);
+        let cols = self.tables[table]
+            .get_or_insert_with(|| vec![false; schemas.tables[table].columns.len()]);
         cols[column] = true;
     }
 
@@ -114,7 +122,9 @@ pub struct ParserLimits {
 
 impl Default for ParserLimits {
     fn default() -> Self {
-        ParserLimits { max_body_bytes: 32 * 1024 * 1024 }
+        ParserLimits {
+            max_body_bytes: 32 * 1024 * 1024,
+        }
     }
 }
 
@@ -133,11 +143,20 @@ impl Parser {
             .tables
             .iter()
             .zip(&needs.tables)
-            .map(|(table, need)| need.as_ref().map(|cols| record::TablePlan::new(table, cols)))
+            .map(|(table, need)| {
+                need.as_ref()
+                    .map(|cols| record::TablePlan::new(table, cols))
+            })
             .collect();
         let mut stats = ParseStats::default();
         stats.records = vec![0; schemas.tables.len()];
-        Parser { schemas, plans, want_unknown: needs.unknown, limits, stats }
+        Parser {
+            schemas,
+            plans,
+            want_unknown: needs.unknown,
+            limits,
+            stats,
+        }
     }
 
     pub fn schemas(&self) -> &Arc<Schemas> {
@@ -175,7 +194,11 @@ impl Parser {
             match item {
                 Ok(top) => tops.push(top),
                 Err(e) => {
-                    let detail = format!("invalid JSON at line {}, column {}: {e}", e.line(), e.column());
+                    let detail = format!(
+                        "invalid JSON at line {}, column {}: {e}",
+                        e.line(),
+                        e.column()
+                    );
                     return self.reject(sink, RejectReason::InvalidJson, detail, body);
                 }
             }
@@ -186,17 +209,36 @@ impl Parser {
         }
     }
 
-    fn top(&mut self, top: Top<'_>, body: &[u8], enqueued: Option<i64>, index: &mut usize, sink: &mut dyn ParseSink) {
+    fn top(
+        &mut self,
+        top: Top<'_>,
+        body: &[u8],
+        enqueued: Option<i64>,
+        index: &mut usize,
+        sink: &mut dyn ParseSink,
+    ) {
         match top {
-            Top::Object { records: Some(Records::Array(records)), .. } => {
+            Top::Object {
+                records: Some(Records::Array(records)),
+                ..
+            } => {
                 for raw in records {
                     self.raw_record(raw, enqueued, index, sink);
                 }
             }
-            Top::Object { records: Some(Records::NotArray), .. } => {
-                self.reject(sink, RejectReason::WrongShape, "\"records\" is not an array".into(), body)
-            }
-            Top::Object { fields, records: None } => {
+            Top::Object {
+                records: Some(Records::NotArray),
+                ..
+            } => self.reject(
+                sink,
+                RejectReason::WrongShape,
+                "\"records\" is not an array".into(),
+                body,
+            ),
+            Top::Object {
+                fields,
+                records: None,
+            } => {
                 *index += 1;
                 self.record_fields(&fields, body, enqueued, *index, sink)
             }
@@ -205,7 +247,12 @@ impl Parser {
                     // An element may itself be an envelope (arrays of envelopes are seen from
                     // Functions batch triggers) or a record.
                     if json::kind(raw) == json::RawKind::Object {
-                        if let Ok(inner @ Top::Object { records: Some(_), .. }) = serde_json::from_str::<Top>(raw.get()) {
+                        if let Ok(
+                            inner @ Top::Object {
+                                records: Some(_), ..
+                            },
+                        ) = serde_json::from_str::<Top>(raw.get())
+                        {
                             self.top(inner, raw.get().as_bytes(), enqueued, index, sink);
                             continue;
                         }
@@ -222,23 +269,49 @@ impl Parser {
         }
     }
 
-    fn raw_record(&mut self, raw: &RawValue, enqueued: Option<i64>, index: &mut usize, sink: &mut dyn ParseSink) {
+    fn raw_record(
+        &mut self,
+        raw: &RawValue,
+        enqueued: Option<i64>,
+        index: &mut usize,
+        sink: &mut dyn ParseSink,
+    ) {
         *index += 1;
         let kind = json::kind(raw);
         if kind != json::RawKind::Object {
             let detail = format!("record {}: {:?}, not an object", index, kind).to_lowercase();
-            return self.reject(sink, RejectReason::RecordNotObject, detail, raw.get().as_bytes());
+            return self.reject(
+                sink,
+                RejectReason::RecordNotObject,
+                detail,
+                raw.get().as_bytes(),
+            );
         }
         match serde_json::from_str::<json::Fields>(raw.get()) {
             Ok(fields) => self.record_fields(&fields, raw.get().as_bytes(), enqueued, *index, sink),
             // Unreachable in practice: the raw value was already validated as an object.
-            Err(e) => self.reject(sink, RejectReason::InvalidJson, format!("record {index}: {e}"), raw.get().as_bytes()),
+            Err(e) => self.reject(
+                sink,
+                RejectReason::InvalidJson,
+                format!("record {index}: {e}"),
+                raw.get().as_bytes(),
+            ),
         }
     }
 
-    fn reject(&mut self, sink: &mut dyn ParseSink, reason: RejectReason, detail: String, raw: &[u8]) {
+    fn reject(
+        &mut self,
+        sink: &mut dyn ParseSink,
+        reason: RejectReason,
+        detail: String,
+        raw: &[u8],
+    ) {
         self.stats.reject(reason);
-        sink.reject(Reject { reason, detail, raw });
+        sink.reject(Reject {
+            reason,
+            detail,
+            raw,
+        });
     }
 }
 

@@ -38,19 +38,36 @@ impl TablePlan {
             .iter()
             .enumerate()
             .filter(|(i, _)| needed.get(*i).copied().unwrap_or(false))
-            .map(|(index, c)| PlannedColumn { index, ty: c.ty, source: c.source.clone(), name: c.name.clone() })
+            .map(|(index, c)| PlannedColumn {
+                index,
+                ty: c.ty,
+                source: c.source.clone(),
+                name: c.name.clone(),
+            })
             .collect();
         let reads_properties = columns.iter().any(|c| match &c.source {
             ColumnSource::ByName => true,
-            ColumnSource::Paths(paths) => paths.iter().any(|p| p.first().is_some_and(|s| s == "properties")),
+            ColumnSource::Paths(paths) => paths
+                .iter()
+                .any(|p| p.first().is_some_and(|s| s == "properties")),
             ColumnSource::Derived(_) => false,
         });
-        TablePlan { width: table.columns.len(), columns, reads_properties }
+        TablePlan {
+            width: table.columns.len(),
+            columns,
+            reads_properties,
+        }
     }
 }
 
 /// Fields that may carry the record's time, in the order they are tried.
-const TIME_FIELDS: [&str; 5] = ["time", "timeStamp", "TimeGenerated", "EventTimeString", "EventTimestamp"];
+const TIME_FIELDS: [&str; 5] = [
+    "time",
+    "timeStamp",
+    "TimeGenerated",
+    "EventTimeString",
+    "EventTimestamp",
+];
 
 impl Parser {
     pub(super) fn record_fields(
@@ -90,7 +107,9 @@ impl Parser {
             return;
         };
         self.stats.record(table);
-        let Some(plan) = &self.plans[table] else { return };
+        let Some(plan) = &self.plans[table] else {
+            return;
+        };
 
         // `properties` may be an object, a JSON-encoded string, or (rarely) single-quoted
         // pseudo-JSON; the decoded text must outlive the borrowed fields that point into it.
@@ -126,10 +145,20 @@ impl Parser {
         let resource_id = fields.get_ci("resourceId").and_then(json::raw_str);
         for col in &plan.columns {
             let value = match &col.source {
-                ColumnSource::Derived(d) => derive(*d, time, &self.schemas.tables[table], fields, resource_id.as_deref()),
+                ColumnSource::Derived(d) => derive(
+                    *d,
+                    time,
+                    &self.schemas.tables[table],
+                    fields,
+                    resource_id.as_deref(),
+                ),
                 ColumnSource::ByName => {
-                    let raw = props.as_ref().and_then(|p| p.get_ci(&col.name)).or_else(|| fields.get_ci(&col.name));
-                    raw.map(|r| coerce(r, col.ty, &mut self.stats)).unwrap_or(Value::Null)
+                    let raw = props
+                        .as_ref()
+                        .and_then(|p| p.get_ci(&col.name))
+                        .or_else(|| fields.get_ci(&col.name));
+                    raw.map(|r| coerce(r, col.ty, &mut self.stats))
+                        .unwrap_or(Value::Null)
                 }
                 ColumnSource::Paths(paths) => paths
                     .iter()
@@ -139,15 +168,25 @@ impl Parser {
             };
             values[col.index] = value;
         }
-        sink.row(Row { table, time, values });
+        sink.row(Row {
+            table,
+            time,
+            values,
+        });
     }
 
     /// The record's time, from the first time field that parses.
     fn record_time(&mut self, fields: &Fields<'_>) -> Option<i64> {
         for (i, name) in TIME_FIELDS.iter().enumerate() {
-            let Some(raw) = fields.get_ci(name) else { continue };
-            let Some(text) = json::raw_str(raw) else { continue };
-            let Some((ticks, form)) = time::parse_datetime(&text) else { continue };
+            let Some(raw) = fields.get_ci(name) else {
+                continue;
+            };
+            let Some(text) = json::raw_str(raw) else {
+                continue;
+            };
+            let Some((ticks, form)) = time::parse_datetime(&text) else {
+                continue;
+            };
             if i > 0 {
                 self.stats.repair(RepairKind::TimeAlternateField);
             }
@@ -177,7 +216,11 @@ impl Parser {
 
 /// Follows a dot path (lower-cased segments) from the record's top level; `properties` as the
 /// first segment means the decoded properties.
-fn lookup_path<'a>(path: &[String], fields: &Fields<'a>, props: Option<&Fields<'a>>) -> Option<&'a RawValue> {
+fn lookup_path<'a>(
+    path: &[String],
+    fields: &Fields<'a>,
+    props: Option<&Fields<'a>>,
+) -> Option<&'a RawValue> {
     let (first, rest) = path.split_first()?;
     if first == "properties" {
         return match rest.split_first() {
@@ -235,7 +278,9 @@ pub(crate) fn coerce(raw: &RawValue, ty: Type, stats: &mut super::ParseStats) ->
         Type::Real => match kind {
             RawKind::Number => text.parse::<f64>().ok().map(Value::Real),
             RawKind::String => {
-                let v = json::raw_str(raw).and_then(|s| s.trim().parse::<f64>().ok()).map(Value::Real);
+                let v = json::raw_str(raw)
+                    .and_then(|s| s.trim().parse::<f64>().ok())
+                    .map(Value::Real);
                 if v.is_some() {
                     stats.repair(RepairKind::NumberFromString);
                 }
@@ -254,11 +299,15 @@ pub(crate) fn coerce(raw: &RawValue, ty: Type, stats: &mut super::ParseStats) ->
             _ => None,
         },
         Type::DateTime => match kind {
-            RawKind::String => json::raw_str(raw).and_then(|s| time::parse_datetime(&s)).map(|(t, _)| Value::DateTime(t)),
+            RawKind::String => json::raw_str(raw)
+                .and_then(|s| time::parse_datetime(&s))
+                .map(|(t, _)| Value::DateTime(t)),
             _ => None,
         },
         Type::TimeSpan => match kind {
-            RawKind::String => json::raw_str(raw).and_then(|s| time::parse_timespan(&s)).map(Value::TimeSpan),
+            RawKind::String => json::raw_str(raw)
+                .and_then(|s| time::parse_timespan(&s))
+                .map(Value::TimeSpan),
             _ => None,
         },
         Type::Dynamic => {
@@ -288,7 +337,13 @@ fn number_to_long(s: &str) -> Option<Value> {
     (f.fract() == 0.0 && f.abs() < 9.2e18).then_some(Value::Long(f as i64))
 }
 
-fn derive(d: Derive, time: i64, table: &Table, fields: &Fields<'_>, resource_id: Option<&str>) -> Value {
+fn derive(
+    d: Derive,
+    time: i64,
+    table: &Table,
+    fields: &Fields<'_>,
+    resource_id: Option<&str>,
+) -> Value {
     let segment_after = |name: &str| -> Option<Value> {
         let id = resource_id?;
         let mut parts = id.split('/');
@@ -298,7 +353,9 @@ fn derive(d: Derive, time: i64, table: &Table, fields: &Fields<'_>, resource_id:
     match d {
         Derive::Time => Value::DateTime(time),
         Derive::Table => Value::Str(table.name.clone()),
-        Derive::ResourceId => resource_id.map(|r| Value::str(&r.to_ascii_lowercase())).unwrap_or_default(),
+        Derive::ResourceId => resource_id
+            .map(|r| Value::str(&r.to_ascii_lowercase()))
+            .unwrap_or_default(),
         Derive::ResourceIdRaw => resource_id.map(Value::str).unwrap_or_default(),
         Derive::SubscriptionId => segment_after("subscriptions")
             .map(|v| Value::str(&v.to_text().to_ascii_lowercase()))
@@ -314,17 +371,31 @@ fn derive(d: Derive, time: i64, table: &Table, fields: &Fields<'_>, resource_id:
             .filter(|s| !s.is_empty())
             .map(|s| Value::str(&s.to_ascii_uppercase()))
             .unwrap_or_default(),
-        Derive::Category => fields.get_ci("category").and_then(json::raw_str).map(|s| Value::str(&s)).unwrap_or_default(),
-        Derive::TenantId => fields.get_ci("tenantId").and_then(json::raw_str).map(|s| Value::str(&s)).unwrap_or_default(),
+        Derive::Category => fields
+            .get_ci("category")
+            .and_then(json::raw_str)
+            .map(|s| Value::str(&s))
+            .unwrap_or_default(),
+        Derive::TenantId => fields
+            .get_ci("tenantId")
+            .and_then(json::raw_str)
+            .map(|s| Value::str(&s))
+            .unwrap_or_default(),
     }
 }
 
 /// The columns of a record of an unknown category: its top-level fields and its properties.
 fn unknown_row(fields: &Fields<'_>, time: i64) -> UnknownRow {
-    let category: Arc<str> = fields.get_ci("category").and_then(json::raw_str).map(|s| Arc::from(&*s)).unwrap_or_else(|| Arc::from(""));
+    let category: Arc<str> = fields
+        .get_ci("category")
+        .and_then(json::raw_str)
+        .map(|s| Arc::from(&*s))
+        .unwrap_or_else(|| Arc::from(""));
     let mut columns = Vec::new();
     let mut push = |name: &str, raw: &RawValue| {
-        let v = serde_json::from_str::<serde_json::Value>(raw.get()).map(|v| Value::from_json(&v)).unwrap_or_default();
+        let v = serde_json::from_str::<serde_json::Value>(raw.get())
+            .map(|v| Value::from_json(&v))
+            .unwrap_or_default();
         columns.push((Arc::from(name), v));
     };
     for (k, v) in &fields.items {
@@ -334,7 +405,10 @@ fn unknown_row(fields: &Fields<'_>, time: i64) -> UnknownRow {
                 RawKind::Object => Some(v.get().to_owned()),
                 _ => None,
             };
-            if let Some(props) = text.as_deref().and_then(|t| serde_json::from_str::<Fields>(t).ok()) {
+            if let Some(props) = text
+                .as_deref()
+                .and_then(|t| serde_json::from_str::<Fields>(t).ok())
+            {
                 for (pk, pv) in &props.items {
                     push(&pk.0, pv);
                 }
@@ -343,5 +417,9 @@ fn unknown_row(fields: &Fields<'_>, time: i64) -> UnknownRow {
             push(&k.0, v);
         }
     }
-    UnknownRow { category, time, columns }
+    UnknownRow {
+        category,
+        time,
+        columns,
+    }
 }

@@ -37,7 +37,9 @@ fn parse(body: &str) -> (Parser, Collect) {
 
 fn col<'a>(p: &Parser, row: &'a Row, name: &str) -> &'a Value {
     let t = &p.schemas().tables[row.table];
-    &row.values[t.column(name).unwrap_or_else(|| panic!("no column {name} in {}", t.name))]
+    &row.values[t
+        .column(name)
+        .unwrap_or_else(|| panic!("no column {name} in {}", t.name))]
 }
 
 const CLUSTER: &str = r#"{"time":"2024-03-01T10:00:00.1234567Z","resourceId":"/SUBSCRIPTIONS/AAAA-1/RESOURCEGROUPS/RG-1/PROVIDERS/MICROSOFT.MACHINELEARNINGSERVICES/WORKSPACES/WS-1","category":"AmlComputeClusterEvent","operationName":"Microsoft.MachineLearningServices/workspaces/computes/write","properties":{"ClusterName":"gpu","TargetNodeCount":"4","CurrentNodeCount":2,"QuotaAllocated":100,"VmSize":"STANDARD_D1_V2"}}"#;
@@ -47,19 +49,33 @@ fn envelope_record_becomes_a_typed_row() {
     let (p, c) = parse(&format!(r#"{{"records":[{CLUSTER}]}}"#));
     assert!(c.rejects.is_empty(), "{:?}", c.rejects);
     let row = &c.rows[0];
-    assert_eq!(&*p.schemas().tables[row.table].name, "AmlComputeClusterEvent");
+    assert_eq!(
+        &*p.schemas().tables[row.table].name,
+        "AmlComputeClusterEvent"
+    );
     assert_eq!(format_datetime(row.time), "2024-03-01T10:00:00.1234567Z");
     assert_eq!(col(&p, row, "ClusterName"), &Value::str("gpu"));
-    assert_eq!(col(&p, row, "TargetNodeCount"), &Value::Long(4), "number in a string");
+    assert_eq!(
+        col(&p, row, "TargetNodeCount"),
+        &Value::Long(4),
+        "number in a string"
+    );
     assert_eq!(col(&p, row, "CurrentNodeCount"), &Value::Long(2));
-    assert_eq!(col(&p, row, "QuotaAllocated"), &Value::str("100"), "string column keeps numbers as text");
+    assert_eq!(
+        col(&p, row, "QuotaAllocated"),
+        &Value::str("100"),
+        "string column keeps numbers as text"
+    );
     assert_eq!(
         col(&p, row, "_ResourceId"),
         &Value::str("/subscriptions/aaaa-1/resourcegroups/rg-1/providers/microsoft.machinelearningservices/workspaces/ws-1")
     );
     assert_eq!(col(&p, row, "_SubscriptionId"), &Value::str("aaaa-1"));
     assert_eq!(col(&p, row, "Type"), &Value::str("AmlComputeClusterEvent"));
-    assert_eq!(col(&p, row, "OperationName"), &Value::str("Microsoft.MachineLearningServices/workspaces/computes/write"));
+    assert_eq!(
+        col(&p, row, "OperationName"),
+        &Value::str("Microsoft.MachineLearningServices/workspaces/computes/write")
+    );
     assert_eq!(p.stats.repaired(RepairKind::NumberFromString), 1);
     assert_eq!(p.stats.records_total(), 1);
 }
@@ -71,8 +87,14 @@ fn bare_array_single_object_and_storage_lines() {
     let (_, c) = parse(CLUSTER);
     assert_eq!(c.rows.len(), 1);
     let (_, c) = parse(&format!("{CLUSTER}\n{CLUSTER}\n{CLUSTER}\n"));
-    assert_eq!(c.rows.len(), 3, "one record per line, as in storage exports");
-    let (_, c) = parse(&format!(r#"[{{"records":[{CLUSTER}]}},{{"records":[{CLUSTER}]}}]"#));
+    assert_eq!(
+        c.rows.len(),
+        3,
+        "one record per line, as in storage exports"
+    );
+    let (_, c) = parse(&format!(
+        r#"[{{"records":[{CLUSTER}]}},{{"records":[{CLUSTER}]}}]"#
+    ));
     assert_eq!(c.rows.len(), 2, "array of envelopes");
 }
 
@@ -104,7 +126,11 @@ fn top_level_fallback_and_extra_fields() {
     let (p, c) = parse(body);
     let row = &c.rows[0];
     assert_eq!(col(&p, row, "ClusterName"), &Value::str("top"));
-    assert_eq!(col(&p, row, "Level"), &Value::str("4"), "numeric Level in a string column");
+    assert_eq!(
+        col(&p, row, "Level"),
+        &Value::str("4"),
+        "numeric Level in a string column"
+    );
     assert_eq!(col(&p, row, "DurationMs"), &Value::Long(16));
     assert_eq!(p.stats.repaired(RepairKind::EmptyKey), 1);
 }
@@ -112,12 +138,36 @@ fn top_level_fallback_and_extra_fields() {
 #[test]
 fn time_quirks() {
     let cases = [
-        (r#""time":"2024-03-01T10:00:00.123456789Z""#, "2024-03-01T10:00:00.1234567Z", None),
-        (r#""time":"2024-03-01T12:00:00+02:00""#, "2024-03-01T10:00:00.0000000Z", None),
-        (r#""time":"03/01/2024 10:00:00""#, "2024-03-01T10:00:00.0000000Z", Some(RepairKind::TimeUsFormat)),
-        (r#""time":"2024-03-01T10:00:00""#, "2024-03-01T10:00:00.0000000Z", Some(RepairKind::TimeNoZone)),
-        (r#""timeStamp":"2024-03-01T10:00:00Z""#, "2024-03-01T10:00:00.0000000Z", Some(RepairKind::TimeAlternateField)),
-        (r#""time":"","TimeGenerated":"2024-03-01T10:00:00Z""#, "2024-03-01T10:00:00.0000000Z", Some(RepairKind::TimeAlternateField)),
+        (
+            r#""time":"2024-03-01T10:00:00.123456789Z""#,
+            "2024-03-01T10:00:00.1234567Z",
+            None,
+        ),
+        (
+            r#""time":"2024-03-01T12:00:00+02:00""#,
+            "2024-03-01T10:00:00.0000000Z",
+            None,
+        ),
+        (
+            r#""time":"03/01/2024 10:00:00""#,
+            "2024-03-01T10:00:00.0000000Z",
+            Some(RepairKind::TimeUsFormat),
+        ),
+        (
+            r#""time":"2024-03-01T10:00:00""#,
+            "2024-03-01T10:00:00.0000000Z",
+            Some(RepairKind::TimeNoZone),
+        ),
+        (
+            r#""timeStamp":"2024-03-01T10:00:00Z""#,
+            "2024-03-01T10:00:00.0000000Z",
+            Some(RepairKind::TimeAlternateField),
+        ),
+        (
+            r#""time":"","TimeGenerated":"2024-03-01T10:00:00Z""#,
+            "2024-03-01T10:00:00.0000000Z",
+            Some(RepairKind::TimeAlternateField),
+        ),
     ];
     for (field, want, repair) in cases {
         let (p, c) = parse(&format!(r#"{{{field},"category":"AmlComputeJobEvent"}}"#));
@@ -143,7 +193,10 @@ fn missing_time_falls_back_to_enqueued_time_or_is_rejected() {
     assert!(c.rows.is_empty());
     assert_eq!(c.rejects[0].0, RejectReason::NoTime);
     assert!(c.rejects[0].1.contains("record 1"), "{}", c.rejects[0].1);
-    assert_eq!(c.rejects[0].2, br#"{"category":"AmlComputeJobEvent"}"#, "the record's own bytes");
+    assert_eq!(
+        c.rejects[0].2, br#"{"category":"AmlComputeJobEvent"}"#,
+        "the record's own bytes"
+    );
     assert_eq!(p.stats.rejected(RejectReason::NoTime), 1);
 }
 
@@ -152,7 +205,10 @@ fn every_body_reject_reason() {
     let cases: [(&[u8], RejectReason); 7] = [
         (b"{\"records\":[", RejectReason::InvalidJson),
         (b"not json", RejectReason::InvalidJson),
-        (b"{\"records\":[{\"time\":\"\xff\"}]}", RejectReason::InvalidUtf8),
+        (
+            b"{\"records\":[{\"time\":\"\xff\"}]}",
+            RejectReason::InvalidUtf8,
+        ),
         (b"   \n", RejectReason::EmptyBody),
         (b"42", RejectReason::WrongShape),
         (b"{\"records\":5}", RejectReason::WrongShape),
@@ -164,7 +220,12 @@ fn every_body_reject_reason() {
         p.parse_body(body, None, &mut c);
         assert!(c.rows.is_empty());
         assert_eq!(c.rejects.len(), 1, "{:?}", String::from_utf8_lossy(body));
-        assert_eq!(c.rejects[0].0, reason, "{:?}", String::from_utf8_lossy(body));
+        assert_eq!(
+            c.rejects[0].0,
+            reason,
+            "{:?}",
+            String::from_utf8_lossy(body)
+        );
         assert_eq!(c.rejects[0].2, body, "the raw body goes to the dead letter");
         assert_eq!(p.stats.rejected(reason), 1);
     }
@@ -173,7 +234,11 @@ fn every_body_reject_reason() {
 #[test]
 fn invalid_json_says_where() {
     let (_, c) = parse("{\"records\":[\n{\"time\": }]}");
-    assert!(c.rejects[0].1.contains("line 2, column"), "{}", c.rejects[0].1);
+    assert!(
+        c.rejects[0].1.contains("line 2, column"),
+        "{}",
+        c.rejects[0].1
+    );
 }
 
 #[test]
@@ -194,7 +259,11 @@ fn non_object_records_are_rejected_one_by_one() {
 #[test]
 fn oversized_bodies_are_rejected() {
     let s = Schemas::embedded();
-    let mut p = Parser::new(s.clone(), &Needs::all(&s), ParserLimits { max_body_bytes: 10 });
+    let mut p = Parser::new(
+        s.clone(),
+        &Needs::all(&s),
+        ParserLimits { max_body_bytes: 10 },
+    );
     let mut c = Collect::default();
     p.parse_body(CLUSTER.as_bytes(), None, &mut c);
     assert_eq!(c.rejects[0].0, RejectReason::BodyTooLarge);
@@ -216,19 +285,31 @@ fn metrics_activity_and_unknown_categories() {
     let (p, c) = parse(activity);
     let row = &c.rows[0];
     assert_eq!(&*p.schemas().tables[row.table].name, "AzureActivity");
-    assert_eq!(col(&p, row, "OperationNameValue"), &Value::str("microsoft.support/supporttickets/write"));
+    assert_eq!(
+        col(&p, row, "OperationNameValue"),
+        &Value::str("microsoft.support/supporttickets/write")
+    );
     assert_eq!(col(&p, row, "ActivityStatusValue"), &Value::str("Success"));
-    assert_eq!(col(&p, row, "Caller"), &Value::str("admin@contoso.com"), "claim keys contain dots");
+    assert_eq!(
+        col(&p, row, "Caller"),
+        &Value::str("admin@contoso.com"),
+        "claim keys contain dots"
+    );
     match col(&p, row, "Properties_d") {
         Value::Dynamic(d) => assert_eq!(d["statusCode"], "Created"),
         other => panic!("Properties_d: {other:?}"),
     }
 
-    let (p, c) = parse(r#"{"time":"2024-01-01T00:00:00Z","category":"SomethingNew","properties":{"A":1,"B":"x"}}"#);
+    let (p, c) = parse(
+        r#"{"time":"2024-01-01T00:00:00Z","category":"SomethingNew","properties":{"A":1,"B":"x"}}"#,
+    );
     assert!(c.rows.is_empty());
     assert_eq!(p.stats.unknown_records, 1);
     assert_eq!(&*c.unknown[0].category, "SomethingNew");
-    assert!(c.unknown[0].columns.iter().any(|(k, v)| &**k == "A" && *v == Value::Long(1)));
+    assert!(c.unknown[0]
+        .columns
+        .iter()
+        .any(|(k, v)| &**k == "A" && *v == Value::Long(1)));
 }
 
 #[test]
@@ -243,9 +324,16 @@ fn only_needed_columns_are_filled() {
     p.parse_body(CLUSTER.as_bytes(), None, &mut c);
     let row = &c.rows[0];
     assert_eq!(row.values[cn], Value::str("gpu"));
-    assert_eq!(row.values[s.tables[t].column("VmSize").unwrap()], Value::Null);
+    assert_eq!(
+        row.values[s.tables[t].column("VmSize").unwrap()],
+        Value::Null
+    );
     // A table no query reads is counted but yields no row.
-    p.parse_body(br#"{"time":"2024-01-01T00:00:00Z","category":"AmlComputeJobEvent"}"#, None, &mut c);
+    p.parse_body(
+        br#"{"time":"2024-01-01T00:00:00Z","category":"AmlComputeJobEvent"}"#,
+        None,
+        &mut c,
+    );
     assert_eq!(c.rows.len(), 1);
     assert_eq!(p.stats.records_total(), 2);
 }

@@ -40,17 +40,31 @@ impl DeadLetter {
             std::fs::create_dir_all(dir)?;
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(DeadLetter { path: path.to_path_buf(), out: BufWriter::new(file), written: 0 })
+        Ok(DeadLetter {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+            written: 0,
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    pub fn write(&mut self, reason: RejectReason, detail: &str, source: &str, pos: &Position, raw: &[u8]) -> std::io::Result<()> {
+    pub fn write(
+        &mut self,
+        reason: RejectReason,
+        detail: &str,
+        source: &str,
+        pos: &Position,
+        raw: &[u8],
+    ) -> std::io::Result<()> {
         let (raw_text, raw_base64) = match std::str::from_utf8(raw) {
             Ok(t) => (Some(t), None),
-            Err(_) => (None, Some(base64::engine::general_purpose::STANDARD.encode(raw))),
+            Err(_) => (
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(raw)),
+            ),
         };
         let line = Line {
             reason: reason.as_str(),

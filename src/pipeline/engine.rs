@@ -33,7 +33,10 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { parser: ParserLimits::default(), allowed_lateness: 10 * crate::time::TICKS_PER_MINUTE }
+        EngineOptions {
+            parser: ParserLimits::default(),
+            allowed_lateness: 10 * crate::time::TICKS_PER_MINUTE,
+        }
     }
 }
 
@@ -76,7 +79,11 @@ impl Engine {
             .into_iter()
             .map(|spec| {
                 let state = QueryState::new(spec.plan.clone(), spec.limits.clone());
-                RunningQuery { spec, state, reported: QueryStats::default() }
+                RunningQuery {
+                    spec,
+                    state,
+                    reported: QueryStats::default(),
+                }
             })
             .collect();
         Engine {
@@ -137,7 +144,8 @@ impl Engine {
             source,
             position: &event.position,
         };
-        self.parser.parse_body(&event.body, event.position.enqueued_time, &mut route);
+        self.parser
+            .parse_body(&event.body, event.position.enqueued_time, &mut route);
     }
 
     /// Ends a batch: windows advance, the dead letters are made durable and the counters
@@ -171,7 +179,9 @@ impl Engine {
             }
             if let Some(c) = self.clock {
                 m.clock.set(c as f64 / crate::time::TICKS_PER_SECOND as f64);
-                m.watermark.set(c.saturating_sub(self.lateness) as f64 / crate::time::TICKS_PER_SECOND as f64);
+                m.watermark.set(
+                    c.saturating_sub(self.lateness) as f64 / crate::time::TICKS_PER_SECOND as f64,
+                );
             }
         }
         match self.dead_letter_error.take() {
@@ -189,19 +199,28 @@ impl Engine {
 
     pub fn result(&self, name: &str) -> Option<ResultTable> {
         let clock = self.clock.unwrap_or(0);
-        self.queries.iter().find(|q| &*q.spec.name == name).map(|q| q.state.result(clock))
+        self.queries
+            .iter()
+            .find(|q| &*q.spec.name == name)
+            .map(|q| q.state.result(clock))
     }
 
     /// Every query's result as metrics export it.
     pub fn exports(&self) -> Vec<(QuerySpec, ResultTable)> {
         let clock = self.clock.unwrap_or(0);
-        self.queries.iter().map(|q| (q.spec.clone(), q.state.export(clock))).collect()
+        self.queries
+            .iter()
+            .map(|q| (q.spec.clone(), q.state.export(clock)))
+            .collect()
     }
 
     /// Every query's result.
     pub fn results(&self) -> Vec<(QuerySpec, ResultTable)> {
         let clock = self.clock.unwrap_or(0);
-        self.queries.iter().map(|q| (q.spec.clone(), q.state.result(clock))).collect()
+        self.queries
+            .iter()
+            .map(|q| (q.spec.clone(), q.state.result(clock)))
+            .collect()
     }
 }
 

@@ -48,5 +48,9 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// A running source: sends batches until its input ends or shutdown is signalled.
 pub trait Source: Send {
     fn name(&self) -> &str;
-    fn run(self: Box<Self>, out: mpsc::Sender<Batch>, shutdown: Shutdown) -> BoxFuture<anyhow::Result<()>>;
+    fn run(
+        self: Box<Self>,
+        out: mpsc::Sender<Batch>,
+        shutdown: Shutdown,
+    ) -> BoxFuture<anyhow::Result<()>>;
 }

@@ -74,12 +74,35 @@ impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
         let parse = ParseMetrics {
-            bodies: counter(&r, "hubwatch_parse_bodies_total", "Bodies (events, file lines) read."),
+            bodies: counter(
+                &r,
+                "hubwatch_parse_bodies_total",
+                "Bodies (events, file lines) read.",
+            ),
             bytes: counter(&r, "hubwatch_parse_bytes_total", "Bytes of bodies read."),
-            records: counter_vec(&r, "hubwatch_parse_records_total", "Records accepted, by Log Analytics table.", &["table"]),
-            rejected: counter_vec(&r, "hubwatch_parse_rejected_total", "Bodies and records rejected, by reason.", &["reason"]),
-            repairs: counter_vec(&r, "hubwatch_parse_repairs_total", "Quirks of real data repaired, by kind.", &["kind"]),
-            dead_letters: counter(&r, "hubwatch_parse_dead_letters_total", "Rejected bodies and records written to the dead-letter file."),
+            records: counter_vec(
+                &r,
+                "hubwatch_parse_records_total",
+                "Records accepted, by Log Analytics table.",
+                &["table"],
+            ),
+            rejected: counter_vec(
+                &r,
+                "hubwatch_parse_rejected_total",
+                "Bodies and records rejected, by reason.",
+                &["reason"],
+            ),
+            repairs: counter_vec(
+                &r,
+                "hubwatch_parse_repairs_total",
+                "Quirks of real data repaired, by kind.",
+                &["kind"],
+            ),
+            dead_letters: counter(
+                &r,
+                "hubwatch_parse_dead_letters_total",
+                "Rejected bodies and records written to the dead-letter file.",
+            ),
         };
         for reason in RejectReason::ALL {
             parse.rejected.with_label_values(&[reason.as_str()]);
@@ -88,28 +111,92 @@ impl Metrics {
             parse.repairs.with_label_values(&[kind.as_str()]);
         }
         let query = QueryMetrics {
-            rows: counter_vec(&r, "hubwatch_query_rows_total", "Rows that passed a query's filters and were absorbed.", &["query"]),
-            outside_window: counter_vec(&r, "hubwatch_query_outside_window_total", "Rows older than a query's sliding window when they arrived.", &["query"]),
-            late: counter_vec(&r, "hubwatch_query_late_total", "Rows for a tumbling bin already closed by the watermark.", &["query"]),
-            series: int_gauge_vec(&r, "hubwatch_query_series", "Series (or retained rows) a query holds.", &["query"]),
-            series_dropped: counter_vec(&r, "hubwatch_query_series_dropped_total", "Rows dropped because their series would exceed the query's series cap.", &["query"]),
-            rows_evicted: counter_vec(&r, "hubwatch_query_rows_evicted_total", "Retained rows pushed out by newer ones (max_rows or take).", &["query"]),
-            pane_merges: counter_vec(&r, "hubwatch_query_pane_merges_total", "Times a series' sliding-window panes were coarsened to stay within max_panes.", &["query"]),
+            rows: counter_vec(
+                &r,
+                "hubwatch_query_rows_total",
+                "Rows that passed a query's filters and were absorbed.",
+                &["query"],
+            ),
+            outside_window: counter_vec(
+                &r,
+                "hubwatch_query_outside_window_total",
+                "Rows older than a query's sliding window when they arrived.",
+                &["query"],
+            ),
+            late: counter_vec(
+                &r,
+                "hubwatch_query_late_total",
+                "Rows for a tumbling bin already closed by the watermark.",
+                &["query"],
+            ),
+            series: int_gauge_vec(
+                &r,
+                "hubwatch_query_series",
+                "Series (or retained rows) a query holds.",
+                &["query"],
+            ),
+            series_dropped: counter_vec(
+                &r,
+                "hubwatch_query_series_dropped_total",
+                "Rows dropped because their series would exceed the query's series cap.",
+                &["query"],
+            ),
+            rows_evicted: counter_vec(
+                &r,
+                "hubwatch_query_rows_evicted_total",
+                "Retained rows pushed out by newer ones (max_rows or take).",
+                &["query"],
+            ),
+            pane_merges: counter_vec(
+                &r,
+                "hubwatch_query_pane_merges_total",
+                "Times a series' sliding-window panes were coarsened to stay within max_panes.",
+                &["query"],
+            ),
         };
         let source = SourceMetrics {
-            events: counter_vec(&r, "hubwatch_source_events_total", "Events read, by source.", &["source"]),
-            batches_acked: counter_vec(&r, "hubwatch_source_batches_acked_total", "Batches acknowledged by every consumer.", &["source"]),
-            batches_failed: counter_vec(&r, "hubwatch_source_batches_failed_total", "Batches a consumer could not deliver (positions not committed past them).", &["source"]),
-            checkpoint_commits: counter_vec(&r, "hubwatch_source_checkpoint_commits_total", "Checkpoint writes, by source.", &["source"]),
+            events: counter_vec(
+                &r,
+                "hubwatch_source_events_total",
+                "Events read, by source.",
+                &["source"],
+            ),
+            batches_acked: counter_vec(
+                &r,
+                "hubwatch_source_batches_acked_total",
+                "Batches acknowledged by every consumer.",
+                &["source"],
+            ),
+            batches_failed: counter_vec(
+                &r,
+                "hubwatch_source_batches_failed_total",
+                "Batches a consumer could not deliver (positions not committed past them).",
+                &["source"],
+            ),
+            checkpoint_commits: counter_vec(
+                &r,
+                "hubwatch_source_checkpoint_commits_total",
+                "Checkpoint writes, by source.",
+                &["source"],
+            ),
         };
         Metrics {
             parse,
             query,
             source,
-            clock: gauge(&r, "hubwatch_event_time_clock_seconds", "The event-time clock: the largest record time seen (Unix seconds)."),
-            watermark: gauge(&r, "hubwatch_event_time_watermark_seconds", "The watermark: clock minus allowed lateness (Unix seconds)."),
+            clock: gauge(
+                &r,
+                "hubwatch_event_time_clock_seconds",
+                "The event-time clock: the largest record time seen (Unix seconds).",
+            ),
+            watermark: gauge(
+                &r,
+                "hubwatch_event_time_watermark_seconds",
+                "The watermark: clock minus allowed lateness (Unix seconds).",
+            ),
             up: {
-                let g = IntGauge::new("hubwatch_up", "1 while hubwatch runs.").expect("valid metric");
+                let g =
+                    IntGauge::new("hubwatch_up", "1 while hubwatch runs.").expect("valid metric");
                 r.register(Box::new(g.clone())).expect("registered once");
                 g.set(1);
                 g
@@ -124,22 +211,34 @@ impl Metrics {
         self.parse.bytes.inc_by(s.bytes);
         for (i, n) in s.records.iter().enumerate() {
             if *n > 0 {
-                self.parse.records.with_label_values(&[&table_names[i]]).inc_by(*n);
+                self.parse
+                    .records
+                    .with_label_values(&[&table_names[i]])
+                    .inc_by(*n);
             }
         }
         if s.unknown_records > 0 {
-            self.parse.records.with_label_values(&["(unknown category)"]).inc_by(s.unknown_records);
+            self.parse
+                .records
+                .with_label_values(&["(unknown category)"])
+                .inc_by(s.unknown_records);
         }
         for r in RejectReason::ALL {
             let n = s.rejected(r);
             if n > 0 {
-                self.parse.rejected.with_label_values(&[r.as_str()]).inc_by(n);
+                self.parse
+                    .rejected
+                    .with_label_values(&[r.as_str()])
+                    .inc_by(n);
             }
         }
         for k in RepairKind::ALL {
             let n = s.repaired(k);
             if n > 0 {
-                self.parse.repairs.with_label_values(&[k.as_str()]).inc_by(n);
+                self.parse
+                    .repairs
+                    .with_label_values(&[k.as_str()])
+                    .inc_by(n);
             }
         }
     }
@@ -147,12 +246,30 @@ impl Metrics {
     /// Adds what a query counted since `before`.
     pub fn add_query(&self, name: &str, now: &QueryStats, before: &QueryStats, series: usize) {
         let l = &[name];
-        self.query.rows.with_label_values(l).inc_by(now.matched - before.matched);
-        self.query.outside_window.with_label_values(l).inc_by(now.outside_window - before.outside_window);
-        self.query.late.with_label_values(l).inc_by(now.late - before.late);
-        self.query.series_dropped.with_label_values(l).inc_by(now.series_dropped - before.series_dropped);
-        self.query.rows_evicted.with_label_values(l).inc_by(now.rows_evicted - before.rows_evicted);
-        self.query.pane_merges.with_label_values(l).inc_by(now.pane_merges - before.pane_merges);
+        self.query
+            .rows
+            .with_label_values(l)
+            .inc_by(now.matched - before.matched);
+        self.query
+            .outside_window
+            .with_label_values(l)
+            .inc_by(now.outside_window - before.outside_window);
+        self.query
+            .late
+            .with_label_values(l)
+            .inc_by(now.late - before.late);
+        self.query
+            .series_dropped
+            .with_label_values(l)
+            .inc_by(now.series_dropped - before.series_dropped);
+        self.query
+            .rows_evicted
+            .with_label_values(l)
+            .inc_by(now.rows_evicted - before.rows_evicted);
+        self.query
+            .pane_merges
+            .with_label_values(l)
+            .inc_by(now.pane_merges - before.pane_merges);
         self.query.series.with_label_values(l).set(series as i64);
     }
 }
@@ -178,10 +295,20 @@ mod tests {
         m.query.rows_evicted.with_label_values(&["q"]);
         m.query.pane_merges.with_label_values(&["q"]);
         m.parse.records.with_label_values(&["T"]);
-        for v in [&m.source.events, &m.source.batches_acked, &m.source.batches_failed, &m.source.checkpoint_commits] {
+        for v in [
+            &m.source.events,
+            &m.source.batches_acked,
+            &m.source.batches_failed,
+            &m.source.checkpoint_commits,
+        ] {
             v.with_label_values(&["s"]);
         }
-        let mut names: Vec<String> = m.registry.gather().iter().map(|f| f.name().to_string()).collect();
+        let mut names: Vec<String> = m
+            .registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect();
         names.sort();
         assert_eq!(
             names,

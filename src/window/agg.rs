@@ -17,11 +17,17 @@ pub enum AggState {
     Count(i64),
     SumLong(i64),
     SumReal(f64),
-    Avg { sum: f64, count: u64 },
+    Avg {
+        sum: f64,
+        count: u64,
+    },
     Min(Option<Value>),
     Max(Option<Value>),
     DCount(Box<DistinctCount>),
-    Arg { best: Option<Value>, carried: Vec<Value> },
+    Arg {
+        best: Option<Value>,
+        carried: Vec<Value>,
+    },
     Percentile(Box<Quantiles>),
 }
 
@@ -36,8 +42,13 @@ impl AggState {
             AggFunc::Avg | AggFunc::AvgIf => AggState::Avg { sum: 0.0, count: 0 },
             AggFunc::Min => AggState::Min(None),
             AggFunc::Max => AggState::Max(None),
-            AggFunc::DCount { precision } => AggState::DCount(Box::new(DistinctCount::new(precision))),
-            AggFunc::ArgMax | AggFunc::ArgMin => AggState::Arg { best: None, carried: Vec::new() },
+            AggFunc::DCount { precision } => {
+                AggState::DCount(Box::new(DistinctCount::new(precision)))
+            }
+            AggFunc::ArgMax | AggFunc::ArgMin => AggState::Arg {
+                best: None,
+                carried: Vec::new(),
+            },
             AggFunc::Percentile { .. } => AggState::Percentile(Box::new(Quantiles::new())),
         }
     }
@@ -49,7 +60,12 @@ impl AggState {
                 return;
             }
         }
-        let arg = || agg.arg.as_ref().map(|e| eval(e, row, cx)).unwrap_or_default();
+        let arg = || {
+            agg.arg
+                .as_ref()
+                .map(|e| eval(e, row, cx))
+                .unwrap_or_default()
+        };
         match self {
             AggState::Count(n) => *n += 1,
             AggState::SumLong(s) => match arg() {
@@ -86,7 +102,11 @@ impl AggState {
                 if v.is_null() {
                     return;
                 }
-                let want = if agg.func == AggFunc::ArgMax { Ordering::Greater } else { Ordering::Less };
+                let want = if agg.func == AggFunc::ArgMax {
+                    Ordering::Greater
+                } else {
+                    Ordering::Less
+                };
                 let better = match best {
                     None => true,
                     Some(b) => compare(&v, b) == Some(want),
@@ -126,8 +146,18 @@ impl AggState {
                 }
             }
             (AggState::DCount(a), AggState::DCount(b)) => a.merge(b),
-            (AggState::Arg { best, carried }, AggState::Arg { best: Some(b), carried: c }) => {
-                let want = if func == AggFunc::ArgMax { Ordering::Greater } else { Ordering::Less };
+            (
+                AggState::Arg { best, carried },
+                AggState::Arg {
+                    best: Some(b),
+                    carried: c,
+                },
+            ) => {
+                let want = if func == AggFunc::ArgMax {
+                    Ordering::Greater
+                } else {
+                    Ordering::Less
+                };
                 let better = match best {
                     None => true,
                     Some(x) => compare(b, x) == Some(want),
@@ -147,7 +177,11 @@ impl AggState {
     pub fn finish(&self, agg: &Aggregate, out: &mut Vec<Value>) {
         match self {
             AggState::Count(n) => out.push(Value::Long(*n)),
-            AggState::SumLong(s) => out.push(if agg.arg_type == Some(Type::TimeSpan) { Value::TimeSpan(*s) } else { Value::Long(*s) }),
+            AggState::SumLong(s) => out.push(if agg.arg_type == Some(Type::TimeSpan) {
+                Value::TimeSpan(*s)
+            } else {
+                Value::Long(*s)
+            }),
             AggState::SumReal(s) => out.push(Value::Real(*s)),
             AggState::Avg { sum, count } => out.push(if *count == 0 {
                 Value::Null
@@ -167,7 +201,9 @@ impl AggState {
                 }
             }
             AggState::Percentile(q) => {
-                let AggFunc::Percentile { p } = agg.func else { unreachable!("percentile state") };
+                let AggFunc::Percentile { p } = agg.func else {
+                    unreachable!("percentile state")
+                };
                 out.push(match q.quantile(p) {
                     None => Value::Null,
                     Some(x) if agg.arg_type == Some(Type::Long) => Value::Long(x.round() as i64),
@@ -190,7 +226,9 @@ fn numeric(v: &Value) -> Option<f64> {
 fn compare(a: &Value, b: &Value) -> Option<Ordering> {
     match (a, b) {
         (Value::Long(x), Value::Long(y)) => Some(x.cmp(y)),
-        (Value::DateTime(x), Value::DateTime(y)) | (Value::TimeSpan(x), Value::TimeSpan(y)) => Some(x.cmp(y)),
+        (Value::DateTime(x), Value::DateTime(y)) | (Value::TimeSpan(x), Value::TimeSpan(y)) => {
+            Some(x.cmp(y))
+        }
         (Value::Str(x), Value::Str(y)) => Some(x.cmp(y)),
         _ => numeric(a)?.partial_cmp(&numeric(b)?),
     }

@@ -42,7 +42,11 @@ pub struct QueryLimits {
 
 impl Default for QueryLimits {
     fn default() -> Self {
-        QueryLimits { max_series: 10_000, max_rows: 1_000, max_panes: 512 }
+        QueryLimits {
+            max_series: 10_000,
+            max_rows: 1_000,
+            max_panes: 512,
+        }
     }
 }
 
@@ -113,14 +117,24 @@ impl QueryState {
         let store = match &plan.stage {
             Stage::Rows { .. } => Store::Rows(BTreeMap::new()),
             Stage::Summarize(s) => match (s.bin, plan.window) {
-                (Some((key_index, width)), _) => {
-                    Store::Tumbling { open: BTreeMap::new(), closed: BTreeMap::new(), width, key_index }
-                }
+                (Some((key_index, width)), _) => Store::Tumbling {
+                    open: BTreeMap::new(),
+                    closed: BTreeMap::new(),
+                    width,
+                    key_index,
+                },
                 (None, Some(_)) => Store::Sliding(HashMap::default()),
                 (None, None) => Store::Total(HashMap::default()),
             },
         };
-        QueryState { plan, limits, store, series: 0, seq: 0, stats: QueryStats::default() }
+        QueryState {
+            plan,
+            limits,
+            store,
+            series: 0,
+            seq: 0,
+            stats: QueryStats::default(),
+        }
     }
 
     pub fn plan(&self) -> &Arc<Plan> {
@@ -146,7 +160,9 @@ impl QueryState {
             }
         }
         let cx = Context { now: clock };
-        let Some(frame) = apply_pre(&self.plan.pre, &row.values, &cx) else { return };
+        let Some(frame) = apply_pre(&self.plan.pre, &row.values, &cx) else {
+            return;
+        };
         let plan = self.plan.clone();
         match (&plan.stage, &mut self.store) {
             (Stage::Rows { limit }, Store::Rows(rows)) => {
@@ -164,7 +180,14 @@ impl QueryState {
         }
     }
 
-    fn summarize(&mut self, s: &Summarize, time: i64, frame: &[Value], cx: &Context, watermark: i64) {
+    fn summarize(
+        &mut self,
+        s: &Summarize,
+        time: i64,
+        frame: &[Value],
+        cx: &Context,
+        watermark: i64,
+    ) {
         let bin_key = s.bin.map(|(i, _)| i);
         let key: Key = s
             .keys
@@ -206,7 +229,14 @@ impl QueryState {
                 let pane = match panes.get_mut(at) {
                     Some(p) if p.min <= time => p,
                     _ => {
-                        panes.insert(at, Pane { min: time, max: time, states: new_states() });
+                        panes.insert(
+                            at,
+                            Pane {
+                                min: time,
+                                max: time,
+                                states: new_states(),
+                            },
+                        );
                         &mut panes[at]
                     }
                 };
@@ -245,7 +275,10 @@ impl QueryState {
         match &mut self.store {
             Store::Rows(rows) => {
                 if let Some(w) = window {
-                    while rows.first_key_value().is_some_and(|((t, _), _)| !w.contains(*t, clock)) {
+                    while rows
+                        .first_key_value()
+                        .is_some_and(|((t, _), _)| !w.contains(*t, clock))
+                    {
                         rows.pop_first();
                     }
                 }
@@ -262,19 +295,32 @@ impl QueryState {
                 });
                 self.series -= before - map.len();
             }
-            Store::Tumbling { open, closed, width, .. } => {
-                let Stage::Summarize(s) = &plan.stage else { return };
+            Store::Tumbling {
+                open,
+                closed,
+                width,
+                ..
+            } => {
+                let Stage::Summarize(s) = &plan.stage else {
+                    return;
+                };
                 while let Some(entry) = open.first_entry() {
                     if entry.key().saturating_add(*width) > watermark {
                         break;
                     }
                     let (start, series) = entry.remove_entry();
-                    let rows = series.into_iter().map(|(k, st)| (k, finish(&st, &s.aggregates))).collect();
+                    let rows = series
+                        .into_iter()
+                        .map(|(k, st)| (k, finish(&st, &s.aggregates)))
+                        .collect();
                     closed.insert(start, rows);
                 }
                 // Closed bins are kept while they overlap the window, and within the series cap.
                 if let Some(w) = window {
-                    while closed.first_key_value().is_some_and(|(start, _)| !w.contains(start + *width - 1, clock)) {
+                    while closed
+                        .first_key_value()
+                        .is_some_and(|(start, _)| !w.contains(start + *width - 1, clock))
+                    {
                         if let Some((_, rows)) = closed.pop_first() {
                             self.series -= rows.len();
                         }
@@ -294,9 +340,14 @@ impl QueryState {
     /// when the result is read.
     pub fn flush(&mut self) {
         let plan = self.plan.clone();
-        if let (Stage::Summarize(s), Store::Tumbling { open, closed, .. }) = (&plan.stage, &mut self.store) {
+        if let (Stage::Summarize(s), Store::Tumbling { open, closed, .. }) =
+            (&plan.stage, &mut self.store)
+        {
             for (start, series) in std::mem::take(open) {
-                let rows = series.into_iter().map(|(k, st)| (k, finish(&st, &s.aggregates))).collect();
+                let rows = series
+                    .into_iter()
+                    .map(|(k, st)| (k, finish(&st, &s.aggregates)))
+                    .collect();
                 closed.insert(start, rows);
             }
         }
@@ -321,9 +372,11 @@ impl QueryState {
                 .filter(|((t, _), _)| window.is_none_or(|w| w.contains(*t, clock)))
                 .map(|(_, r)| r.clone())
                 .collect(),
-            (Stage::Summarize(s), Store::Total(map)) => {
-                sorted(map.iter().map(|(k, st)| with_key(k, None, finish(st, &s.aggregates))).collect())
-            }
+            (Stage::Summarize(s), Store::Total(map)) => sorted(
+                map.iter()
+                    .map(|(k, st)| with_key(k, None, finish(st, &s.aggregates)))
+                    .collect(),
+            ),
             (Stage::Summarize(s), Store::Sliding(map)) => {
                 let w = window.expect("sliding store has a window");
                 sorted(
@@ -332,7 +385,9 @@ impl QueryState {
                             let mut live = panes.iter().filter(|p| w.contains(p.max, clock));
                             let mut acc: States = live.next()?.states.clone();
                             for p in live {
-                                for ((a, b), agg) in acc.iter_mut().zip(p.states.iter()).zip(&s.aggregates) {
+                                for ((a, b), agg) in
+                                    acc.iter_mut().zip(p.states.iter()).zip(&s.aggregates)
+                                {
                                     a.merge(b, agg.func);
                                 }
                             }
@@ -341,12 +396,21 @@ impl QueryState {
                         .collect(),
                 )
             }
-            (Stage::Summarize(_), Store::Tumbling { closed, key_index, width, .. }) => {
-                let bins: Box<dyn Iterator<Item = (&i64, &Vec<(Key, Vec<Value>)>)>> = if last_bin_only {
-                    Box::new(closed.iter().next_back().into_iter())
-                } else {
-                    Box::new(closed.iter())
-                };
+            (
+                Stage::Summarize(_),
+                Store::Tumbling {
+                    closed,
+                    key_index,
+                    width,
+                    ..
+                },
+            ) => {
+                let bins: Box<dyn Iterator<Item = (&i64, &Vec<(Key, Vec<Value>)>)>> =
+                    if last_bin_only {
+                        Box::new(closed.iter().next_back().into_iter())
+                    } else {
+                        Box::new(closed.iter())
+                    };
                 let mut out = Vec::new();
                 for (start, series) in bins {
                     if window.is_some_and(|w| !w.contains(start + width - 1, clock)) {
@@ -354,7 +418,9 @@ impl QueryState {
                     }
                     let mut block: Vec<Vec<Value>> = series
                         .iter()
-                        .map(|(k, vals)| with_key(k, Some((*key_index, Value::DateTime(*start))), vals.clone()))
+                        .map(|(k, vals)| {
+                            with_key(k, Some((*key_index, Value::DateTime(*start))), vals.clone())
+                        })
                         .collect();
                     block.sort_by(|a, b| compare_rows(a, b));
                     out.extend(block);
@@ -367,7 +433,10 @@ impl QueryState {
         for op in &self.plan.post {
             rows = apply_post(op, rows, &cx);
         }
-        ResultTable { columns: self.plan.output.clone(), rows }
+        ResultTable {
+            columns: self.plan.output.clone(),
+            rows,
+        }
     }
 }
 
@@ -414,7 +483,10 @@ fn apply_post(op: &TableOp, rows: Vec<Vec<Value>>, cx: &Context) -> Vec<Vec<Valu
                 r
             })
             .collect(),
-        TableOp::Project(exprs) => rows.iter().map(|r| exprs.iter().map(|e| eval(e, r, cx)).collect()).collect(),
+        TableOp::Project(exprs) => rows
+            .iter()
+            .map(|r| exprs.iter().map(|e| eval(e, r, cx)).collect())
+            .collect(),
         TableOp::Take(n) => rows.into_iter().take(*n).collect(),
         TableOp::Count => vec![vec![Value::Long(rows.len() as i64)]],
     }
@@ -440,7 +512,11 @@ fn with_key(key: &[Value], bin: Option<(usize, Value)>, aggs: Vec<Value>) -> Vec
 }
 
 fn compare_rows(a: &[Value], b: &[Value]) -> std::cmp::Ordering {
-    a.iter().zip(b).map(|(x, y)| compare_for_sort(x, y)).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| compare_for_sort(x, y))
+        .find(|o| o.is_ne())
+        .unwrap_or(std::cmp::Ordering::Equal)
 }
 
 fn sorted(mut rows: Vec<Vec<Value>>) -> Vec<Vec<Value>> {

@@ -3,10 +3,12 @@
 
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -20,17 +22,24 @@ pub fn fixture() -> PathBuf {
 
 /// `(name, kql)` of the golden queries, from `tests/expected/queries.json`.
 pub fn golden_queries() -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(repo().join("tests/expected/queries.json")).expect("queries.json");
+    let text =
+        std::fs::read_to_string(repo().join("tests/expected/queries.json")).expect("queries.json");
     let v: Value = serde_json::from_str(&text).expect("queries.json is JSON");
     v.as_array()
         .expect("an array")
         .iter()
-        .map(|q| (q["name"].as_str().unwrap().to_string(), q["kql"].as_str().unwrap().to_string()))
+        .map(|q| {
+            (
+                q["name"].as_str().unwrap().to_string(),
+                q["kql"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
 pub fn expected(name: &str) -> Value {
-    let text = std::fs::read_to_string(repo().join(format!("tests/expected/{name}.json"))).expect("expected file");
+    let text = std::fs::read_to_string(repo().join(format!("tests/expected/{name}.json")))
+        .expect("expected file");
     serde_json::from_str(&text).expect("expected JSON")
 }
 
@@ -43,7 +52,9 @@ fn canonical(v: &Value) -> Value {
         }
         Value::Number(n) => Value::String(format!("{:.12e}", n.as_f64().unwrap())),
         Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
-        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), canonical(v))).collect()),
+        Value::Object(o) => {
+            Value::Object(o.iter().map(|(k, v)| (k.clone(), canonical(v))).collect())
+        }
         other => other.clone(),
     }
 }
@@ -51,7 +62,12 @@ fn canonical(v: &Value) -> Value {
 /// Asserts two result arrays hold the same rows (in any order), naming the differences.
 pub fn assert_same_rows(name: &str, got: &Value, want: &Value) {
     let rows = |v: &Value| -> Vec<String> {
-        let mut r: Vec<String> = v.as_array().expect("an array of rows").iter().map(|x| canonical(x).to_string()).collect();
+        let mut r: Vec<String> = v
+            .as_array()
+            .expect("an array of rows")
+            .iter()
+            .map(|x| canonical(x).to_string())
+            .collect();
         r.sort();
         r
     };
@@ -59,22 +75,43 @@ pub fn assert_same_rows(name: &str, got: &Value, want: &Value) {
     if g != w {
         let missing: Vec<&String> = w.iter().filter(|x| !g.contains(x)).take(5).collect();
         let extra: Vec<&String> = g.iter().filter(|x| !w.contains(x)).take(5).collect();
-        panic!("{name}: {} rows, expected {}\nmissing: {missing:#?}\nunexpected: {extra:#?}", g.len(), w.len());
+        panic!(
+            "{name}: {} rows, expected {}\nmissing: {missing:#?}\nunexpected: {extra:#?}",
+            g.len(),
+            w.len()
+        );
     }
-    assert!(!w.is_empty() || name.is_empty(), "{name}: the expected answer is empty; the fixture should exercise it");
+    assert!(
+        !w.is_empty() || name.is_empty(),
+        "{name}: the expected answer is empty; the fixture should exercise it"
+    );
 }
 
 /// GET `path` from `addr`; returns (status, body).
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     Ok((status, body))
 }
 
@@ -89,4 +126,107 @@ fn dechunk(mut s: &str) -> String {
         s = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
     }
     out
+}
+
+/// Kills the child if a test fails before it exits.
+pub struct Service {
+    pub child: Child,
+    pub addr: String,
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Service {
+    pub fn start(config: &Path) -> Service {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hubwatch"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start hubwatch");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[hubwatch] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut svc = Service {
+            child,
+            addr: String::new(),
+            lines: rx,
+        };
+        let line = svc.wait_for_line("admin server listening", Duration::from_secs(30));
+        let at = line.find("admin_addr=").expect("address in the log line") + "admin_addr=".len();
+        svc.addr = line[at..].split_whitespace().next().unwrap().to_string();
+        svc
+    }
+
+    pub fn wait_for_line(&mut self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("hubwatch did not log '{needle}' within {limit:?}"),
+            }
+        }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(&self.addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+}
+
+/// A component the test needs: its absence fails the test loudly (the test command installs it).
+pub fn which(name: &str) -> String {
+    let found = std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not installed: run scripts/setup-test-deps.sh (the test command does)"
+            )
+        });
+    found.display().to_string()
+}
+
+pub trait OutputWithStdin {
+    fn output_with_stdin(&mut self, input: &[u8]) -> (std::process::ExitStatus, String);
+}
+
+impl OutputWithStdin for Command {
+    fn output_with_stdin(&mut self, input: &[u8]) -> (std::process::ExitStatus, String) {
+        use std::io::Write;
+        let mut child = self
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status,
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
 }
