@@ -81,6 +81,7 @@ pub async fn start(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Run
 
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(BATCH_QUEUE);
     let mut sources = Vec::new();
+    let mut commit_counters = Vec::new();
     for s in &settings.sources {
         let source: Box<dyn Source> = match s {
             SourceSettings::File {
@@ -93,7 +94,9 @@ pub async fn start(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Run
                 if let Some((_, every)) = &settings.checkpoint {
                     cfg.commit_interval = *every;
                 }
-                Box::new(FileSource::new(cfg, checkpoints.clone()))
+                let source = FileSource::new(cfg, checkpoints.clone());
+                commit_counters.push((name.clone(), source.stats()));
+                Box::new(source)
             }
         };
         let name = source.name().to_string();
@@ -102,6 +105,13 @@ pub async fn start(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Run
     }
     drop(batch_tx);
     ready.store(true, Ordering::Release);
+    let commit_counters = Arc::new(commit_counters);
+    let sync = tokio::spawn(sync_commit_counters(
+        commit_counters.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let final_metrics = metrics.clone();
 
     let loop_metrics = metrics.clone();
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
@@ -132,6 +142,8 @@ pub async fn start(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Run
                 }
             }
         }
+        let _ = sync.await;
+        sync_commits(&commit_counters, &final_metrics);
         match server.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "admin server error"),
@@ -257,5 +269,30 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+type CommitCounters = Vec<(String, Arc<crate::source::file::FileSourceCounters>)>;
+
+/// Sources count their checkpoint commits themselves; this brings the metric up to their
+/// count (idempotent, so it can run from the ticker and once more after the drain).
+fn sync_commits(counters: &CommitCounters, metrics: &Metrics) {
+    for (name, c) in counters {
+        let metric = metrics.source.checkpoint_commits.with_label_values(&[name]);
+        metric.inc_by(c.snapshot().commits.saturating_sub(metric.get()));
+    }
+}
+
+async fn sync_commit_counters(
+    counters: Arc<CommitCounters>,
+    metrics: Arc<Metrics>,
+    mut shutdown: Shutdown,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => sync_commits(&counters, &metrics),
+            _ = shutdown.wait() => break,
+        }
     }
 }

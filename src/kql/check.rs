@@ -319,9 +319,13 @@ impl Checker {
                 let (op, time_side, other) = if is_time(lhs) {
                     (*op, lhs, rhs)
                 } else if is_time(rhs) {
+                    // `ago(X) < TimeGenerated` is `TimeGenerated > ago(X)`, and
+                    // `ago(X) > TimeGenerated` is `TimeGenerated < ago(X)` (not a window).
                     let flipped = match op {
                         BinaryOp::Lt => BinaryOp::Gt,
                         BinaryOp::Le => BinaryOp::Ge,
+                        BinaryOp::Gt => BinaryOp::Lt,
+                        BinaryOp::Ge => BinaryOp::Le,
                         other => *other,
                     };
                     (flipped, rhs, lhs)

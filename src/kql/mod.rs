@@ -10,3 +10,6 @@ pub mod parser;
 pub mod plan;
 
 pub use diag::{Diagnostic, Diagnostics};
+
+#[cfg(test)]
+mod check_tests;

@@ -7,3 +7,6 @@ pub mod query;
 pub mod sketch;
 
 pub use query::{QueryLimits, QueryState, QueryStats, ResultTable};
+
+#[cfg(test)]
+mod query_tests;

@@ -1,35 +1,72 @@
-//! File source: reading, batching, acknowledgements, checkpoints, follow mode.
+//! File source tests: reading and positions, batching, acknowledgements and checkpoints,
+//! resuming, follow mode, errors. Every wait is wrapped in a timeout.
+
+use std::io::Write as _;
+use std::path::Path;
 
 use super::*;
 use crate::checkpoint::FileCheckpointStore;
+use crate::source::Position;
 
-fn cfg(name: &str, paths: Vec<PathBuf>) -> FileSourceConfig {
-    let mut c = FileSourceConfig::new(name, paths);
-    c.commit_interval = Duration::from_millis(0);
+const BOUND: Duration = Duration::from_secs(10);
+
+fn cfg(paths: Vec<PathBuf>) -> FileSourceConfig {
+    let mut c = FileSourceConfig::new("s", paths);
+    c.commit_interval = Duration::from_millis(10);
     c.poll_interval = Duration::from_millis(20);
     c.batch_max_wait = Duration::from_millis(20);
     c
 }
 
-/// Runs a source to its end, acknowledging every batch (or not, per `deliver`), and returns
-/// the events it sent.
+fn store(dir: &Path) -> Arc<dyn CheckpointStore> {
+    Arc::new(FileCheckpointStore::open(dir.join("cp.json")).unwrap())
+}
+
+fn key(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+fn append(path: &Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// One delivered event: body, position, and the index of its batch.
+#[derive(Debug)]
+struct Got {
+    body: String,
+    pos: Position,
+    batch: usize,
+}
+
+/// Runs a non-follow source to its end, acknowledging batch `n` if `deliver(n)` (failing it
+/// otherwise); returns the events and the source's final counters.
 async fn collect(
     c: FileSourceConfig,
     store: Option<Arc<dyn CheckpointStore>>,
-    deliver: impl Fn(u64) -> bool + Send + 'static,
-) -> Vec<(Vec<u8>, Position, u64)> {
-    let (tx, mut rx) = mpsc::channel(4);
+    deliver: impl Fn(usize) -> bool,
+) -> (Vec<Got>, FileSourceStats) {
+    let (tx, mut rx) = mpsc::channel(2);
     let (_trigger, shutdown) = crate::shutdown::channel();
-    let src = Box::new(FileSource::new(c, store));
-    let task = tokio::spawn(src.run(tx, shutdown));
-    let mut out = Vec::new();
+    let src = FileSource::new(c, store);
+    let stats = src.stats();
+    let task = tokio::spawn(Box::new(src).run(tx, shutdown));
+    let mut got = Vec::new();
     let mut n = 0;
-    while let Some(batch) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+    while let Some(batch) = tokio::time::timeout(BOUND, rx.recv())
         .await
-        .expect("bounded")
+        .expect("a batch or the end in time")
     {
         for e in &batch.events {
-            out.push((e.body.clone(), e.position.clone(), n));
+            got.push(Got {
+                body: String::from_utf8(e.body.clone()).unwrap(),
+                pos: e.position.clone(),
+                batch: n,
+            });
         }
         if deliver(n) {
             batch.ack.ack();
@@ -38,199 +75,395 @@ async fn collect(
         }
         n += 1;
     }
-    tokio::time::timeout(Duration::from_secs(10), task)
+    tokio::time::timeout(BOUND, task)
         .await
-        .unwrap()
+        .expect("returns in time")
         .unwrap()
         .unwrap();
-    out
+    (got, stats.snapshot())
+}
+
+fn bodies(got: &[Got]) -> Vec<&str> {
+    got.iter().map(|g| g.body.as_str()).collect()
 }
 
 #[tokio::test]
-async fn reads_a_directory_in_name_order_skipping_empty_lines() {
+async fn reads_the_files_of_a_directory_in_name_order_with_exact_positions() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("b.ndjson"), "b1\r\n\nb2").unwrap();
-    std::fs::write(dir.path().join("a.ndjson"), "a1\na2\n").unwrap();
-    let events = collect(cfg("s", vec![dir.path().to_path_buf()]), None, |_| true).await;
-    let bodies: Vec<&[u8]> = events.iter().map(|e| e.0.as_slice()).collect();
-    assert_eq!(bodies, [&b"a1"[..], b"a2", b"b1", b"b2"]);
-    let b2 = &events[3].1;
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    std::fs::write(input.join("b.ndjson"), "b1\n\r\n\nb2").unwrap();
+    std::fs::write(input.join("a.ndjson"), "a1\r\n\na2\n").unwrap();
+    std::fs::create_dir(input.join("sub")).unwrap();
+    std::fs::write(
+        input.join("sub").join("c.ndjson"),
+        "not read: not recursive\n",
+    )
+    .unwrap();
+
+    let (got, stats) = collect(cfg(vec![input.clone()]), None, |_| true).await;
+    let (a, b) = (key(&input.join("a.ndjson")), key(&input.join("b.ndjson")));
+    let seen: Vec<(&str, &str, i64, i64)> = got
+        .iter()
+        .map(|g| {
+            (
+                g.body.as_str(),
+                &*g.pos.partition,
+                g.pos.offset,
+                g.pos.sequence_number,
+            )
+        })
+        .collect();
     assert_eq!(
-        (b2.offset, b2.sequence_number),
-        (5, 2),
-        "b2 starts at byte 5, line 2"
+        seen,
+        [
+            ("a1", a.as_str(), 0, 0),
+            // "a1\r\n" is 4 bytes, the empty line 1 byte.
+            ("a2", a.as_str(), 5, 2),
+            ("b1", b.as_str(), 0, 0),
+            // "\r\n" (empty after the \r is stripped) and "\n" are skipped; the last line has
+            // no newline and is still a body.
+            ("b2", b.as_str(), 6, 3),
+        ]
     );
-    assert!(b2.partition.ends_with("b.ndjson"));
+    assert!(got.iter().all(|g| g.pos.enqueued_time.is_none()));
+    assert_eq!(
+        (stats.events, stats.batches, stats.batches_acked),
+        (4, 1, 1)
+    );
 }
 
 #[tokio::test]
-async fn batches_respect_their_limits_and_checkpoints_hold_the_last_lines() {
+async fn batches_honour_their_limits_and_checkpoints_hold_each_files_last_line() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("in.ndjson");
-    let text: String = (0..10).map(|i| format!("line{i}\n")).collect();
-    std::fs::write(&file, text).unwrap();
-    let store: Arc<dyn CheckpointStore> =
-        Arc::new(FileCheckpointStore::open(dir.path().join("cp.json")).unwrap());
-    let mut c = cfg("s", vec![file.clone()]);
+    let (f1, f2) = (dir.path().join("one"), dir.path().join("two"));
+    std::fs::write(
+        &f1,
+        (0..10).map(|i| format!("line{i}\n")).collect::<String>(),
+    )
+    .unwrap();
+    std::fs::write(&f2, "x\nyy\n").unwrap();
+    let cp = store(dir.path());
+
+    let mut c = cfg(vec![f1.clone(), f2.clone()]);
     c.batch_max_events = 3;
-    let events = collect(c, Some(store.clone()), |_| true).await;
-    assert_eq!(events.len(), 10);
+    let (got, stats) = collect(c, Some(cp.clone()), |_| true).await;
+    assert_eq!(got.len(), 12);
+    let mut sizes = vec![0; got.last().unwrap().batch + 1];
+    for g in &got {
+        sizes[g.batch] += 1;
+    }
+    assert_eq!(sizes, [3, 3, 3, 3], "a batch may span files");
+    assert!(stats.commits >= 1);
     assert_eq!(
-        events.iter().map(|e| e.2).max(),
-        Some(3),
-        "4 batches of at most 3"
+        cp.load("s", &key(&f1)).unwrap(),
+        Some(Checkpoint {
+            offset: 54,
+            sequence_number: 9
+        })
     );
-    let cp = store
-        .load("s", &file.display().to_string())
-        .unwrap()
-        .unwrap();
-    assert_eq!(cp.sequence_number, 9);
-    assert_eq!(cp.offset, 9 * 6);
+    assert_eq!(
+        cp.load("s", &key(&f2)).unwrap(),
+        Some(Checkpoint {
+            offset: 2,
+            sequence_number: 1
+        })
+    );
 
-    // A restart resumes strictly after the checkpoint: nothing is read again.
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&file)
-        .unwrap()
-        .write_all_sync(b"line10\n");
-    let again = collect(cfg("s", vec![file.clone()]), Some(store.clone()), |_| true).await;
-    assert_eq!(again.len(), 1);
-    assert_eq!(again[0].0, b"line10");
-    assert_eq!(again[0].1.sequence_number, 10);
+    // The byte limit: a batch closes before it would exceed it; a longer line goes alone.
+    let f3 = dir.path().join("three");
+    std::fs::write(&f3, "aaaa\nbbbb\ncccccccccccc\ndd\n").unwrap();
+    let mut c = cfg(vec![f3]);
+    c.batch_max_bytes = 8;
+    let (got, _) = collect(c, None, |_| true).await;
+    let batches: Vec<(usize, &str)> = got.iter().map(|g| (g.batch, g.body.as_str())).collect();
+    assert_eq!(
+        batches,
+        [(0, "aaaa"), (0, "bbbb"), (1, "cccccccccccc"), (2, "dd")]
+    );
+}
+
+#[tokio::test]
+async fn a_restart_resumes_strictly_after_the_checkpointed_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("in");
+    std::fs::write(&file, "l0\n\nl2\nl3\n").unwrap();
+    let cp = store(dir.path());
+
+    let (first, _) = collect(cfg(vec![file.clone()]), Some(cp.clone()), |_| true).await;
+    assert_eq!(bodies(&first), ["l0", "l2", "l3"]);
+    append(&file, "l4\r\n\nl6\n");
+    let (second, _) = collect(cfg(vec![file.clone()]), Some(cp.clone()), |_| true).await;
+    let seen: Vec<(&str, i64, i64)> = second
+        .iter()
+        .map(|g| (g.body.as_str(), g.pos.offset, g.pos.sequence_number))
+        .collect();
+    assert_eq!(
+        seen,
+        [("l4", 10, 4), ("l6", 15, 6)],
+        "no duplicate, no gap, numbering continues"
+    );
+
+    // A checkpoint in the middle (as a crash would leave it): the next line is the first.
+    cp.save(
+        "s",
+        &[(
+            key(&file),
+            Checkpoint {
+                offset: 3,
+                sequence_number: 1,
+            },
+        )],
+    )
+    .unwrap();
+    let (third, _) = collect(cfg(vec![file.clone()]), Some(cp.clone()), |_| true).await;
+    assert_eq!(bodies(&third), ["l2", "l3", "l4", "l6"]);
+    assert_eq!(third[0].pos.sequence_number, 2);
+    assert_eq!(
+        cp.load("s", &key(&file)).unwrap(),
+        Some(Checkpoint {
+            offset: 15,
+            sequence_number: 6
+        })
+    );
 }
 
 #[tokio::test]
 async fn an_undelivered_batch_stops_the_checkpoint_before_it() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("in.ndjson");
+    let file = dir.path().join("in");
     std::fs::write(&file, "a\nb\nc\nd\n").unwrap();
-    let store: Arc<dyn CheckpointStore> =
-        Arc::new(FileCheckpointStore::open(dir.path().join("cp.json")).unwrap());
-    let mut c = cfg("s", vec![file.clone()]);
+    let cp = store(dir.path());
+    let mut c = cfg(vec![file.clone()]);
     c.batch_max_events = 1;
-    collect(c, Some(store.clone()), |n| n != 2).await;
-    let cp = store
-        .load("s", &file.display().to_string())
-        .unwrap()
-        .unwrap();
+
+    let (_, stats) = collect(c, Some(cp.clone()), |n| n != 2).await;
+    assert_eq!((stats.batches_acked, stats.batches_failed), (3, 1));
     assert_eq!(
-        cp.sequence_number, 1,
-        "batch 2 (line 2) failed: the position stays at line 1"
+        cp.load("s", &key(&file)).unwrap(),
+        Some(Checkpoint { offset: 2, sequence_number: 1 }),
+        "batch 1 (line b) committed; batch 2 (line c) failed, so nothing past it, though d was acknowledged"
     );
-    let again = collect(cfg("s", vec![file.clone()]), Some(store), |_| true).await;
-    let bodies: Vec<&[u8]> = again.iter().map(|e| e.0.as_slice()).collect();
+    let (again, _) = collect(cfg(vec![file.clone()]), Some(cp), |_| true).await;
     assert_eq!(
-        bodies,
-        [&b"c"[..], b"d"],
+        bodies(&again),
+        ["c", "d"],
         "the undelivered line is read again"
     );
 }
 
 #[tokio::test]
-async fn a_file_shorter_than_its_checkpoint_is_read_from_the_start() {
+async fn a_file_that_no_longer_matches_its_checkpoint_is_read_from_the_start() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("in.ndjson");
-    std::fs::write(&file, "x\n").unwrap();
-    let store: Arc<dyn CheckpointStore> =
-        Arc::new(FileCheckpointStore::open(dir.path().join("cp.json")).unwrap());
-    store
-        .save(
-            "s",
-            &[(
-                file.display().to_string(),
-                Checkpoint {
-                    offset: 100,
-                    sequence_number: 50,
-                },
-            )],
-        )
-        .unwrap();
-    let events = collect(cfg("s", vec![file]), Some(store), |_| true).await;
-    assert_eq!(events.len(), 1);
-    assert_eq!(events[0].1.sequence_number, 0);
+    let file = dir.path().join("in");
+    std::fs::write(&file, "x\ny\n").unwrap();
+    let cp = store(dir.path());
+
+    // Shorter than the checkpoint (truncated).
+    cp.save(
+        "s",
+        &[(
+            key(&file),
+            Checkpoint {
+                offset: 100,
+                sequence_number: 50,
+            },
+        )],
+    )
+    .unwrap();
+    let (got, _) = collect(cfg(vec![file.clone()]), Some(cp.clone()), |_| true).await;
+    assert_eq!(bodies(&got), ["x", "y"]);
+    assert_eq!(got[0].pos.sequence_number, 0);
+
+    // Long enough, but the offset is not a line start (replaced).
+    std::fs::write(&file, "xxxxxx\nz\n").unwrap();
+    cp.save(
+        "s",
+        &[(
+            key(&file),
+            Checkpoint {
+                offset: 2,
+                sequence_number: 1,
+            },
+        )],
+    )
+    .unwrap();
+    let (got, _) = collect(cfg(vec![file.clone()]), Some(cp.clone()), |_| true).await;
+    assert_eq!(bodies(&got), ["xxxxxx", "z"]);
 }
 
 #[tokio::test]
-async fn follow_mode_delivers_appended_lines_and_stops_on_shutdown() {
+async fn follow_mode_delivers_appended_lines_and_new_files_and_stops_on_shutdown() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("in.ndjson");
+    let watched = dir.path().join("logs");
+    std::fs::create_dir(&watched).unwrap();
+    let file = watched.join("a");
     std::fs::write(&file, "first\n").unwrap();
-    let mut c = cfg("s", vec![dir.path().to_path_buf()]);
+    let cp = store(dir.path());
+    let mut c = cfg(vec![watched.clone()]);
     c.follow = true;
-    let (tx, mut rx) = mpsc::channel(4);
+    let (tx, mut rx) = mpsc::channel(2);
     let (trigger, shutdown) = crate::shutdown::channel();
-    let task = tokio::spawn(Box::new(FileSource::new(c, None)).run(tx, shutdown));
-    let mut got = Vec::new();
-    let b = recv(&mut rx).await;
-    got.extend(b.events.iter().map(|e| e.body.clone()));
-    b.ack.ack();
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&file)
-        .unwrap()
-        .write_all_sync(b"second\npart");
-    std::fs::write(dir.path().join("new.ndjson"), "other\n").unwrap();
-    while got.len() < 3 {
-        let b = recv(&mut rx).await;
-        got.extend(b.events.iter().map(|e| e.body.clone()));
+    let src = FileSource::new(c, Some(cp.clone()));
+    let stats = src.stats();
+    let task = tokio::spawn(Box::new(src).run(tx, shutdown));
+
+    let mut got: Vec<(String, i64)> = Vec::new();
+    let take = |b: Batch, got: &mut Vec<(String, i64)>| {
+        got.extend(b.events.iter().map(|e| {
+            (
+                String::from_utf8(e.body.clone()).unwrap(),
+                e.position.offset,
+            )
+        }));
         b.ack.ack();
+    };
+    let b = tokio::time::timeout(BOUND, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    take(b, &mut got);
+
+    append(&file, "second\npart");
+    std::fs::write(watched.join("b"), "other\n").unwrap();
+    while got.len() < 3 {
+        let b = tokio::time::timeout(BOUND, rx.recv())
+            .await
+            .expect("appended lines arrive")
+            .unwrap();
+        take(b, &mut got);
+    }
+    append(&file, "ial\n");
+    while got.len() < 4 {
+        let b = tokio::time::timeout(BOUND, rx.recv())
+            .await
+            .expect("the completed line arrives")
+            .unwrap();
+        take(b, &mut got);
     }
     got.sort();
     assert_eq!(
         got,
-        [b"first".to_vec(), b"other".to_vec(), b"second".to_vec()],
-        "the partial last line waits"
+        [
+            ("first".into(), 0),
+            ("other".into(), 0),
+            ("partial".into(), 13),
+            ("second".into(), 6)
+        ],
+        "a partial last line waits for its newline"
     );
-    trigger.trigger();
-    tokio::time::timeout(Duration::from_secs(10), task)
+
+    // Truncation: read again from the start.
+    std::fs::write(&file, "new\n").unwrap();
+    let b = tokio::time::timeout(BOUND, rx.recv())
         .await
-        .expect("stops within 10 s")
+        .expect("the rewritten file is read")
+        .unwrap();
+    assert_eq!(b.events[0].body, b"new");
+    assert_eq!(
+        (
+            b.events[0].position.offset,
+            b.events[0].position.sequence_number
+        ),
+        (0, 0)
+    );
+    b.ack.ack();
+
+    trigger.trigger();
+    let started = std::time::Instant::now();
+    tokio::time::timeout(BOUND, task)
+        .await
+        .expect("stops in time")
         .unwrap()
         .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no outstanding batch: no waiting"
+    );
+    assert_eq!(
+        cp.load("s", &key(&file)).unwrap(),
+        Some(Checkpoint {
+            offset: 0,
+            sequence_number: 0
+        })
+    );
+    assert_eq!(
+        cp.load("s", &key(&watched.join("b"))).unwrap(),
+        Some(Checkpoint {
+            offset: 0,
+            sequence_number: 0
+        })
+    );
+    assert_eq!(stats.snapshot().events, 5);
+}
+
+#[tokio::test]
+async fn shutdown_waits_a_bounded_time_for_acknowledgements() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("in");
+    std::fs::write(&file, "a\nb\n").unwrap();
+    let cp = store(dir.path());
+    let mut c = cfg(vec![file.clone()]);
+    c.follow = true;
+    c.batch_max_events = 1;
+    c.ack_wait = Duration::from_millis(300);
+    let (tx, mut rx) = mpsc::channel(2);
+    let (trigger, shutdown) = crate::shutdown::channel();
+    let task = tokio::spawn(Box::new(FileSource::new(c, Some(cp.clone()))).run(tx, shutdown));
+    let first = tokio::time::timeout(BOUND, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let second = tokio::time::timeout(BOUND, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    first.ack.ack();
+    // `second` is held: never acknowledged before the source gives up.
+    trigger.trigger();
+    let started = std::time::Instant::now();
+    tokio::time::timeout(BOUND, task)
+        .await
+        .expect("stops in time")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(
+        cp.load("s", &key(&file)).unwrap(),
+        Some(Checkpoint {
+            offset: 0,
+            sequence_number: 0
+        })
+    );
+    drop(second);
 }
 
 #[tokio::test]
 async fn a_missing_input_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-file");
     let (tx, _rx) = mpsc::channel(1);
     let (_t, shutdown) = crate::shutdown::channel();
-    let err = Box::new(FileSource::new(
-        cfg("s", vec!["/no/such/file".into()]),
-        None,
-    ))
-    .run(tx, shutdown)
-    .await
-    .unwrap_err();
-    assert!(format!("{err:#}").contains("/no/such/file"), "{err:#}");
+    let run = Box::new(FileSource::new(cfg(vec![missing.clone()]), None)).run(tx, shutdown);
+    let err = tokio::time::timeout(BOUND, run).await.unwrap().unwrap_err();
+    assert!(format!("{err:#}").contains(&key(&missing)), "{err:#}");
+    assert!(matches!(
+        err.downcast_ref::<FileSourceError>(),
+        Some(FileSourceError::Missing { .. })
+    ));
 }
 
 #[tokio::test]
 async fn overlong_lines_are_cut_but_positions_stay_exact() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("in.ndjson");
-    std::fs::write(&file, "0123456789\nok\n").unwrap();
-    let mut c = cfg("s", vec![file]);
+    let file = dir.path().join("in");
+    std::fs::write(&file, "0123456789\r\nok\n").unwrap();
+    let mut c = cfg(vec![file]);
     c.max_line_bytes = 4;
-    let events = collect(c, None, |_| true).await;
-    assert_eq!(events[0].0, b"0123");
-    assert_eq!(events[1].0, b"ok");
-    assert_eq!(events[1].1.offset, 11);
-}
-
-trait WriteAllSync {
-    fn write_all_sync(self, b: &[u8]);
-}
-
-impl WriteAllSync for std::fs::File {
-    fn write_all_sync(mut self, b: &[u8]) {
-        use std::io::Write;
-        self.write_all(b).unwrap();
-        self.sync_all().unwrap();
-    }
-}
-
-async fn recv(rx: &mut mpsc::Receiver<Batch>) -> Batch {
-    tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("bounded")
-        .expect("open")
+    let (got, _) = collect(c, None, |_| true).await;
+    let seen: Vec<(&str, i64, i64)> = got
+        .iter()
+        .map(|g| (g.body.as_str(), g.pos.offset, g.pos.sequence_number))
+        .collect();
+    assert_eq!(seen, [("0123", 0, 0), ("ok", 12, 1)]);
 }
