@@ -1213,7 +1213,11 @@ impl Checker {
                     bad(self, 0, "a number");
                     return None;
                 }
-                Some(Type::Real)
+                // A whole number rounds to a whole number (the evaluator returns a long).
+                match ty(0) {
+                    Some(Type::Long) => Some(Type::Long),
+                    _ => Some(Type::Real),
+                }
             }
             Func::Coalesce => {
                 let mut t = None;

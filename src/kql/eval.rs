@@ -143,11 +143,13 @@ fn order(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
     }
 }
 
+/// Equality as Kusto defines it for nulls: `null == x` is false (so `null != x` is true) and
+/// `null == null` is null. Strings have no null in Kusto, so a missing string equals `""`.
 fn compare_eq(a: &Value, b: &Value) -> Option<bool> {
-    if a.is_null() || b.is_null() {
-        return None;
-    }
     match (a, b) {
+        (Value::Null, Value::Null) => None,
+        (Value::Null, Value::Str(s)) | (Value::Str(s), Value::Null) => Some(s.is_empty()),
+        (Value::Null, _) | (_, Value::Null) => Some(false),
         (Value::Dynamic(x), Value::Dynamic(y)) => Some(x == y),
         _ => order(a, b).map(|o| o == std::cmp::Ordering::Equal),
     }
@@ -409,8 +411,19 @@ fn call(func: Func, args: &[Expr], row: &[Value], cx: &Context) -> Value {
             };
             match plain(arg(0)) {
                 Value::Long(x) if digits >= 0 => Value::Long(x),
-                v @ (Value::Long(_) | Value::Real(_)) => {
-                    let x = v.as_f64().unwrap_or(0.0);
+                // Whole numbers stay whole (the checker types `round(long)` as long): round
+                // half away from zero in integers, exact for any long.
+                Value::Long(x) => {
+                    let m = 10i64.pow(digits.unsigned_abs());
+                    let (q, r) = (x / m, x % m);
+                    let q = if r.unsigned_abs() * 2 >= m as u64 {
+                        q + x.signum()
+                    } else {
+                        q
+                    };
+                    Value::Long(q.saturating_mul(m))
+                }
+                Value::Real(x) => {
                     let m = 10f64.powi(digits);
                     Value::Real((x * m).round() / m)
                 }

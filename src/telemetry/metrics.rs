@@ -246,30 +246,17 @@ impl Metrics {
     /// Adds what a query counted since `before`.
     pub fn add_query(&self, name: &str, now: &QueryStats, before: &QueryStats, series: usize) {
         let l = &[name];
-        self.query
-            .rows
-            .with_label_values(l)
-            .inc_by(now.matched - before.matched);
-        self.query
-            .outside_window
-            .with_label_values(l)
-            .inc_by(now.outside_window - before.outside_window);
-        self.query
-            .late
-            .with_label_values(l)
-            .inc_by(now.late - before.late);
-        self.query
-            .series_dropped
-            .with_label_values(l)
-            .inc_by(now.series_dropped - before.series_dropped);
-        self.query
-            .rows_evicted
-            .with_label_values(l)
-            .inc_by(now.rows_evicted - before.rows_evicted);
-        self.query
-            .pane_merges
-            .with_label_values(l)
-            .inc_by(now.pane_merges - before.pane_merges);
+        let q = &self.query;
+        for (counter, now, before) in [
+            (&q.rows, now.matched, before.matched),
+            (&q.outside_window, now.outside_window, before.outside_window),
+            (&q.late, now.late, before.late),
+            (&q.series_dropped, now.series_dropped, before.series_dropped),
+            (&q.rows_evicted, now.rows_evicted, before.rows_evicted),
+            (&q.pane_merges, now.pane_merges, before.pane_merges),
+        ] {
+            counter.with_label_values(l).inc_by(now.saturating_sub(before));
+        }
         self.query.series.with_label_values(l).set(series as i64);
     }
 }
