@@ -246,7 +246,12 @@ impl QueryState {
                     self.stats.pane_merges += 1;
                 }
             }
-            Store::Tumbling { open, width, .. } => {
+            Store::Tumbling {
+                open,
+                closed,
+                width,
+                ..
+            } => {
                 let start = time::bin(time, *width);
                 if start.saturating_add(*width) <= watermark {
                     self.stats.late += 1;
@@ -254,6 +259,14 @@ impl QueryState {
                 }
                 let bin = open.entry(start).or_default();
                 if !bin.contains_key(&key) {
+                    // Finished bins yield to live ones (as in `advance`): otherwise a query
+                    // without a window would stop counting once its history filled the cap.
+                    while self.series >= max_series {
+                        match closed.pop_first() {
+                            Some((_, rows)) => self.series -= rows.len(),
+                            None => break,
+                        }
+                    }
                     if self.series >= max_series {
                         self.stats.series_dropped += 1;
                         return;

@@ -1,1 +1,664 @@
+//! Aggregate-state and window tests: every aggregation (nulls, merge of partial states),
+//! sliding-window edges and expiry, pane coarsening, tumbling bins closed by the watermark,
+//! the caps, and the operators after `summarize`. Clocks are explicit; expected values are
+//! computed by hand.
 
+use std::sync::Arc;
+
+use super::agg::AggState;
+use super::query::{QueryLimits, QueryState, ResultTable};
+use crate::kql::check::compile;
+use crate::kql::eval::Context;
+use crate::kql::plan::{Aggregate, Plan, Stage};
+use crate::parse::Row;
+use crate::pipeline::{Engine, EngineOptions, QuerySpec};
+use crate::schema::Schemas;
+use crate::source::{Event, Position};
+use crate::time::{parse_datetime, TICKS_PER_DAY, TICKS_PER_MINUTE};
+use crate::value::Value;
+
+const CLUSTER: &str = "AmlComputeClusterEvent";
+
+fn dt(text: &str) -> i64 {
+    parse_datetime(text).expect("a valid datetime").0
+}
+
+/// 2024-03-01T10:00:00Z, the start of every test's timeline.
+fn t0() -> i64 {
+    dt("2024-03-01T10:00:00Z")
+}
+
+fn min(n: i64) -> i64 {
+    n * TICKS_PER_MINUTE
+}
+
+/// `t0 + n` minutes.
+fn at(n: i64) -> i64 {
+    t0() + min(n)
+}
+
+fn plan(query: &str) -> Arc<Plan> {
+    Arc::new(compile(query, &Schemas::embedded()).unwrap_or_else(|d| panic!("{query}\n{d}")))
+}
+
+fn state(query: &str) -> QueryState {
+    QueryState::new(plan(query), QueryLimits::default())
+}
+
+fn state_with(query: &str, limits: QueryLimits) -> QueryState {
+    QueryState::new(plan(query), limits)
+}
+
+/// An AmlComputeClusterEvent row at `time` with the given columns set (others null).
+fn row(time: i64, set: &[(&str, Value)]) -> Row {
+    let schemas = Schemas::embedded();
+    let table = schemas.table(CLUSTER).expect("known table");
+    let t = &schemas.tables[table];
+    let mut values = vec![Value::Null; t.columns.len()];
+    values[t.time_column()] = Value::DateTime(time);
+    for (name, v) in set {
+        values[t.column(name).unwrap_or_else(|| panic!("no column {name}"))] = v.clone();
+    }
+    Row {
+        table,
+        time,
+        values,
+    }
+}
+
+/// A row of cluster `name` at `time`.
+fn named(time: i64, name: &str) -> Row {
+    row(time, &[("ClusterName", Value::str(name))])
+}
+
+fn s(text: &str) -> Value {
+    Value::str(text)
+}
+
+fn n(v: i64) -> Value {
+    Value::Long(v)
+}
+
+fn when(t: i64) -> Value {
+    Value::DateTime(t)
+}
+
+fn rows(t: ResultTable) -> Vec<Vec<Value>> {
+    t.rows
+}
+
+// ---- aggregate state -------------------------------------------------------------------
+
+/// The aggregates of `AmlComputeClusterEvent | summarize <aggs>`.
+fn aggregates(aggs: &str) -> Vec<Aggregate> {
+    let p = plan(&format!("{CLUSTER} | summarize {aggs}"));
+    match &p.stage {
+        Stage::Summarize(s) => s.aggregates.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn absorb(aggs: &[Aggregate], input: &[Row]) -> Vec<AggState> {
+    let cx = Context { now: at(60) };
+    let mut states: Vec<AggState> = aggs.iter().map(AggState::new).collect();
+    for r in input {
+        for (st, agg) in states.iter_mut().zip(aggs) {
+            st.update(agg, &r.values, &cx);
+        }
+    }
+    states
+}
+
+fn finish(aggs: &[Aggregate], states: &[AggState]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (st, agg) in states.iter().zip(aggs) {
+        st.finish(agg, &mut out);
+    }
+    out
+}
+
+/// Seven rows with nulls in both columns:
+///
+/// | # | TargetNodeCount | ClusterName | CoreCount |
+/// |---|-----------------|-------------|-----------|
+/// | 0 | 3               | a           | 10        |
+/// | 1 | null            | b           | 20        |
+/// | 2 | 7               | c           | null      |
+/// | 3 | 1               | a           | 5         |
+/// | 4 | 7               | d           | 40        |
+/// | 5 | null            | null        | 15        |
+/// | 6 | 4               | a           | 30        |
+fn sample() -> Vec<Row> {
+    let data: [(Option<i64>, Option<&str>, Option<i64>); 7] = [
+        (Some(3), Some("a"), Some(10)),
+        (None, Some("b"), Some(20)),
+        (Some(7), Some("c"), None),
+        (Some(1), Some("a"), Some(5)),
+        (Some(7), Some("d"), Some(40)),
+        (None, None, Some(15)),
+        (Some(4), Some("a"), Some(30)),
+    ];
+    data.iter()
+        .enumerate()
+        .map(|(i, (tnc, name, cores))| {
+            row(
+                at(i as i64),
+                &[
+                    ("TargetNodeCount", tnc.map(Value::Long).unwrap_or_default()),
+                    ("ClusterName", name.map(Value::str).unwrap_or_default()),
+                    ("CoreCount", cores.map(Value::Long).unwrap_or_default()),
+                ],
+            )
+        })
+        .collect()
+}
+
+/// Every aggregation function, over [`sample`].
+const EVERY_AGGREGATE: &str = "count(), countif(TargetNodeCount > 3), \
+    sum(TargetNodeCount), sumif(TargetNodeCount, ClusterName == \"a\"), \
+    sum(todouble(TargetNodeCount)), avg(TargetNodeCount), \
+    avgif(TargetNodeCount, ClusterName == \"a\"), avgif(TargetNodeCount, ClusterName == \"b\"), \
+    min(TargetNodeCount), max(TargetNodeCount), min(ClusterName), max(ClusterName), \
+    dcount(ClusterName), dcount(TargetNodeCount), \
+    arg_max(TargetNodeCount, ClusterName), arg_min(TargetNodeCount, ClusterName), \
+    arg_max(CoreCount, TargetNodeCount, ClusterName), \
+    percentile(TargetNodeCount, 0), percentile(TargetNodeCount, 20), \
+    percentile(TargetNodeCount, 21), percentile(TargetNodeCount, 50), \
+    percentile(TargetNodeCount, 95), percentile(todouble(TargetNodeCount), 100)";
+
+fn every_expected() -> Vec<Value> {
+    vec![
+        n(7),                   // count(): every row, nulls included
+        n(3),                   // countif: 7, 7, 4
+        n(22),                  // sum: 3 + 7 + 1 + 7 + 4
+        n(8),                   // sumif a: 3 + 1 + 4
+        Value::Real(22.0),      // sum of reals
+        Value::Real(4.4),       // avg: 22 / 5, nulls not counted
+        Value::Real(8.0 / 3.0), // avgif a
+        Value::Null,            // avgif b: only nulls
+        n(1),                   // min
+        n(7),                   // max
+        s("a"),                 // min(ClusterName)
+        s("d"),                 // max(ClusterName)
+        n(4),                   // dcount(ClusterName): a b c d
+        n(4),                   // dcount(TargetNodeCount): 3 7 1 4
+        n(7),                   // arg_max: the first row with the maximum wins
+        s("c"),                 //   ... its ClusterName
+        n(1),                   // arg_min
+        s("a"),                 //   ... its ClusterName
+        n(40),                  // arg_max(CoreCount, ...)
+        n(7),                   //   ... TargetNodeCount
+        s("d"),                 //   ... ClusterName
+        n(1),                   // p0: sorted 1 3 4 7 7, rank 1
+        n(1),                   // p20: rank ceil(1.0) = 1
+        n(3),                   // p21: rank ceil(1.05) = 2
+        n(4),                   // p50: rank ceil(2.5) = 3
+        n(7),                   // p95: rank ceil(4.75) = 5
+        Value::Real(7.0),       // p100 of reals
+    ]
+}
+
+#[test]
+fn every_aggregate_over_rows_with_nulls() {
+    let aggs = aggregates(EVERY_AGGREGATE);
+    let got = finish(&aggs, &absorb(&aggs, &sample()));
+    assert_eq!(got, every_expected());
+}
+
+#[test]
+fn merged_partial_states_equal_one_state_over_everything() {
+    let aggs = aggregates(EVERY_AGGREGATE);
+    let input = sample();
+    let whole = finish(&aggs, &absorb(&aggs, &input));
+    for cut in 0..=input.len() {
+        let mut left = absorb(&aggs, &input[..cut]);
+        let right = absorb(&aggs, &input[cut..]);
+        for ((l, r), agg) in left.iter_mut().zip(&right).zip(&aggs) {
+            l.merge(r, agg.func);
+        }
+        assert_eq!(finish(&aggs, &left), whole, "split at {cut}");
+    }
+}
+
+#[test]
+fn aggregates_of_no_rows() {
+    let aggs = aggregates(EVERY_AGGREGATE);
+    let got = finish(&aggs, &absorb(&aggs, &[]));
+    // Counts, sums and dcounts are zero; everything else (arg_* with its carried columns,
+    // percentiles) is null.
+    let mut want = vec![n(0), n(0), n(0), n(0), Value::Real(0.0)];
+    want.extend(vec![Value::Null; 7]); // avg, avgif ×2, min ×2, max ×2
+    want.extend([n(0), n(0)]);
+    want.extend(vec![Value::Null; 13]);
+    assert_eq!(got, want);
+}
+
+#[test]
+fn percentile_is_the_nearest_rank_element() {
+    let aggs = aggregates(
+        "percentile(TargetNodeCount, 0), percentile(TargetNodeCount, 25), \
+         percentile(TargetNodeCount, 50), percentile(TargetNodeCount, 75), \
+         percentile(TargetNodeCount, 76), percentile(TargetNodeCount, 100)",
+    );
+    let input: Vec<Row> = [4, 1, 3, 2]
+        .iter()
+        .map(|v| row(t0(), &[("TargetNodeCount", n(*v))]))
+        .collect();
+    assert_eq!(
+        finish(&aggs, &absorb(&aggs, &input)),
+        vec![n(1), n(1), n(2), n(3), n(4), n(4)]
+    );
+}
+
+#[test]
+fn dcount_is_exact_on_small_sets() {
+    let aggs = aggregates("dcount(ClusterName), dcount(CoreCount)");
+    let input: Vec<Row> = (0..40)
+        .map(|i| {
+            row(
+                t0(),
+                &[
+                    ("ClusterName", Value::str(&format!("c{}", i % 13))),
+                    ("CoreCount", n(i % 7)),
+                ],
+            )
+        })
+        .collect();
+    assert_eq!(finish(&aggs, &absorb(&aggs, &input)), vec![n(13), n(7)]);
+}
+
+#[test]
+fn sum_and_avg_of_timespans_stay_timespans() {
+    let aggs = aggregates("sum(now() - TimeGenerated), avg(now() - TimeGenerated)");
+    // now() is at(60): ages 60, 50 and 40 minutes.
+    let input = [row(at(0), &[]), row(at(10), &[]), row(at(20), &[])];
+    assert_eq!(
+        finish(&aggs, &absorb(&aggs, &input)),
+        vec![Value::TimeSpan(min(150)), Value::TimeSpan(min(50))]
+    );
+}
+
+// ---- sliding windows -------------------------------------------------------------------
+
+const LAST_10M: &str =
+    "AmlComputeClusterEvent | where TimeGenerated > ago(10m) | summarize count() by ClusterName";
+
+#[test]
+fn sliding_edge_is_exclusive_with_greater_than() {
+    let mut q = state(LAST_10M);
+    let clock = at(30);
+    q.ingest(&named(clock - min(10), "gpu"), clock, clock);
+    assert_eq!(q.stats.outside_window, 1, "exactly at clock - 10m: outside");
+    q.ingest(&named(clock - min(10) + 1, "gpu"), clock, clock);
+    assert_eq!(q.stats.matched, 1, "one tick later: inside");
+    assert_eq!(rows(q.result(clock)), vec![vec![s("gpu"), n(1)]]);
+
+    // One tick later the row is exactly at the edge and leaves.
+    q.advance(clock + 1, clock + 1);
+    assert!(rows(q.result(clock + 1)).is_empty());
+    assert_eq!(q.series(), 0);
+}
+
+#[test]
+fn sliding_edge_is_inclusive_with_greater_or_equal() {
+    let mut q = state(
+        "AmlComputeClusterEvent | where TimeGenerated >= ago(10m) | summarize count() by ClusterName",
+    );
+    let clock = at(30);
+    q.ingest(&named(clock - min(10), "gpu"), clock, clock);
+    assert_eq!(q.stats.outside_window, 0);
+    assert_eq!(rows(q.result(clock)), vec![vec![s("gpu"), n(1)]]);
+    q.advance(clock + 1, clock + 1);
+    assert!(rows(q.result(clock + 1)).is_empty());
+}
+
+#[test]
+fn rows_leave_the_window_as_the_clock_advances() {
+    let mut q = state(LAST_10M);
+    for m in [20, 22, 25, 29] {
+        q.ingest(&named(at(m), "gpu"), at(m), at(m));
+    }
+    let count_at = |q: &QueryState, m: i64| rows(q.result(at(m)));
+    assert_eq!(count_at(&q, 29), vec![vec![s("gpu"), n(4)]]);
+    // At 30 the edge is 20: the row at 20 is out.
+    q.advance(at(30), at(30));
+    assert_eq!(count_at(&q, 30), vec![vec![s("gpu"), n(3)]]);
+    q.advance(at(35), at(35));
+    assert_eq!(count_at(&q, 35), vec![vec![s("gpu"), n(1)]]);
+    q.advance(at(39), at(39));
+    assert!(count_at(&q, 39).is_empty());
+    // Reading at a later clock without advancing judges the window by that clock too.
+    let mut q = state(LAST_10M);
+    q.ingest(&named(at(20), "gpu"), at(20), at(20));
+    assert!(count_at(&q, 30).is_empty());
+}
+
+#[test]
+fn out_of_order_rows_inside_the_window_count() {
+    let mut q = state(LAST_10M);
+    let clock = at(30);
+    for m in [29, 25, 27, 21] {
+        q.ingest(&named(at(m), "gpu"), clock, clock);
+    }
+    assert_eq!(rows(q.result(clock)), vec![vec![s("gpu"), n(4)]]);
+    // Later, one arrives behind the others but still inside the window.
+    q.advance(at(32), at(32));
+    q.ingest(&named(at(23), "gpu"), at(32), at(32));
+    // At 32 the edge is 22: 21 is gone, 23 25 27 29 remain.
+    assert_eq!(rows(q.result(at(32))), vec![vec![s("gpu"), n(4)]]);
+    assert_eq!(q.stats.outside_window, 0);
+}
+
+#[test]
+fn a_row_older_than_the_window_is_never_counted() {
+    let mut q = state(LAST_10M);
+    let clock = at(30);
+    q.ingest(&named(at(19), "old"), clock, clock);
+    q.ingest(&named(at(29), "new"), clock, clock);
+    assert_eq!(q.stats.outside_window, 1);
+    assert_eq!(q.stats.rows_in, 2);
+    assert_eq!(q.stats.matched, 1);
+    assert_eq!(rows(q.result(clock)), vec![vec![s("new"), n(1)]]);
+    q.advance(at(31), at(31));
+    assert_eq!(rows(q.result(at(31))), vec![vec![s("new"), n(1)]]);
+}
+
+#[test]
+fn a_series_that_empties_is_removed() {
+    let mut q = state(LAST_10M);
+    q.ingest(&named(at(21), "gpu"), at(21), at(21));
+    q.ingest(&named(at(29), "cpu"), at(29), at(29));
+    assert_eq!(q.series(), 2);
+    q.advance(at(31), at(31));
+    assert_eq!(q.series(), 1);
+    assert_eq!(rows(q.result(at(31))), vec![vec![s("cpu"), n(1)]]);
+    // The freed slot can be taken by a new series.
+    q.ingest(&named(at(31), "gpu"), at(31), at(31));
+    assert_eq!(q.series(), 2);
+    q.advance(at(45), at(45));
+    assert_eq!(q.series(), 0);
+}
+
+#[test]
+fn coarsened_panes_still_count_everything_in_the_window() {
+    let mut q = state_with(
+        "AmlComputeClusterEvent | where TimeGenerated > ago(1h) \
+         | summarize count(), sum(TargetNodeCount), max(TargetNodeCount) by ClusterName",
+        QueryLimits {
+            max_panes: 4,
+            ..QueryLimits::default()
+        },
+    );
+    // 20 distinct minutes, out of order, values 1..=20.
+    let clock = at(20);
+    for i in (1..=20).rev().step_by(2).chain((1..=20).step_by(2)) {
+        let r = row(
+            at(i),
+            &[("ClusterName", s("gpu")), ("TargetNodeCount", n(i))],
+        );
+        q.ingest(&r, clock, clock);
+    }
+    assert!(q.stats.pane_merges > 0);
+    assert_eq!(
+        rows(q.result(clock)),
+        vec![vec![s("gpu"), n(20), n(210), n(20)]]
+    );
+    q.advance(at(100), at(100));
+    assert_eq!(q.series(), 0, "everything left the window");
+}
+
+// ---- tumbling bins ---------------------------------------------------------------------
+
+const BINS_5M: &str = "AmlComputeClusterEvent | summarize count() by bin(TimeGenerated, 5m)";
+
+#[test]
+fn a_bin_closes_when_the_watermark_reaches_its_end() {
+    let mut q = state(BINS_5M);
+    q.ingest(&named(at(1), "a"), at(1), at(0));
+    q.ingest(&named(at(3), "a"), at(3), at(2));
+    q.ingest(&named(at(6), "a"), at(6), at(5) - 1);
+    q.advance(at(6), at(5) - 1);
+    assert!(rows(q.result(at(6))).is_empty(), "bin 10:00 still open");
+    assert!(rows(q.export(at(6))).is_empty());
+
+    q.advance(at(6), at(5));
+    assert_eq!(rows(q.result(at(6))), vec![vec![when(at(0)), n(2)]]);
+    assert_eq!(rows(q.export(at(6))), vec![vec![when(at(0)), n(2)]]);
+
+    // A row for the closed bin is late and not counted.
+    q.ingest(&named(at(2), "a"), at(6), at(5));
+    assert_eq!(q.stats.late, 1);
+    q.ingest(&named(at(7), "a"), at(7), at(6));
+    q.advance(at(11), at(10));
+    assert_eq!(
+        rows(q.result(at(11))),
+        vec![vec![when(at(0)), n(2)], vec![when(at(5)), n(2)]]
+    );
+    assert_eq!(
+        rows(q.export(at(11))),
+        vec![vec![when(at(5)), n(2)]],
+        "metrics show the last closed bin"
+    );
+
+    // End of input closes the open bin.
+    q.ingest(&named(at(12), "a"), at(12), at(11));
+    q.flush();
+    assert_eq!(
+        rows(q.result(at(12))),
+        vec![
+            vec![when(at(0)), n(2)],
+            vec![when(at(5)), n(2)],
+            vec![when(at(10)), n(1)]
+        ]
+    );
+    assert_eq!(q.stats.matched, 5);
+}
+
+#[test]
+fn bins_with_other_keys_put_the_bin_in_its_place() {
+    let mut q =
+        state("AmlComputeClusterEvent | summarize count() by ClusterName, bin(TimeGenerated, 5m)");
+    for (m, name) in [(1, "b"), (2, "a"), (3, "b"), (6, "a")] {
+        q.ingest(&named(at(m), name), at(m), at(0));
+    }
+    q.flush();
+    assert_eq!(
+        rows(q.result(at(6))),
+        vec![
+            vec![s("a"), when(at(0)), n(1)],
+            vec![s("b"), when(at(0)), n(2)],
+            vec![s("a"), when(at(5)), n(1)],
+        ]
+    );
+}
+
+#[test]
+fn bins_leave_the_result_with_the_window() {
+    let mut q = state(
+        "AmlComputeClusterEvent | where TimeGenerated > ago(15m) \
+         | summarize count() by bin(TimeGenerated, 5m)",
+    );
+    for m in [1, 6, 11] {
+        q.ingest(&named(at(m), "a"), at(m), at(m) - min(1));
+    }
+    q.advance(at(16), at(15));
+    // Edge 10:01: bin 10:00 still overlaps the window.
+    assert_eq!(
+        rows(q.result(at(16))),
+        vec![
+            vec![when(at(0)), n(1)],
+            vec![when(at(5)), n(1)],
+            vec![when(at(10)), n(1)]
+        ]
+    );
+    assert_eq!(q.series(), 3);
+    // Edge 10:05: bin 10:00 (up to 10:04:59.9999999) has left.
+    q.advance(at(20), at(20));
+    assert_eq!(
+        rows(q.result(at(20))),
+        vec![vec![when(at(5)), n(1)], vec![when(at(10)), n(1)]]
+    );
+    assert_eq!(q.series(), 2);
+}
+
+// ---- caps ------------------------------------------------------------------------------
+
+#[test]
+fn series_beyond_the_cap_are_dropped_and_existing_ones_still_update() {
+    let mut q = state_with(
+        "AmlComputeClusterEvent | summarize count() by ClusterName",
+        QueryLimits {
+            max_series: 2,
+            ..QueryLimits::default()
+        },
+    );
+    for (m, name) in [(1, "a"), (2, "b"), (3, "c"), (4, "a"), (5, "c"), (6, "b")] {
+        q.ingest(&named(at(m), name), at(m), at(m));
+    }
+    assert_eq!(q.stats.series_dropped, 2);
+    assert_eq!(q.stats.matched, 4);
+    assert_eq!(q.series(), 2);
+    assert_eq!(
+        rows(q.result(at(6))),
+        vec![vec![s("a"), n(2)], vec![s("b"), n(2)]]
+    );
+}
+
+#[test]
+fn closed_bins_make_room_for_new_ones_under_the_series_cap() {
+    let mut q = state_with(
+        BINS_5M,
+        QueryLimits {
+            max_series: 2,
+            ..QueryLimits::default()
+        },
+    );
+    for m in [1, 6, 11, 16] {
+        q.ingest(&named(at(m), "a"), at(m), at(m) - min(1));
+        q.advance(at(m + 4), at(m + 4));
+    }
+    assert_eq!(q.stats.series_dropped, 0);
+    assert_eq!(q.series(), 2);
+    assert_eq!(
+        rows(q.result(at(20))),
+        vec![vec![when(at(10)), n(1)], vec![when(at(15)), n(1)]]
+    );
+}
+
+#[test]
+fn retained_rows_keep_the_most_recent() {
+    let mut q = state_with(
+        "AmlComputeClusterEvent | project ClusterName",
+        QueryLimits {
+            max_rows: 3,
+            ..QueryLimits::default()
+        },
+    );
+    for (m, name) in [(1, "a"), (5, "e"), (2, "b"), (4, "d"), (3, "c")] {
+        q.ingest(&named(at(m), name), at(5), at(5));
+    }
+    assert_eq!(q.stats.rows_evicted, 2);
+    assert_eq!(q.stats.matched, 5);
+    assert_eq!(q.series(), 3);
+    assert_eq!(
+        rows(q.result(at(5))),
+        vec![vec![s("c")], vec![s("d")], vec![s("e")]]
+    );
+
+    let mut q = state("AmlComputeClusterEvent | project ClusterName | take 2");
+    for (m, name) in [(1, "a"), (3, "c"), (2, "b")] {
+        q.ingest(&named(at(m), name), at(3), at(3));
+    }
+    assert_eq!(q.stats.rows_evicted, 1);
+    assert_eq!(rows(q.result(at(3))), vec![vec![s("b")], vec![s("c")]]);
+}
+
+#[test]
+fn retained_rows_leave_with_the_window() {
+    let mut q =
+        state("AmlComputeClusterEvent | where TimeGenerated > ago(10m) | project ClusterName");
+    q.ingest(&named(at(1), "a"), at(1), at(1));
+    q.ingest(&named(at(8), "b"), at(8), at(8));
+    q.advance(at(11), at(11));
+    assert_eq!(rows(q.result(at(11))), vec![vec![s("b")]]);
+    assert_eq!(q.series(), 1);
+}
+
+// ---- after summarize, and without a time filter ----------------------------------------
+
+#[test]
+fn operators_after_summarize_apply_to_the_result() {
+    let query = |post: &str| {
+        let mut q = state(&format!(
+            "AmlComputeClusterEvent | summarize n = count() by ClusterName {post}"
+        ));
+        for (m, name) in [(1, "a"), (2, "b"), (3, "c"), (4, "a"), (5, "c"), (6, "c")] {
+            q.ingest(&named(at(m), name), at(m), at(m));
+        }
+        rows(q.result(at(6)))
+    };
+    assert_eq!(
+        query("| extend twice = n * 2 | where twice > 2 | project ClusterName, twice"),
+        vec![vec![s("a"), n(4)], vec![s("c"), n(6)]]
+    );
+    assert_eq!(query("| take 1"), vec![vec![s("a"), n(2)]]);
+    assert_eq!(query("| count"), vec![vec![n(3)]]);
+    assert_eq!(query("| where n > 5 | count"), vec![vec![n(0)]]);
+}
+
+#[test]
+fn without_a_time_filter_everything_since_start_counts() {
+    let mut q = state("AmlComputeClusterEvent | summarize count() by ClusterName");
+    q.ingest(&named(at(0) - 30 * TICKS_PER_DAY, "a"), at(0), at(0));
+    q.ingest(&named(at(0), "a"), at(0), at(0));
+    q.advance(at(0) + 365 * TICKS_PER_DAY, at(0) + 365 * TICKS_PER_DAY);
+    assert_eq!(
+        rows(q.result(at(0) + 365 * TICKS_PER_DAY)),
+        vec![vec![s("a"), n(2)]]
+    );
+    assert_eq!(q.stats.outside_window, 0);
+}
+
+#[test]
+fn end_to_end_through_the_engine() {
+    let kql = "AmlComputeClusterEvent | where TimeGenerated > ago(1h) \
+               | summarize max(TargetNodeCount), count() by ClusterName";
+    let spec = QuerySpec {
+        name: Arc::from("q"),
+        description: String::new(),
+        kql: kql.to_string(),
+        plan: plan(kql),
+        limits: QueryLimits::default(),
+    };
+    let mut engine = Engine::new(Schemas::embedded(), vec![spec], EngineOptions::default());
+    let body = |time: &str, cluster: &str, target: i64| {
+        format!(
+            r#"{{"records":[{{"time":"{time}","resourceId":"/SUBSCRIPTIONS/S/RESOURCEGROUPS/R/PROVIDERS/MICROSOFT.MACHINELEARNINGSERVICES/WORKSPACES/W","category":"AmlComputeClusterEvent","properties":{{"ClusterName":"{cluster}","TargetNodeCount":{target}}}}}]}}"#
+        )
+    };
+    let bodies = [
+        body("2024-03-01T10:00:00Z", "gpu", 4),
+        body("2024-03-01T10:30:00Z", "gpu", 2),
+        body("2024-03-01T10:40:00Z", "cpu", 8),
+        body("2024-03-01T11:10:00Z", "gpu", 1),
+    ];
+    for (i, b) in bodies.iter().enumerate() {
+        let event = Event {
+            body: b.clone().into_bytes(),
+            position: Position {
+                partition: Arc::from("0"),
+                offset: i as i64,
+                sequence_number: i as i64,
+                enqueued_time: None,
+            },
+        };
+        engine.ingest("test", &event);
+    }
+    engine.end_batch().expect("no dead letters to flush");
+    // Clock 11:10, window after 10:10: the 10:00 row has left.
+    let result = engine.result("q").expect("the query");
+    assert_eq!(
+        result.rows,
+        vec![vec![s("cpu"), n(8), n(1)], vec![s("gpu"), n(2), n(2)]]
+    );
+}
