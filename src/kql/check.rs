@@ -302,6 +302,8 @@ impl Checker {
             ExprKind::Column(n) => scope.iter().any(|c| *c.name == **n && c.is_time),
             _ => false,
         };
+        let is_now = |e: &ast::Expr| matches!(&e.kind, ExprKind::Call { name, args } if name.name == "now" && args.is_empty());
+        // `ago(X)` and its spelled-out form `now() - X`.
         let ago = |e: &ast::Expr| -> Option<i64> {
             match &e.kind {
                 ExprKind::Call { name, args } if name.name == "ago" && args.len() == 1 => {
@@ -310,10 +312,17 @@ impl Checker {
                         _ => None,
                     }
                 }
+                ExprKind::Binary {
+                    op: BinaryOp::Sub,
+                    lhs,
+                    rhs,
+                } if is_now(lhs) => match &rhs.kind {
+                    ExprKind::Literal(Literal::TimeSpan(t)) if *t > 0 => Some(*t),
+                    _ => None,
+                },
                 _ => None,
             }
         };
-        let is_now = |e: &ast::Expr| matches!(&e.kind, ExprKind::Call { name, args } if name.name == "now" && args.is_empty());
         match &e.kind {
             ExprKind::Binary { op, lhs, rhs } => {
                 let (op, time_side, other) = if is_time(lhs) {
@@ -1237,11 +1246,22 @@ impl Checker {
                 t
             }
         };
+        // Branches of mixed long and real: the long ones are converted, so that the value
+        // has the type the checker gave it.
+        let widen =
+            out == Some(Type::Real) && matches!(func, Func::Iif | Func::Case | Func::Coalesce);
+        let args = typed_args
+            .into_iter()
+            .map(|t| match t.ty {
+                Some(Type::Long) if widen => Expr::Call {
+                    func: Func::ToReal,
+                    args: vec![t.expr],
+                },
+                _ => t.expr,
+            })
+            .collect();
         Some(Typed {
-            expr: Expr::Call {
-                func,
-                args: typed_args.into_iter().map(|t| t.expr).collect(),
-            },
+            expr: Expr::Call { func, args },
             ty: out,
         })
     }

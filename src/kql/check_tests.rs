@@ -892,7 +892,6 @@ fn time_filters_that_are_not_windows_stay_predicates() {
         window(&q("where TimeGenerated !between (ago(1h) .. now())")),
         (None, 1)
     );
-    assert_eq!(window(&q("where TimeGenerated > now() - 1h")), (None, 1));
     // After summarize, TimeGenerated is a result column, filtered when read.
     let p = plan(
         "AmlComputeClusterEvent | summarize count() by bin(TimeGenerated, 5m) \
@@ -939,4 +938,41 @@ fn bin_of_the_event_time_is_a_tumbling_key() {
         panic!("{:?}", p.stage)
     };
     assert_eq!(s.bin, None, "a numeric bin is an ordinary key");
+}
+
+#[test]
+fn now_minus_a_timespan_is_a_window_too() {
+    let schemas = Schemas::embedded();
+    let plan = compile(
+        "AmlComputeJobEvent | where TimeGenerated > now() - 1h | count",
+        &schemas,
+    )
+    .unwrap();
+    assert_eq!(
+        plan.window.map(|w| (w.length, w.inclusive)),
+        Some((crate::time::TICKS_PER_HOUR, false))
+    );
+    assert!(plan.pre.is_empty(), "lifted, not a per-row predicate");
+}
+
+#[test]
+fn mixed_numeric_branches_take_the_checked_type() {
+    let schemas = Schemas::embedded();
+    let plan = compile(
+        "AmlComputeJobEvent | extend x = iif(true, 1, 2.5), y = case(false, 1.5, 7)",
+        &schemas,
+    )
+    .unwrap();
+    let crate::kql::plan::RowOp::Extend(items) = &plan.pre[0] else {
+        panic!("extend")
+    };
+    let cx = crate::kql::eval::Context { now: 0 };
+    assert_eq!(
+        crate::kql::eval::eval(&items[0].1, &[], &cx),
+        crate::value::Value::Real(1.0)
+    );
+    assert_eq!(
+        crate::kql::eval::eval(&items[1].1, &[], &cx),
+        crate::value::Value::Real(7.0)
+    );
 }

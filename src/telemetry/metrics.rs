@@ -255,7 +255,9 @@ impl Metrics {
             (&q.rows_evicted, now.rows_evicted, before.rows_evicted),
             (&q.pane_merges, now.pane_merges, before.pane_merges),
         ] {
-            counter.with_label_values(l).inc_by(now.saturating_sub(before));
+            counter
+                .with_label_values(l)
+                .inc_by(now.saturating_sub(before));
         }
         self.query.series.with_label_values(l).set(series as i64);
     }

@@ -385,11 +385,20 @@ impl QueryState {
                 .filter(|((t, _), _)| window.is_none_or(|w| w.contains(*t, clock)))
                 .map(|(_, r)| r.clone())
                 .collect(),
+            (Stage::Summarize(s), Store::Total(map)) if s.keys.is_empty() && map.is_empty() => {
+                let empty: States = s.aggregates.iter().map(AggState::new).collect();
+                vec![finish(&empty, &s.aggregates)]
+            }
             (Stage::Summarize(s), Store::Total(map)) => sorted(
                 map.iter()
                     .map(|(k, st)| with_key(k, None, finish(st, &s.aggregates)))
                     .collect(),
             ),
+            // Kusto: `summarize count()` without `by` over no rows is one row of zeros.
+            (Stage::Summarize(s), Store::Sliding(map)) if s.keys.is_empty() && map.is_empty() => {
+                let empty: States = s.aggregates.iter().map(AggState::new).collect();
+                vec![finish(&empty, &s.aggregates)]
+            }
             (Stage::Summarize(s), Store::Sliding(map)) => {
                 let w = window.expect("sliding store has a window");
                 sorted(

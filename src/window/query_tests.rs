@@ -662,3 +662,15 @@ fn end_to_end_through_the_engine() {
         vec![vec![s("cpu"), n(8), n(1)], vec![s("gpu"), n(2), n(2)]]
     );
 }
+
+#[test]
+fn count_without_by_over_nothing_is_one_row_of_zero() {
+    let schemas = crate::schema::Schemas::embedded();
+    for kql in ["AmlComputeJobEvent | count", "AmlComputeJobEvent | where TimeGenerated > ago(1h) | summarize n = count(), s = sum(toint(1))"] {
+        let plan = std::sync::Arc::new(crate::kql::check::compile(kql, &schemas).unwrap());
+        let q = QueryState::new(plan, QueryLimits::default());
+        let r = q.result(0);
+        assert_eq!(r.rows.len(), 1, "{kql}");
+        assert_eq!(r.rows[0][0], Value::Long(0), "{kql}");
+    }
+}
