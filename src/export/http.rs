@@ -20,12 +20,15 @@ use crate::shutdown::Shutdown;
 use crate::telemetry::Metrics;
 use crate::window::ResultTable;
 
+/// Every query with its result.
+pub type Snapshot = Vec<(QuerySpec, ResultTable)>;
+
 /// What a handler can ask the engine task.
 pub enum Request {
     /// Every query's result as metrics export it (last closed bin).
-    Exports(oneshot::Sender<Vec<(QuerySpec, ResultTable)>>),
+    Exports(oneshot::Sender<Snapshot>),
     /// Every query's full current result.
-    Results(oneshot::Sender<Vec<(QuerySpec, ResultTable)>>),
+    Results(oneshot::Sender<Snapshot>),
 }
 
 #[derive(Clone)]
@@ -61,8 +64,8 @@ pub async fn serve(
 
 async fn ask(
     state: &AdminState,
-    make: fn(oneshot::Sender<Vec<(QuerySpec, ResultTable)>>) -> Request,
-) -> Result<Vec<(QuerySpec, ResultTable)>, Response> {
+    make: fn(oneshot::Sender<Snapshot>) -> Request,
+) -> Result<Snapshot, Response> {
     let (tx, rx) = oneshot::channel();
     let unavailable = || {
         (

@@ -267,11 +267,11 @@ fn has_term(haystack: &str, needle: &str, cs: bool) -> bool {
         let before_ok = h[..at]
             .chars()
             .next_back()
-            .map_or(true, |c| !is_word(c) || !n.starts_with(is_word));
+            .is_none_or(|c| !is_word(c) || !n.starts_with(is_word));
         let after_ok = h[at + n.len()..]
             .chars()
             .next()
-            .map_or(true, |c| !is_word(c) || !n.ends_with(is_word));
+            .is_none_or(|c| !is_word(c) || !n.ends_with(is_word));
         if before_ok && after_ok {
             return true;
         }

@@ -148,8 +148,10 @@ impl Parser {
                     .map(|cols| record::TablePlan::new(table, cols))
             })
             .collect();
-        let mut stats = ParseStats::default();
-        stats.records = vec![0; schemas.tables.len()];
+        let stats = ParseStats {
+            records: vec![0; schemas.tables.len()],
+            ..ParseStats::default()
+        };
         Parser {
             schemas,
             plans,

@@ -49,7 +49,7 @@ impl AggState {
                 best: None,
                 carried: Vec::new(),
             },
-            AggFunc::Percentile { .. } => AggState::Percentile(Box::new(Quantiles::new())),
+            AggFunc::Percentile { .. } => AggState::Percentile(Box::default()),
         }
     }
 
@@ -195,7 +195,7 @@ impl AggState {
             AggState::Arg { best, carried } => {
                 out.push(best.clone().unwrap_or_default());
                 if carried.is_empty() {
-                    out.extend(std::iter::repeat(Value::Null).take(agg.carried.len()));
+                    out.extend(std::iter::repeat_n(Value::Null, agg.carried.len()));
                 } else {
                     out.extend(carried.iter().cloned());
                 }
