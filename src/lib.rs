@@ -19,6 +19,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod export;
 pub mod kql;
 pub mod parse;

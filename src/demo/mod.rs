@@ -1,0 +1,4 @@
+//! The demo: a synthetic Azure ML estate published into the emulator and consumed by the
+//! real AMQP source with the default query pack.
+
+pub mod workload;
