@@ -31,9 +31,17 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     task: JoinHandle<anyhow::Result<()>>,
     inputs_done: tokio::sync::watch::Receiver<bool>,
+    requests: mpsc::Sender<Request>,
 }
 
 impl Running {
+    /// Every query's current result (asks the engine task, like the query API does).
+    pub async fn results(&self) -> Option<http::Snapshot> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.requests.send(Request::Results(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
     /// Resolves once every source has finished and the engine absorbed everything (finite
     /// inputs only; follow-mode sources end only at shutdown).
     pub async fn inputs_done(&mut self) {
@@ -72,7 +80,7 @@ pub async fn start(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Run
     let (req_tx, req_rx) = mpsc::channel::<Request>(64);
     let ready = Arc::new(AtomicBool::new(false));
     let admin = AdminState {
-        requests: req_tx,
+        requests: req_tx.clone(),
         metrics: metrics.clone(),
         ready: ready.clone(),
     };
@@ -156,6 +164,7 @@ pub async fn start(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Run
         metrics,
         task,
         inputs_done: done_rx,
+        requests: req_tx,
     })
 }
 
