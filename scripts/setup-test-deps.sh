@@ -2,7 +2,9 @@
 # Installs what the test suite needs beyond the Rust toolchain, idempotently:
 #   - Prometheus and promtool (Debian package `prometheus`): /metrics is checked with
 #     `promtool check metrics` and scraped by a real Prometheus server in tests/prometheus.rs.
+#   - the official Python Event Hubs SDK in .venv (a test peer for the emulator).
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 need_apt=()
 if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
@@ -20,3 +22,15 @@ fi
 # The Debian package may start nothing here (no init system), but make sure no stray
 # Prometheus from the package holds the default ports during tests.
 echo "setup: promtool $(promtool --version 2>&1 | head -n1 | awk '{print $3}'), prometheus ready"
+
+# The official Python Event Hubs SDK (azure-eventhub, pure-Python AMQP stack) is an
+# independent test peer for the emulator (tests/emulator.rs, tests/peers/). It lives in a
+# venv at .venv (gitignored); reinstalled only when the pinned version is missing.
+PY_EVENTHUB_VERSION=5.15.1
+VENV=.venv
+if ! "$VENV/bin/python" -c "import azure.eventhub, sys; sys.exit(0 if azure.eventhub.__version__ == '$PY_EVENTHUB_VERSION' else 1)" >/dev/null 2>&1; then
+  echo "setup: installing azure-eventhub==$PY_EVENTHUB_VERSION into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "azure-eventhub==$PY_EVENTHUB_VERSION"
+fi
+echo "setup: azure-eventhub $("$VENV/bin/python" -c 'import azure.eventhub; print(azure.eventhub.__version__)') ready in $VENV"

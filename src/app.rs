@@ -16,6 +16,7 @@ use crate::export::http::{self, AdminState, Request};
 use crate::pipeline::{DeadLetter, Engine};
 use crate::schema::Schemas;
 use crate::shutdown::Shutdown;
+use crate::source::amqp::AmqpSource;
 use crate::source::file::{FileSource, FileSourceConfig};
 use crate::source::{Batch, Source};
 use crate::telemetry::Metrics;
@@ -55,7 +56,19 @@ impl Running {
 }
 
 /// Starts everything; returns once the admin server is bound.
-pub async fn start(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Running> {
+pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Running> {
+    // The service stops on the caller's signal, or when a source fails: a source that
+    // cannot go on (e.g. Event Hubs refused the credentials) ends the service with its
+    // error, so the process exits non-zero instead of serving stale results.
+    let (stop, shutdown) = crate::shutdown::channel();
+    let stop = Arc::new(stop);
+    let forward = {
+        let (stop, mut outer) = (stop.clone(), outer);
+        tokio::spawn(async move {
+            outer.wait().await;
+            stop.trigger();
+        })
+    };
     let schemas = Schemas::embedded();
     let metrics = Arc::new(Metrics::new());
     let mut engine = Engine::new(schemas, settings.queries.clone(), settings.engine.clone())
@@ -103,12 +116,35 @@ pub async fn start(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Run
                     cfg.commit_interval = *every;
                 }
                 let source = FileSource::new(cfg, checkpoints.clone());
-                commit_counters.push((name.clone(), source.stats()));
+                let stats = source.stats();
+                let commits: CommitCount = Box::new(move || stats.snapshot().commits);
+                commit_counters.push((name.clone(), commits));
+                Box::new(source)
+            }
+            SourceSettings::Amqp(cfg) => {
+                let mut cfg = cfg.clone();
+                if let Some((_, every)) = &settings.checkpoint {
+                    cfg.commit_interval = *every;
+                }
+                let name = cfg.name.clone();
+                let source =
+                    AmqpSource::new(cfg, checkpoints.clone()).with_prometheus(metrics.amqp.clone());
+                let stats = source.metrics();
+                let commits: CommitCount = Box::new(move || stats.commits());
+                commit_counters.push((name, commits));
                 Box::new(source)
             }
         };
         let name = source.name().to_string();
-        let task = tokio::spawn(source.run(batch_tx.clone(), shutdown.clone()));
+        let run = source.run(batch_tx.clone(), shutdown.clone());
+        let stop = stop.clone();
+        let task = tokio::spawn(async move {
+            let result = run.await;
+            if result.is_err() {
+                stop.trigger();
+            }
+            result
+        });
         sources.push((name, task));
     }
     drop(batch_tx);
@@ -157,6 +193,7 @@ pub async fn start(settings: Settings, shutdown: Shutdown) -> anyhow::Result<Run
             Ok(Err(e)) => tracing::warn!(error = %e, "admin server error"),
             Err(e) => tracing::warn!(error = %e, "admin server task failed"),
         }
+        forward.abort();
         result
     });
     Ok(Running {
@@ -281,14 +318,16 @@ async fn wait_for_signal() {
     }
 }
 
-type CommitCounters = Vec<(String, Arc<crate::source::file::FileSourceCounters>)>;
+/// A source's count of successful checkpoint writes.
+type CommitCount = Box<dyn Fn() -> u64 + Send + Sync>;
+type CommitCounters = Vec<(String, CommitCount)>;
 
 /// Sources count their checkpoint commits themselves; this brings the metric up to their
 /// count (idempotent, so it can run from the ticker and once more after the drain).
 fn sync_commits(counters: &CommitCounters, metrics: &Metrics) {
     for (name, c) in counters {
         let metric = metrics.source.checkpoint_commits.with_label_values(&[name]);
-        metric.inc_by(c.snapshot().commits.saturating_sub(metric.get()));
+        metric.inc_by(c().saturating_sub(metric.get()));
     }
 }
 

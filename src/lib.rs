@@ -20,6 +20,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod emulator;
 pub mod export;
 pub mod kql;
 pub mod parse;

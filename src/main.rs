@@ -50,6 +50,19 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Everything in one process: the Event Hubs emulator, a synthetic Azure ML estate
+    /// publishing into it, and the AMQP consumer with the default query pack.
+    Demo {
+        /// Admin server address (/metrics, /api/v1/queries).
+        #[arg(long, default_value = "127.0.0.1:9393")]
+        listen: String,
+        /// Event-time seconds simulated per wall-clock second.
+        #[arg(long, default_value_t = 10)]
+        speed: u32,
+        /// Stop after this many seconds (default: until Ctrl-C).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
     /// End-to-end replay benchmark: the service path against the raw JSON parse floor, on
     /// the same bytes in the same run.
     Bench {
@@ -135,6 +148,28 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| rt.block_on(hubwatch::app::run(settings)));
             match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Demo {
+            listen,
+            speed,
+            seconds,
+        } => {
+            let opts = hubwatch::demo::DemoOptions {
+                listen,
+                speed: speed.max(1),
+                run_for: seconds.map(std::time::Duration::from_secs),
+                ..hubwatch::demo::DemoOptions::default()
+            };
+            match runtime()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(hubwatch::demo::run(opts)))
+            {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

@@ -90,6 +90,8 @@ pub struct CheckpointConfig {
     pub interval: Option<String>,
 }
 
+// Read once at start-up: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SourceConfig {
@@ -102,6 +104,47 @@ pub enum SourceConfig {
         /// Keep reading as files grow. Default false: stop at the end of the input.
         #[serde(default)]
         follow: bool,
+    },
+    /// An Event Hubs event hub over AMQP 1.0: every partition, concurrently; positions are
+    /// committed to `[checkpoint]` (every `checkpoint.interval`).
+    Amqp {
+        /// Name used in checkpoints, metrics and dead letters.
+        name: String,
+        /// `Endpoint=sb://<ns>.servicebus.windows.net/;SharedAccessKeyName=…;SharedAccessKey=…`
+        /// (or `SharedAccessSignature=…`; the emulator's has `UseDevelopmentEmulator=true`).
+        /// Write `${VARIABLE}` and keep the key in the environment.
+        connection_string: Option<String>,
+        /// `<ns>.servicebus.windows.net`, for Entra ID auth (instead of a connection string).
+        fully_qualified_namespace: Option<String>,
+        /// The event hub. Default: the connection string's `EntityPath`.
+        event_hub: Option<String>,
+        /// Default `$Default`.
+        consumer_group: Option<String>,
+        /// `connection_string` (the default with a connection string), or an Entra ID
+        /// credential: `workload_identity`, `managed_identity`, `client_secret`, `azure_cli`,
+        /// `default` (the default without one).
+        auth: Option<String>,
+        /// Client id of a user-assigned managed identity (or of the workload identity).
+        client_id: Option<String>,
+        /// Where a partition without a checkpoint starts (required): `earliest`, `latest`,
+        /// `sequence_number:<n>` or `enqueued_time:<RFC 3339>`.
+        start: String,
+        /// Owner level (epoch) of the receivers: an equal or higher one elsewhere takes a
+        /// partition over, and this source then leaves it. Default: none.
+        owner_level: Option<i64>,
+        /// Events buffered ahead per partition (link credit). Default 300.
+        prefetch: Option<u32>,
+        /// Events per batch at most. Default 256.
+        batch_max_events: Option<usize>,
+        /// A partial batch is sent this long after its first event (timespan). Default `200ms`.
+        batch_max_wait: Option<String>,
+        /// First reconnect delay (timespan); doubles per failure, with jitter. Default `200ms`.
+        reconnect_initial: Option<String>,
+        /// Longest reconnect delay (timespan). Default `30s`.
+        reconnect_max: Option<String>,
+        /// How often each partition's last enqueued sequence number is read for the lag
+        /// metrics (timespan). Default `30s`.
+        lag_poll_interval: Option<String>,
     },
 }
 

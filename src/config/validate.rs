@@ -14,6 +14,7 @@ use crate::kql::diag::line_col;
 use crate::parse::ParserLimits;
 use crate::pipeline::{EngineOptions, QuerySpec};
 use crate::schema::Schemas;
+use crate::source::amqp::{AmqpSourceConfig, Auth, EntraKind, StartPosition};
 use crate::time;
 use crate::window::QueryLimits;
 
@@ -28,6 +29,8 @@ pub struct Settings {
     pub queries: Vec<QuerySpec>,
 }
 
+// Built once at start-up, a handful at most: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum SourceSettings {
     File {
@@ -35,6 +38,7 @@ pub enum SourceSettings {
         paths: Vec<PathBuf>,
         follow: bool,
     },
+    Amqp(AmqpSourceConfig),
 }
 
 /// Every problem found in the configuration.
@@ -158,6 +162,20 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
                     follow: *follow,
                 });
             }
+            SourceConfig::Amqp { name, .. } => {
+                if !source_names.insert(name.clone()) {
+                    errors.push(format!(
+                        "{file}: sources[{i}]: a source named '{name}' already exists"
+                    ));
+                }
+                let before = errors.len();
+                let cfg = amqp_source(s, &mut |what, e| {
+                    errors.push(format!("{file}: sources[{i}] '{name}': {what}: {e}"))
+                });
+                if errors.len() == before {
+                    sources.push(SourceSettings::Amqp(cfg));
+                }
+            }
         }
     }
 
@@ -229,6 +247,169 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
         sources,
         queries,
     })
+}
+
+/// An `amqp` source's settings; every problem goes to `error(field, message)`.
+fn amqp_source(s: &SourceConfig, error: &mut dyn FnMut(&str, String)) -> AmqpSourceConfig {
+    let SourceConfig::Amqp {
+        name,
+        connection_string,
+        fully_qualified_namespace,
+        event_hub,
+        consumer_group,
+        auth,
+        client_id,
+        start,
+        owner_level,
+        prefetch,
+        batch_max_events,
+        batch_max_wait,
+        reconnect_initial,
+        reconnect_max,
+        lag_poll_interval,
+    } = s
+    else {
+        unreachable!("called for amqp sources only")
+    };
+    let mut cfg = AmqpSourceConfig::new(name.clone(), String::new());
+    // `${ENV}` in every text field. Errors name the variable, never its value (the
+    // connection string's is the secret).
+    let mut env = |what: &str, v: &Option<String>| -> Option<String> {
+        v.as_ref()
+            .and_then(|t| interpolate(t).map_err(|e| error(what, e)).ok())
+    };
+    cfg.connection_string = env("connection_string", connection_string);
+    let fully_qualified_namespace = env("fully_qualified_namespace", fully_qualified_namespace);
+    let event_hub = env("event_hub", event_hub);
+    let consumer_group = env("consumer_group", consumer_group);
+    let client_id = env("client_id", client_id);
+    let parsed = cfg.connection_string.as_ref().and_then(|c| {
+        c.parse::<crate::source::amqp::ConnectionString>()
+            .map_err(|e| error("connection_string", e.to_string()))
+            .ok()
+    });
+    cfg.fully_qualified_namespace = fully_qualified_namespace.clone();
+    cfg.auth = match (auth.as_deref(), connection_string.is_some()) {
+        (None, true) | (Some("connection_string"), _) => Auth::ConnectionString,
+        (None, false) => Auth::Entra {
+            kind: EntraKind::Default,
+            client_id: None,
+        },
+        (Some(k), _) => {
+            let kind = match k {
+                "workload_identity" => EntraKind::WorkloadIdentity,
+                "managed_identity" => EntraKind::ManagedIdentity,
+                "client_secret" => EntraKind::ClientSecret,
+                "azure_cli" => EntraKind::AzureCli,
+                "default" => EntraKind::Default,
+                other => {
+                    error("auth", format!("'{other}' is not one of connection_string, workload_identity, managed_identity, client_secret, azure_cli, default"));
+                    EntraKind::Default
+                }
+            };
+            Auth::Entra {
+                kind,
+                client_id: client_id.clone(),
+            }
+        }
+    };
+    match (
+        &cfg.auth,
+        connection_string.is_some(),
+        fully_qualified_namespace.is_some(),
+    ) {
+        (Auth::ConnectionString, false, _) => error(
+            "connection_string",
+            "is required with auth = \"connection_string\"".into(),
+        ),
+        (Auth::Entra { .. }, _, false) => error(
+            "fully_qualified_namespace",
+            "is required with Entra ID auth".into(),
+        ),
+        (Auth::Entra { .. }, true, _) => error(
+            "connection_string",
+            "is not used with Entra ID auth; remove it or set auth = \"connection_string\"".into(),
+        ),
+        _ => {}
+    }
+    let entity = parsed.as_ref().and_then(|p| p.entity_path.clone());
+    cfg.event_hub = match (event_hub, entity) {
+        (Some(h), Some(e)) if h != e => {
+            error(
+                "event_hub",
+                format!("'{h}' differs from the connection string's EntityPath '{e}'"),
+            );
+            h
+        }
+        (Some(h), _) => h,
+        (None, Some(e)) => e,
+        (None, None) => {
+            error(
+                "event_hub",
+                "is required (the connection string has no EntityPath)".into(),
+            );
+            String::new()
+        }
+    };
+    if let Some(g) = consumer_group {
+        cfg.consumer_group = g;
+    }
+    match parse_start(start) {
+        Some(p) => cfg.start = p,
+        None => error(
+            "start",
+            format!("'{start}' is not earliest, latest, sequence_number:<n> or enqueued_time:<RFC 3339>"),
+        ),
+    }
+    cfg.owner_level = *owner_level;
+    if let Some(p) = prefetch {
+        cfg.prefetch = *p;
+    }
+    if let Some(n) = batch_max_events {
+        cfg.batch_max_events = (*n).max(1);
+    }
+    let mut span = |what: &str, v: &Option<String>, d: &mut std::time::Duration| {
+        if let Some(text) = v {
+            match time::parse_timespan(text) {
+                Some(t) if t >= 0 => *d = Duration::from_nanos((t * 100) as u64),
+                _ => error(
+                    what,
+                    format!("'{text}' is not a timespan (e.g. 200ms, 30s)"),
+                ),
+            }
+        }
+    };
+    span("batch_max_wait", batch_max_wait, &mut cfg.batch_max_wait);
+    span(
+        "reconnect_initial",
+        reconnect_initial,
+        &mut cfg.reconnect.initial,
+    );
+    span("reconnect_max", reconnect_max, &mut cfg.reconnect.max);
+    span(
+        "lag_poll_interval",
+        lag_poll_interval,
+        &mut cfg.lag_poll_interval,
+    );
+    cfg
+}
+
+/// `earliest`, `latest`, `sequence_number:<n>`, `enqueued_time:<RFC 3339>`.
+fn parse_start(s: &str) -> Option<StartPosition> {
+    let s = s.trim();
+    match s.to_ascii_lowercase().as_str() {
+        "earliest" => return Some(StartPosition::Earliest),
+        "latest" => return Some(StartPosition::Latest),
+        _ => {}
+    }
+    let (kind, value) = s.split_once(':')?;
+    match kind.trim().to_ascii_lowercase().as_str() {
+        "sequence_number" => value.trim().parse().ok().map(StartPosition::SequenceNumber),
+        "enqueued_time" => {
+            time::parse_datetime(value.trim()).map(|(t, _)| StartPosition::EnqueuedTime(t))
+        }
+        _ => None,
+    }
 }
 
 fn valid_name(n: &str) -> bool {
@@ -347,7 +528,131 @@ kql = "AmlComputeClusterEvent | count"
         let s = load(&p, &Schemas::embedded()).unwrap();
         assert_eq!(s.queries.len(), 1);
         assert_eq!(s.dead_letter.unwrap(), dir.path().join("dead.ndjson"));
-        let SourceSettings::File { paths, .. } = &s.sources[0];
+        let SourceSettings::File { paths, .. } = &s.sources[0] else {
+            panic!("a file source")
+        };
         assert_eq!(paths[0], dir.path().join("in"));
+    }
+
+    #[test]
+    fn amqp_sources_take_their_settings_and_keep_the_key_out_of_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        std::env::set_var(
+            "HUBWATCH_TEST_EH",
+            "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=listen;SharedAccessKey=c2VjcmV0a2V5;EntityPath=insights",
+        );
+        let p = write(
+            dir.path(),
+            "c.toml",
+            r#"[[sources]]
+type = "amqp"
+name = "eh"
+connection_string = "${HUBWATCH_TEST_EH}"
+consumer_group = "hubwatch"
+start = "enqueued_time:2024-05-01T00:00:00Z"
+owner_level = 0
+prefetch = 500
+batch_max_wait = "50ms"
+reconnect_max = "10s"
+lag_poll_interval = "1m"
+
+[[sources]]
+type = "amqp"
+name = "entra"
+fully_qualified_namespace = "ns.servicebus.windows.net"
+event_hub = "insights"
+auth = "workload_identity"
+start = "latest"
+"#,
+        );
+        let s = load(&p, &Schemas::embedded()).unwrap();
+        let SourceSettings::Amqp(a) = &s.sources[0] else {
+            panic!("an amqp source")
+        };
+        assert_eq!(a.event_hub, "insights", "from EntityPath");
+        assert_eq!(a.consumer_group, "hubwatch");
+        assert_eq!(a.auth, Auth::ConnectionString);
+        assert_eq!(
+            a.start,
+            StartPosition::EnqueuedTime(time::parse_datetime("2024-05-01T00:00:00Z").unwrap().0)
+        );
+        assert_eq!((a.owner_level, a.prefetch), (Some(0), 500));
+        assert_eq!(a.batch_max_wait, Duration::from_millis(50));
+        assert_eq!(a.reconnect.max, Duration::from_secs(10));
+        assert_eq!(a.lag_poll_interval, Duration::from_secs(60));
+        assert!(
+            !format!("{s:?}").contains("c2VjcmV0a2V5"),
+            "settings Debug redacts"
+        );
+        let SourceSettings::Amqp(b) = &s.sources[1] else {
+            panic!("an amqp source")
+        };
+        assert_eq!(b.start, StartPosition::Latest);
+        assert!(matches!(
+            b.auth,
+            Auth::Entra {
+                kind: EntraKind::WorkloadIdentity,
+                ..
+            }
+        ));
+
+        let p = write(
+            dir.path(),
+            "bad.toml",
+            r#"[[sources]]
+type = "amqp"
+name = "eh"
+connection_string = "${HUBWATCH_TEST_EH}"
+event_hub = "other"
+start = "yesterday"
+auth = "password"
+batch_max_wait = "soon"
+"#,
+        );
+        let e = load(&p, &Schemas::embedded()).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains(
+                "event_hub: 'other' differs from the connection string's EntityPath 'insights'"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("start: 'yesterday'"), "{text}");
+        assert!(text.contains("auth: 'password'"), "{text}");
+        assert!(text.contains("batch_max_wait: 'soon'"), "{text}");
+        assert!(!text.contains("c2VjcmV0a2V5"), "{text}");
+
+        let p = write(
+            dir.path(),
+            "missing.toml",
+            "[[sources]]\ntype = \"amqp\"\nname = \"eh\"\nevent_hub = \"h\"\nconnection_string = \"Endpoint=sb://x/;SharedAccessKey=k3yk3y\"\n",
+        );
+        let text = load(&p, &Schemas::embedded()).unwrap_err().to_string();
+        assert!(text.contains("missing field `start`"), "{text}");
+        let p = write(
+            dir.path(),
+            "nokey.toml",
+            "[[sources]]\ntype = \"amqp\"\nname = \"eh\"\nevent_hub = \"h\"\nstart = \"earliest\"\nconnection_string = \"Endpoint=sb://x/;SharedAccessKey=k3yk3y\"\n",
+        );
+        let text = load(&p, &Schemas::embedded()).unwrap_err().to_string();
+        assert!(text.contains("connection_string: neither"), "{text}");
+        assert!(!text.contains("k3yk3y"), "{text}");
+    }
+
+    #[test]
+    fn the_event_hubs_example_config_loads() {
+        std::env::set_var(
+            "EVENTHUB_CONNECTION_STRING",
+            "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=l;SharedAccessKey=k;EntityPath=insights",
+        );
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config/eventhubs.toml");
+        let s = load(&p, &Schemas::embedded()).unwrap();
+        let SourceSettings::Amqp(a) = &s.sources[0] else {
+            panic!("an amqp source")
+        };
+        assert_eq!(
+            (a.event_hub.as_str(), a.consumer_group.as_str()),
+            ("insights", "$Default")
+        );
     }
 }

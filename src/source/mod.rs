@@ -3,6 +3,7 @@
 //! sending [`Batch`]es of bodies with their positions and an acknowledgement token, and
 //! committing a position to the checkpoint store only once the pipeline acknowledged it.
 
+pub mod amqp;
 pub mod file;
 
 use std::future::Future;

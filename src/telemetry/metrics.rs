@@ -2,7 +2,9 @@
 //! that is passed around (no global statics). Names follow `hubwatch_<stage>_<name>_<unit>`;
 //! a test pins the full list.
 
-use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 use crate::parse::{ParseStats, RejectReason, RepairKind};
 use crate::window::QueryStats;
@@ -27,6 +29,12 @@ fn gauge(r: &Registry, name: &str, help: &str) -> Gauge {
 
 fn int_gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("registered once");
+    g
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
     r.register(Box::new(g.clone())).expect("registered once");
     g
 }
@@ -60,11 +68,83 @@ pub struct SourceMetrics {
     pub checkpoint_commits: IntCounterVec,
 }
 
+/// Event Hubs AMQP sources, per partition (labels `source`, `partition`; errors also
+/// `kind`: `disconnected`, `stolen`, `auth`, `other`). Cloned into each AMQP source, which
+/// updates them itself.
+#[derive(Clone)]
+pub struct AmqpMetrics {
+    pub events: IntCounterVec,
+    pub bytes: IntCounterVec,
+    pub processed_sequence_number: IntGaugeVec,
+    pub last_enqueued_sequence_number: IntGaugeVec,
+    pub lag_events: IntGaugeVec,
+    pub lag_seconds: GaugeVec,
+    pub reconnects: IntCounterVec,
+    pub errors: IntCounterVec,
+}
+
+impl AmqpMetrics {
+    fn new(r: &Registry) -> AmqpMetrics {
+        let sp = &["source", "partition"];
+        AmqpMetrics {
+            events: counter_vec(
+                r,
+                "hubwatch_amqp_events_total",
+                "Events received from Event Hubs, by partition.",
+                sp,
+            ),
+            bytes: counter_vec(
+                r,
+                "hubwatch_amqp_bytes_total",
+                "Body bytes received from Event Hubs, by partition.",
+                sp,
+            ),
+            processed_sequence_number: int_gauge_vec(
+                r,
+                "hubwatch_amqp_processed_sequence_number",
+                "Sequence number of the last event the whole pipeline acknowledged.",
+                sp,
+            ),
+            last_enqueued_sequence_number: int_gauge_vec(
+                r,
+                "hubwatch_amqp_last_enqueued_sequence_number",
+                "Sequence number of the last event enqueued in the partition (polled, or received).",
+                sp,
+            ),
+            lag_events: int_gauge_vec(
+                r,
+                "hubwatch_amqp_lag_events",
+                "Events enqueued in the partition and not yet acknowledged.",
+                sp,
+            ),
+            lag_seconds: gauge_vec(
+                r,
+                "hubwatch_amqp_lag_seconds",
+                "Age of the last acknowledged event while events wait behind it (0 when caught up).",
+                sp,
+            ),
+            reconnects: counter_vec(
+                r,
+                "hubwatch_amqp_reconnects_total",
+                "Receiver reopens after an error, by partition.",
+                sp,
+            ),
+            errors: counter_vec(
+                r,
+                "hubwatch_amqp_errors_total",
+                "Receive errors, by partition and kind (disconnected, stolen, auth, other).",
+                &["source", "partition", "kind"],
+            ),
+        }
+    }
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub parse: ParseMetrics,
     pub query: QueryMetrics,
     pub source: SourceMetrics,
+    pub amqp: AmqpMetrics,
     pub clock: Gauge,
     pub watermark: Gauge,
     pub up: IntGauge,
@@ -180,10 +260,12 @@ impl Metrics {
                 &["source"],
             ),
         };
+        let amqp = AmqpMetrics::new(&r);
         Metrics {
             parse,
             query,
             source,
+            amqp,
             clock: gauge(
                 &r,
                 "hubwatch_event_time_clock_seconds",
@@ -292,6 +374,19 @@ mod tests {
         ] {
             v.with_label_values(&["s"]);
         }
+        let a = &m.amqp;
+        for v in [&a.events, &a.bytes, &a.reconnects] {
+            v.with_label_values(&["s", "0"]);
+        }
+        for v in [
+            &a.processed_sequence_number,
+            &a.last_enqueued_sequence_number,
+            &a.lag_events,
+        ] {
+            v.with_label_values(&["s", "0"]);
+        }
+        a.lag_seconds.with_label_values(&["s", "0"]);
+        a.errors.with_label_values(&["s", "0", "auth"]);
         let mut names: Vec<String> = m
             .registry
             .gather()
@@ -302,6 +397,14 @@ mod tests {
         assert_eq!(
             names,
             [
+                "hubwatch_amqp_bytes_total",
+                "hubwatch_amqp_errors_total",
+                "hubwatch_amqp_events_total",
+                "hubwatch_amqp_lag_events",
+                "hubwatch_amqp_lag_seconds",
+                "hubwatch_amqp_last_enqueued_sequence_number",
+                "hubwatch_amqp_processed_sequence_number",
+                "hubwatch_amqp_reconnects_total",
                 "hubwatch_event_time_clock_seconds",
                 "hubwatch_event_time_watermark_seconds",
                 "hubwatch_parse_bodies_total",

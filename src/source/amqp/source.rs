@@ -1,0 +1,281 @@
+//! The AMQP source's own task: finds the partitions, starts one reader task per partition,
+//! forwards their batches to the pipeline (registering each first), settles outcomes,
+//! commits, and drains on shutdown.
+//!
+//! Who owns what: each reader owns its connection and position (`partition.rs`); this task
+//! owns the acknowledgement side ([`Progress`]).
+//! They talk through one bounded channel (readers → this task, one slot per partition: a
+//! reader gathers its next batch while its last one waits for the pipeline, and no more),
+//! the unbounded outcome channel of the [`crate::ack`] contract, and the shared statistics.
+//!
+//! Ending: on shutdown, or when a reader reports what reconnecting cannot fix (credentials
+//! refused, hub gone), the readers are told to stop, the outcomes of what the pipeline
+//! holds are awaited (at most `ack_wait`), positions are committed, and `run` returns —
+//! with the reader's error in the second case, so the service exits non-zero.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use azure_messaging_eventhubs::ConsumerClient;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::client::{Connector, Failure, CALL_TIMEOUT, CLOSE_TIMEOUT};
+use super::config::{random_unit, AmqpSourceConfig};
+use super::metrics::AmqpSourceMetrics;
+use super::partition::{End, PartitionReader};
+use super::position::OpenAt;
+use super::progress::Progress;
+use super::AmqpSourceError;
+use crate::ack::AckOutcome;
+use crate::checkpoint::{Checkpoint, CheckpointStore};
+use crate::shutdown::Shutdown;
+use crate::source::{Batch, BoxFuture, Source};
+use crate::telemetry::metrics::AmqpMetrics;
+
+/// After the outcomes are in, how long readers get to close their connections.
+const READERS_GRACE: Duration = Duration::from_secs(1);
+
+pub struct AmqpSource {
+    cfg: AmqpSourceConfig,
+    checkpoints: Option<Arc<dyn CheckpointStore>>,
+    metrics: Arc<AmqpSourceMetrics>,
+}
+
+impl AmqpSource {
+    pub fn new(cfg: AmqpSourceConfig, checkpoints: Option<Arc<dyn CheckpointStore>>) -> AmqpSource {
+        let metrics = Arc::new(AmqpSourceMetrics::new(&cfg.name, None));
+        AmqpSource {
+            cfg,
+            checkpoints,
+            metrics,
+        }
+    }
+
+    /// Mirrors the statistics into these Prometheus series. Call before [`Self::metrics`].
+    pub fn with_prometheus(mut self, prom: AmqpMetrics) -> AmqpSource {
+        self.metrics = Arc::new(AmqpSourceMetrics::new(&self.cfg.name, Some(prom)));
+        self
+    }
+
+    /// The live per-partition statistics; take this before `run` consumes the source.
+    pub fn metrics(&self) -> Arc<AmqpSourceMetrics> {
+        self.metrics.clone()
+    }
+}
+
+impl Source for AmqpSource {
+    fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    fn run(
+        self: Box<Self>,
+        out: mpsc::Sender<Batch>,
+        shutdown: Shutdown,
+    ) -> BoxFuture<anyhow::Result<()>> {
+        Box::pin(async move { run(*self, out, shutdown).await.map_err(anyhow::Error::from) })
+    }
+}
+
+async fn run(
+    src: AmqpSource,
+    out: mpsc::Sender<Batch>,
+    mut shutdown: Shutdown,
+) -> Result<(), AmqpSourceError> {
+    let AmqpSource {
+        cfg,
+        checkpoints,
+        metrics,
+    } = src;
+    let cfg = Arc::new(cfg);
+    let connector = Arc::new(Connector::new(&cfg)?);
+    let target = connector.target();
+    let Some(ids) = discover(&connector, &cfg, shutdown.clone()).await? else {
+        return Ok(());
+    };
+    tracing::info!(source = %cfg.name, %target, partitions = ids.len(), "event hub found");
+
+    let mut starts = Vec::with_capacity(ids.len());
+    for id in &ids {
+        let cp = load_checkpoint(checkpoints.clone(), &cfg.name, id).await?;
+        starts.push(OpenAt::initial(cp.as_ref(), cfg.start));
+    }
+
+    // The readers stop on this, which fires on shutdown or on a fatal error.
+    let (stop, stop_rx) = crate::shutdown::channel();
+    let (batch_tx, mut batch_rx) = mpsc::channel::<Batch>(ids.len().max(1));
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<AckOutcome>();
+    let batch_ids = Arc::new(AtomicU64::new(0));
+    let source_name: Arc<str> = Arc::from(cfg.name.as_str());
+    let mut readers = JoinSet::new();
+    for (id, open_at) in ids.iter().zip(starts) {
+        let reader = PartitionReader {
+            id: Arc::from(id.as_str()),
+            source: source_name.clone(),
+            cfg: cfg.clone(),
+            connector: connector.clone(),
+            open_at,
+            out: batch_tx.clone(),
+            acks: ack_tx.clone(),
+            batch_ids: batch_ids.clone(),
+            metrics: metrics.partition(id),
+            shutdown: stop_rx.clone(),
+        };
+        readers.spawn(reader.run());
+    }
+    drop(batch_tx);
+    drop(ack_tx);
+    drop(stop_rx);
+
+    let mut progress = Progress::new(&cfg.name, checkpoints, metrics.clone());
+    let every = cfg.commit_interval.max(Duration::from_millis(1));
+    let mut commit_tick = tokio::time::interval_at(Instant::now() + every, every);
+    commit_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let max_outstanding = cfg.max_outstanding_batches.max(1);
+    let mut held: Option<Batch> = None;
+    let mut readers_open = true;
+    let mut fatal: Option<AmqpSourceError> = None;
+    loop {
+        let take = readers_open && held.is_none() && progress.outstanding() < max_outstanding;
+        tokio::select! {
+            biased;
+            _ = shutdown.wait() => break,
+            Some(outcome) = ack_rx.recv() => progress.settle(&outcome),
+            _ = commit_tick.tick() => {
+                progress.commit_or_log().await;
+                metrics.refresh();
+            }
+            permit = out.reserve(), if held.is_some() => match (permit, held.take()) {
+                (Ok(permit), Some(batch)) => {
+                    progress.register(&batch);
+                    permit.send(batch);
+                }
+                _ => {
+                    tracing::warn!(source = %cfg.name, "the pipeline stopped taking batches; stopping");
+                    break;
+                }
+            },
+            batch = batch_rx.recv(), if take => match batch {
+                Some(batch) => held = Some(batch),
+                None => readers_open = false,
+            },
+            Some(joined) = readers.join_next() => match joined {
+                Ok((id, End::Fatal(failure))) => {
+                    tracing::error!(source = %cfg.name, partition = %id, kind = failure.kind.label(),
+                        detail = %failure.detail, "cannot go on reading; stopping the source");
+                    fatal = Some(failure.into_error(&target));
+                    break;
+                }
+                Ok((id, End::Stolen)) if readers.is_empty() => {
+                    tracing::warn!(source = %cfg.name, partition = %id,
+                        "every partition is owned by another receiver now; idle until shutdown");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    fatal = Some(AmqpSourceError::Service {
+                        target: target.clone(),
+                        detail: format!("a partition reader failed: {e}"),
+                    });
+                    break;
+                }
+            },
+        }
+    }
+
+    // Stop the readers; what was gathered and never forwarded was never registered, so its
+    // outcome is ignored and it is read again after a restart. Then let the pipeline know
+    // the input ended, and wait for what it holds.
+    stop.trigger();
+    drop(batch_rx);
+    drop(held);
+    drop(out);
+    progress.wait_for_outcomes(&mut ack_rx, cfg.ack_wait).await;
+    let committed = progress.commit().await;
+    metrics.refresh();
+    if tokio::time::timeout(READERS_GRACE, async {
+        while readers.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        readers.abort_all();
+    }
+    match fatal {
+        Some(e) => Err(e),
+        None => committed,
+    }
+}
+
+/// Reads the partition ids, retrying with backoff what a retry may fix. `None` on shutdown.
+async fn discover(
+    connector: &Connector,
+    cfg: &AmqpSourceConfig,
+    mut shutdown: Shutdown,
+) -> Result<Option<Vec<String>>, AmqpSourceError> {
+    let target = connector.target();
+    let mut attempt = 0u32;
+    loop {
+        let tried = tokio::select! {
+            _ = shutdown.wait() => return Ok(None),
+            r = tokio::time::timeout(CALL_TIMEOUT, read_partitions(connector)) => r,
+        };
+        let failure = match tried {
+            Ok(Ok(ids)) if !ids.is_empty() => return Ok(Some(ids)),
+            Ok(Ok(_)) => {
+                return Err(AmqpSourceError::Service {
+                    target,
+                    detail: "the event hub reports no partitions".to_string(),
+                })
+            }
+            Ok(Err(f)) if f.kind.is_fatal() => return Err(f.into_error(&target)),
+            Ok(Err(f)) => f.detail,
+            Err(_) => format!("no answer within {CALL_TIMEOUT:?}"),
+        };
+        let delay = cfg.reconnect.delay(attempt, random_unit());
+        attempt = attempt.saturating_add(1);
+        tracing::warn!(source = %cfg.name, %target, detail = %failure, retry_in = ?delay,
+            "reading the event hub's partitions failed; retrying");
+        tokio::select! {
+            _ = shutdown.wait() => return Ok(None),
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+async fn read_partitions(connector: &Connector) -> Result<Vec<String>, Failure> {
+    let client = connector.open().await?;
+    let read = client.get_eventhub_properties().await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, close(client)).await;
+    match read {
+        Ok(props) => Ok(props.partition_ids),
+        Err(e) => Err(connector.failure(&e)),
+    }
+}
+
+async fn close(client: ConsumerClient) {
+    if let Err(e) = client.close().await {
+        tracing::debug!(error = %e, "closing the discovery connection failed");
+    }
+}
+
+async fn load_checkpoint(
+    store: Option<Arc<dyn CheckpointStore>>,
+    source: &str,
+    partition: &str,
+) -> Result<Option<Checkpoint>, AmqpSourceError> {
+    let Some(store) = store else {
+        return Ok(None);
+    };
+    let (s, p) = (source.to_string(), partition.to_string());
+    let loaded = tokio::task::spawn_blocking(move || store.load(&s, &p)).await;
+    match loaded {
+        Ok(r) => r.map_err(|e| AmqpSourceError::Checkpoint {
+            partition: partition.to_string(),
+            source: e,
+        }),
+        Err(_) => Err(AmqpSourceError::CommitPanicked),
+    }
+}
