@@ -145,3 +145,107 @@ pub fn peak_rss_kib() -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// What `bench --via amqp` measured.
+pub struct AmqpReport {
+    pub bytes: u64,
+    pub events: u64,
+    pub file_secs: f64,
+    pub amqp_secs: f64,
+}
+
+impl AmqpReport {
+    pub fn print(&self) {
+        let mb = self.bytes as f64 / 1e6;
+        println!("input:        {:.1} MB, {} events", mb, self.events);
+        println!(
+            "file replay:  {:.2} s  {:.1} MB/s  {:.0} events/s",
+            self.file_secs,
+            mb / self.file_secs,
+            self.events as f64 / self.file_secs
+        );
+        println!(
+            "AMQP:         {:.2} s  {:.1} MB/s  {:.0} events/s",
+            self.amqp_secs,
+            mb / self.amqp_secs,
+            self.events as f64 / self.amqp_secs
+        );
+        println!(
+            "ratio:        {:.2}x of file replay (target >= 0.7x)",
+            self.file_secs / self.amqp_secs
+        );
+    }
+}
+
+/// Emulator → AMQP source → pipeline, against file replay of the same bodies in the same
+/// run. The bodies are published into the emulator before the clock starts, so the figure
+/// is the consumer's, not the producer's.
+pub async fn run_amqp(
+    settings: Settings,
+    input: &Path,
+    repeat: usize,
+    partitions: u32,
+) -> anyhow::Result<AmqpReport> {
+    use crate::emulator::{Emulator, EmulatorConfig};
+    use crate::source::amqp::{AmqpSourceConfig, StartPosition};
+
+    let file = run(clone_settings(&settings)?, input, repeat).await?;
+    let original = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+    let lines: Vec<&[u8]> = original
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let hub = "bench";
+    let mut cfg = EmulatorConfig::single_hub(hub, partitions);
+    cfg.listen = "127.0.0.1:0".into();
+    let emulator = Emulator::start(cfg).await?;
+    let mut events = 0u64;
+    for _ in 0..repeat {
+        for l in &lines {
+            emulator.publish(hub, None, l.to_vec())?;
+            events += 1;
+        }
+    }
+    let mut s = clone_settings(&settings)?;
+    let mut source = AmqpSourceConfig::new("bench", hub);
+    source.connection_string = Some(emulator.connection_string(hub));
+    source.start = StartPosition::Earliest;
+    s.sources = vec![crate::config::SourceSettings::Amqp(source)];
+    s.listen = "127.0.0.1:0".into();
+    s.checkpoint = None;
+    s.dead_letter = None;
+    let (trigger, shutdown) = crate::shutdown::channel();
+    let started = Instant::now();
+    let running = crate::app::start(s, shutdown).await?;
+    let counter = running.metrics.source.events.with_label_values(&["bench"]);
+    let deadline = Instant::now() + std::time::Duration::from_secs(600);
+    while counter.get() < events {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the AMQP source did not deliver every event within 10 minutes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let amqp_secs = started.elapsed().as_secs_f64();
+    trigger.trigger();
+    running.wait().await?;
+    emulator.shutdown().await;
+    Ok(AmqpReport {
+        bytes: file.bytes,
+        events,
+        file_secs: file.e2e_secs,
+        amqp_secs,
+    })
+}
+
+/// Settings hold compiled queries; the benchmark runs them twice.
+fn clone_settings(s: &Settings) -> anyhow::Result<Settings> {
+    Ok(Settings {
+        listen: s.listen.clone(),
+        engine: s.engine.clone(),
+        dead_letter: s.dead_letter.clone(),
+        checkpoint: s.checkpoint.clone(),
+        sources: s.sources.clone(),
+        queries: s.queries.clone(),
+    })
+}

@@ -75,6 +75,10 @@ enum Command {
         /// How many times the input is repeated.
         #[arg(long, default_value_t = 20)]
         repeat: usize,
+        /// `file` (against the JSON floor) or `amqp` (emulator → AMQP source, against file
+        /// replay of the same bodies).
+        #[arg(long, default_value = "file")]
+        via: String,
     },
 }
 
@@ -181,19 +185,30 @@ fn main() -> ExitCode {
             config,
             input,
             repeat,
+            via,
         } => {
             let settings = match load(&config) {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            let result = runtime()
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(hubwatch::bench::run(settings, &input, repeat)));
-            match result {
-                Ok(report) => {
-                    report.print();
-                    ExitCode::SUCCESS
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
                 }
+            };
+            let result = match via.as_str() {
+                "file" => rt
+                    .block_on(hubwatch::bench::run(settings, &input, repeat))
+                    .map(|r| r.print()),
+                "amqp" => rt
+                    .block_on(hubwatch::bench::run_amqp(settings, &input, repeat, 4))
+                    .map(|r| r.print()),
+                other => Err(anyhow::anyhow!("--via {other}: expected 'file' or 'amqp'")),
+            };
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     ExitCode::from(1)
