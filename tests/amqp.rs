@@ -504,3 +504,64 @@ async fn the_service_fails_when_the_key_is_refused() {
     assert!(!text.contains("AAAAnotthekey"), "{text}");
     emulator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_event_hub_is_an_error_not_a_retry_loop() {
+    let emulator = Emulator::start(EmulatorConfig::single_hub(HUB, 2))
+        .await
+        .unwrap();
+    let mut cfg = config(&emulator);
+    cfg.connection_string = Some(
+        emulator
+            .connection_string(HUB)
+            .replace(";EntityPath=hub", ""),
+    );
+    cfg.event_hub = "nope".to_string();
+    let src = start(cfg, None);
+    let result = timeout(Duration::from_secs(30), src.task)
+        .await
+        .expect("run() gives up")
+        .unwrap();
+    let err = format!("{:#}", result.expect_err("an unknown hub is an error"));
+    assert!(err.contains("/nope: not found"), "{err}");
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preformed_signature_works_too() {
+    let emulator = Emulator::start(EmulatorConfig::single_hub(HUB, 2))
+        .await
+        .unwrap();
+    let cs = emulator.connection_string(HUB);
+    let field = |name: &str| {
+        cs.split(';')
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .to_string()
+    };
+    let (endpoint, rule, key) = (
+        field("Endpoint"),
+        field("SharedAccessKeyName"),
+        field("SharedAccessKey"),
+    );
+    let host = endpoint.trim_start_matches("sb://").trim_end_matches('/');
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let token =
+        hubwatch::emulator::sas::sign(&format!("amqps://{host}/{HUB}"), &rule, &key, expiry);
+    let mut cfg = config(&emulator);
+    cfg.connection_string = Some(format!(
+        "Endpoint={endpoint};SharedAccessSignature={token};EntityPath={HUB};UseDevelopmentEmulator=true"
+    ));
+    publish(&emulator, 0..10);
+    let mut src = start(cfg, None);
+    assert_eq!(
+        positions(&src.take(10, Duration::from_secs(20)).await).len(),
+        10
+    );
+    src.stop().await.unwrap();
+    emulator.shutdown().await;
+}

@@ -69,10 +69,11 @@ fn no_retries() -> RetryOptions {
     }
 }
 
+/// A producer as applications configure it (default retries: fe2o3 0.16 clients race
+/// against their own link teardown now and then and recover by reconnecting).
 async fn producer(emu: &Emulator, cs: &str) -> azure_messaging_eventhubs::Result<ProducerClient> {
     ProducerClient::builder()
         .with_custom_endpoint(endpoint(emu))
-        .with_retry_options(no_retries())
         .open_with_connection_string(cs, None)
         .await
 }
@@ -114,6 +115,14 @@ async fn take(receiver: &EventReceiver, n: usize) -> Vec<(i64, String)> {
         .collect()
 }
 
+/// Awaits `fut` for at most [`WAIT`], naming the step if it hangs.
+async fn step<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(WAIT, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: no answer within {WAIT:?}"),
+    }
+}
+
 fn bodies(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
 }
@@ -129,54 +138,62 @@ fn numbered(first: i64, bodies: &[String]) -> Vec<(i64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rust_sdk_produces_reads_properties_and_consumes() {
     let emu = emulator(2).await;
-    let p = producer(&emu, &emu.connection_string(HUB))
+    let cs = emu.connection_string(HUB);
+    let p = step("open producer", producer(&emu, &cs))
         .await
         .expect("producer opens");
 
     // To the hub, single: round robin starts at partition 0.
-    p.send_event(EventData::from("hub-0"), None)
+    step("send to hub", p.send_event(EventData::from("hub-0"), None))
         .await
         .expect("send to hub");
     // To partition 1, single.
     let to_p1 = Some(SendEventOptions {
         partition_id: Some("1".into()),
     });
-    p.send_event(EventData::from("p1-0"), to_p1)
-        .await
-        .expect("send to partition 1");
+    step(
+        "send to partition 1",
+        p.send_event(EventData::from("p1-0"), to_p1),
+    )
+    .await
+    .expect("send to partition 1");
     // A batch to partition 0.
-    let batch = p
-        .create_batch(Some(EventDataBatchOptions {
-            partition_id: Some("0".into()),
-            ..Default::default()
-        }))
+    let options = EventDataBatchOptions {
+        partition_id: Some("0".into()),
+        ..Default::default()
+    };
+    let batch = step("batch for 0", p.create_batch(Some(options)))
         .await
         .unwrap();
     for b in bodies("b0", 5) {
         assert!(batch.try_add_event_data(b.as_str(), None).unwrap());
     }
-    p.send_batch(batch, None)
+    step("batch to partition 0", p.send_batch(batch, None))
         .await
         .expect("batch to partition 0");
-    // A batch to the hub: one partition for the whole batch (round robin: partition 1).
-    let batch = p.create_batch(None).await.unwrap();
+    // A batch to the hub goes to one partition as a whole (round robin: partition 1).
+    let batch = step("batch for hub", p.create_batch(None)).await.unwrap();
     for b in bodies("rr", 2) {
         assert!(batch.try_add_event_data(b.as_str(), None).unwrap());
     }
-    p.send_batch(batch, None).await.expect("batch to hub");
+    step("batch to hub", p.send_batch(batch, None))
+        .await
+        .expect("batch to hub");
     // A batch with a partition key lands where the key hashes.
     let keyed = partition_for_key("tenant-42", 2);
-    let batch = p
-        .create_batch(Some(EventDataBatchOptions {
-            partition_key: Some("tenant-42".into()),
-            ..Default::default()
-        }))
+    let options = EventDataBatchOptions {
+        partition_key: Some("tenant-42".into()),
+        ..Default::default()
+    };
+    let batch = step("keyed batch", p.create_batch(Some(options)))
         .await
         .unwrap();
     for b in bodies("key", 3) {
         assert!(batch.try_add_event_data(b.as_str(), None).unwrap());
     }
-    p.send_batch(batch, None).await.expect("keyed batch");
+    step("send keyed batch", p.send_batch(batch, None))
+        .await
+        .expect("keyed batch");
 
     let mut p0: Vec<String> = vec!["hub-0".into()];
     p0.extend(bodies("b0", 5));
@@ -188,12 +205,13 @@ async fn rust_sdk_produces_reads_properties_and_consumes() {
         p1.extend(bodies("key", 3))
     }
 
-    let props = p.get_eventhub_properties().await.expect("hub properties");
+    let props = step("hub properties", p.get_eventhub_properties())
+        .await
+        .expect("hub properties");
     assert_eq!(props.name, HUB);
     assert_eq!(props.partition_ids, vec!["0".to_string(), "1".to_string()]);
     assert!(props.created_on.is_some());
-    let pp = p
-        .get_partition_properties("0")
+    let pp = step("partition properties", p.get_partition_properties("0"))
         .await
         .expect("partition properties");
     assert_eq!((pp.id.as_str(), pp.eventhub.as_str()), ("0", HUB));
@@ -204,56 +222,58 @@ async fn rust_sdk_produces_reads_properties_and_consumes() {
     assert_eq!(pp.last_enqueued_offset, state.last_offset);
     assert_eq!(pp.last_enqueued_time_utc, state.last_enqueued_time);
 
-    let c = consumer(&emu).await;
-    let cp = c
-        .get_partition_properties("1")
-        .await
-        .expect("consumer partition properties");
+    let c = step("open consumer", consumer(&emu)).await;
+    let cp = step(
+        "consumer partition properties",
+        c.get_partition_properties("1"),
+    )
+    .await
+    .expect("consumer partition properties");
     assert_eq!(cp.last_enqueued_sequence_number, p1.len() as i64 - 1);
 
     // Earliest, then exclusive and inclusive sequence numbers.
-    let r = c
-        .open_receiver_on_partition("0".into(), from(StartLocation::Earliest, false))
+    let open = |id: &str, location, inclusive| {
+        c.open_receiver_on_partition(id.to_string(), from(location, inclusive))
+    };
+    let r = step("open earliest 0", open("0", StartLocation::Earliest, false))
         .await
         .unwrap();
     assert_eq!(take(&r, p0.len()).await, numbered(0, &p0));
-    r.close().await.unwrap();
-    let r = c
-        .open_receiver_on_partition("1".into(), from(StartLocation::Earliest, false))
+    step("close", r.close()).await.unwrap();
+    let r = step("open earliest 1", open("1", StartLocation::Earliest, false))
         .await
         .unwrap();
     assert_eq!(take(&r, p1.len()).await, numbered(0, &p1));
-    r.close().await.unwrap();
-    let r = c
-        .open_receiver_on_partition("0".into(), from(StartLocation::SequenceNumber(2), false))
-        .await
-        .unwrap();
+    step("close", r.close()).await.unwrap();
+    let r = step(
+        "open > 2",
+        open("0", StartLocation::SequenceNumber(2), false),
+    )
+    .await
+    .unwrap();
     assert_eq!(take(&r, p0.len() - 3).await, numbered(3, &p0[3..]));
-    r.close().await.unwrap();
-    let r = c
-        .open_receiver_on_partition("0".into(), from(StartLocation::SequenceNumber(2), true))
-        .await
-        .unwrap();
+    step("close", r.close()).await.unwrap();
+    let r = step(
+        "open >= 2",
+        open("0", StartLocation::SequenceNumber(2), true),
+    )
+    .await
+    .unwrap();
     assert_eq!(take(&r, p0.len() - 2).await, numbered(2, &p0[2..]));
 
     // Waiting at the end of the log: a new event wakes the receiver.
     let (part, seq) = emu.publish(HUB, Some(0), b"late".to_vec()).unwrap();
     assert_eq!((part, seq), (0, p0.len() as i64));
     assert_eq!(take(&r, 1).await, vec![(seq, "late".to_string())]);
-    r.close().await.unwrap();
+    step("close", r.close()).await.unwrap();
 
     // Offsets and enqueued times as the SDK parsed them match the emulator's log.
-    let r = c
-        .open_receiver_on_partition(
-            "0".into(),
-            from(StartLocation::Offset(state.last_offset.clone()), true),
-        )
+    let offset = StartLocation::Offset(state.last_offset.clone());
+    let r = step("open at offset", open("0", offset, true))
         .await
         .unwrap();
     let stream = r.stream_events();
-    let first = tokio::time::timeout(WAIT, stream.take(1).collect::<Vec<_>>())
-        .await
-        .unwrap();
+    let first = step("first event", stream.take(1).collect::<Vec<_>>()).await;
     let first = first.into_iter().next().unwrap().unwrap();
     assert_eq!(first.offset().as_deref(), Some(state.last_offset.as_str()));
     assert_eq!(first.sequence_number(), Some(state.last_sequence_number));

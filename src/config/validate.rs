@@ -631,6 +631,13 @@ batch_max_wait = "soon"
         assert!(text.contains("missing field `start`"), "{text}");
         let p = write(
             dir.path(),
+            "unknown.toml",
+            "[[sources]]\ntype = \"amqp\"\nname = \"eh\"\nstart = \"latest\"\npartitions = 4\n",
+        );
+        let text = load(&p, &Schemas::embedded()).unwrap_err().to_string();
+        assert!(text.contains("unknown field `partitions`"), "{text}");
+        let p = write(
+            dir.path(),
             "nokey.toml",
             "[[sources]]\ntype = \"amqp\"\nname = \"eh\"\nevent_hub = \"h\"\nstart = \"earliest\"\nconnection_string = \"Endpoint=sb://x/;SharedAccessKey=k3yk3y\"\n",
         );

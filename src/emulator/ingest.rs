@@ -49,7 +49,9 @@ pub(crate) async fn run(mut receiver: Receiver, target: Target, ctx: Arc<Ctx>, c
         };
         let format = *delivery.message_format();
         let (info, envelope) = delivery.into_parts();
-        let disposed = match store(format, envelope, &target, &ctx) {
+        let stored = store(format, envelope, &target, &ctx);
+        settle_pause().await;
+        let disposed = match stored {
             Ok(()) => receiver.accept(info).await,
             Err(e) => {
                 tracing::debug!(error = %e, "emulator: send rejected");
@@ -60,6 +62,16 @@ pub(crate) async fn run(mut receiver: Receiver, target: Target, ctx: Arc<Ctx>, c
             return;
         }
     }
+}
+
+/// How long the outcome of a transfer is held back. fe2o3 0.16 clients (the Rust SDK)
+/// register a delivery as unsettled only *after* writing its transfer; an outcome that
+/// arrives before that is dropped and the send never completes. A loopback broker answers
+/// within microseconds, the service never does, so the emulator waits a little.
+pub(crate) const SETTLE_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+
+pub(crate) async fn settle_pause() {
+    tokio::time::sleep(SETTLE_PAUSE).await;
 }
 
 fn store(

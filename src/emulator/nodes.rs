@@ -95,6 +95,8 @@ pub(crate) async fn serve_requests(
             _ = closed.wait() => return,
             d = receiver.recv::<Body<Value>>() => match d { Ok(d) => d, Err(_) => return },
         };
+        // Same race as producer sends (see `ingest::SETTLE_PAUSE`).
+        super::ingest::settle_pause().await;
         let _ = receiver.accept(&delivery).await;
         let request = delivery.into_message();
         let outcome = match node {

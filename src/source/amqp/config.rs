@@ -201,7 +201,7 @@ impl Default for Backoff {
 
 impl Backoff {
     /// The delay before reconnect attempt `attempt` (0-based), with `unit` in [0, 1) as the
-    /// random draw (see [`random_unit`]).
+    /// random draw (see `random_unit`).
     pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
         let max = self.max.max(self.initial);
         let exp = self

@@ -266,7 +266,7 @@ impl PartitionMetrics {
     }
 }
 
-/// The statistics of one AMQP source: one [`PartitionMetrics`] per partition, added as
+/// The statistics of one AMQP source: one `PartitionMetrics` per partition, added as
 /// partitions are discovered.
 pub struct AmqpSourceMetrics {
     source: String,
@@ -295,7 +295,7 @@ impl AmqpSourceMetrics {
     }
 
     /// The partition's counters, created on first use.
-    pub fn partition(&self, id: &str) -> Arc<PartitionMetrics> {
+    pub(super) fn partition(&self, id: &str) -> Arc<PartitionMetrics> {
         let mut map = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(id.to_string())
             .or_insert_with(|| {

@@ -24,7 +24,6 @@ mod position;
 mod progress;
 mod source;
 
-pub use client::FailureKind;
 pub use config::{AmqpSourceConfig, Auth, Backoff, EntraKind, StartPosition};
 pub use connection::{ConnectionString, ConnectionStringError, Redacted, SasAuth};
 pub use metrics::{AmqpSourceMetrics, ErrorCounts, PartitionState, PartitionStats};

@@ -486,6 +486,19 @@ mod tests {
         assert_eq!(out, [3]);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_partial_batch_still_goes_out_in_time() {
+        let mut s = stream::pending::<Result<i32, ()>>();
+        let mut out = vec![1];
+        let started = Instant::now();
+        assert_eq!(
+            gather(&mut s, 10, Duration::from_millis(200), &mut out).await,
+            None
+        );
+        assert_eq!(started.elapsed(), Duration::from_millis(200));
+        assert_eq!(out, [1]);
+    }
+
     #[test]
     fn a_receiver_is_stuck_only_if_events_waited_through_a_whole_probe_interval() {
         let t0 = Instant::now();
