@@ -50,6 +50,13 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run the Event Hubs–compatible emulator (plain AMQP, in memory) until Ctrl-C; prints
+    /// its address and a connection string per hub.
+    Emulator {
+        /// Emulator configuration (TOML: listen, namespace, keys, hubs).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Everything in one process: the Event Hubs emulator, a synthetic Azure ML estate
     /// publishing into it, and the AMQP consumer with the default query pack.
     Demo {
@@ -151,6 +158,25 @@ fn main() -> ExitCode {
             let result = runtime()
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| rt.block_on(hubwatch::app::run(settings)));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Emulator { config } => {
+            let cfg = match hubwatch::emulator::EmulatorConfig::from_toml_file(&config) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::from(2);
+                }
+            };
+            let result = runtime()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(hubwatch::emulator::run_command(cfg)));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

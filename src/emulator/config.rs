@@ -12,9 +12,11 @@ use serde::{Deserialize, Deserializer};
 pub const MAX_HUBS: usize = 64;
 pub const MAX_PARTITIONS: u32 = 128;
 pub const MAX_CONSUMER_GROUPS: usize = 64;
-/// Retention applied to every partition log when the config sets none: the logs live in
-/// memory, so "keep everything" has to mean "keep the last million events".
+/// Count and size limits applied to a partition log whose config leaves them unset: the
+/// logs live in memory, so "keep everything" has to mean "keep the last million events,
+/// and at most 512 MiB of them".
 pub const DEFAULT_MAX_EVENTS: u64 = 1_000_000;
+pub const DEFAULT_MAX_BYTES: u64 = 512 * 1024 * 1024;
 /// The consumer group every hub has, created whether or not the config names it.
 pub const DEFAULT_CONSUMER_GROUP: &str = "$Default";
 
@@ -75,14 +77,15 @@ pub struct HubConfig {
 }
 
 /// Retention of one partition log: the oldest events go once any limit is exceeded.
-/// With every limit unset, [`DEFAULT_MAX_EVENTS`] applies.
+/// Unset count and size limits are [`DEFAULT_MAX_EVENTS`] and [`DEFAULT_MAX_BYTES`]; an
+/// unset age means no age limit.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Retention {
-    /// Keep at most this many events.
+    /// Keep at most this many events (default [`DEFAULT_MAX_EVENTS`]).
     #[serde(default)]
     pub max_events: Option<u64>,
-    /// Keep at most this many bytes (encoded message sizes).
+    /// Keep at most this many bytes of encoded messages (default [`DEFAULT_MAX_BYTES`]).
     #[serde(default)]
     pub max_bytes: Option<u64>,
     /// Drop events enqueued longer ago than this (`"1h"`, `"30m"`, …).
@@ -91,12 +94,14 @@ pub struct Retention {
 }
 
 impl Retention {
-    /// The limit on event count actually applied (the default when nothing is set).
-    pub fn effective_max_events(&self) -> Option<u64> {
-        match (self.max_events, self.max_bytes, self.max_age) {
-            (None, None, None) => Some(DEFAULT_MAX_EVENTS),
-            _ => self.max_events,
-        }
+    /// The event count limit actually applied.
+    pub fn effective_max_events(&self) -> u64 {
+        self.max_events.unwrap_or(DEFAULT_MAX_EVENTS)
+    }
+
+    /// The byte limit actually applied.
+    pub fn effective_max_bytes(&self) -> u64 {
+        self.max_bytes.unwrap_or(DEFAULT_MAX_BYTES)
     }
 }
 
@@ -258,6 +263,14 @@ mod tests {
         );
         assert!(cfg.validate().is_ok());
         assert!(!format!("{:?}", cfg.keys[0]).contains(&cfg.keys[0].key));
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let cfg: EmulatorConfig =
+            toml::from_str(include_str!("../../deploy/config/emulator.toml")).unwrap();
+        assert_eq!(cfg.validate(), Ok(()));
+        assert_eq!(cfg.keys[0].key, "SAS_KEY_VALUE");
     }
 
     #[test]

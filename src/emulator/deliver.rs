@@ -128,7 +128,7 @@ pub(crate) async fn run(mut sender: Sender, mut reader: Reader, ctx: Arc<Ctx>, c
             tokio::select! {
                 _ = closed.wait() => return,
                 stolen = &mut reader.guard.stolen => return displace(sender, stolen).await,
-                _ = sender.on_detach() => return,
+                _ = super::links::detached(&mut sender) => return,
                 changed = tail.changed() => if changed.is_err() { return },
             }
             continue;

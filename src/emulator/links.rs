@@ -12,7 +12,7 @@ use fe2o3_amqp::acceptor::{
     SupportedSenderSettleModes,
 };
 use fe2o3_amqp::types::definitions::{ReceiverSettleMode, Role, SenderSettleMode};
-use fe2o3_amqp::types::messaging::TargetArchetype;
+use fe2o3_amqp::types::messaging::{Source, Target, TargetArchetype};
 use fe2o3_amqp::types::performatives::Attach;
 use tokio::task::JoinSet;
 
@@ -24,6 +24,21 @@ use super::{deliver, ingest, nodes, EmulatorError};
 const MAX_LINKS: usize = 255;
 /// Largest message a producer may send (the service's publication limit).
 pub const MAX_MESSAGE_SIZE: u64 = 1024 * 1024;
+/// How long a remote detach of an idle link goes unanswered. fe2o3 0.16 clients (the Rust
+/// SDK) drop links and end the session in one go (Detach, Detach, End without waiting); a
+/// Detach answered before their End makes them end the session with `unattached-handle`
+/// and then close the whole connection when the emulator's End arrives ("Session is not
+/// found"). Presumably the service, reading the three frames together, only ends the
+/// session (the SDK works against it); waiting this long before reacting to a detach has
+/// that effect here.
+pub(crate) const DETACH_GRACE: Duration = Duration::from_millis(20);
+
+/// Resolves when the client detaches `sender`, reacting only after [`DETACH_GRACE`].
+pub(crate) async fn detached(sender: &mut fe2o3_amqp::link::Sender) {
+    tokio::time::sleep(DETACH_GRACE).await;
+    let _ = sender.on_detach().await;
+}
+
 /// How long ending a session waits for the client's End.
 const END_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -181,10 +196,7 @@ pub(crate) async fn refuse(
     err: EmulatorError,
 ) {
     tracing::debug!(link = %attach.name, error = %err, "emulator: link refused");
-    match LinkAcceptor::new()
-        .accept_incoming_attach(attach, session)
-        .await
-    {
+    match replying().accept_incoming_attach(attach, session).await {
         Ok(LinkEndpoint::Sender(s)) => {
             let _ = tokio::time::timeout(END_TIMEOUT, s.close_with_error(err.to_amqp())).await;
         }
@@ -195,33 +207,38 @@ pub(crate) async fn refuse(
     }
 }
 
+/// The acceptor type every constructor below returns.
+type Acceptor = LinkAcceptor<fn(Source) -> Option<Source>, fn(Target) -> Option<Target>>;
+
+/// pyamqp compatibility 5: with `properties` set, every Attach field is encoded; pyamqp
+/// reads the attach response by index up to `properties` (13) and fails on a shorter list.
+fn link_properties() -> fe2o3_amqp::types::definitions::Fields {
+    super::server::fields(&[("product", "hubwatch-emulator")])
+}
+
 /// Links the emulator receives on (requests, events). pyamqp compatibility 4: settle
 /// first — pyamqp waits forever on a disposition that leaves `settled` unset.
-fn receiving() -> LinkAcceptor<
-    fn(fe2o3_amqp::types::messaging::Source) -> Option<fe2o3_amqp::types::messaging::Source>,
-    fn(fe2o3_amqp::types::messaging::Target) -> Option<fe2o3_amqp::types::messaging::Target>,
-> {
+fn receiving() -> Acceptor {
     LinkAcceptor::builder()
+        .properties(link_properties())
         .supported_receiver_settle_modes(SupportedReceiverSettleModes::First)
         .fallback_receiver_settle_mode(ReceiverSettleMode::First)
         .max_message_size(MAX_MESSAGE_SIZE)
         .build()
 }
 
-/// `$cbs`/`$management` reply links: whatever settle mode the client asks for.
-fn replying() -> LinkAcceptor<
-    fn(fe2o3_amqp::types::messaging::Source) -> Option<fe2o3_amqp::types::messaging::Source>,
-    fn(fe2o3_amqp::types::messaging::Target) -> Option<fe2o3_amqp::types::messaging::Target>,
-> {
-    LinkAcceptor::new()
+/// `$cbs`/`$management` reply links, and refused links: whatever settle mode the client
+/// asks for.
+fn replying() -> Acceptor {
+    LinkAcceptor::builder()
+        .properties(link_properties())
+        .build()
 }
 
 /// Partition receivers: deliveries are pre-settled, as the service sends them.
-fn settled_sending() -> LinkAcceptor<
-    fn(fe2o3_amqp::types::messaging::Source) -> Option<fe2o3_amqp::types::messaging::Source>,
-    fn(fe2o3_amqp::types::messaging::Target) -> Option<fe2o3_amqp::types::messaging::Target>,
-> {
+fn settled_sending() -> Acceptor {
     LinkAcceptor::builder()
+        .properties(link_properties())
         .supported_sender_settle_modes(SupportedSenderSettleModes::Settled)
         .fallback_sender_settle_mode(SenderSettleMode::Settled)
         .build()

@@ -96,16 +96,14 @@ impl PartitionLog {
     /// even if it alone exceeds `max_bytes`, so a producer always sees its event stored.
     pub fn trim(&mut self, now: SystemTime) {
         let max_events = self.retention.effective_max_events();
+        let max_bytes = self.retention.effective_max_bytes();
         let min_enqueued = self
             .retention
             .max_age
             .map(|age| unix_ms(now) - i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
         while let Some(front) = self.events.front() {
-            let too_many = max_events.is_some_and(|m| self.events.len() as u64 > m);
-            let too_big = self
-                .retention
-                .max_bytes
-                .is_some_and(|m| self.bytes > m && self.events.len() > 1);
+            let too_many = self.events.len() as u64 > max_events;
+            let too_big = self.bytes > max_bytes && self.events.len() > 1;
             let too_old = min_enqueued.is_some_and(|min| front.enqueued_ms < min);
             if !(too_many || too_big || too_old) {
                 break;

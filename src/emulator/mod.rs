@@ -12,6 +12,13 @@
 //!   receivers), `ingest` (senders).
 //! - `namespace` (hubs and routing) → `log` (one partition's events), `readers`
 //!   (epoch rules); `filter`, `address`, `message`, `sas`, `hash` are pure helpers.
+//! - `faults` (injection, counters), `error` (the service's conditions and status codes),
+//!   `command` (`hubwatch emulator`).
+//!
+//! Client quirks it absorbs (fe2o3 0.16 in the Rust SDK, pyamqp in the Python SDK) are
+//! documented where they are handled: `server` and `links` (pyamqp's positional frame
+//! decoding), `ingest::SETTLE_PAUSE` and `links::DETACH_GRACE` (fe2o3 client races that only
+//! a sub-millisecond loopback broker triggers).
 //!
 //! Shared state: the namespace (logs behind per-partition mutexes, receivers in one
 //! registry) and the fault/counter handles are shared by every connection task; everything
@@ -19,6 +26,7 @@
 //! [`Emulator::shutdown`] (or when the `Emulator` is dropped).
 
 mod address;
+mod command;
 pub mod config;
 mod deliver;
 mod error;
@@ -39,6 +47,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use command::run_command;
 pub use config::{EmulatorConfig, HubConfig, Retention, SasKey};
 pub use error::EmulatorError;
 pub use faults::{EmulatorStats, FaultHandle};

@@ -67,7 +67,7 @@ pub(crate) async fn pump_replies(
     loop {
         let reply = tokio::select! {
             _ = closed.wait() => return,
-            _ = sender.on_detach() => return,
+            _ = super::links::detached(&mut sender) => return,
             reply = rx.recv() => match reply { Some(r) => r, None => return },
         };
         // pyamqp compatibility 3: a batchable transfer encodes all 11 Transfer fields
@@ -104,7 +104,7 @@ pub(crate) async fn serve_requests(
             Node::Management => read(&request, &ctx, &conn),
         };
         let props = request.properties.as_ref();
-        let reply = response(props.and_then(|p| p.message_id.clone()), outcome);
+        let reply = response(props.and_then(|p| p.message_id.clone()), outcome, node);
         let reply_to = props.and_then(|p| p.reply_to.clone());
         let mut waited = Duration::ZERO;
         let route = loop {
@@ -125,15 +125,25 @@ pub(crate) async fn serve_requests(
                 "emulator: no reply link; response dropped"
             ),
         }
+        // Clients often drop their request links right after the answer (see
+        // `links::DETACH_GRACE`): let their End arrive before reading the detach.
+        tokio::select! {
+            _ = closed.wait() => return,
+            _ = tokio::time::sleep(super::links::DETACH_GRACE) => {}
+        }
     }
 }
 
 /// What a request produced: (status code, description, body), or an error.
 type Outcome = Result<(i32, &'static str, Value), EmulatorError>;
 
+/// The reply to a request. `$management` failures also carry `error-condition`; `$cbs`
+/// ones do not, like the service's: pyamqp drops the status code of a CBS reply that has
+/// one, and would then report "Status code: None" instead of 401.
 fn response(
     correlation: Option<fe2o3_amqp::types::messaging::MessageId>,
     outcome: Outcome,
+    node: Node,
 ) -> AmqpMessage {
     let mut app = ApplicationProperties::default();
     let body = match outcome {
@@ -151,10 +161,12 @@ fn response(
                 "status-description".into(),
                 SimpleValue::String(e.to_string()),
             );
-            app.insert(
-                "error-condition".into(),
-                SimpleValue::Symbol(e.condition_symbol().into()),
-            );
+            if node == Node::Management {
+                app.insert(
+                    "error-condition".into(),
+                    SimpleValue::Symbol(e.condition_symbol().into()),
+                );
+            }
             Value::Null
         }
     };

@@ -34,6 +34,8 @@ const MAX_CONNECTIONS: usize = 256;
 const MAX_SESSIONS: usize = 256;
 /// Tokens remembered per connection; a client renewing a token replaces it.
 const MAX_GRANTS: usize = 256;
+/// `$cbs`/`$management` reply links remembered per connection.
+const MAX_REPLY_ROUTES: usize = 256;
 /// A client has this long to send its protocol header and finish the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long closing a connection waits for the client's Close.
@@ -89,8 +91,15 @@ impl Conn {
         }
     }
 
+    /// Registers a reply link. Routes whose link task has ended are dropped first; past
+    /// [`MAX_REPLY_ROUTES`] live ones the new route is not kept (its requests then go to the
+    /// node's default route).
     pub fn set_reply_route(&self, address: String, tx: mpsc::Sender<AmqpMessage>) {
-        Self::lock(&self.replies).insert(address, tx);
+        let mut routes = Self::lock(&self.replies);
+        routes.retain(|_, r| !r.is_closed());
+        if routes.len() < MAX_REPLY_ROUTES || routes.contains_key(&address) {
+            routes.insert(address, tx);
+        }
     }
 
     /// The reply channel for `reply_to`, else (a client that names none) the only one for

@@ -8,7 +8,8 @@ Usage: python eventhub_roundtrip.py CONNECTION_STRING HUB FROM_SEQUENCE_NUMBER
    partition "1", and a batch of 2 with partition key "tenant-42";
 2. reads the hub's and every partition's properties;
 3. receives partition "0" back from FROM_SEQUENCE_NUMBER, exclusive and inclusive, and
-   partition "1" from the earliest event, with EventHubConsumerClient.
+   partition "1" from the earliest event, with EventHubConsumerClient;
+4. tries the same with a wrong SharedAccessKey and reports the error it gets.
 """
 
 import json
@@ -92,6 +93,26 @@ def receive(conn_str, hub, partition, expected, **position):
     return got[:expected]
 
 
+WRONG_KEY = "bm90LXRoZS1rZXktb2YtdGhpcy1lbXVsYXRvcg=="
+
+
+def wrong_key_error(conn_str, hub):
+    parts = [
+        f"SharedAccessKey={WRONG_KEY}" if p.startswith("SharedAccessKey=") else p
+        for p in conn_str.split(";")
+    ]
+    producer = EventHubProducerClient.from_connection_string(
+        ";".join(parts), eventhub_name=hub, retry_total=0
+    )
+    try:
+        producer.get_eventhub_properties()
+    except Exception as e:  # the point is which error the SDK raises
+        return {"type": type(e).__name__, "message": str(e), "key": WRONG_KEY}
+    finally:
+        producer.close()
+    return None
+
+
 def main():
     conn_str, hub, from_seq = sys.argv[1], sys.argv[2], int(sys.argv[3])
     props = send(conn_str, hub)
@@ -104,6 +125,7 @@ def main():
         "inclusive": receive(conn_str, hub, "0", last0 - from_seq + 1,
                              starting_position=from_seq, starting_position_inclusive=True),
         "earliest_1": receive(conn_str, hub, "1", last1 + 1, starting_position="-1"),
+        "wrong_key": wrong_key_error(conn_str, hub),
     }
     print(json.dumps(out, sort_keys=True))
 
