@@ -1,0 +1,110 @@
+//! hubwatch killed with SIGKILL mid-stream and started again resumes strictly after the
+//! last acknowledged (checkpointed) event: nothing after the checkpoint is lost, nothing
+//! before it is read again. Real processes: `hubwatch run` against the in-process emulator.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use hubwatch::emulator::{Emulator, EmulatorConfig};
+
+const HUB: &str = "restart";
+
+fn body(i: usize) -> Vec<u8> {
+    let t = hubwatch::time::format_datetime(1_700_000_000 * 10_000_000 + i as i64 * 10_000_000);
+    format!(r#"{{"records":[{{"time":"{t}","category":"AmlComputeJobEvent","resourceId":"/x","properties":{{"JobName":"j{i}"}}}}]}}"#).into_bytes()
+}
+
+fn count(svc: &Service) -> i64 {
+    let (status, text) = svc.get("/api/v1/queries/jobs");
+    assert_eq!(status, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v[0]["n"].as_i64().unwrap_or(0)
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn checkpointed(dir: &Path) -> i64 {
+    let Ok(text) = std::fs::read_to_string(dir.join("cp.json")) else {
+        return 0;
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    v["eh"]
+        .as_object()
+        .map(|parts| {
+            parts
+                .values()
+                .map(|p| p["sequence_number"].as_i64().unwrap_or(-1) + 1)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_killed_service_resumes_after_its_last_checkpoint() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let emulator = rt
+        .block_on(Emulator::start(EmulatorConfig::single_hub(HUB, 2)))
+        .unwrap();
+    let publish = |range: std::ops::Range<usize>| {
+        for i in range {
+            emulator.publish(HUB, None, body(i)).unwrap();
+        }
+    };
+    publish(0..500);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hubwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[export]\nlisten = \"127.0.0.1:0\"\n[checkpoint]\npath = \"cp.json\"\ninterval = \"50ms\"\n\
+             [[sources]]\ntype = \"amqp\"\nname = \"eh\"\nconnection_string = \"{}\"\nstart = \"earliest\"\nbatch_max_wait = \"20ms\"\nbatch_max_events = 16\n\
+             [[queries]]\nname = \"jobs\"\nkql = \"AmlComputeJobEvent | summarize n = count()\"\n",
+            emulator.connection_string(HUB)
+        ),
+    )
+    .unwrap();
+
+    let mut first = Service::start(&config);
+    wait_until(
+        "the first 500 events absorbed",
+        Duration::from_secs(30),
+        || count(&first) == 500,
+    );
+    wait_until("500 events checkpointed", Duration::from_secs(10), || {
+        checkpointed(dir.path()) == 500
+    });
+    publish(500..800);
+    wait_until("more events absorbed", Duration::from_secs(30), || {
+        count(&first) >= 600
+    });
+    first.child.kill().unwrap(); // SIGKILL: no drain, no final commit
+    first.child.wait().unwrap();
+    let committed = checkpointed(dir.path());
+    assert!((500..=800).contains(&committed), "checkpointed {committed}");
+    publish(800..1000);
+
+    // The new process reads exactly what follows the checkpoint: 1000 - committed events.
+    let second = Service::start(&config);
+    let want = 1000 - committed;
+    wait_until("the rest absorbed", Duration::from_secs(30), || {
+        count(&second) >= want
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        count(&second),
+        want,
+        "no gap and no duplicate after the checkpoint ({committed} committed)"
+    );
+    drop(second);
+    rt.block_on(emulator.shutdown());
+}
