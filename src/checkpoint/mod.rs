@@ -11,11 +11,13 @@
 //! Stores are synchronous on purpose: a save is a small file write plus `fsync`, which async
 //! callers run on a blocking thread (`spawn_blocking`) rather than pretending it is async.
 
+pub mod committer;
 pub mod file;
 pub mod tracker;
 
 use std::path::PathBuf;
 
+pub use committer::{CommitError, Committer};
 pub use file::FileCheckpointStore;
 pub use tracker::PositionTracker;
 

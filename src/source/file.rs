@@ -18,7 +18,6 @@
 
 mod reader;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,7 +28,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::{Batch, BoxFuture, Source};
 use crate::ack::AckOutcome;
-use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, PositionTracker};
+use crate::checkpoint::{
+    CheckpointError, CheckpointStore, CommitError, Committer, PositionTracker,
+};
 use crate::shutdown::Shutdown;
 use reader::{Reader, ReaderMsg};
 
@@ -225,9 +226,8 @@ async fn run(
 
     let mut acks = Acks {
         source: cfg.name.clone(),
-        store: checkpoints,
+        committer: Committer::new(checkpoints, cfg.name.clone()),
         tracker: PositionTracker::new(),
-        committed: HashMap::new(),
         stats,
     };
     let every = cfg.commit_interval.max(Duration::from_millis(1));
@@ -293,10 +293,9 @@ async fn run(
 /// The acknowledgement side: the tracker and what was committed, owned by the source's task.
 struct Acks {
     source: String,
-    store: Option<Arc<dyn CheckpointStore>>,
     tracker: PositionTracker,
-    /// The last position stored per partition, so unchanged ones are not rewritten.
-    committed: HashMap<String, Checkpoint>,
+    /// Writes settled positions (only those that moved).
+    committer: Committer,
     stats: Arc<FileSourceCounters>,
 }
 
@@ -357,29 +356,22 @@ impl Acks {
     /// Stores the positions that settled since the last commit. Standard input (`-`) has no
     /// position worth keeping: it cannot be re-read.
     async fn commit(&mut self) -> Result<(), FileSourceError> {
-        let Some(store) = self.store.clone() else {
-            return Ok(());
-        };
-        let updates: Vec<(String, Checkpoint)> = self
+        // Standard input (`-`) has no position worth keeping: it cannot be re-read.
+        let settled = self
             .tracker
             .committable()
             .into_iter()
-            .filter(|(partition, cp)| partition != "-" && self.committed.get(partition) != Some(cp))
+            .filter(|(p, _)| p != "-")
             .collect();
-        if updates.is_empty() {
-            return Ok(());
-        }
-        let source = self.source.clone();
-        let to_save = updates.clone();
-        // A save is a file write plus fsync: keep it off the runtime's worker threads.
-        match tokio::task::spawn_blocking(move || store.save(&source, &to_save)).await {
-            Ok(Ok(())) => {
-                FileSourceCounters::add(&self.stats.commits, 1);
-                self.committed.extend(updates);
+        match self.committer.commit(settled).await {
+            Ok(written) => {
+                if written {
+                    FileSourceCounters::add(&self.stats.commits, 1);
+                }
                 Ok(())
             }
-            Ok(Err(e)) => Err(FileSourceError::Commit(e)),
-            Err(_) => Err(FileSourceError::CommitPanicked),
+            Err(CommitError::Store(e)) => Err(FileSourceError::Commit(e)),
+            Err(CommitError::Panicked) => Err(FileSourceError::CommitPanicked),
         }
     }
 }

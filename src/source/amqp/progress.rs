@@ -18,15 +18,14 @@ use tokio::time::Instant;
 use super::metrics::AmqpSourceMetrics;
 use super::AmqpSourceError;
 use crate::ack::AckOutcome;
-use crate::checkpoint::{Checkpoint, CheckpointStore, PositionTracker};
+use crate::checkpoint::{CheckpointStore, CommitError, Committer, PositionTracker};
 use crate::source::Batch;
 
 pub struct Progress {
     source: String,
-    store: Option<Arc<dyn CheckpointStore>>,
     tracker: PositionTracker,
-    /// The last position stored per partition, so unchanged ones are not rewritten.
-    committed: HashMap<String, Checkpoint>,
+    /// Writes settled positions (only those that moved).
+    committer: Committer,
     /// Per partition, the last (sequence number, enqueued time) of each batch in flight,
     /// in order: what settles tells which enqueued time is now "processed".
     in_flight: HashMap<Arc<str>, VecDeque<(i64, Option<i64>)>>,
@@ -43,9 +42,8 @@ impl Progress {
     ) -> Progress {
         Progress {
             source: source.to_string(),
-            store,
+            committer: Committer::new(store, source),
             tracker: PositionTracker::new(),
-            committed: HashMap::new(),
             in_flight: HashMap::new(),
             published: HashMap::new(),
             metrics,
@@ -133,29 +131,15 @@ impl Progress {
     /// id), and publishes them.
     pub async fn commit(&mut self) -> Result<(), AmqpSourceError> {
         self.publish();
-        let Some(store) = self.store.clone() else {
-            return Ok(());
-        };
-        let updates: Vec<(String, Checkpoint)> = self
-            .tracker
-            .committable()
-            .into_iter()
-            .filter(|(p, cp)| self.committed.get(p) != Some(cp))
-            .collect();
-        if updates.is_empty() {
-            return Ok(());
-        }
-        let source = self.source.clone();
-        let to_save = updates.clone();
-        // A save may be a file write plus fsync: keep it off the runtime's worker threads.
-        match tokio::task::spawn_blocking(move || store.save(&source, &to_save)).await {
-            Ok(Ok(())) => {
-                self.metrics.committed();
-                self.committed.extend(updates);
+        match self.committer.commit(self.tracker.committable()).await {
+            Ok(written) => {
+                if written {
+                    self.metrics.committed();
+                }
                 Ok(())
             }
-            Ok(Err(e)) => Err(AmqpSourceError::Commit(e)),
-            Err(_) => Err(AmqpSourceError::CommitPanicked),
+            Err(CommitError::Store(e)) => Err(AmqpSourceError::Commit(e)),
+            Err(CommitError::Panicked) => Err(AmqpSourceError::CommitPanicked),
         }
     }
 }

@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::path::Path;
 
 use super::*;
-use crate::checkpoint::FileCheckpointStore;
+use crate::checkpoint::{Checkpoint, FileCheckpointStore};
 use crate::source::Position;
 
 const BOUND: Duration = Duration::from_secs(10);
