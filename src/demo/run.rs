@@ -139,7 +139,7 @@ fn wall_clock_ticks() -> i64 {
     (d.as_nanos() / 100) as i64
 }
 
-fn column<'a>(t: &'a ResultTable, name: &str) -> Option<usize> {
+fn column(t: &ResultTable, name: &str) -> Option<usize> {
     t.columns.iter().position(|c| &*c.name == name)
 }
 

@@ -78,6 +78,8 @@ pub struct ResultTable {
 
 type Key = Box<[Value]>;
 type States = Box<[AggState]>;
+/// A closed tumbling bin: each series' key and finished aggregate values.
+type ClosedBin = Vec<(Key, Vec<Value>)>;
 
 #[derive(Debug)]
 struct Pane {
@@ -427,12 +429,11 @@ impl QueryState {
                     ..
                 },
             ) => {
-                let bins: Box<dyn Iterator<Item = (&i64, &Vec<(Key, Vec<Value>)>)>> =
-                    if last_bin_only {
-                        Box::new(closed.iter().next_back().into_iter())
-                    } else {
-                        Box::new(closed.iter())
-                    };
+                let bins: Box<dyn Iterator<Item = (&i64, &ClosedBin)>> = if last_bin_only {
+                    Box::new(closed.iter().next_back().into_iter())
+                } else {
+                    Box::new(closed.iter())
+                };
                 let mut out = Vec::new();
                 for (start, series) in bins {
                     if window.is_some_and(|w| !w.contains(start + width - 1, clock)) {
