@@ -411,7 +411,7 @@ impl Workload {
         let j = &self.jobs[job];
         let cl = &self.clusters[j.cluster];
         let ws = &self.workspaces[cl.workspace];
-        let tool = ["Python", "AutoML", "Pipeline"][(job % 3)];
+        let tool = ["Python", "AutoML", "Pipeline"][job % 3];
         let mut props = format!(
             r#"{{"ClusterName":"{}","ClusterId":"{}","JobId":"{}","JobName":"{}","EventType":"{event}","ExecutionState":"{state}","ToolType":"{tool}","ExperimentName":"exp-{}","WorkspaceName":"{}"}}"#,
             cl.name,
