@@ -25,6 +25,7 @@ pub mod export;
 pub mod kql;
 pub mod parse;
 pub mod pipeline;
+pub mod rng;
 pub mod schema;
 pub mod shutdown;
 pub mod source;

@@ -40,27 +40,7 @@ impl Default for WorkloadConfig {
     }
 }
 
-/// splitmix64: small, fast, good enough for a simulation, and stable across platforms.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        self.unit() < p
-    }
-}
+use crate::rng::SplitMix64 as Rng;
 
 struct Cluster {
     workspace: usize,
@@ -143,11 +123,11 @@ impl Workload {
         for s in 0..cfg.subscriptions {
             let sub = format!(
                 "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-                rng.next() as u32,
+                rng.next_u64() as u32,
                 s,
                 rng.below(4096),
                 rng.below(4096),
-                rng.next() >> 16
+                rng.next_u64() >> 16
             );
             for w in 0..cfg.workspaces_per_subscription {
                 let name = WORKSPACE_NAMES
@@ -244,7 +224,7 @@ impl Workload {
     fn submit(&mut self, c: usize) {
         let id = self.jobs.len();
         let fails = self.rng.chance(self.clusters[c].failure_rate);
-        let name = format!("job_{:08x}", self.rng.next() as u32);
+        let name = format!("job_{:08x}", self.rng.next_u64() as u32);
         self.jobs.push(Job {
             id: name,
             cluster: c,
