@@ -99,7 +99,6 @@ impl Checker {
         let mut pre = Vec::new();
         let mut post = Vec::new();
         let mut stage = Stage::Rows { limit: None };
-        let mut pre_is_projected = false;
 
         for op in &q.ops {
             match &op.kind {
@@ -142,7 +141,6 @@ impl Checker {
                         let Some(t) = self.expr(&item.expr, &scope) else {
                             continue;
                         };
-                        self.no_dynamic_surprise(&t);
                         let name = item
                             .name
                             .as_ref()
@@ -177,7 +175,6 @@ impl Checker {
                     match phase {
                         Phase::Pre => {
                             pre.push(RowOp::Project(exprs));
-                            pre_is_projected = true;
                         }
                         Phase::Post => post.push(TableOp::Project(exprs)),
                     }
@@ -203,7 +200,6 @@ impl Checker {
                     match phase {
                         Phase::Pre => {
                             pre.push(RowOp::Project(exprs));
-                            pre_is_projected = true;
                         }
                         Phase::Post => post.push(TableOp::Project(exprs)),
                     }
@@ -270,7 +266,6 @@ impl Checker {
                 }
             }
         }
-        let _ = pre_is_projected;
 
         // What the parser must fill: every source column referenced before the first project.
         mark_reads(&pre, &stage, source_width, &mut reads);
@@ -325,8 +320,8 @@ impl Checker {
         };
         match &e.kind {
             ExprKind::Binary { op, lhs, rhs } => {
-                let (op, time_side, other) = if is_time(lhs) {
-                    (*op, lhs, rhs)
+                let (op, other) = if is_time(lhs) {
+                    (*op, rhs)
                 } else if is_time(rhs) {
                     // `ago(X) < TimeGenerated` is `TimeGenerated > ago(X)`, and
                     // `ago(X) > TimeGenerated` is `TimeGenerated < ago(X)` (not a window).
@@ -337,11 +332,10 @@ impl Checker {
                         BinaryOp::Ge => BinaryOp::Le,
                         other => *other,
                     };
-                    (flipped, rhs, lhs)
+                    (flipped, lhs)
                 } else {
                     return None;
                 };
-                let _ = time_side;
                 let length = ago(other)?;
                 match op {
                     BinaryOp::Gt => Some(Window {
@@ -735,8 +729,6 @@ impl Checker {
             }
         }
     }
-
-    fn no_dynamic_surprise(&mut self, _t: &Typed) {}
 
     fn unknown_column(&mut self, span: Span, name: &str, scope: &Scope) {
         let hint = scope

@@ -108,9 +108,7 @@ pub enum FileSourceError {
         source: CheckpointError,
     },
     #[error("committing positions: {0}")]
-    Commit(#[source] CheckpointError),
-    #[error("committing positions: the commit task panicked")]
-    CommitPanicked,
+    Commit(#[from] CommitError),
     #[error("starting the file reader thread: {0}")]
     Spawn(#[source] std::io::Error),
     #[error("the file reader thread stopped unexpectedly")]
@@ -370,8 +368,7 @@ impl Acks {
                 }
                 Ok(())
             }
-            Err(CommitError::Store(e)) => Err(FileSourceError::Commit(e)),
-            Err(CommitError::Panicked) => Err(FileSourceError::CommitPanicked),
+            Err(e) => Err(FileSourceError::Commit(e)),
         }
     }
 }

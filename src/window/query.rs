@@ -17,6 +17,7 @@
 //!   counted) and `max_rows` retained rows for queries without `summarize`.
 
 use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -206,27 +207,30 @@ impl QueryState {
         };
         let max_series = self.limits.max_series;
         match &mut self.store {
-            Store::Total(map) => {
-                if !map.contains_key(&key) {
+            // One hash lookup per row: the entry API, with the key moved in for a new series.
+            Store::Total(map) => match map.entry(key) {
+                Entry::Occupied(e) => update(e.into_mut()),
+                Entry::Vacant(v) => {
                     if self.series >= max_series {
                         self.stats.series_dropped += 1;
                         return;
                     }
                     self.series += 1;
-                    map.insert(key.clone(), new_states());
+                    update(v.insert(new_states()));
                 }
-                update(map.get_mut(&key).expect("inserted above"));
-            }
+            },
             Store::Sliding(map) => {
-                if !map.contains_key(&key) {
-                    if self.series >= max_series {
-                        self.stats.series_dropped += 1;
-                        return;
+                let panes = match map.entry(key) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(v) => {
+                        if self.series >= max_series {
+                            self.stats.series_dropped += 1;
+                            return;
+                        }
+                        self.series += 1;
+                        v.insert(VecDeque::new())
                     }
-                    self.series += 1;
-                    map.insert(key.clone(), VecDeque::new());
-                }
-                let panes = map.get_mut(&key).expect("inserted above");
+                };
                 let at = panes.partition_point(|p| p.max < time);
                 let pane = match panes.get_mut(at) {
                     Some(p) if p.min <= time => p,
@@ -259,24 +263,25 @@ impl QueryState {
                     self.stats.late += 1;
                     return;
                 }
-                let bin = open.entry(start).or_default();
-                if !bin.contains_key(&key) {
-                    // Finished bins yield to live ones (as in `advance`): otherwise a query
-                    // without a window would stop counting once its history filled the cap.
-                    while self.series >= max_series {
-                        match closed.pop_first() {
-                            Some((_, rows)) => self.series -= rows.len(),
-                            None => break,
+                match open.entry(start).or_default().entry(key) {
+                    Entry::Occupied(e) => update(e.into_mut()),
+                    Entry::Vacant(v) => {
+                        // Finished bins yield to live ones (as in `advance`): otherwise a query
+                        // without a window would stop counting once its history filled the cap.
+                        while self.series >= max_series {
+                            match closed.pop_first() {
+                                Some((_, rows)) => self.series -= rows.len(),
+                                None => break,
+                            }
                         }
+                        if self.series >= max_series {
+                            self.stats.series_dropped += 1;
+                            return;
+                        }
+                        self.series += 1;
+                        update(v.insert(new_states()));
                     }
-                    if self.series >= max_series {
-                        self.stats.series_dropped += 1;
-                        return;
-                    }
-                    self.series += 1;
-                    bin.insert(key.clone(), new_states());
                 }
-                update(bin.get_mut(&key).expect("inserted above"));
             }
             Store::Rows(_) => unreachable!("rows store with summarize"),
         }

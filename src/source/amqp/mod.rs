@@ -29,7 +29,7 @@ pub use connection::{ConnectionString, ConnectionStringError, Redacted, SasAuth}
 pub use metrics::{AmqpSourceMetrics, ErrorCounts, PartitionState, PartitionStats};
 pub use source::AmqpSource;
 
-use crate::checkpoint::CheckpointError;
+use crate::checkpoint::{CheckpointError, CommitError};
 
 /// Why an AMQP source stopped. None of these texts holds a key or a signature.
 #[derive(Debug, thiserror::Error)]
@@ -61,8 +61,8 @@ pub enum AmqpSourceError {
         #[source]
         source: CheckpointError,
     },
+    #[error("loading the checkpoint of partition {partition}: the task panicked")]
+    CheckpointPanicked { partition: String },
     #[error("committing positions: {0}")]
-    Commit(#[source] CheckpointError),
-    #[error("committing positions: the checkpoint task panicked")]
-    CommitPanicked,
+    Commit(#[from] CommitError),
 }

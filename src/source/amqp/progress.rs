@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::metrics::AmqpSourceMetrics;
 use super::AmqpSourceError;
 use crate::ack::AckOutcome;
-use crate::checkpoint::{CheckpointStore, CommitError, Committer, PositionTracker};
+use crate::checkpoint::{CheckpointStore, Committer, PositionTracker};
 use crate::source::Batch;
 
 pub struct Progress {
@@ -138,8 +138,7 @@ impl Progress {
                 }
                 Ok(())
             }
-            Err(CommitError::Store(e)) => Err(AmqpSourceError::Commit(e)),
-            Err(CommitError::Panicked) => Err(AmqpSourceError::CommitPanicked),
+            Err(e) => Err(AmqpSourceError::Commit(e)),
         }
     }
 }

@@ -276,6 +276,8 @@ async fn load_checkpoint(
             partition: partition.to_string(),
             source: e,
         }),
-        Err(_) => Err(AmqpSourceError::CommitPanicked),
+        Err(_) => Err(AmqpSourceError::CheckpointPanicked {
+            partition: partition.to_string(),
+        }),
     }
 }
