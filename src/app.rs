@@ -17,6 +17,7 @@ use crate::pipeline::{DeadLetter, Engine};
 use crate::schema::Schemas;
 use crate::shutdown::Shutdown;
 use crate::source::amqp::AmqpSource;
+use crate::source::kafka::KafkaSource;
 use crate::source::file::{FileSource, FileSourceConfig};
 use crate::source::{Batch, Source};
 use crate::telemetry::Metrics;
@@ -133,6 +134,9 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
                 let commits: CommitCount = Box::new(move || stats.commits());
                 commit_counters.push((name, commits));
                 Box::new(source)
+            }
+            SourceSettings::Kafka(cfg) => {
+                Box::new(KafkaSource::new(cfg.clone(), metrics.kafka.clone()))
             }
         };
         let name = source.name().to_string();

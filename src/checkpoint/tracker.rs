@@ -91,7 +91,8 @@ impl PositionTracker {
             let Some(part) = self.partitions.get_mut(&name) else {
                 continue;
             };
-            if part.blocked {
+            if part.blocked || !part.pending.iter().any(|p| p.batch == outcome.batch) {
+                // Blocked, or the batch's stake was forgotten with its partition.
                 continue;
             }
             if !outcome.delivered {
@@ -128,6 +129,20 @@ impl PositionTracker {
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
+    }
+
+    /// Whether batches of this partition wait for their outcome.
+    pub fn has_pending(&self, partition: &str) -> bool {
+        self.partitions
+            .get(partition)
+            .is_some_and(|p| !p.pending.is_empty())
+    }
+
+    /// Drops everything known about a partition this source no longer owns (a Kafka
+    /// rebalance moved it away). Outcomes still to come for its batches are ignored; if the
+    /// partition comes back, it starts afresh, unblocked.
+    pub fn forget(&mut self, partition: &str) {
+        self.partitions.remove(partition);
     }
 
     /// Batches registered whose outcome has not arrived yet.
@@ -218,6 +233,30 @@ mod tests {
         assert_eq!(t.committable(), vec![("p".to_string(), cp(0, 0))]);
         assert!(t.partitions["p"].pending.is_empty());
         assert_eq!(t.outstanding(), 0);
+    }
+
+    #[test]
+    fn a_forgotten_partition_ignores_late_outcomes_and_starts_afresh() {
+        let mut t = PositionTracker::new();
+        t.register(1, &[pos("p", 0, 0)]);
+        t.register(2, &[pos("p", 10, 1), pos("q", 0, 0)]);
+        t.resolve(&failed(1));
+        assert!(t.is_blocked("p"));
+        assert!(t.has_pending("q"));
+        t.forget("p");
+        assert!(!t.is_blocked("p"));
+        assert!(!t.has_pending("p"));
+        // p comes back before batch 2's outcome arrives; that outcome, even a failure,
+        // touches only q.
+        t.register(3, &[pos("p", 20, 2)]);
+        assert!(t.resolve(&failed(2)));
+        assert!(!t.is_blocked("p"));
+        assert!(t.is_blocked("q"));
+        assert!(t.committable().is_empty());
+        assert!(t.has_pending("p"));
+        t.resolve(&ok(3));
+        assert!(!t.has_pending("p"));
+        assert_eq!(t.committable(), vec![("p".to_string(), cp(20, 2))]);
     }
 
     #[test]

@@ -146,6 +146,54 @@ pub enum SourceConfig {
         /// metrics (timespan). Default `30s`.
         lag_poll_interval: Option<String>,
     },
+    /// Event hubs through the Event Hubs Kafka endpoint, or topics of any Kafka-compatible
+    /// cluster, in a consumer group: replicas with the same `group_id` share the partitions.
+    /// Offsets are committed to the group (not to `[checkpoint]`), only once acknowledged.
+    Kafka {
+        /// Name used in metrics, dead letters and logs.
+        name: String,
+        /// Event hubs (topics) to read.
+        topics: Vec<String>,
+        /// The Kafka consumer group (on Event Hubs: namespace-wide, created on first use).
+        group_id: String,
+        /// Where a partition without a committed offset starts (required): `earliest` or
+        /// `latest`.
+        start: String,
+        /// An Event Hubs connection string (key based; `${VARIABLE}`): the endpoint becomes
+        /// `<namespace>:9093` with SASL_SSL PLAIN `$ConnectionString`.
+        connection_string: Option<String>,
+        /// `<ns>.servicebus.windows.net`, for Entra ID (OAUTHBEARER).
+        fully_qualified_namespace: Option<String>,
+        /// With `fully_qualified_namespace`: `workload_identity`, `managed_identity`,
+        /// `client_secret`, `azure_cli` or `default` (the default).
+        auth: Option<String>,
+        /// Client id of a user-assigned managed identity (or of the workload identity).
+        client_id: Option<String>,
+        /// Any other Kafka cluster: `host:port,…`.
+        bootstrap_servers: Option<String>,
+        /// With `bootstrap_servers`: `plaintext` (default), `ssl`, `sasl_plaintext`, `sasl_ssl`.
+        security_protocol: Option<String>,
+        /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+        sasl_mechanism: Option<String>,
+        sasl_username: Option<String>,
+        /// Write `${VARIABLE}`.
+        sasl_password: Option<String>,
+        /// A CA bundle (PEM) for TLS instead of the system's.
+        ssl_ca_location: Option<String>,
+        /// `cooperative-sticky` (default), `range` or `roundrobin`.
+        assignment_strategy: Option<String>,
+        /// How long a silent replica keeps its partitions (timespan). Default `30s`.
+        session_timeout: Option<String>,
+        /// Events per batch at most. Default 256.
+        batch_max_events: Option<usize>,
+        /// A partial batch is sent this long after its first event (timespan). Default `200ms`.
+        batch_max_wait: Option<String>,
+        /// How often acknowledged offsets are committed (timespan). Default `1s`.
+        commit_interval: Option<String>,
+        /// More librdkafka properties (strings), applied last.
+        #[serde(default)]
+        properties: std::collections::BTreeMap<String, String>,
+    },
 }
 
 #[derive(Debug, Deserialize, Clone)]

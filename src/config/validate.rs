@@ -14,7 +14,8 @@ use crate::kql::diag::line_col;
 use crate::parse::ParserLimits;
 use crate::pipeline::{EngineOptions, QuerySpec};
 use crate::schema::Schemas;
-use crate::source::amqp::{AmqpSourceConfig, Auth, EntraKind, StartPosition};
+use crate::source::amqp::{AmqpSourceConfig, Auth, EntraKind, Redacted, StartPosition};
+use crate::source::kafka::{Connection, KafkaSourceConfig, Security, StartOffset};
 use crate::time;
 use crate::window::QueryLimits;
 
@@ -39,6 +40,7 @@ pub enum SourceSettings {
         follow: bool,
     },
     Amqp(AmqpSourceConfig),
+    Kafka(KafkaSourceConfig),
 }
 
 /// Every problem found in the configuration.
@@ -176,6 +178,20 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
                     sources.push(SourceSettings::Amqp(cfg));
                 }
             }
+            SourceConfig::Kafka { name, .. } => {
+                if !source_names.insert(name.clone()) {
+                    errors.push(format!(
+                        "{file}: sources[{i}]: a source named '{name}' already exists"
+                    ));
+                }
+                let before = errors.len();
+                let cfg = kafka_source(s, &mut |what, e| {
+                    errors.push(format!("{file}: sources[{i}] '{name}': {what}: {e}"))
+                });
+                if errors.len() == before {
+                    sources.push(SourceSettings::Kafka(cfg));
+                }
+            }
         }
     }
 
@@ -296,17 +312,10 @@ fn amqp_source(s: &SourceConfig, error: &mut dyn FnMut(&str, String)) -> AmqpSou
             client_id: None,
         },
         (Some(k), _) => {
-            let kind = match k {
-                "workload_identity" => EntraKind::WorkloadIdentity,
-                "managed_identity" => EntraKind::ManagedIdentity,
-                "client_secret" => EntraKind::ClientSecret,
-                "azure_cli" => EntraKind::AzureCli,
-                "default" => EntraKind::Default,
-                other => {
-                    error("auth", format!("'{other}' is not one of connection_string, workload_identity, managed_identity, client_secret, azure_cli, default"));
-                    EntraKind::Default
-                }
-            };
+            let kind = entra_kind(k).unwrap_or_else(|| {
+                error("auth", format!("'{k}' is not one of connection_string, workload_identity, managed_identity, client_secret, azure_cli, default"));
+                EntraKind::Default
+            });
             Auth::Entra {
                 kind,
                 client_id: client_id.clone(),
@@ -391,6 +400,202 @@ fn amqp_source(s: &SourceConfig, error: &mut dyn FnMut(&str, String)) -> AmqpSou
         lag_poll_interval,
         &mut cfg.lag_poll_interval,
     );
+    cfg
+}
+
+fn entra_kind(k: &str) -> Option<EntraKind> {
+    Some(match k {
+        "workload_identity" => EntraKind::WorkloadIdentity,
+        "managed_identity" => EntraKind::ManagedIdentity,
+        "client_secret" => EntraKind::ClientSecret,
+        "azure_cli" => EntraKind::AzureCli,
+        "default" => EntraKind::Default,
+        _ => return None,
+    })
+}
+
+/// A `kafka` source's settings; every problem goes to `error(field, message)`.
+fn kafka_source(s: &SourceConfig, error: &mut dyn FnMut(&str, String)) -> KafkaSourceConfig {
+    let SourceConfig::Kafka {
+        name,
+        topics,
+        group_id,
+        start,
+        connection_string,
+        fully_qualified_namespace,
+        auth,
+        client_id,
+        bootstrap_servers,
+        security_protocol,
+        sasl_mechanism,
+        sasl_username,
+        sasl_password,
+        ssl_ca_location,
+        assignment_strategy,
+        session_timeout,
+        batch_max_events,
+        batch_max_wait,
+        commit_interval,
+        properties,
+    } = s
+    else {
+        unreachable!("called for kafka sources only")
+    };
+    // `${ENV}` in every text field; errors name the field, never its value.
+    let mut env = |what: &str, v: &Option<String>| -> Option<String> {
+        v.as_ref()
+            .and_then(|t| interpolate(t).map_err(|e| error(what, e)).ok())
+    };
+    let connection_string = env("connection_string", connection_string);
+    let namespace = env("fully_qualified_namespace", fully_qualified_namespace);
+    let client_id = env("client_id", client_id);
+    let servers = env("bootstrap_servers", bootstrap_servers);
+    let protocol = env("security_protocol", security_protocol);
+    let mechanism = env("sasl_mechanism", sasl_mechanism);
+    let username = env("sasl_username", sasl_username);
+    let password = env("sasl_password", sasl_password);
+    let ca = env("ssl_ca_location", ssl_ca_location);
+    let strategy = env("assignment_strategy", assignment_strategy);
+    let group = env("group_id", &Some(group_id.clone())).unwrap_or_default();
+    let topics: Vec<String> = topics
+        .iter()
+        .filter_map(|t| env("topics", &Some(t.clone())))
+        .collect();
+    let mut props = Vec::new();
+    for (k, v) in properties {
+        if let Some(v) = env(&format!("properties.{k}"), &Some(v.clone())) {
+            props.push((k.clone(), v));
+        }
+    }
+
+    let mut cfg = KafkaSourceConfig::new(name.clone(), "", topics, group);
+    if cfg.topics.is_empty() {
+        error("topics", "name at least one event hub (topic)".into());
+    }
+    if cfg.group_id.is_empty() {
+        error("group_id", "must not be empty".into());
+    }
+    let plain_only = [
+        ("security_protocol", protocol.is_some()),
+        ("sasl_mechanism", mechanism.is_some()),
+        ("sasl_username", username.is_some()),
+        ("sasl_password", password.is_some()),
+    ];
+    let chosen = [
+        connection_string.is_some(),
+        namespace.is_some(),
+        servers.is_some(),
+    ];
+    if chosen.iter().filter(|c| **c).count() != 1 {
+        error(
+            "connection",
+            "set exactly one of connection_string (Event Hubs), fully_qualified_namespace \
+             (Event Hubs with Entra ID) or bootstrap_servers (any Kafka cluster)"
+                .into(),
+        );
+    }
+    if let Some(cs) = &connection_string {
+        match Connection::event_hubs(cs) {
+            Ok(c) => cfg.connection = c,
+            Err(e) => error("connection_string", e),
+        }
+    } else if let Some(ns) = &namespace {
+        let kind = match auth.as_deref() {
+            None => EntraKind::Default,
+            Some(k) => entra_kind(k).unwrap_or_else(|| {
+                error("auth", format!("'{k}' is not one of workload_identity, managed_identity, client_secret, azure_cli, default"));
+                EntraKind::Default
+            }),
+        };
+        cfg.connection = Connection::EventHubsEntra {
+            namespace: ns.clone(),
+            kind,
+            client_id: client_id.clone(),
+        };
+    } else if let Some(servers) = &servers {
+        let tls = matches!(protocol.as_deref(), Some("ssl" | "sasl_ssl"));
+        let security = match protocol.as_deref().unwrap_or("plaintext") {
+            "plaintext" => Security::Plaintext,
+            "ssl" => Security::Ssl {
+                ca_location: ca.clone(),
+            },
+            "sasl_plaintext" | "sasl_ssl" => {
+                let mechanism = mechanism.clone().unwrap_or_else(|| "PLAIN".to_string());
+                if !["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"].contains(&mechanism.as_str()) {
+                    error(
+                        "sasl_mechanism",
+                        format!("'{mechanism}' is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+                    );
+                }
+                if username.is_none() || password.is_none() {
+                    error(
+                        "sasl_username",
+                        "sasl_username and sasl_password are required with SASL".into(),
+                    );
+                }
+                Security::Sasl {
+                    mechanism,
+                    username: username.clone().unwrap_or_default(),
+                    password: Redacted::new(password.clone().unwrap_or_default()),
+                    tls,
+                    ca_location: ca.clone(),
+                }
+            }
+            other => {
+                error(
+                    "security_protocol",
+                    format!("'{other}' is not plaintext, ssl, sasl_plaintext or sasl_ssl"),
+                );
+                Security::Plaintext
+            }
+        };
+        cfg.connection = Connection::Kafka {
+            bootstrap_servers: servers.clone(),
+            security,
+        };
+    }
+    if servers.is_none() {
+        for (field, set) in plain_only {
+            if set {
+                error(field, "is only used with bootstrap_servers".into());
+            }
+        }
+    }
+    if auth.is_some() && namespace.is_none() {
+        error("auth", "is only used with fully_qualified_namespace".into());
+    }
+    cfg.start = match start.trim().to_ascii_lowercase().as_str() {
+        "earliest" => StartOffset::Earliest,
+        "latest" => StartOffset::Latest,
+        other => {
+            error(
+                "start",
+                format!("'{other}' is not earliest or latest (a group's committed offsets take precedence)"),
+            );
+            StartOffset::Earliest
+        }
+    };
+    if let Some(a) = strategy {
+        cfg.assignment_strategy = a;
+    }
+    if let Some(n) = batch_max_events {
+        cfg.batch_max_events = (*n).max(1);
+    }
+    let mut span = |what: &str, v: &Option<String>, d: &mut std::time::Duration| {
+        if let Some(text) = v {
+            match time::parse_timespan(text) {
+                Some(t) if t >= 0 => *d = Duration::from_nanos((t * 100) as u64),
+                _ => error(
+                    what,
+                    format!("'{text}' is not a timespan (e.g. 200ms, 30s)"),
+                ),
+            }
+        }
+    };
+    span("session_timeout", session_timeout, &mut cfg.session_timeout);
+    span("batch_max_wait", batch_max_wait, &mut cfg.batch_max_wait);
+    span("commit_interval", commit_interval, &mut cfg.commit_interval);
+    cfg.properties = props;
     cfg
 }
 
@@ -644,6 +849,115 @@ batch_max_wait = "soon"
         let text = load(&p, &Schemas::embedded()).unwrap_err().to_string();
         assert!(text.contains("connection_string: neither"), "{text}");
         assert!(!text.contains("k3yk3y"), "{text}");
+    }
+
+    #[test]
+    fn kafka_sources_take_their_settings_and_keep_secrets_out_of_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        std::env::set_var(
+            "HUBWATCH_TEST_KAFKA_EH",
+            "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=listen;SharedAccessKey=c2VjcmV0a2V5",
+        );
+        std::env::set_var("HUBWATCH_TEST_KAFKA_PW", "scr4mpassw0rd");
+        let p = write(
+            dir.path(),
+            "k.toml",
+            r#"[[sources]]
+type = "kafka"
+name = "eh"
+connection_string = "${HUBWATCH_TEST_KAFKA_EH}"
+topics = ["insights-logs-amlcomputeclusterevent", "insights-logs-amlcomputejobevent"]
+group_id = "hubwatch"
+start = "earliest"
+session_timeout = "10s"
+commit_interval = "5s"
+batch_max_events = 64
+
+[[sources]]
+type = "kafka"
+name = "onprem"
+bootstrap_servers = "k1:9092,k2:9092"
+security_protocol = "sasl_ssl"
+sasl_mechanism = "SCRAM-SHA-512"
+sasl_username = "svc"
+sasl_password = "${HUBWATCH_TEST_KAFKA_PW}"
+topics = ["logs"]
+group_id = "g"
+start = "latest"
+properties = { "fetch.max.bytes" = "1048576" }
+
+[[sources]]
+type = "kafka"
+name = "entra"
+fully_qualified_namespace = "ns.servicebus.windows.net"
+auth = "workload_identity"
+topics = ["insights"]
+group_id = "g"
+start = "earliest"
+"#,
+        );
+        let s = load(&p, &Schemas::embedded()).unwrap();
+        let SourceSettings::Kafka(a) = &s.sources[0] else {
+            panic!("a kafka source")
+        };
+        let props = a.client_properties();
+        assert_eq!(
+            props.get("bootstrap.servers"),
+            Some("ns.servicebus.windows.net:9093")
+        );
+        assert_eq!(props.get("sasl.username"), Some("$ConnectionString"));
+        assert_eq!(a.topics.len(), 2);
+        assert_eq!(a.session_timeout, Duration::from_secs(10));
+        assert_eq!(a.commit_interval, Duration::from_secs(5));
+        assert_eq!(a.batch_max_events, 64);
+        let SourceSettings::Kafka(b) = &s.sources[1] else {
+            panic!("a kafka source")
+        };
+        let props = b.client_properties();
+        assert_eq!(props.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(props.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(props.get("sasl.password"), Some("scr4mpassw0rd"));
+        assert_eq!(props.get("auto.offset.reset"), Some("latest"));
+        assert_eq!(props.get("fetch.max.bytes"), Some("1048576"));
+        let SourceSettings::Kafka(c) = &s.sources[2] else {
+            panic!("a kafka source")
+        };
+        assert_eq!(c.client_properties().get("sasl.mechanism"), Some("OAUTHBEARER"));
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("c2VjcmV0a2V5"), "{shown}");
+        assert!(!shown.contains("scr4mpassw0rd"), "{shown}");
+
+        let p = write(
+            dir.path(),
+            "bad.toml",
+            r#"[[sources]]
+type = "kafka"
+name = "eh"
+connection_string = "${HUBWATCH_TEST_KAFKA_EH}"
+bootstrap_servers = "x:9092"
+sasl_password = "${HUBWATCH_TEST_KAFKA_PW}"
+topics = []
+group_id = "g"
+start = "yesterday"
+batch_max_wait = "soon"
+"#,
+        );
+        let text = load(&p, &Schemas::embedded()).unwrap_err().to_string();
+        assert!(text.contains("connection: set exactly one of"), "{text}");
+        assert!(text.contains("topics: name at least one"), "{text}");
+        assert!(text.contains("start: 'yesterday'"), "{text}");
+        assert!(text.contains("batch_max_wait: 'soon'"), "{text}");
+        assert!(!text.contains("c2VjcmV0a2V5"), "{text}");
+        assert!(!text.contains("scr4mpassw0rd"), "{text}");
+
+        let p = write(
+            dir.path(),
+            "sas.toml",
+            "[[sources]]\ntype = \"kafka\"\nname = \"eh\"\ntopics = [\"t\"]\ngroup_id = \"g\"\nstart = \"earliest\"\nconnection_string = \"Endpoint=sb://ns/;SharedAccessSignature=SharedAccessSignature sr=a&sig=s3cr3tsig&se=1&skn=k\"\n",
+        );
+        let text = load(&p, &Schemas::embedded()).unwrap_err().to_string();
+        assert!(text.contains("does not accept a SharedAccessSignature"), "{text}");
+        assert!(!text.contains("s3cr3tsig"), "{text}");
     }
 
     #[test]

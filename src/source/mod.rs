@@ -5,6 +5,7 @@
 
 pub mod amqp;
 pub mod file;
+pub mod kafka;
 
 use std::future::Future;
 use std::pin::Pin;

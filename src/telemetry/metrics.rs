@@ -139,12 +139,105 @@ impl AmqpMetrics {
     }
 }
 
+/// Kafka sources (labels `source`, and per partition `topic`, `partition`). Cloned into
+/// each Kafka source, which updates them itself; a partition's series are removed when the
+/// partition is revoked, so each replica shows only what it owns.
+#[derive(Clone)]
+pub struct KafkaMetrics {
+    pub events: IntCounterVec,
+    pub bytes: IntCounterVec,
+    pub position: IntGaugeVec,
+    pub committed_offset: IntGaugeVec,
+    pub high_watermark: IntGaugeVec,
+    pub lag_events: IntGaugeVec,
+    pub lag_seconds: GaugeVec,
+    pub assigned_partitions: IntGaugeVec,
+    pub rebalances: IntCounterVec,
+    pub commit_failures: IntCounterVec,
+    pub errors: IntCounterVec,
+}
+
+impl KafkaMetrics {
+    fn new(r: &Registry) -> KafkaMetrics {
+        let stp = &["source", "topic", "partition"];
+        KafkaMetrics {
+            events: counter_vec(
+                r,
+                "hubwatch_kafka_events_total",
+                "Events (Kafka messages) received, by topic and partition.",
+                stp,
+            ),
+            bytes: counter_vec(
+                r,
+                "hubwatch_kafka_bytes_total",
+                "Body bytes received, by topic and partition.",
+                stp,
+            ),
+            position: int_gauge_vec(
+                r,
+                "hubwatch_kafka_position",
+                "Offset after the last event handed to the pipeline (the next to read).",
+                stp,
+            ),
+            committed_offset: int_gauge_vec(
+                r,
+                "hubwatch_kafka_committed_offset",
+                "Offset committed to the group: every event before it was acknowledged by the whole pipeline.",
+                stp,
+            ),
+            high_watermark: int_gauge_vec(
+                r,
+                "hubwatch_kafka_high_watermark",
+                "Offset after the last event in the partition (from the client's statistics).",
+                stp,
+            ),
+            lag_events: int_gauge_vec(
+                r,
+                "hubwatch_kafka_lag_events",
+                "Events in the partition not yet handed to the pipeline (high watermark - position).",
+                stp,
+            ),
+            lag_seconds: gauge_vec(
+                r,
+                "hubwatch_kafka_lag_seconds",
+                "Age of the last event handed to the pipeline while events wait behind it (0 when caught up).",
+                stp,
+            ),
+            assigned_partitions: int_gauge_vec(
+                r,
+                "hubwatch_kafka_assigned_partitions",
+                "Partitions this replica owns in its consumer group.",
+                &["source"],
+            ),
+            rebalances: counter_vec(
+                r,
+                "hubwatch_kafka_rebalances_total",
+                "Consumer-group rebalances seen, by kind (assign, revoke, lost).",
+                &["source", "kind"],
+            ),
+            commit_failures: counter_vec(
+                r,
+                "hubwatch_kafka_commit_failures_total",
+                "Offset commits the group coordinator refused or that failed.",
+                &["source"],
+            ),
+            errors: counter_vec(
+                r,
+                "hubwatch_kafka_errors_total",
+                "Client errors, by kind (transport, auth, fatal, other).",
+                &["source", "kind"],
+            ),
+        }
+    }
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub parse: ParseMetrics,
     pub query: QueryMetrics,
     pub source: SourceMetrics,
     pub amqp: AmqpMetrics,
+    pub kafka: KafkaMetrics,
     pub clock: Gauge,
     pub watermark: Gauge,
     pub up: IntGauge,
@@ -261,11 +354,13 @@ impl Metrics {
             ),
         };
         let amqp = AmqpMetrics::new(&r);
+        let kafka = KafkaMetrics::new(&r);
         Metrics {
             parse,
             query,
             source,
             amqp,
+            kafka,
             clock: gauge(
                 &r,
                 "hubwatch_event_time_clock_seconds",
@@ -387,6 +482,23 @@ mod tests {
         }
         a.lag_seconds.with_label_values(&["s", "0"]);
         a.errors.with_label_values(&["s", "0", "auth"]);
+        let k = &m.kafka;
+        for v in [&k.events, &k.bytes] {
+            v.with_label_values(&["s", "t", "0"]);
+        }
+        for v in [
+            &k.position,
+            &k.committed_offset,
+            &k.high_watermark,
+            &k.lag_events,
+        ] {
+            v.with_label_values(&["s", "t", "0"]);
+        }
+        k.lag_seconds.with_label_values(&["s", "t", "0"]);
+        k.assigned_partitions.with_label_values(&["s"]);
+        k.rebalances.with_label_values(&["s", "assign"]);
+        k.commit_failures.with_label_values(&["s"]);
+        k.errors.with_label_values(&["s", "transport"]);
         let mut names: Vec<String> = m
             .registry
             .gather()
@@ -407,6 +519,17 @@ mod tests {
                 "hubwatch_amqp_reconnects_total",
                 "hubwatch_event_time_clock_seconds",
                 "hubwatch_event_time_watermark_seconds",
+                "hubwatch_kafka_assigned_partitions",
+                "hubwatch_kafka_bytes_total",
+                "hubwatch_kafka_commit_failures_total",
+                "hubwatch_kafka_committed_offset",
+                "hubwatch_kafka_errors_total",
+                "hubwatch_kafka_events_total",
+                "hubwatch_kafka_high_watermark",
+                "hubwatch_kafka_lag_events",
+                "hubwatch_kafka_lag_seconds",
+                "hubwatch_kafka_position",
+                "hubwatch_kafka_rebalances_total",
                 "hubwatch_parse_bodies_total",
                 "hubwatch_parse_bytes_total",
                 "hubwatch_parse_dead_letters_total",

@@ -223,7 +223,7 @@ impl Connector {
     }
 }
 
-fn entra_credential(
+pub(crate) fn entra_credential(
     kind: EntraKind,
     client_id: Option<String>,
 ) -> azure_core::Result<Arc<dyn TokenCredential>> {

@@ -25,7 +25,8 @@ mod progress;
 mod source;
 
 pub use config::{AmqpSourceConfig, Auth, Backoff, EntraKind, StartPosition};
-pub use connection::{ConnectionString, ConnectionStringError, Redacted, SasAuth};
+pub(crate) use client::entra_credential;
+pub use connection::{scrub, ConnectionString, ConnectionStringError, Redacted, SasAuth};
 pub use metrics::{AmqpSourceMetrics, ErrorCounts, PartitionState, PartitionStats};
 pub use source::AmqpSource;
 

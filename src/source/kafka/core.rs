@@ -1,0 +1,461 @@
+//! The state of a Kafka source, shared by the consumer thread's loop and librdkafka's
+//! callbacks (which run on that same thread, inside `poll`): the batch being gathered, the
+//! batch waiting for room in the pipeline, the outcomes and the [`PositionTracker`], and the
+//! partitions this replica owns with their offsets and metrics.
+//!
+//! Offsets: Kafka's offset is the position; on Event Hubs it equals the sequence number, so
+//! a [`Position`] carries it in both fields. What is committed is the offset *after* the
+//! last acknowledged event (Kafka's convention: the next to read).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus::IntCounter;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use crate::ack::{AckOutcome, AckToken};
+use crate::checkpoint::PositionTracker;
+use crate::source::{Batch, Event, Position};
+use crate::telemetry::metrics::KafkaMetrics;
+use crate::time::TICKS_PER_MILLISECOND;
+
+/// A partition this replica owns.
+struct Owned {
+    topic: Arc<str>,
+    partition: i32,
+    /// `topic/partition`: the tracker's and the pipeline's name for it.
+    key: Arc<str>,
+    /// The partition number as a label value.
+    label: String,
+    /// The offset after the last event handed to the pipeline.
+    position: Option<i64>,
+    /// The broker timestamp (ms) of that event.
+    last_timestamp_ms: Option<i64>,
+    committed: Option<i64>,
+    high_watermark: Option<i64>,
+    events: IntCounter,
+    bytes: IntCounter,
+}
+
+pub(super) struct Limits {
+    pub batch_max_events: usize,
+    pub batch_max_wait: Duration,
+    pub max_outstanding_batches: usize,
+}
+
+pub(super) struct Core {
+    source: Arc<str>,
+    limits: Limits,
+    /// `None` once the source stops forwarding.
+    out: Option<mpsc::Sender<Batch>>,
+    ack_tx: mpsc::UnboundedSender<AckOutcome>,
+    ack_rx: mpsc::UnboundedReceiver<AckOutcome>,
+    tracker: PositionTracker,
+    next_batch: u64,
+    building: Vec<Event>,
+    building_since: Option<Instant>,
+    /// Gathered, waiting for room in the pipeline; not registered, so never committed.
+    ready: Option<Batch>,
+    owned: Vec<Owned>,
+    /// Bumped whenever the owned set changes (the loop re-applies a pause).
+    pub generation: u64,
+    prom: KafkaMetrics,
+}
+
+impl Core {
+    pub fn new(
+        source: Arc<str>,
+        limits: Limits,
+        out: mpsc::Sender<Batch>,
+        prom: KafkaMetrics,
+    ) -> Core {
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        prom.assigned_partitions
+            .with_label_values(&[&*source])
+            .set(0);
+        Core {
+            source,
+            limits,
+            out: Some(out),
+            ack_tx,
+            ack_rx,
+            tracker: PositionTracker::new(),
+            next_batch: 0,
+            building: Vec::new(),
+            building_since: None,
+            ready: None,
+            owned: Vec::new(),
+            generation: 0,
+            prom,
+        }
+    }
+
+    fn find(&self, topic: &str, partition: i32) -> Option<usize> {
+        self.owned
+            .iter()
+            .position(|o| o.partition == partition && &*o.topic == topic)
+    }
+
+    fn own(&mut self, topic: &str, partition: i32) -> usize {
+        if let Some(i) = self.find(topic, partition) {
+            return i;
+        }
+        let label = partition.to_string();
+        let values = [&*self.source, topic, label.as_str()];
+        let owned = Owned {
+            topic: Arc::from(topic),
+            partition,
+            key: Arc::from(format!("{topic}/{partition}")),
+            events: self.prom.events.with_label_values(&values),
+            bytes: self.prom.bytes.with_label_values(&values),
+            label,
+            position: None,
+            last_timestamp_ms: None,
+            committed: None,
+            high_watermark: None,
+        };
+        self.owned.push(owned);
+        self.generation += 1;
+        self.prom
+            .assigned_partitions
+            .with_label_values(&[&*self.source])
+            .set(self.owned.len() as i64);
+        self.owned.len() - 1
+    }
+
+    /// The partitions owned now.
+    pub fn assignment(&self) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for o in &self.owned {
+            tpl.add_partition(&o.topic, o.partition);
+        }
+        tpl
+    }
+
+    /// A message from the consumer: joins the batch being gathered.
+    pub fn push(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+        payload: &[u8],
+        now: Instant,
+    ) {
+        let i = self.own(topic, partition);
+        let o = &mut self.owned[i];
+        o.position = Some(offset + 1);
+        o.last_timestamp_ms = timestamp_ms.or(o.last_timestamp_ms);
+        o.events.inc();
+        o.bytes.inc_by(payload.len() as u64);
+        if self.building.is_empty() {
+            self.building_since = Some(now);
+        }
+        self.building.push(Event {
+            body: payload.to_vec(),
+            position: Position {
+                partition: o.key.clone(),
+                offset,
+                sequence_number: offset,
+                enqueued_time: timestamp_ms.map(|ms| ms.saturating_mul(TICKS_PER_MILLISECOND)),
+            },
+        });
+    }
+
+    /// Settles the outcomes that arrived.
+    pub fn drain_acks(&mut self) {
+        while let Ok(outcome) = self.ack_rx.try_recv() {
+            self.tracker.resolve(&outcome);
+        }
+    }
+
+    /// Moves a due batch to `ready` and forwards it if the pipeline has room. Returns
+    /// whether the source is held back (a batch waits for room, or too many are in flight),
+    /// and then fetching should pause.
+    pub fn forward(&mut self, now: Instant) -> bool {
+        let due = self.building.len() >= self.limits.batch_max_events
+            || self
+                .building_since
+                .is_some_and(|t| now.duration_since(t) >= self.limits.batch_max_wait);
+        let room = self.tracker.outstanding() < self.limits.max_outstanding_batches;
+        if due && room && self.ready.is_none() {
+            self.ready = self.take_building();
+        }
+        if let (Some(out), Some(_)) = (&self.out, &self.ready) {
+            if let Ok(permit) = out.try_reserve() {
+                if let Some(batch) = self.ready.take() {
+                    self.tracker
+                        .register(batch.ack.batch(), batch.events.iter().map(|e| &e.position));
+                    permit.send(batch);
+                }
+            }
+        }
+        self.ready.is_some()
+            || self.tracker.outstanding() >= self.limits.max_outstanding_batches
+            || self.building.len() >= self.limits.batch_max_events
+    }
+
+    fn take_building(&mut self) -> Option<Batch> {
+        if self.building.is_empty() {
+            return None;
+        }
+        self.building_since = None;
+        let id = self.next_batch;
+        self.next_batch += 1;
+        Some(Batch {
+            source: self.source.clone(),
+            events: std::mem::take(&mut self.building),
+            ack: AckToken::new(id, self.ack_tx.clone()),
+        })
+    }
+
+    /// How long the loop may wait in `poll` before a partial batch is due.
+    pub fn poll_wait(&self, now: Instant, idle: Duration) -> Duration {
+        match self.building_since {
+            Some(t) => (t + self.limits.batch_max_wait)
+                .saturating_duration_since(now)
+                .min(idle),
+            None => idle,
+        }
+    }
+
+    /// Waits (at most `limit`) for room in the pipeline or for an outcome, whichever comes
+    /// first, and takes it. Called from the consumer thread, never from the runtime.
+    pub fn wait_for_room(&mut self, handle: &Handle, limit: Duration) {
+        let Core {
+            out,
+            ack_rx,
+            ready,
+            tracker,
+            ..
+        } = self;
+        handle.block_on(async {
+            let reserve = async {
+                match (out.as_ref(), ready.is_some()) {
+                    (Some(out), true) => out.reserve().await.ok(),
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                permit = reserve => {
+                    if let (Some(permit), Some(batch)) = (permit, ready.take()) {
+                        tracker.register(batch.ack.batch(), batch.events.iter().map(|e| &e.position));
+                        permit.send(batch);
+                    }
+                }
+                Some(outcome) = ack_rx.recv() => { tracker.resolve(&outcome); }
+                _ = tokio::time::sleep(limit) => {}
+            }
+        });
+    }
+
+    /// The pipeline is gone (the engine stopped).
+    pub fn pipeline_closed(&self) -> bool {
+        self.out.as_ref().is_none_or(|o| o.is_closed())
+    }
+
+    /// Stops forwarding: what was gathered and not sent is dropped (it was never
+    /// registered, so its offsets are not committed and it is read again).
+    pub fn stop_forwarding(&mut self) {
+        self.out = None;
+        self.ready = None;
+        self.building.clear();
+        self.building_since = None;
+    }
+
+    /// Waits until no batch of these partitions (all, with `None`) is in flight, or the
+    /// deadline passes. Returns whether everything settled.
+    pub fn settle(&mut self, handle: &Handle, keys: Option<&[Arc<str>]>, deadline: Instant) -> bool {
+        loop {
+            self.drain_acks();
+            let waiting = match keys {
+                Some(keys) => keys.iter().any(|k| self.tracker.has_pending(k)),
+                None => self.tracker.outstanding() > 0,
+            };
+            if !waiting {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let rx = &mut self.ack_rx;
+            let got = handle.block_on(async { tokio::time::timeout(left, rx.recv()).await });
+            match got {
+                Ok(Some(outcome)) => {
+                    self.tracker.resolve(&outcome);
+                }
+                // Every token is gone and the channel cannot close while we hold a sender;
+                // a timeout ends the wait.
+                Ok(None) | Err(_) => return false,
+            }
+        }
+    }
+
+    /// Commits, synchronously, the offset after the acknowledged prefix of every owned
+    /// partition (of `only`, if given) that moved since its last commit. Returns the
+    /// number of partitions committed, or the error text.
+    pub fn commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        only: Option<&[Arc<str>]>,
+    ) -> Result<usize, String> {
+        let settled = self.tracker.committable();
+        let mut tpl = TopicPartitionList::new();
+        let mut moved = Vec::new();
+        for (key, cp) in settled {
+            if only.is_some_and(|keys| !keys.iter().any(|k| **k == *key)) {
+                continue;
+            }
+            let Some(i) = self.owned.iter().position(|o| *o.key == *key) else {
+                continue;
+            };
+            let next = cp.offset + 1;
+            if self.owned[i].committed.is_some_and(|c| c >= next) {
+                continue;
+            }
+            let o = &self.owned[i];
+            if let Err(e) = tpl.add_partition_offset(&o.topic, o.partition, Offset::Offset(next)) {
+                return Err(e.to_string());
+            }
+            moved.push((i, next));
+        }
+        if moved.is_empty() {
+            return Ok(0);
+        }
+        match consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => {
+                for (i, next) in &moved {
+                    let o = &mut self.owned[*i];
+                    o.committed = Some(*next);
+                    self.prom
+                        .committed_offset
+                        .with_label_values(&[&*self.source, &*o.topic, &o.label])
+                        .set(*next);
+                }
+                Ok(moved.len())
+            }
+            Err(e) => {
+                self.prom
+                    .commit_failures
+                    .with_label_values(&[&*self.source])
+                    .inc();
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Partitions assigned to this replica (all of them, or the increment).
+    pub fn assign(&mut self, tpl: &TopicPartitionList) {
+        for e in tpl.elements() {
+            self.own(e.topic(), e.partition());
+        }
+    }
+
+    /// The keys of these partitions that are owned.
+    pub fn keys_of(&self, tpl: &TopicPartitionList) -> Vec<Arc<str>> {
+        tpl.elements()
+            .iter()
+            .filter_map(|e| self.find(e.topic(), e.partition()))
+            .map(|i| self.owned[i].key.clone())
+            .collect()
+    }
+
+    /// Events of these partitions that were gathered but not sent are dropped: the
+    /// partitions' next owner reads them from the committed offset.
+    pub fn drop_unsent(&mut self, keys: &[Arc<str>]) {
+        let gone = |e: &Event| keys.iter().any(|k| *k == e.position.partition);
+        self.building.retain(|e| !gone(e));
+        if self.building.is_empty() {
+            self.building_since = None;
+        }
+        if let Some(batch) = &mut self.ready {
+            batch.events.retain(|e| !gone(e));
+            if batch.events.is_empty() {
+                self.ready = None;
+            }
+        }
+    }
+
+    /// Forgets partitions that left this replica, and their series.
+    pub fn release(&mut self, keys: &[Arc<str>]) {
+        for key in keys {
+            self.tracker.forget(key);
+            if let Some(i) = self.owned.iter().position(|o| o.key == *key) {
+                let o = self.owned.swap_remove(i);
+                let values = [&*self.source, &*o.topic, o.label.as_str()];
+                let p = &self.prom;
+                for v in [&p.events, &p.bytes] {
+                    let _ = v.remove_label_values(&values);
+                }
+                for v in [
+                    &p.position,
+                    &p.committed_offset,
+                    &p.high_watermark,
+                    &p.lag_events,
+                ] {
+                    let _ = v.remove_label_values(&values);
+                }
+                let _ = p.lag_seconds.remove_label_values(&values);
+            }
+        }
+        self.generation += 1;
+        self.prom
+            .assigned_partitions
+            .with_label_values(&[&*self.source])
+            .set(self.owned.len() as i64);
+    }
+
+    /// From the client's statistics.
+    pub fn set_high_watermark(&mut self, topic: &str, partition: i32, hi: i64) {
+        if let Some(i) = self.find(topic, partition) {
+            if hi >= 0 {
+                self.owned[i].high_watermark = Some(hi);
+            }
+        }
+    }
+
+    /// Publishes each owned partition's position and lag.
+    pub fn refresh_metrics(&self) {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        for o in &self.owned {
+            let values = [&*self.source, &*o.topic, o.label.as_str()];
+            if let Some(p) = o.position {
+                self.prom.position.with_label_values(&values).set(p);
+            }
+            if let Some(hi) = o.high_watermark {
+                self.prom.high_watermark.with_label_values(&values).set(hi);
+            }
+            let waiting = match (o.high_watermark, o.position) {
+                (Some(hi), Some(p)) => Some((hi - p).max(0)),
+                (Some(hi), None) => o.committed.map(|c| (hi - c).max(0)),
+                _ => None,
+            };
+            if let Some(w) = waiting {
+                self.prom.lag_events.with_label_values(&values).set(w);
+                let age = match (w > 0, o.last_timestamp_ms) {
+                    (true, Some(ts)) => ((now_ms - ts).max(0)) as f64 / 1000.0,
+                    _ => 0.0,
+                };
+                self.prom.lag_seconds.with_label_values(&values).set(age);
+            }
+        }
+    }
+
+    /// Per owned partition: (key, position, committed), for tests and logs.
+    pub fn offsets(&self) -> Vec<(String, Option<i64>, Option<i64>)> {
+        let mut v: Vec<_> = self
+            .owned
+            .iter()
+            .map(|o| (o.key.to_string(), o.position, o.committed))
+            .collect();
+        v.sort();
+        v
+    }
+}
