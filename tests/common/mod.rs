@@ -230,3 +230,5 @@ impl OutputWithStdin for Command {
         )
     }
 }
+
+pub mod kafka;
