@@ -4,31 +4,13 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn prometheus_scrapes_the_aml_pack() {
-    let prometheus = which("prometheus");
+    which("prometheus"); // fail before starting anything
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("hubwatch.toml");
     std::fs::write(
@@ -43,29 +25,10 @@ fn prometheus_scrapes_the_aml_pack() {
     let mut svc = Service::start(&config);
     svc.wait_for_line("all sources finished", Duration::from_secs(60));
 
-    let port = free_port();
-    std::fs::write(
-        dir.path().join("prometheus.yml"),
-        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: hubwatch\n    static_configs:\n      - targets: ['{}']\n", svc.addr),
-    )
-    .unwrap();
-    let _prom = Kill(
-        Command::new(prometheus)
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus"),
+    let prom = Prometheus::start(
+        dir.path(),
+        &format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: hubwatch\n    static_configs:\n      - targets: ['{}']\n", svc.addr),
     );
-    let prom_addr = format!("127.0.0.1:{port}");
 
     // What hubwatch says, per (workspace, cluster).
     let (_, body) = svc.get("/api/v1/queries/aml_cluster_nodes");
@@ -79,10 +42,7 @@ fn prometheus_scrapes_the_aml_pack() {
     // What Prometheus scraped (bounded wait: discovery takes a few seconds).
     let deadline = Instant::now() + Duration::from_secs(60);
     let result = loop {
-        let q = "/api/v1/query?query=aml_cluster_nodes_running_nodes";
-        if let Ok((200, text)) = http_get(&prom_addr, q) {
-            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            let r = v["data"]["result"].as_array().cloned().unwrap_or_default();
+        if let Some(r) = prom.query("aml_cluster_nodes_running_nodes") {
             if !r.is_empty() {
                 break r;
             }

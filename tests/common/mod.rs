@@ -232,3 +232,99 @@ impl OutputWithStdin for Command {
 }
 
 pub mod kafka;
+
+/// Kills a child process when dropped, so a failing test leaves nothing running.
+pub struct Kill(pub Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real Prometheus server on a free loopback port, its data and log in `dir`; killed on
+/// drop. Absent `prometheus` fails the test (see `which`).
+pub struct Prometheus {
+    _child: Kill,
+    pub addr: String,
+    log: PathBuf,
+}
+
+impl Prometheus {
+    /// Starts Prometheus with `config` (the text of prometheus.yml) and waits until it is
+    /// ready (it has loaded the configuration and any rule files).
+    pub fn start(dir: &Path, config: &str) -> Prometheus {
+        let prometheus = which("prometheus");
+        let config_path = dir.join("prometheus.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = dir.join("prometheus.log");
+        let port = free_port();
+        let mut child = Kill(
+            Command::new(prometheus)
+                .arg(format!("--config.file={}", config_path.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("prometheus-data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("start prometheus"),
+        );
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok((200, _)) = http_get(&addr, "/-/ready") {
+                break;
+            }
+            if let Ok(Some(status)) = child.0.try_wait() {
+                panic!(
+                    "prometheus exited ({status}):\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prometheus was not ready within 60 s:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Prometheus {
+            _child: child,
+            addr,
+            log,
+        }
+    }
+
+    /// The `data` of a successful API answer at `path`, or None (not yet, or an error).
+    pub fn api(&self, path: &str) -> Option<Value> {
+        let (status, body) = http_get(&self.addr, path).ok()?;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        (status == 200 && v["status"] == "success").then(|| v["data"].clone())
+    }
+
+    /// The samples of the instant query `expr`, evaluated now.
+    pub fn query(&self, expr: &str) -> Option<Vec<Value>> {
+        let expr = percent_encoding::utf8_percent_encode(expr, percent_encoding::NON_ALPHANUMERIC);
+        let data = self.api(&format!("/api/v1/query?query={expr}"))?;
+        data["result"].as_array().cloned()
+    }
+
+    /// The last lines of Prometheus's own log, for failure messages.
+    pub fn log(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}

@@ -195,7 +195,7 @@ impl ClientContext for HubContext {
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
                 if *partition >= 0 {
-                    core.set_high_watermark(topic, *partition, p.hi_offset);
+                    core.set_statistics(topic, *partition, p.hi_offset, p.committed_offset);
                 }
             }
         }
@@ -250,7 +250,9 @@ impl ConsumerContext for HubContext {
             let mut core = self.core();
             core.assign(tpl);
             let keys = core.keys_of(tpl);
-            tracing::info!(source = %self.source, partitions = ?keys, "partitions assigned");
+            if !keys.is_empty() {
+                tracing::info!(source = %self.source, partitions = ?keys, "partitions assigned");
+            }
         }
     }
 }

@@ -409,11 +409,20 @@ impl Core {
             .set(self.owned.len() as i64);
     }
 
-    /// From the client's statistics.
-    pub fn set_high_watermark(&mut self, topic: &str, partition: i32, hi: i64) {
+    /// From the client's statistics: the high watermark, and the group's committed offset
+    /// as fetched at assignment (until this replica commits one itself).
+    pub fn set_statistics(&mut self, topic: &str, partition: i32, hi: i64, committed: i64) {
         if let Some(i) = self.find(topic, partition) {
+            let o = &mut self.owned[i];
             if hi >= 0 {
-                self.owned[i].high_watermark = Some(hi);
+                o.high_watermark = Some(hi);
+            }
+            if committed >= 0 && o.committed.is_none() {
+                o.committed = Some(committed);
+                self.prom
+                    .committed_offset
+                    .with_label_values(&[&*self.source, &*o.topic, &o.label])
+                    .set(committed);
             }
         }
     }

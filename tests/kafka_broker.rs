@@ -1,0 +1,313 @@
+//! The Kafka source against a real broker process (tansu, installed by
+//! scripts/setup-test-deps.sh), through the real binary:
+//!
+//! - the golden fixture bodies give the independent oracle's answers;
+//! - two replicas in one consumer group share the partitions; one is killed with SIGKILL
+//!   while it holds acknowledged but uncommitted events, the stream goes on, and the other
+//!   takes its partitions over from the last commit. Nothing is lost: the two replicas'
+//!   results add up to a single process's run over the same topic plus exactly the events
+//!   of the dead replica's uncommitted tail (read from its own metrics before the kill), and
+//!   nothing else is duplicated.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::kafka::{produce, Tansu};
+use common::*;
+use serde_json::Value;
+
+const LEFT_OUT_LINE: usize = 428;
+const LEFT_OUT_TIME: &str = "2024-05-20T06:41:17.2468013Z";
+const MESSAGE_TIME_MS: i64 = 1_716_206_400_000;
+
+fn kafka_config(
+    dir: &Path,
+    file: &str,
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    commit_interval: &str,
+    queries: &[(String, String)],
+) -> PathBuf {
+    let mut config = format!(
+        "[export]\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_rows = 100000\n\
+         [[sources]]\ntype = \"kafka\"\nname = \"k\"\nbootstrap_servers = \"{bootstrap}\"\n\
+         topics = [\"{topic}\"]\ngroup_id = \"{group}\"\nstart = \"earliest\"\n\
+         batch_max_wait = \"20ms\"\nsession_timeout = \"6s\"\ncommit_interval = \"{commit_interval}\"\n"
+    );
+    for (name, kql) in queries {
+        config.push_str(&format!("[[queries]]\nname = \"{name}\"\nkql = '''\n{kql}'''\n"));
+    }
+    let path = dir.join(file);
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+/// The value of the first `/metrics` line that starts with `series` (labels included).
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Sum of every sample of a metric family.
+fn metric_sum(text: &str, family: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")) || l.starts_with(&format!("{family} ")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Per `partition` label, the value of a per-partition Kafka metric.
+fn per_partition(text: &str, family: &str) -> BTreeMap<i32, i64> {
+    let mut m = BTreeMap::new();
+    for l in text.lines().filter(|l| l.starts_with(&format!("{family}{{"))) {
+        let at = l.find("partition=\"").unwrap() + "partition=\"".len();
+        let p: i32 = l[at..].split('"').next().unwrap().parse().unwrap();
+        m.insert(p, l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as i64);
+    }
+    m
+}
+
+fn absorbed(svc: &Service) -> u64 {
+    let (_, text) = svc.get("/metrics");
+    metric(&text, "hubwatch_source_events_total{source=\"k\"}").unwrap_or(0.0) as u64
+}
+
+fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn query_rows(svc: &Service, name: &str) -> Value {
+    let (status, body) = svc.get(&format!("/api/v1/queries/{name}"));
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_bodies_through_a_broker_process_give_the_oracles_answers() {
+    let tansu = Tansu::start();
+    tansu.create_topic("golden", 4).await;
+    let bodies: Vec<Vec<u8>> = std::fs::read_to_string(fixture())
+        .unwrap()
+        .lines()
+        .enumerate()
+        .filter(|(i, l)| i + 1 != LEFT_OUT_LINE && !l.is_empty())
+        .map(|(_, l)| l.as_bytes().to_vec())
+        .collect();
+    let b = tansu.bootstrap.clone();
+    let n = bodies.len() as u64;
+    tokio::task::spawn_blocking(move || produce(&b, "golden", 4, &bodies, MESSAGE_TIME_MS))
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let queries = golden_queries();
+    let path = kafka_config(dir.path(), "h.toml", &tansu.bootstrap, "golden", "golden-g", "1s", &queries);
+    let mut svc = tokio::task::spawn_blocking(move || Service::start(&path)).await.unwrap();
+    tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(90), "all golden events absorbed", || absorbed(&svc) >= n);
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(absorbed(&svc), n, "each event exactly once");
+        for (name, _) in &queries {
+            let got = query_rows(&svc, name);
+            let mut want = expected(name);
+            let rows = want.as_array_mut().unwrap();
+            if let Some(i) = rows.iter().position(|r| {
+                r["TimeGenerated"] == LEFT_OUT_TIME && r["EventType"] == "JobSucceeded"
+            }) {
+                rows.remove(i);
+            }
+            assert_same_rows(name, &got, &want);
+        }
+        // SIGTERM drains and commits: the group's offsets then cover everything.
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &svc.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        svc.wait_for_line("final offsets committed", Duration::from_secs(30));
+        let status = svc.child.wait().unwrap();
+        assert!(status.success(), "{status:?}");
+    });
+}
+
+const PARTITIONS: i32 = 4;
+const CLUSTERS: usize = 5;
+
+/// Body `i`: one AmlComputeJobEvent on cluster `c{i % 5}`, failed for every third body
+/// (times within a few minutes, so no window question arises).
+fn job_body(i: usize) -> Vec<u8> {
+    let event = if i % 3 == 0 { "JobFailed" } else { "JobSucceeded" };
+    format!(
+        r#"{{"records":[{{"time":"2024-05-20T10:{:02}:{:02}.{:03}Z","resourceId":"/SUBSCRIPTIONS/0C1D2E3F-4A5B-4C6D-8E7F-901A2B3C4D5E/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.MACHINELEARNINGSERVICES/WORKSPACES/WS","category":"AmlComputeJobEvent","operationName":"Microsoft.MachineLearningServices/workspaces/AmlComputeJobEvent/Write","level":"Informational","properties":{{"ClusterName":"c{}","JobId":"job-{i}","EventType":"{event}"}}}}]}}"#,
+        (i / 1000) % 60,
+        (i / 10) % 60,
+        i % 1000,
+        i % CLUSTERS,
+    )
+    .into_bytes()
+}
+
+fn job_query() -> Vec<(String, String)> {
+    vec![(
+        "jobs".to_string(),
+        "AmlComputeJobEvent\n| summarize events = count(), failed = countif(EventType == \"JobFailed\") by ClusterName\n"
+            .to_string(),
+    )]
+}
+
+/// Per cluster: (events, failed).
+fn job_counts(rows: &Value) -> BTreeMap<String, (i64, i64)> {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["ClusterName"].as_str().unwrap().to_string(),
+                (r["events"].as_i64().unwrap(), r["failed"].as_i64().unwrap()),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_stream_loses_nothing_and_duplicates_only_its_uncommitted_tail() {
+    let tansu = Tansu::start();
+    tansu.create_topic("jobs", PARTITIONS).await;
+    let bootstrap = tansu.bootstrap.clone();
+    let first = 2000usize;
+    let second = 1000usize;
+    let all: Vec<Vec<u8>> = (0..first + second).map(job_body).collect();
+    let (b, head) = (bootstrap.clone(), all[..first].to_vec());
+    tokio::task::spawn_blocking(move || produce(&b, "jobs", PARTITIONS, &head, MESSAGE_TIME_MS))
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let q = job_query();
+    // Replica A never commits on its own (only when partitions leave it), so it surely holds
+    // an uncommitted tail when it is killed; B commits every 500 ms.
+    let a_cfg = kafka_config(dir.path(), "a.toml", &bootstrap, "jobs", "pair", "1h", &q);
+    let b_cfg = kafka_config(dir.path(), "b.toml", &bootstrap, "jobs", "pair", "500ms", &q);
+    let single_cfg = kafka_config(dir.path(), "s.toml", &bootstrap, "jobs", "single", "1s", &q);
+
+    tokio::task::block_in_place(|| {
+        let mut a = Service::start(&a_cfg);
+        wait_until(Duration::from_secs(60), "replica A reads", || absorbed(&a) > 0);
+        let b = Service::start(&b_cfg);
+        // Both own partitions, and together they have read the first part exactly once.
+        wait_until(Duration::from_secs(90), "both replicas own partitions and read everything", || {
+            let (_, ta) = a.get("/metrics");
+            let (_, tb) = b.get("/metrics");
+            let owns = |t: &str| metric(t, "hubwatch_kafka_assigned_partitions{source=\"k\"}").unwrap_or(0.0);
+            let read = |t: &str| metric(t, "hubwatch_source_events_total{source=\"k\"}").unwrap_or(0.0);
+            owns(&ta) > 0.0
+                && owns(&tb) > 0.0
+                && owns(&ta) + owns(&tb) == PARTITIONS as f64
+                && read(&ta) + read(&tb) >= first as f64
+        });
+        // Settle: A's statistics stop moving.
+        std::thread::sleep(Duration::from_millis(1500));
+        let (_, ta) = a.get("/metrics");
+        let a_rows = query_rows(&a, "jobs");
+        let (_, ta2) = a.get("/metrics");
+        assert_eq!(
+            metric(&ta, "hubwatch_source_events_total{source=\"k\"}"),
+            metric(&ta2, "hubwatch_source_events_total{source=\"k\"}"),
+            "replica A is quiet while its results are read"
+        );
+        let positions = per_partition(&ta, "hubwatch_kafka_position");
+        let committed = per_partition(&ta, "hubwatch_kafka_committed_offset");
+        // The uncommitted tail: per partition A owns, [committed, position).
+        let mut tail: Vec<(i32, i64, i64)> = Vec::new();
+        for (p, pos) in &positions {
+            let from = committed.get(p).copied().unwrap_or(0);
+            if *pos > from {
+                tail.push((*p, from, *pos));
+            }
+        }
+        let tail_events: i64 = tail.iter().map(|(_, f, t)| t - f).sum();
+        assert!(tail_events > 0, "A holds an uncommitted tail: {positions:?} {committed:?}");
+        assert_eq!(
+            metric_sum(&ta, "hubwatch_source_events_total"),
+            job_counts(&a_rows).values().map(|c| c.0).sum::<i64>() as f64
+        );
+
+        // Kill A; the stream goes on.
+        a.child.kill().unwrap();
+        a.child.wait().unwrap();
+        let (bb, tail_bodies) = (bootstrap.clone(), all[first..].to_vec());
+        produce(&bb, "jobs", PARTITIONS, &tail_bodies, MESSAGE_TIME_MS);
+
+        // B takes A's partitions over after the session timeout and reads to the end.
+        let b_absorbed_before = absorbed(&b) as i64;
+        let b_phase1 = metric_sum(&b.get("/metrics").1, "hubwatch_source_events_total") as i64;
+        assert_eq!(b_absorbed_before, b_phase1);
+        let a_phase1: i64 = job_counts(&a_rows).values().map(|c| c.0).sum();
+        let want_b = (first + second) as i64 - a_phase1 + tail_events;
+        wait_until(Duration::from_secs(90), "replica B takes over and reads to the end", || {
+            absorbed(&b) as i64 >= want_b
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(absorbed(&b) as i64, want_b, "B reads A's tail once more and nothing else twice");
+        let (_, tb) = b.get("/metrics");
+        assert_eq!(
+            metric(&tb, "hubwatch_kafka_assigned_partitions{source=\"k\"}"),
+            Some(PARTITIONS as f64)
+        );
+        let b_rows = query_rows(&b, "jobs");
+
+        // A single process over the same topic, from the start.
+        let single = Service::start(&single_cfg);
+        let n = (first + second) as u64;
+        wait_until(Duration::from_secs(90), "the single process reads everything", || absorbed(&single) >= n);
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(absorbed(&single), n);
+        let single_counts = job_counts(&query_rows(&single, "jobs"));
+
+        // The oracle: counts straight from the generator.
+        let mut oracle: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        for i in 0..first + second {
+            let e = oracle.entry(format!("c{}", i % CLUSTERS)).or_default();
+            e.0 += 1;
+            e.1 += (i % 3 == 0) as i64;
+        }
+        assert_eq!(single_counts, oracle, "the single run is right");
+
+        // The duplicates: the bodies at A's uncommitted offsets. Body i went to partition
+        // i % P as that partition's (i / P)-th message.
+        let mut dup: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        for (p, from, to) in &tail {
+            for offset in *from..*to {
+                let i = (offset * PARTITIONS as i64 + *p as i64) as usize;
+                let e = dup.entry(format!("c{}", i % CLUSTERS)).or_default();
+                e.0 += 1;
+                e.1 += (i % 3 == 0) as i64;
+            }
+        }
+        let a_counts = job_counts(&a_rows);
+        let b_counts = job_counts(&b_rows);
+        for (cluster, (events, failed)) in &single_counts {
+            let a = a_counts.get(cluster).copied().unwrap_or_default();
+            let b = b_counts.get(cluster).copied().unwrap_or_default();
+            let d = dup.get(cluster).copied().unwrap_or_default();
+            assert_eq!(
+                (a.0 + b.0, a.1 + b.1),
+                (events + d.0, failed + d.1),
+                "cluster {cluster}: A {a:?} + B {b:?} = single ({events}, {failed}) + uncommitted tail {d:?}"
+            );
+        }
+        eprintln!(
+            "replica A: {a_phase1} events, uncommitted tail {tail_events} ({tail:?}); replica B: {want_b} events; single: {n}"
+        );
+    });
+}
