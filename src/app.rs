@@ -17,8 +17,8 @@ use crate::pipeline::{DeadLetter, Engine};
 use crate::schema::Schemas;
 use crate::shutdown::Shutdown;
 use crate::source::amqp::AmqpSource;
-use crate::source::kafka::KafkaSource;
 use crate::source::file::{FileSource, FileSourceConfig};
+use crate::source::kafka::KafkaSource;
 use crate::source::{Batch, Source};
 use crate::telemetry::Metrics;
 

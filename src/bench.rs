@@ -146,15 +146,17 @@ pub fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// What `bench --via amqp` measured.
-pub struct AmqpReport {
+/// What `bench --via amqp|kafka` measured.
+pub struct ViaReport {
+    /// `AMQP` or `Kafka`.
+    pub via: &'static str,
     pub bytes: u64,
     pub events: u64,
     pub file_secs: f64,
-    pub amqp_secs: f64,
+    pub via_secs: f64,
 }
 
-impl AmqpReport {
+impl ViaReport {
     pub fn print(&self) {
         let mb = self.bytes as f64 / 1e6;
         println!("input:        {:.1} MB, {} events", mb, self.events);
@@ -165,14 +167,15 @@ impl AmqpReport {
             self.events as f64 / self.file_secs
         );
         println!(
-            "AMQP:         {:.2} s  {:.1} MB/s  {:.0} events/s",
-            self.amqp_secs,
-            mb / self.amqp_secs,
-            self.events as f64 / self.amqp_secs
+            "{:<13} {:.2} s  {:.1} MB/s  {:.0} events/s",
+            format!("{}:", self.via),
+            self.via_secs,
+            mb / self.via_secs,
+            self.events as f64 / self.via_secs
         );
         println!(
             "ratio:        {:.2}x of file replay (target >= 0.7x)",
-            self.file_secs / self.amqp_secs
+            self.file_secs / self.via_secs
         );
     }
 }
@@ -185,7 +188,7 @@ pub async fn run_amqp(
     input: &Path,
     repeat: usize,
     partitions: u32,
-) -> anyhow::Result<AmqpReport> {
+) -> anyhow::Result<ViaReport> {
     use crate::emulator::{Emulator, EmulatorConfig};
     use crate::source::amqp::{AmqpSourceConfig, StartPosition};
 
@@ -214,28 +217,168 @@ pub async fn run_amqp(
     s.listen = "127.0.0.1:0".into();
     s.checkpoint = None;
     s.dead_letter = None;
+    let amqp_secs = consume_all(s, events).await?;
+    emulator.shutdown().await;
+    Ok(ViaReport {
+        via: "AMQP",
+        bytes: file.bytes,
+        events,
+        file_secs: file.e2e_secs,
+        via_secs: amqp_secs,
+    })
+}
+
+/// Runs the service on `settings` (one source named `bench`) until it has absorbed
+/// `events`; returns the seconds that took.
+async fn consume_all(settings: Settings, events: u64) -> anyhow::Result<f64> {
     let (trigger, shutdown) = crate::shutdown::channel();
     let started = Instant::now();
-    let running = crate::app::start(s, shutdown).await?;
+    let running = crate::app::start(settings, shutdown).await?;
     let counter = running.metrics.source.events.with_label_values(&["bench"]);
     let deadline = Instant::now() + std::time::Duration::from_secs(600);
     while counter.get() < events {
         anyhow::ensure!(
             Instant::now() < deadline,
-            "the AMQP source did not deliver every event within 10 minutes"
+            "the source delivered {} of {events} events within 10 minutes",
+            counter.get()
         );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    let amqp_secs = started.elapsed().as_secs_f64();
+    let secs = started.elapsed().as_secs_f64();
     trigger.trigger();
     running.wait().await?;
-    emulator.shutdown().await;
-    Ok(AmqpReport {
+    Ok(secs)
+}
+
+/// Broker → Kafka source → pipeline, against file replay of the same bodies in the same
+/// run. The broker is `brokers` (a running cluster; the topic `hubwatch-bench` is created
+/// if missing) or, without it, librdkafka's in-process mock cluster. The bodies are produced
+/// before the clock starts, so the figure is the consumer's.
+pub async fn run_kafka(
+    settings: Settings,
+    input: &Path,
+    repeat: usize,
+    partitions: i32,
+    brokers: Option<String>,
+) -> anyhow::Result<ViaReport> {
+    use crate::source::kafka::KafkaSourceConfig;
+    use rdkafka::mocking::MockCluster;
+
+    let file = run(clone_settings(&settings)?, input, repeat).await?;
+    let original = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+    let lines: Vec<Vec<u8>> = original
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    let topic = "hubwatch-bench";
+    let mock;
+    let bootstrap = match brokers {
+        Some(b) => {
+            create_topic(&b, topic, partitions).await?;
+            b
+        }
+        None => {
+            mock = MockCluster::new(1).context("starting librdkafka's mock cluster")?;
+            mock.create_topic(topic, partitions, 1)
+                .context("creating the bench topic")?;
+            mock.bootstrap_servers()
+        }
+    };
+    let b = bootstrap.clone();
+    let events =
+        tokio::task::spawn_blocking(move || produce(&b, topic, partitions, &lines, repeat))
+            .await??;
+
+    let mut s = clone_settings(&settings)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let group = format!("hubwatch-bench-{}-{nanos}", std::process::id());
+    let source = KafkaSourceConfig::new("bench", bootstrap, vec![topic.to_string()], group);
+    s.sources = vec![crate::config::SourceSettings::Kafka(source)];
+    s.listen = "127.0.0.1:0".into();
+    s.checkpoint = None;
+    s.dead_letter = None;
+    let kafka_secs = consume_all(s, events).await?;
+    Ok(ViaReport {
+        via: "Kafka",
         bytes: file.bytes,
         events,
         file_secs: file.e2e_secs,
-        amqp_secs,
+        via_secs: kafka_secs,
     })
+}
+
+async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::error::RDKafkaErrorCode;
+
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let results = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        admin.create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        ),
+    )
+    .await
+    .context("creating the bench topic: no answer within 30 s")??;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => anyhow::bail!("creating topic {t}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Produces every line `repeat` times, spread over the partitions; returns the count.
+fn produce(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    lines: &[Vec<u8>],
+    repeat: usize,
+) -> anyhow::Result<u64> {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("message.max.bytes", "10000000")
+        .create()?;
+    let mut n = 0u64;
+    for _ in 0..repeat {
+        for line in lines {
+            let mut record = BaseRecord::<(), [u8]>::to(topic)
+                .payload(line.as_slice())
+                .partition((n % partitions.max(1) as u64) as i32);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((e, r))
+                        if e.rdkafka_error_code()
+                            == Some(rdkafka::error::RDKafkaErrorCode::QueueFull) =>
+                    {
+                        record = r;
+                        producer.poll(std::time::Duration::from_millis(5));
+                    }
+                    Err((e, _)) => anyhow::bail!("producing to {topic}: {e}"),
+                }
+            }
+            n += 1;
+        }
+    }
+    producer
+        .flush(std::time::Duration::from_secs(120))
+        .context("flushing the bench events")?;
+    Ok(n)
 }
 
 /// Settings hold compiled queries; the benchmark runs them twice.

@@ -82,10 +82,14 @@ enum Command {
         /// How many times the input is repeated.
         #[arg(long, default_value_t = 20)]
         repeat: usize,
-        /// `file` (against the JSON floor) or `amqp` (emulator → AMQP source, against file
-        /// replay of the same bodies).
+        /// `file` (against the JSON floor), `amqp` (emulator → AMQP source) or `kafka`
+        /// (broker → Kafka source); the last two against file replay of the same bodies.
         #[arg(long, default_value = "file")]
         via: String,
+        /// With `--via kafka`: a running broker (`host:port`) instead of librdkafka's
+        /// in-process mock cluster.
+        #[arg(long)]
+        brokers: Option<String>,
     },
 }
 
@@ -212,6 +216,7 @@ fn main() -> ExitCode {
             input,
             repeat,
             via,
+            brokers,
         } => {
             let settings = match load(&config) {
                 Ok(s) => s,
@@ -231,7 +236,14 @@ fn main() -> ExitCode {
                 "amqp" => rt
                     .block_on(hubwatch::bench::run_amqp(settings, &input, repeat, 4))
                     .map(|r| r.print()),
-                other => Err(anyhow::anyhow!("--via {other}: expected 'file' or 'amqp'")),
+                "kafka" => rt
+                    .block_on(hubwatch::bench::run_kafka(
+                        settings, &input, repeat, 4, brokers,
+                    ))
+                    .map(|r| r.print()),
+                other => Err(anyhow::anyhow!(
+                    "--via {other}: expected 'file', 'amqp' or 'kafka'"
+                )),
             };
             match result {
                 Ok(()) => ExitCode::SUCCESS,

@@ -32,7 +32,11 @@ fn golden_bodies() -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn config(dir: &std::path::Path, bootstrap: &str, queries: &[(String, String)]) -> std::path::PathBuf {
+fn config(
+    dir: &std::path::Path,
+    bootstrap: &str,
+    queries: &[(String, String)],
+) -> std::path::PathBuf {
     let mut config = format!(
         "[export]\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_rows = 100000\n\
          [[sources]]\ntype = \"kafka\"\nname = \"k\"\nbootstrap_servers = \"{bootstrap}\"\n\
@@ -40,7 +44,9 @@ fn config(dir: &std::path::Path, bootstrap: &str, queries: &[(String, String)]) 
          batch_max_wait = \"20ms\"\nsession_timeout = \"6s\"\n"
     );
     for (name, kql) in queries {
-        config.push_str(&format!("[[queries]]\nname = \"{name}\"\nkql = '''\n{kql}'''\n"));
+        config.push_str(&format!(
+            "[[queries]]\nname = \"{name}\"\nkql = '''\n{kql}'''\n"
+        ));
     }
     let path = dir.join("hubwatch.toml");
     std::fs::write(&path, config).unwrap();
@@ -55,7 +61,12 @@ async fn wait_absorbed(running: &hubwatch::app::Running, want: u64, limit: Durat
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("{} of {want} events absorbed within {limit:?}", absorbed.get()));
+    .unwrap_or_else(|_| {
+        panic!(
+            "{} of {want} events absorbed within {limit:?}",
+            absorbed.get()
+        )
+    });
     // Nothing more arrives (no event twice).
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(absorbed.get(), want, "each event exactly once");
@@ -81,7 +92,10 @@ fn committed_offsets(bootstrap: &str) -> Vec<i64> {
         .iter()
         .map(|e| match e.offset() {
             rdkafka::Offset::Offset(o) => o,
-            other => panic!("partition {} has no committed offset: {other:?}", e.partition()),
+            other => panic!(
+                "partition {} has no committed offset: {other:?}",
+                e.partition()
+            ),
         })
         .collect();
     // The list must go before the consumer (librdkafka's destroy waits for it).
@@ -98,9 +112,11 @@ async fn golden_bodies_over_kafka_give_the_oracles_answers_and_a_restart_resumes
     let bodies = golden_bodies();
     let b = bootstrap.clone();
     let to_produce = bodies.clone();
-    tokio::task::spawn_blocking(move || produce(&b, TOPIC, PARTITIONS, &to_produce, MESSAGE_TIME_MS))
-        .await
-        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        produce(&b, TOPIC, PARTITIONS, &to_produce, MESSAGE_TIME_MS)
+    })
+    .await
+    .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let path = config(dir.path(), &bootstrap, &golden_queries());
@@ -147,7 +163,10 @@ async fn golden_bodies_over_kafka_give_the_oracles_answers_and_a_restart_resumes
         let labels = format!("{{partition=\"{p}\",source=\"k\",topic=\"{TOPIC}\"}}");
         let n = value(&format!("hubwatch_kafka_events_total{labels}"));
         let expected_in_p = bodies.len().div_ceil(PARTITIONS as usize) as f64;
-        assert!((n - expected_in_p).abs() <= 1.0, "partition {p}: {n} events");
+        assert!(
+            (n - expected_in_p).abs() <= 1.0,
+            "partition {p}: {n} events"
+        );
         events += n;
     }
     assert_eq!(events, bodies.len() as f64);
@@ -165,15 +184,21 @@ async fn golden_bodies_over_kafka_give_the_oracles_answers_and_a_restart_resumes
             .await
             .unwrap()
     };
-    assert_eq!(committed.iter().sum::<i64>(), bodies.len() as i64, "{committed:?}");
+    assert_eq!(
+        committed.iter().sum::<i64>(),
+        bodies.len() as i64,
+        "{committed:?}"
+    );
 
     // The same group again, after 40 more bodies: only those arrive.
     let more: Vec<Vec<u8>> = bodies[..40].to_vec();
     let b = bootstrap.clone();
     let to_produce = more.clone();
-    tokio::task::spawn_blocking(move || produce(&b, TOPIC, PARTITIONS, &to_produce, MESSAGE_TIME_MS))
-        .await
-        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        produce(&b, TOPIC, PARTITIONS, &to_produce, MESSAGE_TIME_MS)
+    })
+    .await
+    .unwrap();
     let settings = hubwatch::config::load(&path, &hubwatch::schema::Schemas::embedded()).unwrap();
     let (trigger, shutdown) = hubwatch::shutdown::channel();
     let running = hubwatch::app::start(settings, shutdown).await.unwrap();

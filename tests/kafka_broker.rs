@@ -39,7 +39,9 @@ fn kafka_config(
          batch_max_wait = \"20ms\"\nsession_timeout = \"6s\"\ncommit_interval = \"{commit_interval}\"\n"
     );
     for (name, kql) in queries {
-        config.push_str(&format!("[[queries]]\nname = \"{name}\"\nkql = '''\n{kql}'''\n"));
+        config.push_str(&format!(
+            "[[queries]]\nname = \"{name}\"\nkql = '''\n{kql}'''\n"
+        ));
     }
     let path = dir.join(file);
     std::fs::write(&path, config).unwrap();
@@ -65,10 +67,16 @@ fn metric_sum(text: &str, family: &str) -> f64 {
 /// Per `partition` label, the value of a per-partition Kafka metric.
 fn per_partition(text: &str, family: &str) -> BTreeMap<i32, i64> {
     let mut m = BTreeMap::new();
-    for l in text.lines().filter(|l| l.starts_with(&format!("{family}{{"))) {
+    for l in text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+    {
         let at = l.find("partition=\"").unwrap() + "partition=\"".len();
         let p: i32 = l[at..].split('"').next().unwrap().parse().unwrap();
-        m.insert(p, l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as i64);
+        m.insert(
+            p,
+            l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as i64,
+        );
     }
     m
 }
@@ -111,10 +119,24 @@ async fn golden_bodies_through_a_broker_process_give_the_oracles_answers() {
 
     let dir = tempfile::tempdir().unwrap();
     let queries = golden_queries();
-    let path = kafka_config(dir.path(), "h.toml", &tansu.bootstrap, "golden", "golden-g", "1s", &queries);
-    let mut svc = tokio::task::spawn_blocking(move || Service::start(&path)).await.unwrap();
+    let path = kafka_config(
+        dir.path(),
+        "h.toml",
+        &tansu.bootstrap,
+        "golden",
+        "golden-g",
+        "1s",
+        &queries,
+    );
+    let mut svc = tokio::task::spawn_blocking(move || Service::start(&path))
+        .await
+        .unwrap();
     tokio::task::block_in_place(|| {
-        wait_until(Duration::from_secs(90), "all golden events absorbed", || absorbed(&svc) >= n);
+        wait_until(
+            Duration::from_secs(90),
+            "all golden events absorbed",
+            || absorbed(&svc) >= n,
+        );
         std::thread::sleep(Duration::from_millis(500));
         assert_eq!(absorbed(&svc), n, "each event exactly once");
         for (name, _) in &queries {
@@ -146,7 +168,11 @@ const CLUSTERS: usize = 5;
 /// Body `i`: one AmlComputeJobEvent on cluster `c{i % 5}`, failed for every third body
 /// (times within a few minutes, so no window question arises).
 fn job_body(i: usize) -> Vec<u8> {
-    let event = if i % 3 == 0 { "JobFailed" } else { "JobSucceeded" };
+    let event = if i % 3 == 0 {
+        "JobFailed"
+    } else {
+        "JobSucceeded"
+    };
     format!(
         r#"{{"records":[{{"time":"2024-05-20T10:{:02}:{:02}.{:03}Z","resourceId":"/SUBSCRIPTIONS/0C1D2E3F-4A5B-4C6D-8E7F-901A2B3C4D5E/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.MACHINELEARNINGSERVICES/WORKSPACES/WS","category":"AmlComputeJobEvent","operationName":"Microsoft.MachineLearningServices/workspaces/AmlComputeJobEvent/Write","level":"Informational","properties":{{"ClusterName":"c{}","JobId":"job-{i}","EventType":"{event}"}}}}]}}"#,
         (i / 1000) % 60,
@@ -197,24 +223,42 @@ async fn a_replica_killed_mid_stream_loses_nothing_and_duplicates_only_its_uncom
     // Replica A never commits on its own (only when partitions leave it), so it surely holds
     // an uncommitted tail when it is killed; B commits every 500 ms.
     let a_cfg = kafka_config(dir.path(), "a.toml", &bootstrap, "jobs", "pair", "1h", &q);
-    let b_cfg = kafka_config(dir.path(), "b.toml", &bootstrap, "jobs", "pair", "500ms", &q);
+    let b_cfg = kafka_config(
+        dir.path(),
+        "b.toml",
+        &bootstrap,
+        "jobs",
+        "pair",
+        "500ms",
+        &q,
+    );
     let single_cfg = kafka_config(dir.path(), "s.toml", &bootstrap, "jobs", "single", "1s", &q);
 
     tokio::task::block_in_place(|| {
         let mut a = Service::start(&a_cfg);
-        wait_until(Duration::from_secs(60), "replica A reads", || absorbed(&a) > 0);
+        wait_until(Duration::from_secs(60), "replica A reads", || {
+            absorbed(&a) > 0
+        });
         let b = Service::start(&b_cfg);
         // Both own partitions, and together they have read the first part exactly once.
-        wait_until(Duration::from_secs(90), "both replicas own partitions and read everything", || {
-            let (_, ta) = a.get("/metrics");
-            let (_, tb) = b.get("/metrics");
-            let owns = |t: &str| metric(t, "hubwatch_kafka_assigned_partitions{source=\"k\"}").unwrap_or(0.0);
-            let read = |t: &str| metric(t, "hubwatch_source_events_total{source=\"k\"}").unwrap_or(0.0);
-            owns(&ta) > 0.0
-                && owns(&tb) > 0.0
-                && owns(&ta) + owns(&tb) == PARTITIONS as f64
-                && read(&ta) + read(&tb) >= first as f64
-        });
+        wait_until(
+            Duration::from_secs(90),
+            "both replicas own partitions and read everything",
+            || {
+                let (_, ta) = a.get("/metrics");
+                let (_, tb) = b.get("/metrics");
+                let owns = |t: &str| {
+                    metric(t, "hubwatch_kafka_assigned_partitions{source=\"k\"}").unwrap_or(0.0)
+                };
+                let read = |t: &str| {
+                    metric(t, "hubwatch_source_events_total{source=\"k\"}").unwrap_or(0.0)
+                };
+                owns(&ta) > 0.0
+                    && owns(&tb) > 0.0
+                    && owns(&ta) + owns(&tb) == PARTITIONS as f64
+                    && read(&ta) + read(&tb) >= first as f64
+            },
+        );
         // Settle: A's statistics stop moving.
         std::thread::sleep(Duration::from_millis(1500));
         let (_, ta) = a.get("/metrics");
@@ -236,7 +280,10 @@ async fn a_replica_killed_mid_stream_loses_nothing_and_duplicates_only_its_uncom
             }
         }
         let tail_events: i64 = tail.iter().map(|(_, f, t)| t - f).sum();
-        assert!(tail_events > 0, "A holds an uncommitted tail: {positions:?} {committed:?}");
+        assert!(
+            tail_events > 0,
+            "A holds an uncommitted tail: {positions:?} {committed:?}"
+        );
         assert_eq!(
             metric_sum(&ta, "hubwatch_source_events_total"),
             job_counts(&a_rows).values().map(|c| c.0).sum::<i64>() as f64
@@ -254,11 +301,17 @@ async fn a_replica_killed_mid_stream_loses_nothing_and_duplicates_only_its_uncom
         assert_eq!(b_absorbed_before, b_phase1);
         let a_phase1: i64 = job_counts(&a_rows).values().map(|c| c.0).sum();
         let want_b = (first + second) as i64 - a_phase1 + tail_events;
-        wait_until(Duration::from_secs(90), "replica B takes over and reads to the end", || {
-            absorbed(&b) as i64 >= want_b
-        });
+        wait_until(
+            Duration::from_secs(90),
+            "replica B takes over and reads to the end",
+            || absorbed(&b) as i64 >= want_b,
+        );
         std::thread::sleep(Duration::from_millis(1500));
-        assert_eq!(absorbed(&b) as i64, want_b, "B reads A's tail once more and nothing else twice");
+        assert_eq!(
+            absorbed(&b) as i64,
+            want_b,
+            "B reads A's tail once more and nothing else twice"
+        );
         let (_, tb) = b.get("/metrics");
         assert_eq!(
             metric(&tb, "hubwatch_kafka_assigned_partitions{source=\"k\"}"),
@@ -269,7 +322,11 @@ async fn a_replica_killed_mid_stream_loses_nothing_and_duplicates_only_its_uncom
         // A single process over the same topic, from the start.
         let single = Service::start(&single_cfg);
         let n = (first + second) as u64;
-        wait_until(Duration::from_secs(90), "the single process reads everything", || absorbed(&single) >= n);
+        wait_until(
+            Duration::from_secs(90),
+            "the single process reads everything",
+            || absorbed(&single) >= n,
+        );
         std::thread::sleep(Duration::from_millis(500));
         assert_eq!(absorbed(&single), n);
         let single_counts = job_counts(&query_rows(&single, "jobs"));

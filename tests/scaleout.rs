@@ -148,8 +148,7 @@ fn parse_labels(text: &str) -> Labels {
         // The value ends at the first quote not escaped by a backslash.
         let bytes = after.as_bytes();
         let mut end = 0;
-        while end < bytes.len() && !(bytes[end] == b'"' && (end == 0 || bytes[end - 1] != b'\\'))
-        {
+        while end < bytes.len() && !(bytes[end] == b'"' && (end == 0 || bytes[end - 1] != b'\\')) {
             end += 1;
         }
         labels.insert(
@@ -202,7 +201,11 @@ fn same(a: f64, b: f64) -> bool {
 }
 
 /// Compares one rule's result with the single process's gauge; None when they agree.
-fn difference(rule: &str, got: &[serde_json::Value], want: &BTreeMap<Labels, f64>) -> Option<String> {
+fn difference(
+    rule: &str,
+    got: &[serde_json::Value],
+    want: &BTreeMap<Labels, f64>,
+) -> Option<String> {
     let mut got_series = BTreeMap::new();
     for s in got {
         let mut labels: Labels = serde_json::from_value(s["metric"].clone()).unwrap();
@@ -258,7 +261,8 @@ fn recording_rules_combine_two_replicas_into_the_single_process_answer() {
         assert_eq!(status, 200);
         text
     };
-    let (text_a, text_b, text_single) = (metrics(&replica_a), metrics(&replica_b), metrics(&single));
+    let (text_a, text_b, text_single) =
+        (metrics(&replica_a), metrics(&replica_b), metrics(&single));
 
     // The pack's names pass the Prometheus linter.
     let lint = Command::new(&promtool)
@@ -291,13 +295,19 @@ fn recording_rules_combine_two_replicas_into_the_single_process_answer() {
             counter_total(text, "hubwatch_query_outside_window_total"),
             0.0
         );
-        assert_eq!(counter_total(text, "hubwatch_query_series_dropped_total"), 0.0);
+        assert_eq!(
+            counter_total(text, "hubwatch_query_series_dropped_total"),
+            0.0
+        );
     }
 
     let want = gauges(&text_single, "aml_");
     let (part_a, part_b) = (gauges(&text_a, "aml_"), gauges(&text_b, "aml_"));
     for (name, series) in &want {
-        assert!(!series.is_empty(), "{name}: the input should give it values");
+        assert!(
+            !series.is_empty(),
+            "{name}: the input should give it values"
+        );
     }
     // Neither replica alone has the answer of any query: combining is exercised.
     for query in pack_queries() {
@@ -307,8 +317,13 @@ fn recording_rules_combine_two_replicas_into_the_single_process_answer() {
             .collect();
         assert!(!columns.is_empty(), "{query} exports nothing");
         for (replica, part) in [("a", &part_a), ("b", &part_b)] {
-            let differs = columns.iter().any(|(g, series)| part.get(*g) != Some(*series));
-            assert!(differs, "replica {replica} alone already exports {query}'s answer");
+            let differs = columns
+                .iter()
+                .any(|(g, series)| part.get(*g) != Some(*series));
+            assert!(
+                differs,
+                "replica {replica} alone already exports {query}'s answer"
+            );
         }
     }
 
@@ -347,9 +362,10 @@ fn recording_rules_combine_two_replicas_into_the_single_process_answer() {
     // every rule equals the single process, group by group.
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let up = prom
-            .query("sum(up)")
-            .and_then(|r| r.first().map(|s| s["value"][1].as_str().unwrap_or("").to_string()));
+        let up = prom.query("sum(up)").and_then(|r| {
+            r.first()
+                .map(|s| s["value"][1].as_str().unwrap_or("").to_string())
+        });
         let mut problems = Vec::new();
         if up.as_deref() != Some("2") {
             problems.push(format!("targets up: {up:?}"));

@@ -922,7 +922,10 @@ start = "earliest"
         let SourceSettings::Kafka(c) = &s.sources[2] else {
             panic!("a kafka source")
         };
-        assert_eq!(c.client_properties().get("sasl.mechanism"), Some("OAUTHBEARER"));
+        assert_eq!(
+            c.client_properties().get("sasl.mechanism"),
+            Some("OAUTHBEARER")
+        );
         let shown = format!("{s:?}");
         assert!(!shown.contains("c2VjcmV0a2V5"), "{shown}");
         assert!(!shown.contains("scr4mpassw0rd"), "{shown}");
@@ -956,7 +959,10 @@ batch_max_wait = "soon"
             "[[sources]]\ntype = \"kafka\"\nname = \"eh\"\ntopics = [\"t\"]\ngroup_id = \"g\"\nstart = \"earliest\"\nconnection_string = \"Endpoint=sb://ns/;SharedAccessSignature=SharedAccessSignature sr=a&sig=s3cr3tsig&se=1&skn=k\"\n",
         );
         let text = load(&p, &Schemas::embedded()).unwrap_err().to_string();
-        assert!(text.contains("does not accept a SharedAccessSignature"), "{text}");
+        assert!(
+            text.contains("does not accept a SharedAccessSignature"),
+            "{text}"
+        );
         assert!(!text.contains("s3cr3tsig"), "{text}");
     }
 

@@ -40,7 +40,13 @@ impl Tansu {
             .port();
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(bin)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -52,7 +58,10 @@ impl Tansu {
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(&tansu.bootstrap).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen within 10 s");
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen within 10 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         tansu
@@ -81,7 +90,13 @@ impl Tansu {
 
 /// Writes each body to partition `i % partitions` (so a partition's events keep their
 /// order), with a fixed message timestamp, and waits until all are acknowledged.
-pub fn produce(bootstrap: &str, topic: &str, partitions: i32, bodies: &[Vec<u8>], timestamp_ms: i64) {
+pub fn produce(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    bodies: &[Vec<u8>],
+    timestamp_ms: i64,
+) {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
@@ -112,5 +127,7 @@ pub fn produce(bootstrap: &str, topic: &str, partitions: i32, bodies: &[Vec<u8>]
             }
         }
     }
-    producer.flush(Duration::from_secs(60)).expect("all produced");
+    producer
+        .flush(Duration::from_secs(60))
+        .expect("all produced");
 }

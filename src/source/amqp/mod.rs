@@ -24,8 +24,8 @@ mod position;
 mod progress;
 mod source;
 
-pub use config::{AmqpSourceConfig, Auth, Backoff, EntraKind, StartPosition};
 pub(crate) use client::entra_credential;
+pub use config::{AmqpSourceConfig, Auth, Backoff, EntraKind, StartPosition};
 pub use connection::{scrub, ConnectionString, ConnectionStringError, Redacted, SasAuth};
 pub use metrics::{AmqpSourceMetrics, ErrorCounts, PartitionState, PartitionStats};
 pub use source::AmqpSource;

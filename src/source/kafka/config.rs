@@ -187,7 +187,11 @@ impl fmt::Debug for KafkaSourceConfig {
             .properties
             .iter()
             .map(|(k, v)| {
-                let shown = if is_secret_property(k) { "<redacted>" } else { v.as_str() };
+                let shown = if is_secret_property(k) {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
                 (k.as_str(), shown)
             })
             .collect();
@@ -221,7 +225,10 @@ fn event_hubs_bootstrap(cs: &ConnectionString) -> String {
 /// Properties whose values must never be shown.
 fn is_secret_property(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    k.contains("password") || k.contains("secret") || k.ends_with(".key.pem") || k == "sasl.oauthbearer.config"
+    k.contains("password")
+        || k.contains("secret")
+        || k.ends_with(".key.pem")
+        || k == "sasl.oauthbearer.config"
 }
 
 /// How to reach the brokers.
@@ -267,7 +274,9 @@ impl Connection {
 pub enum Security {
     Plaintext,
     /// TLS, with an optional CA bundle (PEM file) instead of the system's.
-    Ssl { ca_location: Option<String> },
+    Ssl {
+        ca_location: Option<String>,
+    },
     /// SASL (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512), over TLS or not.
     Sasl {
         mechanism: String,
@@ -368,7 +377,9 @@ impl ClientProperties {
 
     /// Every (key, value), secrets included.
     pub fn expose(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries.iter().map(|(k, v, _)| (k.as_str(), v.expose()))
+        self.entries
+            .iter()
+            .map(|(k, v, _)| (k.as_str(), v.expose()))
     }
 }
 

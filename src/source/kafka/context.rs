@@ -162,7 +162,9 @@ impl HubContext {
                      their events will be read again by the partitions' next owner");
             }
             match core.commit(consumer, Some(&keys)) {
-                Ok(n) => tracing::debug!(source = %self.source, committed = n, "committed before release"),
+                Ok(n) => {
+                    tracing::debug!(source = %self.source, committed = n, "committed before release")
+                }
                 Err(e) => tracing::warn!(source = %self.source, error = %self.scrub(&e),
                     "committing revoked partitions failed; their next owner re-reads from the last commit"),
             }
@@ -181,12 +183,18 @@ impl ClientContext for HubContext {
             RDKafkaLogLevel::Emerg
             | RDKafkaLogLevel::Alert
             | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => tracing::error!(source = %self.source, fac, "librdkafka: {msg}"),
-            RDKafkaLogLevel::Warning => tracing::warn!(source = %self.source, fac, "librdkafka: {msg}"),
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(source = %self.source, fac, "librdkafka: {msg}")
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(source = %self.source, fac, "librdkafka: {msg}")
+            }
             RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
                 tracing::info!(source = %self.source, fac, "librdkafka: {msg}")
             }
-            RDKafkaLogLevel::Debug => tracing::debug!(source = %self.source, fac, "librdkafka: {msg}"),
+            RDKafkaLogLevel::Debug => {
+                tracing::debug!(source = %self.source, fac, "librdkafka: {msg}")
+            }
         }
     }
 
@@ -210,7 +218,9 @@ impl ClientContext for HubContext {
         _oauthbearer_config: Option<&str>,
     ) -> Result<OAuthToken, Box<dyn Error>> {
         let Some(ts) = &self.token else {
-            return Err("OAUTHBEARER needs an Entra ID source (auth = an Entra ID credential)".into());
+            return Err(
+                "OAUTHBEARER needs an Entra ID source (auth = an Entra ID credential)".into(),
+            );
         };
         let scopes = [ts.scope.as_str()];
         let token = self
@@ -311,13 +321,25 @@ mod tests {
     #[test]
     fn errors_are_classified_for_the_metric_and_for_stopping() {
         let k = |c| ErrorKind::of(&KafkaError::Global(c));
-        assert_eq!(k(RDKafkaErrorCode::SaslAuthenticationFailed), ErrorKind::Auth);
+        assert_eq!(
+            k(RDKafkaErrorCode::SaslAuthenticationFailed),
+            ErrorKind::Auth
+        );
         assert_eq!(k(RDKafkaErrorCode::Authentication), ErrorKind::Auth);
-        assert_eq!(k(RDKafkaErrorCode::TopicAuthorizationFailed), ErrorKind::Auth);
+        assert_eq!(
+            k(RDKafkaErrorCode::TopicAuthorizationFailed),
+            ErrorKind::Auth
+        );
         assert_eq!(k(RDKafkaErrorCode::AllBrokersDown), ErrorKind::Transport);
-        assert_eq!(k(RDKafkaErrorCode::BrokerTransportFailure), ErrorKind::Transport);
+        assert_eq!(
+            k(RDKafkaErrorCode::BrokerTransportFailure),
+            ErrorKind::Transport
+        );
         assert_eq!(k(RDKafkaErrorCode::Fatal), ErrorKind::Fatal);
-        assert_eq!(k(RDKafkaErrorCode::UnknownTopicOrPartition), ErrorKind::Other);
+        assert_eq!(
+            k(RDKafkaErrorCode::UnknownTopicOrPartition),
+            ErrorKind::Other
+        );
         assert_eq!(
             ErrorKind::of(&KafkaError::MessageConsumption(
                 RDKafkaErrorCode::BrokerTransportFailure

@@ -268,7 +268,12 @@ impl Core {
 
     /// Waits until no batch of these partitions (all, with `None`) is in flight, or the
     /// deadline passes. Returns whether everything settled.
-    pub fn settle(&mut self, handle: &Handle, keys: Option<&[Arc<str>]>, deadline: Instant) -> bool {
+    pub fn settle(
+        &mut self,
+        handle: &Handle,
+        keys: Option<&[Arc<str>]>,
+        deadline: Instant,
+    ) -> bool {
         loop {
             self.drain_acks();
             let waiting = match keys {
