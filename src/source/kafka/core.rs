@@ -462,6 +462,21 @@ impl Core {
         }
     }
 
+    /// A one-line summary for debug logs.
+    pub fn describe(&self) -> String {
+        format!(
+            "events={:?} building={} ready={} outstanding={} offsets={:?}",
+            self.owned
+                .iter()
+                .map(|o| o.events.get())
+                .collect::<Vec<_>>(),
+            self.building.len(),
+            self.ready.as_ref().map_or(0, |b| b.events.len()),
+            self.tracker.outstanding(),
+            self.offsets()
+        )
+    }
+
     /// Per owned partition: (key, position, committed), for tests and logs.
     pub fn offsets(&self) -> Vec<(String, Option<i64>, Option<i64>)> {
         let mut v: Vec<_> = self

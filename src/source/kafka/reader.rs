@@ -163,6 +163,7 @@ fn consume(
             if now.duration_since(last_refresh) >= REFRESH_EVERY {
                 last_refresh = now;
                 core.refresh_metrics();
+                tracing::debug!(source = %source, state = %core.describe(), paused = ?paused, "consumer state");
             }
             let held = core.forward(now);
             (
