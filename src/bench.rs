@@ -177,6 +177,10 @@ impl ViaReport {
             "ratio:        {:.2}x of file replay (target >= 0.7x)",
             self.file_secs / self.via_secs
         );
+        println!(
+            "peak RSS:     {:.1} MiB (the whole process: both runs, and the bodies held to publish)",
+            peak_rss_kib() as f64 / 1024.0
+        );
     }
 }
 
@@ -289,6 +293,11 @@ pub async fn run_kafka(
             b
         }
         None => {
+            println!(
+                "Kafka: on librdkafka's in-process mock cluster, a test broker that serves \
+                 fetches slowly; for a throughput figure run scripts/bench-kafka.sh \
+                 (a real broker process)"
+            );
             mock = MockCluster::new(1).context("starting librdkafka's mock cluster")?;
             mock.create_topic(topic, partitions, 1)
                 .context("creating the bench topic")?;
@@ -306,7 +315,9 @@ pub async fn run_kafka(
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     let group = format!("hubwatch-bench-{}-{nanos}", std::process::id());
-    let source = KafkaSourceConfig::new("bench", bootstrap, vec![topic.to_string()], group);
+    let mut source = KafkaSourceConfig::new("bench", bootstrap, vec![topic.to_string()], group);
+    // One member: a short session makes the broker settle the group sooner.
+    source.session_timeout = std::time::Duration::from_secs(6);
     s.sources = vec![crate::config::SourceSettings::Kafka(source)];
     s.listen = "127.0.0.1:0".into();
     s.checkpoint = None;

@@ -372,7 +372,7 @@ impl Core {
     /// Events of these partitions that were gathered but not sent are dropped: the
     /// partitions' next owner reads them from the committed offset.
     pub fn drop_unsent(&mut self, keys: &[Arc<str>]) {
-        let gone = |e: &Event| keys.iter().any(|k| *k == e.position.partition);
+        let gone = |e: &Event| keys.contains(&e.position.partition);
         self.building.retain(|e| !gone(e));
         if self.building.is_empty() {
             self.building_since = None;
