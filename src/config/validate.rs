@@ -377,17 +377,7 @@ fn amqp_source(s: &SourceConfig, error: &mut dyn FnMut(&str, String)) -> AmqpSou
     if let Some(n) = batch_max_events {
         cfg.batch_max_events = (*n).max(1);
     }
-    let mut span = |what: &str, v: &Option<String>, d: &mut std::time::Duration| {
-        if let Some(text) = v {
-            match time::parse_timespan(text) {
-                Some(t) if t >= 0 => *d = Duration::from_nanos((t * 100) as u64),
-                _ => error(
-                    what,
-                    format!("'{text}' is not a timespan (e.g. 200ms, 30s)"),
-                ),
-            }
-        }
-    };
+    let mut span = |what: &str, v: &Option<String>, d: &mut Duration| set_span(what, v, d, error);
     span("batch_max_wait", batch_max_wait, &mut cfg.batch_max_wait);
     span(
         "reconnect_initial",
@@ -401,6 +391,19 @@ fn amqp_source(s: &SourceConfig, error: &mut dyn FnMut(&str, String)) -> AmqpSou
         &mut cfg.lag_poll_interval,
     );
     cfg
+}
+
+/// Sets `d` from an optional timespan field (`200ms`, `30s`), or reports why it cannot.
+fn set_span(what: &str, v: &Option<String>, d: &mut Duration, error: &mut dyn FnMut(&str, String)) {
+    if let Some(text) = v {
+        match time::parse_timespan(text) {
+            Some(t) if t >= 0 => *d = Duration::from_nanos((t * 100) as u64),
+            _ => error(
+                what,
+                format!("'{text}' is not a timespan (e.g. 200ms, 30s)"),
+            ),
+        }
+    }
 }
 
 fn entra_kind(k: &str) -> Option<EntraKind> {
@@ -581,17 +584,7 @@ fn kafka_source(s: &SourceConfig, error: &mut dyn FnMut(&str, String)) -> KafkaS
     if let Some(n) = batch_max_events {
         cfg.batch_max_events = (*n).max(1);
     }
-    let mut span = |what: &str, v: &Option<String>, d: &mut std::time::Duration| {
-        if let Some(text) = v {
-            match time::parse_timespan(text) {
-                Some(t) if t >= 0 => *d = Duration::from_nanos((t * 100) as u64),
-                _ => error(
-                    what,
-                    format!("'{text}' is not a timespan (e.g. 200ms, 30s)"),
-                ),
-            }
-        }
-    };
+    let mut span = |what: &str, v: &Option<String>, d: &mut Duration| set_span(what, v, d, error);
     span("session_timeout", session_timeout, &mut cfg.session_timeout);
     span("batch_max_wait", batch_max_wait, &mut cfg.batch_max_wait);
     span("commit_interval", commit_interval, &mut cfg.commit_interval);

@@ -233,6 +233,37 @@ impl OutputWithStdin for Command {
 
 pub mod kafka;
 
+/// The fixture line whose records have no usable time: over Event Hubs they would take the
+/// event's enqueued time (today), which moves the clock and empties every window, so the
+/// streaming tests leave it out.
+pub const LEFT_OUT_LINE: usize = 428;
+/// The one valid record of that line, taken out of the expected answers.
+const LEFT_OUT_TIME: &str = "2024-05-20T06:41:17.2468013Z";
+
+/// The golden bodies without [`LEFT_OUT_LINE`], as published to a stream.
+pub fn streamed_bodies() -> Vec<Vec<u8>> {
+    std::fs::read_to_string(fixture())
+        .unwrap()
+        .lines()
+        .enumerate()
+        .filter(|(i, line)| i + 1 != LEFT_OUT_LINE && !line.is_empty())
+        .map(|(_, line)| line.as_bytes().to_vec())
+        .collect()
+}
+
+/// The oracle's answer to a golden query over [`streamed_bodies`].
+pub fn expected_streamed(name: &str) -> Value {
+    let mut want = expected(name);
+    let rows = want.as_array_mut().unwrap();
+    if let Some(i) = rows
+        .iter()
+        .position(|r| r["TimeGenerated"] == LEFT_OUT_TIME && r["EventType"] == "JobSucceeded")
+    {
+        rows.remove(i);
+    }
+    want
+}
+
 /// Kills a child process when dropped, so a failing test leaves nothing running.
 pub struct Kill(pub Child);
 
