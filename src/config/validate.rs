@@ -164,32 +164,22 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
                     follow: *follow,
                 });
             }
-            SourceConfig::Amqp { name, .. } => {
+            SourceConfig::Amqp { name, .. } | SourceConfig::Kafka { name, .. } => {
                 if !source_names.insert(name.clone()) {
                     errors.push(format!(
                         "{file}: sources[{i}]: a source named '{name}' already exists"
                     ));
                 }
                 let before = errors.len();
-                let cfg = amqp_source(s, &mut |what, e| {
+                let mut error = |what: &str, e: String| {
                     errors.push(format!("{file}: sources[{i}] '{name}': {what}: {e}"))
-                });
+                };
+                let settings = match s {
+                    SourceConfig::Amqp { .. } => SourceSettings::Amqp(amqp_source(s, &mut error)),
+                    _ => SourceSettings::Kafka(kafka_source(s, &mut error)),
+                };
                 if errors.len() == before {
-                    sources.push(SourceSettings::Amqp(cfg));
-                }
-            }
-            SourceConfig::Kafka { name, .. } => {
-                if !source_names.insert(name.clone()) {
-                    errors.push(format!(
-                        "{file}: sources[{i}]: a source named '{name}' already exists"
-                    ));
-                }
-                let before = errors.len();
-                let cfg = kafka_source(s, &mut |what, e| {
-                    errors.push(format!("{file}: sources[{i}] '{name}': {what}: {e}"))
-                });
-                if errors.len() == before {
-                    sources.push(SourceSettings::Kafka(cfg));
+                    sources.push(settings);
                 }
             }
         }
