@@ -950,6 +950,25 @@ batch_max_wait = "soon"
     }
 
     #[test]
+    fn the_kafka_example_config_loads() {
+        std::env::set_var(
+            "EVENTHUB_CONNECTION_STRING",
+            "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=l;SharedAccessKey=k;EntityPath=insights",
+        );
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config/eventhubs-kafka.toml");
+        let s = load(&p, &Schemas::embedded()).unwrap();
+        let SourceSettings::Kafka(k) = &s.sources[0] else {
+            panic!("a kafka source")
+        };
+        assert_eq!(k.topics.len(), 4);
+        assert_eq!(k.group_id, "hubwatch");
+        assert_eq!(
+            k.client_properties().get("bootstrap.servers"),
+            Some("ns.servicebus.windows.net:9093")
+        );
+    }
+
+    #[test]
     fn the_event_hubs_example_config_loads() {
         std::env::set_var(
             "EVENTHUB_CONNECTION_STRING",
