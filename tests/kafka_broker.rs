@@ -281,9 +281,6 @@ async fn a_replica_killed_mid_stream_loses_nothing_and_duplicates_only_its_uncom
         produce(&bb, "jobs", PARTITIONS, &tail_bodies, MESSAGE_TIME_MS);
 
         // B takes A's partitions over after the session timeout and reads to the end.
-        let b_absorbed_before = absorbed(&b) as i64;
-        let b_phase1 = metric_sum(&b.get("/metrics").1, "hubwatch_source_events_total") as i64;
-        assert_eq!(b_absorbed_before, b_phase1);
         let a_phase1: i64 = job_counts(&a_rows).values().map(|c| c.0).sum();
         let want_b = (first + second) as i64 - a_phase1 + tail_events;
         wait_until(
