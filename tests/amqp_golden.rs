@@ -60,13 +60,7 @@ async fn the_documentation_queries_over_amqp_give_the_oracles_answers() {
     });
     assert_eq!(absorbed.get(), published, "each event exactly once");
 
-    let results = running.results().await.expect("results");
-    for (name, _) in golden_queries() {
-        let (_, table) = results.iter().find(|(s, _)| *s.name == name).unwrap();
-        let got: serde_json::Value =
-            serde_json::from_str(&hubwatch::export::format::json(table)).unwrap();
-        assert_same_rows(&name, &got, &expected_streamed(&name));
-    }
+    assert_streamed_golden_results(&running).await;
 
     let (status, metrics) = http_get(&running.admin_addr.to_string(), "/metrics").unwrap();
     assert_eq!(status, 200);

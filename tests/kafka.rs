@@ -60,6 +60,14 @@ async fn wait_absorbed(running: &hubwatch::app::Running, want: u64, limit: Durat
     assert_eq!(absorbed.get(), want, "each event exactly once");
 }
 
+/// Produces the bodies to the topic's partitions in turn, off the runtime's threads.
+async fn produce_async(bootstrap: &str, bodies: &[Vec<u8>]) {
+    let (b, bodies) = (bootstrap.to_string(), bodies.to_vec());
+    tokio::task::spawn_blocking(move || produce(&b, TOPIC, PARTITIONS, &bodies, MESSAGE_TIME_MS))
+        .await
+        .unwrap();
+}
+
 /// The group's committed offset of each partition, read by a separate client.
 fn committed_offsets(bootstrap: &str) -> Vec<i64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -98,13 +106,7 @@ async fn golden_bodies_over_kafka_give_the_oracles_answers_and_a_restart_resumes
     cluster.create_topic(TOPIC, PARTITIONS, 1).unwrap();
     let bootstrap = cluster.bootstrap_servers();
     let bodies = streamed_bodies();
-    let b = bootstrap.clone();
-    let to_produce = bodies.clone();
-    tokio::task::spawn_blocking(move || {
-        produce(&b, TOPIC, PARTITIONS, &to_produce, MESSAGE_TIME_MS)
-    })
-    .await
-    .unwrap();
+    produce_async(&bootstrap, &bodies).await;
 
     let dir = tempfile::tempdir().unwrap();
     let path = config(dir.path(), &bootstrap, &golden_queries());
@@ -113,26 +115,12 @@ async fn golden_bodies_over_kafka_give_the_oracles_answers_and_a_restart_resumes
     let running = hubwatch::app::start(settings, shutdown).await.unwrap();
     wait_absorbed(&running, bodies.len() as u64, Duration::from_secs(60)).await;
 
-    let results = running.results().await.expect("results");
-    for (name, _) in golden_queries() {
-        let (_, table) = results.iter().find(|(s, _)| *s.name == name).unwrap();
-        let got: serde_json::Value =
-            serde_json::from_str(&hubwatch::export::format::json(table)).unwrap();
-        assert_same_rows(&name, &got, &expected_streamed(&name));
-    }
+    assert_streamed_golden_results(&running).await;
 
     let (status, metrics) = http_get(&running.admin_addr.to_string(), "/metrics").unwrap();
     assert_eq!(status, 200);
-    let value = |line_start: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(line_start))
-            .unwrap_or_else(|| panic!("no series {line_start} in\n{metrics}"))
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
+    let value = |series: &str| -> f64 {
+        metric(&metrics, series).unwrap_or_else(|| panic!("no series {series} in\n{metrics}"))
     };
     assert_eq!(
         value("hubwatch_kafka_assigned_partitions{source=\"k\"}"),
@@ -172,13 +160,7 @@ async fn golden_bodies_over_kafka_give_the_oracles_answers_and_a_restart_resumes
 
     // The same group again, after 40 more bodies: only those arrive.
     let more: Vec<Vec<u8>> = bodies[..40].to_vec();
-    let b = bootstrap.clone();
-    let to_produce = more.clone();
-    tokio::task::spawn_blocking(move || {
-        produce(&b, TOPIC, PARTITIONS, &to_produce, MESSAGE_TIME_MS)
-    })
-    .await
-    .unwrap();
+    produce_async(&bootstrap, &more).await;
     let settings = hubwatch::config::load(&path, &hubwatch::schema::Schemas::embedded()).unwrap();
     let (trigger, shutdown) = hubwatch::shutdown::channel();
     let running = hubwatch::app::start(settings, shutdown).await.unwrap();

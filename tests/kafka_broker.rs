@@ -46,14 +46,6 @@ fn kafka_config(
     path
 }
 
-/// The value of the first `/metrics` line that starts with `series` (labels included).
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 /// Sum of every sample of a metric family.
 fn metric_sum(text: &str, family: &str) -> f64 {
     text.lines()

@@ -251,6 +251,25 @@ pub fn streamed_bodies() -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Every golden query of a running service gives the oracle's answer over
+/// [`streamed_bodies`].
+pub async fn assert_streamed_golden_results(running: &hubwatch::app::Running) {
+    let results = running.results().await.expect("results");
+    for (name, _) in golden_queries() {
+        let (_, table) = results.iter().find(|(s, _)| *s.name == name).unwrap();
+        let got: Value = serde_json::from_str(&hubwatch::export::format::json(table)).unwrap();
+        assert_same_rows(&name, &got, &expected_streamed(&name));
+    }
+}
+
+/// The value of the first `/metrics` line that starts with `series` (labels included).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// The oracle's answer to a golden query over [`streamed_bodies`].
 pub fn expected_streamed(name: &str) -> Value {
     let mut want = expected(name);

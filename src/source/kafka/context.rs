@@ -13,6 +13,7 @@
 //!   a new one before the old one expires.
 
 use std::error::Error;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,8 @@ pub(super) struct HubContext {
     ack_wait: Duration,
     token: Option<TokenSource>,
     fatal: Mutex<Option<KafkaSourceError>>,
+    /// Mirrors `fatal.is_some()`: the consumer loop checks it every turn, without a lock.
+    stopped: AtomicBool,
 }
 
 impl HubContext {
@@ -69,6 +72,7 @@ impl HubContext {
             ack_wait,
             token,
             fatal: Mutex::new(None),
+            stopped: AtomicBool::new(false),
         }
     }
 
@@ -86,10 +90,7 @@ impl HubContext {
     }
 
     pub fn is_fatal(&self) -> bool {
-        self.fatal
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        self.stopped.load(Ordering::Acquire)
     }
 
     pub fn scrub(&self, text: &str) -> String {
@@ -105,23 +106,31 @@ impl HubContext {
             .inc();
         let detail = self.scrub(&format!("{error}: {reason}"));
         match kind {
-            ErrorKind::Auth => {
-                tracing::error!(source = %self.source, target = %self.target, %detail,
-                    "the brokers refused the credentials or access; stopping the source");
-                self.set_fatal(KafkaSourceError::Unauthorized {
-                    source_name: self.source.to_string(),
-                    target: self.target.clone(),
-                    detail,
-                });
-            }
-            ErrorKind::Fatal => {
-                tracing::error!(source = %self.source, target = %self.target, %detail,
-                    "the Kafka client failed for good; stopping the source");
-                self.set_fatal(KafkaSourceError::Fatal {
-                    source_name: self.source.to_string(),
-                    target: self.target.clone(),
-                    detail,
-                });
+            ErrorKind::Auth | ErrorKind::Fatal => {
+                let (source_name, target) = (self.source.to_string(), self.target.clone());
+                let (why, error) = if kind == ErrorKind::Auth {
+                    let why = "the brokers refused the credentials or access; stopping the source";
+                    (
+                        why,
+                        KafkaSourceError::Unauthorized {
+                            source_name,
+                            target,
+                            detail: detail.clone(),
+                        },
+                    )
+                } else {
+                    let why = "the Kafka client failed for good; stopping the source";
+                    (
+                        why,
+                        KafkaSourceError::Fatal {
+                            source_name,
+                            target,
+                            detail: detail.clone(),
+                        },
+                    )
+                };
+                tracing::error!(source = %self.source, target = %self.target, %detail, "{why}");
+                self.set_fatal(error);
             }
             ErrorKind::Transport => {
                 tracing::warn!(source = %self.source, target = %self.target, %detail,
@@ -137,6 +146,7 @@ impl HubContext {
         let mut fatal = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
         if fatal.is_none() {
             *fatal = Some(e);
+            self.stopped.store(true, Ordering::Release);
         }
     }
 
