@@ -163,16 +163,30 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
 
     let loop_metrics = metrics.clone();
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    // The engine parses and evaluates: CPU-bound work that would hold a runtime worker for
+    // a whole batch. It gets a thread of its own, so the workers stay free for the sources'
+    // network I/O and the admin server.
+    let (engine_tx, engine_rx) = tokio::sync::oneshot::channel();
+    let handle = tokio::runtime::Handle::current();
+    let engine_shutdown = shutdown.clone();
+    std::thread::Builder::new()
+        .name("hubwatch-engine".into())
+        .spawn(move || {
+            let result = handle.block_on(engine_loop(
+                engine,
+                batch_rx,
+                req_rx,
+                engine_shutdown,
+                loop_metrics,
+                done_tx,
+            ));
+            let _ = engine_tx.send(result);
+        })
+        .context("starting the engine thread")?;
     let task = tokio::spawn(async move {
-        let engine_result = engine_loop(
-            engine,
-            batch_rx,
-            req_rx,
-            shutdown.clone(),
-            loop_metrics,
-            done_tx,
-        )
-        .await;
+        let engine_result = engine_rx
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the engine thread panicked")));
         let mut result = engine_result;
         for (name, task) in sources {
             match task.await {
