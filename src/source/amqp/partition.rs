@@ -24,6 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use azure_core_amqp::message::AmqpMessageBody;
+use azure_core_amqp::AmqpValue;
 use azure_messaging_eventhubs::models::{EventHubPartitionProperties, ReceivedEventData};
 use azure_messaging_eventhubs::{ConsumerClient, OpenReceiverOptions};
 use futures_util::{Stream, StreamExt};
@@ -130,10 +132,8 @@ impl PartitionReader {
             Err(_) => return SessionEnd::Failed(timed_out("opening the connection", CALL_TIMEOUT)),
         };
         let end = self.receive(&client).await;
-        // Closed on the side (bounded): after a failure the close itself may hang, and
-        // the next connection need not wait for it.
         let id = self.id.clone();
-        tokio::spawn(async move {
+        let close = async move {
             match tokio::time::timeout(CLOSE_TIMEOUT, client.close()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -143,7 +143,17 @@ impl PartitionReader {
                     tracing::debug!(partition = %id, "closing the connection timed out; dropped")
                 }
             }
-        });
+        };
+        match end {
+            // At shutdown the close is part of the drain (bounded): the service sees the
+            // link go at once, and the process does not exit under a half-closed link.
+            SessionEnd::Stopped => close.await,
+            // After a failure the close itself may hang, and the next connection need not
+            // wait for it.
+            SessionEnd::Failed(_) => {
+                tokio::spawn(close);
+            }
+        }
         end
     }
 
@@ -328,11 +338,7 @@ impl PartitionReader {
                 .and_then(|o| o.parse::<i64>().ok())
                 .unwrap_or(-1);
             events.push(Event {
-                body: ev
-                    .event_data()
-                    .body()
-                    .map(<[u8]>::to_vec)
-                    .unwrap_or_default(),
+                body: body_of(&ev.raw_amqp_message().body),
                 position: Position {
                     partition: self.id.clone(),
                     offset,
@@ -350,6 +356,22 @@ impl PartitionReader {
             events,
             ack: AckToken::new(id, self.acks.clone()),
         }))
+    }
+}
+
+/// An event's body as the pipeline gets it. Event Hubs producers send one data section;
+/// several are joined (the SDK's own `EventData` would drop such a body), and a string or
+/// binary value body is taken as its bytes. Anything else is an empty body, which the
+/// parser rejects and counts. Read from the raw message: one copy, not the SDK's two.
+fn body_of(body: &AmqpMessageBody) -> Vec<u8> {
+    match body {
+        AmqpMessageBody::Binary(sections) => match sections.as_slice() {
+            [one] => one.clone(),
+            many => many.concat(),
+        },
+        AmqpMessageBody::Value(AmqpValue::String(s)) => s.as_bytes().to_vec(),
+        AmqpMessageBody::Value(AmqpValue::Binary(b)) => b.clone(),
+        _ => Vec::new(),
     }
 }
 
@@ -423,6 +445,21 @@ where
 mod tests {
     use super::*;
     use futures_util::stream;
+
+    #[test]
+    fn bodies_come_from_every_data_section_or_a_text_value() {
+        let one = AmqpMessageBody::Binary(vec![br#"{"records":[]}"#.to_vec()]);
+        assert_eq!(body_of(&one), br#"{"records":[]}"#);
+        let split = AmqpMessageBody::Binary(vec![br#"{"records""#.to_vec(), b":[]}".to_vec()]);
+        assert_eq!(body_of(&split), br#"{"records":[]}"#);
+        let text = AmqpMessageBody::Value(AmqpValue::String("{}".into()));
+        assert_eq!(body_of(&text), b"{}");
+        let binary = AmqpMessageBody::Value(AmqpValue::Binary(b"{}".to_vec()));
+        assert_eq!(body_of(&binary), b"{}");
+        // What no parser can read arrives empty, and is rejected and counted downstream.
+        assert!(body_of(&AmqpMessageBody::Value(AmqpValue::Long(7))).is_empty());
+        assert!(body_of(&AmqpMessageBody::Empty).is_empty());
+    }
 
     #[tokio::test]
     async fn gather_stops_at_the_size_limit() {
