@@ -13,7 +13,6 @@ use fe2o3_amqp::Sendable;
 
 use super::faults::Counters;
 use super::filter::{self, StartPosition};
-use super::message;
 use super::readers::ReaderGuard;
 use super::server::{Conn, Ctx};
 use super::EmulatorError;
@@ -128,7 +127,7 @@ pub(crate) async fn run(mut sender: Sender, mut reader: Reader, ctx: Arc<Ctx>, c
             tokio::select! {
                 _ = closed.wait() => return,
                 stolen = &mut reader.guard.stolen => return displace(sender, stolen).await,
-                _ = super::links::detached(&mut sender) => return,
+                closing = super::links::detached(&mut sender) => return super::links::answer_detach(sender, closing).await,
                 changed = tail.changed() => if changed.is_err() { return },
             }
             continue;
@@ -141,11 +140,10 @@ pub(crate) async fn run(mut sender: Sender, mut reader: Reader, ctx: Arc<Ctx>, c
                     _ = tokio::time::sleep(delay) => {}
                 }
             }
-            let message = message::for_delivery(&event);
             let sent = tokio::select! {
                 _ = closed.wait() => return,
                 stolen = &mut reader.guard.stolen => return displace(sender, stolen).await,
-                sent = send(&mut sender, Sendable::builder().message(message).settled(true).build()) => sent,
+                sent = send(&mut sender, &event.delivery) => sent,
             };
             if let Err(e) = sent {
                 tracing::debug!(error = %e, "emulator: receiver link ended");
@@ -159,8 +157,8 @@ pub(crate) async fn run(mut sender: Sender, mut reader: Reader, ctx: Arc<Ctx>, c
 
 /// Sends one delivery; waits for link credit first. Batchable so that every Transfer field
 /// is encoded (pyamqp compatibility 3).
-async fn send(sender: &mut Sender, sendable: Sendable<Body<Value>>) -> Result<(), SendError> {
-    let settled = sender.send_batchable(sendable).await?;
+async fn send(sender: &mut Sender, sendable: &Sendable<Body<Value>>) -> Result<(), SendError> {
+    let settled = sender.send_batchable_ref(sendable).await?;
     settled.await.map(|_| ())
 }
 

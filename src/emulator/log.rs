@@ -12,12 +12,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fe2o3_amqp::types::messaging::{Body, Message};
 use fe2o3_amqp::types::primitives::Value;
+use fe2o3_amqp::Sendable;
 
 use super::config::Retention;
 use super::filter::{OffsetValue, StartPosition};
 use super::EmulatorError;
 
-/// An event as stored: the producer's message untouched, plus what the broker assigned.
+/// An event as stored: what the broker assigned, and the producer's message dressed once,
+/// at append, as every receiver gets it (so a delivery neither clones nor re-annotates it).
 #[derive(Debug)]
 pub struct StoredEvent {
     pub sequence_number: i64,
@@ -25,10 +27,10 @@ pub struct StoredEvent {
     pub offset: u64,
     /// Unix milliseconds.
     pub enqueued_ms: i64,
-    pub partition_key: Option<String>,
     /// Encoded size, counted by byte retention and offsets.
     pub size: u64,
-    pub message: Message<Body<Value>>,
+    /// The message with the broker's `x-opt-*` annotations, pre-settled.
+    pub delivery: Sendable<Body<Value>>,
 }
 
 /// A snapshot of a partition, as `$management` reports it. A partition that never held an
@@ -75,13 +77,20 @@ impl PartitionLog {
     ) -> Arc<StoredEvent> {
         let now_ms = unix_ms(now);
         let enqueued_ms = self.last.map_or(now_ms, |(_, _, t)| now_ms.max(t));
-        let event = Arc::new(StoredEvent {
-            sequence_number: self.next_sequence,
-            offset: self.next_offset,
-            enqueued_ms,
-            partition_key,
-            size,
+        let (sequence_number, offset) = (self.next_sequence, self.next_offset);
+        let message = super::message::for_delivery(
             message,
+            sequence_number,
+            offset,
+            enqueued_ms,
+            partition_key.as_deref(),
+        );
+        let event = Arc::new(StoredEvent {
+            sequence_number,
+            offset,
+            enqueued_ms,
+            size,
+            delivery: Sendable::builder().message(message).settled(true).build(),
         });
         self.last = Some((event.sequence_number, event.offset, enqueued_ms));
         self.next_sequence += 1;

@@ -7,7 +7,6 @@ use fe2o3_amqp::types::messaging::message::__private::{Deserializable, Serializa
 use fe2o3_amqp::types::messaging::{Body, Data, Message, MessageAnnotations};
 use fe2o3_amqp::types::primitives::{Binary, Symbol, Timestamp, Value};
 
-use super::log::StoredEvent;
 use super::EmulatorError;
 
 /// The message format of an Event Hubs batch envelope.
@@ -86,21 +85,26 @@ pub fn data_message(body: Vec<u8>) -> AmqpMessage {
         .build()
 }
 
-/// The stored message as a receiver gets it: the producer's sections, plus the broker's
+/// The message as a receiver gets it: the producer's sections, plus the broker's
 /// annotations (which replace any a producer tried to set).
-pub fn for_delivery(event: &StoredEvent) -> AmqpMessage {
-    let mut message = event.message.clone();
+pub fn for_delivery(
+    mut message: AmqpMessage,
+    sequence_number: i64,
+    offset: u64,
+    enqueued_ms: i64,
+    partition_key: Option<&str>,
+) -> AmqpMessage {
     message.delivery_annotations = None;
     let map = annotations(&mut message);
-    map.insert(key(SEQUENCE_NUMBER), Value::Long(event.sequence_number));
-    map.insert(key(OFFSET), Value::String(event.offset.to_string()));
+    map.insert(key(SEQUENCE_NUMBER), Value::Long(sequence_number));
+    map.insert(key(OFFSET), Value::String(offset.to_string()));
     map.insert(
         key(ENQUEUED_TIME),
-        Value::Timestamp(Timestamp::from_milliseconds(event.enqueued_ms)),
+        Value::Timestamp(Timestamp::from_milliseconds(enqueued_ms)),
     );
-    match &event.partition_key {
+    match partition_key {
         Some(k) => {
-            map.insert(key(PARTITION_KEY), Value::String(k.clone()));
+            map.insert(key(PARTITION_KEY), Value::String(k.to_string()));
         }
         None => {
             map.swap_remove(&key(PARTITION_KEY));
@@ -164,15 +168,11 @@ mod tests {
 
     #[test]
     fn delivery_annotations_are_the_brokers() {
-        let event = StoredEvent {
-            sequence_number: 7,
-            offset: 1234,
-            enqueued_ms: 1_700_000_000_000,
-            partition_key: None,
-            size: 10,
-            message: data_message(b"x".to_vec()),
-        };
-        let m = for_delivery(&event);
+        let mut produced = data_message(b"x".to_vec());
+        annotations(&mut produced).insert(key(SEQUENCE_NUMBER), Value::Long(99));
+        annotations(&mut produced).insert(key(PARTITION_KEY), Value::String("forged".into()));
+        assert!(encoded_size(&produced) > 0);
+        let m = for_delivery(produced, 7, 1234, 1_700_000_000_000, None);
         let a = m.message_annotations.unwrap();
         assert_eq!(a.get(&key(SEQUENCE_NUMBER)), Some(&Value::Long(7)));
         assert_eq!(a.get(&key(OFFSET)), Some(&Value::String("1234".into())));
@@ -182,6 +182,8 @@ mod tests {
                 1_700_000_000_000
             )))
         );
-        assert!(encoded_size(&event.message) > 0);
+        assert_eq!(a.get(&key(PARTITION_KEY)), None);
+        let keyed = for_delivery(data_message(b"y".to_vec()), 8, 1300, 0, Some("k"));
+        assert_eq!(partition_key(&keyed).as_deref(), Some("k"));
     }
 }
