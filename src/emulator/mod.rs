@@ -42,6 +42,7 @@ mod nodes;
 mod readers;
 pub mod sas;
 mod server;
+mod tcp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -25,6 +25,7 @@ use super::faults::{Counters, FaultHandle};
 use super::message::AmqpMessage;
 use super::namespace::Namespace;
 use super::sas::Grant;
+use super::tcp::QuickAck;
 use super::EmulatorError;
 use crate::shutdown::{self, Shutdown};
 
@@ -191,9 +192,9 @@ async fn run_connection(
                 plain_login: plain_login.clone(),
             })
             .build();
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(QuickAck(stream))).await
     } else {
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, builder.build().accept(stream)).await
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, builder.build().accept(QuickAck(stream))).await
     };
     let mut connection = match accepted {
         Ok(Ok(c)) => c,
