@@ -817,7 +817,42 @@ async fn plain_login_symbol_filter_and_credit() {
         Some(&Value::Long(3))
     );
     assert_eq!(emu.stats().cbs_tokens_accepted, 0, "PLAIN needs no CBS");
-    let _ = receiver.close().await;
+    // The SDKs detach their receivers without closing them; the emulator must answer in
+    // kind (AMQP 1.0 §2.6.6), or fe2o3 clients try to re-attach and log an error on every
+    // clean shutdown. Here the emulator waits at the end of the log…
+    step("detach at the tail", receiver.detach())
+        .await
+        .map_err(|(_, e)| e)
+        .expect("a non-closing detach at the tail must be answered with one");
+    // …and here for credit, with events left to send.
+    let mut receiver = Receiver::builder()
+        .name("raw-credit-2")
+        .source(format!(
+            "amqps://localhost/{HUB}/ConsumerGroups/$Default/Partitions/0"
+        ))
+        .credit_mode(CreditMode::Manual)
+        .attach(&mut session)
+        .await
+        .expect("attach");
+    receiver.set_credit(1).await.unwrap();
+    step("one delivery", receiver.recv::<Body<Value>>())
+        .await
+        .unwrap();
+    step("detach while out of credit", receiver.detach())
+        .await
+        .map_err(|(_, e)| e)
+        .expect("a non-closing detach while out of credit must be answered with one");
+    let receiver = Receiver::builder()
+        .name("raw-credit-3")
+        .source(format!(
+            "amqps://localhost/{HUB}/ConsumerGroups/$Default/Partitions/0"
+        ))
+        .attach(&mut session)
+        .await
+        .expect("attach");
+    step("close", receiver.close())
+        .await
+        .expect("a closing detach must be answered with one");
     let _ = session.end().await;
     let _ = conn.close().await;
     emu.shutdown().await;

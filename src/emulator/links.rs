@@ -33,10 +33,27 @@ pub const MAX_MESSAGE_SIZE: u64 = 1024 * 1024;
 /// that effect here.
 pub(crate) const DETACH_GRACE: Duration = Duration::from_millis(20);
 
-/// Resolves when the client detaches `sender`, reacting only after [`DETACH_GRACE`].
-pub(crate) async fn detached(sender: &mut fe2o3_amqp::link::Sender) {
+/// Resolves when the client detaches `sender`, reacting only after [`DETACH_GRACE`], with
+/// whether the client closed the link (rather than only detaching it).
+pub(crate) async fn detached(sender: &mut fe2o3_amqp::link::Sender) -> bool {
+    use fe2o3_amqp::link::DetachError;
     tokio::time::sleep(DETACH_GRACE).await;
-    let _ = sender.on_detach().await;
+    !matches!(
+        sender.on_detach().await,
+        DetachError::DetachedByRemote | DetachError::RemoteDetachedWithError(_)
+    )
+}
+
+/// Answers a client's detach of `sender` in kind (AMQP 1.0 §2.6.6). The SDKs detach their
+/// receivers without closing them; a closing answer would make fe2o3 clients try to
+/// re-attach and close, fail, and log an error on every clean shutdown.
+pub(crate) async fn answer_detach(sender: fe2o3_amqp::link::Sender, closing: bool) {
+    if closing {
+        // Dropping a link the client closed answers with a closing detach.
+        drop(sender);
+    } else {
+        let _ = tokio::time::timeout(END_TIMEOUT, sender.detach()).await;
+    }
 }
 
 /// How long ending a session waits for the client's End.

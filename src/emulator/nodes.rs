@@ -67,7 +67,7 @@ pub(crate) async fn pump_replies(
     loop {
         let reply = tokio::select! {
             _ = closed.wait() => return,
-            _ = super::links::detached(&mut sender) => return,
+            closing = super::links::detached(&mut sender) => return super::links::answer_detach(sender, closing).await,
             reply = rx.recv() => match reply { Some(r) => r, None => return },
         };
         // pyamqp compatibility 3: a batchable transfer encodes all 11 Transfer fields
