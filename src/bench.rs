@@ -17,6 +17,8 @@ pub struct Report {
     pub bodies: u64,
     pub records: u64,
     pub e2e_secs: f64,
+    /// CPU seconds the end-to-end run used (all threads).
+    pub e2e_cpu_secs: f64,
     pub floor_secs: f64,
     pub rss_after_e2e_kib: u64,
     pub rss_peak_kib: u64,
@@ -83,9 +85,11 @@ pub async fn run(mut settings: Settings, input: &Path, repeat: usize) -> anyhow:
     settings.checkpoint = None;
     let (trigger, shutdown) = crate::shutdown::channel();
     let started = Instant::now();
+    let cpu_before = cpu_secs();
     let mut running = crate::app::start(settings, shutdown).await?;
     running.inputs_done().await;
     let e2e_secs = started.elapsed().as_secs_f64();
+    let e2e_cpu_secs = cpu_secs() - cpu_before;
     let metrics = running.metrics.clone();
     trigger.trigger();
     running.wait().await?;
@@ -121,6 +125,7 @@ pub async fn run(mut settings: Settings, input: &Path, repeat: usize) -> anyhow:
         bodies,
         records,
         e2e_secs,
+        e2e_cpu_secs,
         floor_secs,
         rss_after_e2e_kib,
         rss_peak_kib: peak_rss_kib(),
@@ -131,6 +136,22 @@ fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("hubwatch-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// CPU seconds (user + system) this process has used so far, from `/proc/self/stat`
+/// (Linux reports them in USER_HZ = 100 ticks per second); 0 elsewhere.
+pub fn cpu_secs() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is parenthesised and may hold spaces.
+            let rest = &s[s.rfind(')')? + 2..];
+            let mut f = rest.split_whitespace().skip(11);
+            let user: f64 = f.next()?.parse().ok()?;
+            let system: f64 = f.next()?.parse().ok()?;
+            Some((user + system) / 100.0)
+        })
+        .unwrap_or(0.0)
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), in KiB; 0 elsewhere.
@@ -154,6 +175,10 @@ pub struct ViaReport {
     pub events: u64,
     pub file_secs: f64,
     pub via_secs: f64,
+    /// CPU seconds of each run, all threads (for AMQP this includes the in-process
+    /// emulator serving the events).
+    pub file_cpu_secs: f64,
+    pub via_cpu_secs: f64,
 }
 
 impl ViaReport {
@@ -172,6 +197,13 @@ impl ViaReport {
             self.via_secs,
             mb / self.via_secs,
             self.events as f64 / self.via_secs
+        );
+        println!(
+            "CPU:          file replay {:.2} s, {} {:.2} s (all threads; cores: {})",
+            self.file_cpu_secs,
+            self.via,
+            self.via_cpu_secs,
+            std::thread::available_parallelism().map_or(1, |n| n.get())
         );
         println!(
             "ratio:        {:.2}x of file replay (target >= 0.7x)",
@@ -221,22 +253,40 @@ pub async fn run_amqp(
     s.listen = "127.0.0.1:0".into();
     s.checkpoint = None;
     s.dead_letter = None;
-    let (_, amqp_secs) = consume_all(s, events).await?;
+    let run = consume_all(s, events).await?;
+    println!(
+        "AMQP: the first event was absorbed {:.2} s after the start (connections, \
+         authorization, partition discovery); the figures below include that",
+        run.first_secs
+    );
     emulator.shutdown().await;
     Ok(ViaReport {
         via: "AMQP",
         bytes: file.bytes,
         events,
         file_secs: file.e2e_secs,
-        via_secs: amqp_secs,
+        via_secs: run.secs,
+        file_cpu_secs: file.e2e_cpu_secs,
+        via_cpu_secs: run.cpu_secs,
     })
 }
 
+/// What `consume_all` measured, from the service's start.
+struct Consumed {
+    /// Until the first event was absorbed.
+    first_secs: f64,
+    /// Until the last.
+    secs: f64,
+    /// CPU seconds of the process (all threads) until the last.
+    cpu_secs: f64,
+}
+
 /// Runs the service on `settings` (one source named `bench`) until it has absorbed
-/// `events`; returns the seconds until the first event was absorbed, and in all.
-async fn consume_all(settings: Settings, events: u64) -> anyhow::Result<(f64, f64)> {
+/// `events`.
+async fn consume_all(settings: Settings, events: u64) -> anyhow::Result<Consumed> {
     let (trigger, shutdown) = crate::shutdown::channel();
     let started = Instant::now();
+    let cpu_before = cpu_secs();
     let running = crate::app::start(settings, shutdown).await?;
     let counter = running.metrics.source.events.with_label_values(&["bench"]);
     let deadline = Instant::now() + std::time::Duration::from_secs(600);
@@ -253,9 +303,14 @@ async fn consume_all(settings: Settings, events: u64) -> anyhow::Result<(f64, f6
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu_secs = cpu_secs() - cpu_before;
     trigger.trigger();
     running.wait().await?;
-    Ok((first.unwrap_or(secs), secs))
+    Ok(Consumed {
+        first_secs: first.unwrap_or(secs),
+        secs,
+        cpu_secs,
+    })
 }
 
 /// Broker → Kafka source → pipeline, against file replay of the same bodies in the same
@@ -322,17 +377,20 @@ pub async fn run_kafka(
     s.listen = "127.0.0.1:0".into();
     s.checkpoint = None;
     s.dead_letter = None;
-    let (joined, total) = consume_all(s, events).await?;
+    let run = consume_all(s, events).await?;
     println!(
-        "Kafka: the group join took {joined:.2} s (to the first event absorbed); the figures \
-         below are from the first event to the last"
+        "Kafka: the group join took {:.2} s (to the first event absorbed); the figures \
+         below are from the first event to the last",
+        run.first_secs
     );
     Ok(ViaReport {
         via: "Kafka",
         bytes: file.bytes,
         events,
         file_secs: file.e2e_secs,
-        via_secs: total - joined,
+        via_secs: run.secs - run.first_secs,
+        file_cpu_secs: file.e2e_cpu_secs,
+        via_cpu_secs: run.cpu_secs,
     })
 }
 
