@@ -38,6 +38,26 @@ pub struct EmulatorConfig {
     pub keys: Vec<SasKey>,
     /// The event hubs.
     pub hubs: Vec<HubConfig>,
+    /// Accept Microsoft Entra ID tokens (`$cbs` type `jwt`) signed with this key; off by
+    /// default. See [`super::jwt`].
+    #[serde(default)]
+    pub entra: Option<EntraConfig>,
+}
+
+/// Entra ID tokens for tests: the HS256 key the test's token issuer signs with. `Debug`
+/// never prints the key.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntraConfig {
+    pub signing_key: String,
+}
+
+impl std::fmt::Debug for EntraConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntraConfig")
+            .field("signing_key", &"<redacted>")
+            .finish()
+    }
 }
 
 /// One SAS authorization rule. `Debug` never prints the key.
@@ -119,6 +139,7 @@ impl EmulatorConfig {
                 consumer_groups: vec![DEFAULT_CONSUMER_GROUP.to_string()],
                 retention: Retention::default(),
             }],
+            entra: None,
         }
     }
 
@@ -143,6 +164,13 @@ impl EmulatorConfig {
             if k.name.is_empty() || k.key.is_empty() {
                 errors.push(format!("keys[{i}]: name and key must not be empty"));
             }
+        }
+        if self
+            .entra
+            .as_ref()
+            .is_some_and(|e| e.signing_key.is_empty())
+        {
+            errors.push("entra.signing_key must not be empty".to_string());
         }
         if self.hubs.is_empty() {
             errors.push("hubs: at least one hub is needed".to_string());

@@ -34,6 +34,7 @@ mod faults;
 mod filter;
 mod hash;
 mod ingest;
+pub mod jwt;
 mod links;
 mod log;
 mod message;
@@ -49,7 +50,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use command::run_command;
-pub use config::{EmulatorConfig, HubConfig, Retention, SasKey};
+pub use config::{EmulatorConfig, EntraConfig, HubConfig, Retention, SasKey};
 pub use error::EmulatorError;
 pub use faults::{EmulatorStats, FaultHandle};
 pub use filter::{OffsetValue, StartPosition};

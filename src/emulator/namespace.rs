@@ -28,6 +28,8 @@ pub struct Namespace {
     /// Every host name a token's resource may name: the namespace, loopback, the bind IP.
     pub hosts: Vec<String>,
     pub keys: Vec<SasKey>,
+    /// The key Entra ID test tokens are signed with, if they are accepted.
+    pub entra_key: Option<String>,
     hubs: HashMap<String, Hub>,
     pub readers: Arc<ReaderRegistry>,
 }
@@ -107,6 +109,7 @@ impl Namespace {
             host: cfg.namespace.clone(),
             hosts,
             keys: cfg.keys.clone(),
+            entra_key: cfg.entra.as_ref().map(|e| e.signing_key.clone()),
             hubs,
             readers: Arc::new(ReaderRegistry::default()),
         }

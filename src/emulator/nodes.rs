@@ -18,9 +18,9 @@ use tokio::sync::mpsc;
 use super::faults::Counters;
 use super::log::unix_ms;
 use super::message::AmqpMessage;
-use super::sas;
 use super::server::{Conn, Ctx};
 use super::EmulatorError;
+use super::{jwt, sas};
 
 /// Replies queued per reply link; a client that stops reading stalls only its own node.
 const REPLY_QUEUE: usize = 64;
@@ -197,23 +197,31 @@ fn put_token(request: &AmqpMessage, ctx: &Ctx, conn: &Conn) -> Outcome {
     }
     let audience = app_string(request, "name").unwrap_or_default();
     let kind = app_string(request, "type").unwrap_or_default();
-    let result = if kind != "servicebus.windows.net:sastoken" {
-        Err(EmulatorError::Unauthorized(format!(
-            "token type {kind:?} is not supported by the emulator; use a SAS token"
-        )))
-    } else {
-        let token = match &request.body {
-            Body::Value(AmqpValue(Value::String(t))) => t.as_str(),
-            _ => "",
-        };
-        sas::validate(
+    let token = match &request.body {
+        Body::Value(AmqpValue(Value::String(t))) => t.as_str(),
+        _ => "",
+    };
+    let result = match (kind.as_str(), &ctx.ns.entra_key) {
+        ("servicebus.windows.net:sastoken", _) => sas::validate(
             token,
             &audience,
             &ctx.ns.keys,
             &ctx.ns.hosts,
             SystemTime::now(),
         )
-        .map_err(|e| EmulatorError::Unauthorized(format!("InvalidSignature: {e}")))
+        .map_err(|e| EmulatorError::Unauthorized(format!("InvalidSignature: {e}"))),
+        ("jwt", Some(key)) => {
+            jwt::validate(token, &audience, key, &ctx.ns.hosts, SystemTime::now())
+                .map_err(|e| EmulatorError::Unauthorized(format!("InvalidToken: {e}")))
+        }
+        ("jwt", None) => Err(EmulatorError::Unauthorized(
+            "Entra ID tokens are not accepted by this emulator (its configuration has no \
+             [entra] signing_key); use a SAS token"
+                .into(),
+        )),
+        _ => Err(EmulatorError::Unauthorized(format!(
+            "token type {kind:?} is not supported by the emulator; use a SAS token"
+        ))),
     };
     match result {
         Ok(grant) => {
