@@ -116,6 +116,10 @@ pub enum SourceConfig {
         connection_string: Option<String>,
         /// `<ns>.servicebus.windows.net`, for Entra ID auth (instead of a connection string).
         fully_qualified_namespace: Option<String>,
+        /// Connect here instead of the namespace's address (`amqps://host[:port]`, e.g. a
+        /// private endpoint or proxy; `amqp://` for an emulator). Audiences still name the
+        /// namespace.
+        custom_endpoint: Option<String>,
         /// The event hub. Default: the connection string's `EntityPath`.
         event_hub: Option<String>,
         /// Default `$Default`.

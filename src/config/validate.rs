@@ -261,6 +261,7 @@ fn amqp_source(s: &SourceConfig, error: &mut dyn FnMut(&str, String)) -> AmqpSou
         name,
         connection_string,
         fully_qualified_namespace,
+        custom_endpoint,
         event_hub,
         consumer_group,
         auth,
@@ -289,6 +290,12 @@ fn amqp_source(s: &SourceConfig, error: &mut dyn FnMut(&str, String)) -> AmqpSou
     let event_hub = env("event_hub", event_hub);
     let consumer_group = env("consumer_group", consumer_group);
     let client_id = env("client_id", client_id);
+    cfg.custom_endpoint = env("custom_endpoint", custom_endpoint);
+    if let Some(endpoint) = &cfg.custom_endpoint {
+        if let Err(e) = check_endpoint(endpoint) {
+            error("custom_endpoint", e);
+        }
+    }
     let parsed = cfg.connection_string.as_ref().and_then(|c| {
         c.parse::<crate::source::amqp::ConnectionString>()
             .map_err(|e| error("connection_string", e.to_string()))
@@ -381,6 +388,19 @@ fn amqp_source(s: &SourceConfig, error: &mut dyn FnMut(&str, String)) -> AmqpSou
         &mut cfg.lag_poll_interval,
     );
     cfg
+}
+
+/// A custom endpoint must be an AMQP URL with a host.
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let url = azure_core::http::Url::parse(endpoint)
+        .map_err(|e| format!("'{endpoint}' is not a URL ({e})"))?;
+    match (url.scheme(), url.host_str()) {
+        ("amqp" | "amqps", Some(_)) => Ok(()),
+        (_, Some(_)) => Err(format!(
+            "'{endpoint}' must be amqps://host[:port] (or amqp:// for an emulator)"
+        )),
+        (_, None) => Err(format!("'{endpoint}' has no host")),
+    }
 }
 
 /// Sets `d` from an optional timespan field (`200ms`, `30s`), or reports why it cannot.
@@ -748,6 +768,7 @@ lag_poll_interval = "1m"
 type = "amqp"
 name = "entra"
 fully_qualified_namespace = "ns.servicebus.windows.net"
+custom_endpoint = "amqps://eh-private.example.internal:5671"
 event_hub = "insights"
 auth = "workload_identity"
 start = "latest"
@@ -776,6 +797,10 @@ start = "latest"
             panic!("an amqp source")
         };
         assert_eq!(b.start, StartPosition::Latest);
+        assert_eq!(
+            b.custom_endpoint.as_deref(),
+            Some("amqps://eh-private.example.internal:5671")
+        );
         assert!(matches!(
             b.auth,
             Auth::Entra {
@@ -795,6 +820,7 @@ event_hub = "other"
 start = "yesterday"
 auth = "password"
 batch_max_wait = "soon"
+custom_endpoint = "https://eh.example"
 "#,
         );
         let e = load(&p, &Schemas::embedded()).unwrap_err();
@@ -808,6 +834,10 @@ batch_max_wait = "soon"
         assert!(text.contains("start: 'yesterday'"), "{text}");
         assert!(text.contains("auth: 'password'"), "{text}");
         assert!(text.contains("batch_max_wait: 'soon'"), "{text}");
+        assert!(
+            text.contains("custom_endpoint: 'https://eh.example' must be amqps://host[:port]"),
+            "{text}"
+        );
         assert!(!text.contains("c2VjcmV0a2V5"), "{text}");
 
         let p = write(

@@ -156,7 +156,7 @@ impl Connector {
                     namespace: cs.namespace.clone(),
                     event_hub: cfg.event_hub.clone(),
                     consumer_group: cfg.consumer_group.clone(),
-                    custom_endpoint: cs.custom_endpoint(),
+                    custom_endpoint: cfg.custom_endpoint.clone().or_else(|| cs.custom_endpoint()),
                     secrets: cs.secrets(),
                     how: How::ConnectionString(cs),
                 })
@@ -171,7 +171,7 @@ impl Connector {
                     namespace,
                     event_hub: cfg.event_hub.clone(),
                     consumer_group: cfg.consumer_group.clone(),
-                    custom_endpoint: None,
+                    custom_endpoint: cfg.custom_endpoint.clone(),
                     secrets: Vec::new(),
                     how: How::Entra(credential),
                 })

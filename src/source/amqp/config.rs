@@ -16,6 +16,10 @@ pub struct AmqpSourceConfig {
     pub connection_string: Option<String>,
     /// `<ns>.servicebus.windows.net` (with Entra ID auth).
     pub fully_qualified_namespace: Option<String>,
+    /// Where to connect instead of the namespace's own address (`amqps://host[:port]`;
+    /// `amqp://` only for an emulator), as the SDKs' custom endpoint address: a private
+    /// endpoint's or proxy's name. Token audiences still name the namespace.
+    pub custom_endpoint: Option<String>,
     /// The event hub to read.
     pub event_hub: String,
     /// Default `$Default`.
@@ -56,6 +60,7 @@ impl AmqpSourceConfig {
             name: name.into(),
             connection_string: None,
             fully_qualified_namespace: None,
+            custom_endpoint: None,
             event_hub: event_hub.into(),
             consumer_group: "$Default".to_string(),
             auth: Auth::ConnectionString,
