@@ -20,6 +20,8 @@ use azure_core_amqp::AmqpError;
 use azure_messaging_eventhubs::error::ErrorKind as SdkErrorKind;
 use azure_messaging_eventhubs::{ConsumerClient, EventHubsError, RetryOptions};
 
+use super::renew::RenewingCredential;
+
 use super::config::{AmqpSourceConfig, Auth, EntraKind};
 use super::connection::{scrub, ConnectionString};
 use super::AmqpSourceError;
@@ -165,8 +167,12 @@ impl Connector {
                 let namespace = cfg.fully_qualified_namespace.clone().ok_or_else(|| {
                     config_error("Entra ID auth needs fully_qualified_namespace".into())
                 })?;
-                let credential = entra_credential(*kind, client_id.clone())
-                    .map_err(|e| config_error(format!("building the Entra ID credential: {e}")))?;
+                let (kind, client_id) = (*kind, client_id.clone());
+                let credential: Arc<dyn TokenCredential> =
+                    RenewingCredential::new(move || entra_credential(kind, client_id.clone()))
+                        .map_err(|e| {
+                            config_error(format!("building the Entra ID credential: {e}"))
+                        })?;
                 Ok(Connector {
                     namespace,
                     event_hub: cfg.event_hub.clone(),

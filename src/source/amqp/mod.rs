@@ -22,6 +22,7 @@ mod metrics;
 mod partition;
 mod position;
 mod progress;
+mod renew;
 mod source;
 
 pub(crate) use client::entra_credential;
