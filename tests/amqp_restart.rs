@@ -5,32 +5,12 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use hubwatch::emulator::{Emulator, EmulatorConfig};
 
 const HUB: &str = "restart";
-
-fn body(i: usize) -> Vec<u8> {
-    let t = hubwatch::time::format_datetime(1_700_000_000 * 10_000_000 + i as i64 * 10_000_000);
-    format!(r#"{{"records":[{{"time":"{t}","category":"AmlComputeJobEvent","resourceId":"/x","properties":{{"JobName":"j{i}"}}}}]}}"#).into_bytes()
-}
-
-fn count(svc: &Service) -> i64 {
-    let (status, text) = svc.get("/api/v1/queries/jobs");
-    assert_eq!(status, 200, "{text}");
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v[0]["n"].as_i64().unwrap_or(0)
-}
-
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what} within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn checkpointed(dir: &Path) -> i64 {
     let Ok(text) = std::fs::read_to_string(dir.join("cp.json")) else {
@@ -56,7 +36,7 @@ fn a_killed_service_resumes_after_its_last_checkpoint() {
         .unwrap();
     let publish = |range: std::ops::Range<usize>| {
         for i in range {
-            emulator.publish(HUB, None, body(i)).unwrap();
+            emulator.publish(HUB, None, job_body(i)).unwrap();
         }
     };
     publish(0..500);
@@ -78,14 +58,14 @@ fn a_killed_service_resumes_after_its_last_checkpoint() {
     wait_until(
         "the first 500 events absorbed",
         Duration::from_secs(30),
-        || count(&first) == 500,
+        || jobs_count(&first) == 500,
     );
     wait_until("500 events checkpointed", Duration::from_secs(10), || {
         checkpointed(dir.path()) == 500
     });
     publish(500..800);
     wait_until("more events absorbed", Duration::from_secs(30), || {
-        count(&first) >= 600
+        jobs_count(&first) >= 600
     });
     first.child.kill().unwrap(); // SIGKILL: no drain, no final commit
     first.child.wait().unwrap();
@@ -97,11 +77,11 @@ fn a_killed_service_resumes_after_its_last_checkpoint() {
     let second = Service::start(&config);
     let want = 1000 - committed;
     wait_until("the rest absorbed", Duration::from_secs(30), || {
-        count(&second) >= want
+        jobs_count(&second) >= want
     });
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
-        count(&second),
+        jobs_count(&second),
         want,
         "no gap and no duplicate after the checkpoint ({committed} committed)"
     );

@@ -13,7 +13,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::kafka::{produce, Tansu};
 use common::*;
@@ -76,14 +76,6 @@ fn absorbed(svc: &Service) -> u64 {
     metric(&text, "hubwatch_source_events_total{source=\"k\"}").unwrap_or(0.0) as u64
 }
 
-fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn query_rows(svc: &Service, name: &str) -> Value {
     let (status, body) = svc.get(&format!("/api/v1/queries/{name}"));
     assert_eq!(status, 200, "{body}");
@@ -117,8 +109,8 @@ async fn golden_bodies_through_a_broker_process_give_the_oracles_answers() {
         .unwrap();
     tokio::task::block_in_place(|| {
         wait_until(
-            Duration::from_secs(90),
             "all golden events absorbed",
+            Duration::from_secs(90),
             || absorbed(&svc) >= n,
         );
         std::thread::sleep(Duration::from_millis(500));
@@ -213,14 +205,14 @@ async fn a_replica_killed_mid_stream_loses_nothing_and_duplicates_only_its_uncom
 
     tokio::task::block_in_place(|| {
         let mut a = Service::start(&a_cfg);
-        wait_until(Duration::from_secs(60), "replica A reads", || {
+        wait_until("replica A reads", Duration::from_secs(60), || {
             absorbed(&a) > 0
         });
         let b = Service::start(&b_cfg);
         // Both own partitions, and together they have read the first part exactly once.
         wait_until(
-            Duration::from_secs(90),
             "both replicas own partitions and read everything",
+            Duration::from_secs(90),
             || {
                 let (_, ta) = a.get("/metrics");
                 let (_, tb) = b.get("/metrics");
@@ -276,8 +268,8 @@ async fn a_replica_killed_mid_stream_loses_nothing_and_duplicates_only_its_uncom
         let a_phase1: i64 = job_counts(&a_rows).values().map(|c| c.0).sum();
         let want_b = (first + second) as i64 - a_phase1 + tail_events;
         wait_until(
-            Duration::from_secs(90),
             "replica B takes over and reads to the end",
+            Duration::from_secs(90),
             || absorbed(&b) as i64 >= want_b,
         );
         std::thread::sleep(Duration::from_millis(1500));
@@ -297,8 +289,8 @@ async fn a_replica_killed_mid_stream_loses_nothing_and_duplicates_only_its_uncom
         let single = Service::start(&single_cfg);
         let n = (first + second) as u64;
         wait_until(
-            Duration::from_secs(90),
             "the single process reads everything",
+            Duration::from_secs(90),
             || absorbed(&single) >= n,
         );
         std::thread::sleep(Duration::from_millis(500));

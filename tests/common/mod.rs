@@ -144,10 +144,16 @@ impl Drop for Service {
 
 impl Service {
     pub fn start(config: &Path) -> Service {
+        Service::start_with_env(config, &[])
+    }
+
+    /// Like [`Service::start`], with these environment variables set for the process.
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Service {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hubwatch"))
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -377,4 +383,27 @@ impl Prometheus {
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
+}
+
+/// Polls `done` until it holds; fails the test after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A one-record `AmlComputeJobEvent` body for job `i`, one second of event time apart.
+pub fn job_body(i: usize) -> Vec<u8> {
+    let t = hubwatch::time::format_datetime(1_700_000_000 * 10_000_000 + i as i64 * 10_000_000);
+    format!(r#"{{"records":[{{"time":"{t}","category":"AmlComputeJobEvent","resourceId":"/x","properties":{{"JobName":"j{i}"}}}}]}}"#).into_bytes()
+}
+
+/// The `n` of a query `jobs` defined as `AmlComputeJobEvent | summarize n = count()`.
+pub fn jobs_count(svc: &Service) -> i64 {
+    let (status, text) = svc.get("/api/v1/queries/jobs");
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v[0]["n"].as_i64().unwrap_or(0)
 }
