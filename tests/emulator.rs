@@ -526,6 +526,66 @@ async fn links_without_a_token_are_refused_unauthorized() {
     emu.shutdown().await;
 }
 
+/// Like the service, the emulator drops a receiver once the token that authorized it has
+/// expired and none replaced it; a pre-formed SAS cannot be renewed, so it must happen here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_token_drops_the_receiver_unauthorized() {
+    let emu = emulator(1).await;
+    emu.publish(HUB, Some(0), b"before".to_vec()).unwrap();
+    let cs = emu.connection_string(HUB);
+    let field = |name: &str| {
+        cs.split(';')
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .to_string()
+    };
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 2;
+    let host = field("Endpoint");
+    let host = host.trim_start_matches("sb://").trim_end_matches('/');
+    let token = hubwatch::emulator::sas::sign(
+        &format!("amqps://{host}/{HUB}"),
+        &field("SharedAccessKeyName"),
+        &field("SharedAccessKey"),
+        expiry,
+    );
+    let client = step(
+        "consumer with a pre-formed SAS",
+        ConsumerClient::builder()
+            .with_custom_endpoint(endpoint(&emu))
+            .with_retry_options(azure_messaging_eventhubs::RetryOptions {
+                max_retries: 0,
+                ..Default::default()
+            })
+            .open_with_connection_string(
+                &format!("Endpoint=sb://{host}/;SharedAccessSignature={token};EntityPath={HUB}"),
+                None,
+            ),
+    )
+    .await
+    .expect("opens while the token is valid");
+    let receiver = step(
+        "receiver",
+        client.open_receiver_on_partition("0".into(), from(StartLocation::Earliest, false)),
+    )
+    .await
+    .unwrap();
+    let stream = receiver.stream_events();
+    futures_util::pin_mut!(stream);
+    let first = step("the event before expiry", stream.next()).await;
+    assert!(matches!(first, Some(Ok(_))), "{first:?}");
+    let ended = step("the link dropped after expiry", stream.next()).await;
+    let text = format!("{ended:?}");
+    assert!(
+        matches!(ended, Some(Err(_))) && text.contains("expired") && text.contains("$cbs"),
+        "the emulator's unauthorized-access detach: {text}"
+    );
+    emu.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn higher_epoch_steals_and_lower_epoch_is_refused() {
     let emu = emulator(1).await;

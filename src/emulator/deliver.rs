@@ -23,6 +23,8 @@ const SELECTOR_FILTER: &str = "apache.org:selector-filter:string";
 /// Apache vendor code 0x468C, filter 4: what the SDKs put as the descriptor.
 const SELECTOR_FILTER_CODE: u64 = 0x0000_468C_0000_0004;
 const EPOCH: &str = "com.microsoft:epoch";
+/// How often an idle receiver checks that its connection's token is still valid.
+const TOKEN_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A checked, registered receiver, ready to stream from `next`.
 #[derive(Debug)]
@@ -31,6 +33,8 @@ pub(crate) struct Reader {
     partition: u32,
     next: i64,
     guard: ReaderGuard,
+    /// The entity path the connection's tokens must keep covering.
+    auth_path: String,
 }
 
 /// Runs every check an attach must pass, registering the receiver (which may displace
@@ -47,6 +51,7 @@ pub(crate) fn prepare(
     let id = hub.partition_id(partition)?;
     let position = selector(attach)?;
     let epoch = epoch(attach)?;
+    let auth_path = format!("{}/ConsumerGroups/{group}/Partitions/{id}", hub.name);
     let key = (hub.name.to_ascii_lowercase(), group, id);
     let (guard, displaced) = ctx.ns.readers.register(key, &attach.name, epoch)?;
     Counters::bump(&ctx.counters.links_stolen, displaced);
@@ -57,6 +62,7 @@ pub(crate) fn prepare(
         partition: id,
         next,
         guard,
+        auth_path,
     })
 }
 
@@ -120,6 +126,23 @@ pub(crate) async fn run(mut sender: Sender, mut reader: Reader, ctx: Arc<Ctx>, c
     };
     let mut tail = partition.subscribe();
     loop {
+        // Like the service, drop the link once no token on the connection covers it any
+        // more (it expired and was not renewed on $cbs).
+        if let Err(e) = conn.authorize(&reader.auth_path) {
+            tracing::debug!(error = %e, "emulator: receiver's token expired");
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                sender.close_with_error(
+                    EmulatorError::Unauthorized(format!(
+                        "The token for '{}' expired; put a new one on $cbs before expiry.",
+                        reader.auth_path
+                    ))
+                    .to_amqp(),
+                ),
+            )
+            .await;
+            return;
+        }
         // Mark the tail seen *before* reading, so an append right after the read wakes us.
         tail.borrow_and_update();
         let events = partition.lock().read_from(reader.next, CHUNK);
@@ -129,6 +152,8 @@ pub(crate) async fn run(mut sender: Sender, mut reader: Reader, ctx: Arc<Ctx>, c
                 stolen = &mut reader.guard.stolen => return displace(sender, stolen).await,
                 closing = super::links::detached(&mut sender) => return super::links::answer_detach(sender, closing).await,
                 changed = tail.changed() => if changed.is_err() { return },
+                // Idle links notice an expired token too.
+                _ = tokio::time::sleep(TOKEN_CHECK) => {}
             }
             continue;
         }
