@@ -527,11 +527,8 @@ async fn an_unknown_event_hub_is_an_error_not_a_retry_loop() {
     emulator.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_preformed_signature_works_too() {
-    let emulator = Emulator::start(EmulatorConfig::single_hub(HUB, 2))
-        .await
-        .unwrap();
+/// A connection string with a pre-formed SAS for the hub, valid for `secs` more seconds.
+fn with_signature(emulator: &Emulator, secs: u64) -> String {
     let cs = emulator.connection_string(HUB);
     let field = |name: &str| {
         cs.split(';')
@@ -549,13 +546,21 @@ async fn a_preformed_signature_works_too() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
-        + 3600;
+        + secs;
     let token =
         hubwatch::emulator::sas::sign(&format!("amqps://{host}/{HUB}"), &rule, &key, expiry);
-    let mut cfg = config(&emulator);
-    cfg.connection_string = Some(format!(
+    format!(
         "Endpoint={endpoint};SharedAccessSignature={token};EntityPath={HUB};UseDevelopmentEmulator=true"
-    ));
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preformed_signature_works_too() {
+    let emulator = Emulator::start(EmulatorConfig::single_hub(HUB, 2))
+        .await
+        .unwrap();
+    let mut cfg = config(&emulator);
+    cfg.connection_string = Some(with_signature(&emulator, 3600));
     publish(&emulator, 0..10);
     let mut src = start(cfg, None);
     assert_eq!(
@@ -563,5 +568,55 @@ async fn a_preformed_signature_works_too() {
         10
     );
     src.stop().await.unwrap();
+    emulator.shutdown().await;
+}
+
+/// A pre-formed SAS cannot be renewed: when it expires the service drops the links. The
+/// source reconnects once per partition (a lost authorization may be a token a new
+/// connection renews), is refused with the same token, and stops with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_signature_drops_the_links_and_ends_run_with_a_clear_error() {
+    let emulator = Emulator::start(EmulatorConfig::single_hub(HUB, 2))
+        .await
+        .unwrap();
+    let mut cfg = config(&emulator);
+    cfg.connection_string = Some(with_signature(&emulator, 3));
+    publish(&emulator, 0..10);
+    let mut src = start(cfg, None);
+    assert_eq!(
+        positions(&src.take(10, Duration::from_secs(2)).await).len(),
+        10,
+        "read while the signature is valid"
+    );
+    let Running {
+        task,
+        mut batches,
+        metrics,
+        trigger: _trigger,
+    } = src;
+    let drain = tokio::spawn(async move {
+        while let Some(b) = batches.recv().await {
+            b.ack.ack();
+        }
+    });
+    let result = timeout(Duration::from_secs(30), task)
+        .await
+        .expect("run() ends once the expired signature is refused")
+        .unwrap();
+    let err = format!(
+        "{:#}",
+        result.expect_err("an expired signature is an error")
+    );
+    assert!(
+        err.starts_with("Event Hubs refused the credentials for") && err.contains("401"),
+        "{err}"
+    );
+    assert!(err.to_ascii_lowercase().contains("expired"), "{err}");
+    let reconnects: u64 = metrics.snapshot().iter().map(|p| p.reconnects).sum();
+    assert!(
+        reconnects >= 1,
+        "a link dropped for authorization is retried on a new connection before giving up"
+    );
+    let _ = timeout(Duration::from_secs(5), drain).await;
     emulator.shutdown().await;
 }

@@ -54,7 +54,10 @@ pub enum End {
 /// What a session (one client, one receiver) ended with.
 enum SessionEnd {
     Stopped,
+    /// Before the receiver was open (connecting, authorizing, attaching).
     Failed(Failure),
+    /// After the receiver was open and authorized.
+    Lost(Failure),
 }
 
 /// Everything one partition's task needs.
@@ -81,9 +84,10 @@ impl PartitionReader {
                 break End::Stopped;
             }
             let handed_before = self.metrics.events();
-            let failure = match self.session().await {
+            let (failure, was_open) = match self.session().await {
                 SessionEnd::Stopped => break End::Stopped,
-                SessionEnd::Failed(f) => f,
+                SessionEnd::Failed(f) => (f, false),
+                SessionEnd::Lost(f) => (f, true),
             };
             self.metrics.error(failure.kind);
             match failure.kind {
@@ -92,6 +96,9 @@ impl PartitionReader {
                         "another receiver took this partition over (owner level); this source stops reading it");
                     break End::Stolen;
                 }
+                // Authorization lost on an open link (a token expired or was revoked):
+                // a new connection gets a fresh token, and a refusal then is fatal.
+                FailureKind::Auth if was_open => {}
                 k if k.is_fatal() => break End::Fatal(failure),
                 _ => {}
             }
@@ -150,7 +157,7 @@ impl PartitionReader {
             SessionEnd::Stopped => close.await,
             // After a failure the close itself may hang, and the next connection need not
             // wait for it.
-            SessionEnd::Failed(_) => {
+            SessionEnd::Failed(_) | SessionEnd::Lost(_) => {
                 tokio::spawn(close);
             }
         }
@@ -201,21 +208,31 @@ impl PartitionReader {
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_progress = Instant::now();
         let mut suspect_since: Option<Instant> = None;
+        // Whether the service has shown it accepts this session's token (it delivered
+        // events, or answered a probe). The SDK authorizes the receiver lazily, so an
+        // attach alone proves nothing.
+        let mut authorized = false;
+        let lost = |f: Failure, authorized: bool| match authorized {
+            true => SessionEnd::Lost(f),
+            false => SessionEnd::Failed(f),
+        };
         loop {
             let ended = tokio::select! {
                 _ = shutdown.wait() => return SessionEnd::Stopped,
                 _ = probe.tick() => {
-                    if let Err(f) = self.probe(client, last_progress, &mut suspect_since, every).await {
-                        return SessionEnd::Failed(f);
+                    match self.probe(client, last_progress, &mut suspect_since, every).await {
+                        Ok(answered) => authorized |= answered,
+                        Err(f) => return lost(f, authorized),
                     }
                     continue;
                 }
                 g = gather(&mut stream, max, self.cfg.batch_max_wait, &mut gathered) => g,
             };
             last_progress = Instant::now();
+            authorized |= !gathered.is_empty();
             let batch = match self.to_batch(&mut gathered) {
                 Ok(b) => b,
-                Err(f) => return SessionEnd::Failed(f),
+                Err(f) => return lost(f, authorized),
             };
             if let Some(batch) = batch {
                 let last = batch.events.last().map(|e| e.position.sequence_number);
@@ -237,13 +254,16 @@ impl PartitionReader {
             }
             match ended {
                 None => {}
-                Some(Err(e)) => return SessionEnd::Failed(self.connector.failure(&e)),
+                Some(Err(e)) => return lost(self.connector.failure(&e), authorized),
                 Some(Ok(())) => {
-                    return SessionEnd::Failed(Failure {
-                        kind: FailureKind::Other,
-                        status: None,
-                        detail: "the receiver's stream ended".to_string(),
-                    })
+                    return lost(
+                        Failure {
+                            kind: FailureKind::Other,
+                            status: None,
+                            detail: "the receiver's stream ended".to_string(),
+                        },
+                        authorized,
+                    )
                 }
             }
         }
@@ -269,14 +289,14 @@ impl PartitionReader {
     /// Reads the partition's properties; fails when the connection looks dead (the call
     /// hangs, or fails as disconnected), or when events have waited since the previous
     /// probe (`suspect_since`) and nothing arrived in between. Other errors of the call are
-    /// logged only: receiving may still work.
+    /// logged only: receiving may still work. Ok(true) when the service answered.
     async fn probe(
         &self,
         client: &ConsumerClient,
         last_progress: Instant,
         suspect_since: &mut Option<Instant>,
         every: Duration,
-    ) -> Result<(), Failure> {
+    ) -> Result<bool, Failure> {
         // A healthy call takes milliseconds; one that takes a poll interval is stuck behind
         // a hung CBS exchange, like the receiver probably is.
         let within = every.clamp(Duration::from_secs(2), CALL_TIMEOUT);
@@ -284,7 +304,7 @@ impl PartitionReader {
             Ok(p) => p,
             Err(f) if f.kind == FailureKind::Other => {
                 tracing::debug!(partition = %self.id, detail = %f.detail, "reading the partition's properties failed");
-                return Ok(());
+                return Ok(false);
             }
             Err(f) => return Err(f),
         };
@@ -303,7 +323,7 @@ impl PartitionReader {
                 ),
             });
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Turns gathered SDK events into a batch, dropping replays of events already handed on
