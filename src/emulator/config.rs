@@ -291,6 +291,24 @@ mod tests {
         );
         assert!(cfg.validate().is_ok());
         assert!(!format!("{:?}", cfg.keys[0]).contains(&cfg.keys[0].key));
+        assert!(cfg.entra.is_none(), "Entra ID tokens are off by default");
+    }
+
+    #[test]
+    fn entra_takes_a_signing_key_never_printed() {
+        let cfg: EmulatorConfig = toml::from_str(
+            "[entra]\nsigning_key = \"k-secret\"\n[[hubs]]\nname = \"h\"\npartitions = 1",
+        )
+        .unwrap();
+        assert_eq!(cfg.entra.as_ref().unwrap().signing_key, "k-secret");
+        assert!(!format!("{cfg:?}").contains("k-secret"));
+        let empty: EmulatorConfig =
+            toml::from_str("[entra]\nsigning_key = \"\"\n[[hubs]]\nname = \"h\"\npartitions = 1")
+                .unwrap();
+        assert_eq!(
+            empty.validate(),
+            Err(vec!["entra.signing_key must not be empty".to_string()])
+        );
     }
 
     #[test]
