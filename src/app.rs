@@ -165,13 +165,18 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     // The engine parses and evaluates: CPU-bound work that would hold a runtime worker for
     // a whole batch. It gets a thread of its own, so the workers stay free for the sources'
-    // network I/O and the admin server.
+    // network I/O and the admin server. (`engine_loop` waits on channels only: no timers or
+    // I/O, which a runtime that is shutting down could no longer drive.)
     let (engine_tx, engine_rx) = tokio::sync::oneshot::channel();
     let handle = tokio::runtime::Handle::current();
     let engine_shutdown = shutdown.clone();
+    let stop_on_panic = StopOnPanic(stop.clone());
     std::thread::Builder::new()
         .name("hubwatch-engine".into())
         .spawn(move || {
+            // A panicking engine stops the sources too, so the service ends with the error
+            // instead of idling without an engine.
+            let _stop_on_panic = stop_on_panic;
             let result = handle.block_on(engine_loop(
                 engine,
                 batch_rx,
@@ -221,6 +226,17 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
         inputs_done: done_rx,
         requests: req_tx,
     })
+}
+
+/// Stops the service when dropped during a panic.
+struct StopOnPanic(Arc<crate::shutdown::Trigger>);
+
+impl Drop for StopOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.trigger();
+        }
+    }
 }
 
 /// The engine's owner: absorbs batches, answers the admin server, and stops once shutdown
