@@ -51,6 +51,10 @@ pub enum End {
     Fatal(Failure),
 }
 
+/// At shutdown, how long closing the connection may take (the source waits for its
+/// readers a little longer).
+pub const SHUTDOWN_CLOSE: Duration = Duration::from_secs(2);
+
 /// What a session (one client, one receiver) ended with.
 enum SessionEnd {
     Stopped,
@@ -140,8 +144,12 @@ impl PartitionReader {
         };
         let end = self.receive(&client).await;
         let id = self.id.clone();
+        let within = match end {
+            SessionEnd::Stopped => SHUTDOWN_CLOSE,
+            _ => CLOSE_TIMEOUT,
+        };
         let close = async move {
-            match tokio::time::timeout(CLOSE_TIMEOUT, client.close()).await {
+            match tokio::time::timeout(within, client.close()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::debug!(partition = %id, error = %e, "closing the connection failed")

@@ -35,8 +35,9 @@ use crate::shutdown::Shutdown;
 use crate::source::{Batch, BoxFuture, Source};
 use crate::telemetry::metrics::AmqpMetrics;
 
-/// After the outcomes are in, how long readers get to close their connections.
-const READERS_GRACE: Duration = Duration::from_secs(1);
+/// After the outcomes are in, how long readers get to close their connections (each close
+/// is bounded by `partition::SHUTDOWN_CLOSE`, which is shorter).
+const READERS_GRACE: Duration = Duration::from_secs(3);
 
 pub struct AmqpSource {
     cfg: AmqpSourceConfig,
