@@ -390,16 +390,28 @@ fn amqp_source(s: &SourceConfig, error: &mut dyn FnMut(&str, String)) -> AmqpSou
     cfg
 }
 
-/// A custom endpoint must be an AMQP URL with a host.
+/// A custom endpoint must be an AMQP URL with a host; plain `amqp://` would send the token in
+/// the clear, so only a loopback emulator may use it. Errors do not echo the URL, which
+/// may hold credentials.
 fn check_endpoint(endpoint: &str) -> Result<(), String> {
-    let url = azure_core::http::Url::parse(endpoint)
-        .map_err(|e| format!("'{endpoint}' is not a URL ({e})"))?;
-    match (url.scheme(), url.host_str()) {
-        ("amqp" | "amqps", Some(_)) => Ok(()),
-        (_, Some(_)) => Err(format!(
-            "'{endpoint}' must be amqps://host[:port] (or amqp:// for an emulator)"
+    let url = azure_core::http::Url::parse(endpoint).map_err(|e| format!("is not a URL ({e})"))?;
+    let Some(host) = url.host_str() else {
+        return Err("has no host".to_string());
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "amqps" => Ok(()),
+        "amqp" if loopback => Ok(()),
+        "amqp" => Err(format!(
+            "amqp://{host} would send tokens unencrypted; use amqps:// (plain amqp:// is for an emulator on loopback)"
         )),
-        (_, None) => Err(format!("'{endpoint}' has no host")),
+        scheme => Err(format!(
+            "the scheme is {scheme}; use amqps://host[:port] (or amqp:// for an emulator on loopback)"
+        )),
     }
 }
 
@@ -835,9 +847,22 @@ custom_endpoint = "https://eh.example"
         assert!(text.contains("auth: 'password'"), "{text}");
         assert!(text.contains("batch_max_wait: 'soon'"), "{text}");
         assert!(
-            text.contains("custom_endpoint: 'https://eh.example' must be amqps://host[:port]"),
+            text.contains("custom_endpoint: the scheme is https; use amqps://host[:port]"),
             "{text}"
         );
+        for (endpoint, ok) in [
+            ("amqps://eh.internal:5671", true),
+            ("amqp://127.0.0.1:5672", true),
+            ("amqp://localhost", true),
+            ("amqp://[::1]:5672", true),
+            ("amqp://eh.internal:5672", false),
+            ("amqp://user:pw@10.0.0.4", false),
+            ("not a url", false),
+        ] {
+            let checked = check_endpoint(endpoint);
+            assert_eq!(checked.is_ok(), ok, "{endpoint}: {checked:?}");
+            assert!(!format!("{checked:?}").contains("pw"), "{checked:?}");
+        }
         assert!(!text.contains("c2VjcmV0a2V5"), "{text}");
 
         let p = write(
