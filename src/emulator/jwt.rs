@@ -98,12 +98,17 @@ pub fn validate(
         .map_err(|_| JwtError::BadSignature)?;
 
     let claims: Claims = decode_json(payload)?;
-    let expires_at = UNIX_EPOCH + Duration::from_secs(claims.exp);
+    let instant = |secs: u64| {
+        UNIX_EPOCH
+            .checked_add(Duration::from_secs(secs))
+            .ok_or(JwtError::Malformed("a time claim is out of range"))
+    };
+    let expires_at = instant(claims.exp)?;
     if expires_at <= now {
         return Err(JwtError::Expired);
     }
     if let Some(nbf) = claims.nbf {
-        if UNIX_EPOCH + Duration::from_secs(nbf) > now + SKEW {
+        if instant(nbf)? > now + SKEW {
             return Err(JwtError::NotYetValid);
         }
     }
@@ -239,6 +244,11 @@ mod tests {
         parts[1] = &forged;
         assert_eq!(refuse(&parts.join("."), 1000), JwtError::BadSignature);
         assert!(matches!(refuse("a.b", 1000), JwtError::Malformed(_)));
+        let far = sign(&json!({"aud": EVENT_HUBS_AUDIENCE, "exp": u64::MAX}), KEY);
+        assert_eq!(
+            refuse(&far, 1000),
+            JwtError::Malformed("a time claim is out of range")
+        );
         let none = format!(
             "{}.{}.",
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),

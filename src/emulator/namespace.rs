@@ -15,7 +15,7 @@ use fe2o3_amqp::types::messaging::{Body, Message};
 use fe2o3_amqp::types::primitives::Value;
 use tokio::sync::watch;
 
-use super::config::{EmulatorConfig, SasKey, DEFAULT_CONSUMER_GROUP};
+use super::config::{EmulatorConfig, EntraConfig, SasKey, DEFAULT_CONSUMER_GROUP};
 use super::hash::partition_for_key;
 use super::log::{PartitionLog, PartitionState, StoredEvent};
 use super::readers::ReaderRegistry;
@@ -28,8 +28,8 @@ pub struct Namespace {
     /// Every host name a token's resource may name: the namespace, loopback, the bind IP.
     pub hosts: Vec<String>,
     pub keys: Vec<SasKey>,
-    /// The key Entra ID test tokens are signed with, if they are accepted.
-    pub entra_key: Option<String>,
+    /// The key Entra ID test tokens are signed with, if they are accepted (`Debug` redacts).
+    pub entra: Option<EntraConfig>,
     hubs: HashMap<String, Hub>,
     pub readers: Arc<ReaderRegistry>,
 }
@@ -109,7 +109,7 @@ impl Namespace {
             host: cfg.namespace.clone(),
             hosts,
             keys: cfg.keys.clone(),
-            entra_key: cfg.entra.as_ref().map(|e| e.signing_key.clone()),
+            entra: cfg.entra.clone(),
             hubs,
             readers: Arc::new(ReaderRegistry::default()),
         }

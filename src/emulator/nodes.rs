@@ -201,7 +201,7 @@ fn put_token(request: &AmqpMessage, ctx: &Ctx, conn: &Conn) -> Outcome {
         Body::Value(AmqpValue(Value::String(t))) => t.as_str(),
         _ => "",
     };
-    let result = match (kind.as_str(), &ctx.ns.entra_key) {
+    let result = match (kind.as_str(), &ctx.ns.entra) {
         ("servicebus.windows.net:sastoken", _) => sas::validate(
             token,
             &audience,
@@ -210,10 +210,14 @@ fn put_token(request: &AmqpMessage, ctx: &Ctx, conn: &Conn) -> Outcome {
             SystemTime::now(),
         )
         .map_err(|e| EmulatorError::Unauthorized(format!("InvalidSignature: {e}"))),
-        ("jwt", Some(key)) => {
-            jwt::validate(token, &audience, key, &ctx.ns.hosts, SystemTime::now())
-                .map_err(|e| EmulatorError::Unauthorized(format!("InvalidToken: {e}")))
-        }
+        ("jwt", Some(entra)) => jwt::validate(
+            token,
+            &audience,
+            &entra.signing_key,
+            &ctx.ns.hosts,
+            SystemTime::now(),
+        )
+        .map_err(|e| EmulatorError::Unauthorized(format!("InvalidToken: {e}"))),
         ("jwt", None) => Err(EmulatorError::Unauthorized(
             "Entra ID tokens are not accepted by this emulator (its configuration has no \
              [entra] signing_key); use a SAS token"
