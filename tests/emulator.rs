@@ -884,7 +884,8 @@ async fn plain_login_symbol_filter_and_credit() {
         .await
         .map_err(|(_, e)| e)
         .expect("a non-closing detach at the tail must be answered with one");
-    // …and here for credit, with events left to send.
+    // …and here for credit, with events left to send (fe2o3 answers this case itself; kept
+    // so that it stays answered).
     let mut receiver = Receiver::builder()
         .name("raw-credit-2")
         .source(format!(
