@@ -3,12 +3,16 @@
 #   - Prometheus and promtool (Debian package `prometheus`): /metrics is checked with
 #     `promtool check metrics` and scraped by a real Prometheus server in tests/prometheus.rs.
 #   - the official Python Event Hubs SDK in .venv (a test peer for the emulator).
+#   - the openssl tool (Debian package `openssl`): makes the emulator's TLS test certificate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
   need_apt+=(prometheus)
+fi
+if ! command -v openssl >/dev/null 2>&1; then
+  need_apt+=(openssl)
 fi
 
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -3,6 +3,8 @@
 //! from `.venv`, installed by `scripts/setup-test-deps.sh`; missing = failure, not skip).
 //! Everything binds loopback only.
 
+mod common;
+
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use azure_messaging_eventhubs::{
     ConsumerClient, EventDataBatchOptions, EventReceiver, OpenReceiverOptions, ProducerClient,
     RetryOptions, SendEventOptions, StartLocation, StartPosition,
 };
+use common::which;
 use futures_util::StreamExt;
 use hubwatch::emulator::{partition_for_key, Emulator, EmulatorConfig};
 
@@ -332,20 +335,14 @@ fn python() -> std::path::PathBuf {
     python
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn python_sdk_sends_batches_and_receives_them_back() {
-    let emu = emulator(2).await;
-    // Two events already there, so the Python events start at sequence number 2.
-    emu.publish(HUB, Some(0), b"pre-0".to_vec()).unwrap();
-    emu.publish(HUB, Some(0), b"pre-1".to_vec()).unwrap();
-    let from_seq = 3;
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/eventhub_roundtrip.py");
+/// Runs the Python peer `tests/peers/<script>` with `args` (bounded) and returns the one
+/// JSON document it prints.
+async fn run_peer(script: &str, args: &[String]) -> serde_json::Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(script);
     let mut cmd = tokio::process::Command::new(python());
-    cmd.arg(script)
-        .arg(emu.connection_string(HUB))
-        .arg(HUB)
-        .arg(from_seq.to_string());
+    cmd.arg(script).args(args);
     cmd.kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(150), cmd.output())
         .await
@@ -358,7 +355,98 @@ async fn python_sdk_sends_batches_and_receives_them_back() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let doc: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON document");
+    serde_json::from_str(stdout.trim()).expect("one JSON document")
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, made with the `openssl` tool,
+/// as (certificate, key) paths in `dir`.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = std::process::Command::new(which("openssl"))
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs");
+    assert!(status.success(), "openssl made the certificate");
+    (cert, key)
+}
+
+/// The emulator over TLS (`[tls]`), checked with the official Python SDK: it sends and
+/// receives while trusting the emulator's CA, and is refused the handshake without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn python_sdk_round_trips_over_tls_and_refuses_an_untrusted_certificate() {
+    captured_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let mut cfg = EmulatorConfig::single_hub(HUB, 1);
+    cfg.tls = Some(hubwatch::emulator::TlsConfig {
+        cert: cert.clone(),
+        key,
+    });
+    let emu = Emulator::start(cfg)
+        .await
+        .expect("emulator starts with TLS");
+    let sas = &emu.connection_string(HUB);
+    let field = |name: &str| {
+        sas.split(';')
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .to_string()
+    };
+    let doc = run_peer(
+        "eventhub_tls.py",
+        &[
+            format!("localhost:{}", emu.local_addr().port()),
+            cert.display().to_string(),
+            field("SharedAccessKeyName"),
+            field("SharedAccessKey"),
+            HUB.to_string(),
+        ],
+    )
+    .await;
+    assert_eq!(
+        doc["received"],
+        serde_json::json!([[0, "tls-0"], [1, "tls-1"], [2, "tls-2"]]),
+        "{doc}"
+    );
+    let untrusted = doc["untrusted_error"].as_str().unwrap_or("");
+    assert!(
+        untrusted.to_ascii_lowercase().contains("certificate"),
+        "without the CA the handshake fails on the certificate: {doc}"
+    );
+    assert_eq!(emu.stats().events_published, 3);
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn python_sdk_sends_batches_and_receives_them_back() {
+    let emu = emulator(2).await;
+    // Two events already there, so the Python events start at sequence number 2.
+    emu.publish(HUB, Some(0), b"pre-0".to_vec()).unwrap();
+    emu.publish(HUB, Some(0), b"pre-1".to_vec()).unwrap();
+    let from_seq = 3;
+    let doc = run_peer(
+        "eventhub_roundtrip.py",
+        &[
+            emu.connection_string(HUB),
+            HUB.to_string(),
+            from_seq.to_string(),
+        ],
+    )
+    .await;
 
     let keyed = partition_for_key("tenant-42", 2);
     let mut p0: Vec<String> = vec!["pre-0".into(), "pre-1".into()];

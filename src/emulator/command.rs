@@ -7,15 +7,23 @@ use super::{Emulator, EmulatorConfig};
 pub async fn run_command(cfg: EmulatorConfig) -> anyhow::Result<()> {
     let hubs: Vec<String> = cfg.hubs.iter().map(|h| h.name.clone()).collect();
     let emulator = Emulator::start(cfg).await?;
-    println!("emulator listening on amqp://{}/", emulator.local_addr());
+    let addr = emulator.local_addr();
+    let scheme = if emulator.uses_tls() { "amqps" } else { "amqp" };
+    println!("emulator listening on {scheme}://{addr}/");
     for hub in &hubs {
         println!("{hub}: {}", emulator.connection_string(hub));
     }
-    println!(
-        "Rust SDK: .with_custom_endpoint(\"amqp://{}/\") + open_with_connection_string(..); \
-         Python SDK: the connection string as is. Ctrl-C stops.",
-        emulator.local_addr()
-    );
+    if emulator.uses_tls() {
+        println!(
+            "Python SDK: custom_endpoint_address=\"sb://{addr}\", transport_type=TransportType.Amqp, \
+             connection_verify=<the CA of tls.cert>. Ctrl-C stops."
+        );
+    } else {
+        println!(
+            "Rust SDK: .with_custom_endpoint(\"amqp://{addr}/\") + open_with_connection_string(..); \
+             Python SDK: the connection string as is. Ctrl-C stops."
+        );
+    }
     wait_for_signal().await;
     emulator.shutdown().await;
     Ok(())

@@ -42,6 +42,18 @@ pub struct EmulatorConfig {
     /// default. See [`super::jwt`].
     #[serde(default)]
     pub entra: Option<EntraConfig>,
+    /// Serve `amqps://` (TLS) with this certificate instead of plain AMQP; off by default.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// The emulator's TLS identity: PEM files of the certificate chain (leaf first) and of its
+/// private key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 /// Entra ID tokens for tests: the HS256 key the test's token issuer signs with. `Debug`
@@ -140,6 +152,7 @@ impl EmulatorConfig {
                 retention: Retention::default(),
             }],
             entra: None,
+            tls: None,
         }
     }
 

@@ -44,13 +44,14 @@ mod readers;
 pub mod sas;
 mod server;
 mod tcp;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use command::run_command;
-pub use config::{EmulatorConfig, EntraConfig, HubConfig, Retention, SasKey};
+pub use config::{EmulatorConfig, EntraConfig, HubConfig, Retention, SasKey, TlsConfig};
 pub use error::EmulatorError;
 pub use faults::{EmulatorStats, FaultHandle};
 pub use filter::{OffsetValue, StartPosition};
@@ -80,14 +81,17 @@ impl Emulator {
             .await
             .map_err(|e| anyhow::anyhow!("emulator: cannot listen on {}: {e}", cfg.listen))?;
         let addr = listener.local_addr()?;
+        let tls = cfg.tls.as_ref().map(tls::acceptor).transpose()?;
         let ctx = Arc::new(server::Ctx {
             ns: Namespace::new(&cfg, addr.ip()),
             faults: FaultHandle::new(),
             counters: Counters::default(),
+            tls,
         });
         let (trigger, shutdown) = crate::shutdown::channel();
         let task = tokio::spawn(server::serve(listener, ctx.clone(), shutdown));
-        tracing::info!(%addr, hubs = ?ctx.ns.hub_names(), "emulator listening");
+        let scheme = if ctx.tls.is_some() { "amqps" } else { "amqp" };
+        tracing::info!(%addr, scheme, hubs = ?ctx.ns.hub_names(), "emulator listening");
         Ok(Emulator {
             addr,
             ctx,
@@ -101,13 +105,26 @@ impl Emulator {
     }
 
     /// `Endpoint=sb://127.0.0.1:PORT;SharedAccessKeyName=..;SharedAccessKey=..;EntityPath=HUB;UseDevelopmentEmulator=true`
-    /// with the first configured key.
+    /// with the first configured key. Over TLS the string names the namespace instead
+    /// (`sb://<namespace>/`, no emulator flag, which would mean plain AMQP): point the
+    /// client at [`Emulator::local_addr`] with its custom endpoint option.
     pub fn connection_string(&self, hub: &str) -> String {
         let key = &self.ctx.ns.keys[0];
-        format!(
-            "Endpoint=sb://{}/;SharedAccessKeyName={};SharedAccessKey={};EntityPath={hub};UseDevelopmentEmulator=true",
-            self.addr, key.name, key.key
-        )
+        match self.ctx.tls {
+            None => format!(
+                "Endpoint=sb://{}/;SharedAccessKeyName={};SharedAccessKey={};EntityPath={hub};UseDevelopmentEmulator=true",
+                self.addr, key.name, key.key
+            ),
+            Some(_) => format!(
+                "Endpoint=sb://{}/;SharedAccessKeyName={};SharedAccessKey={};EntityPath={hub}",
+                self.ctx.ns.host, key.name, key.key
+            ),
+        }
+    }
+
+    /// Whether clients must speak TLS (`[tls]` is configured).
+    pub fn uses_tls(&self) -> bool {
+        self.ctx.tls.is_some()
     }
 
     /// Publishes one event in-process, as a producer would: to `partition`, or round robin

@@ -50,6 +50,8 @@ pub(crate) struct Ctx {
     pub ns: Namespace,
     pub faults: FaultHandle,
     pub counters: Counters,
+    /// With `[tls]`: every connection is TLS, then SASL.
+    pub tls: Option<super::tls::Acceptor>,
 }
 
 /// One connection's own state, shared by its session and link tasks.
@@ -168,9 +170,14 @@ async fn run_connection(
     _permit: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
-    let sasl = match tokio::time::timeout(HANDSHAKE_TIMEOUT, uses_sasl(&stream)).await {
-        Ok(Ok(sasl)) => sasl,
-        _ => return,
+    // Over TLS every Event Hubs client authenticates with SASL; in plain AMQP the header
+    // tells (Python in emulator mode skips SASL).
+    let sasl = match &ctx.tls {
+        Some(_) => true,
+        None => match tokio::time::timeout(HANDSHAKE_TIMEOUT, uses_sasl(&stream)).await {
+            Ok(Ok(sasl)) => sasl,
+            _ => return,
+        },
     };
     let plain_login = Arc::new(Mutex::new(false));
     let open_properties = fields(&[("product", "hubwatch-emulator")]);
@@ -192,9 +199,28 @@ async fn run_connection(
                 plain_login: plain_login.clone(),
             })
             .build();
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(QuickAck(stream))).await
+        match &ctx.tls {
+            Some(tls) => tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+                let secured = tls.0.accept(QuickAck(stream)).await.map_err(|e| {
+                    tracing::debug!(id, error = %e, "emulator: TLS handshake failed");
+                });
+                match secured {
+                    Ok(s) => Some(acceptor.accept(s).await),
+                    Err(()) => None,
+                }
+            })
+            .await
+            .ok()
+            .flatten()
+            .ok_or(()),
+            None => tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(QuickAck(stream)))
+                .await
+                .map_err(|_| ()),
+        }
     } else {
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, builder.build().accept(QuickAck(stream))).await
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, builder.build().accept(QuickAck(stream)))
+            .await
+            .map_err(|_| ())
     };
     let mut connection = match accepted {
         Ok(Ok(c)) => c,
@@ -202,7 +228,7 @@ async fn run_connection(
             tracing::debug!(id, error = %e, "emulator: handshake failed");
             return;
         }
-        Err(_) => return,
+        Err(()) => return,
     };
 
     let (closed_trigger, closed) = shutdown::channel();
