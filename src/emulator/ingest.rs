@@ -96,9 +96,8 @@ fn store(
     let partition = hub.route(target.partition, key.as_deref())?;
     let count = events.len() as u64;
     for event in events {
-        let key = message::partition_key(&event);
         let size = message::encoded_size(&event);
-        hub.append(partition, event, key, size)?;
+        hub.append(partition, event, size)?;
     }
     Counters::bump(&ctx.counters.events_published, count);
     Ok(())

@@ -71,20 +71,13 @@ impl PartitionLog {
     pub fn append(
         &mut self,
         message: Message<Body<Value>>,
-        partition_key: Option<String>,
         size: u64,
         now: SystemTime,
     ) -> Arc<StoredEvent> {
         let now_ms = unix_ms(now);
         let enqueued_ms = self.last.map_or(now_ms, |(_, _, t)| now_ms.max(t));
         let (sequence_number, offset) = (self.next_sequence, self.next_offset);
-        let message = super::message::for_delivery(
-            message,
-            sequence_number,
-            offset,
-            enqueued_ms,
-            partition_key.as_deref(),
-        );
+        let message = super::message::for_delivery(message, sequence_number, offset, enqueued_ms);
         let event = Arc::new(StoredEvent {
             sequence_number,
             offset,
@@ -225,7 +218,7 @@ mod tests {
     fn log_with(retention: Retention, sizes: &[u64]) -> PartitionLog {
         let mut log = PartitionLog::new(retention);
         for (i, size) in sizes.iter().enumerate() {
-            log.append(msg(), None, *size, at(1000 + i as u64 * 10));
+            log.append(msg(), *size, at(1000 + i as u64 * 10));
         }
         log
     }
@@ -258,8 +251,8 @@ mod tests {
     #[test]
     fn enqueued_time_never_goes_backwards() {
         let mut log = PartitionLog::new(Retention::default());
-        log.append(msg(), None, 1, at(5000));
-        let e = log.append(msg(), None, 1, at(4000));
+        log.append(msg(), 1, at(5000));
+        let e = log.append(msg(), 1, at(4000));
         assert_eq!(e.enqueued_ms, 5000);
     }
 

@@ -86,13 +86,13 @@ pub fn data_message(body: Vec<u8>) -> AmqpMessage {
 }
 
 /// The message as a receiver gets it: the producer's sections, plus the broker's
-/// annotations (which replace any a producer tried to set).
+/// annotations (which replace any a producer tried to set). A string partition key stays:
+/// it is the one the event was routed by.
 pub fn for_delivery(
     mut message: AmqpMessage,
     sequence_number: i64,
     offset: u64,
     enqueued_ms: i64,
-    partition_key: Option<&str>,
 ) -> AmqpMessage {
     message.delivery_annotations = None;
     let map = annotations(&mut message);
@@ -102,13 +102,8 @@ pub fn for_delivery(
         key(ENQUEUED_TIME),
         Value::Timestamp(Timestamp::from_milliseconds(enqueued_ms)),
     );
-    match partition_key {
-        Some(k) => {
-            map.insert(key(PARTITION_KEY), Value::String(k.to_string()));
-        }
-        None => {
-            map.swap_remove(&key(PARTITION_KEY));
-        }
+    if !matches!(map.get(&key(PARTITION_KEY)), Some(Value::String(_))) {
+        map.swap_remove(&key(PARTITION_KEY));
     }
     message
 }
@@ -170,9 +165,9 @@ mod tests {
     fn delivery_annotations_are_the_brokers() {
         let mut produced = data_message(b"x".to_vec());
         annotations(&mut produced).insert(key(SEQUENCE_NUMBER), Value::Long(99));
-        annotations(&mut produced).insert(key(PARTITION_KEY), Value::String("forged".into()));
+        annotations(&mut produced).insert(key(PARTITION_KEY), Value::Long(5));
         assert!(encoded_size(&produced) > 0);
-        let m = for_delivery(produced, 7, 1234, 1_700_000_000_000, None);
+        let m = for_delivery(produced, 7, 1234, 1_700_000_000_000);
         let a = m.message_annotations.unwrap();
         assert_eq!(a.get(&key(SEQUENCE_NUMBER)), Some(&Value::Long(7)));
         assert_eq!(a.get(&key(OFFSET)), Some(&Value::String("1234".into())));
@@ -183,7 +178,9 @@ mod tests {
             )))
         );
         assert_eq!(a.get(&key(PARTITION_KEY)), None);
-        let keyed = for_delivery(data_message(b"y".to_vec()), 8, 1300, 0, Some("k"));
+        let mut keyed = data_message(b"y".to_vec());
+        annotations(&mut keyed).insert(key(PARTITION_KEY), Value::String("k".into()));
+        let keyed = for_delivery(keyed, 8, 1300, 0);
         assert_eq!(partition_key(&keyed).as_deref(), Some("k"));
     }
 }

@@ -139,7 +139,7 @@ impl Emulator {
         let id = hub.route(partition, None)?;
         let message = message::data_message(body);
         let size = message::encoded_size(&message);
-        let event = hub.append(id, message, None, size)?;
+        let event = hub.append(id, message, size)?;
         Counters::bump(&self.ctx.counters.events_published, 1);
         Ok((id, event.sequence_number))
     }

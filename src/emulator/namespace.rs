@@ -183,13 +183,12 @@ impl Hub {
         &self,
         id: u32,
         message: Message<Body<Value>>,
-        partition_key: Option<String>,
         size: u64,
     ) -> Result<Arc<StoredEvent>, EmulatorError> {
         let partition = self.partition(id)?;
         let (event, next) = {
             let mut log = partition.lock();
-            let event = log.append(message, partition_key, size, SystemTime::now());
+            let event = log.append(message, size, SystemTime::now());
             (event, log.next_sequence())
         };
         partition.tail.send_replace(next);
