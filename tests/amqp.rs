@@ -2,10 +2,13 @@
 //! its exact position, resume strictly after a checkpoint, exactly once through repeated
 //! connection drops, and a clear, secret-free error for a wrong key. Every wait is bounded.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::with_signature;
 use hubwatch::checkpoint::{CheckpointStore, FileCheckpointStore};
 use hubwatch::emulator::{Emulator, EmulatorConfig};
 use hubwatch::shutdown::{self, Trigger};
@@ -527,40 +530,13 @@ async fn an_unknown_event_hub_is_an_error_not_a_retry_loop() {
     emulator.shutdown().await;
 }
 
-/// A connection string with a pre-formed SAS for the hub, valid for `secs` more seconds.
-fn with_signature(emulator: &Emulator, secs: u64) -> String {
-    let cs = emulator.connection_string(HUB);
-    let field = |name: &str| {
-        cs.split(';')
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            .unwrap()
-            .to_string()
-    };
-    let (endpoint, rule, key) = (
-        field("Endpoint"),
-        field("SharedAccessKeyName"),
-        field("SharedAccessKey"),
-    );
-    let host = endpoint.trim_start_matches("sb://").trim_end_matches('/');
-    let expiry = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + secs;
-    let token =
-        hubwatch::emulator::sas::sign(&format!("amqps://{host}/{HUB}"), &rule, &key, expiry);
-    format!(
-        "Endpoint={endpoint};SharedAccessSignature={token};EntityPath={HUB};UseDevelopmentEmulator=true"
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_preformed_signature_works_too() {
     let emulator = Emulator::start(EmulatorConfig::single_hub(HUB, 2))
         .await
         .unwrap();
     let mut cfg = config(&emulator);
-    cfg.connection_string = Some(with_signature(&emulator, 3600));
+    cfg.connection_string = Some(with_signature(&emulator, HUB, 3600));
     publish(&emulator, 0..10);
     let mut src = start(cfg, None);
     assert_eq!(
@@ -580,7 +556,7 @@ async fn an_expired_signature_drops_the_links_and_ends_run_with_a_clear_error() 
         .await
         .unwrap();
     let mut cfg = config(&emulator);
-    cfg.connection_string = Some(with_signature(&emulator, 3));
+    cfg.connection_string = Some(with_signature(&emulator, HUB, 3));
     publish(&emulator, 0..10);
     let mut src = start(cfg, None);
     assert_eq!(

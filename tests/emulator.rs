@@ -13,7 +13,7 @@ use azure_messaging_eventhubs::{
     ConsumerClient, EventDataBatchOptions, EventReceiver, OpenReceiverOptions, ProducerClient,
     RetryOptions, SendEventOptions, StartLocation, StartPosition,
 };
-use common::which;
+use common::{cs_field, which, with_signature};
 use futures_util::StreamExt;
 use hubwatch::emulator::{partition_for_key, Emulator, EmulatorConfig};
 
@@ -399,13 +399,8 @@ async fn python_sdk_round_trips_over_tls_and_refuses_an_untrusted_certificate() 
     let emu = Emulator::start(cfg)
         .await
         .expect("emulator starts with TLS");
-    let sas = &emu.connection_string(HUB);
-    let field = |name: &str| {
-        sas.split(';')
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            .unwrap()
-            .to_string()
-    };
+    let cs = emu.connection_string(HUB);
+    let field = |name: &str| cs_field(&cs, name);
     let doc = run_peer(
         "eventhub_tls.py",
         &[
@@ -620,38 +615,12 @@ async fn links_without_a_token_are_refused_unauthorized() {
 async fn an_expired_token_drops_the_receiver_unauthorized() {
     let emu = emulator(1).await;
     emu.publish(HUB, Some(0), b"before".to_vec()).unwrap();
-    let cs = emu.connection_string(HUB);
-    let field = |name: &str| {
-        cs.split(';')
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            .unwrap()
-            .to_string()
-    };
-    let expiry = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 2;
-    let host = field("Endpoint");
-    let host = host.trim_start_matches("sb://").trim_end_matches('/');
-    let token = hubwatch::emulator::sas::sign(
-        &format!("amqps://{host}/{HUB}"),
-        &field("SharedAccessKeyName"),
-        &field("SharedAccessKey"),
-        expiry,
-    );
     let client = step(
         "consumer with a pre-formed SAS",
         ConsumerClient::builder()
             .with_custom_endpoint(endpoint(&emu))
-            .with_retry_options(azure_messaging_eventhubs::RetryOptions {
-                max_retries: 0,
-                ..Default::default()
-            })
-            .open_with_connection_string(
-                &format!("Endpoint=sb://{host}/;SharedAccessSignature={token};EntityPath={HUB}"),
-                None,
-            ),
+            .with_retry_options(no_retries())
+            .open_with_connection_string(&with_signature(&emu, HUB, 2), None),
     )
     .await
     .expect("opens while the token is valid");
@@ -897,12 +866,10 @@ async fn plain_login_symbol_filter_and_credit() {
             .unwrap();
     }
     let cs = emu.connection_string(HUB);
-    let field = |name: &str| {
-        cs.split(';')
-            .find_map(|kv| kv.strip_prefix(name).map(str::to_string))
-            .unwrap()
-    };
-    let (user, key) = (field("SharedAccessKeyName="), field("SharedAccessKey="));
+    let (user, key) = (
+        cs_field(&cs, "SharedAccessKeyName"),
+        cs_field(&cs, "SharedAccessKey"),
+    );
     let url = format!("amqp://{}", emu.local_addr());
     let open = |password: String| {
         Connection::builder()

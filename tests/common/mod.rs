@@ -407,3 +407,33 @@ pub fn jobs_count(svc: &Service) -> i64 {
     let v: Value = serde_json::from_str(&text).unwrap();
     v[0]["n"].as_i64().unwrap_or(0)
 }
+
+/// The value of `name` in a connection string (`Name=value;…`).
+pub fn cs_field(cs: &str, name: &str) -> String {
+    cs.split(';')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("{name} in the connection string"))
+        .to_string()
+}
+
+/// The emulator's connection string for `hub` with a pre-formed SAS, valid for `secs` more
+/// seconds, instead of the key.
+pub fn with_signature(emulator: &hubwatch::emulator::Emulator, hub: &str, secs: u64) -> String {
+    let cs = emulator.connection_string(hub);
+    let endpoint = cs_field(&cs, "Endpoint");
+    let host = endpoint.trim_start_matches("sb://").trim_end_matches('/');
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + secs;
+    let token = hubwatch::emulator::sas::sign(
+        &format!("amqps://{host}/{hub}"),
+        &cs_field(&cs, "SharedAccessKeyName"),
+        &cs_field(&cs, "SharedAccessKey"),
+        expiry,
+    );
+    format!(
+        "Endpoint={endpoint};SharedAccessSignature={token};EntityPath={hub};UseDevelopmentEmulator=true"
+    )
+}
