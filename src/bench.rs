@@ -132,6 +132,16 @@ pub async fn run(mut settings: Settings, input: &Path, repeat: usize) -> anyhow:
     })
 }
 
+/// The non-empty lines of `input`: one body each.
+fn bodies(input: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    let original = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+    Ok(original
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect())
+}
+
 fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("hubwatch-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -229,11 +239,7 @@ pub async fn run_amqp(
     use crate::source::amqp::{AmqpSourceConfig, StartPosition};
 
     let file = run(clone_settings(&settings)?, input, repeat).await?;
-    let original = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
-    let lines: Vec<&[u8]> = original
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines = bodies(input)?;
     let hub = "bench";
     let mut cfg = EmulatorConfig::single_hub(hub, partitions);
     cfg.listen = "127.0.0.1:0".into();
@@ -241,7 +247,7 @@ pub async fn run_amqp(
     let mut events = 0u64;
     for _ in 0..repeat {
         for l in &lines {
-            emulator.publish(hub, None, l.to_vec())?;
+            emulator.publish(hub, None, l.clone())?;
             events += 1;
         }
     }
@@ -328,18 +334,14 @@ pub async fn run_kafka(
     use rdkafka::mocking::MockCluster;
 
     let file = run(clone_settings(&settings)?, input, repeat).await?;
-    let original = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
-    let lines: Vec<Vec<u8>> = original
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect();
+    let lines = bodies(input)?;
+    let input_len: usize = lines.iter().map(|l| l.len() + 1).sum();
     let topic = "hubwatch-bench";
     // The mock keeps only the last 5 MB of each partition (librdkafka's rdkafka_mock.c):
     // spread the bodies so that none is cut.
     let partitions = match brokers {
         Some(_) => partitions,
-        None => partitions.max((original.len() as i64 * repeat as i64 / (4 << 20) + 1) as i32),
+        None => partitions.max((input_len as i64 * repeat as i64 / (4 << 20) + 1) as i32),
     };
     let mock;
     let bootstrap = match brokers {

@@ -1004,14 +1004,21 @@ batch_max_wait = "soon"
         assert!(!text.contains("s3cr3tsig"), "{text}");
     }
 
-    #[test]
-    fn the_kafka_example_config_loads() {
+    /// A shipped example configuration, with its connection string in the environment.
+    fn load_example(name: &str) -> Settings {
         std::env::set_var(
             "EVENTHUB_CONNECTION_STRING",
             "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=l;SharedAccessKey=k;EntityPath=insights",
         );
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config/eventhubs-kafka.toml");
-        let s = load(&p, &Schemas::embedded()).unwrap();
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy/config")
+            .join(name);
+        load(&p, &Schemas::embedded()).unwrap()
+    }
+
+    #[test]
+    fn the_kafka_example_config_loads() {
+        let s = load_example("eventhubs-kafka.toml");
         let SourceSettings::Kafka(k) = &s.sources[0] else {
             panic!("a kafka source")
         };
@@ -1025,12 +1032,7 @@ batch_max_wait = "soon"
 
     #[test]
     fn the_event_hubs_example_config_loads() {
-        std::env::set_var(
-            "EVENTHUB_CONNECTION_STRING",
-            "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=l;SharedAccessKey=k;EntityPath=insights",
-        );
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config/eventhubs.toml");
-        let s = load(&p, &Schemas::embedded()).unwrap();
+        let s = load_example("eventhubs.toml");
         let SourceSettings::Amqp(a) = &s.sources[0] else {
             panic!("an amqp source")
         };
