@@ -18,14 +18,16 @@ fn bench(c: &mut Criterion) {
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .enumerate()
-        .map(|(i, l)| Event {
-            body: l.to_vec(),
-            position: Position {
-                partition: "p".into(),
-                offset: i as i64,
-                sequence_number: i as i64,
-                enqueued_time: None,
-            },
+        .map(|(i, l)| {
+            Event::new(
+                l.to_vec(),
+                Position {
+                    partition: "p".into(),
+                    offset: i as i64,
+                    sequence_number: i as i64,
+                    enqueued_time: None,
+                },
+            )
         })
         .collect();
     // Count the records once, for the throughput figure.

@@ -76,15 +76,15 @@ pub fn run_query(
             }
             let body = trim_line(&line);
             if !body.is_empty() {
-                let event = Event {
-                    body: body.to_vec(),
-                    position: Position {
+                let event = Event::new(
+                    body.to_vec(),
+                    Position {
                         partition: partition.clone(),
                         offset,
                         sequence_number: n,
                         enqueued_time: None,
                     },
-                };
+                );
                 engine.ingest("query", &event);
                 if n % 1024 == 0 {
                     let _ = engine.end_batch();

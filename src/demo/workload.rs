@@ -606,7 +606,7 @@ mod pack_tests {
                 sequence_number: i as i64,
                 enqueued_time: None,
             };
-            engine.ingest("demo", &Event { body, position });
+            engine.ingest("demo", &Event::new(body, position));
         }
         engine.end_batch().unwrap();
         for (spec, table) in engine.exports() {

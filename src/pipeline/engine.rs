@@ -1,14 +1,20 @@
 //! The synchronous core of the pipeline: bodies in, query state updated, results out. The
 //! `query` command drives it directly over files; the service drives it from one task that
 //! owns it (no locks: scrapes and API calls are requests to that task).
+//!
+//! State is held per source partition ([`PartitionState`]): each partition's rows go to its
+//! own share of every query's state, and results merge the shares. The clock stays global
+//! (the largest record time of any partition), as Log Analytics has one `now()`.
 
 use std::sync::Arc;
 
+use crate::checkpoint::Checkpoint;
 use crate::kql::plan::Plan;
 use crate::parse::{Needs, ParseSink, ParseStats, Parser, ParserLimits, Reject, Row};
 use crate::schema::Schemas;
 use crate::source::{Event, Position};
 use crate::telemetry::Metrics;
+use crate::window::sketch::hash64;
 use crate::window::{QueryLimits, QueryState, QueryStats, ResultTable};
 
 use super::dead_letter::DeadLetter;
@@ -40,15 +46,35 @@ impl Default for EngineOptions {
     }
 }
 
-pub struct RunningQuery {
-    pub spec: QuerySpec,
-    pub state: QueryState,
-    reported: QueryStats,
+/// One source partition's share of every query's state, and the position it reflects.
+///
+/// State is kept per partition (as Kafka Streams keeps it per task) so that a partition can
+/// move to another replica with its state, and so that a snapshot of it always reflects
+/// exactly the events up to its `position`; results merge the partitions' partials.
+pub struct PartitionState {
+    pub source: Arc<str>,
+    pub partition: Arc<str>,
+    /// The last event absorbed. Events at or before it are duplicates (a source re-reading
+    /// from an older commit) and are skipped.
+    pub position: Option<Checkpoint>,
+    /// The largest record time absorbed from this partition.
+    pub clock: Option<i64>,
+    /// One per query, in the engine's query order.
+    pub queries: Vec<QueryState>,
+    /// Absorbed something since the last snapshot.
+    pub dirty: bool,
 }
 
 pub struct Engine {
     parser: Parser,
-    queries: Vec<RunningQuery>,
+    specs: Vec<QuerySpec>,
+    /// Query index → fingerprint of its KQL (what a snapshot must match to be restored).
+    fingerprints: Vec<u64>,
+    /// Sorted by (source, partition), so results merge in a stable order.
+    parts: Vec<PartitionState>,
+    /// Index into `parts` of the partition of the last event (consecutive events mostly
+    /// share one).
+    last_part: usize,
     /// Table id → indexes of the queries that read it.
     by_table: Vec<Vec<usize>>,
     clock: Option<i64>,
@@ -60,6 +86,10 @@ pub struct Engine {
     dead_letter_error: Option<std::io::Error>,
     /// Parse counts since start.
     totals: ParseStats,
+    /// Query counts since start, per query.
+    query_totals: Vec<QueryStats>,
+    /// Events skipped because their partition's state had already absorbed them.
+    duplicates: u64,
 }
 
 impl Engine {
@@ -75,20 +105,14 @@ impl Engine {
             }
         }
         let table_names = schemas.tables.iter().map(|t| t.name.clone()).collect();
-        let queries = specs
-            .into_iter()
-            .map(|spec| {
-                let state = QueryState::new(spec.plan.clone(), spec.limits.clone());
-                RunningQuery {
-                    spec,
-                    state,
-                    reported: QueryStats::default(),
-                }
-            })
-            .collect();
+        let fingerprints = specs.iter().map(|s| fingerprint(&s.kql)).collect();
         Engine {
             parser: Parser::new(schemas, &needs, opts.parser),
-            queries,
+            query_totals: vec![QueryStats::default(); specs.len()],
+            specs,
+            fingerprints,
+            parts: Vec::new(),
+            last_part: 0,
             by_table,
             clock: None,
             lateness: opts.allowed_lateness,
@@ -97,6 +121,7 @@ impl Engine {
             table_names,
             dead_letter_error: None,
             totals: ParseStats::default(),
+            duplicates: 0,
         }
     }
 
@@ -110,8 +135,13 @@ impl Engine {
         self
     }
 
-    pub fn queries(&self) -> &[RunningQuery] {
-        &self.queries
+    pub fn specs(&self) -> &[QuerySpec] {
+        &self.specs
+    }
+
+    /// The state of every partition held, sorted by (source, partition).
+    pub fn partitions(&self) -> &[PartitionState] {
+        &self.parts
     }
 
     pub fn parser(&self) -> &Parser {
@@ -123,6 +153,16 @@ impl Engine {
         &self.totals
     }
 
+    /// What each query counted since start (up to the last `end_batch`), in query order.
+    pub fn query_totals(&self) -> &[QueryStats] {
+        &self.query_totals
+    }
+
+    /// Events skipped since start because their partition's state already held them.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
+    }
+
     /// The event-time clock: the largest record time seen.
     pub fn clock(&self) -> Option<i64> {
         self.clock
@@ -132,12 +172,71 @@ impl Engine {
         self.clock.map(|c| c.saturating_sub(self.lateness))
     }
 
-    /// Parses one event and feeds its rows to the queries that read their tables.
+    /// The index of a partition's state, created empty when new.
+    fn part_index(&mut self, source: &str, partition: &Arc<str>) -> usize {
+        if let Some(p) = self.parts.get(self.last_part) {
+            if &*p.source == source && p.partition == *partition {
+                return self.last_part;
+            }
+        }
+        let at = match self.find(source, partition) {
+            Ok(i) => i,
+            Err(i) => {
+                let queries = self
+                    .specs
+                    .iter()
+                    .map(|s| QueryState::new(s.plan.clone(), s.limits.clone()))
+                    .collect();
+                self.parts.insert(
+                    i,
+                    PartitionState {
+                        source: Arc::from(source),
+                        partition: partition.clone(),
+                        position: None,
+                        clock: None,
+                        queries,
+                        dirty: false,
+                    },
+                );
+                i
+            }
+        };
+        self.last_part = at;
+        at
+    }
+
+    fn find(&self, source: &str, partition: &str) -> Result<usize, usize> {
+        self.parts
+            .binary_search_by(|p| (&*p.source, &*p.partition).cmp(&(source, partition)))
+    }
+
+    /// Parses one event and feeds its rows to the queries that read their tables, in the
+    /// state of the event's partition. An event its partition's state already absorbed (at
+    /// or before its position) is skipped, unless the event starts its partition over.
     pub fn ingest(&mut self, source: &str, event: &Event) {
+        let i = self.part_index(source, &event.position.partition);
+        let part = &mut self.parts[i];
+        let seq = event.position.sequence_number;
+        if event.rewound {
+            part.position = None;
+        } else if part
+            .position
+            .as_ref()
+            .is_some_and(|p| seq <= p.sequence_number)
+        {
+            self.duplicates += 1;
+            return;
+        }
+        part.position = Some(Checkpoint {
+            offset: event.position.offset,
+            sequence_number: seq,
+        });
+        part.dirty = true;
         let mut route = Route {
-            queries: &mut self.queries,
+            queries: &mut part.queries,
             by_table: &self.by_table,
             clock: &mut self.clock,
+            part_clock: &mut part.clock,
             lateness: self.lateness,
             dead_letter: self.dead_letter.as_mut(),
             dead_letter_error: &mut self.dead_letter_error,
@@ -153,8 +252,10 @@ impl Engine {
     pub fn end_batch(&mut self) -> std::io::Result<()> {
         if let Some(clock) = self.clock {
             let wm = clock.saturating_sub(self.lateness);
-            for q in &mut self.queries {
-                q.state.advance(clock, wm);
+            for part in &mut self.parts {
+                for q in &mut part.queries {
+                    q.advance(clock, wm);
+                }
             }
         }
         if let Some(dl) = &mut self.dead_letter {
@@ -164,6 +265,15 @@ impl Engine {
         }
         let stats = self.parser.stats.take();
         self.totals.add(&stats);
+        let mut deltas = vec![QueryStats::default(); self.specs.len()];
+        for part in &mut self.parts {
+            for (delta, q) in deltas.iter_mut().zip(&mut part.queries) {
+                delta.add(&std::mem::take(&mut q.stats));
+            }
+        }
+        for (total, delta) in self.query_totals.iter_mut().zip(&deltas) {
+            total.add(delta);
+        }
         if let Some(m) = &self.metrics {
             m.add_parse(&stats, &self.table_names);
             if let Some(dl) = &self.dead_letter {
@@ -173,9 +283,9 @@ impl Engine {
                     m.parse.dead_letters.inc_by(written - before);
                 }
             }
-            for q in &mut self.queries {
-                m.add_query(&q.spec.name, &q.state.stats, &q.reported, q.state.series());
-                q.reported = q.state.stats.clone();
+            for (i, (spec, delta)) in self.specs.iter().zip(&deltas).enumerate() {
+                let series = self.parts.iter().map(|p| p.queries[i].series()).sum();
+                m.add_query(&spec.name, delta, series);
             }
             if let Some(c) = self.clock {
                 m.clock.set(c as f64 / crate::time::TICKS_PER_SECOND as f64);
@@ -192,43 +302,67 @@ impl Engine {
 
     /// End of input: closes every open bin.
     pub fn finish(&mut self) {
-        for q in &mut self.queries {
-            q.state.flush();
+        for part in &mut self.parts {
+            for q in &mut part.queries {
+                q.flush();
+            }
+            part.dirty = true;
         }
     }
 
+    /// One query's result over every partition.
+    fn merged(&self, i: usize, last_bin_only: bool) -> ResultTable {
+        let spec = &self.specs[i];
+        let parts: Vec<&QueryState> = self.parts.iter().map(|p| &p.queries[i]).collect();
+        QueryState::merged(
+            &spec.plan,
+            &spec.limits,
+            &parts,
+            self.clock.unwrap_or(0),
+            last_bin_only,
+        )
+    }
+
     pub fn result(&self, name: &str) -> Option<ResultTable> {
-        let clock = self.clock.unwrap_or(0);
-        self.queries
-            .iter()
-            .find(|q| &*q.spec.name == name)
-            .map(|q| q.state.result(clock))
+        let i = self.specs.iter().position(|s| &*s.name == name)?;
+        Some(self.merged(i, false))
     }
 
     /// Every query's result as metrics export it.
     pub fn exports(&self) -> Vec<(QuerySpec, ResultTable)> {
-        let clock = self.clock.unwrap_or(0);
-        self.queries
-            .iter()
-            .map(|q| (q.spec.clone(), q.state.export(clock)))
+        (0..self.specs.len())
+            .map(|i| (self.specs[i].clone(), self.merged(i, true)))
             .collect()
     }
 
     /// Every query's result.
     pub fn results(&self) -> Vec<(QuerySpec, ResultTable)> {
-        let clock = self.clock.unwrap_or(0);
-        self.queries
-            .iter()
-            .map(|q| (q.spec.clone(), q.state.result(clock)))
+        (0..self.specs.len())
+            .map(|i| (self.specs[i].clone(), self.merged(i, false)))
             .collect()
     }
 }
 
+/// What identifies a query's state: its KQL as tokens (whitespace, comments and layout do
+/// not matter; any other change does), hashed with the stable [`hash64`].
+pub fn fingerprint(kql: &str) -> u64 {
+    let (tokens, _) = crate::kql::lexer::lex(kql);
+    let mut text = String::with_capacity(kql.len());
+    for t in &tokens {
+        if let Some(s) = kql.get(t.span.start..t.span.end) {
+            text.push_str(s);
+            text.push('\u{1f}');
+        }
+    }
+    hash64(text.as_bytes())
+}
+
 /// Routes the parser's output for one event.
 struct Route<'a> {
-    queries: &'a mut [RunningQuery],
+    queries: &'a mut [QueryState],
     by_table: &'a [Vec<usize>],
     clock: &'a mut Option<i64>,
+    part_clock: &'a mut Option<i64>,
     lateness: i64,
     dead_letter: Option<&'a mut DeadLetter>,
     dead_letter_error: &'a mut Option<std::io::Error>,
@@ -239,13 +373,14 @@ struct Route<'a> {
 impl ParseSink for Route<'_> {
     fn accepted(&mut self, time: i64) {
         *self.clock = Some(self.clock.map_or(time, |c| c.max(time)));
+        *self.part_clock = Some(self.part_clock.map_or(time, |c| c.max(time)));
     }
 
     fn row(&mut self, row: Row) {
         let clock = self.clock.unwrap_or(row.time);
         let wm = clock.saturating_sub(self.lateness);
         for &i in &self.by_table[row.table] {
-            self.queries[i].state.ingest(&row, clock, wm);
+            self.queries[i].ingest(&row, clock, wm);
         }
     }
 

@@ -33,6 +33,19 @@ pub struct Position {
 pub struct Event {
     pub body: Vec<u8>,
     pub position: Position,
+    /// The first event of a partition that starts over (a file truncated or replaced):
+    /// positions before it belong to other content, so nothing before it is a duplicate.
+    pub rewound: bool,
+}
+
+impl Event {
+    pub fn new(body: Vec<u8>, position: Position) -> Event {
+        Event {
+            body,
+            position,
+            rewound: false,
+        }
+    }
 }
 
 /// A group of events handed to the pipeline together.

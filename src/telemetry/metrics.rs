@@ -421,20 +421,22 @@ impl Metrics {
     }
 
     /// Adds what a query counted since `before`.
-    pub fn add_query(&self, name: &str, now: &QueryStats, before: &QueryStats, series: usize) {
+    /// Adds what a query counted since the last call, and sets the series it holds (summed
+    /// over partitions).
+    pub fn add_query(&self, name: &str, delta: &QueryStats, series: usize) {
         let l = &[name];
         let q = &self.query;
-        for (counter, now, before) in [
-            (&q.rows, now.matched, before.matched),
-            (&q.outside_window, now.outside_window, before.outside_window),
-            (&q.late, now.late, before.late),
-            (&q.series_dropped, now.series_dropped, before.series_dropped),
-            (&q.rows_evicted, now.rows_evicted, before.rows_evicted),
-            (&q.pane_merges, now.pane_merges, before.pane_merges),
+        for (counter, n) in [
+            (&q.rows, delta.matched),
+            (&q.outside_window, delta.outside_window),
+            (&q.late, delta.late),
+            (&q.series_dropped, delta.series_dropped),
+            (&q.rows_evicted, delta.rows_evicted),
+            (&q.pane_merges, delta.pane_merges),
         ] {
-            counter
-                .with_label_values(l)
-                .inc_by(now.saturating_sub(before));
+            if n > 0 {
+                counter.with_label_values(l).inc_by(n);
+            }
         }
         self.query.series.with_label_values(l).set(series as i64);
     }

@@ -70,6 +70,18 @@ pub struct QueryStats {
     pub pane_merges: u64,
 }
 
+impl QueryStats {
+    pub fn add(&mut self, other: &QueryStats) {
+        self.rows_in += other.rows_in;
+        self.matched += other.matched;
+        self.outside_window += other.outside_window;
+        self.late += other.late;
+        self.series_dropped += other.series_dropped;
+        self.rows_evicted += other.rows_evicted;
+        self.pane_merges += other.pane_merges;
+    }
+}
+
 /// A query result: columns and rows, in output order.
 #[derive(Debug, Clone)]
 pub struct ResultTable {
@@ -79,8 +91,9 @@ pub struct ResultTable {
 
 type Key = Box<[Value]>;
 type States = Box<[AggState]>;
-/// A closed tumbling bin: each series' key and finished aggregate values.
-type ClosedBin = Vec<(Key, Vec<Value>)>;
+/// A closed tumbling bin: each series' key and its aggregate states. States rather than
+/// finished values, so that the same bin of several partitions still merges exactly.
+type ClosedBin = Vec<(Key, States)>;
 
 #[derive(Debug)]
 struct Pane {
@@ -100,9 +113,8 @@ enum Store {
     /// `summarize … by bin(TimeGenerated, X)`.
     Tumbling {
         open: BTreeMap<i64, HashMap<Key, States, FxBuildHasher>>,
-        closed: BTreeMap<i64, Vec<(Key, Vec<Value>)>>,
+        closed: BTreeMap<i64, ClosedBin>,
         width: i64,
-        key_index: usize,
     },
 }
 
@@ -120,11 +132,10 @@ impl QueryState {
         let store = match &plan.stage {
             Stage::Rows { .. } => Store::Rows(BTreeMap::new()),
             Stage::Summarize(s) => match (s.bin, plan.window) {
-                (Some((key_index, width)), _) => Store::Tumbling {
+                (Some((_, width)), _) => Store::Tumbling {
                     open: BTreeMap::new(),
                     closed: BTreeMap::new(),
                     width,
-                    key_index,
                 },
                 (None, Some(_)) => Store::Sliding(HashMap::default()),
                 (None, None) => Store::Total(HashMap::default()),
@@ -291,7 +302,6 @@ impl QueryState {
     /// Moves the clock: drops what left the window and closes bins behind the watermark.
     pub fn advance(&mut self, clock: i64, watermark: i64) {
         let window = self.plan.window;
-        let plan = self.plan.clone();
         match &mut self.store {
             Store::Rows(rows) => {
                 if let Some(w) = window {
@@ -321,19 +331,12 @@ impl QueryState {
                 width,
                 ..
             } => {
-                let Stage::Summarize(s) = &plan.stage else {
-                    return;
-                };
                 while let Some(entry) = open.first_entry() {
                     if entry.key().saturating_add(*width) > watermark {
                         break;
                     }
                     let (start, series) = entry.remove_entry();
-                    let rows = series
-                        .into_iter()
-                        .map(|(k, st)| (k, finish(&st, &s.aggregates)))
-                        .collect();
-                    closed.insert(start, rows);
+                    closed.insert(start, series.into_iter().collect());
                 }
                 // Closed bins are kept while they overlap the window, and within the series cap.
                 if let Some(w) = window {
@@ -359,112 +362,191 @@ impl QueryState {
     /// Closes every open bin (end of input). The window is still judged by the real clock
     /// when the result is read.
     pub fn flush(&mut self) {
-        let plan = self.plan.clone();
-        if let (Stage::Summarize(s), Store::Tumbling { open, closed, .. }) =
-            (&plan.stage, &mut self.store)
-        {
+        if let Store::Tumbling { open, closed, .. } = &mut self.store {
             for (start, series) in std::mem::take(open) {
-                let rows = series
-                    .into_iter()
-                    .map(|(k, st)| (k, finish(&st, &s.aggregates)))
-                    .collect();
-                closed.insert(start, rows);
+                closed.insert(start, series.into_iter().collect());
             }
         }
     }
 
     /// The current result, after the operators that follow `summarize`.
     pub fn result(&self, clock: i64) -> ResultTable {
-        self.table(clock, false)
+        Self::merged(&self.plan, &self.limits, &[self], clock, false)
     }
 
     /// What metrics export: like [`result`](Self::result), but for tumbling bins only the
     /// last closed bin.
     pub fn export(&self, clock: i64) -> ResultTable {
-        self.table(clock, true)
+        Self::merged(&self.plan, &self.limits, &[self], clock, true)
     }
 
-    fn table(&self, clock: i64, last_bin_only: bool) -> ResultTable {
-        let window = self.plan.window;
-        let mut rows: Vec<Vec<Value>> = match (&self.plan.stage, &self.store) {
-            (Stage::Rows { .. }, Store::Rows(rows)) => rows
-                .iter()
-                .filter(|((t, _), _)| window.is_none_or(|w| w.contains(*t, clock)))
-                .map(|(_, r)| r.clone())
-                .collect(),
-            (Stage::Summarize(s), Store::Total(map)) if s.keys.is_empty() && map.is_empty() => {
-                let empty: States = s.aggregates.iter().map(AggState::new).collect();
-                vec![finish(&empty, &s.aggregates)]
-            }
-            (Stage::Summarize(s), Store::Total(map)) => sorted(
-                map.iter()
-                    .map(|(k, st)| with_key(k, None, finish(st, &s.aggregates)))
-                    .collect(),
-            ),
-            // Kusto: `summarize count()` without `by` over no rows is one row of zeros.
-            (Stage::Summarize(s), Store::Sliding(map)) if s.keys.is_empty() && map.is_empty() => {
-                let empty: States = s.aggregates.iter().map(AggState::new).collect();
-                vec![finish(&empty, &s.aggregates)]
-            }
-            (Stage::Summarize(s), Store::Sliding(map)) => {
-                let w = window.expect("sliding store has a window");
-                sorted(
-                    map.iter()
-                        .filter_map(|(k, panes)| {
-                            let mut live = panes.iter().filter(|p| w.contains(p.max, clock));
-                            let mut acc: States = live.next()?.states.clone();
-                            for p in live {
-                                for ((a, b), agg) in
-                                    acc.iter_mut().zip(p.states.iter()).zip(&s.aggregates)
-                                {
-                                    a.merge(b, agg.func);
-                                }
-                            }
-                            Some(with_key(k, None, finish(&acc, &s.aggregates)))
-                        })
-                        .collect(),
-                )
-            }
-            (
-                Stage::Summarize(_),
-                Store::Tumbling {
-                    closed,
-                    key_index,
-                    width,
-                    ..
-                },
-            ) => {
-                let bins: Box<dyn Iterator<Item = (&i64, &ClosedBin)>> = if last_bin_only {
-                    Box::new(closed.iter().next_back().into_iter())
-                } else {
-                    Box::new(closed.iter())
-                };
-                let mut out = Vec::new();
-                for (start, series) in bins {
-                    if window.is_some_and(|w| !w.contains(start + width - 1, clock)) {
-                        continue;
+    /// The result of one query over several partitions' states (each built from the same
+    /// plan): their partial aggregates merged by key, as if one state had absorbed every
+    /// partition's rows — exactly for count/sum/avg/min/max/arg_max/arg_min, and for the
+    /// sketches as [`AggState::merge`] says. No parts is the result over no rows.
+    ///
+    /// Retained rows (no `summarize`) are merged by time (ties: partition order, then
+    /// arrival), keeping the most recent `max_rows` (or `take`) of them all.
+    pub fn merged(
+        plan: &Plan,
+        limits: &QueryLimits,
+        parts: &[&QueryState],
+        clock: i64,
+        last_bin_only: bool,
+    ) -> ResultTable {
+        let window = plan.window;
+        let mut rows: Vec<Vec<Value>> = match &plan.stage {
+            Stage::Rows { limit } => {
+                let cap = limit.map_or(limits.max_rows, |l| l.min(limits.max_rows));
+                let mut all: Vec<(i64, usize, u64, &Vec<Value>)> = Vec::new();
+                for (i, part) in parts.iter().enumerate() {
+                    if let Store::Rows(rows) = &part.store {
+                        all.extend(
+                            rows.iter()
+                                .filter(|((t, _), _)| window.is_none_or(|w| w.contains(*t, clock)))
+                                .map(|((t, seq), r)| (*t, i, *seq, r)),
+                        );
                     }
-                    let mut block: Vec<Vec<Value>> = series
-                        .iter()
-                        .map(|(k, vals)| {
-                            with_key(k, Some((*key_index, Value::DateTime(*start))), vals.clone())
-                        })
-                        .collect();
-                    block.sort_by(|a, b| compare_rows(a, b));
-                    out.extend(block);
                 }
-                out
+                all.sort_unstable_by_key(|(t, i, seq, _)| (*t, *i, *seq));
+                let skip = all.len().saturating_sub(cap);
+                all[skip..].iter().map(|(.., r)| (*r).clone()).collect()
             }
-            _ => unreachable!("store matches stage"),
+            Stage::Summarize(s) => summarized(s, plan, parts, clock, last_bin_only),
         };
         let cx = Context { now: clock };
-        for op in &self.plan.post {
+        for op in &plan.post {
             rows = apply_post(op, rows, &cx);
         }
         ResultTable {
-            columns: self.plan.output.clone(),
+            columns: plan.output.clone(),
             rows,
         }
+    }
+}
+
+/// One series' partial state in one partition: its bin (tumbling only), key and states.
+type Partial<'a> = (Option<i64>, &'a [Value], Cow<'a, [AggState]>);
+
+/// The partial states a part contributes to the result: every series of a total; each
+/// sliding series' live panes folded into one; the closed bins inside the window (only the
+/// last one when `last_bin`, judged across every part).
+fn partials<'a>(
+    part: &'a QueryState,
+    aggs: &'a [Aggregate],
+    window: Option<crate::kql::plan::Window>,
+    clock: i64,
+    last_bin: Option<i64>,
+) -> Box<dyn Iterator<Item = Partial<'a>> + 'a> {
+    match &part.store {
+        Store::Total(map) => Box::new(
+            map.iter()
+                .map(|(k, st)| (None, &k[..], Cow::Borrowed(&st[..]))),
+        ),
+        Store::Sliding(map) => {
+            let Some(w) = window else {
+                return Box::new(std::iter::empty());
+            };
+            Box::new(map.iter().filter_map(move |(k, panes)| {
+                let mut live = panes.iter().filter(|p| w.contains(p.max, clock));
+                let first = live.next()?;
+                let mut acc: Option<States> = None;
+                for p in live {
+                    let acc = acc.get_or_insert_with(|| first.states.clone());
+                    merge_states(acc, &p.states, aggs);
+                }
+                let states = match acc {
+                    Some(acc) => Cow::Owned(acc.into_vec()),
+                    None => Cow::Borrowed(&first.states[..]),
+                };
+                Some((None, &k[..], states))
+            }))
+        }
+        Store::Tumbling { closed, width, .. } => {
+            let width = *width;
+            Box::new(
+                closed
+                    .iter()
+                    .filter(move |(start, _)| last_bin.is_none_or(|last| **start == last))
+                    .filter(move |(start, _)| {
+                        window.is_none_or(|w| w.contains(**start + width - 1, clock))
+                    })
+                    .flat_map(|(start, series)| {
+                        series
+                            .iter()
+                            .map(move |(k, st)| (Some(*start), &k[..], Cow::Borrowed(&st[..])))
+                    }),
+            )
+        }
+        Store::Rows(_) => Box::new(std::iter::empty()),
+    }
+}
+
+/// The rows of a `summarize`, from the partials of every part, merged by (bin, key) when
+/// there is more than one part.
+fn summarized(
+    s: &Summarize,
+    plan: &Plan,
+    parts: &[&QueryState],
+    clock: i64,
+    last_bin_only: bool,
+) -> Vec<Vec<Value>> {
+    let aggs = &s.aggregates[..];
+    // The last closed bin over every part: a part whose newest bin is older contributes
+    // nothing to it, as a single state would not have had its rows in that bin either.
+    let last_bin = if last_bin_only {
+        parts
+            .iter()
+            .filter_map(|p| match &p.store {
+                Store::Tumbling { closed, .. } => closed.keys().next_back().copied(),
+                _ => None,
+            })
+            .max()
+    } else {
+        None
+    };
+    let bin_index = s.bin.map(|(i, _)| i);
+    let row = |bin: Option<i64>, key: &[Value], states: &[AggState]| -> (i64, Vec<Value>) {
+        let at = bin_index
+            .zip(bin)
+            .map(|(i, start)| (i, Value::DateTime(start)));
+        (bin.unwrap_or(0), with_key(key, at, finish(states, aggs)))
+    };
+    let mut out: Vec<(i64, Vec<Value>)> = if let [part] = parts {
+        partials(part, aggs, plan.window, clock, last_bin)
+            .map(|(bin, key, states)| row(bin, key, &states))
+            .collect()
+    } else {
+        let mut merged: HashMap<(Option<i64>, &[Value]), States, FxBuildHasher> =
+            HashMap::default();
+        for part in parts {
+            for (bin, key, states) in partials(part, aggs, plan.window, clock, last_bin) {
+                match merged.entry((bin, key)) {
+                    Entry::Occupied(e) => merge_states(e.into_mut(), &states, aggs),
+                    Entry::Vacant(v) => {
+                        v.insert(states.into_owned().into_boxed_slice());
+                    }
+                }
+            }
+        }
+        merged
+            .iter()
+            .map(|((bin, key), states)| row(*bin, key, states))
+            .collect()
+    };
+    // Kusto: `summarize count()` without `by` over no rows is one row of zeros (not for
+    // bins: no bin, no row).
+    if out.is_empty() && s.keys.is_empty() {
+        let empty: States = aggs.iter().map(AggState::new).collect();
+        out.push((0, finish(&empty, aggs)));
+    }
+    out.sort_by(|(a_bin, a), (b_bin, b)| a_bin.cmp(b_bin).then_with(|| compare_rows(a, b)));
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
+fn merge_states(acc: &mut [AggState], other: &[AggState], aggs: &[Aggregate]) {
+    for ((a, b), agg) in acc.iter_mut().zip(other).zip(aggs) {
+        a.merge(b, agg.func);
     }
 }
 
@@ -547,20 +629,13 @@ fn compare_rows(a: &[Value], b: &[Value]) -> std::cmp::Ordering {
         .unwrap_or(std::cmp::Ordering::Equal)
 }
 
-fn sorted(mut rows: Vec<Vec<Value>>) -> Vec<Vec<Value>> {
-    rows.sort_by(|a, b| compare_rows(a, b));
-    rows
-}
-
 /// Halves a series' panes by merging neighbours, so that its memory stays bounded.
 fn coarsen(panes: &mut VecDeque<Pane>, aggs: &[Aggregate]) {
     let old = std::mem::take(panes);
     let mut it = old.into_iter();
     while let Some(mut a) = it.next() {
         if let Some(b) = it.next() {
-            for ((x, y), agg) in a.states.iter_mut().zip(b.states.iter()).zip(aggs) {
-                x.merge(y, agg.func);
-            }
+            merge_states(&mut a.states, &b.states, aggs);
             a.max = b.max;
         }
         panes.push_back(a);

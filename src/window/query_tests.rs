@@ -643,15 +643,15 @@ fn end_to_end_through_the_engine() {
         body("2024-03-01T11:10:00Z", "gpu", 1),
     ];
     for (i, b) in bodies.iter().enumerate() {
-        let event = Event {
-            body: b.clone().into_bytes(),
-            position: Position {
+        let event = Event::new(
+            b.clone().into_bytes(),
+            Position {
                 partition: Arc::from("0"),
                 offset: i as i64,
                 sequence_number: i as i64,
                 enqueued_time: None,
             },
-        };
+        );
         engine.ingest("test", &event);
     }
     engine.end_batch().expect("no dead letters to flush");

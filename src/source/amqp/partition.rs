@@ -365,15 +365,15 @@ impl PartitionReader {
                 .as_deref()
                 .and_then(|o| o.parse::<i64>().ok())
                 .unwrap_or(-1);
-            events.push(Event {
-                body: body_of(&ev.raw_amqp_message().body),
-                position: Position {
+            events.push(Event::new(
+                body_of(&ev.raw_amqp_message().body),
+                Position {
                     partition: self.id.clone(),
                     offset,
                     sequence_number: seq,
                     enqueued_time: ev.enqueued_time().map(ticks),
                 },
-            });
+            ));
         }
         if events.is_empty() {
             return Ok(None);

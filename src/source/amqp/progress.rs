@@ -160,14 +160,16 @@ mod tests {
             source: Arc::from("eh"),
             events: seqs
                 .iter()
-                .map(|s| Event {
-                    body: b"{}".to_vec(),
-                    position: Position {
-                        partition: Arc::from(partition),
-                        offset: s * 10,
-                        sequence_number: *s,
-                        enqueued_time: Some(1000 + s),
-                    },
+                .map(|s| {
+                    Event::new(
+                        b"{}".to_vec(),
+                        Position {
+                            partition: Arc::from(partition),
+                            offset: s * 10,
+                            sequence_number: *s,
+                            enqueued_time: Some(1000 + s),
+                        },
+                    )
                 })
                 .collect(),
             ack: AckToken::new(id, tx.clone()),

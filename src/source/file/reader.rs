@@ -191,8 +191,11 @@ impl Reader {
                         "resuming after the checkpointed line");
                     cursor.resume_after(&cp);
                 }
-                Err(why) => tracing::warn!(source = %self.source, partition = %cursor.partition,
-                    checkpoint_offset = cp.offset, file_len = meta.len(), "{why}; reading the file from the start"),
+                Err(why) => {
+                    tracing::warn!(source = %self.source, partition = %cursor.partition,
+                        checkpoint_offset = cp.offset, file_len = meta.len(), "{why}; reading the file from the start");
+                    cursor.rewound = true;
+                }
             }
         }
         self.cursors.push(cursor);
@@ -496,6 +499,9 @@ struct Cursor {
     line_seen: u64,
     /// The current line is the checkpointed one: consume it without emitting it.
     discard: bool,
+    /// Reading started over (truncated or replaced): the next event says so, so that the
+    /// window state does not take the new lines for ones it already absorbed.
+    rewound: bool,
     /// Standard input reached its end.
     done: bool,
     /// A read failed and was logged; cleared by the next success (one log per outage).
@@ -533,6 +539,7 @@ impl Cursor {
             line: Vec::new(),
             line_seen: 0,
             discard: false,
+            rewound: false,
             done: false,
             failing: false,
             missing_logged: false,
@@ -562,6 +569,7 @@ impl Cursor {
         self.line.clear();
         self.line_seen = 0;
         self.discard = false;
+        self.rewound = true;
     }
 
     /// Opens the file at the position reached, starting over if it was truncated or
@@ -694,6 +702,10 @@ impl Cursor {
             sequence_number: line_no,
             enqueued_time: None,
         };
-        Some(Event { body, position })
+        Some(Event {
+            body,
+            position,
+            rewound: std::mem::take(&mut self.rewound),
+        })
     }
 }

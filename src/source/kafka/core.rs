@@ -154,15 +154,15 @@ impl Core {
         if self.building.is_empty() {
             self.building_since = Some(now);
         }
-        self.building.push(Event {
-            body: payload.to_vec(),
-            position: Position {
+        self.building.push(Event::new(
+            payload.to_vec(),
+            Position {
                 partition: o.key.clone(),
                 offset,
                 sequence_number: offset,
                 enqueued_time: timestamp_ms.map(|ms| ms.saturating_mul(TICKS_PER_MILLISECOND)),
             },
-        });
+        ));
     }
 
     /// Settles the outcomes that arrived.
