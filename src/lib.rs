@@ -29,6 +29,7 @@ pub mod rng;
 pub mod schema;
 pub mod shutdown;
 pub mod source;
+pub mod state;
 pub mod telemetry;
 pub mod time;
 pub mod value;

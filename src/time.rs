@@ -276,6 +276,15 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// The wall clock in ticks since the Unix epoch (0 for a clock set before 1970, which is
+/// misconfigured; callers use it only for information).
+pub fn now_ticks() -> i64 {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64 * TICKS_PER_SECOND + i64::from(d.subsec_nanos()) / 100,
+        Err(_) => 0,
+    }
+}
+
 /// `YYYY-MM-DDTHH:MM:SS.fffffffZ` in UTC, always seven fraction digits (KQL's rendering), so
 /// that equal instants always print identically.
 pub fn format_datetime(ticks: i64) -> String {

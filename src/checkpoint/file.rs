@@ -16,12 +16,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use super::{Checkpoint, CheckpointError, CheckpointStore};
-use crate::time::{format_datetime, TICKS_PER_SECOND};
+use crate::time::format_datetime;
 
 /// One stored partition. Unknown fields are tolerated so that a newer hubwatch's file still
 /// loads; `updated` is informational (for operators), hence optional on reading.
@@ -204,12 +203,7 @@ fn sync_dir(path: &Path) -> io::Result<()> {
 
 /// The wall clock in RFC 3339 (`…T…Z`, seven fraction digits, as KQL prints datetimes).
 fn now_rfc3339() -> String {
-    let ticks = match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_secs() as i64 * TICKS_PER_SECOND + i64::from(d.subsec_nanos()) / 100,
-        // A clock before 1970 is misconfigured; the field is informational only.
-        Err(_) => 0,
-    };
-    format_datetime(ticks)
+    format_datetime(crate::time::now_ticks())
 }
 
 #[cfg(test)]

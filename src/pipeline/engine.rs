@@ -13,6 +13,8 @@ use crate::kql::plan::Plan;
 use crate::parse::{Needs, ParseSink, ParseStats, Parser, ParserLimits, Reject, Row};
 use crate::schema::Schemas;
 use crate::source::{Event, Position};
+use crate::state::codec::Reader;
+use crate::state::snapshot::{self, QueryEntry, Snapshot, SnapshotError};
 use crate::telemetry::Metrics;
 use crate::window::sketch::hash64;
 use crate::window::{QueryLimits, QueryState, QueryStats, ResultTable};
@@ -50,19 +52,47 @@ impl Default for EngineOptions {
 ///
 /// State is kept per partition (as Kafka Streams keeps it per task) so that a partition can
 /// move to another replica with its state, and so that a snapshot of it always reflects
-/// exactly the events up to its `position`; results merge the partitions' partials.
+/// exactly the events up to its positions; results merge the partitions' partials.
+///
+/// Each query has its own position in the partition: a query added since the snapshot
+/// starts without one and absorbs what the source re-reads, while the restored queries skip
+/// it. Usually they are all equal.
 pub struct PartitionState {
     pub source: Arc<str>,
     pub partition: Arc<str>,
-    /// The last event absorbed. Events at or before it are duplicates (a source re-reading
-    /// from an older commit) and are skipped.
+    /// The last event absorbed by any query (the snapshot's position).
     pub position: Option<Checkpoint>,
+    /// Per query, the sequence number of the last event it absorbed.
+    pub positions: Vec<Option<i64>>,
+    /// The smallest of `positions` (`None` if any query has none): events at or before it
+    /// are duplicates for every query.
+    floor: Option<i64>,
     /// The largest record time absorbed from this partition.
     pub clock: Option<i64>,
     /// One per query, in the engine's query order.
     pub queries: Vec<QueryState>,
     /// Absorbed something since the last snapshot.
     pub dirty: bool,
+}
+
+impl PartitionState {
+    fn update_floor(&mut self) {
+        self.floor = self
+            .positions
+            .iter()
+            .try_fold(i64::MAX, |m, p| p.map(|p| m.min(p)));
+    }
+}
+
+/// What restoring a partition's snapshot found.
+#[derive(Debug)]
+pub struct Restored {
+    pub source: Arc<str>,
+    pub partition: Arc<str>,
+    pub position: Checkpoint,
+    /// Queries the snapshot held no state for (added or changed since): they start empty
+    /// and absorb whatever the source reads of this partition from now on.
+    pub started_empty: Vec<Arc<str>>,
 }
 
 pub struct Engine {
@@ -193,6 +223,8 @@ impl Engine {
                         source: Arc::from(source),
                         partition: partition.clone(),
                         position: None,
+                        positions: vec![None; self.specs.len()],
+                        floor: None,
                         clock: None,
                         queries,
                         dirty: false,
@@ -211,29 +243,51 @@ impl Engine {
     }
 
     /// Parses one event and feeds its rows to the queries that read their tables, in the
-    /// state of the event's partition. An event its partition's state already absorbed (at
-    /// or before its position) is skipped, unless the event starts its partition over.
+    /// state of the event's partition. A query whose state already absorbed the event (at or
+    /// before its position) skips it, unless the event starts its partition over.
     pub fn ingest(&mut self, source: &str, event: &Event) {
         let i = self.part_index(source, &event.position.partition);
         let part = &mut self.parts[i];
         let seq = event.position.sequence_number;
         if event.rewound {
-            part.position = None;
-        } else if part
-            .position
-            .as_ref()
-            .is_some_and(|p| seq <= p.sequence_number)
-        {
+            part.positions.iter_mut().for_each(|p| *p = None);
+            part.floor = None;
+        } else if part.floor.is_some_and(|f| seq <= f) {
             self.duplicates += 1;
             return;
         }
-        part.position = Some(Checkpoint {
-            offset: event.position.offset,
-            sequence_number: seq,
-        });
+        // Usually every query is at the same position; only after a query was added does
+        // the event go to some of them.
+        let behind: Option<Vec<bool>> = if part.positions.iter().all(|p| *p == part.floor) {
+            None
+        } else {
+            Some(
+                part.positions
+                    .iter()
+                    .map(|p| p.is_none_or(|p| p < seq))
+                    .collect(),
+            )
+        };
+        for p in &mut part.positions {
+            if p.is_none_or(|p| p < seq) {
+                *p = Some(seq);
+            }
+        }
+        part.update_floor();
+        if part
+            .position
+            .as_ref()
+            .is_none_or(|p| p.sequence_number < seq || event.rewound)
+        {
+            part.position = Some(Checkpoint {
+                offset: event.position.offset,
+                sequence_number: seq,
+            });
+        }
         part.dirty = true;
         let mut route = Route {
             queries: &mut part.queries,
+            only: behind.as_deref(),
             by_table: &self.by_table,
             clock: &mut self.clock,
             part_clock: &mut part.clock,
@@ -245,6 +299,131 @@ impl Engine {
         };
         self.parser
             .parse_body(&event.body, event.position.enqueued_time, &mut route);
+    }
+
+    /// Snapshots of the partitions that absorbed something since the last call (each with
+    /// the state of every query and the positions it reflects), which are then clean.
+    pub fn snapshot(&mut self) -> Vec<Snapshot> {
+        let written = crate::time::now_ticks();
+        let mut out = Vec::new();
+        for part in &mut self.parts {
+            if !part.dirty {
+                continue;
+            }
+            let Some(position) = &part.position else {
+                continue;
+            };
+            let queries = self
+                .specs
+                .iter()
+                .zip(&self.fingerprints)
+                .zip(part.positions.iter().zip(&part.queries))
+                .map(|((spec, fp), (pos, q))| QueryEntry {
+                    name: &spec.name,
+                    fingerprint: *fp,
+                    position: *pos,
+                    state: q,
+                });
+            let bytes = snapshot::encode(
+                &part.source,
+                &part.partition,
+                position,
+                part.clock,
+                written,
+                queries,
+            );
+            part.dirty = false;
+            out.push(Snapshot {
+                source: part.source.clone(),
+                partition: part.partition.clone(),
+                sequence_number: position.sequence_number,
+                bytes,
+            });
+        }
+        out
+    }
+
+    /// After a failed save: these partitions are written again by the next snapshot.
+    pub fn unsaved(&mut self, snapshots: &[Snapshot]) {
+        for s in snapshots {
+            if let Ok(i) = self.find(&s.source, &s.partition) {
+                self.parts[i].dirty = true;
+            }
+        }
+    }
+
+    /// Installs a partition's snapshot, replacing whatever is held of that partition. A
+    /// query the snapshot holds no state for (by name and KQL fingerprint) starts empty.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<Restored, SnapshotError> {
+        let d = snapshot::decode(bytes)?;
+        let mut queries = Vec::with_capacity(self.specs.len());
+        let mut positions = Vec::with_capacity(self.specs.len());
+        let mut started_empty = Vec::new();
+        for (spec, fp) in self.specs.iter().zip(&self.fingerprints) {
+            let found = d
+                .queries
+                .iter()
+                .find(|q| q.name == &*spec.name && q.fingerprint == *fp);
+            match found {
+                Some(q) => {
+                    let mut r = Reader::new(q.state);
+                    let state = QueryState::decode(spec.plan.clone(), spec.limits.clone(), &mut r)?;
+                    r.expect_end()?;
+                    queries.push(state);
+                    positions.push(q.position);
+                }
+                None => {
+                    queries.push(QueryState::new(spec.plan.clone(), spec.limits.clone()));
+                    positions.push(None);
+                    started_empty.push(spec.name.clone());
+                }
+            }
+        }
+        let source: Arc<str> = Arc::from(d.source);
+        let partition: Arc<str> = Arc::from(d.partition);
+        if let Some(c) = d.clock {
+            self.clock = Some(self.clock.map_or(c, |mine| mine.max(c)));
+        }
+        let mut part = PartitionState {
+            source: source.clone(),
+            partition: partition.clone(),
+            position: Some(d.position.clone()),
+            positions,
+            floor: None,
+            clock: d.clock,
+            queries,
+            dirty: false,
+        };
+        part.update_floor();
+        if let Some(clock) = self.clock {
+            let wm = clock.saturating_sub(self.lateness);
+            for q in &mut part.queries {
+                q.advance(clock, wm);
+            }
+        }
+        match self.find(&source, &partition) {
+            Ok(i) => self.parts[i] = part,
+            Err(i) => self.parts.insert(i, part),
+        }
+        self.last_part = 0;
+        Ok(Restored {
+            source,
+            partition,
+            position: d.position,
+            started_empty,
+        })
+    }
+
+    /// Forgets a partition's state (it moved to another replica, which restores it there).
+    pub fn release(&mut self, source: &str, partition: &str) -> bool {
+        match self.find(source, partition) {
+            Ok(i) => {
+                self.parts.remove(i);
+                self.last_part = 0;
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Ends a batch: windows advance, the dead letters are made durable and the counters
@@ -360,6 +539,8 @@ pub fn fingerprint(kql: &str) -> u64 {
 /// Routes the parser's output for one event.
 struct Route<'a> {
     queries: &'a mut [QueryState],
+    /// When only some queries take this event: which.
+    only: Option<&'a [bool]>,
     by_table: &'a [Vec<usize>],
     clock: &'a mut Option<i64>,
     part_clock: &'a mut Option<i64>,
@@ -380,7 +561,9 @@ impl ParseSink for Route<'_> {
         let clock = self.clock.unwrap_or(row.time);
         let wm = clock.saturating_sub(self.lateness);
         for &i in &self.by_table[row.table] {
-            self.queries[i].ingest(&row, clock, wm);
+            if self.only.is_none_or(|only| only[i]) {
+                self.queries[i].ingest(&row, clock, wm);
+            }
         }
     }
 

@@ -89,21 +89,21 @@ pub struct ResultTable {
     pub rows: Vec<Vec<Value>>,
 }
 
-type Key = Box<[Value]>;
-type States = Box<[AggState]>;
+pub(super) type Key = Box<[Value]>;
+pub(super) type States = Box<[AggState]>;
 /// A closed tumbling bin: each series' key and its aggregate states. States rather than
 /// finished values, so that the same bin of several partitions still merges exactly.
-type ClosedBin = Vec<(Key, States)>;
+pub(super) type ClosedBin = Vec<(Key, States)>;
 
 #[derive(Debug)]
-struct Pane {
-    min: i64,
-    max: i64,
-    states: States,
+pub(super) struct Pane {
+    pub(super) min: i64,
+    pub(super) max: i64,
+    pub(super) states: States,
 }
 
 #[derive(Debug)]
-enum Store {
+pub(super) enum Store {
     /// No `summarize`: rows by (time, arrival).
     Rows(BTreeMap<(i64, u64), Vec<Value>>),
     /// `summarize` without window or bins.
@@ -119,11 +119,13 @@ enum Store {
 }
 
 pub struct QueryState {
-    plan: Arc<Plan>,
-    limits: QueryLimits,
-    store: Store,
-    series: usize,
-    seq: u64,
+    pub(super) plan: Arc<Plan>,
+    pub(super) limits: QueryLimits,
+    pub(super) store: Store,
+    /// Series held (summarize stores); recomputed, not trusted, when restored.
+    pub(super) series: usize,
+    /// Arrival counter of retained rows.
+    pub(super) seq: u64,
     pub stats: QueryStats,
 }
 
@@ -270,7 +272,9 @@ impl QueryState {
                 ..
             } => {
                 let start = time::bin(time, *width);
-                if start.saturating_add(*width) <= watermark {
+                // A bin closed early (the end of a finite input closes every bin) takes no
+                // more rows either: it must never be both open and closed.
+                if start.saturating_add(*width) <= watermark || closed.contains_key(&start) {
                     self.stats.late += 1;
                     return;
                 }

@@ -1,0 +1,94 @@
+//! Durable window state: a checkpoint is the positions of a partition *plus* the window
+//! state that absorbed exactly those positions, so that a restart or a partition move
+//! resumes with the results of an uninterrupted run.
+//!
+//! How the pieces meet (the engine's side is in `app.rs`):
+//!
+//! 1. The engine keeps its state per source partition and knows, for each, the last event
+//!    it absorbed. Every checkpoint interval it encodes the partitions that changed into
+//!    [`Snapshot`]s (`snapshot.rs`) and hands them to a [`StateStore`].
+//! 2. Only once the store says they are durable are the batches they absorbed acknowledged:
+//!    so a source commits a position only when the state that absorbed it is stored. The
+//!    commit point moved from "absorbed" to "absorbed and snapshotted".
+//! 3. After a crash, the engine restores each partition's snapshot before the source reads
+//!    it; the source resumes after its committed position (at or before the snapshot's), and
+//!    the engine skips what its state already holds. Results equal an uninterrupted run.
+//!
+//! - [`codec`]: the compact binary encoding of values, aggregate states and sketches.
+//! - [`snapshot`]: one partition's snapshot, self-checking (magic, version, CRC).
+//! - [`local`]: the local-directory store (one file per partition, renamed into place).
+
+pub mod codec;
+pub mod local;
+pub mod snapshot;
+
+use async_trait::async_trait;
+
+pub use local::LocalStateStore;
+pub use snapshot::{Snapshot, SnapshotError, FORMAT_VERSION};
+
+/// Why window state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Reading or writing failed; trying again later may succeed.
+    #[error("window state {location}: {op}: {source}")]
+    Io {
+        location: String,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A snapshot that cannot be trusted. It is neither loaded nor overwritten.
+    #[error(
+        "window state {location} cannot be used: {source}. Nothing was loaded or overwritten; \
+         move the file aside to start this partition's windows empty (hubwatch then refills them \
+         from what the source still holds), or put back a good copy"
+    )]
+    Corrupt {
+        location: String,
+        #[source]
+        source: SnapshotError,
+    },
+    /// A snapshot of another state format (another hubwatch version).
+    #[error(
+        "window state {location} has state format version {found}, and this hubwatch reads \
+         version {FORMAT_VERSION}. Nothing was loaded or overwritten: run the hubwatch version \
+         that wrote it, or move the state directory aside to rebuild the windows from what the \
+         source still holds (the event hub's retention)"
+    )]
+    Incompatible { location: String, found: u32 },
+}
+
+impl StateError {
+    /// Whether retrying the same operation later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StateError::Io { .. })
+    }
+
+    /// The error for a snapshot that did not decode.
+    pub fn unreadable(location: String, e: SnapshotError) -> StateError {
+        match e {
+            SnapshotError::Incompatible { found } => StateError::Incompatible { location, found },
+            source => StateError::Corrupt { location, source },
+        }
+    }
+}
+
+/// Where partitions' snapshots live: a local directory now, a blob container for replicas
+/// that share an event hub's partitions. Snapshots are opaque bytes to a store; each must be
+/// stored whole (a reader sees the old snapshot or the new one, never a mix).
+#[async_trait]
+pub trait StateStore: Send + Sync + std::fmt::Debug {
+    /// The partitions of `source` that have a snapshot.
+    async fn partitions(&self, source: &str) -> Result<Vec<String>, StateError>;
+
+    /// One partition's snapshot, or `None` when there is none.
+    async fn load(&self, source: &str, partition: &str) -> Result<Option<Vec<u8>>, StateError>;
+
+    /// Stores these snapshots, each replacing its partition's previous one whole. All are
+    /// durable when it returns `Ok`.
+    async fn save(&self, snapshots: &[Snapshot]) -> Result<(), StateError>;
+
+    /// Where a partition's snapshot lives, for messages.
+    fn location(&self, source: &str, partition: &str) -> String;
+}

@@ -1,0 +1,186 @@
+//! One partition's snapshot: its position and the state of every query that absorbed
+//! exactly the events up to that position, as one self-checking unit of bytes. A store
+//! keeps each unit whole (a file renamed into place, a blob uploaded in one request), so a
+//! restore sees one snapshot or another, never a mix.
+//!
+//! Layout (integers little-endian; `str`, `bytes`, `uvar`, `ivar` as in [`codec`]):
+//!
+//! ```text
+//! magic    8 bytes   "HUBWSNAP"
+//! version  u32       FORMAT_VERSION; another version is refused, never guessed at
+//! length   u64       payload bytes
+//! crc32    u32       of the payload (CRC-32/ISO-HDLC)
+//! payload  source str, partition str,
+//!          position: offset ivar, sequence number ivar,
+//!          clock: option<ivar> (the largest record time absorbed from the partition),
+//!          written: ivar (wall clock, 100 ns ticks; for operators),
+//!          queries: uvar, then per query: name str, fingerprint u64,
+//!            position: option<ivar> (the sequence number of the last event the query
+//!            absorbed; usually the partition's), state bytes
+//! ```
+//!
+//! Each query's state is its own length-prefixed block, so a query that was removed or
+//! changed since is skipped (and rebuilt) without being decoded.
+//!
+//! [`codec`]: super::codec
+
+use crate::checkpoint::Checkpoint;
+use crate::window::QueryState;
+
+use super::codec::{Decode, Encode, Reader, Writer};
+
+pub const MAGIC: &[u8; 8] = b"HUBWSNAP";
+/// The state format this build writes and reads. Bump it on any change to the layout or to
+/// what a query's state holds; older snapshots are then refused with the way out.
+pub const FORMAT_VERSION: u32 = 1;
+const HEADER: usize = 8 + 4 + 8 + 4;
+
+/// Why a snapshot could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("not a hubwatch state snapshot (it does not start with {MAGIC:?})")]
+    NotASnapshot,
+    #[error("it has state format version {found}; this hubwatch reads version {FORMAT_VERSION}")]
+    Incompatible { found: u32 },
+    #[error("it is truncated: {found} bytes where the header promises {expected}")]
+    Truncated { found: usize, expected: u64 },
+    #[error("its checksum does not match (stored {stored:08x}, computed {computed:08x})")]
+    Checksum { stored: u32, computed: u32 },
+    #[error("{0}")]
+    Decode(#[from] super::codec::DecodeError),
+}
+
+/// What a snapshot says about its partition.
+#[derive(Debug)]
+pub struct Decoded<'a> {
+    pub source: &'a str,
+    pub partition: &'a str,
+    pub position: Checkpoint,
+    pub clock: Option<i64>,
+    pub written: i64,
+    pub queries: Vec<QueryBlob<'a>>,
+}
+
+/// One query's entry in a decoded snapshot, its state still encoded.
+#[derive(Debug)]
+pub struct QueryBlob<'a> {
+    pub name: &'a str,
+    pub fingerprint: u64,
+    pub position: Option<i64>,
+    pub state: &'a [u8],
+}
+
+/// One query's entry in a snapshot being written.
+pub struct QueryEntry<'q> {
+    pub name: &'q str,
+    /// What identifies the query's KQL: a state is restored only into the same query.
+    pub fingerprint: u64,
+    pub position: Option<i64>,
+    pub state: &'q QueryState,
+}
+
+/// A partition's snapshot, ready for a store.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub source: std::sync::Arc<str>,
+    pub partition: std::sync::Arc<str>,
+    /// The sequence number it reflects (for logs and tests).
+    pub sequence_number: i64,
+    pub bytes: Vec<u8>,
+}
+
+/// Encodes one partition: its position, clock, and each query's entry.
+pub fn encode<'q>(
+    source: &str,
+    partition: &str,
+    position: &Checkpoint,
+    clock: Option<i64>,
+    written: i64,
+    queries: impl ExactSizeIterator<Item = QueryEntry<'q>>,
+) -> Vec<u8> {
+    let mut w = Writer::with_capacity(4096);
+    for _ in 0..HEADER {
+        w.put_u8(0);
+    }
+    w.put_str(source);
+    w.put_str(partition);
+    w.put_ivar(position.offset);
+    w.put_ivar(position.sequence_number);
+    clock.encode(&mut w);
+    w.put_ivar(written);
+    w.put_uvar(queries.len() as u64);
+    for q in queries {
+        w.put_str(q.name);
+        w.put_u64(q.fingerprint);
+        q.position.encode(&mut w);
+        let mut state = Writer::new();
+        q.state.encode(&mut state);
+        w.put_bytes(&state.into_inner());
+    }
+    let mut bytes = w.into_inner();
+    let payload_len = (bytes.len() - HEADER) as u64;
+    let crc = crc32fast::hash(&bytes[HEADER..]);
+    bytes[0..8].copy_from_slice(MAGIC);
+    bytes[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes[12..20].copy_from_slice(&payload_len.to_le_bytes());
+    bytes[20..24].copy_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+/// Checks and reads a snapshot's header and directory; the queries' states stay encoded.
+pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, SnapshotError> {
+    if bytes.len() < 12 || &bytes[0..8] != MAGIC {
+        return Err(SnapshotError::NotASnapshot);
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != FORMAT_VERSION {
+        return Err(SnapshotError::Incompatible { found: version });
+    }
+    if bytes.len() < HEADER {
+        return Err(SnapshotError::Truncated {
+            found: bytes.len(),
+            expected: HEADER as u64,
+        });
+    }
+    let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
+    let stored = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
+    let payload = &bytes[HEADER..];
+    if payload.len() as u64 != len {
+        return Err(SnapshotError::Truncated {
+            found: bytes.len(),
+            expected: len.saturating_add(HEADER as u64),
+        });
+    }
+    let computed = crc32fast::hash(payload);
+    if computed != stored {
+        return Err(SnapshotError::Checksum { stored, computed });
+    }
+    let mut r = Reader::new(payload);
+    let source = r.get_str()?;
+    let partition = r.get_str()?;
+    let position = Checkpoint {
+        offset: r.get_ivar()?,
+        sequence_number: r.get_ivar()?,
+    };
+    let clock = Option::<i64>::decode(&mut r)?;
+    let written = r.get_ivar()?;
+    let n = r.get_len(10)?;
+    let mut queries = Vec::with_capacity(n);
+    for _ in 0..n {
+        queries.push(QueryBlob {
+            name: r.get_str()?,
+            fingerprint: r.get_u64()?,
+            position: Option::<i64>::decode(&mut r)?,
+            state: r.get_bytes()?,
+        });
+    }
+    r.expect_end()?;
+    Ok(Decoded {
+        source,
+        partition,
+        position,
+        clock,
+        written,
+        queries,
+    })
+}

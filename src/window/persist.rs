@@ -1,0 +1,256 @@
+//! A query's window state in a snapshot: [`QueryState::encode`] writes everything a restart
+//! needs to go on as if it had never stopped (retained rows, every series' aggregate states,
+//! sliding panes, open and closed bins), and [`QueryState::decode`] reads it back against
+//! the query's plan.
+//!
+//! Decoding trusts nothing it can check cheaply: the store must be the one the plan builds,
+//! every series must carry one state per aggregate, of that aggregate's kind, and keys must
+//! have one value per `by` column. A snapshot that fails is refused with the place of the
+//! fault, so that a mismatch can never become a wrong merge later. Series counts are
+//! recomputed from what was read; the counters (`stats`) start from zero, as every
+//! Prometheus counter does after a restart.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::mem::discriminant;
+use std::sync::Arc;
+
+use super::agg::AggState;
+use super::query::{ClosedBin, Key, Pane, QueryLimits, QueryState, States, Store};
+use crate::kql::plan::{Plan, Stage, Summarize};
+use crate::state::codec::{Decode, DecodeError, Encode, Reader, Writer};
+use crate::value::Value;
+
+const ROWS: u8 = 0;
+const TOTAL: u8 = 1;
+const SLIDING: u8 = 2;
+const TUMBLING: u8 = 3;
+
+impl QueryState {
+    /// Appends this state to `w`.
+    pub fn encode(&self, w: &mut Writer) {
+        match &self.store {
+            Store::Rows(rows) => {
+                w.put_u8(ROWS);
+                w.put_uvar(self.seq);
+                w.put_uvar(rows.len() as u64);
+                for ((time, seq), row) in rows {
+                    w.put_ivar(*time);
+                    w.put_uvar(*seq);
+                    row.encode(w);
+                }
+            }
+            Store::Total(map) => {
+                w.put_u8(TOTAL);
+                w.put_uvar(map.len() as u64);
+                for (key, states) in map {
+                    key.encode(w);
+                    states.encode(w);
+                }
+            }
+            Store::Sliding(map) => {
+                w.put_u8(SLIDING);
+                w.put_uvar(map.len() as u64);
+                for (key, panes) in map {
+                    key.encode(w);
+                    w.put_uvar(panes.len() as u64);
+                    for p in panes {
+                        w.put_ivar(p.min);
+                        w.put_ivar(p.max);
+                        p.states.encode(w);
+                    }
+                }
+            }
+            Store::Tumbling {
+                open,
+                closed,
+                width,
+            } => {
+                w.put_u8(TUMBLING);
+                w.put_ivar(*width);
+                w.put_uvar(open.len() as u64);
+                for (start, series) in open {
+                    w.put_ivar(*start);
+                    w.put_uvar(series.len() as u64);
+                    for (key, states) in series {
+                        key.encode(w);
+                        states.encode(w);
+                    }
+                }
+                w.put_uvar(closed.len() as u64);
+                for (start, series) in closed {
+                    w.put_ivar(*start);
+                    series.encode(w);
+                }
+            }
+        }
+    }
+
+    /// Reads a state written by [`encode`](Self::encode) for a query with this plan.
+    pub fn decode(
+        plan: Arc<Plan>,
+        limits: QueryLimits,
+        r: &mut Reader<'_>,
+    ) -> Result<QueryState, DecodeError> {
+        let mut state = QueryState::new(plan.clone(), limits);
+        let at = r.position();
+        let tag = r.get_u8()?;
+        let expected = match &state.store {
+            Store::Rows(_) => ROWS,
+            Store::Total(_) => TOTAL,
+            Store::Sliding(_) => SLIDING,
+            Store::Tumbling { .. } => TUMBLING,
+        };
+        if tag != expected {
+            return Err(r.invalid(
+                at,
+                format!("a state of kind {tag}, where this query keeps kind {expected}"),
+            ));
+        }
+        let check = Check::new(&plan);
+        match &mut state.store {
+            Store::Rows(rows) => {
+                let mut seq = r.get_uvar()?;
+                let n = r.get_len(3)?;
+                for _ in 0..n {
+                    let time = r.get_ivar()?;
+                    let s = r.get_uvar()?;
+                    let row = Vec::<Value>::decode(r)?;
+                    seq = seq.max(s);
+                    rows.insert((time, s), row);
+                }
+                state.seq = seq;
+            }
+            Store::Total(map) => {
+                let n = r.get_len(2)?;
+                map.reserve(n);
+                for _ in 0..n {
+                    let key = check.key(r)?;
+                    let states = check.states(r)?;
+                    map.insert(key, states);
+                }
+                state.series = map.len();
+            }
+            Store::Sliding(map) => {
+                let n = r.get_len(3)?;
+                map.reserve(n);
+                for _ in 0..n {
+                    let key = check.key(r)?;
+                    let count = r.get_len(3)?;
+                    let mut panes = VecDeque::with_capacity(count);
+                    for _ in 0..count {
+                        let at = r.position();
+                        let (min, max) = (r.get_ivar()?, r.get_ivar()?);
+                        if min > max || panes.back().is_some_and(|p: &Pane| p.max >= min) {
+                            return Err(r.invalid(at, "panes out of order"));
+                        }
+                        let states = check.states(r)?;
+                        panes.push_back(Pane { min, max, states });
+                    }
+                    if !panes.is_empty() {
+                        map.insert(key, panes);
+                    }
+                }
+                state.series = map.len();
+            }
+            Store::Tumbling {
+                open,
+                closed,
+                width,
+            } => {
+                let at = r.position();
+                if r.get_ivar()? != *width {
+                    return Err(r.invalid(at, "a bin width other than the query's"));
+                }
+                let mut series = 0;
+                let bins = r.get_len(2)?;
+                for _ in 0..bins {
+                    let start = r.get_ivar()?;
+                    let n = r.get_len(2)?;
+                    let mut map: HashMap<Key, States, _> = HashMap::default();
+                    map.reserve(n);
+                    for _ in 0..n {
+                        let key = check.key(r)?;
+                        let states = check.states(r)?;
+                        map.insert(key, states);
+                    }
+                    series += map.len();
+                    open.insert(start, map);
+                }
+                let bins = r.get_len(2)?;
+                let mut done: BTreeMap<i64, ClosedBin> = BTreeMap::new();
+                for _ in 0..bins {
+                    let start = r.get_ivar()?;
+                    let n = r.get_len(2)?;
+                    let mut bin = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        bin.push((check.key(r)?, check.states(r)?));
+                    }
+                    series += bin.len();
+                    done.insert(start, bin);
+                }
+                *closed = done;
+                state.series = series;
+            }
+        }
+        Ok(state)
+    }
+}
+
+/// What the plan says a series must look like.
+struct Check<'a> {
+    summarize: Option<&'a Summarize>,
+    /// Values per key: the `by` columns without the bin.
+    key_len: usize,
+    /// The state each aggregate starts from (compared by kind).
+    fresh: Vec<AggState>,
+}
+
+impl<'a> Check<'a> {
+    fn new(plan: &'a Plan) -> Check<'a> {
+        let summarize = match &plan.stage {
+            Stage::Summarize(s) => Some(s),
+            Stage::Rows { .. } => None,
+        };
+        Check {
+            summarize,
+            key_len: summarize.map_or(0, |s| s.keys.len() - usize::from(s.bin.is_some())),
+            fresh: summarize.map_or_else(Vec::new, |s| {
+                s.aggregates.iter().map(AggState::new).collect()
+            }),
+        }
+    }
+
+    fn key(&self, r: &mut Reader<'_>) -> Result<Key, DecodeError> {
+        let at = r.position();
+        let key = Key::decode(r)?;
+        if key.len() != self.key_len {
+            return Err(r.invalid(
+                at,
+                format!(
+                    "a key of {} values, where the query groups by {}",
+                    key.len(),
+                    self.key_len
+                ),
+            ));
+        }
+        Ok(key)
+    }
+
+    fn states(&self, r: &mut Reader<'_>) -> Result<States, DecodeError> {
+        let at = r.position();
+        let states = States::decode(r)?;
+        let fits = self.summarize.is_some()
+            && states.len() == self.fresh.len()
+            && states
+                .iter()
+                .zip(&self.fresh)
+                .all(|(a, b)| discriminant(a) == discriminant(b));
+        if !fits {
+            return Err(r.invalid(
+                at,
+                "aggregate states that do not match the query's aggregates",
+            ));
+        }
+        Ok(states)
+    }
+}

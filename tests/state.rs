@@ -1,0 +1,289 @@
+//! Window state through snapshots, at the engine: a partition's state restored from its
+//! snapshot, with the source re-reading from an older commit, gives exactly the results of
+//! an uninterrupted run; partitions merge to what one state over everything gives; a query
+//! changed since the snapshot starts empty while the others restore; a corrupt or foreign
+//! snapshot is refused with the reason.
+//!
+//! Queries: the default Azure ML pack and the golden queries (every store kind: totals,
+//! sliding windows, tumbling bins, retained rows). Input: the golden fixture.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use hubwatch::kql::check::compile;
+use hubwatch::pipeline::{Engine, EngineOptions, QuerySpec};
+use hubwatch::rng::SplitMix64;
+use hubwatch::schema::Schemas;
+use hubwatch::source::{Event, Position};
+use hubwatch::state::snapshot::Snapshot;
+use hubwatch::state::StateError;
+use hubwatch::value::Value;
+use hubwatch::window::{QueryLimits, ResultTable};
+
+fn specs() -> Vec<QuerySpec> {
+    let schemas = Schemas::embedded();
+    let mut specs = hubwatch::config::load(&repo().join("deploy/config/replay.toml"), &schemas)
+        .expect("the replay config loads")
+        .queries;
+    for (name, kql) in golden_queries() {
+        specs.push(spec(&name, &kql));
+    }
+    specs
+}
+
+fn spec(name: &str, kql: &str) -> QuerySpec {
+    let plan = compile(kql, &Schemas::embedded()).expect("the query compiles");
+    QuerySpec {
+        name: Arc::from(name),
+        description: String::new(),
+        kql: kql.to_string(),
+        plan: Arc::new(plan),
+        limits: QueryLimits {
+            max_rows: 100_000,
+            ..QueryLimits::default()
+        },
+    }
+}
+
+fn engine(specs: &[QuerySpec]) -> Engine {
+    Engine::new(
+        Schemas::embedded(),
+        specs.to_vec(),
+        EngineOptions::default(),
+    )
+}
+
+/// The fixture's bodies as events, dealt round-robin to `partitions` partitions (each
+/// numbered 0, 1, … within its partition).
+fn events(partitions: usize) -> Vec<Event> {
+    let text = std::fs::read(fixture()).expect("the fixture");
+    let mut next = vec![0i64; partitions];
+    text.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+        .map(|(i, line)| {
+            let p = i % partitions;
+            let seq = next[p];
+            next[p] += 1;
+            Event::new(
+                line.to_vec(),
+                Position {
+                    partition: Arc::from(p.to_string().as_str()),
+                    offset: seq * 100,
+                    sequence_number: seq,
+                    enqueued_time: None,
+                },
+            )
+        })
+        .collect()
+}
+
+fn results(e: &Engine) -> Vec<(String, ResultTable)> {
+    e.results()
+        .into_iter()
+        .map(|(spec, table)| (spec.name.to_string(), table))
+        .collect()
+}
+
+fn assert_same(what: &str, got: &[(String, ResultTable)], want: &[(String, ResultTable)]) {
+    assert_eq!(got.len(), want.len());
+    let with_rows = want.iter().filter(|(_, t)| !t.rows.is_empty()).count();
+    assert!(
+        with_rows * 3 >= want.len() * 2,
+        "the check needs rows to compare: {with_rows} of {} queries have some",
+        want.len()
+    );
+    for ((name, g), (_, w)) in got.iter().zip(want) {
+        assert_eq!(
+            g.rows.len(),
+            w.rows.len(),
+            "{what}: {name}: row count\n got {:?}\nwant {:?}",
+            g.rows,
+            w.rows
+        );
+        assert_eq!(g.rows, w.rows, "{what}: {name}");
+    }
+}
+
+/// The same, with reals equal to 1e-9 relative: partials summed per partition and then
+/// merged round differently from one running sum.
+fn assert_close(what: &str, got: &[(String, ResultTable)], want: &[(String, ResultTable)]) {
+    for ((name, g), (_, w)) in got.iter().zip(want) {
+        assert_eq!(g.rows.len(), w.rows.len(), "{what}: {name}: row count");
+        for (gr, wr) in g.rows.iter().zip(&w.rows) {
+            for (a, b) in gr.iter().zip(wr) {
+                let same = match (a, b) {
+                    (Value::Real(x), Value::Real(y)) => {
+                        (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0)
+                    }
+                    _ => a == b,
+                };
+                assert!(
+                    same,
+                    "{what}: {name}: {a:?} != {b:?}\n got {gr:?}\nwant {wr:?}"
+                );
+            }
+        }
+    }
+}
+
+fn feed(e: &mut Engine, events: &[Event]) {
+    for (i, ev) in events.iter().enumerate() {
+        e.ingest("eh", ev);
+        if i % 16 == 15 {
+            e.end_batch().expect("no dead-letter file");
+        }
+    }
+    e.end_batch().expect("no dead-letter file");
+}
+
+#[test]
+fn restored_snapshots_with_re_read_events_give_the_uninterrupted_results() {
+    let specs = specs();
+    let all = events(3);
+    let mut whole = engine(&specs);
+    feed(&mut whole, &all);
+    whole.finish();
+    let want = results(&whole);
+
+    // Crash after `cut` events, many times over: each time a fresh engine restores the last
+    // snapshot and the source re-reads from an older commit (what was read but not yet
+    // committed), which the restored state must skip.
+    let mut rng = SplitMix64(7);
+    let mut stored: Vec<Snapshot> = Vec::new();
+    let mut e = engine(&specs);
+    let mut read = 0usize;
+    let mut restarts = 0;
+    let mut duplicates = 0;
+    while read < all.len() {
+        let step = 1 + rng.below(all.len() as u64 / 15) as usize;
+        let upto = (read + step).min(all.len());
+        feed(&mut e, &all[read..upto]);
+        read = upto;
+        // Snapshot the partitions that changed; keep the newest of each.
+        for s in e.snapshot() {
+            stored.retain(|o| o.partition != s.partition);
+            stored.push(s);
+        }
+        if read < all.len() {
+            // Crash: events absorbed after the snapshot are lost with the process (there
+            // are none here, the snapshot was just taken); the source goes back further.
+            duplicates += e.duplicates();
+            let mut fresh = engine(&specs);
+            for s in &stored {
+                let r = fresh.restore(&s.bytes).expect("our own snapshot restores");
+                assert!(r.started_empty.is_empty(), "{:?}", r.started_empty);
+            }
+            e = fresh;
+            read -= rng.below(step as u64) as usize;
+            restarts += 1;
+        }
+    }
+    e.finish();
+    duplicates += e.duplicates();
+    assert!(restarts > 10, "only {restarts} restarts");
+    assert_same("restored", &results(&e), &want);
+    assert!(
+        duplicates > 100,
+        "the re-read events were skipped: {duplicates}"
+    );
+}
+
+#[test]
+fn partitions_merge_to_the_result_of_one_state_over_everything() {
+    let specs = specs();
+    let mut one = engine(&specs);
+    feed(&mut one, &events(1));
+    one.finish();
+    let mut many = engine(&specs);
+    feed(&mut many, &events(4));
+    many.finish();
+    assert_eq!(many.partitions().len(), 4);
+    assert_close("4 partitions vs 1", &results(&many), &results(&one));
+}
+
+#[test]
+fn a_query_changed_since_the_snapshot_starts_empty_and_the_others_restore() {
+    let kql = "AmlComputeJobEvent | summarize n = count() by EventType";
+    let before = vec![
+        spec("kept", kql),
+        spec("changed", kql),
+        spec("removed", kql),
+    ];
+    let all = events(1);
+    let mut e = engine(&before);
+    feed(&mut e, &all[..500]);
+    let snap = e.snapshot().pop().expect("one partition");
+
+    let changed =
+        "AmlComputeJobEvent | where EventType != 'x' | summarize n = count() by EventType";
+    // Layout and comments do not change a query's identity.
+    let relaid = format!("AmlComputeJobEvent\n| summarize   n=count()   by EventType // per type");
+    let after = vec![
+        spec("kept", &relaid),
+        spec("changed", changed),
+        spec("added", kql),
+    ];
+    let mut restored = engine(&after);
+    let r = restored.restore(&snap.bytes).unwrap();
+    assert_eq!(r.position.sequence_number, 499);
+    let empty: Vec<&str> = r.started_empty.iter().map(|s| &**s).collect();
+    assert_eq!(empty, ["changed", "added"]);
+    // The source re-reads from the start: the restored query skips what it holds, the new
+    // ones take everything.
+    feed(&mut restored, &all);
+    let mut whole = engine(&after);
+    feed(&mut whole, &all);
+    assert_same("after a change", &results(&restored), &results(&whole));
+}
+
+#[test]
+fn corrupt_truncated_and_foreign_snapshots_are_refused_with_the_reason() {
+    let specs = specs();
+    let mut e = engine(&specs);
+    feed(&mut e, &events(1)[..200]);
+    let good = e.snapshot().pop().expect("a snapshot").bytes;
+    let refused = |bytes: &[u8]| -> String {
+        let err = engine(&specs).restore(bytes).expect_err("refused");
+        StateError::unreadable("p.snap".into(), err).to_string()
+    };
+
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x10;
+    let msg = refused(&flipped);
+    assert!(
+        msg.contains("checksum") && msg.contains("p.snap") && msg.contains("move the file aside"),
+        "{msg}"
+    );
+
+    let msg = refused(&good[..good.len() - 7]);
+    assert!(msg.contains("truncated"), "{msg}");
+
+    let mut newer = good.clone();
+    newer[8..12].copy_from_slice(&99u32.to_le_bytes());
+    let msg = refused(&newer);
+    assert!(
+        msg.contains("format version 99") && msg.contains("reads version 1"),
+        "{msg}"
+    );
+    assert!(msg.contains("retention"), "the way out: {msg}");
+
+    let msg = refused(b"{\"s\": {}}");
+    assert!(msg.contains("not a hubwatch state snapshot"), "{msg}");
+
+    // Every single-byte corruption and every truncation is an error or a faithful restore,
+    // never a panic.
+    let mut rng = SplitMix64(3);
+    for _ in 0..300 {
+        let mut b = good.clone();
+        let at = rng.below(b.len() as u64) as usize;
+        b[at] = rng.next_u64() as u8;
+        let _ = engine(&specs).restore(&b);
+    }
+    for cut in (0..good.len()).step_by(97) {
+        assert!(engine(&specs).restore(&good[..cut]).is_err());
+    }
+}
