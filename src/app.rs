@@ -1,6 +1,8 @@
 //! Wires the pipeline from settings and owns the ordered drain on shutdown:
-//! sources stop reading → the engine absorbs what is in flight and acknowledges it →
-//! sources commit their positions → the admin server stops.
+//! sources stop reading → the engine absorbs what is in flight, stores the window state
+//! that absorbed it and acknowledges it → sources commit their positions → the admin
+//! server stops. With a checkpoint directory, the window state is restored before any
+//! source reads.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,6 +12,7 @@ use anyhow::Context as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::ack::AckToken;
 use crate::checkpoint::{CheckpointStore, FileCheckpointStore};
 use crate::config::{Settings, SourceSettings};
 use crate::export::http::{self, AdminState, Request};
@@ -20,6 +23,7 @@ use crate::source::amqp::AmqpSource;
 use crate::source::file::{FileSource, FileSourceConfig};
 use crate::source::kafka::KafkaSource;
 use crate::source::{Batch, Source};
+use crate::state::{LocalStateStore, StateCommitter, StateError, StateStore};
 use crate::telemetry::Metrics;
 
 /// Batches in flight between the sources and the engine. Small: a slow engine makes the
@@ -79,13 +83,21 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
             .with_context(|| format!("opening the dead-letter file {}", path.display()))?;
         engine = engine.with_dead_letter(dl);
     }
-    let checkpoints: Option<Arc<dyn CheckpointStore>> = match &settings.checkpoint {
-        Some((path, _)) => Some(Arc::new(
-            FileCheckpointStore::open(path)
-                .with_context(|| format!("opening the checkpoint store {}", path.display()))?,
-        )),
-        None => None,
-    };
+    // Positions and window state live side by side: a position is committed only once the
+    // state that absorbed it is stored (`state::commit`).
+    let mut checkpoints: Option<Arc<dyn CheckpointStore>> = None;
+    let mut commit = None;
+    if let Some(cp) = &settings.checkpoint {
+        std::fs::create_dir_all(&cp.dir)
+            .with_context(|| format!("creating the checkpoint directory {}", cp.dir.display()))?;
+        let path = cp.positions();
+        checkpoints = Some(Arc::new(FileCheckpointStore::open(&path).with_context(
+            || format!("opening the checkpoint store {}", path.display()),
+        )?));
+        let store: Arc<dyn StateStore> = Arc::new(LocalStateStore::new(&cp.dir));
+        restore(&mut engine, store.as_ref(), &settings.sources, &metrics).await?;
+        commit = Some(StateCommitter::new(store, cp.interval, metrics.clone()));
+    }
 
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
@@ -113,8 +125,8 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
             } => {
                 let mut cfg = FileSourceConfig::new(name.clone(), paths.clone());
                 cfg.follow = *follow;
-                if let Some((_, every)) = &settings.checkpoint {
-                    cfg.commit_interval = *every;
+                if let Some(cp) = &settings.checkpoint {
+                    cfg.commit_interval = cp.interval;
                 }
                 let source = FileSource::new(cfg, checkpoints.clone());
                 let stats = source.stats();
@@ -124,8 +136,8 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
             }
             SourceSettings::Amqp(cfg) => {
                 let mut cfg = cfg.clone();
-                if let Some((_, every)) = &settings.checkpoint {
-                    cfg.commit_interval = *every;
+                if let Some(cp) = &settings.checkpoint {
+                    cfg.commit_interval = cp.interval;
                 }
                 let name = cfg.name.clone();
                 let source =
@@ -179,6 +191,7 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
             let _stop_on_panic = stop_on_panic;
             let result = handle.block_on(engine_loop(
                 engine,
+                commit,
                 batch_rx,
                 req_rx,
                 engine_shutdown,
@@ -239,10 +252,82 @@ impl Drop for StopOnPanic {
     }
 }
 
-/// The engine's owner: absorbs batches, answers the admin server, and stops once shutdown
-/// is signalled and every source has hung up (so nothing in flight is lost).
+/// Restores the window state of every partition of the sources that read all of their
+/// partitions (files, and the AMQP source: one replica reads the whole event hub), before
+/// any of them reads. A snapshot that cannot be used stops the start-up with the reason:
+/// silently starting empty would serve wrong results for as long as the windows are long.
+async fn restore(
+    engine: &mut Engine,
+    store: &dyn StateStore,
+    sources: &[SourceSettings],
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let mut restored = 0usize;
+    for s in sources {
+        let name = match s {
+            SourceSettings::File { name, .. } => name.as_str(),
+            SourceSettings::Amqp(cfg) => cfg.name.as_str(),
+            // A consumer group assigns Kafka partitions as it goes; restoring them on
+            // assignment is not built yet, so their state is not restored.
+            SourceSettings::Kafka(cfg) => {
+                tracing::warn!(source = %cfg.name, "window state is not restored for Kafka partitions yet; a restart starts their windows from the group's committed offsets");
+                continue;
+            }
+        };
+        for partition in store.partitions(name).await? {
+            let location = store.location(name, &partition);
+            // Gone between listing and loading: nothing to restore.
+            let Some(bytes) = store.load(name, &partition).await? else {
+                continue;
+            };
+            let r = engine
+                .restore(&bytes)
+                .map_err(|e| StateError::unreadable(location.clone(), e))?;
+            if &*r.source != name || &*r.partition != partition.as_str() {
+                engine.release(&r.source, &r.partition);
+                anyhow::bail!(
+                    "window state {location} holds the state of {}/{}, not of {name}/{partition}; \
+                     it was not loaded: move it aside or back where it belongs",
+                    r.source,
+                    r.partition
+                );
+            }
+            tracing::info!(source = name, partition = %partition, sequence_number = r.position.sequence_number,
+                "window state restored");
+            for q in &r.started_empty {
+                metrics.state.started_empty.with_label_values(&[q]).inc();
+                tracing::warn!(source = name, partition = %partition, query = %q,
+                    "no window state for this query (added or changed since the snapshot): it counts this partition's events from the snapshot's position on");
+            }
+            restored += 1;
+        }
+    }
+    metrics.state.restored_partitions.inc_by(restored as u64);
+    metrics
+        .state
+        .restore_seconds
+        .set(started.elapsed().as_secs_f64());
+    metrics
+        .state
+        .partitions
+        .set(engine.partitions().len() as i64);
+    if restored > 0 {
+        tracing::info!(
+            partitions = restored,
+            seconds = started.elapsed().as_secs_f64(),
+            "window state restored"
+        );
+    }
+    Ok(())
+}
+
+/// The engine's owner: absorbs batches, answers the admin server, snapshots its state (with
+/// a checkpoint store), and stops once shutdown is signalled and every source has hung up
+/// (so nothing in flight is lost).
 async fn engine_loop(
     mut engine: Engine,
+    mut commit: Option<StateCommitter>,
     mut batches: mpsc::Receiver<Batch>,
     mut requests: mpsc::Receiver<Request>,
     mut shutdown: Shutdown,
@@ -251,15 +336,34 @@ async fn engine_loop(
 ) -> anyhow::Result<()> {
     let mut sources_open = true;
     loop {
+        let due = commit.as_ref().and_then(|c| c.due());
+        let saving = commit.as_ref().is_some_and(|c| c.is_saving());
         tokio::select! {
             biased;
             Some(req) = requests.recv() => answer(&engine, req),
+            saved = async { commit.as_mut().expect("saving").saved().await }, if saving => {
+                if let Some(c) = commit.as_mut() {
+                    c.settled(saved, &mut engine);
+                }
+            }
+            _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                if let Some(c) = commit.as_mut() {
+                    c.start(&mut engine);
+                }
+            }
             batch = batches.recv(), if sources_open => match batch {
-                Some(batch) => absorb(&mut engine, batch, &metrics),
+                Some(batch) => absorb(&mut engine, batch, &metrics, commit.as_mut()),
                 None => {
-                    // Every source has finished (or drained after shutdown): end of input.
+                    // Every source has finished (or drained after shutdown). At the end of
+                    // the input every bin closes; at shutdown they stay open, as they are in
+                    // the snapshot a restart continues from.
                     sources_open = false;
-                    engine.finish();
+                    if !shutdown.is_triggered() {
+                        engine.finish();
+                    }
+                    if let Some(c) = commit.as_mut() {
+                        c.flush(&mut engine).await;
+                    }
                     let _ = inputs_done.send(true);
                     tracing::info!("all sources finished; results stay served until shutdown");
                 }
@@ -273,8 +377,14 @@ async fn engine_loop(
     Ok(())
 }
 
-fn absorb(engine: &mut Engine, batch: Batch, metrics: &Metrics) {
+fn absorb(
+    engine: &mut Engine,
+    batch: Batch,
+    metrics: &Metrics,
+    commit: Option<&mut StateCommitter>,
+) {
     let source = batch.source.clone();
+    let duplicates = engine.duplicates();
     for event in &batch.events {
         engine.ingest(&source, event);
     }
@@ -283,15 +393,20 @@ fn absorb(engine: &mut Engine, batch: Batch, metrics: &Metrics) {
         .events
         .with_label_values(&[&source])
         .inc_by(batch.events.len() as u64);
+    metrics
+        .state
+        .duplicates
+        .inc_by(engine.duplicates() - duplicates);
+    metrics
+        .state
+        .partitions
+        .set(engine.partitions().len() as i64);
     match engine.end_batch() {
-        Ok(()) => {
-            batch.ack.ack();
-            metrics
-                .source
-                .batches_acked
-                .with_label_values(&[&source])
-                .inc();
-        }
+        // Acknowledged once the state that absorbed it is stored, or now without a store.
+        Ok(()) => match commit {
+            Some(c) => c.hold(source, batch.ack),
+            None => acked(batch.ack, &source, metrics),
+        },
         Err(e) => {
             // The dead letters of this batch may not be durable: do not let its position move.
             tracing::error!(source = %source, error = %e, "writing dead letters failed; the batch is not acknowledged");
@@ -303,6 +418,15 @@ fn absorb(engine: &mut Engine, batch: Batch, metrics: &Metrics) {
                 .inc();
         }
     }
+}
+
+fn acked(ack: AckToken, source: &str, metrics: &Metrics) {
+    ack.ack();
+    metrics
+        .source
+        .batches_acked
+        .with_label_values(&[source])
+        .inc();
 }
 
 fn answer(engine: &Engine, req: Request) {

@@ -427,7 +427,7 @@ async fn service(
     connection_string: &str,
 ) -> (hubwatch::app::Running, Trigger) {
     let text = format!(
-        "[export]\nlisten = \"127.0.0.1:0\"\n[checkpoint]\npath = \"cp.json\"\ninterval = \"100ms\"\n\
+        "[export]\nlisten = \"127.0.0.1:0\"\n[checkpoint]\ndir = \".\"\ninterval = \"100ms\"\n\
          [[sources]]\ntype = \"amqp\"\nname = \"eh\"\nconnection_string = \"{connection_string}\"\n\
          start = \"earliest\"\nbatch_max_wait = \"20ms\"\nlag_poll_interval = \"200ms\"\n"
     );
@@ -468,7 +468,7 @@ async fn the_service_exports_partition_metrics_and_commits() {
     assert_eq!((events("0"), events("1")), (25, 25));
     assert_eq!(m.amqp.lag_events.with_label_values(&["eh", "0"]).get(), 0);
     assert_eq!(m.source.events.with_label_values(&["eh"]).get(), 50);
-    let store = FileCheckpointStore::open(dir.path().join("cp.json")).unwrap();
+    let store = FileCheckpointStore::open(dir.path().join("checkpoints.json")).unwrap();
     timeout(Duration::from_secs(5), async {
         while store.load("eh", "0").unwrap().map(|c| c.sequence_number) != Some(24) {
             tokio::time::sleep(Duration::from_millis(20)).await;

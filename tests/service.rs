@@ -12,7 +12,7 @@ use common::*;
 
 fn config(dir: &Path) -> std::path::PathBuf {
     let mut text = format!(
-        "[export]\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_rows = 100000\n[dead_letter]\npath = \"dead.ndjson\"\n[checkpoint]\npath = \"checkpoints.json\"\n[[sources]]\ntype = \"file\"\nname = \"golden\"\npaths = [{:?}]\n",
+        "[export]\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_rows = 100000\n[dead_letter]\npath = \"dead.ndjson\"\n[checkpoint]\ndir = \".\"\n[[sources]]\ntype = \"file\"\nname = \"golden\"\npaths = [{:?}]\n",
         fixture().display().to_string()
     );
     for (name, kql) in golden_queries() {

@@ -7,7 +7,7 @@ mod validate;
 
 use serde::Deserialize;
 
-pub use validate::{load, ConfigErrors, Settings, SourceSettings};
+pub use validate::{load, CheckpointSettings, ConfigErrors, Settings, SourceSettings};
 
 /// The whole file.
 #[derive(Debug, Deserialize, Default)]
@@ -84,9 +84,12 @@ pub struct DeadLetterConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointConfig {
-    /// JSON file of acknowledged positions per source and partition.
-    pub path: String,
-    /// How often acknowledged positions are written (KQL timespan). Default `1s`.
+    /// Directory of the checkpoints: `checkpoints.json` (acknowledged positions per source
+    /// and partition) and `state/` (each partition's window state, with the position it
+    /// reflects). Created if missing.
+    pub dir: String,
+    /// How often window state is snapshotted and positions committed (KQL timespan). A
+    /// position is committed only once the state that absorbed it is stored. Default `5s`.
     pub interval: Option<String>,
 }
 

@@ -19,13 +19,27 @@ use crate::source::kafka::{Connection, KafkaSourceConfig, Security, StartOffset}
 use crate::time;
 use crate::window::QueryLimits;
 
+/// Where checkpoints (positions and window state) live, and how often they are taken.
+#[derive(Debug, Clone)]
+pub struct CheckpointSettings {
+    pub dir: PathBuf,
+    pub interval: Duration,
+}
+
+impl CheckpointSettings {
+    /// The positions file inside the directory.
+    pub fn positions(&self) -> PathBuf {
+        self.dir.join("checkpoints.json")
+    }
+}
+
 /// Everything the service needs, checked.
 #[derive(Debug)]
 pub struct Settings {
     pub listen: String,
     pub engine: EngineOptions,
     pub dead_letter: Option<PathBuf>,
-    pub checkpoint: Option<(PathBuf, Duration)>,
+    pub checkpoint: Option<CheckpointSettings>,
     pub sources: Vec<SourceSettings>,
     pub queries: Vec<QuerySpec>,
 }
@@ -120,15 +134,14 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
         let every = ts(
             "checkpoint.interval",
             &c.interval,
-            time::TICKS_PER_SECOND,
+            5 * time::TICKS_PER_SECOND,
             &mut errors,
         );
-        (
-            dir.join(env("checkpoint.path", &c.path, &mut errors)),
-            Duration::from_nanos((every * 100) as u64),
-        )
+        CheckpointSettings {
+            dir: dir.join(env("checkpoint.dir", &c.dir, &mut errors)),
+            interval: Duration::from_nanos((every.max(1) * 100) as u64),
+        }
     });
-
     let mut sources = Vec::new();
     let mut source_names = HashSet::new();
     for (i, s) in raw.sources.iter().enumerate() {

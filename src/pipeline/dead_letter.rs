@@ -39,7 +39,17 @@ impl DeadLetter {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(path)?;
+        // A process killed while writing may have left half a line. End it, so that the
+        // next line stays whole: the torn one's event was never acknowledged, so it is read
+        // again and its line written again in full.
+        if ends_torn(&mut file)? {
+            file.write_all(b"\n")?;
+        }
         Ok(DeadLetter {
             path: path.to_path_buf(),
             out: BufWriter::new(file),
@@ -86,5 +96,50 @@ impl DeadLetter {
     pub fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()?;
         self.out.get_ref().sync_data()
+    }
+}
+
+fn ends_torn(file: &mut File) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::Start(len - 1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_torn_last_line_is_ended_before_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.ndjson");
+        std::fs::write(&path, b"{\"reason\":\"invalid_json\"}\n{\"reason\":\"inv").unwrap();
+        let mut dl = DeadLetter::open(&path).unwrap();
+        let pos = Position {
+            partition: Arc::from("p"),
+            offset: 7,
+            sequence_number: 1,
+            enqueued_time: None,
+        };
+        dl.write(RejectReason::EmptyBody, "empty", "s", &pos, b" ").unwrap();
+        dl.flush().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[1], "{\"reason\":\"inv");
+        let last: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
+        assert_eq!(last["offset"], 7);
+        // A whole file is appended to as it is.
+        drop(dl);
+        let before = std::fs::read(&path).unwrap();
+        DeadLetter::open(&path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), before);
     }
 }

@@ -60,8 +60,9 @@ pub struct FileSourceConfig {
     pub max_line_bytes: usize,
     /// How often acknowledged positions are committed (default 1 s).
     pub commit_interval: Duration,
-    /// Batches sent whose outcome has not arrived yet, at most (default 1024); reading pauses
-    /// at the limit. Bounds the position tracker.
+    /// Batches sent whose outcome has not arrived yet, at most (default 16384: acknowledgements
+    /// wait for the next snapshot of the window state, seconds away); reading pauses at the
+    /// limit. Bounds the position tracker.
     pub max_outstanding_batches: usize,
     /// At the end, how long to wait for outcomes of batches in flight before committing
     /// (default 5 s): after shutdown, this long in total; at the end of the input, until
@@ -83,7 +84,7 @@ impl FileSourceConfig {
             batch_max_wait: Duration::from_millis(200),
             max_line_bytes: 64 << 20,
             commit_interval: Duration::from_secs(1),
-            max_outstanding_batches: 1024,
+            max_outstanding_batches: 16_384,
             ack_wait: Duration::from_secs(5),
         }
     }

@@ -16,14 +16,17 @@
 //!
 //! - [`codec`]: the compact binary encoding of values, aggregate states and sketches.
 //! - [`snapshot`]: one partition's snapshot, self-checking (magic, version, CRC).
+//! - [`commit`]: the commit point — batches acknowledged once their state is stored.
 //! - [`local`]: the local-directory store (one file per partition, renamed into place).
 
 pub mod codec;
+pub mod commit;
 pub mod local;
 pub mod snapshot;
 
 use async_trait::async_trait;
 
+pub use commit::StateCommitter;
 pub use local::LocalStateStore;
 pub use snapshot::{Snapshot, SnapshotError, FORMAT_VERSION};
 

@@ -231,6 +231,86 @@ impl KafkaMetrics {
     }
 }
 
+/// Durable window state: snapshots written and restored.
+pub struct StateMetrics {
+    pub partitions: IntGauge,
+    pub snapshots: IntCounter,
+    pub snapshot_failures: IntCounter,
+    pub snapshot_bytes: IntGauge,
+    pub snapshot_seconds: Gauge,
+    pub last_snapshot: Gauge,
+    pub restored_partitions: IntCounter,
+    pub restore_seconds: Gauge,
+    pub duplicates: IntCounter,
+    pub started_empty: IntCounterVec,
+}
+
+impl StateMetrics {
+    fn new(r: &Registry) -> StateMetrics {
+        StateMetrics {
+            partitions: {
+                let g = IntGauge::new(
+                    "hubwatch_state_partitions",
+                    "Source partitions whose window state this process holds.",
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("registered once");
+                g
+            },
+            snapshots: counter(
+                r,
+                "hubwatch_state_snapshots_total",
+                "Partition snapshots stored (a position with the window state that absorbed it).",
+            ),
+            snapshot_failures: counter(
+                r,
+                "hubwatch_state_snapshot_failures_total",
+                "Snapshot rounds the store failed; positions wait until the next round succeeds.",
+            ),
+            snapshot_bytes: {
+                let g = IntGauge::new(
+                    "hubwatch_state_snapshot_bytes",
+                    "Bytes stored by the last snapshot round (every partition that changed).",
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("registered once");
+                g
+            },
+            snapshot_seconds: gauge(
+                r,
+                "hubwatch_state_snapshot_seconds",
+                "Duration of the last snapshot round: encoding (which holds the engine) and storing.",
+            ),
+            last_snapshot: gauge(
+                r,
+                "hubwatch_state_last_snapshot_timestamp_seconds",
+                "When the last snapshot round was stored (Unix seconds).",
+            ),
+            restored_partitions: counter(
+                r,
+                "hubwatch_state_restored_partitions_total",
+                "Partition snapshots restored.",
+            ),
+            restore_seconds: gauge(
+                r,
+                "hubwatch_state_restore_seconds",
+                "Duration of the last restore (reading and decoding the snapshots).",
+            ),
+            duplicates: counter(
+                r,
+                "hubwatch_state_duplicate_events_total",
+                "Events re-read after a restart that the restored state had already absorbed (skipped).",
+            ),
+            started_empty: counter_vec(
+                r,
+                "hubwatch_state_queries_started_empty_total",
+                "Restored partitions with no state for a query (added or changed since the snapshot): it counts from the snapshot's position on.",
+                &["query"],
+            ),
+        }
+    }
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub parse: ParseMetrics,
@@ -238,6 +318,7 @@ pub struct Metrics {
     pub source: SourceMetrics,
     pub amqp: AmqpMetrics,
     pub kafka: KafkaMetrics,
+    pub state: StateMetrics,
     pub clock: Gauge,
     pub watermark: Gauge,
     pub up: IntGauge,
@@ -355,7 +436,9 @@ impl Metrics {
         };
         let amqp = AmqpMetrics::new(&r);
         let kafka = KafkaMetrics::new(&r);
+        let state = StateMetrics::new(&r);
         Metrics {
+            state,
             parse,
             query,
             source,
@@ -501,6 +584,7 @@ mod tests {
         k.rebalances.with_label_values(&["s", "assign"]);
         k.commit_failures.with_label_values(&["s"]);
         k.errors.with_label_values(&["s", "transport"]);
+        m.state.started_empty.with_label_values(&["q"]);
         let mut names: Vec<String> = m
             .registry
             .gather()
@@ -549,6 +633,16 @@ mod tests {
                 "hubwatch_source_batches_failed_total",
                 "hubwatch_source_checkpoint_commits_total",
                 "hubwatch_source_events_total",
+                "hubwatch_state_duplicate_events_total",
+                "hubwatch_state_last_snapshot_timestamp_seconds",
+                "hubwatch_state_partitions",
+                "hubwatch_state_queries_started_empty_total",
+                "hubwatch_state_restore_seconds",
+                "hubwatch_state_restored_partitions_total",
+                "hubwatch_state_snapshot_bytes",
+                "hubwatch_state_snapshot_failures_total",
+                "hubwatch_state_snapshot_seconds",
+                "hubwatch_state_snapshots_total",
                 "hubwatch_up",
             ]
         );

@@ -45,8 +45,9 @@ pub struct AmqpSourceConfig {
     pub lag_poll_interval: Duration,
     /// How often acknowledged positions are committed (default 1 s).
     pub commit_interval: Duration,
-    /// Batches sent whose outcome has not arrived, at most (default 1024); receiving pauses
-    /// at the limit, and so does the service's delivery once the prefetch is used up.
+    /// Batches sent whose outcome has not arrived, at most (default 16384: acknowledgements
+    /// wait for the next snapshot of the window state, seconds away); receiving pauses at the
+    /// limit, and so does the service's delivery once the prefetch is used up.
     pub max_outstanding_batches: usize,
     /// At shutdown, how long to wait for the outcomes of batches in flight (default 5 s).
     pub ack_wait: Duration,
@@ -72,7 +73,7 @@ impl AmqpSourceConfig {
             reconnect: Backoff::default(),
             lag_poll_interval: Duration::from_secs(30),
             commit_interval: Duration::from_secs(1),
-            max_outstanding_batches: 1024,
+            max_outstanding_batches: 16_384,
             ack_wait: Duration::from_secs(5),
         }
     }

@@ -41,8 +41,9 @@ pub struct KafkaSourceConfig {
     /// How often acknowledged offsets are committed (default 1 s; Event Hubs throttles
     /// commits above 4 per second and partition).
     pub commit_interval: Duration,
-    /// Batches sent whose outcome has not arrived, at most (default 1024); fetching pauses
-    /// at the limit.
+    /// Batches sent whose outcome has not arrived, at most (default 16384: acknowledgements
+    /// wait for the next snapshot of the window state, seconds away); fetching pauses at the
+    /// limit.
     pub max_outstanding_batches: usize,
     /// On shutdown and when partitions are revoked, how long to wait for the outcomes of
     /// batches in flight before committing (default 5 s).
@@ -73,7 +74,7 @@ impl KafkaSourceConfig {
             batch_max_events: 256,
             batch_max_wait: Duration::from_millis(200),
             commit_interval: Duration::from_secs(1),
-            max_outstanding_batches: 1024,
+            max_outstanding_batches: 16_384,
             ack_wait: Duration::from_secs(5),
             properties: Vec::new(),
         }

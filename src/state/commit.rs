@@ -1,0 +1,171 @@
+//! The commit point: batches the engine absorbed are acknowledged only once a snapshot of
+//! the state that absorbed them is stored. Until then their sources cannot commit the
+//! positions, so a crash re-reads them, and the restored state (which does not hold them)
+//! absorbs them again: nothing is counted twice and nothing is lost.
+//!
+//! Owned by the engine's loop: it hands over each absorbed batch's token ([`hold`]), starts
+//! a round when one is due ([`start`]: the engine encodes the partitions that changed, the
+//! store writes them on the runtime while the engine goes on), and settles the round when
+//! the store answers ([`settled`]). A failed round keeps its batches held and marks its
+//! partitions changed, so the next round writes them again; meanwhile the sources' limits
+//! on batches in flight stop the reading, so a store that stays down stalls ingestion
+//! instead of losing anything.
+//!
+//! [`hold`]: StateCommitter::hold
+//! [`start`]: StateCommitter::start
+//! [`settled`]: StateCommitter::settled
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::{Snapshot, StateError, StateStore};
+use crate::ack::AckToken;
+use crate::pipeline::Engine;
+use crate::telemetry::Metrics;
+
+/// What a round's save reports back.
+pub struct Saved {
+    snapshots: Vec<Snapshot>,
+    held: Vec<(Arc<str>, AckToken)>,
+    started: Instant,
+    result: Result<(), StateError>,
+}
+
+pub struct StateCommitter {
+    store: Arc<dyn StateStore>,
+    every: Duration,
+    /// When the last round started.
+    last: Instant,
+    /// Batches absorbed since the last round started, with their source's name.
+    held: Vec<(Arc<str>, AckToken)>,
+    saving: Option<JoinHandle<Saved>>,
+    metrics: Arc<Metrics>,
+}
+
+impl StateCommitter {
+    pub fn new(store: Arc<dyn StateStore>, every: Duration, metrics: Arc<Metrics>) -> Self {
+        StateCommitter {
+            store,
+            every,
+            last: Instant::now(),
+            held: Vec::new(),
+            saving: None,
+            metrics,
+        }
+    }
+
+    /// A batch the engine absorbed: acknowledged once a round that covers it is stored.
+    pub fn hold(&mut self, source: Arc<str>, ack: AckToken) {
+        self.held.push((source, ack));
+    }
+
+    /// When the next round is due: `None` while one is saving or nothing waits.
+    pub fn due(&self) -> Option<Instant> {
+        if self.saving.is_some() || self.held.is_empty() {
+            return None;
+        }
+        Some(self.last + self.every)
+    }
+
+    pub fn is_saving(&self) -> bool {
+        self.saving.is_some()
+    }
+
+    /// Starts a round: the engine encodes what changed (this holds the engine, so it is
+    /// measured), and the store writes it on the runtime.
+    pub fn start(&mut self, engine: &mut Engine) {
+        let started = Instant::now();
+        self.last = started;
+        let snapshots = engine.snapshot();
+        let held = std::mem::take(&mut self.held);
+        let store = self.store.clone();
+        self.saving = Some(tokio::spawn(async move {
+            let result = store.save(&snapshots).await;
+            Saved {
+                snapshots,
+                held,
+                started,
+                result,
+            }
+        }));
+    }
+
+    /// Waits for the round in flight (pending forever when there is none, for `select!`).
+    pub async fn saved(&mut self) -> Saved {
+        match self.saving.as_mut() {
+            Some(task) => {
+                let joined = task.await;
+                self.saving = None;
+                joined.unwrap_or_else(|e| Saved {
+                    snapshots: Vec::new(),
+                    held: Vec::new(),
+                    started: Instant::now(),
+                    result: Err(StateError::Io {
+                        location: "the snapshot task".to_string(),
+                        op: "saving",
+                        source: std::io::Error::other(e.to_string()),
+                    }),
+                })
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Settles a round: its batches are acknowledged, or on failure held for the next round
+    /// (which writes its partitions again). Returns whether it was stored.
+    pub fn settled(&mut self, saved: Saved, engine: &mut Engine) -> bool {
+        let m = &self.metrics.state;
+        match saved.result {
+            Ok(()) => {
+                let bytes: usize = saved.snapshots.iter().map(|s| s.bytes.len()).sum();
+                m.snapshots.inc_by(saved.snapshots.len() as u64);
+                m.snapshot_bytes.set(bytes as i64);
+                m.snapshot_seconds
+                    .set(saved.started.elapsed().as_secs_f64());
+                m.last_snapshot
+                    .set(crate::time::now_ticks() as f64 / crate::time::TICKS_PER_SECOND as f64);
+                for (source, ack) in saved.held {
+                    ack.ack();
+                    self.metrics
+                        .source
+                        .batches_acked
+                        .with_label_values(&[&source])
+                        .inc();
+                }
+                true
+            }
+            Err(e) => {
+                m.snapshot_failures.inc();
+                tracing::warn!(error = %e, partitions = saved.snapshots.len(),
+                    "storing window state failed; positions wait for the next round");
+                engine.unsaved(&saved.snapshots);
+                let mut held = saved.held;
+                held.append(&mut self.held);
+                self.held = held;
+                false
+            }
+        }
+    }
+
+    /// The last round, at the drain: waits for the one in flight, then stores everything
+    /// that changed and acknowledges every held batch (or, if the store fails, leaves them
+    /// unacknowledged: they are read again after a restart).
+    pub async fn flush(&mut self, engine: &mut Engine) {
+        if self.saving.is_some() {
+            let saved = self.saved().await;
+            self.settled(saved, engine);
+        }
+        if self.held.is_empty() && engine.partitions().iter().all(|p| !p.dirty) {
+            return;
+        }
+        self.start(engine);
+        let saved = self.saved().await;
+        if !self.settled(saved, engine) {
+            tracing::error!("the last window state could not be stored; the batches since the previous snapshot will be read again after a restart");
+            self.held.clear();
+        }
+    }
+}
