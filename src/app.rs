@@ -95,8 +95,9 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
             || format!("opening the checkpoint store {}", path.display()),
         )?));
         let store: Arc<dyn StateStore> = Arc::new(LocalStateStore::new(&cp.dir));
-        restore(&mut engine, store.as_ref(), &settings.sources, &metrics).await?;
-        commit = Some(StateCommitter::new(store, cp.interval, metrics.clone()));
+        let c = StateCommitter::new(store, cp.interval, metrics.clone());
+        restore(&mut engine, &c, &settings.sources, &metrics).await?;
+        commit = Some(c);
     }
 
     let listener = tokio::net::TcpListener::bind(&settings.listen)
@@ -188,6 +189,7 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
         .spawn(move || {
             // A panicking engine stops the sources too, so the service ends with the error
             // instead of idling without an engine.
+            let stop_on_error = stop_on_panic.0.clone();
             let _stop_on_panic = stop_on_panic;
             let result = handle.block_on(engine_loop(
                 engine,
@@ -198,6 +200,10 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
                 loop_metrics,
                 done_tx,
             ));
+            if result.is_err() {
+                // Without an engine nothing can be absorbed: end the service with its error.
+                stop_on_error.trigger();
+            }
             let _ = engine_tx.send(result);
         })
         .context("starting the engine thread")?;
@@ -254,64 +260,27 @@ impl Drop for StopOnPanic {
 
 /// Restores the window state of every partition of the sources that read all of their
 /// partitions (files, and the AMQP source: one replica reads the whole event hub), before
-/// any of them reads. A snapshot that cannot be used stops the start-up with the reason:
-/// silently starting empty would serve wrong results for as long as the windows are long.
+/// any of them reads. A Kafka source's partitions are restored as the group assigns them.
 async fn restore(
     engine: &mut Engine,
-    store: &dyn StateStore,
+    commit: &StateCommitter,
     sources: &[SourceSettings],
     metrics: &Metrics,
-) -> anyhow::Result<()> {
+) -> Result<(), StateError> {
     let started = std::time::Instant::now();
     let mut restored = 0usize;
     for s in sources {
         let name = match s {
             SourceSettings::File { name, .. } => name.as_str(),
             SourceSettings::Amqp(cfg) => cfg.name.as_str(),
-            // A consumer group assigns Kafka partitions as it goes; restoring them on
-            // assignment is not built yet, so their state is not restored.
-            SourceSettings::Kafka(cfg) => {
-                tracing::warn!(source = %cfg.name, "window state is not restored for Kafka partitions yet; a restart starts their windows from the group's committed offsets");
-                continue;
-            }
+            SourceSettings::Kafka(_) => continue,
         };
-        for partition in store.partitions(name).await? {
-            let location = store.location(name, &partition);
-            // Gone between listing and loading: nothing to restore.
-            let Some(bytes) = store.load(name, &partition).await? else {
-                continue;
-            };
-            let r = engine
-                .restore(&bytes)
-                .map_err(|e| StateError::unreadable(location.clone(), e))?;
-            if &*r.source != name || &*r.partition != partition.as_str() {
-                engine.release(&r.source, &r.partition);
-                anyhow::bail!(
-                    "window state {location} holds the state of {}/{}, not of {name}/{partition}; \
-                     it was not loaded: move it aside or back where it belongs",
-                    r.source,
-                    r.partition
-                );
-            }
-            tracing::info!(source = name, partition = %partition, sequence_number = r.position.sequence_number,
-                "window state restored");
-            for q in &r.started_empty {
-                metrics.state.started_empty.with_label_values(&[q]).inc();
-                tracing::warn!(source = name, partition = %partition, query = %q,
-                    "no window state for this query (added or changed since the snapshot): it counts this partition's events from the snapshot's position on");
-            }
-            restored += 1;
-        }
+        restored += commit.restore_all(engine, name).await?;
     }
-    metrics.state.restored_partitions.inc_by(restored as u64);
     metrics
         .state
         .restore_seconds
         .set(started.elapsed().as_secs_f64());
-    metrics
-        .state
-        .partitions
-        .set(engine.partitions().len() as i64);
     if restored > 0 {
         tracing::info!(
             partitions = restored,
@@ -352,7 +321,19 @@ async fn engine_loop(
                 }
             }
             batch = batches.recv(), if sources_open => match batch {
-                Some(batch) => absorb(&mut engine, batch, &metrics, commit.as_mut()),
+                Some(mut batch) => match batch.ownership.take() {
+                    None => absorb(&mut engine, batch, &metrics, commit.as_mut()),
+                    Some(change) => {
+                        // Without a store, partitions keep their state where they were
+                        // counted (the replica goes on exporting it).
+                        if let Some(c) = commit.as_mut() {
+                            c.change(&mut engine, &batch.source, &change)
+                                .await
+                                .with_context(|| format!("source '{}': {change:?}", batch.source))?;
+                        }
+                        acked(batch.ack, &batch.source, &metrics);
+                    }
+                },
                 None => {
                     // Every source has finished (or drained after shutdown). At the end of
                     // the input every bin closes; at shutdown they stay open, as they are in

@@ -8,6 +8,10 @@
 //!   results add up to a single process's run over the same topic plus exactly the events
 //!   of the dead replica's uncommitted tail (read from its own metrics before the kill), and
 //!   nothing else is duplicated.
+//! - with a checkpoint directory the replicas share, a partition's window state follows it:
+//!   a replica killed, restarted, and a third one joining move partitions back and forth,
+//!   and once every partition is owned again the replicas' results add up exactly to the
+//!   oracle's — nothing lost, nothing counted twice.
 
 mod common;
 
@@ -30,8 +34,31 @@ fn kafka_config(
     commit_interval: &str,
     queries: &[(String, String)],
 ) -> PathBuf {
+    kafka_config_with(
+        dir,
+        file,
+        bootstrap,
+        topic,
+        group,
+        commit_interval,
+        queries,
+        "",
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn kafka_config_with(
+    dir: &Path,
+    file: &str,
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    commit_interval: &str,
+    queries: &[(String, String)],
+    extra: &str,
+) -> PathBuf {
     let mut config = format!(
-        "[export]\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_rows = 100000\n\
+        "[export]\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_rows = 100000\n{extra}\
          [[sources]]\ntype = \"kafka\"\nname = \"k\"\nbootstrap_servers = \"{bootstrap}\"\n\
          topics = [\"{topic}\"]\ngroup_id = \"{group}\"\nstart = \"earliest\"\n\
          batch_max_wait = \"20ms\"\nsession_timeout = \"6s\"\ncommit_interval = \"{commit_interval}\"\n"
@@ -332,5 +359,148 @@ async fn a_replica_killed_mid_stream_loses_nothing_and_duplicates_only_its_uncom
         eprintln!(
             "replica A: {a_phase1} events, uncommitted tail {tail_events} ({tail:?}); replica B: {want_b} events; single: {n}"
         );
+    });
+}
+
+/// Per cluster, (events, failed) of bodies `0..n` as the generator made them.
+fn oracle_counts(n: usize) -> BTreeMap<String, (i64, i64)> {
+    let mut oracle: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for i in 0..n {
+        let e = oracle.entry(format!("c{}", i % CLUSTERS)).or_default();
+        e.0 += 1;
+        e.1 += (i % 3 == 0) as i64;
+    }
+    oracle
+}
+
+/// The replicas' partial counts added up.
+fn combined(replicas: &[&Service]) -> BTreeMap<String, (i64, i64)> {
+    let mut sum: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for r in replicas {
+        for (cluster, (e, f)) in job_counts(&query_rows(r, "jobs")) {
+            let s = sum.entry(cluster).or_default();
+            s.0 += e;
+            s.1 += f;
+        }
+    }
+    sum
+}
+
+fn owned(svc: &Service) -> f64 {
+    let (_, t) = svc.get("/metrics");
+    metric(&t, "hubwatch_kafka_assigned_partitions{source=\"k\"}").unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_shared_checkpoint_directory_window_state_follows_its_partition() {
+    let tansu = Tansu::start();
+    tansu.create_topic("moves", PARTITIONS).await;
+    let bootstrap = tansu.bootstrap.clone();
+    let all: Vec<Vec<u8>> = (0..4000).map(job_body).collect();
+    let produce_range = |range: std::ops::Range<usize>| {
+        produce(
+            &bootstrap,
+            "moves",
+            PARTITIONS,
+            &all[range],
+            MESSAGE_TIME_MS,
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let q = job_query();
+    let shared = format!(
+        "[checkpoint]\ndir = {:?}\ninterval = \"200ms\"\n",
+        dir.path().join("shared").display().to_string()
+    );
+    let cfg = |name: &str| {
+        kafka_config_with(
+            dir.path(),
+            name,
+            &bootstrap,
+            "moves",
+            "movers",
+            "300ms",
+            &q,
+            &shared,
+        )
+    };
+    let (a_cfg, b_cfg, c_cfg) = (cfg("a.toml"), cfg("b.toml"), cfg("c.toml"));
+
+    tokio::task::block_in_place(|| {
+        produce_range(0..1500);
+        let mut a = Service::start(&a_cfg);
+        let b = Service::start(&b_cfg);
+        wait_until(
+            "A and B share the partitions and read the first 1500",
+            Duration::from_secs(90),
+            || {
+                owned(&a) > 0.0
+                    && owned(&b) > 0.0
+                    && combined(&[&a, &b]).values().map(|c| c.0).sum::<i64>() == 1500
+            },
+        );
+
+        // A dies having committed offsets (so a new owner without A's state would miss the
+        // events before them) and holding state at or after its commits; B takes its
+        // partitions with that state, and skips what the state already holds.
+        wait_until("A committed offsets", Duration::from_secs(30), || {
+            let (_, t) = a.get("/metrics");
+            metric_sum(&t, "hubwatch_kafka_committed_offset") > 0.0
+        });
+        a.child.kill().unwrap();
+        a.child.wait().unwrap();
+        produce_range(1500..2500);
+        wait_until(
+            "B owns every partition and has read 2500",
+            Duration::from_secs(90),
+            || {
+                owned(&b) == PARTITIONS as f64
+                    && combined(&[&b]).values().map(|c| c.0).sum::<i64>() >= 2500
+            },
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(
+            combined(&[&b]),
+            oracle_counts(2500),
+            "B alone holds everything, once"
+        );
+
+        // A comes back and C joins: partitions move from B to them, with their state.
+        let a = Service::start(&a_cfg);
+        let c = Service::start(&c_cfg);
+        produce_range(2500..4000);
+        wait_until(
+            "A, B and C share the partitions and have read 4000",
+            Duration::from_secs(120),
+            || {
+                owned(&a) + owned(&b) + owned(&c) == PARTITIONS as f64
+                    && [&a, &b, &c].iter().filter(|r| owned(r) > 0.0).count() >= 2
+                    && combined(&[&a, &b, &c]).values().map(|c| c.0).sum::<i64>() >= 4000
+            },
+        );
+        std::thread::sleep(Duration::from_millis(1000));
+        let got = combined(&[&a, &b, &c]);
+        assert_eq!(
+            got,
+            oracle_counts(4000),
+            "after the moves, the replicas add up to one run"
+        );
+        let (_, tb) = b.get("/metrics");
+        assert!(
+            metric(&tb, "hubwatch_state_restored_partitions_total").unwrap_or(0.0) >= 1.0,
+            "B restored the partitions it took from A"
+        );
+        let restored_elsewhere: f64 = [&a, &c]
+            .iter()
+            .map(|r| {
+                let (_, t) = r.get("/metrics");
+                metric(&t, "hubwatch_state_restored_partitions_total").unwrap_or(0.0)
+            })
+            .sum();
+        assert!(
+            restored_elsewhere >= 1.0,
+            "partitions moved back with their state"
+        );
+        eprintln!("owned: A {} B {} C {}", owned(&a), owned(&b), owned(&c));
     });
 }

@@ -56,6 +56,37 @@ pub struct Batch {
     pub events: Vec<Event>,
     /// Acknowledge once every event is absorbed.
     pub ack: AckToken,
+    /// A change in the partitions this source reads, carried out before the events (a
+    /// batch that carries one usually has none). In line with the batches, so that the
+    /// engine sees it after everything sent before it.
+    pub ownership: Option<Ownership>,
+}
+
+impl Batch {
+    pub fn new(source: Arc<str>, events: Vec<Event>, ack: AckToken) -> Batch {
+        Batch {
+            source,
+            events,
+            ack,
+            ownership: None,
+        }
+    }
+}
+
+/// Partitions that come to or leave a source that shares its input with other replicas (a
+/// Kafka consumer group). The batch that carries a change is acknowledged once the engine
+/// carried it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    /// These partitions are now this replica's: restore their window state before their
+    /// first event.
+    Acquire(Vec<Arc<str>>),
+    /// These partitions go to another replica: store their window state now, then forget
+    /// it (the next owner restores it).
+    Release(Vec<Arc<str>>),
+    /// These partitions were taken without a revocation (this replica was cut off): forget
+    /// their state without storing it, since the next owner may already have written newer.
+    Discard(Vec<Arc<str>>),
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use super::{Snapshot, StateError, StateStore};
 use crate::ack::AckToken;
 use crate::pipeline::Engine;
+use crate::source::Ownership;
 use crate::telemetry::Metrics;
 
 /// What a round's save reports back.
@@ -167,5 +168,104 @@ impl StateCommitter {
             tracing::error!("the last window state could not be stored; the batches since the previous snapshot will be read again after a restart");
             self.held.clear();
         }
+    }
+
+    /// Restores one partition's snapshot, if the store has one. A snapshot that cannot be
+    /// used is an error: starting that partition empty would serve wrong results for as long
+    /// as its windows are long. Returns whether a snapshot was restored.
+    pub async fn restore(
+        &self,
+        engine: &mut Engine,
+        source: &str,
+        partition: &str,
+    ) -> Result<bool, StateError> {
+        let location = self.store.location(source, partition);
+        let Some(bytes) = self.store.load(source, partition).await? else {
+            return Ok(false);
+        };
+        let r = engine
+            .restore(&bytes)
+            .map_err(|e| StateError::unreadable(location.clone(), e))?;
+        if &*r.source != source || &*r.partition != partition {
+            engine.release(&r.source, &r.partition);
+            return Err(StateError::Misplaced {
+                location,
+                holds: format!("{}/{}", r.source, r.partition),
+            });
+        }
+        tracing::info!(
+            source,
+            partition,
+            sequence_number = r.position.sequence_number,
+            "window state restored"
+        );
+        for q in &r.started_empty {
+            self.metrics
+                .state
+                .started_empty
+                .with_label_values(&[q])
+                .inc();
+            tracing::warn!(source, partition, query = %q,
+                "no window state for this query (added or changed since the snapshot): it counts this partition's events from the snapshot's position on");
+        }
+        self.metrics.state.restored_partitions.inc();
+        self.metrics
+            .state
+            .partitions
+            .set(engine.partitions().len() as i64);
+        Ok(true)
+    }
+
+    /// Every partition of `source` the store has a snapshot of (for sources that read all
+    /// of their partitions: files, and one replica of an event hub over AMQP).
+    pub async fn restore_all(
+        &self,
+        engine: &mut Engine,
+        source: &str,
+    ) -> Result<usize, StateError> {
+        let mut n = 0;
+        for partition in self.store.partitions(source).await? {
+            n += usize::from(self.restore(engine, source, &partition).await?);
+        }
+        Ok(n)
+    }
+
+    /// Carries out a change of the partitions a source reads. Acquired partitions are
+    /// restored; released ones are stored (with every batch held so far) and forgotten;
+    /// discarded ones are forgotten without storing.
+    pub async fn change(
+        &mut self,
+        engine: &mut Engine,
+        source: &str,
+        change: &Ownership,
+    ) -> Result<(), StateError> {
+        match change {
+            Ownership::Acquire(partitions) => {
+                let started = std::time::Instant::now();
+                for p in partitions {
+                    self.restore(engine, source, p).await?;
+                }
+                self.metrics
+                    .state
+                    .restore_seconds
+                    .set(started.elapsed().as_secs_f64());
+            }
+            Ownership::Release(partitions) => {
+                self.flush(engine).await;
+                for p in partitions {
+                    engine.release(source, p);
+                }
+            }
+            Ownership::Discard(partitions) => {
+                for p in partitions {
+                    engine.release(source, p);
+                }
+            }
+        }
+        self.metrics
+            .state
+            .partitions
+            .set(engine.partitions().len() as i64);
+        Ok(())
     }
 }

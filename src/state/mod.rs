@@ -60,6 +60,12 @@ pub enum StateError {
          source still holds (the event hub's retention)"
     )]
     Incompatible { location: String, found: u32 },
+    /// A snapshot found under another partition's name (copied or renamed by hand).
+    #[error(
+        "window state {location} holds the state of {holds}; it was not loaded: move it aside \
+         or back where it belongs"
+    )]
+    Misplaced { location: String, holds: String },
 }
 
 impl StateError {

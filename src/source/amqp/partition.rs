@@ -379,11 +379,11 @@ impl PartitionReader {
             return Ok(None);
         }
         let id = self.batch_ids.fetch_add(1, Ordering::Relaxed);
-        Ok(Some(Batch {
-            source: self.source.clone(),
+        Ok(Some(Batch::new(
+            self.source.clone(),
             events,
-            ack: AckToken::new(id, self.acks.clone()),
-        }))
+            AckToken::new(id, self.acks.clone()),
+        )))
     }
 }
 

@@ -157,6 +157,7 @@ mod tests {
         tx: &mpsc::UnboundedSender<AckOutcome>,
     ) -> Batch {
         Batch {
+            ownership: None,
             source: Arc::from("eh"),
             events: seqs
                 .iter()

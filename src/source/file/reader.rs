@@ -382,11 +382,11 @@ impl Reader {
         }
         let id = self.next_batch;
         self.next_batch += 1;
-        let batch = Batch {
-            source: self.source.clone(),
-            events: std::mem::take(&mut self.events),
-            ack: AckToken::new(id, self.ack_tx.clone()),
-        };
+        let batch = Batch::new(
+            self.source.clone(),
+            std::mem::take(&mut self.events),
+            AckToken::new(id, self.ack_tx.clone()),
+        );
         self.bytes = 0;
         self.since = None;
         self.tx

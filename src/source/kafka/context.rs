@@ -3,9 +3,13 @@
 //! [`Core`]; the mutex is there because librdkafka requires a `Sync` context.
 //!
 //! - Rebalance: before partitions are revoked, what was gathered for them and not sent is
-//!   dropped (never registered, so never committed), the batches in flight are awaited (at
-//!   most `ack_wait`), the acknowledged offsets are committed, and only then does librdkafka
-//!   release them. A lost assignment (the group already moved on) commits nothing.
+//!   dropped (never registered, so never committed), the engine stores their window state
+//!   with everything sent so far and forgets it, the batches in flight are awaited (at most
+//!   `ack_wait`), the acknowledged offsets are committed, and only then does librdkafka
+//!   release them. A lost assignment (the group already moved on) stores and commits
+//!   nothing. Assigned partitions have their window state restored before their first
+//!   event is sent: with a checkpoint directory the replicas share, a partition's state
+//!   follows it from replica to replica (Kafka Streams' state per task).
 //! - Statistics: the partitions' high watermarks, for the lag metrics.
 //! - Errors and logs: counted by kind, logged through `tracing` with secrets scrubbed;
 //!   refused credentials and librdkafka's fatal errors stop the source.
@@ -28,7 +32,13 @@ use tokio::runtime::Handle;
 use super::core::Core;
 use super::KafkaSourceError;
 use crate::source::amqp::scrub;
+use crate::source::Ownership;
 use crate::telemetry::metrics::KafkaMetrics;
+
+/// How long a rebalance waits for the engine to restore an assigned partition's window
+/// state, or to store a revoked one's. Long enough for a large state; short of the group's
+/// rebalance timeout (`max.poll.interval.ms`, 5 minutes).
+const OWNERSHIP_WAIT: Duration = Duration::from_secs(60);
 
 /// An Entra ID credential and the scope of the namespace's Kafka endpoint.
 pub(super) struct TokenSource {
@@ -164,7 +174,25 @@ impl HubContext {
             tracing::warn!(source = %self.source, partitions = ?keys,
                 "partitions were lost to the group (this replica was too slow or cut off); \
                  their uncommitted events will be read again by their new owner");
+            // Their state is not stored: the new owner may already have stored newer.
+            core.change_ownership(
+                &self.handle,
+                Ownership::Discard(keys.clone()),
+                OWNERSHIP_WAIT,
+            );
         } else {
+            // The engine stores the partitions' window state with everything sent so far
+            // (which acknowledges those batches), and forgets it; then the offsets that
+            // state reflects can be committed for the next owner.
+            if !core.change_ownership(
+                &self.handle,
+                Ownership::Release(keys.clone()),
+                OWNERSHIP_WAIT,
+            ) {
+                tracing::warn!(source = %self.source, partitions = ?keys,
+                    "the window state of revoked partitions was not stored in time; \
+                     their next owner starts from an older snapshot and re-reads from the last commit");
+            }
             let settled = core.settle(&self.handle, Some(&keys), Instant::now() + self.ack_wait);
             if !settled {
                 tracing::warn!(source = %self.source, partitions = ?keys, wait = ?self.ack_wait,
@@ -272,6 +300,11 @@ impl ConsumerContext for HubContext {
             let keys = core.keys_of(tpl);
             if !keys.is_empty() {
                 tracing::info!(source = %self.source, partitions = ?keys, "partitions assigned");
+                // Their window state is restored before any of their events is sent.
+                if !core.change_ownership(&self.handle, Ownership::Acquire(keys), OWNERSHIP_WAIT) {
+                    tracing::error!(source = %self.source,
+                        "the window state of assigned partitions was not restored; the service stops");
+                }
             }
         }
     }

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::ack::{AckOutcome, AckToken};
 use crate::checkpoint::PositionTracker;
-use crate::source::{Batch, Event, Position};
+use crate::source::{Batch, Event, Ownership, Position};
 use crate::telemetry::metrics::KafkaMetrics;
 use crate::time::TICKS_PER_MILLISECOND;
 
@@ -205,11 +205,11 @@ impl Core {
         self.building_since = None;
         let id = self.next_batch;
         self.next_batch += 1;
-        Some(Batch {
-            source: self.source.clone(),
-            events: std::mem::take(&mut self.building),
-            ack: AckToken::new(id, self.ack_tx.clone()),
-        })
+        Some(Batch::new(
+            self.source.clone(),
+            std::mem::take(&mut self.building),
+            AckToken::new(id, self.ack_tx.clone()),
+        ))
     }
 
     /// How long the loop may wait in `poll` before a partial batch is due.
@@ -358,6 +358,48 @@ impl Core {
         for e in tpl.elements() {
             self.own(e.topic(), e.partition());
         }
+    }
+
+    /// Sends a change of the partitions this replica reads in line with its batches, and
+    /// waits (at most `limit`) until the engine carried it out: an acquired partition's
+    /// state is restored before any of its events is sent, a released one's is stored
+    /// before its offsets are committed. Outcomes of other batches that arrive meanwhile are
+    /// settled as usual. Returns whether the engine did it in time.
+    pub fn change_ownership(
+        &mut self,
+        handle: &Handle,
+        change: Ownership,
+        limit: Duration,
+    ) -> bool {
+        let Some(out) = self.out.clone() else {
+            return false;
+        };
+        let id = self.next_batch;
+        self.next_batch += 1;
+        let mut batch = Batch::new(
+            self.source.clone(),
+            Vec::new(),
+            AckToken::new(id, self.ack_tx.clone()),
+        );
+        batch.ownership = Some(change);
+        let Core {
+            ack_rx, tracker, ..
+        } = self;
+        handle.block_on(async {
+            let done = async {
+                if out.send(batch).await.is_err() {
+                    return false;
+                }
+                while let Some(outcome) = ack_rx.recv().await {
+                    if outcome.batch == id {
+                        return outcome.delivered;
+                    }
+                    tracker.resolve(&outcome);
+                }
+                false
+            };
+            tokio::time::timeout(limit, done).await.unwrap_or(false)
+        })
     }
 
     /// The keys of these partitions that are owned.
