@@ -19,10 +19,7 @@ use crate::export::http::{self, AdminState, Request};
 use crate::pipeline::{DeadLetter, Engine};
 use crate::schema::Schemas;
 use crate::shutdown::Shutdown;
-use crate::source::amqp::AmqpSource;
-use crate::source::file::{FileSource, FileSourceConfig};
-use crate::source::kafka::KafkaSource;
-use crate::source::{Batch, Source};
+use crate::source::{Batch, SourceContext};
 use crate::state::{LocalStateStore, StateCommitter, StateError, StateStore};
 use crate::telemetry::Metrics;
 
@@ -115,43 +112,14 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
     tracing::info!(%admin_addr, "admin server listening (/metrics, /api/v1/queries, /healthz, /readyz)");
 
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(BATCH_QUEUE);
+    let cx = SourceContext {
+        checkpoints: checkpoints.clone(),
+        commit_interval: settings.checkpoint.as_ref().map(|c| c.interval),
+        metrics: metrics.clone(),
+    };
     let mut sources = Vec::new();
-    let mut commit_counters = Vec::new();
     for s in &settings.sources {
-        let source: Box<dyn Source> = match s {
-            SourceSettings::File {
-                name,
-                paths,
-                follow,
-            } => {
-                let mut cfg = FileSourceConfig::new(name.clone(), paths.clone());
-                cfg.follow = *follow;
-                if let Some(cp) = &settings.checkpoint {
-                    cfg.commit_interval = cp.interval;
-                }
-                let source = FileSource::new(cfg, checkpoints.clone());
-                let stats = source.stats();
-                let commits: CommitCount = Box::new(move || stats.snapshot().commits);
-                commit_counters.push((name.clone(), commits));
-                Box::new(source)
-            }
-            SourceSettings::Amqp(cfg) => {
-                let mut cfg = cfg.clone();
-                if let Some(cp) = &settings.checkpoint {
-                    cfg.commit_interval = cp.interval;
-                }
-                let name = cfg.name.clone();
-                let source =
-                    AmqpSource::new(cfg, checkpoints.clone()).with_prometheus(metrics.amqp.clone());
-                let stats = source.metrics();
-                let commits: CommitCount = Box::new(move || stats.commits());
-                commit_counters.push((name, commits));
-                Box::new(source)
-            }
-            SourceSettings::Kafka(cfg) => {
-                Box::new(KafkaSource::new(cfg.clone(), metrics.kafka.clone()))
-            }
-        };
+        let source = s.build(&cx);
         let name = source.name().to_string();
         let run = source.run(batch_tx.clone(), shutdown.clone());
         let stop = stop.clone();
@@ -166,13 +134,6 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
     }
     drop(batch_tx);
     ready.store(true, Ordering::Release);
-    let commit_counters = Arc::new(commit_counters);
-    let sync = tokio::spawn(sync_commit_counters(
-        commit_counters.clone(),
-        metrics.clone(),
-        shutdown.clone(),
-    ));
-    let final_metrics = metrics.clone();
 
     let loop_metrics = metrics.clone();
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
@@ -228,8 +189,6 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
                 }
             }
         }
-        let _ = sync.await;
-        sync_commits(&commit_counters, &final_metrics);
         match server.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "admin server error"),
@@ -454,32 +413,5 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// A source's count of successful checkpoint writes.
-type CommitCount = Box<dyn Fn() -> u64 + Send + Sync>;
-type CommitCounters = Vec<(String, CommitCount)>;
-
-/// Sources count their checkpoint commits themselves; this brings the metric up to their
-/// count (idempotent, so it can run from the ticker and once more after the drain).
-fn sync_commits(counters: &CommitCounters, metrics: &Metrics) {
-    for (name, c) in counters {
-        let metric = metrics.source.checkpoint_commits.with_label_values(&[name]);
-        metric.inc_by(c().saturating_sub(metric.get()));
-    }
-}
-
-async fn sync_commit_counters(
-    counters: Arc<CommitCounters>,
-    metrics: Arc<Metrics>,
-    mut shutdown: Shutdown,
-) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => sync_commits(&counters, &metrics),
-            _ = shutdown.wait() => break,
-        }
     }
 }

@@ -185,7 +185,7 @@ async fn a_restart_resumes_strictly_after_the_checkpoint() {
     assert_eq!(positions(&events).len(), 100);
     first.stop().await.unwrap();
     for p in ["0", "1"] {
-        let cp = store.load("eh", p).unwrap().expect("committed at shutdown");
+        let cp = store.load("eh").await.unwrap().remove(p).expect("committed at shutdown");
         assert_eq!(cp.sequence_number, 49, "partition {p}");
     }
 
@@ -204,7 +204,7 @@ async fn a_restart_resumes_strictly_after_the_checkpoint() {
     assert!(second.take_for(Duration::from_millis(500)).await.is_empty());
     second.stop().await.unwrap();
     for p in ["0", "1"] {
-        assert_eq!(store.load("eh", p).unwrap().unwrap().sequence_number, 79);
+        assert_eq!(store.load("eh").await.unwrap()[p].sequence_number, 79);
     }
     emulator.shutdown().await;
 }
@@ -470,7 +470,7 @@ async fn the_service_exports_partition_metrics_and_commits() {
     assert_eq!(m.source.events.with_label_values(&["eh"]).get(), 50);
     let store = FileCheckpointStore::open(dir.path().join("checkpoints.json")).unwrap();
     timeout(Duration::from_secs(5), async {
-        while store.load("eh", "0").unwrap().map(|c| c.sequence_number) != Some(24) {
+        while store.load_sync("eh").get("0").map(|c| c.sequence_number) != Some(24) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })

@@ -220,7 +220,7 @@ fn a_query_changed_since_the_snapshot_starts_empty_and_the_others_restore() {
     let changed =
         "AmlComputeJobEvent | where EventType != 'x' | summarize n = count() by EventType";
     // Layout and comments do not change a query's identity.
-    let relaid = format!("AmlComputeJobEvent\n| summarize   n=count()   by EventType // per type");
+    let relaid = "AmlComputeJobEvent\n| summarize   n=count()   by EventType // per type".to_string();
     let after = vec![
         spec("kept", &relaid),
         spec("changed", changed),

@@ -1,6 +1,5 @@
 //! Writes settled positions to a checkpoint store, skipping partitions whose position has
-//! not moved since the last write. Shared by every source: the store write (a file write
-//! plus fsync, or a blob upload) runs on the blocking pool, off the runtime's workers.
+//! not moved since the last write.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,8 +10,6 @@ use super::{Checkpoint, CheckpointError, CheckpointStore};
 pub enum CommitError {
     #[error(transparent)]
     Store(#[from] CheckpointError),
-    #[error("the checkpoint write panicked")]
-    Panicked,
 }
 
 pub struct Committer {
@@ -46,15 +43,8 @@ impl Committer {
         if updates.is_empty() {
             return Ok(false);
         }
-        let source = self.source.clone();
-        let to_save = updates.clone();
-        match tokio::task::spawn_blocking(move || store.save(&source, &to_save)).await {
-            Ok(Ok(())) => {
-                self.committed.extend(updates);
-                Ok(true)
-            }
-            Ok(Err(e)) => Err(CommitError::Store(e)),
-            Err(_) => Err(CommitError::Panicked),
-        }
+        store.save(&self.source, &updates).await?;
+        self.committed.extend(updates);
+        Ok(true)
     }
 }

@@ -10,12 +10,12 @@
 //! an empty one too (e.g. created by `touch`). A file that is not valid JSON of this shape is
 //! an error naming the path, and is never overwritten.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +35,8 @@ struct Entry {
 /// Source name → partition → entry. `BTreeMap`s so the file's order is stable and diffable.
 type Document = BTreeMap<String, BTreeMap<String, Entry>>;
 
+/// Cheap to clone: clones share the cache and its lock.
+#[derive(Clone)]
 pub struct FileCheckpointStore {
     path: PathBuf,
     /// The document as last read or written. A `std::sync::Mutex` because the store is shared
@@ -43,7 +45,7 @@ pub struct FileCheckpointStore {
     /// together cannot lose each other's entries. The critical section is synchronous file
     /// I/O with no `.await` inside (callers run saves on blocking threads), so an async mutex
     /// would buy nothing.
-    cache: Mutex<Document>,
+    cache: Arc<Mutex<Document>>,
 }
 
 impl FileCheckpointStore {
@@ -54,7 +56,7 @@ impl FileCheckpointStore {
         let doc = read_document(&path)?;
         Ok(FileCheckpointStore {
             path,
-            cache: Mutex::new(doc),
+            cache: Arc::new(Mutex::new(doc)),
         })
     }
 
@@ -80,21 +82,34 @@ impl std::fmt::Debug for FileCheckpointStore {
     }
 }
 
-impl CheckpointStore for FileCheckpointStore {
-    /// From the copy read at `open` (or written since): loads happen at start-up, once per
-    /// partition, and re-reading the file for each would be wasted I/O.
-    fn load(&self, source: &str, partition: &str) -> Result<Option<Checkpoint>, CheckpointError> {
+impl FileCheckpointStore {
+    /// From the copy read at `open` (or written since): loads happen at start-up, and
+    /// re-reading the file for them would be wasted I/O.
+    pub fn load_sync(&self, source: &str) -> HashMap<String, Checkpoint> {
         let doc = self.lock();
-        Ok(doc
-            .get(source)
-            .and_then(|partitions| partitions.get(partition))
-            .map(|e| Checkpoint {
-                offset: e.offset,
-                sequence_number: e.sequence_number,
-            }))
+        doc.get(source)
+            .map(|partitions| {
+                partitions
+                    .iter()
+                    .map(|(p, e)| {
+                        (
+                            p.clone(),
+                            Checkpoint {
+                                offset: e.offset,
+                                sequence_number: e.sequence_number,
+                            },
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
-    fn save(&self, source: &str, updates: &[(String, Checkpoint)]) -> Result<(), CheckpointError> {
+    pub fn save_sync(
+        &self,
+        source: &str,
+        updates: &[(String, Checkpoint)],
+    ) -> Result<(), CheckpointError> {
         if updates.is_empty() {
             return Ok(());
         }
@@ -117,6 +132,30 @@ impl CheckpointStore for FileCheckpointStore {
         write_atomically(&self.path, &doc)?;
         *cache = doc;
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl CheckpointStore for FileCheckpointStore {
+    async fn load(&self, source: &str) -> Result<HashMap<String, Checkpoint>, CheckpointError> {
+        Ok(self.load_sync(source))
+    }
+
+    /// The write and its `fsync` run on the blocking pool, off the runtime's workers.
+    async fn save(
+        &self,
+        source: &str,
+        updates: &[(String, Checkpoint)],
+    ) -> Result<(), CheckpointError> {
+        let (me, source, updates) = (self.clone(), source.to_string(), updates.to_vec());
+        match tokio::task::spawn_blocking(move || me.save_sync(&source, &updates)).await {
+            Ok(r) => r,
+            Err(e) => Err(CheckpointError::Io {
+                path: self.path.clone(),
+                op: "running the write",
+                source: std::io::Error::other(e.to_string()),
+            }),
+        }
     }
 }
 
@@ -221,7 +260,7 @@ mod tests {
     fn missing_file_means_no_checkpoints() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileCheckpointStore::open(dir.path().join("cp.json")).unwrap();
-        assert_eq!(store.load("s", "p").unwrap(), None);
+        assert_eq!(store.load_sync("s").get("p").cloned(), None);
     }
 
     #[test]
@@ -230,17 +269,17 @@ mod tests {
         let path = dir.path().join("cp.json");
         let store = FileCheckpointStore::open(&path).unwrap();
         store
-            .save("s", &[("a".into(), cp(10, 1)), ("b".into(), cp(20, 2))])
+            .save_sync("s", &[("a".into(), cp(10, 1)), ("b".into(), cp(20, 2))])
             .unwrap();
-        assert_eq!(store.load("s", "a").unwrap(), Some(cp(10, 1)));
+        assert_eq!(store.load_sync("s").get("a").cloned(), Some(cp(10, 1)));
         assert!(
             !tmp_path(&path).exists(),
             "the temporary file is renamed away"
         );
 
         let reopened = FileCheckpointStore::open(&path).unwrap();
-        assert_eq!(reopened.load("s", "b").unwrap(), Some(cp(20, 2)));
-        assert_eq!(reopened.load("other", "b").unwrap(), None);
+        assert_eq!(reopened.load_sync("s").get("b").cloned(), Some(cp(20, 2)));
+        assert_eq!(reopened.load_sync("other").get("b").cloned(), None);
 
         let v: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
         let updated = v["s"]["a"]["updated"].as_str().unwrap();
@@ -259,15 +298,15 @@ mod tests {
         // Another writer (a second store, standing for an operator or another process).
         let other = FileCheckpointStore::open(&path).unwrap();
         let store = FileCheckpointStore::open(&path).unwrap();
-        other.save("t", &[("x".into(), cp(5, 5))]).unwrap();
-        store.save("s", &[("a".into(), cp(1, 1))]).unwrap();
-        store.save("s", &[("b".into(), cp(2, 2))]).unwrap();
-        store.save("s", &[("a".into(), cp(3, 3))]).unwrap();
+        other.save_sync("t", &[("x".into(), cp(5, 5))]).unwrap();
+        store.save_sync("s", &[("a".into(), cp(1, 1))]).unwrap();
+        store.save_sync("s", &[("b".into(), cp(2, 2))]).unwrap();
+        store.save_sync("s", &[("a".into(), cp(3, 3))]).unwrap();
 
         let reopened = FileCheckpointStore::open(&path).unwrap();
-        assert_eq!(reopened.load("t", "x").unwrap(), Some(cp(5, 5)));
-        assert_eq!(reopened.load("s", "a").unwrap(), Some(cp(3, 3)));
-        assert_eq!(reopened.load("s", "b").unwrap(), Some(cp(2, 2)));
+        assert_eq!(reopened.load_sync("t").get("x").cloned(), Some(cp(5, 5)));
+        assert_eq!(reopened.load_sync("s").get("a").cloned(), Some(cp(3, 3)));
+        assert_eq!(reopened.load_sync("s").get("b").cloned(), Some(cp(2, 2)));
     }
 
     #[test]
@@ -287,7 +326,7 @@ mod tests {
         fs::write(&path, b"").unwrap();
         let store = FileCheckpointStore::open(&path).unwrap();
         fs::write(&path, b"[1, 2]").unwrap();
-        let err = store.save("s", &[("a".into(), cp(1, 1))]).unwrap_err();
+        let err = store.save_sync("s", &[("a".into(), cp(1, 1))]).unwrap_err();
         assert!(err.to_string().contains("cp.json"), "{err}");
         assert_eq!(fs::read(&path).unwrap(), b"[1, 2]");
     }

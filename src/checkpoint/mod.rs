@@ -8,13 +8,14 @@
 //! - [`PositionTracker`] (`tracker.rs`): turns acknowledgement outcomes, which arrive in any
 //!   order, into the positions that may be committed (never past an undelivered batch).
 //!
-//! Stores are synchronous on purpose: a save is a small file write plus `fsync`, which async
-//! callers run on a blocking thread (`spawn_blocking`) rather than pretending it is async.
+//! Stores are async so that a blob store fits; the file store runs its small write plus
+//! `fsync` on the blocking pool.
 
 pub mod committer;
 pub mod file;
 pub mod tracker;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 pub use committer::{CommitError, Committer};
@@ -62,13 +63,19 @@ impl CheckpointError {
     }
 }
 
-/// Where positions are kept. Implementations must be safe to share between sources: each
-/// source saves only its own entries, and a save merges with what is already stored.
-pub trait CheckpointStore: Send + Sync {
-    /// The checkpoint of one partition of one source, or `None` when there is none.
-    fn load(&self, source: &str, partition: &str) -> Result<Option<Checkpoint>, CheckpointError>;
+/// Where positions are kept: a local file now, the Azure SDKs' blob layout for replicas that
+/// share an event hub. Implementations must be safe to share between sources: each source
+/// saves only its own entries, and a save merges with what is already stored.
+#[async_trait::async_trait]
+pub trait CheckpointStore: Send + Sync + std::fmt::Debug {
+    /// Every stored checkpoint of `source`, by partition.
+    async fn load(&self, source: &str) -> Result<HashMap<String, Checkpoint>, CheckpointError>;
 
     /// Stores these partitions' checkpoints for `source`, keeping every other entry. Durable
     /// when it returns `Ok`.
-    fn save(&self, source: &str, updates: &[(String, Checkpoint)]) -> Result<(), CheckpointError>;
+    async fn save(
+        &self,
+        source: &str,
+        updates: &[(String, Checkpoint)],
+    ) -> Result<(), CheckpointError>;
 }

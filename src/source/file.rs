@@ -7,30 +7,28 @@
 //! Two owners, one channel between them:
 //!
 //! - the reader thread (`file/reader.rs`) owns the files: it splits lines and builds batches;
-//! - the source's task (here) owns the acknowledgement side: it forwards each batch to the
-//!   pipeline, registering it with the [`PositionTracker`] first, takes the outcomes, and
-//!   commits settled positions every `commit_interval` and once at the end.
+//! - the source's task (here) owns the acknowledgement side, the [`Forwarder`] every source
+//!   shares: each batch is registered before it goes to the pipeline, outcomes settle, and
+//!   settled positions are committed every `commit_interval` and once at the end.
 //!
-//! Because registration and outcomes happen in the same task, an outcome can never arrive
-//! before its batch is registered. Memory is bounded: the reader→task channel holds one
-//! batch, the pipeline's channel is the caller's (bounded), and the task stops taking batches
-//! while `max_outstanding_batches` await their outcome.
+//! Memory is bounded: the reader→task channel holds one batch, the pipeline's channel is the
+//! caller's (bounded), and the task stops taking batches while `max_outstanding_batches`
+//! await their outcome.
 
 mod reader;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus::IntCounter;
 use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior};
 
-use super::{Batch, BoxFuture, Source};
+use super::forward::{Drive, ForwardCounters, ForwardSettings, Forwarder, NoProgress};
+use super::{Batch, BoxFuture, Source, SourceContext};
 use crate::ack::AckOutcome;
-use crate::checkpoint::{
-    CheckpointError, CheckpointStore, CommitError, Committer, PositionTracker,
-};
+use crate::checkpoint::{CheckpointError, CheckpointStore, CommitError};
 use crate::shutdown::Shutdown;
 use reader::{Reader, ReaderMsg};
 
@@ -102,12 +100,8 @@ pub enum FileSourceError {
         #[source]
         source: std::io::Error,
     },
-    #[error("loading the checkpoint of {partition}: {source}")]
-    Checkpoint {
-        partition: String,
-        #[source]
-        source: CheckpointError,
-    },
+    #[error("loading the checkpoints: {0}")]
+    Checkpoint(#[source] CheckpointError),
     #[error("committing positions: {0}")]
     Commit(#[from] CommitError),
     #[error("starting the file reader thread: {0}")]
@@ -116,52 +110,11 @@ pub enum FileSourceError {
     ReaderLost,
 }
 
-/// Counters readable while the source runs (shared with whoever holds [`FileSource::stats`];
-/// atomics because the reader is another task, relaxed because each is independent).
-#[derive(Debug, Default)]
-pub struct FileSourceCounters {
-    pub events: AtomicU64,
-    pub batches: AtomicU64,
-    pub batches_acked: AtomicU64,
-    pub batches_failed: AtomicU64,
-    pub commits: AtomicU64,
-}
-
-/// A snapshot of [`FileSourceCounters`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FileSourceStats {
-    /// Events sent to the pipeline.
-    pub events: u64,
-    /// Batches sent to the pipeline.
-    pub batches: u64,
-    /// Batches every consumer acknowledged.
-    pub batches_acked: u64,
-    /// Batches some consumer did not deliver.
-    pub batches_failed: u64,
-    /// Successful checkpoint writes.
-    pub commits: u64,
-}
-
-impl FileSourceCounters {
-    pub fn snapshot(&self) -> FileSourceStats {
-        FileSourceStats {
-            events: self.events.load(Ordering::Relaxed),
-            batches: self.batches.load(Ordering::Relaxed),
-            batches_acked: self.batches_acked.load(Ordering::Relaxed),
-            batches_failed: self.batches_failed.load(Ordering::Relaxed),
-            commits: self.commits.load(Ordering::Relaxed),
-        }
-    }
-
-    fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-}
-
 pub struct FileSource {
     cfg: FileSourceConfig,
     checkpoints: Option<Arc<dyn CheckpointStore>>,
-    stats: Arc<FileSourceCounters>,
+    stats: Arc<ForwardCounters>,
+    commits: Option<IntCounter>,
 }
 
 impl FileSource {
@@ -170,11 +123,33 @@ impl FileSource {
             cfg,
             checkpoints,
             stats: Arc::default(),
+            commits: None,
         }
     }
 
+    /// The configured file source, committing to the service's checkpoints.
+    pub fn build(name: &str, paths: &[PathBuf], follow: bool, cx: &SourceContext) -> FileSource {
+        let mut cfg = FileSourceConfig::new(name, paths.to_vec());
+        cfg.follow = follow;
+        if let Some(every) = cx.commit_interval {
+            cfg.commit_interval = every;
+        }
+        FileSource::new(cfg, cx.checkpoints.clone()).with_commit_counter(
+            cx.metrics
+                .source
+                .checkpoint_commits
+                .with_label_values(&[name]),
+        )
+    }
+
+    /// Counts successful commits in this Prometheus counter too.
+    pub fn with_commit_counter(mut self, commits: IntCounter) -> FileSource {
+        self.commits = Some(commits);
+        self
+    }
+
     /// The live counters; take this before `run` consumes the source.
-    pub fn stats(&self) -> Arc<FileSourceCounters> {
+    pub fn stats(&self) -> Arc<ForwardCounters> {
         self.stats.clone()
     }
 }
@@ -193,15 +168,6 @@ impl Source for FileSource {
     }
 }
 
-/// Why the forwarding loop ended.
-#[derive(PartialEq)]
-enum End {
-    /// The reader finished (input ended, or an error) and everything it read was sent.
-    Input,
-    /// Shutdown was signalled, or the pipeline stopped taking batches.
-    Stop,
-}
-
 async fn run(
     src: FileSource,
     out: mpsc::Sender<Batch>,
@@ -211,166 +177,71 @@ async fn run(
         cfg,
         checkpoints,
         stats,
+        commits,
     } = src;
-    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<AckOutcome>();
+    let loaded = match &checkpoints {
+        Some(store) => store
+            .load(&cfg.name)
+            .await
+            .map_err(FileSourceError::Checkpoint)?,
+        None => HashMap::new(),
+    };
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel::<AckOutcome>();
     // Capacity 1: the reader works at most one batch ahead of what the pipeline accepted.
     let (batch_tx, mut batch_rx) = mpsc::channel::<ReaderMsg>(1);
     reader::spawn(Reader::new(
         cfg.clone(),
-        checkpoints.clone(),
+        loaded,
         shutdown.clone(),
         batch_tx,
         ack_tx,
     ))?;
-
-    let mut acks = Acks {
-        source: cfg.name.clone(),
-        committer: Committer::new(checkpoints, cfg.name.clone()),
-        tracker: PositionTracker::new(),
+    let mut fwd = Forwarder::new(
+        ForwardSettings {
+            source: cfg.name.clone(),
+            store: checkpoints,
+            commit_interval: cfg.commit_interval,
+            max_outstanding_batches: cfg.max_outstanding_batches,
+            ack_wait: cfg.ack_wait,
+            // Standard input (`-`) has no position worth keeping: it cannot be re-read.
+            uncommitted: Some("-"),
+            commits,
+        },
+        out,
+        ack_rx,
+        Box::new(NoProgress),
         stats,
-    };
-    let every = cfg.commit_interval.max(Duration::from_millis(1));
-    let mut commit_tick = tokio::time::interval_at(Instant::now() + every, every);
-    commit_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let max_outstanding = cfg.max_outstanding_batches.max(1);
+    );
 
-    // A batch taken from the reader, waiting for room in the pipeline.
-    let mut held: Option<Batch> = None;
     let mut finished: Option<Result<(), FileSourceError>> = None;
-    let end = loop {
-        if finished.is_some() && held.is_none() {
-            break End::Input;
+    let stopping = loop {
+        if finished.is_some() && fwd.wants() {
+            // The reader is done and everything it read was sent.
+            break false;
         }
-        let take =
-            held.is_none() && finished.is_none() && acks.tracker.outstanding() < max_outstanding;
+        let take = finished.is_none() && fwd.wants();
         tokio::select! {
             biased;
-            _ = shutdown.wait() => break End::Stop,
-            Some(outcome) = ack_rx.recv() => acks.settle(&outcome),
-            _ = commit_tick.tick() => acks.commit_or_log().await,
-            permit = out.reserve(), if held.is_some() => match (permit, held.take()) {
-                (Ok(permit), Some(batch)) => {
-                    acks.tracker.register(batch.ack.batch(), batch.events.iter().map(|e| &e.position));
-                    FileSourceCounters::add(&acks.stats.events, batch.events.len() as u64);
-                    FileSourceCounters::add(&acks.stats.batches, 1);
-                    permit.send(batch);
-                }
-                _ => {
-                    tracing::warn!(source = %cfg.name, "the pipeline stopped taking batches; stopping");
-                    break End::Stop;
-                }
+            _ = shutdown.wait() => break true,
+            step = fwd.drive() => if step == Drive::Closed {
+                break true;
             },
             msg = batch_rx.recv(), if take => match msg {
-                Some(ReaderMsg::Batch(batch)) => held = Some(batch),
+                Some(ReaderMsg::Batch(batch)) => fwd.offer(batch),
                 Some(ReaderMsg::Done(result)) => finished = Some(result),
                 None => finished = Some(Err(FileSourceError::ReaderLost)),
             },
         }
     };
 
-    // Stop the reader (its next send fails), drop what was never sent (never registered, so
-    // its outcome is ignored), and tell the pipeline the input ended, so that it can finish
-    // and acknowledge what it holds.
+    // Stop the reader (its next send fails), then let the forwarder finish: what was never
+    // sent is dropped (never registered, so its outcome is ignored), the pipeline hears that
+    // the input ended, and what it holds is awaited and committed.
     drop(batch_rx);
-    drop(held);
-    drop(out);
-    acks.wait_for_outcomes(
-        &mut ack_rx,
-        &mut commit_tick,
-        &mut shutdown,
-        end == End::Stop,
-        cfg.ack_wait,
-    )
-    .await;
-    let committed = acks.commit().await;
+    let committed = fwd.finish(stopping).await.map_err(FileSourceError::from);
     match finished {
         Some(Err(e)) => Err(e),
         _ => committed,
-    }
-}
-
-/// The acknowledgement side: the tracker and what was committed, owned by the source's task.
-struct Acks {
-    source: String,
-    tracker: PositionTracker,
-    /// Writes settled positions (only those that moved).
-    committer: Committer,
-    stats: Arc<FileSourceCounters>,
-}
-
-impl Acks {
-    fn settle(&mut self, outcome: &AckOutcome) {
-        if self.tracker.resolve(outcome) {
-            let counter = if outcome.delivered {
-                &self.stats.batches_acked
-            } else {
-                &self.stats.batches_failed
-            };
-            FileSourceCounters::add(counter, 1);
-        }
-    }
-
-    /// Waits for the outcomes of batches in flight: at most `wait` in total once `stopping`
-    /// (shutdown), or until `wait` passes without an outcome at the end of the input.
-    async fn wait_for_outcomes(
-        &mut self,
-        ack_rx: &mut mpsc::UnboundedReceiver<AckOutcome>,
-        commit_tick: &mut tokio::time::Interval,
-        shutdown: &mut Shutdown,
-        mut stopping: bool,
-        wait: Duration,
-    ) {
-        let mut deadline = Instant::now() + wait;
-        while self.tracker.outstanding() > 0 {
-            tokio::select! {
-                biased;
-                outcome = ack_rx.recv() => match outcome {
-                    Some(outcome) => {
-                        self.settle(&outcome);
-                        if !stopping {
-                            deadline = Instant::now() + wait;
-                        }
-                    }
-                    // Every token is gone, so every outcome has arrived.
-                    None => break,
-                },
-                _ = shutdown.wait(), if !stopping => stopping = true,
-                _ = commit_tick.tick() => self.commit_or_log().await,
-                _ = tokio::time::sleep_until(deadline) => {
-                    tracing::warn!(source = %self.source, outstanding = self.tracker.outstanding(),
-                        "gave up waiting for acknowledgements; those batches will be read again after a restart");
-                    break;
-                }
-            }
-        }
-    }
-
-    /// A periodic commit: a failure is logged and the next tick tries again.
-    async fn commit_or_log(&mut self) {
-        if let Err(e) = self.commit().await {
-            tracing::warn!(source = %self.source, error = %e, "committing positions failed; retrying at the next interval");
-        }
-    }
-
-    /// Stores the positions that settled since the last commit. Standard input (`-`) has no
-    /// position worth keeping: it cannot be re-read.
-    async fn commit(&mut self) -> Result<(), FileSourceError> {
-        // Standard input (`-`) has no position worth keeping: it cannot be re-read.
-        let settled = self
-            .tracker
-            .committable()
-            .into_iter()
-            .filter(|(p, _)| p != "-")
-            .collect();
-        match self.committer.commit(settled).await {
-            Ok(written) => {
-                if written {
-                    FileSourceCounters::add(&self.stats.commits, 1);
-                }
-                Ok(())
-            }
-            Err(e) => Err(FileSourceError::Commit(e)),
-        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod amqp;
 pub mod file;
+pub mod forward;
 pub mod kafka;
 
 use std::future::Future;
@@ -14,7 +15,10 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::ack::AckToken;
+use crate::checkpoint::CheckpointStore;
+use crate::config::SourceSettings;
 use crate::shutdown::Shutdown;
+use crate::telemetry::Metrics;
 
 /// Where an event sits in its stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,4 +103,28 @@ pub trait Source: Send {
         out: mpsc::Sender<Batch>,
         shutdown: Shutdown,
     ) -> BoxFuture<anyhow::Result<()>>;
+}
+
+/// What a source takes from the service when it builds itself.
+pub struct SourceContext {
+    /// Where acknowledged positions are committed (sources that keep their own).
+    pub checkpoints: Option<Arc<dyn CheckpointStore>>,
+    /// With checkpoints on: how often a source commits (the snapshot interval).
+    pub commit_interval: Option<std::time::Duration>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl SourceSettings {
+    /// The configured source, ready to `run`: each kind builds itself beside its code.
+    pub fn build(&self, cx: &SourceContext) -> Box<dyn Source> {
+        match self {
+            SourceSettings::File {
+                name,
+                paths,
+                follow,
+            } => Box::new(file::FileSource::build(name, paths, *follow, cx)),
+            SourceSettings::Amqp(cfg) => Box::new(amqp::AmqpSource::build(cfg, cx)),
+            SourceSettings::Kafka(cfg) => Box::new(kafka::KafkaSource::build(cfg, cx)),
+        }
+    }
 }

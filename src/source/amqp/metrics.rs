@@ -272,7 +272,6 @@ pub struct AmqpSourceMetrics {
     source: String,
     prom: Option<AmqpMetrics>,
     partitions: Mutex<BTreeMap<String, Arc<PartitionMetrics>>>,
-    commits: AtomicU64,
 }
 
 impl AmqpSourceMetrics {
@@ -281,17 +280,7 @@ impl AmqpSourceMetrics {
             source: source.to_string(),
             prom,
             partitions: Mutex::new(BTreeMap::new()),
-            commits: AtomicU64::new(0),
         }
-    }
-
-    /// Successful checkpoint writes.
-    pub fn commits(&self) -> u64 {
-        self.commits.load(Relaxed)
-    }
-
-    pub(super) fn committed(&self) {
-        self.commits.fetch_add(1, Relaxed);
     }
 
     /// The partition's counters, created on first use.

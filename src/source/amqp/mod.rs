@@ -18,10 +18,10 @@
 mod client;
 mod config;
 mod connection;
-mod metrics;
+pub(crate) mod metrics;
 mod partition;
 mod position;
-mod progress;
+pub(crate) mod progress;
 mod renew;
 mod source;
 
@@ -57,14 +57,8 @@ pub enum AmqpSourceError {
     /// Any other failure that reconnecting cannot fix.
     #[error("{target}: {detail}")]
     Service { target: String, detail: String },
-    #[error("loading the checkpoint of partition {partition}: {source}")]
-    Checkpoint {
-        partition: String,
-        #[source]
-        source: CheckpointError,
-    },
-    #[error("loading the checkpoint of partition {partition}: the task panicked")]
-    CheckpointPanicked { partition: String },
+    #[error("loading the checkpoints: {0}")]
+    Checkpoint(#[source] CheckpointError),
     #[error("committing positions: {0}")]
     Commit(#[from] CommitError),
 }

@@ -1,9 +1,10 @@
 //! The AMQP source's own task: finds the partitions, starts one reader task per partition,
-//! forwards their batches to the pipeline (registering each first), settles outcomes,
-//! commits, and drains on shutdown.
+//! forwards their batches to the pipeline through the shared [`Forwarder`] (registering
+//! each first, settling outcomes, committing), and drains on shutdown.
 //!
 //! Who owns what: each reader owns its connection and position (`partition.rs`); this task
-//! owns the acknowledgement side ([`Progress`]).
+//! owns the acknowledgement side (the [`Forwarder`], with [`AmqpProgress`] publishing each
+//! partition's processed position).
 //! They talk through one bounded channel (readers → this task, one slot per partition: a
 //! reader gathers its next batch while its last one waits for the pipeline, and no more),
 //! the unbounded outcome channel of the [`crate::ack`] contract, and the shared statistics.
@@ -18,21 +19,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use azure_messaging_eventhubs::ConsumerClient;
+use prometheus::IntCounter;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::MissedTickBehavior;
 
 use super::client::{Connector, Failure, CALL_TIMEOUT, CLOSE_TIMEOUT};
 use super::config::{random_unit, AmqpSourceConfig};
 use super::metrics::AmqpSourceMetrics;
 use super::partition::{End, PartitionReader};
 use super::position::OpenAt;
-use super::progress::Progress;
+use super::progress::AmqpProgress;
 use super::AmqpSourceError;
 use crate::ack::AckOutcome;
-use crate::checkpoint::{Checkpoint, CheckpointStore};
+use crate::checkpoint::CheckpointStore;
 use crate::shutdown::Shutdown;
-use crate::source::{Batch, BoxFuture, Source};
+use crate::source::forward::{Drive, ForwardCounters, ForwardSettings, Forwarder};
+use crate::source::{Batch, BoxFuture, Source, SourceContext};
 use crate::telemetry::metrics::AmqpMetrics;
 
 /// After the outcomes are in, how long readers get to close their connections (each close
@@ -43,6 +46,8 @@ pub struct AmqpSource {
     cfg: AmqpSourceConfig,
     checkpoints: Option<Arc<dyn CheckpointStore>>,
     metrics: Arc<AmqpSourceMetrics>,
+    counters: Arc<ForwardCounters>,
+    commits: Option<IntCounter>,
 }
 
 impl AmqpSource {
@@ -52,7 +57,37 @@ impl AmqpSource {
             cfg,
             checkpoints,
             metrics,
+            counters: Arc::default(),
+            commits: None,
         }
+    }
+
+    /// The configured AMQP source, committing to the service's checkpoints, with its
+    /// Prometheus series.
+    pub fn build(cfg: &AmqpSourceConfig, cx: &SourceContext) -> AmqpSource {
+        let mut cfg = cfg.clone();
+        if let Some(every) = cx.commit_interval {
+            cfg.commit_interval = every;
+        }
+        let commits = cx
+            .metrics
+            .source
+            .checkpoint_commits
+            .with_label_values(&[&cfg.name]);
+        AmqpSource::new(cfg, cx.checkpoints.clone())
+            .with_prometheus(cx.metrics.amqp.clone())
+            .with_commit_counter(commits)
+    }
+
+    /// Counts successful commits in this Prometheus counter too.
+    pub fn with_commit_counter(mut self, commits: IntCounter) -> AmqpSource {
+        self.commits = Some(commits);
+        self
+    }
+
+    /// The forwarding counters (batches, acknowledgements, commits).
+    pub fn counters(&self) -> Arc<ForwardCounters> {
+        self.counters.clone()
     }
 
     /// Mirrors the statistics into these Prometheus series. Call before [`Self::metrics`].
@@ -90,6 +125,8 @@ async fn run(
         cfg,
         checkpoints,
         metrics,
+        counters,
+        commits,
     } = src;
     let cfg = Arc::new(cfg);
     let connector = Arc::new(Connector::new(&cfg)?);
@@ -99,16 +136,22 @@ async fn run(
     };
     tracing::info!(source = %cfg.name, %target, partitions = ids.len(), "event hub found");
 
-    let mut starts = Vec::with_capacity(ids.len());
-    for id in &ids {
-        let cp = load_checkpoint(checkpoints.clone(), &cfg.name, id).await?;
-        starts.push(OpenAt::initial(cp.as_ref(), cfg.start));
-    }
+    let loaded = match &checkpoints {
+        Some(store) => store
+            .load(&cfg.name)
+            .await
+            .map_err(AmqpSourceError::Checkpoint)?,
+        None => Default::default(),
+    };
+    let starts: Vec<OpenAt> = ids
+        .iter()
+        .map(|id| OpenAt::initial(loaded.get(id), cfg.start))
+        .collect();
 
     // The readers stop on this, which fires on shutdown or on a fatal error.
     let (stop, stop_rx) = crate::shutdown::channel();
     let (batch_tx, mut batch_rx) = mpsc::channel::<Batch>(ids.len().max(1));
-    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<AckOutcome>();
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel::<AckOutcome>();
     let batch_ids = Arc::new(AtomicU64::new(0));
     let source_name: Arc<str> = Arc::from(cfg.name.as_str());
     let mut readers = JoinSet::new();
@@ -131,36 +174,36 @@ async fn run(
     drop(ack_tx);
     drop(stop_rx);
 
-    let mut progress = Progress::new(&cfg.name, checkpoints, metrics.clone());
-    let every = cfg.commit_interval.max(Duration::from_millis(1));
-    let mut commit_tick = tokio::time::interval_at(Instant::now() + every, every);
-    commit_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let max_outstanding = cfg.max_outstanding_batches.max(1);
-    let mut held: Option<Batch> = None;
+    let mut fwd = Forwarder::new(
+        ForwardSettings {
+            source: cfg.name.clone(),
+            store: checkpoints,
+            commit_interval: cfg.commit_interval,
+            max_outstanding_batches: cfg.max_outstanding_batches,
+            ack_wait: cfg.ack_wait,
+            uncommitted: None,
+            commits,
+        },
+        out,
+        ack_rx,
+        Box::new(AmqpProgress::new(metrics.clone())),
+        counters,
+    );
+    let mut refresh = tokio::time::interval(cfg.commit_interval.max(Duration::from_millis(1)));
+    refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut readers_open = true;
     let mut fatal: Option<AmqpSourceError> = None;
     loop {
-        let take = readers_open && held.is_none() && progress.outstanding() < max_outstanding;
+        let take = readers_open && fwd.wants();
         tokio::select! {
             biased;
             _ = shutdown.wait() => break,
-            Some(outcome) = ack_rx.recv() => progress.settle(&outcome),
-            _ = commit_tick.tick() => {
-                progress.commit_or_log().await;
-                metrics.refresh();
-            }
-            permit = out.reserve(), if held.is_some() => match (permit, held.take()) {
-                (Ok(permit), Some(batch)) => {
-                    progress.register(&batch);
-                    permit.send(batch);
-                }
-                _ => {
-                    tracing::warn!(source = %cfg.name, "the pipeline stopped taking batches; stopping");
-                    break;
-                }
+            step = fwd.drive() => if step == Drive::Closed {
+                break;
             },
+            _ = refresh.tick() => metrics.refresh(),
             batch = batch_rx.recv(), if take => match batch {
-                Some(batch) => held = Some(batch),
+                Some(batch) => fwd.offer(batch),
                 None => readers_open = false,
             },
             Some(joined) = readers.join_next() => match joined {
@@ -187,14 +230,11 @@ async fn run(
     }
 
     // Stop the readers; what was gathered and never forwarded was never registered, so its
-    // outcome is ignored and it is read again after a restart. Then let the pipeline know
-    // the input ended, and wait for what it holds.
+    // outcome is ignored and it is read again after a restart. Then the forwarder lets the
+    // pipeline know the input ended, waits for what it holds, and commits.
     stop.trigger();
     drop(batch_rx);
-    drop(held);
-    drop(out);
-    progress.wait_for_outcomes(&mut ack_rx, cfg.ack_wait).await;
-    let committed = progress.commit().await;
+    let committed = fwd.finish(true).await.map_err(AmqpSourceError::from);
     metrics.refresh();
     if tokio::time::timeout(READERS_GRACE, async {
         while readers.join_next().await.is_some() {}
@@ -259,26 +299,5 @@ async fn read_partitions(connector: &Connector) -> Result<Vec<String>, Failure> 
 async fn close(client: ConsumerClient) {
     if let Err(e) = client.close().await {
         tracing::debug!(error = %e, "closing the discovery connection failed");
-    }
-}
-
-async fn load_checkpoint(
-    store: Option<Arc<dyn CheckpointStore>>,
-    source: &str,
-    partition: &str,
-) -> Result<Option<Checkpoint>, AmqpSourceError> {
-    let Some(store) = store else {
-        return Ok(None);
-    };
-    let (s, p) = (source.to_string(), partition.to_string());
-    let loaded = tokio::task::spawn_blocking(move || store.load(&s, &p)).await;
-    match loaded {
-        Ok(r) => r.map_err(|e| AmqpSourceError::Checkpoint {
-            partition: partition.to_string(),
-            source: e,
-        }),
-        Err(_) => Err(AmqpSourceError::CheckpointPanicked {
-            partition: partition.to_string(),
-        }),
     }
 }

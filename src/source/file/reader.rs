@@ -10,7 +10,7 @@
 //! as soon as that channel closes or shutdown is signalled (checked at every batch, every end
 //! of file, and every ≤ 50 ms while idle).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, Metadata};
 use std::io::{self, BufRead, BufReader, Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::{FileSourceConfig, FileSourceError};
 use crate::ack::{AckOutcome, AckToken};
-use crate::checkpoint::{Checkpoint, CheckpointStore};
+use crate::checkpoint::Checkpoint;
 use crate::shutdown::Shutdown;
 use crate::source::{Batch, Event, Position};
 
@@ -86,7 +86,8 @@ pub(super) fn spawn(reader: Reader) -> Result<(), FileSourceError> {
 pub(super) struct Reader {
     cfg: FileSourceConfig,
     source: Arc<str>,
-    checkpoints: Option<Arc<dyn CheckpointStore>>,
+    /// The source's checkpoints, by partition, as loaded at start.
+    checkpoints: HashMap<String, Checkpoint>,
     shutdown: Shutdown,
     tx: mpsc::Sender<ReaderMsg>,
     ack_tx: mpsc::UnboundedSender<AckOutcome>,
@@ -103,7 +104,7 @@ pub(super) struct Reader {
 impl Reader {
     pub(super) fn new(
         cfg: FileSourceConfig,
-        checkpoints: Option<Arc<dyn CheckpointStore>>,
+        checkpoints: HashMap<String, Checkpoint>,
         shutdown: Shutdown,
         tx: mpsc::Sender<ReaderMsg>,
         ack_tx: mpsc::UnboundedSender<AckOutcome>,
@@ -173,15 +174,7 @@ impl Reader {
             .metadata()
             .map_err(io_error(&path, "reading its metadata"))?;
         cursor.identity = identity(&meta);
-        let checkpoint = match &self.checkpoints {
-            Some(store) => store
-                .load(&self.source, &cursor.partition)
-                .map_err(|source| FileSourceError::Checkpoint {
-                    partition: cursor.partition.to_string(),
-                    source,
-                })?,
-            None => None,
-        };
+        let checkpoint = self.checkpoints.get(&*cursor.partition).cloned();
         if let Some(cp) = checkpoint {
             match check_resume(&mut file, meta.len(), &cp)
                 .map_err(io_error(&path, "checking the checkpoint"))?

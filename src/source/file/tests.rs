@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::*;
 use crate::checkpoint::{Checkpoint, FileCheckpointStore};
+use crate::source::forward::ForwardStats;
 use crate::source::Position;
 
 const BOUND: Duration = Duration::from_secs(10);
@@ -49,7 +50,7 @@ async fn collect(
     c: FileSourceConfig,
     store: Option<Arc<dyn CheckpointStore>>,
     deliver: impl Fn(usize) -> bool,
-) -> (Vec<Got>, FileSourceStats) {
+) -> (Vec<Got>, ForwardStats) {
     let (tx, mut rx) = mpsc::channel(2);
     let (_trigger, shutdown) = crate::shutdown::channel();
     let src = FileSource::new(c, store);
@@ -156,14 +157,14 @@ async fn batches_honour_their_limits_and_checkpoints_hold_each_files_last_line()
     assert_eq!(sizes, [3, 3, 3, 3], "a batch may span files");
     assert!(stats.commits >= 1);
     assert_eq!(
-        cp.load("s", &key(&f1)).unwrap(),
+        cp.load("s").await.unwrap().get(&key(&f1)).cloned(),
         Some(Checkpoint {
             offset: 54,
             sequence_number: 9
         })
     );
     assert_eq!(
-        cp.load("s", &key(&f2)).unwrap(),
+        cp.load("s").await.unwrap().get(&key(&f2)).cloned(),
         Some(Checkpoint {
             offset: 2,
             sequence_number: 1
@@ -215,12 +216,13 @@ async fn a_restart_resumes_strictly_after_the_checkpointed_line() {
             },
         )],
     )
+    .await
     .unwrap();
     let (third, _) = collect(cfg(vec![file.clone()]), Some(cp.clone()), |_| true).await;
     assert_eq!(bodies(&third), ["l2", "l3", "l4", "l6"]);
     assert_eq!(third[0].pos.sequence_number, 2);
     assert_eq!(
-        cp.load("s", &key(&file)).unwrap(),
+        cp.load("s").await.unwrap().get(&key(&file)).cloned(),
         Some(Checkpoint {
             offset: 15,
             sequence_number: 6
@@ -240,7 +242,7 @@ async fn an_undelivered_batch_stops_the_checkpoint_before_it() {
     let (_, stats) = collect(c, Some(cp.clone()), |n| n != 2).await;
     assert_eq!((stats.batches_acked, stats.batches_failed), (3, 1));
     assert_eq!(
-        cp.load("s", &key(&file)).unwrap(),
+        cp.load("s").await.unwrap().get(&key(&file)).cloned(),
         Some(Checkpoint { offset: 2, sequence_number: 1 }),
         "batch 1 (line b) committed; batch 2 (line c) failed, so nothing past it, though d was acknowledged"
     );
@@ -270,6 +272,7 @@ async fn a_file_that_no_longer_matches_its_checkpoint_is_read_from_the_start() {
             },
         )],
     )
+    .await
     .unwrap();
     let (got, _) = collect(cfg(vec![file.clone()]), Some(cp.clone()), |_| true).await;
     assert_eq!(bodies(&got), ["x", "y"]);
@@ -287,6 +290,7 @@ async fn a_file_that_no_longer_matches_its_checkpoint_is_read_from_the_start() {
             },
         )],
     )
+    .await
     .unwrap();
     let (got, _) = collect(cfg(vec![file.clone()]), Some(cp.clone()), |_| true).await;
     assert_eq!(bodies(&got), ["xxxxxx", "z"]);
@@ -381,14 +385,14 @@ async fn follow_mode_delivers_appended_lines_and_new_files_and_stops_on_shutdown
         "no outstanding batch: no waiting"
     );
     assert_eq!(
-        cp.load("s", &key(&file)).unwrap(),
+        cp.load("s").await.unwrap().get(&key(&file)).cloned(),
         Some(Checkpoint {
             offset: 0,
             sequence_number: 0
         })
     );
     assert_eq!(
-        cp.load("s", &key(&watched.join("b"))).unwrap(),
+        cp.load("s").await.unwrap().get(&key(&watched.join("b"))).cloned(),
         Some(Checkpoint {
             offset: 0,
             sequence_number: 0
@@ -429,7 +433,7 @@ async fn shutdown_waits_a_bounded_time_for_acknowledgements() {
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(
-        cp.load("s", &key(&file)).unwrap(),
+        cp.load("s").await.unwrap().get(&key(&file)).cloned(),
         Some(Checkpoint {
             offset: 0,
             sequence_number: 0

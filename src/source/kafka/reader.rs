@@ -27,7 +27,7 @@ use super::context::{HubContext, TokenSource};
 use super::core::{Core, Limits};
 use super::KafkaSourceError;
 use crate::shutdown::Shutdown;
-use crate::source::{Batch, BoxFuture, Source};
+use crate::source::{Batch, BoxFuture, Source, SourceContext};
 use crate::telemetry::metrics::KafkaMetrics;
 
 /// The longest `poll` when nothing is being gathered (bounds the shutdown latency).
@@ -44,6 +44,13 @@ pub struct KafkaSource {
 
 impl KafkaSource {
     /// A source that reports into these series (`Metrics::kafka`).
+    /// The configured Kafka source. Its offsets are committed to the consumer group, not to
+    /// the service's checkpoints; its window state follows its partitions through the
+    /// engine.
+    pub fn build(cfg: &KafkaSourceConfig, cx: &SourceContext) -> KafkaSource {
+        KafkaSource::new(cfg.clone(), cx.metrics.kafka.clone())
+    }
+
     pub fn new(cfg: KafkaSourceConfig, prom: KafkaMetrics) -> KafkaSource {
         KafkaSource { cfg, prom }
     }

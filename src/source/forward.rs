@@ -1,0 +1,428 @@
+//! The acknowledgement side that the file and AMQP sources share: batches go to the
+//! pipeline one at a time, each registered with the [`PositionTracker`] first; outcomes
+//! settle them in any order; the delivered prefix of every partition is committed to the
+//! checkpoint store every `commit_interval` and once more at the end.
+//!
+//! A source keeps its own loop for its own input (a reader thread's channel, partition
+//! readers) and `select!`s on [`Forwarder::drive`] beside it, which does one piece of this
+//! work per call: settle an outcome, commit on the tick, or hand the held batch to the
+//! pipeline once it has room. The source offers a batch only while [`wants`] says so
+//! (nothing held, and fewer than `max_outstanding_batches` awaiting their outcome), which
+//! bounds both the memory of batches and the tracker. At the end, [`finish`] stops
+//! forwarding, waits for what the pipeline holds (bounded) and commits.
+//!
+//! Registration and outcomes happen in the same task, so an outcome never arrives before
+//! its batch is registered. (The Kafka source settles on librdkafka's consumer thread and
+//! commits to the group; it shares the [`PositionTracker`] and the ack contract, not this
+//! loop.)
+//!
+//! [`wants`]: Forwarder::wants
+//! [`finish`]: Forwarder::finish
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::IntCounter;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+use super::Batch;
+use crate::ack::AckOutcome;
+use crate::checkpoint::{Checkpoint, CheckpointStore, CommitError, Committer, PositionTracker};
+
+/// Counters readable while a source runs (atomics: the source's task writes, anyone reads;
+/// relaxed, each is independent).
+#[derive(Debug, Default)]
+pub struct ForwardCounters {
+    pub events: AtomicU64,
+    pub batches: AtomicU64,
+    pub batches_acked: AtomicU64,
+    pub batches_failed: AtomicU64,
+    pub commits: AtomicU64,
+}
+
+/// A snapshot of [`ForwardCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardStats {
+    /// Events sent to the pipeline.
+    pub events: u64,
+    /// Batches sent to the pipeline.
+    pub batches: u64,
+    /// Batches every consumer acknowledged.
+    pub batches_acked: u64,
+    /// Batches some consumer did not deliver.
+    pub batches_failed: u64,
+    /// Successful checkpoint writes.
+    pub commits: u64,
+}
+
+impl ForwardCounters {
+    pub fn snapshot(&self) -> ForwardStats {
+        ForwardStats {
+            events: self.events.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+            batches_acked: self.batches_acked.load(Ordering::Relaxed),
+            batches_failed: self.batches_failed.load(Ordering::Relaxed),
+            commits: self.commits.load(Ordering::Relaxed),
+        }
+    }
+
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// What a source adds to the shared loop: its own view of progress (the AMQP source
+/// publishes each partition's processed sequence number and lag from it).
+pub trait Progress: Send {
+    /// A batch is about to go to the pipeline (batches of a partition in sending order).
+    fn registered(&mut self, _batch: &Batch, _tracker: &PositionTracker) {}
+    /// These positions are settled (everything up to them delivered), before a commit.
+    fn settled(&mut self, _settled: &[(String, Checkpoint)], _tracker: &PositionTracker) {}
+}
+
+/// No extra bookkeeping.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// How a source's acknowledgements are handled.
+pub struct ForwardSettings {
+    /// The source's name (checkpoints, logs).
+    pub source: String,
+    pub store: Option<Arc<dyn CheckpointStore>>,
+    pub commit_interval: Duration,
+    pub max_outstanding_batches: usize,
+    /// How long the end waits for outcomes: in total after shutdown; at the end of the
+    /// input, until this long passes without one (a slow pipeline still making progress is
+    /// waited for).
+    pub ack_wait: Duration,
+    /// Partitions whose positions are never committed (standard input cannot be re-read).
+    pub uncommitted: Option<&'static str>,
+    /// Counts successful commits (`hubwatch_source_checkpoint_commits_total`).
+    pub commits: Option<IntCounter>,
+}
+
+/// What one [`Forwarder::drive`] call did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drive {
+    /// Settled an outcome, committed, or sent the held batch.
+    Progress,
+    /// The pipeline stopped taking batches: the source should stop.
+    Closed,
+}
+
+pub struct Forwarder {
+    settings: ForwardSettings,
+    out: Option<mpsc::Sender<Batch>>,
+    acks: mpsc::UnboundedReceiver<AckOutcome>,
+    tracker: PositionTracker,
+    committer: Committer,
+    tick: Interval,
+    held: Option<Batch>,
+    progress: Box<dyn Progress>,
+    counters: Arc<ForwardCounters>,
+}
+
+impl Forwarder {
+    /// `acks` is the receiving end of the channel the source's batches' tokens report to.
+    pub fn new(
+        settings: ForwardSettings,
+        out: mpsc::Sender<Batch>,
+        acks: mpsc::UnboundedReceiver<AckOutcome>,
+        progress: Box<dyn Progress>,
+        counters: Arc<ForwardCounters>,
+    ) -> Forwarder {
+        let every = settings.commit_interval.max(Duration::from_millis(1));
+        let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Forwarder {
+            committer: Committer::new(settings.store.clone(), settings.source.clone()),
+            settings,
+            out: Some(out),
+            acks,
+            tracker: PositionTracker::new(),
+            tick,
+            held: None,
+            progress,
+            counters,
+        }
+    }
+
+    /// Whether the source may offer a batch now.
+    pub fn wants(&self) -> bool {
+        self.held.is_none()
+            && self.tracker.outstanding() < self.settings.max_outstanding_batches.max(1)
+    }
+
+    /// Takes a batch to forward (only when [`wants`](Self::wants) said so).
+    pub fn offer(&mut self, batch: Batch) {
+        debug_assert!(self.held.is_none(), "offered while a batch is held");
+        self.held = Some(batch);
+    }
+
+    /// Batches sent whose outcome has not arrived.
+    pub fn outstanding(&self) -> usize {
+        self.tracker.outstanding()
+    }
+
+    /// Does one piece of the shared work; cancel-safe, for `select!`.
+    pub async fn drive(&mut self) -> Drive {
+        let out = self.out.clone();
+        tokio::select! {
+            biased;
+            Some(outcome) = self.acks.recv() => {
+                self.settle(&outcome);
+                Drive::Progress
+            }
+            _ = self.tick.tick() => {
+                self.commit_or_log().await;
+                Drive::Progress
+            }
+            permit = reserve(out.as_ref()), if self.held.is_some() => match (permit, self.held.take()) {
+                (Some(permit), Some(batch)) => {
+                    self.tracker.register(batch.ack.batch(), batch.events.iter().map(|e| &e.position));
+                    self.progress.registered(&batch, &self.tracker);
+                    ForwardCounters::add(&self.counters.events, batch.events.len() as u64);
+                    ForwardCounters::add(&self.counters.batches, 1);
+                    permit.send(batch);
+                    Drive::Progress
+                }
+                _ => {
+                    tracing::warn!(source = %self.settings.source, "the pipeline stopped taking batches; stopping");
+                    Drive::Closed
+                }
+            },
+        }
+    }
+
+    fn settle(&mut self, outcome: &AckOutcome) {
+        if self.tracker.resolve(outcome) {
+            let counter = if outcome.delivered {
+                &self.counters.batches_acked
+            } else {
+                &self.counters.batches_failed
+            };
+            ForwardCounters::add(counter, 1);
+        }
+    }
+
+    /// The end: stops forwarding (a batch held and never sent was never registered, so it
+    /// is read again after a restart), lets the pipeline know the input ended, waits for the
+    /// outcomes of what it holds, and commits. `stopping` says whether shutdown was
+    /// signalled (the wait is then bounded in total) or the input ended.
+    pub async fn finish(mut self, stopping: bool) -> Result<(), CommitError> {
+        self.held = None;
+        self.out = None;
+        let wait = self.settings.ack_wait;
+        let mut deadline = Instant::now() + wait;
+        while self.tracker.outstanding() > 0 {
+            tokio::select! {
+                biased;
+                outcome = self.acks.recv() => match outcome {
+                    Some(outcome) => {
+                        self.settle(&outcome);
+                        if !stopping {
+                            deadline = Instant::now() + wait;
+                        }
+                    }
+                    // Every token is gone, so every outcome has arrived.
+                    None => break,
+                },
+                _ = self.tick.tick() => self.commit_or_log().await,
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(source = %self.settings.source, outstanding = self.tracker.outstanding(),
+                        "gave up waiting for acknowledgements; those batches will be read again after a restart");
+                    break;
+                }
+            }
+        }
+        self.commit().await
+    }
+
+    /// A periodic commit: a failure is logged and the next tick tries again.
+    async fn commit_or_log(&mut self) {
+        if let Err(e) = self.commit().await {
+            tracing::warn!(source = %self.settings.source, error = %e,
+                "committing positions failed; retrying at the next interval");
+        }
+    }
+
+    /// Stores the positions that settled since the last commit.
+    async fn commit(&mut self) -> Result<(), CommitError> {
+        let settled: Vec<(String, Checkpoint)> = self
+            .tracker
+            .committable()
+            .into_iter()
+            .filter(|(p, _)| Some(p.as_str()) != self.settings.uncommitted)
+            .collect();
+        self.progress.settled(&settled, &self.tracker);
+        if self.committer.commit(settled).await? {
+            ForwardCounters::add(&self.counters.commits, 1);
+            if let Some(c) = &self.settings.commits {
+                c.inc();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Room for one batch, or `None` once the pipeline is gone (or the forwarder stopped).
+async fn reserve(out: Option<&mpsc::Sender<Batch>>) -> Option<mpsc::Permit<'_, Batch>> {
+    match out {
+        Some(out) => out.reserve().await.ok(),
+        None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ack::AckToken;
+    use crate::checkpoint::FileCheckpointStore;
+    use crate::source::amqp::metrics::AmqpSourceMetrics;
+    use crate::source::amqp::progress::AmqpProgress;
+    use crate::source::{Event, Position};
+
+    fn batch(
+        id: u64,
+        partition: &str,
+        seqs: &[i64],
+        tx: &mpsc::UnboundedSender<AckOutcome>,
+    ) -> Batch {
+        let events = seqs
+            .iter()
+            .map(|s| {
+                Event::new(
+                    b"{}".to_vec(),
+                    Position {
+                        partition: Arc::from(partition),
+                        offset: s * 10,
+                        sequence_number: *s,
+                        enqueued_time: Some(1000 + s),
+                    },
+                )
+            })
+            .collect();
+        Batch::new(Arc::from("eh"), events, AckToken::new(id, tx.clone()))
+    }
+
+    fn settings(
+        store: Option<Arc<dyn CheckpointStore>>,
+        max_outstanding: usize,
+    ) -> ForwardSettings {
+        ForwardSettings {
+            source: "eh".into(),
+            store,
+            commit_interval: Duration::from_secs(1),
+            max_outstanding_batches: max_outstanding,
+            ack_wait: Duration::from_secs(5),
+            uncommitted: None,
+            commits: None,
+        }
+    }
+
+    /// Offers a batch and drives until the pipeline has it.
+    async fn send(fwd: &mut Forwarder, rx: &mut mpsc::Receiver<Batch>, b: Batch) -> Batch {
+        assert!(fwd.wants());
+        fwd.offer(b);
+        loop {
+            assert_eq!(fwd.drive().await, Drive::Progress);
+            if let Ok(b) = rx.try_recv() {
+                return b;
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn commits_the_delivered_prefix_per_partition_and_publishes_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FileCheckpointStore::open(dir.path().join("cp.json")).unwrap());
+        let metrics = Arc::new(AmqpSourceMetrics::new("eh", None));
+        let counters = Arc::new(ForwardCounters::default());
+        let (out, mut rx) = mpsc::channel(8);
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        let mut fwd = Forwarder::new(
+            settings(Some(store.clone()), 10),
+            out,
+            ack_rx,
+            Box::new(AmqpProgress::new(metrics.clone())),
+            counters.clone(),
+        );
+        let b1 = send(&mut fwd, &mut rx, batch(1, "0", &[0, 1], &ack_tx)).await;
+        let b2 = send(&mut fwd, &mut rx, batch(2, "0", &[2, 3], &ack_tx)).await;
+        let b3 = send(&mut fwd, &mut rx, batch(3, "1", &[7], &ack_tx)).await;
+        assert_eq!(fwd.outstanding(), 3);
+
+        // Batches 2 and 3 are done before 1: partition 0 waits for 1. A tick commits.
+        b2.ack.ack();
+        b3.ack.ack();
+        while fwd.outstanding() > 1 {
+            fwd.drive().await;
+        }
+        while counters.snapshot().commits < 1 {
+            fwd.drive().await;
+        }
+        let stored = store.load_sync("eh");
+        assert_eq!(stored.get("0"), None);
+        assert_eq!(stored["1"].sequence_number, 7);
+
+        b1.ack.ack();
+        while counters.snapshot().commits < 2 {
+            fwd.drive().await;
+        }
+        let stored = store.load_sync("eh");
+        assert_eq!((stored["0"].offset, stored["0"].sequence_number), (30, 3));
+        let stats = metrics.snapshot();
+        assert_eq!(stats[0].processed_sequence_number, Some(3));
+        assert_eq!(stats[1].processed_sequence_number, Some(7));
+        let s = counters.snapshot();
+        assert_eq!(
+            (s.events, s.batches, s.batches_acked, s.commits),
+            (5, 3, 3, 2)
+        );
+        fwd.finish(true).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_most_max_outstanding_batches_and_a_bounded_end() {
+        let counters = Arc::new(ForwardCounters::default());
+        let (out, mut rx) = mpsc::channel(8);
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        let mut fwd = Forwarder::new(
+            settings(None, 2),
+            out,
+            ack_rx,
+            Box::new(NoProgress),
+            counters.clone(),
+        );
+        let b1 = send(&mut fwd, &mut rx, batch(1, "0", &[0], &ack_tx)).await;
+        let _b2 = send(&mut fwd, &mut rx, batch(2, "0", &[1], &ack_tx)).await;
+        assert!(!fwd.wants(), "two batches await their outcome");
+        drop(b1); // not delivered
+        fwd.drive().await;
+        assert!(fwd.wants());
+        assert_eq!(counters.snapshot().batches_failed, 1);
+
+        // The end waits at most `ack_wait` for batch 2, which the pipeline never settles.
+        let started = Instant::now();
+        fwd.finish(true).await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_closed_pipeline_stops_the_source() {
+        let (out, rx) = mpsc::channel(1);
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        let mut fwd = Forwarder::new(
+            settings(None, 2),
+            out,
+            ack_rx,
+            Box::new(NoProgress),
+            Arc::default(),
+        );
+        drop(rx);
+        fwd.offer(batch(1, "0", &[0], &ack_tx));
+        assert_eq!(fwd.drive().await, Drive::Closed);
+    }
+}
