@@ -20,7 +20,7 @@ use crate::pipeline::{DeadLetter, Engine};
 use crate::schema::Schemas;
 use crate::shutdown::Shutdown;
 use crate::source::{Batch, SourceContext};
-use crate::state::{LocalStateStore, StateCommitter, StateError, StateStore};
+use crate::state::{LocalStateStore, Rebuild, StateCommitter, StateError, StateStore};
 use crate::telemetry::Metrics;
 
 /// Batches in flight between the sources and the engine. Small: a slow engine makes the
@@ -84,6 +84,7 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
     // state that absorbed it is stored (`state::commit`).
     let mut checkpoints: Option<Arc<dyn CheckpointStore>> = None;
     let mut commit = None;
+    let mut rebuild = Rebuild::default();
     if let Some(cp) = &settings.checkpoint {
         std::fs::create_dir_all(&cp.dir)
             .with_context(|| format!("creating the checkpoint directory {}", cp.dir.display()))?;
@@ -93,7 +94,7 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
         )?));
         let store: Arc<dyn StateStore> = Arc::new(LocalStateStore::new(&cp.dir));
         let c = StateCommitter::new(store, cp.interval, metrics.clone());
-        restore(&mut engine, &c, &settings.sources, &metrics).await?;
+        rebuild = restore(&mut engine, &c, &settings.sources, &metrics).await?;
         commit = Some(c);
     }
 
@@ -115,6 +116,7 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
     let cx = SourceContext {
         checkpoints: checkpoints.clone(),
         commit_interval: settings.checkpoint.as_ref().map(|c| c.interval),
+        rebuild: Arc::new(rebuild),
         metrics: metrics.clone(),
     };
     let mut sources = Vec::new();
@@ -225,8 +227,9 @@ async fn restore(
     commit: &StateCommitter,
     sources: &[SourceSettings],
     metrics: &Metrics,
-) -> Result<(), StateError> {
+) -> Result<Rebuild, StateError> {
     let started = std::time::Instant::now();
+    let mut rebuild = Rebuild::enabled();
     let mut restored = 0usize;
     for s in sources {
         let name = match s {
@@ -234,7 +237,10 @@ async fn restore(
             SourceSettings::Amqp(cfg) => cfg.name.as_str(),
             SourceSettings::Kafka(_) => continue,
         };
-        restored += commit.restore_all(engine, name).await?;
+        for r in commit.restore_all(engine, name).await? {
+            rebuild.note(name, &r.partition, r.started_empty.is_empty());
+            restored += 1;
+        }
     }
     metrics
         .state
@@ -247,7 +253,7 @@ async fn restore(
             "window state restored"
         );
     }
-    Ok(())
+    Ok(rebuild)
 }
 
 /// The engine's owner: absorbs batches, answers the admin server, snapshots its state (with

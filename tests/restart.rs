@@ -2,7 +2,8 @@
 //! SIGKILL 20 times and stopped with SIGTERM 5 times at random moments, and finally run to
 //! the end of its input, gives for every query exactly what `hubwatch query` gives over the
 //! same bytes in one pass; and its dead-letter file holds every reject of one uninterrupted
-//! run at least once (positions let a reader drop the repeats).
+//! run at least once (positions let a reader drop the repeats). A query added later, and a
+//! lost state directory, are rebuilt by reading the input again.
 //!
 //! Real processes throughout: `hubwatch run` with `[checkpoint]`, and `hubwatch query` as
 //! the oracle. Queries: the default Azure ML pack and the golden queries (totals, sliding
@@ -173,18 +174,11 @@ fn killed_and_restarted_25_times_the_results_equal_one_uninterrupted_pass() {
     let finite = config(dir.path(), &input, false);
     let mut svc = Service::start(&finite);
     svc.wait_for_line("all sources finished", Duration::from_secs(120));
-    let mut compared = 0;
-    for (name, kql) in queries(&svc) {
-        let (status, body) = svc.get(&format!("/api/v1/queries/{name}"));
-        assert_eq!(status, 200, "{name}: {body}");
-        let got: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let want = oracle(&input, &kql);
-        assert_eq!(
-            got, want,
-            "{name}: after 25 stops, the rows differ from one pass"
-        );
-        compared += want.as_array().map_or(0, Vec::len);
-    }
+    let compared = assert_oracle(
+        &svc,
+        &input,
+        "after 25 stops, the rows differ from one pass",
+    );
     assert!(compared > 100, "the comparison covered {compared} rows");
     let (_, metrics) = svc.get("/metrics");
     let restored = metric(&metrics, "hubwatch_state_restored_partitions_total").unwrap();
@@ -209,4 +203,75 @@ fn killed_and_restarted_25_times_the_results_equal_one_uninterrupted_pass() {
         "no reject was invented"
     );
     eprintln!("dead letters: {written} lines for {} rejects", want.len());
+}
+
+/// Every query of a finished run equals `hubwatch query` over the input.
+fn assert_oracle(svc: &Service, input: &Path, what: &str) -> usize {
+    let mut compared = 0;
+    for (name, kql) in queries(svc) {
+        let (status, body) = svc.get(&format!("/api/v1/queries/{name}"));
+        assert_eq!(status, 200, "{name}: {body}");
+        let got: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let want = oracle(input, &kql);
+        assert_eq!(got, want, "{what}: {name}");
+        compared += want.as_array().map_or(0, Vec::len);
+    }
+    compared
+}
+
+#[test]
+fn a_query_added_later_and_a_lost_state_directory_are_rebuilt_from_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.ndjson");
+    std::fs::copy(fixture(), &input).unwrap();
+    let text = |extra: &str| {
+        format!(
+            "[export]\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_rows = 100000\nmax_series = 100000\n\
+             [checkpoint]\ndir = \"cp\"\ninterval = \"100ms\"\n\
+             [[sources]]\ntype = \"file\"\nname = \"stream\"\npaths = [{:?}]\n\
+             [[queries]]\nname = \"jobs\"\nkql = \"AmlComputeJobEvent | summarize n = count(), failed = countif(EventType == 'JobFailed') by ClusterName\"\n{extra}",
+            input.display().to_string()
+        )
+    };
+    let config = dir.path().join("hubwatch.toml");
+
+    // A first run reads everything and keeps its positions and state.
+    std::fs::write(&config, text("")).unwrap();
+    let mut first = Service::start(&config);
+    first.wait_for_line("all sources finished", Duration::from_secs(60));
+    assert_oracle(&first, &input, "first run");
+    drop(first);
+
+    // A query added since: the file is read again from its start for it, while the
+    // restored query skips what it already holds.
+    let added = "[[queries]]\nname = \"nodes\"\nkql = \"AmlComputeClusterEvent | where TimeGenerated > ago(1d) | summarize max(TargetNodeCount) by ClusterName\"\n";
+    std::fs::write(&config, text(added)).unwrap();
+    let mut second = Service::start(&config);
+    second.wait_for_line("all sources finished", Duration::from_secs(60));
+    let compared = assert_oracle(&second, &input, "with a query added");
+    assert!(compared > 10, "{compared} rows compared");
+    let (_, metrics) = second.get("/metrics");
+    assert_eq!(
+        metric(
+            &metrics,
+            "hubwatch_state_queries_started_empty_total{query=\"nodes\"}"
+        ),
+        Some(1.0)
+    );
+    assert!(
+        metric(&metrics, "hubwatch_state_duplicate_events_total").unwrap() == 0.0,
+        "no event was a duplicate for every query: the new one took them all"
+    );
+    drop(second);
+
+    // The state directory is lost while the positions survive: read again from the start.
+    std::fs::remove_dir_all(dir.path().join("cp/state")).unwrap();
+    let mut third = Service::start(&config);
+    third.wait_for_line("all sources finished", Duration::from_secs(60));
+    assert_oracle(&third, &input, "after losing the state directory");
+    let (_, metrics) = third.get("/metrics");
+    assert_eq!(
+        metric(&metrics, "hubwatch_state_restored_partitions_total"),
+        Some(0.0)
+    );
 }

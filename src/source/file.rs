@@ -30,6 +30,7 @@ use super::{Batch, BoxFuture, Source, SourceContext};
 use crate::ack::AckOutcome;
 use crate::checkpoint::{CheckpointError, CheckpointStore, CommitError};
 use crate::shutdown::Shutdown;
+use crate::state::Rebuild;
 use reader::{Reader, ReaderMsg};
 
 #[derive(Debug, Clone)]
@@ -115,6 +116,7 @@ pub struct FileSource {
     checkpoints: Option<Arc<dyn CheckpointStore>>,
     stats: Arc<ForwardCounters>,
     commits: Option<IntCounter>,
+    rebuild: Arc<Rebuild>,
 }
 
 impl FileSource {
@@ -124,6 +126,7 @@ impl FileSource {
             checkpoints,
             stats: Arc::default(),
             commits: None,
+            rebuild: Arc::default(),
         }
     }
 
@@ -134,12 +137,14 @@ impl FileSource {
         if let Some(every) = cx.commit_interval {
             cfg.commit_interval = every;
         }
-        FileSource::new(cfg, cx.checkpoints.clone()).with_commit_counter(
+        let mut source = FileSource::new(cfg, cx.checkpoints.clone()).with_commit_counter(
             cx.metrics
                 .source
                 .checkpoint_commits
                 .with_label_values(&[name]),
-        )
+        );
+        source.rebuild = cx.rebuild.clone();
+        source
     }
 
     /// Counts successful commits in this Prometheus counter too.
@@ -178,6 +183,7 @@ async fn run(
         checkpoints,
         stats,
         commits,
+        rebuild,
     } = src;
     let loaded = match &checkpoints {
         Some(store) => store
@@ -192,6 +198,7 @@ async fn run(
     reader::spawn(Reader::new(
         cfg.clone(),
         loaded,
+        rebuild,
         shutdown.clone(),
         batch_tx,
         ack_tx,

@@ -111,6 +111,9 @@ pub struct SourceContext {
     pub checkpoints: Option<Arc<dyn CheckpointStore>>,
     /// With checkpoints on: how often a source commits (the snapshot interval).
     pub commit_interval: Option<std::time::Duration>,
+    /// Partitions to read again from their oldest event, to rebuild window state the store
+    /// lacks.
+    pub rebuild: Arc<crate::state::Rebuild>,
     pub metrics: Arc<Metrics>,
 }
 

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use super::{Snapshot, StateError, StateStore};
 use crate::ack::AckToken;
+use crate::pipeline::engine::Restored;
 use crate::pipeline::Engine;
 use crate::source::Ownership;
 use crate::telemetry::Metrics;
@@ -172,16 +173,16 @@ impl StateCommitter {
 
     /// Restores one partition's snapshot, if the store has one. A snapshot that cannot be
     /// used is an error: starting that partition empty would serve wrong results for as long
-    /// as its windows are long. Returns whether a snapshot was restored.
+    /// as its windows are long. Returns what was restored.
     pub async fn restore(
         &self,
         engine: &mut Engine,
         source: &str,
         partition: &str,
-    ) -> Result<bool, StateError> {
+    ) -> Result<Option<Restored>, StateError> {
         let location = self.store.location(source, partition);
         let Some(bytes) = self.store.load(source, partition).await? else {
-            return Ok(false);
+            return Ok(None);
         };
         let r = engine
             .restore(&bytes)
@@ -206,14 +207,14 @@ impl StateCommitter {
                 .with_label_values(&[q])
                 .inc();
             tracing::warn!(source, partition, query = %q,
-                "no window state for this query (added or changed since the snapshot): it counts this partition's events from the snapshot's position on");
+                "no window state for this query (added or changed since the snapshot): it is rebuilt from what the source still holds where the source can read it again");
         }
         self.metrics.state.restored_partitions.inc();
         self.metrics
             .state
             .partitions
             .set(engine.partitions().len() as i64);
-        Ok(true)
+        Ok(Some(r))
     }
 
     /// Every partition of `source` the store has a snapshot of (for sources that read all
@@ -222,12 +223,12 @@ impl StateCommitter {
         &self,
         engine: &mut Engine,
         source: &str,
-    ) -> Result<usize, StateError> {
-        let mut n = 0;
+    ) -> Result<Vec<Restored>, StateError> {
+        let mut restored = Vec::new();
         for partition in self.store.partitions(source).await? {
-            n += usize::from(self.restore(engine, source, &partition).await?);
+            restored.extend(self.restore(engine, source, &partition).await?);
         }
-        Ok(n)
+        Ok(restored)
     }
 
     /// Carries out a change of the partitions a source reads. Acquired partitions are

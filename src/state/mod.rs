@@ -17,17 +17,20 @@
 //! - [`codec`]: the compact binary encoding of values, aggregate states and sketches.
 //! - [`snapshot`]: one partition's snapshot, self-checking (magic, version, CRC).
 //! - [`commit`]: the commit point — batches acknowledged once their state is stored.
+//! - [`rebuild`]: which partitions are read again when the store lacks their state.
 //! - [`local`]: the local-directory store (one file per partition, renamed into place).
 
 pub mod codec;
 pub mod commit;
 pub mod local;
+pub mod rebuild;
 pub mod snapshot;
 
 use async_trait::async_trait;
 
 pub use commit::StateCommitter;
 pub use local::LocalStateStore;
+pub use rebuild::Rebuild;
 pub use snapshot::{Snapshot, SnapshotError, FORMAT_VERSION};
 
 /// Why window state could not be read or written.

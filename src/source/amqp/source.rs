@@ -36,6 +36,7 @@ use crate::checkpoint::CheckpointStore;
 use crate::shutdown::Shutdown;
 use crate::source::forward::{Drive, ForwardCounters, ForwardSettings, Forwarder};
 use crate::source::{Batch, BoxFuture, Source, SourceContext};
+use crate::state::Rebuild;
 use crate::telemetry::metrics::AmqpMetrics;
 
 /// After the outcomes are in, how long readers get to close their connections (each close
@@ -48,6 +49,7 @@ pub struct AmqpSource {
     metrics: Arc<AmqpSourceMetrics>,
     counters: Arc<ForwardCounters>,
     commits: Option<IntCounter>,
+    rebuild: Arc<Rebuild>,
 }
 
 impl AmqpSource {
@@ -59,6 +61,7 @@ impl AmqpSource {
             metrics,
             counters: Arc::default(),
             commits: None,
+            rebuild: Arc::default(),
         }
     }
 
@@ -74,9 +77,11 @@ impl AmqpSource {
             .source
             .checkpoint_commits
             .with_label_values(&[&cfg.name]);
-        AmqpSource::new(cfg, cx.checkpoints.clone())
+        let mut source = AmqpSource::new(cfg, cx.checkpoints.clone())
             .with_prometheus(cx.metrics.amqp.clone())
-            .with_commit_counter(commits)
+            .with_commit_counter(commits);
+        source.rebuild = cx.rebuild.clone();
+        source
     }
 
     /// Counts successful commits in this Prometheus counter too.
@@ -127,6 +132,7 @@ async fn run(
         metrics,
         counters,
         commits,
+        rebuild,
     } = src;
     let cfg = Arc::new(cfg);
     let connector = Arc::new(Connector::new(&cfg)?);
@@ -145,7 +151,18 @@ async fn run(
     };
     let starts: Vec<OpenAt> = ids
         .iter()
-        .map(|id| OpenAt::initial(loaded.get(id), cfg.start))
+        .map(|id| {
+            let cp = loaded.get(id);
+            if rebuild.needed(&cfg.name, id, cp.is_some()) {
+                // The queries whose state was restored skip what they hold; the others
+                // take everything the hub still retains.
+                tracing::info!(source = %cfg.name, partition = %id,
+                    "reading the partition from its oldest retained event to rebuild window state the checkpoint directory lacks");
+                OpenAt::Earliest
+            } else {
+                OpenAt::initial(cp, cfg.start)
+            }
+        })
         .collect();
 
     // The readers stop on this, which fires on shutdown or on a fatal error.

@@ -24,6 +24,7 @@ use crate::ack::{AckOutcome, AckToken};
 use crate::checkpoint::Checkpoint;
 use crate::shutdown::Shutdown;
 use crate::source::{Batch, Event, Position};
+use crate::state::Rebuild;
 
 /// Read buffer per open file. Only one file is open at a time per source (followed files are
 /// closed at their end and re-opened when they grow), so this is also the source's total.
@@ -88,6 +89,8 @@ pub(super) struct Reader {
     source: Arc<str>,
     /// The source's checkpoints, by partition, as loaded at start.
     checkpoints: HashMap<String, Checkpoint>,
+    /// Files whose window state must be rebuilt are read from their start.
+    rebuild: Arc<Rebuild>,
     shutdown: Shutdown,
     tx: mpsc::Sender<ReaderMsg>,
     ack_tx: mpsc::UnboundedSender<AckOutcome>,
@@ -105,6 +108,7 @@ impl Reader {
     pub(super) fn new(
         cfg: FileSourceConfig,
         checkpoints: HashMap<String, Checkpoint>,
+        rebuild: Arc<Rebuild>,
         shutdown: Shutdown,
         tx: mpsc::Sender<ReaderMsg>,
         ack_tx: mpsc::UnboundedSender<AckOutcome>,
@@ -113,6 +117,7 @@ impl Reader {
             source: Arc::from(cfg.name.as_str()),
             cfg,
             checkpoints,
+            rebuild,
             shutdown,
             tx,
             ack_tx,
@@ -174,7 +179,15 @@ impl Reader {
             .metadata()
             .map_err(io_error(&path, "reading its metadata"))?;
         cursor.identity = identity(&meta);
-        let checkpoint = self.checkpoints.get(&*cursor.partition).cloned();
+        let mut checkpoint = self.checkpoints.get(&*cursor.partition).cloned();
+        if self
+            .rebuild
+            .needed(&self.source, &cursor.partition, checkpoint.is_some())
+        {
+            tracing::info!(source = %self.source, partition = %cursor.partition,
+                "reading the file from its start to rebuild window state the checkpoint directory lacks");
+            checkpoint = None;
+        }
         if let Some(cp) = checkpoint {
             match check_resume(&mut file, meta.len(), &cp)
                 .map_err(io_error(&path, "checking the checkpoint"))?

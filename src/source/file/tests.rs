@@ -392,7 +392,11 @@ async fn follow_mode_delivers_appended_lines_and_new_files_and_stops_on_shutdown
         })
     );
     assert_eq!(
-        cp.load("s").await.unwrap().get(&key(&watched.join("b"))).cloned(),
+        cp.load("s")
+            .await
+            .unwrap()
+            .get(&key(&watched.join("b")))
+            .cloned(),
         Some(Checkpoint {
             offset: 0,
             sequence_number: 0
