@@ -20,7 +20,7 @@ use crate::pipeline::{DeadLetter, Engine};
 use crate::schema::Schemas;
 use crate::shutdown::Shutdown;
 use crate::source::{Batch, SourceContext};
-use crate::state::{LocalStateStore, Rebuild, StateCommitter, StateError, StateStore};
+use crate::state::{LocalStateStore, Resume, StateCommitter, StateError, StateStore};
 use crate::telemetry::Metrics;
 
 /// Batches in flight between the sources and the engine. Small: a slow engine makes the
@@ -84,7 +84,7 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
     // state that absorbed it is stored (`state::commit`).
     let mut checkpoints: Option<Arc<dyn CheckpointStore>> = None;
     let mut commit = None;
-    let mut rebuild = Rebuild::default();
+    let mut resume = Resume::default();
     if let Some(cp) = &settings.checkpoint {
         std::fs::create_dir_all(&cp.dir)
             .with_context(|| format!("creating the checkpoint directory {}", cp.dir.display()))?;
@@ -94,7 +94,7 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
         )?));
         let store: Arc<dyn StateStore> = Arc::new(LocalStateStore::new(&cp.dir));
         let c = StateCommitter::new(store, cp.interval, metrics.clone());
-        rebuild = restore(&mut engine, &c, &settings.sources, &metrics).await?;
+        resume = restore(&mut engine, &c, &settings.sources, &metrics).await?;
         commit = Some(c);
     }
 
@@ -116,7 +116,7 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
     let cx = SourceContext {
         checkpoints: checkpoints.clone(),
         commit_interval: settings.checkpoint.as_ref().map(|c| c.interval),
-        rebuild: Arc::new(rebuild),
+        resume: Arc::new(resume),
         metrics: metrics.clone(),
     };
     let mut sources = Vec::new();
@@ -141,8 +141,9 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     // The engine parses and evaluates: CPU-bound work that would hold a runtime worker for
     // a whole batch. It gets a thread of its own, so the workers stay free for the sources'
-    // network I/O and the admin server. (`engine_loop` waits on channels only: no timers or
-    // I/O, which a runtime that is shutting down could no longer drive.)
+    // network I/O and the admin server. (`engine_loop` drives the runtime's timers and the
+    // store's I/O through this handle; it ends before the runtime does, since `run` waits
+    // for it.)
     let (engine_tx, engine_rx) = tokio::sync::oneshot::channel();
     let handle = tokio::runtime::Handle::current();
     let engine_shutdown = shutdown.clone();
@@ -227,9 +228,9 @@ async fn restore(
     commit: &StateCommitter,
     sources: &[SourceSettings],
     metrics: &Metrics,
-) -> Result<Rebuild, StateError> {
+) -> Result<Resume, StateError> {
     let started = std::time::Instant::now();
-    let mut rebuild = Rebuild::enabled();
+    let mut resume = Resume::enabled();
     let mut restored = 0usize;
     for s in sources {
         let name = match s {
@@ -238,7 +239,7 @@ async fn restore(
             SourceSettings::Kafka(_) => continue,
         };
         for r in commit.restore_all(engine, name).await? {
-            rebuild.note(name, &r.partition, r.started_empty.is_empty());
+            resume.note(name, &r.partition, r.resume_after.clone());
             restored += 1;
         }
     }
@@ -253,7 +254,7 @@ async fn restore(
             "window state restored"
         );
     }
-    Ok(rebuild)
+    Ok(resume)
 }
 
 /// The engine's owner: absorbs batches, answers the admin server, snapshots its state (with
@@ -287,16 +288,22 @@ async fn engine_loop(
             }
             batch = batches.recv(), if sources_open => match batch {
                 Some(mut batch) => match batch.ownership.take() {
-                    None => absorb(&mut engine, batch, &metrics, commit.as_mut()),
+                    None => absorb(&mut engine, batch, &metrics, commit.as_mut())?,
                     Some(change) => {
                         // Without a store, partitions keep their state where they were
                         // counted (the replica goes on exporting it).
-                        if let Some(c) = commit.as_mut() {
-                            c.change(&mut engine, &batch.source, &change)
+                        let done = match commit.as_mut() {
+                            Some(c) => c
+                                .change(&mut engine, &batch.source, &change)
                                 .await
-                                .with_context(|| format!("source '{}': {change:?}", batch.source))?;
+                                .with_context(|| format!("source '{}': {change:?}", batch.source))?,
+                            None => true,
+                        };
+                        if done {
+                            batch.ack.ack();
+                        } else {
+                            batch.ack.fail();
                         }
-                        acked(batch.ack, &batch.source, &metrics);
                     }
                 },
                 None => {
@@ -304,11 +311,11 @@ async fn engine_loop(
                     // the input every bin closes; at shutdown they stay open, as they are in
                     // the snapshot a restart continues from.
                     sources_open = false;
+                    if let Some(c) = commit.as_mut() {
+                        c.drain(&mut engine).await;
+                    }
                     if !shutdown.is_triggered() {
                         engine.finish();
-                    }
-                    if let Some(c) = commit.as_mut() {
-                        c.flush(&mut engine).await;
                     }
                     let _ = inputs_done.send(true);
                     tracing::info!("all sources finished; results stay served until shutdown");
@@ -323,12 +330,15 @@ async fn engine_loop(
     Ok(())
 }
 
+/// Absorbs a batch. A dead-letter file that cannot be written stops the service: the batch's
+/// rejects might be lost, and its events, though absorbed, are not acknowledged, so they are
+/// read again after a restart (no snapshot can cover them any more).
 fn absorb(
     engine: &mut Engine,
     batch: Batch,
     metrics: &Metrics,
     commit: Option<&mut StateCommitter>,
-) {
+) -> anyhow::Result<()> {
     let source = batch.source.clone();
     let duplicates = engine.duplicates();
     for event in &batch.events {
@@ -349,19 +359,23 @@ fn absorb(
         .set(engine.partitions().len() as i64);
     match engine.end_batch() {
         // Acknowledged once the state that absorbed it is stored, or now without a store.
-        Ok(()) => match commit {
-            Some(c) => c.hold(source, batch.ack),
-            None => acked(batch.ack, &source, metrics),
-        },
+        Ok(()) => {
+            match commit {
+                Some(c) => c.hold(source, batch.ack),
+                None => acked(batch.ack, &source, metrics),
+            }
+            Ok(())
+        }
         Err(e) => {
-            // The dead letters of this batch may not be durable: do not let its position move.
-            tracing::error!(source = %source, error = %e, "writing dead letters failed; the batch is not acknowledged");
             batch.ack.fail();
             metrics
                 .source
                 .batches_failed
                 .with_label_values(&[&source])
                 .inc();
+            Err(anyhow::anyhow!(
+                "writing the dead-letter file failed: {e}; stopping (the batch was not acknowledged and is read again after a restart)"
+            ))
         }
     }
 }

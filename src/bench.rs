@@ -3,6 +3,12 @@
 //! — and (2) the raw JSON parse floor (`serde_json::Value` per body), and prints the ratio,
 //! MB/s, records/s and peak RSS. Ratios within one run are what to compare: these machines
 //! are noisy.
+//!
+//! `--checkpoint` ([`run_checkpoint`]) measures instead what durable window state costs: the
+//! same replay with a `[checkpoint]` directory (snapshot rounds every interval, each
+//! acknowledging the batches it covers), against plain replays before and after it in the
+//! same process, with the rounds and bytes stored. `--via amqp|kafka` compare a broker
+//! source with file replay.
 
 use std::io::Write;
 use std::path::Path;
@@ -10,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
-use crate::config::{Settings, SourceSettings};
+use crate::config::{CheckpointSettings, Settings, SourceSettings};
 
 pub struct Report {
     pub bytes: u64,
@@ -58,11 +64,47 @@ impl Report {
 }
 
 /// Runs the benchmark on `input` repeated `repeat` times with the queries of `settings`.
-pub async fn run(mut settings: Settings, input: &Path, repeat: usize) -> anyhow::Result<Report> {
-    let original = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
-    let dir = tempfile_dir()?;
-    let path = dir.join("bench-input.ndjson");
-    {
+pub async fn run(settings: Settings, input: &Path, repeat: usize) -> anyhow::Result<Report> {
+    let input = Input::write(input, repeat)?;
+    let e2e = replay(settings, &input, None, "plain").await?;
+    let rss_after_e2e_kib = peak_rss_kib();
+
+    // The floor: read the same file and parse every line into a JSON value.
+    let data = std::fs::read(&input.path)?;
+    let started = Instant::now();
+    let mut objects = 0u64;
+    for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) {
+            objects += v.is_object() as u64;
+        }
+    }
+    let floor_secs = started.elapsed().as_secs_f64();
+    std::hint::black_box(objects);
+    Ok(Report {
+        bytes: input.bytes,
+        bodies: e2e.bodies,
+        records: e2e.records,
+        e2e_secs: e2e.secs,
+        e2e_cpu_secs: e2e.cpu_secs,
+        floor_secs,
+        rss_after_e2e_kib,
+        rss_peak_kib: peak_rss_kib(),
+    })
+}
+
+/// The benchmark's input: the bodies repeated, in a directory of its own (removed on drop).
+struct Input {
+    dir: std::path::PathBuf,
+    path: std::path::PathBuf,
+    bytes: u64,
+}
+
+impl Input {
+    fn write(input: &Path, repeat: usize) -> anyhow::Result<Input> {
+        let original =
+            std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+        let dir = tempfile_dir()?;
+        let path = dir.join("bench-input.ndjson");
         let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
         for _ in 0..repeat {
             f.write_all(&original)?;
@@ -70,30 +112,67 @@ pub async fn run(mut settings: Settings, input: &Path, repeat: usize) -> anyhow:
                 f.write_all(b"\n")?;
             }
         }
-        f.flush()?;
+        // On disk before any measurement: otherwise the first fsync of a checkpointed run
+        // (ext4 orders data before the journal commit) waits for this file's writeback.
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        let bytes = std::fs::metadata(&path)?.len();
+        Ok(Input { dir, path, bytes })
     }
-    let bytes = std::fs::metadata(&path)?.len();
-    drop(original);
+}
 
+impl Drop for Input {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What one replay of the input through the service measured.
+struct Replayed {
+    secs: f64,
+    /// CPU seconds of the process (all threads).
+    cpu_secs: f64,
+    bodies: u64,
+    records: u64,
+    /// Snapshot rounds the service stored, as sampled (see [`RoundSampler`]).
+    rounds: u64,
+    /// Their bytes.
+    state_bytes: u64,
+    /// Partition snapshots stored (`hubwatch_state_snapshots_total`).
+    snapshots: u64,
+}
+
+/// Replays `input` through the service (file source → engine → acknowledgements) until
+/// the engine absorbed everything, with window state checkpointed into `checkpoint` when
+/// given. `label` names this run's dead-letter file and checkpoint directory.
+async fn replay(
+    mut settings: Settings,
+    input: &Input,
+    checkpoint: Option<std::time::Duration>,
+    label: &str,
+) -> anyhow::Result<Replayed> {
     settings.sources = vec![SourceSettings::File {
         name: "bench".into(),
-        paths: vec![path.clone()],
+        paths: vec![input.path.clone()],
         follow: false,
     }];
     settings.listen = "127.0.0.1:0".into();
-    settings.dead_letter = Some(dir.join("dead-letter.ndjson"));
-    settings.checkpoint = None;
+    settings.dead_letter = Some(input.dir.join(format!("dead-letter-{label}.ndjson")));
+    settings.checkpoint = checkpoint.map(|interval| CheckpointSettings {
+        dir: input.dir.join(format!("checkpoint-{label}")),
+        interval,
+    });
     let (trigger, shutdown) = crate::shutdown::channel();
     let started = Instant::now();
     let cpu_before = cpu_secs();
     let mut running = crate::app::start(settings, shutdown).await?;
+    let sampler = RoundSampler::start(running.metrics.clone());
     running.inputs_done().await;
-    let e2e_secs = started.elapsed().as_secs_f64();
-    let e2e_cpu_secs = cpu_secs() - cpu_before;
+    let secs = started.elapsed().as_secs_f64();
+    let cpu_secs = cpu_secs() - cpu_before;
+    let (rounds, state_bytes) = sampler.stop();
     let metrics = running.metrics.clone();
     trigger.trigger();
     running.wait().await?;
-    let rss_after_e2e_kib = peak_rss_kib();
     let records: u64 = metrics
         .registry
         .gather()
@@ -106,29 +185,189 @@ pub async fn run(mut settings: Settings, input: &Path, repeat: usize) -> anyhow:
                 .collect::<Vec<_>>()
         })
         .sum();
-    let bodies = metrics.parse.bodies.get();
+    Ok(Replayed {
+        secs,
+        cpu_secs,
+        bodies: metrics.parse.bodies.get(),
+        records,
+        rounds,
+        state_bytes,
+        snapshots: metrics.state.snapshots.get(),
+    })
+}
 
-    // The floor: read the same file and parse every line into a JSON value.
-    let data = std::fs::read(&path)?;
-    let started = Instant::now();
-    let mut objects = 0u64;
-    for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) {
-            objects += v.is_object() as u64;
+/// Counts the snapshot rounds the service stores, and their bytes, from its state metrics:
+/// each stored round sets `hubwatch_state_last_snapshot_timestamp_seconds` and
+/// `hubwatch_state_snapshot_bytes` (that round's bytes). A thread samples them every
+/// millisecond; rounds are seconds apart, except the last two at the end of the input,
+/// which could fall within one sample (the report compares with the exact count of
+/// partition snapshots stored).
+struct RoundSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, u64)>,
+}
+
+impl RoundSampler {
+    fn start(metrics: std::sync::Arc<crate::telemetry::Metrics>) -> RoundSampler {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut rounds, mut bytes, mut last) = (0u64, 0u64, 0.0f64);
+            let mut sample = || {
+                let at = metrics.state.last_snapshot.get();
+                if at != last {
+                    last = at;
+                    rounds += 1;
+                    bytes += metrics.state.snapshot_bytes.get().max(0) as u64;
+                }
+            };
+            while !stopping.load(Ordering::Acquire) {
+                sample();
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            sample();
+            (rounds, bytes)
+        });
+        RoundSampler { stop, thread }
+    }
+
+    /// Rounds seen and their bytes.
+    fn stop(self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.thread.join().unwrap_or((0, 0))
+    }
+}
+
+/// One replay of `bench --checkpoint`.
+pub struct CheckpointRun {
+    /// The checkpoint interval; `None` for the plain replay without checkpoints.
+    pub interval: Option<std::time::Duration>,
+    pub secs: f64,
+    pub cpu_secs: f64,
+    /// Snapshot rounds stored, as sampled.
+    pub rounds: u64,
+    /// Partition snapshots stored (exact; the file source has one partition per file).
+    pub snapshots: u64,
+    /// Bytes of the sampled rounds' snapshots.
+    pub state_bytes: u64,
+    /// Peak RSS during this replay (reset before it, to what the process held then:
+    /// `rss_start_kib`), when Linux allows the reset.
+    pub rss_peak_kib: Option<u64>,
+    pub rss_start_kib: u64,
+}
+
+/// What `bench --checkpoint` measured: plain replays before and after, checkpointed ones
+/// between them, on the same input in the same process.
+pub struct CheckpointReport {
+    pub bytes: u64,
+    pub bodies: u64,
+    pub records: u64,
+    /// In the order they ran.
+    pub runs: Vec<CheckpointRun>,
+}
+
+impl CheckpointReport {
+    /// Mean wall and CPU seconds of the plain replays: the baseline.
+    pub fn baseline(&self) -> (f64, f64) {
+        let plain: Vec<&CheckpointRun> =
+            self.runs.iter().filter(|r| r.interval.is_none()).collect();
+        let n = plain.len().max(1) as f64;
+        (
+            plain.iter().map(|r| r.secs).sum::<f64>() / n,
+            plain.iter().map(|r| r.cpu_secs).sum::<f64>() / n,
+        )
+    }
+
+    pub fn print(&self) {
+        let mb = self.bytes as f64 / 1e6;
+        let (base, base_cpu) = self.baseline();
+        println!(
+            "input:        {:.1} MB, {} bodies, {} records (one file: one partition)",
+            mb, self.bodies, self.records
+        );
+        for r in &self.runs {
+            let what = match r.interval {
+                None => "plain".to_string(),
+                Some(i) => format!("checkpoint {}s", i.as_secs_f64()),
+            };
+            let rss = r.rss_peak_kib.map_or("n/a".to_string(), |k| {
+                format!("{} MiB (from {} MiB)", k / 1024, r.rss_start_kib / 1024)
+            });
+            println!(
+                "{:<15} {:.2} s  {:.1} MB/s  {:.2}x of plain  CPU {:.2} s {:.2}x  rounds {} \
+                 (snapshots {}), {:.1} kB state written, peak RSS {rss}",
+                format!("{what}:"),
+                r.secs,
+                mb / r.secs,
+                base / r.secs,
+                r.cpu_secs,
+                base_cpu / r.cpu_secs,
+                r.rounds,
+                r.snapshots,
+                r.state_bytes as f64 / 1e3,
+            );
+        }
+        println!(
+            "ratio:        throughput (wall, then CPU seconds of all threads) against the mean \
+             of the plain replays, {base:.2} s and CPU {base_cpu:.2} s (target >= 0.8x)"
+        );
+        for r in &self.runs {
+            if let Some(i) = r.interval.filter(|i| base < 3.0 * i.as_secs_f64()) {
+                println!(
+                    "note:         the replay lasts {base:.2} s, under three {0}s intervals: \
+                     the checkpoint {0}s figure is mostly the final round at the end of the \
+                     input; a larger --repeat spans more rounds",
+                    i.as_secs_f64(),
+                );
+            }
+            if r.rounds != r.snapshots && r.interval.is_some() {
+                println!(
+                    "note:         {} rounds sampled but {} snapshots stored: some rounds \
+                     settled within a millisecond; bytes count the sampled ones",
+                    r.rounds, r.snapshots
+                );
+            }
         }
     }
-    let floor_secs = started.elapsed().as_secs_f64();
-    std::hint::black_box(objects);
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(Report {
-        bytes,
+}
+
+/// The replay without checkpoints, then with a checkpoint directory at each of
+/// `intervals`, then without again, on the same input in this process: a checkpoint's cost
+/// is its throughput against the plain replays around it.
+pub async fn run_checkpoint(
+    settings: Settings,
+    input: &Path,
+    repeat: usize,
+    intervals: &[std::time::Duration],
+) -> anyhow::Result<CheckpointReport> {
+    let input = Input::write(input, repeat)?;
+    let mut plan = vec![None];
+    plan.extend(intervals.iter().copied().map(Some));
+    plan.push(None);
+    let mut runs = Vec::new();
+    let (mut bodies, mut records) = (0, 0);
+    for (i, interval) in plan.into_iter().enumerate() {
+        let reset = reset_peak_rss();
+        let rss_start_kib = rss_kib();
+        let r = replay(clone_settings(&settings)?, &input, interval, &i.to_string()).await?;
+        (bodies, records) = (r.bodies, r.records);
+        runs.push(CheckpointRun {
+            interval,
+            secs: r.secs,
+            cpu_secs: r.cpu_secs,
+            rounds: r.rounds,
+            snapshots: r.snapshots,
+            state_bytes: r.state_bytes,
+            rss_peak_kib: reset.then(peak_rss_kib),
+            rss_start_kib,
+        });
+    }
+    Ok(CheckpointReport {
+        bytes: input.bytes,
         bodies,
         records,
-        e2e_secs,
-        e2e_cpu_secs,
-        floor_secs,
-        rss_after_e2e_kib,
-        rss_peak_kib: peak_rss_kib(),
+        runs,
     })
 }
 
@@ -164,13 +403,29 @@ pub fn cpu_secs() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Resets the peak resident set size to the current one (Linux: `5` into
+/// `/proc/self/clear_refs`); whether it could.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 /// Peak resident set size of this process (Linux `VmHWM`), in KiB; 0 elsewhere.
 pub fn peak_rss_kib() -> u64 {
+    status_kib("VmHWM:")
+}
+
+/// Resident set size of this process now (Linux `VmRSS`), in KiB; 0 elsewhere.
+fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+/// A `/proc/self/status` field in KiB; 0 where there is none.
+fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })

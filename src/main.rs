@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use hubwatch::cli::{self, Format};
@@ -90,6 +91,10 @@ enum Command {
         /// in-process mock cluster.
         #[arg(long)]
         brokers: Option<String>,
+        /// With `--via file`: file replay with a checkpoint directory (intervals 1 s and
+        /// 5 s) against plain file replay, instead of against the JSON floor.
+        #[arg(long)]
+        checkpoint: bool,
     },
 }
 
@@ -217,6 +222,7 @@ fn main() -> ExitCode {
             repeat,
             via,
             brokers,
+            checkpoint,
         } => {
             let settings = match load(&config) {
                 Ok(s) => s,
@@ -230,6 +236,17 @@ fn main() -> ExitCode {
                 }
             };
             let result = match via.as_str() {
+                "file" if checkpoint => rt
+                    .block_on(hubwatch::bench::run_checkpoint(
+                        settings,
+                        &input,
+                        repeat,
+                        &[Duration::from_secs(1), Duration::from_secs(5)],
+                    ))
+                    .map(|r| r.print()),
+                _ if checkpoint => Err(anyhow::anyhow!(
+                    "--checkpoint measures file replay: leave out --via {via}"
+                )),
                 "file" => rt
                     .block_on(hubwatch::bench::run(settings, &input, repeat))
                     .map(|r| r.print()),

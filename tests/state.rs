@@ -148,28 +148,30 @@ fn restored_snapshots_with_re_read_events_give_the_uninterrupted_results() {
     whole.finish();
     let want = results(&whole);
 
-    // Crash after `cut` events, many times over: each time a fresh engine restores the last
-    // snapshot and the source re-reads from an older commit (what was read but not yet
-    // committed), which the restored state must skip.
+    // Snapshot now and then, and crash now and then: a fresh engine restores the snapshots,
+    // the events absorbed after them are lost with the process, and the source re-reads
+    // from a point at or before the last round (what was read but not yet committed),
+    // which the restored state must skip.
     let mut rng = SplitMix64(7);
     let mut stored: Vec<Snapshot> = Vec::new();
     let mut e = engine(&specs);
-    let mut read = 0usize;
+    let (mut read, mut snapshotted) = (0usize, 0usize);
     let mut restarts = 0;
     let mut duplicates = 0;
     while read < all.len() {
-        let step = 1 + rng.below(all.len() as u64 / 15) as usize;
+        let step = 1 + rng.below(all.len() as u64 / 20) as usize;
         let upto = (read + step).min(all.len());
         feed(&mut e, &all[read..upto]);
         read = upto;
-        // Snapshot the partitions that changed; keep the newest of each.
-        for s in e.snapshot() {
-            stored.retain(|o| o.partition != s.partition);
-            stored.push(s);
+        if rng.chance(0.5) {
+            // Keep the newest snapshot of each partition that changed.
+            for s in e.snapshot() {
+                stored.retain(|o| o.partition != s.partition);
+                stored.push(s);
+            }
+            snapshotted = read;
         }
-        if read < all.len() {
-            // Crash: events absorbed after the snapshot are lost with the process (there
-            // are none here, the snapshot was just taken); the source goes back further.
+        if read < all.len() && rng.chance(0.5) {
             duplicates += e.duplicates();
             let mut fresh = engine(&specs);
             for s in &stored {
@@ -177,7 +179,7 @@ fn restored_snapshots_with_re_read_events_give_the_uninterrupted_results() {
                 assert!(r.started_empty.is_empty(), "{:?}", r.started_empty);
             }
             e = fresh;
-            read -= rng.below(step as u64) as usize;
+            read = snapshotted - rng.below(snapshotted.min(60) as u64 + 1) as usize;
             restarts += 1;
         }
     }
@@ -220,7 +222,8 @@ fn a_query_changed_since_the_snapshot_starts_empty_and_the_others_restore() {
     let changed =
         "AmlComputeJobEvent | where EventType != 'x' | summarize n = count() by EventType";
     // Layout and comments do not change a query's identity.
-    let relaid = "AmlComputeJobEvent\n| summarize   n=count()   by EventType // per type".to_string();
+    let relaid =
+        "AmlComputeJobEvent\n| summarize   n=count()   by EventType // per type".to_string();
     let after = vec![
         spec("kept", &relaid),
         spec("changed", changed),
@@ -262,8 +265,14 @@ fn corrupt_truncated_and_foreign_snapshots_are_refused_with_the_reason() {
     let msg = refused(&good[..good.len() - 7]);
     assert!(msg.contains("truncated"), "{msg}");
 
+    // Another format version, checksummed as that version would be.
     let mut newer = good.clone();
     newer[8..12].copy_from_slice(&99u32.to_le_bytes());
+    let mut h = crc32fast::Hasher::new();
+    h.update(&newer[8..20]);
+    h.update(&newer[24..]);
+    let crc = h.finalize();
+    newer[20..24].copy_from_slice(&crc.to_le_bytes());
     let msg = refused(&newer);
     assert!(
         msg.contains("format version 99") && msg.contains("reads version 1"),
@@ -271,8 +280,15 @@ fn corrupt_truncated_and_foreign_snapshots_are_refused_with_the_reason() {
     );
     assert!(msg.contains("retention"), "the way out: {msg}");
 
-    let msg = refused(b"{\"s\": {}}");
+    let msg = refused(b"{\"s\": {}, \"t\": {\"p\": 1}}");
     assert!(msg.contains("not a hubwatch state snapshot"), "{msg}");
+    let msg = refused(b"");
+    assert!(msg.contains("empty or cut short"), "{msg}");
+    // A flipped bit in the version field is corruption, not another version.
+    let mut flipped_version = good.clone();
+    flipped_version[8] ^= 0x02;
+    let msg = refused(&flipped_version);
+    assert!(msg.contains("checksum"), "{msg}");
 
     // Every single-byte corruption and every truncation is an error or a faithful restore,
     // never a panic.
@@ -281,7 +297,10 @@ fn corrupt_truncated_and_foreign_snapshots_are_refused_with_the_reason() {
         let mut b = good.clone();
         let at = rng.below(b.len() as u64) as usize;
         b[at] = rng.next_u64() as u8;
-        let _ = engine(&specs).restore(&b);
+        assert!(
+            b == good || engine(&specs).restore(&b).is_err(),
+            "a changed byte at {at} was not noticed"
+        );
     }
     for cut in (0..good.len()).step_by(97) {
         assert!(engine(&specs).restore(&good[..cut]).is_err());

@@ -62,8 +62,8 @@ pub struct PartitionState {
     pub partition: Arc<str>,
     /// The last event absorbed by any query (the snapshot's position).
     pub position: Option<Checkpoint>,
-    /// Per query, the sequence number of the last event it absorbed.
-    pub positions: Vec<Option<i64>>,
+    /// Per query, the last event it absorbed.
+    pub positions: Vec<Option<Checkpoint>>,
     /// The smallest of `positions` (`None` if any query has none): events at or before it
     /// are duplicates for every query.
     floor: Option<i64>,
@@ -77,10 +77,23 @@ pub struct PartitionState {
 
 impl PartitionState {
     fn update_floor(&mut self) {
-        self.floor = self
-            .positions
-            .iter()
-            .try_fold(i64::MAX, |m, p| p.map(|p| m.min(p)));
+        self.floor = self.positions.iter().try_fold(i64::MAX, |m, p| {
+            p.as_ref().map(|p| m.min(p.sequence_number))
+        });
+    }
+
+    /// Where a source resumes this partition so that every query gets every event after
+    /// its own position: strictly after the oldest of them, or `None` when some query has
+    /// none (it needs the partition from its oldest event).
+    pub fn resume_after(&self) -> Option<Checkpoint> {
+        let mut oldest: Option<&Checkpoint> = None;
+        for p in &self.positions {
+            let p = p.as_ref()?;
+            if oldest.is_none_or(|o| p.sequence_number < o.sequence_number) {
+                oldest = Some(p);
+            }
+        }
+        oldest.cloned()
     }
 }
 
@@ -90,6 +103,9 @@ pub struct Restored {
     pub source: Arc<str>,
     pub partition: Arc<str>,
     pub position: Checkpoint,
+    /// Where the source resumes so that every query gets what it lacks (`None`: from the
+    /// partition's oldest event).
+    pub resume_after: Option<Checkpoint>,
     /// Queries the snapshot held no state for (added or changed since): they start empty
     /// and absorb whatever the source reads of this partition from now on.
     pub started_empty: Vec<Arc<str>>,
@@ -258,19 +274,23 @@ impl Engine {
         }
         // Usually every query is at the same position; only after a query was added does
         // the event go to some of them.
-        let behind: Option<Vec<bool>> = if part.positions.iter().all(|p| *p == part.floor) {
+        let behind_of = |p: &Option<Checkpoint>| p.as_ref().is_none_or(|p| p.sequence_number < seq);
+        let behind: Option<Vec<bool>> = if part
+            .positions
+            .iter()
+            .all(|p| p.as_ref().map(|p| p.sequence_number) == part.floor)
+        {
             None
         } else {
-            Some(
-                part.positions
-                    .iter()
-                    .map(|p| p.is_none_or(|p| p < seq))
-                    .collect(),
-            )
+            Some(part.positions.iter().map(behind_of).collect())
+        };
+        let here = Checkpoint {
+            offset: event.position.offset,
+            sequence_number: seq,
         };
         for p in &mut part.positions {
-            if p.is_none_or(|p| p < seq) {
-                *p = Some(seq);
+            if behind_of(p) {
+                *p = Some(here.clone());
             }
         }
         part.update_floor();
@@ -279,10 +299,7 @@ impl Engine {
             .as_ref()
             .is_none_or(|p| p.sequence_number < seq || event.rewound)
         {
-            part.position = Some(Checkpoint {
-                offset: event.position.offset,
-                sequence_number: seq,
-            });
+            part.position = Some(here);
         }
         part.dirty = true;
         let mut route = Route {
@@ -321,7 +338,7 @@ impl Engine {
                 .map(|((spec, fp), (pos, q))| QueryEntry {
                     name: &spec.name,
                     fingerprint: *fp,
-                    position: *pos,
+                    position: pos.as_ref(),
                     state: q,
                 });
             let bytes = snapshot::encode(
@@ -355,7 +372,24 @@ impl Engine {
     /// Installs a partition's snapshot, replacing whatever is held of that partition. A
     /// query the snapshot holds no state for (by name and KQL fingerprint) starts empty.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<Restored, SnapshotError> {
+        self.restore_as(bytes, None)
+    }
+
+    /// Like [`restore`](Self::restore), refusing (before installing anything) a snapshot of
+    /// another partition than `expected` (source, partition).
+    pub fn restore_as(
+        &mut self,
+        bytes: &[u8],
+        expected: Option<(&str, &str)>,
+    ) -> Result<Restored, SnapshotError> {
         let d = snapshot::decode(bytes)?;
+        if let Some((source, partition)) = expected {
+            if d.source != source || d.partition != partition {
+                return Err(SnapshotError::Misplaced {
+                    holds: format!("{}/{}", d.source, d.partition),
+                });
+            }
+        }
         let mut queries = Vec::with_capacity(self.specs.len());
         let mut positions = Vec::with_capacity(self.specs.len());
         let mut started_empty = Vec::new();
@@ -370,7 +404,7 @@ impl Engine {
                     let state = QueryState::decode(spec.plan.clone(), spec.limits.clone(), &mut r)?;
                     r.expect_end()?;
                     queries.push(state);
-                    positions.push(q.position);
+                    positions.push(q.position.clone());
                 }
                 None => {
                     queries.push(QueryState::new(spec.plan.clone(), spec.limits.clone()));
@@ -395,6 +429,7 @@ impl Engine {
             dirty: false,
         };
         part.update_floor();
+        let resume_after = part.resume_after();
         if let Some(clock) = self.clock {
             let wm = clock.saturating_sub(self.lateness);
             for q in &mut part.queries {
@@ -410,6 +445,7 @@ impl Engine {
             source,
             partition,
             position: d.position,
+            resume_after,
             started_empty,
         })
     }
@@ -479,13 +515,14 @@ impl Engine {
         }
     }
 
-    /// End of input: closes every open bin.
+    /// End of input: closes every open bin, for the results served from now on. Not a
+    /// change to snapshot: were the input to grow and the service to start again, those
+    /// bins must still be open.
     pub fn finish(&mut self) {
         for part in &mut self.parts {
             for q in &mut part.queries {
                 q.flush();
             }
-            part.dirty = true;
         }
     }
 

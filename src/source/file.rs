@@ -30,7 +30,7 @@ use super::{Batch, BoxFuture, Source, SourceContext};
 use crate::ack::AckOutcome;
 use crate::checkpoint::{CheckpointError, CheckpointStore, CommitError};
 use crate::shutdown::Shutdown;
-use crate::state::Rebuild;
+use crate::state::Resume;
 use reader::{Reader, ReaderMsg};
 
 #[derive(Debug, Clone)]
@@ -116,7 +116,7 @@ pub struct FileSource {
     checkpoints: Option<Arc<dyn CheckpointStore>>,
     stats: Arc<ForwardCounters>,
     commits: Option<IntCounter>,
-    rebuild: Arc<Rebuild>,
+    resume: Arc<Resume>,
 }
 
 impl FileSource {
@@ -126,7 +126,7 @@ impl FileSource {
             checkpoints,
             stats: Arc::default(),
             commits: None,
-            rebuild: Arc::default(),
+            resume: Arc::default(),
         }
     }
 
@@ -136,6 +136,9 @@ impl FileSource {
         cfg.follow = follow;
         if let Some(every) = cx.commit_interval {
             cfg.commit_interval = every;
+            // Acknowledgements wait for the engine's next snapshot round: give the end at
+            // least two rounds and the store's write.
+            cfg.ack_wait = cfg.ack_wait.max(every * 2 + Duration::from_secs(5));
         }
         let mut source = FileSource::new(cfg, cx.checkpoints.clone()).with_commit_counter(
             cx.metrics
@@ -143,7 +146,7 @@ impl FileSource {
                 .checkpoint_commits
                 .with_label_values(&[name]),
         );
-        source.rebuild = cx.rebuild.clone();
+        source.resume = cx.resume.clone();
         source
     }
 
@@ -183,7 +186,7 @@ async fn run(
         checkpoints,
         stats,
         commits,
-        rebuild,
+        resume,
     } = src;
     let loaded = match &checkpoints {
         Some(store) => store
@@ -198,7 +201,7 @@ async fn run(
     reader::spawn(Reader::new(
         cfg.clone(),
         loaded,
-        rebuild,
+        resume,
         shutdown.clone(),
         batch_tx,
         ack_tx,

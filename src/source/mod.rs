@@ -111,9 +111,9 @@ pub struct SourceContext {
     pub checkpoints: Option<Arc<dyn CheckpointStore>>,
     /// With checkpoints on: how often a source commits (the snapshot interval).
     pub commit_interval: Option<std::time::Duration>,
-    /// Partitions to read again from their oldest event, to rebuild window state the store
-    /// lacks.
-    pub rebuild: Arc<crate::state::Rebuild>,
+    /// Where partitions with restored window state resume, and which are read again from
+    /// their oldest event to rebuild state the store lacks.
+    pub resume: Arc<crate::state::Resume>,
     pub metrics: Arc<Metrics>,
 }
 

@@ -152,20 +152,25 @@ impl StateCommitter {
         }
     }
 
-    /// The last round, at the drain: waits for the one in flight, then stores everything
-    /// that changed and acknowledges every held batch (or, if the store fails, leaves them
-    /// unacknowledged: they are read again after a restart).
-    pub async fn flush(&mut self, engine: &mut Engine) {
+    /// A round now: waits for the one in flight, then stores everything that changed and
+    /// acknowledges every held batch. Returns whether it was stored; if not, the batches
+    /// stay held for the next round (and are read again after a restart if none comes).
+    pub async fn flush(&mut self, engine: &mut Engine) -> bool {
         if self.saving.is_some() {
             let saved = self.saved().await;
             self.settled(saved, engine);
         }
         if self.held.is_empty() && engine.partitions().iter().all(|p| !p.dirty) {
-            return;
+            return true;
         }
         self.start(engine);
         let saved = self.saved().await;
-        if !self.settled(saved, engine) {
+        self.settled(saved, engine)
+    }
+
+    /// The last round, at the drain.
+    pub async fn drain(&mut self, engine: &mut Engine) {
+        if !self.flush(engine).await {
             tracing::error!("the last window state could not be stored; the batches since the previous snapshot will be read again after a restart");
             self.held.clear();
         }
@@ -185,15 +190,8 @@ impl StateCommitter {
             return Ok(None);
         };
         let r = engine
-            .restore(&bytes)
+            .restore_as(&bytes, Some((source, partition)))
             .map_err(|e| StateError::unreadable(location.clone(), e))?;
-        if &*r.source != source || &*r.partition != partition {
-            engine.release(&r.source, &r.partition);
-            return Err(StateError::Misplaced {
-                location,
-                holds: format!("{}/{}", r.source, r.partition),
-            });
-        }
         tracing::info!(
             source,
             partition,
@@ -233,13 +231,15 @@ impl StateCommitter {
 
     /// Carries out a change of the partitions a source reads. Acquired partitions are
     /// restored; released ones are stored (with every batch held so far) and forgotten;
-    /// discarded ones are forgotten without storing.
+    /// discarded ones are forgotten without storing. Returns whether the change is complete:
+    /// `false` when released partitions could not be stored (their next owner starts from
+    /// the previous snapshot and re-reads from the commit that matches it).
     pub async fn change(
         &mut self,
         engine: &mut Engine,
         source: &str,
         change: &Ownership,
-    ) -> Result<(), StateError> {
+    ) -> Result<bool, StateError> {
         match change {
             Ownership::Acquire(partitions) => {
                 let started = std::time::Instant::now();
@@ -252,9 +252,12 @@ impl StateCommitter {
                     .set(started.elapsed().as_secs_f64());
             }
             Ownership::Release(partitions) => {
-                self.flush(engine).await;
+                let stored = self.flush(engine).await;
                 for p in partitions {
                     engine.release(source, p);
+                }
+                if !stored {
+                    return Ok(false);
                 }
             }
             Ownership::Discard(partitions) => {
@@ -267,6 +270,6 @@ impl StateCommitter {
             .state
             .partitions
             .set(engine.partitions().len() as i64);
-        Ok(())
+        Ok(true)
     }
 }

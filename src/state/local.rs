@@ -1,7 +1,7 @@
 //! The local-directory state store: one file per partition,
 //! `<dir>/state/<source>/<partition>.snap`, names percent-encoded (a file source's
-//! partitions are paths). Each save writes `<file>.tmp`, syncs it, renames it over the
-//! snapshot and syncs the directory, so a crash leaves the old snapshot or the new one,
+//! partitions are paths). Each save writes `<file>.<pid>.tmp`, syncs it, renames it over
+//! the snapshot and syncs the directory, so a crash leaves the old snapshot or the new one,
 //! never a torn one. A file that does not decode is reported and left as it is.
 //!
 //! I/O is synchronous, run on the blocking pool: a snapshot write is a file write plus
@@ -96,8 +96,10 @@ fn write_all(store: &LocalStateStore, snapshots: &[Snapshot]) -> Result<(), Stat
             dirs.push(dir);
         }
         let path = store.path(&s.source, &s.partition);
+        // A name of this process's own: replicas sharing the directory never write into
+        // each other's temporary file.
         let mut tmp = path.clone().into_os_string();
-        tmp.push(".tmp");
+        tmp.push(format!(".{}.tmp", std::process::id()));
         let tmp = PathBuf::from(tmp);
         let mut f = OpenOptions::new()
             .write(true)

@@ -11,26 +11,28 @@
 //!    so a source commits a position only when the state that absorbed it is stored. The
 //!    commit point moved from "absorbed" to "absorbed and snapshotted".
 //! 3. After a crash, the engine restores each partition's snapshot before the source reads
-//!    it; the source resumes after its committed position (at or before the snapshot's), and
-//!    the engine skips what its state already holds. Results equal an uninterrupted run.
+//!    it; the source resumes after the snapshot's position (a Kafka consumer after the
+//!    group's commit, at or before it), and the engine skips what its state already holds.
+//!    Results equal an uninterrupted run.
 //!
 //! - [`codec`]: the compact binary encoding of values, aggregate states and sketches.
 //! - [`snapshot`]: one partition's snapshot, self-checking (magic, version, CRC).
 //! - [`commit`]: the commit point — batches acknowledged once their state is stored.
-//! - [`rebuild`]: which partitions are read again when the store lacks their state.
+//! - [`resume`]: where a restored partition is read from, and which are read again to
+//!   rebuild state the store lacks.
 //! - [`local`]: the local-directory store (one file per partition, renamed into place).
 
 pub mod codec;
 pub mod commit;
 pub mod local;
-pub mod rebuild;
+pub mod resume;
 pub mod snapshot;
 
 use async_trait::async_trait;
 
 pub use commit::StateCommitter;
 pub use local::LocalStateStore;
-pub use rebuild::Rebuild;
+pub use resume::{Resume, Start};
 pub use snapshot::{Snapshot, SnapshotError, FORMAT_VERSION};
 
 /// Why window state could not be read or written.
@@ -81,6 +83,7 @@ impl StateError {
     pub fn unreadable(location: String, e: SnapshotError) -> StateError {
         match e {
             SnapshotError::Incompatible { found } => StateError::Incompatible { location, found },
+            SnapshotError::Misplaced { holds } => StateError::Misplaced { location, holds },
             source => StateError::Corrupt { location, source },
         }
     }

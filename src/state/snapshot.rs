@@ -9,14 +9,14 @@
 //! magic    8 bytes   "HUBWSNAP"
 //! version  u32       FORMAT_VERSION; another version is refused, never guessed at
 //! length   u64       payload bytes
-//! crc32    u32       of the payload (CRC-32/ISO-HDLC)
+//! crc32    u32       of version, length and payload (CRC-32/ISO-HDLC)
 //! payload  source str, partition str,
 //!          position: offset ivar, sequence number ivar,
 //!          clock: option<ivar> (the largest record time absorbed from the partition),
 //!          written: ivar (wall clock, 100 ns ticks; for operators),
 //!          queries: uvar, then per query: name str, fingerprint u64,
-//!            position: option<ivar> (the sequence number of the last event the query
-//!            absorbed; usually the partition's), state bytes
+//!            position: option<offset ivar, sequence number ivar> (the last event the
+//!            query absorbed; usually the partition's), state bytes
 //! ```
 //!
 //! Each query's state is its own length-prefixed block, so a query that was removed or
@@ -38,8 +38,12 @@ const HEADER: usize = 8 + 4 + 8 + 4;
 /// Why a snapshot could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("not a hubwatch state snapshot (it does not start with {MAGIC:?})")]
+    #[error("not a hubwatch state snapshot (it does not start with \"HUBWSNAP\")")]
     NotASnapshot,
+    #[error("it is empty or cut short within its header ({found} bytes)")]
+    Short { found: usize },
+    #[error("it holds the state of {holds}")]
+    Misplaced { holds: String },
     #[error("it has state format version {found}; this hubwatch reads version {FORMAT_VERSION}")]
     Incompatible { found: u32 },
     #[error("it is truncated: {found} bytes where the header promises {expected}")]
@@ -66,7 +70,7 @@ pub struct Decoded<'a> {
 pub struct QueryBlob<'a> {
     pub name: &'a str,
     pub fingerprint: u64,
-    pub position: Option<i64>,
+    pub position: Option<Checkpoint>,
     pub state: &'a [u8],
 }
 
@@ -75,7 +79,7 @@ pub struct QueryEntry<'q> {
     pub name: &'q str,
     /// What identifies the query's KQL: a state is restored only into the same query.
     pub fingerprint: u64,
-    pub position: Option<i64>,
+    pub position: Option<&'q Checkpoint>,
     pub state: &'q QueryState,
 }
 
@@ -112,35 +116,44 @@ pub fn encode<'q>(
     for q in queries {
         w.put_str(q.name);
         w.put_u64(q.fingerprint);
-        q.position.encode(&mut w);
+        match q.position {
+            Some(p) => {
+                w.put_u8(1);
+                w.put_ivar(p.offset);
+                w.put_ivar(p.sequence_number);
+            }
+            None => w.put_u8(0),
+        }
         let mut state = Writer::new();
         q.state.encode(&mut state);
         w.put_bytes(&state.into_inner());
     }
     let mut bytes = w.into_inner();
     let payload_len = (bytes.len() - HEADER) as u64;
-    let crc = crc32fast::hash(&bytes[HEADER..]);
     bytes[0..8].copy_from_slice(MAGIC);
     bytes[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     bytes[12..20].copy_from_slice(&payload_len.to_le_bytes());
+    let crc = checksum(&bytes[8..20], &bytes[HEADER..]);
     bytes[20..24].copy_from_slice(&crc.to_le_bytes());
     bytes
 }
 
 /// Checks and reads a snapshot's header and directory; the queries' states stay encoded.
 pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, SnapshotError> {
-    if bytes.len() < 12 || &bytes[0..8] != MAGIC {
-        return Err(SnapshotError::NotASnapshot);
-    }
-    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
-        return Err(SnapshotError::Incompatible { found: version });
-    }
+    // The header keeps this layout in every format version, so that a snapshot of any
+    // version is checked before its version is believed: a flipped bit reads as corrupt,
+    // not as "another version".
     if bytes.len() < HEADER {
-        return Err(SnapshotError::Truncated {
-            found: bytes.len(),
-            expected: HEADER as u64,
-        });
+        if bytes.len() < 8 && MAGIC.starts_with(bytes) {
+            return Err(SnapshotError::Short { found: bytes.len() });
+        }
+        if bytes.len() < 8 || &bytes[0..8] != MAGIC {
+            return Err(SnapshotError::NotASnapshot);
+        }
+        return Err(SnapshotError::Short { found: bytes.len() });
+    }
+    if &bytes[0..8] != MAGIC {
+        return Err(SnapshotError::NotASnapshot);
     }
     let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
     let stored = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
@@ -151,9 +164,13 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, SnapshotError> {
             expected: len.saturating_add(HEADER as u64),
         });
     }
-    let computed = crc32fast::hash(payload);
+    let computed = checksum(&bytes[8..20], payload);
     if computed != stored {
         return Err(SnapshotError::Checksum { stored, computed });
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != FORMAT_VERSION {
+        return Err(SnapshotError::Incompatible { found: version });
     }
     let mut r = Reader::new(payload);
     let source = r.get_str()?;
@@ -170,7 +187,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, SnapshotError> {
         queries.push(QueryBlob {
             name: r.get_str()?,
             fingerprint: r.get_u64()?,
-            position: Option::<i64>::decode(&mut r)?,
+            position: decode_position(&mut r)?,
             state: r.get_bytes()?,
         });
     }
@@ -183,4 +200,24 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, SnapshotError> {
         written,
         queries,
     })
+}
+
+fn decode_position(r: &mut Reader<'_>) -> Result<Option<Checkpoint>, super::codec::DecodeError> {
+    let at = r.position();
+    match r.get_u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(Checkpoint {
+            offset: r.get_ivar()?,
+            sequence_number: r.get_ivar()?,
+        })),
+        b => Err(r.invalid(at, format!("position tag {b}, not 0 or 1"))),
+    }
+}
+
+/// CRC-32 of the version and length fields and the payload.
+fn checksum(version_and_length: &[u8], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(version_and_length);
+    h.update(payload);
+    h.finalize()
 }

@@ -254,3 +254,120 @@ impl<'a> Check<'a> {
         Ok(states)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kql::check::compile;
+    use crate::parse::Row;
+    use crate::schema::Schemas;
+
+    fn plan(kql: &str) -> Arc<Plan> {
+        Arc::new(compile(kql, &Schemas::embedded()).expect("compiles"))
+    }
+
+    /// A state of `kql` after a few rows, encoded.
+    fn encoded(kql: &str) -> Vec<u8> {
+        let schemas = Schemas::embedded();
+        let table = schemas.table("AmlComputeClusterEvent").unwrap();
+        let t = &schemas.tables[table];
+        let mut q = QueryState::new(plan(kql), QueryLimits::default());
+        let t0 = crate::time::parse_datetime("2024-03-01T10:00:00Z")
+            .unwrap()
+            .0;
+        for i in 0..5i64 {
+            let mut values = vec![Value::Null; t.columns.len()];
+            let time = t0 + i * crate::time::TICKS_PER_MINUTE;
+            values[t.time_column()] = Value::DateTime(time);
+            values[t.column("ClusterName").unwrap()] =
+                Value::str(if i % 2 == 0 { "a" } else { "b" });
+            values[t.column("TargetNodeCount").unwrap()] = Value::Long(i);
+            q.ingest(
+                &Row {
+                    table,
+                    time,
+                    values,
+                },
+                time,
+                time,
+            );
+        }
+        let mut w = Writer::new();
+        q.encode(&mut w);
+        w.into_inner()
+    }
+
+    fn decode(kql: &str, bytes: &[u8]) -> Result<QueryState, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let q = QueryState::decode(plan(kql), QueryLimits::default(), &mut r)?;
+        r.expect_end()?;
+        Ok(q)
+    }
+
+    fn refused(kql: &str, bytes: &[u8]) -> String {
+        match decode(kql, bytes) {
+            Ok(_) => panic!("{kql}: a state of another query was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const BY_CLUSTER: &str =
+        "AmlComputeClusterEvent | summarize n = count(), m = max(TargetNodeCount) by ClusterName";
+
+    #[test]
+    fn every_store_round_trips_to_the_same_result() {
+        for kql in [
+            BY_CLUSTER,
+            "AmlComputeClusterEvent | where TimeGenerated > ago(1h) | summarize count() by ClusterName",
+            "AmlComputeClusterEvent | summarize count() by bin(TimeGenerated, 2m), ClusterName",
+            "AmlComputeClusterEvent | project TimeGenerated, ClusterName",
+        ] {
+            let bytes = encoded(kql);
+            let q = decode(kql, &bytes).unwrap_or_else(|e| panic!("{kql}: {e}"));
+            let mut again = Writer::new();
+            q.encode(&mut again);
+            assert_eq!(again.into_inner(), bytes, "{kql}");
+        }
+    }
+
+    #[test]
+    fn a_state_that_does_not_fit_the_plan_is_refused_with_the_reason() {
+        let bytes = encoded(BY_CLUSTER);
+        let kind = refused("AmlComputeClusterEvent | project ClusterName", &bytes);
+        assert!(kind.contains("kind"), "{kind}");
+        let keys = refused("AmlComputeClusterEvent | summarize n = count(), m = max(TargetNodeCount) by ClusterName, VmSize", &bytes);
+        assert!(keys.contains("groups by 2"), "{keys}");
+        let aggs = refused("AmlComputeClusterEvent | summarize n = count(), a = avg(TargetNodeCount) by ClusterName", &bytes);
+        assert!(aggs.contains("do not match"), "{aggs}");
+        let bins = encoded(
+            "AmlComputeClusterEvent | summarize count() by bin(TimeGenerated, 2m), ClusterName",
+        );
+        let width = refused(
+            "AmlComputeClusterEvent | summarize count() by bin(TimeGenerated, 5m), ClusterName",
+            &bins,
+        );
+        assert!(width.contains("bin width"), "{width}");
+    }
+
+    #[test]
+    fn panes_out_of_order_are_refused() {
+        let kql = "AmlComputeClusterEvent | where TimeGenerated > ago(1h) | summarize count() by ClusterName";
+        let mut q = QueryState::new(plan(kql), QueryLimits::default());
+        if let Store::Sliding(map) = &mut q.store {
+            let states: States = vec![AggState::Count(1)].into_boxed_slice();
+            let pane = |t| Pane {
+                min: t,
+                max: t,
+                states: states.clone(),
+            };
+            map.insert(
+                vec![Value::str("a")].into_boxed_slice(),
+                VecDeque::from([pane(20), pane(10)]),
+            );
+        }
+        let mut w = Writer::new();
+        q.encode(&mut w);
+        let err = refused(kql, &w.into_inner());
+        assert!(err.contains("out of order"), "{err}");
+    }
+}

@@ -36,7 +36,7 @@ use crate::checkpoint::CheckpointStore;
 use crate::shutdown::Shutdown;
 use crate::source::forward::{Drive, ForwardCounters, ForwardSettings, Forwarder};
 use crate::source::{Batch, BoxFuture, Source, SourceContext};
-use crate::state::Rebuild;
+use crate::state::{Resume, Start};
 use crate::telemetry::metrics::AmqpMetrics;
 
 /// After the outcomes are in, how long readers get to close their connections (each close
@@ -49,7 +49,7 @@ pub struct AmqpSource {
     metrics: Arc<AmqpSourceMetrics>,
     counters: Arc<ForwardCounters>,
     commits: Option<IntCounter>,
-    rebuild: Arc<Rebuild>,
+    resume: Arc<Resume>,
 }
 
 impl AmqpSource {
@@ -61,7 +61,7 @@ impl AmqpSource {
             metrics,
             counters: Arc::default(),
             commits: None,
-            rebuild: Arc::default(),
+            resume: Arc::default(),
         }
     }
 
@@ -71,6 +71,9 @@ impl AmqpSource {
         let mut cfg = cfg.clone();
         if let Some(every) = cx.commit_interval {
             cfg.commit_interval = every;
+            // Acknowledgements wait for the engine's next snapshot round: give the end at
+            // least two rounds and the store's write.
+            cfg.ack_wait = cfg.ack_wait.max(every * 2 + Duration::from_secs(5));
         }
         let commits = cx
             .metrics
@@ -80,7 +83,7 @@ impl AmqpSource {
         let mut source = AmqpSource::new(cfg, cx.checkpoints.clone())
             .with_prometheus(cx.metrics.amqp.clone())
             .with_commit_counter(commits);
-        source.rebuild = cx.rebuild.clone();
+        source.resume = cx.resume.clone();
         source
     }
 
@@ -132,7 +135,7 @@ async fn run(
         metrics,
         counters,
         commits,
-        rebuild,
+        resume,
     } = src;
     let cfg = Arc::new(cfg);
     let connector = Arc::new(Connector::new(&cfg)?);
@@ -153,14 +156,18 @@ async fn run(
         .iter()
         .map(|id| {
             let cp = loaded.get(id);
-            if rebuild.needed(&cfg.name, id, cp.is_some()) {
+            match resume.start(&cfg.name, id, cp.is_some()) {
+                Start::Own => OpenAt::initial(cp, cfg.start),
+                // After what the window state holds (it may be ahead of the commit, and
+                // exist before any commit did).
+                Start::After(cp) => OpenAt::After(cp.sequence_number),
                 // The queries whose state was restored skip what they hold; the others
                 // take everything the hub still retains.
-                tracing::info!(source = %cfg.name, partition = %id,
-                    "reading the partition from its oldest retained event to rebuild window state the checkpoint directory lacks");
-                OpenAt::Earliest
-            } else {
-                OpenAt::initial(cp, cfg.start)
+                Start::Oldest => {
+                    tracing::info!(source = %cfg.name, partition = %id,
+                        "reading the partition from its oldest retained event to rebuild window state the checkpoint directory lacks");
+                    OpenAt::Earliest
+                }
             }
         })
         .collect();

@@ -24,7 +24,7 @@ use crate::ack::{AckOutcome, AckToken};
 use crate::checkpoint::Checkpoint;
 use crate::shutdown::Shutdown;
 use crate::source::{Batch, Event, Position};
-use crate::state::Rebuild;
+use crate::state::{Resume, Start};
 
 /// Read buffer per open file. Only one file is open at a time per source (followed files are
 /// closed at their end and re-opened when they grow), so this is also the source's total.
@@ -89,8 +89,9 @@ pub(super) struct Reader {
     source: Arc<str>,
     /// The source's checkpoints, by partition, as loaded at start.
     checkpoints: HashMap<String, Checkpoint>,
-    /// Files whose window state must be rebuilt are read from their start.
-    rebuild: Arc<Rebuild>,
+    /// Where files with restored window state resume; those whose state must be rebuilt
+    /// are read from their start.
+    resume: Arc<Resume>,
     shutdown: Shutdown,
     tx: mpsc::Sender<ReaderMsg>,
     ack_tx: mpsc::UnboundedSender<AckOutcome>,
@@ -108,7 +109,7 @@ impl Reader {
     pub(super) fn new(
         cfg: FileSourceConfig,
         checkpoints: HashMap<String, Checkpoint>,
-        rebuild: Arc<Rebuild>,
+        resume: Arc<Resume>,
         shutdown: Shutdown,
         tx: mpsc::Sender<ReaderMsg>,
         ack_tx: mpsc::UnboundedSender<AckOutcome>,
@@ -117,7 +118,7 @@ impl Reader {
             source: Arc::from(cfg.name.as_str()),
             cfg,
             checkpoints,
-            rebuild,
+            resume,
             shutdown,
             tx,
             ack_tx,
@@ -179,15 +180,20 @@ impl Reader {
             .metadata()
             .map_err(io_error(&path, "reading its metadata"))?;
         cursor.identity = identity(&meta);
-        let mut checkpoint = self.checkpoints.get(&*cursor.partition).cloned();
-        if self
-            .rebuild
-            .needed(&self.source, &cursor.partition, checkpoint.is_some())
+        let own = self.checkpoints.get(&*cursor.partition).cloned();
+        let checkpoint = match self
+            .resume
+            .start(&self.source, &cursor.partition, own.is_some())
         {
-            tracing::info!(source = %self.source, partition = %cursor.partition,
-                "reading the file from its start to rebuild window state the checkpoint directory lacks");
-            checkpoint = None;
-        }
+            Start::Own => own,
+            // After what the window state holds (it may be ahead of the commit).
+            Start::After(cp) => Some(cp),
+            Start::Oldest => {
+                tracing::info!(source = %self.source, partition = %cursor.partition,
+                    "reading the file from its start to rebuild window state the checkpoint directory lacks");
+                None
+            }
+        };
         if let Some(cp) = checkpoint {
             match check_resume(&mut file, meta.len(), &cp)
                 .map_err(io_error(&path, "checking the checkpoint"))?

@@ -301,9 +301,21 @@ impl ConsumerContext for HubContext {
             if !keys.is_empty() {
                 tracing::info!(source = %self.source, partitions = ?keys, "partitions assigned");
                 // Their window state is restored before any of their events is sent.
-                if !core.change_ownership(&self.handle, Ownership::Acquire(keys), OWNERSHIP_WAIT) {
-                    tracing::error!(source = %self.source,
-                        "the window state of assigned partitions was not restored; the service stops");
+                if !core.change_ownership(
+                    &self.handle,
+                    Ownership::Acquire(keys.clone()),
+                    OWNERSHIP_WAIT,
+                ) {
+                    // Reading them without their state would count them from the commit on
+                    // and then store that partial state over the good snapshot.
+                    drop(core);
+                    self.set_fatal(KafkaSourceError::Fatal {
+                        source_name: self.source.to_string(),
+                        target: self.target.clone(),
+                        detail: format!(
+                            "the window state of the assigned partitions {keys:?} was not restored within {OWNERSHIP_WAIT:?}"
+                        ),
+                    });
                 }
             }
         }

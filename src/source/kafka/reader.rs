@@ -43,7 +43,6 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    /// A source that reports into these series (`Metrics::kafka`).
     /// The configured Kafka source. Its offsets are committed to the consumer group, not to
     /// the service's checkpoints; its window state follows its partitions through the
     /// engine.
@@ -51,6 +50,7 @@ impl KafkaSource {
         KafkaSource::new(cfg.clone(), cx.metrics.kafka.clone())
     }
 
+    /// A source that reports into these series (`Metrics::kafka`).
     pub fn new(cfg: KafkaSourceConfig, prom: KafkaMetrics) -> KafkaSource {
         KafkaSource { cfg, prom }
     }
