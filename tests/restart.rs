@@ -119,11 +119,7 @@ fn sigterm(svc: &mut Service) {
 
 #[test]
 fn killed_and_restarted_25_times_the_results_equal_one_uninterrupted_pass() {
-    let lines: Vec<String> = std::fs::read_to_string(fixture())
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let lines = fixture_lines();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("input.ndjson");
     std::fs::write(&input, b"").unwrap();
@@ -209,6 +205,14 @@ fn killed_and_restarted_25_times_the_results_equal_one_uninterrupted_pass() {
     eprintln!("dead letters: {written} lines for {} rejects", want.len());
 }
 
+fn fixture_lines() -> Vec<String> {
+    std::fs::read_to_string(fixture())
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 /// Every query of a finished run equals `hubwatch query` over the input.
 fn assert_oracle(svc: &Service, input: &Path, what: &str) -> usize {
     let mut compared = 0;
@@ -282,11 +286,7 @@ fn a_query_added_later_and_a_lost_state_directory_are_rebuilt_from_the_input() {
 
 #[test]
 fn an_input_that_grows_after_its_end_and_a_rotated_file_give_one_pass_results() {
-    let lines: Vec<String> = std::fs::read_to_string(fixture())
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let lines = fixture_lines();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("input.ndjson");
     let oracle_input = dir.path().join("everything.ndjson");

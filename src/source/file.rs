@@ -134,18 +134,9 @@ impl FileSource {
     pub fn build(name: &str, paths: &[PathBuf], follow: bool, cx: &SourceContext) -> FileSource {
         let mut cfg = FileSourceConfig::new(name, paths.to_vec());
         cfg.follow = follow;
-        if let Some(every) = cx.commit_interval {
-            cfg.commit_interval = every;
-            // Acknowledgements wait for the engine's next snapshot round: give the end at
-            // least two rounds and the store's write.
-            cfg.ack_wait = cfg.ack_wait.max(every * 2 + Duration::from_secs(5));
-        }
-        let mut source = FileSource::new(cfg, cx.checkpoints.clone()).with_commit_counter(
-            cx.metrics
-                .source
-                .checkpoint_commits
-                .with_label_values(&[name]),
-        );
+        (cfg.commit_interval, cfg.ack_wait) = cx.commit_timing(cfg.commit_interval, cfg.ack_wait);
+        let mut source = FileSource::new(cfg, cx.checkpoints.clone())
+            .with_commit_counter(cx.commit_counter(name));
         source.resume = cx.resume.clone();
         source
     }

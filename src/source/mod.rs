@@ -11,6 +11,7 @@ pub mod kafka;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -110,11 +111,31 @@ pub struct SourceContext {
     /// Where acknowledged positions are committed (sources that keep their own).
     pub checkpoints: Option<Arc<dyn CheckpointStore>>,
     /// With checkpoints on: how often a source commits (the snapshot interval).
-    pub commit_interval: Option<std::time::Duration>,
+    pub commit_interval: Option<Duration>,
     /// Where partitions with restored window state resume, and which are read again from
     /// their oldest event to rebuild state the store lacks.
     pub resume: Arc<crate::state::Resume>,
     pub metrics: Arc<Metrics>,
+}
+
+impl SourceContext {
+    /// A source's commit interval and final wait for outcomes, given its own defaults. With
+    /// checkpoints on, it commits at the snapshot interval, and since acknowledgements wait
+    /// for the engine's next snapshot round, its end waits at least two rounds and a write.
+    pub fn commit_timing(&self, interval: Duration, ack_wait: Duration) -> (Duration, Duration) {
+        match self.commit_interval {
+            Some(every) => (every, ack_wait.max(every * 2 + Duration::from_secs(5))),
+            None => (interval, ack_wait),
+        }
+    }
+
+    /// The counter of a source's successful commits.
+    pub fn commit_counter(&self, source: &str) -> prometheus::IntCounter {
+        self.metrics
+            .source
+            .checkpoint_commits
+            .with_label_values(&[source])
+    }
 }
 
 impl SourceSettings {

@@ -69,17 +69,8 @@ impl AmqpSource {
     /// Prometheus series.
     pub fn build(cfg: &AmqpSourceConfig, cx: &SourceContext) -> AmqpSource {
         let mut cfg = cfg.clone();
-        if let Some(every) = cx.commit_interval {
-            cfg.commit_interval = every;
-            // Acknowledgements wait for the engine's next snapshot round: give the end at
-            // least two rounds and the store's write.
-            cfg.ack_wait = cfg.ack_wait.max(every * 2 + Duration::from_secs(5));
-        }
-        let commits = cx
-            .metrics
-            .source
-            .checkpoint_commits
-            .with_label_values(&[&cfg.name]);
+        (cfg.commit_interval, cfg.ack_wait) = cx.commit_timing(cfg.commit_interval, cfg.ack_wait);
+        let commits = cx.commit_counter(&cfg.name);
         let mut source = AmqpSource::new(cfg, cx.checkpoints.clone())
             .with_prometheus(cx.metrics.amqp.clone())
             .with_commit_counter(commits);
