@@ -16,11 +16,12 @@ use crate::ack::AckToken;
 use crate::checkpoint::{CheckpointStore, FileCheckpointStore};
 use crate::config::{Settings, SourceSettings};
 use crate::export::http::{self, AdminState, Request};
+use crate::pipeline::StateCommitter;
 use crate::pipeline::{DeadLetter, Engine};
 use crate::schema::Schemas;
 use crate::shutdown::Shutdown;
 use crate::source::{Batch, SourceContext};
-use crate::state::{LocalStateStore, Resume, StateCommitter, StateError, StateStore};
+use crate::state::{LocalStateStore, Resume, StateError, StateStore};
 use crate::telemetry::Metrics;
 
 /// Batches in flight between the sources and the engine. Small: a slow engine makes the

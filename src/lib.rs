@@ -18,6 +18,7 @@ pub mod app;
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod demo;
 pub mod emulator;

@@ -13,7 +13,7 @@ use crate::kql::plan::Plan;
 use crate::parse::{Needs, ParseSink, ParseStats, Parser, ParserLimits, Reject, Row};
 use crate::schema::Schemas;
 use crate::source::{Event, Position};
-use crate::state::codec::Reader;
+use crate::codec::Reader;
 use crate::state::snapshot::{self, QueryEntry, Snapshot, SnapshotError};
 use crate::telemetry::Metrics;
 use crate::window::sketch::hash64;

@@ -2,7 +2,8 @@
 //! state that absorbed exactly those positions, so that a restart or a partition move
 //! resumes with the results of an uninterrupted run.
 //!
-//! How the pieces meet (the engine's side is in `app.rs`):
+//! How the pieces meet (the engine's side is `pipeline/commit.rs`; the bytes are
+//! [`crate::codec`]'s):
 //!
 //! 1. The engine keeps its state per source partition and knows, for each, the last event
 //!    it absorbed. Every checkpoint interval it encodes the partitions that changed into
@@ -22,15 +23,12 @@
 //!   rebuild state the store lacks.
 //! - [`local`]: the local-directory store (one file per partition, renamed into place).
 
-pub mod codec;
-pub mod commit;
 pub mod local;
 pub mod resume;
 pub mod snapshot;
 
 use async_trait::async_trait;
 
-pub use commit::StateCommitter;
 pub use local::LocalStateStore;
 pub use resume::{Resume, Start};
 pub use snapshot::{Snapshot, SnapshotError, FORMAT_VERSION};

@@ -27,7 +27,7 @@
 use crate::checkpoint::Checkpoint;
 use crate::window::QueryState;
 
-use super::codec::{Decode, Encode, Reader, Writer};
+use crate::codec::{Decode, Encode, Reader, Writer};
 
 pub const MAGIC: &[u8; 8] = b"HUBWSNAP";
 /// The state format this build writes and reads. Bump it on any change to the layout or to
@@ -51,7 +51,7 @@ pub enum SnapshotError {
     #[error("its checksum does not match (stored {stored:08x}, computed {computed:08x})")]
     Checksum { stored: u32, computed: u32 },
     #[error("{0}")]
-    Decode(#[from] super::codec::DecodeError),
+    Decode(#[from] crate::codec::DecodeError),
 }
 
 /// What a snapshot says about its partition.
@@ -202,7 +202,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, SnapshotError> {
     })
 }
 
-fn decode_position(r: &mut Reader<'_>) -> Result<Option<Checkpoint>, super::codec::DecodeError> {
+fn decode_position(r: &mut Reader<'_>) -> Result<Option<Checkpoint>, crate::codec::DecodeError> {
     let at = r.position();
     match r.get_u8()? {
         0 => Ok(None),

@@ -3,6 +3,7 @@
 //! *how long* state lives.
 
 pub mod agg;
+pub(crate) mod encode;
 mod persist;
 pub mod query;
 pub mod sketch;

@@ -5,7 +5,11 @@
 use super::*;
 
 use crate::rng::SplitMix64 as Rng;
-use crate::window::sketch::hash64;
+// The layouts of aggregate states and sketches (window/encode.rs) are tested here too, with
+// the primitives they are made of.
+use crate::window::agg::AggState;
+use crate::window::encode::{PHASE_EXACT, PHASE_SKETCH};
+use crate::window::sketch::{hash64, DistinctCount, QuantileParts, Quantiles};
 
 fn bytes_of<T: Encode + ?Sized>(v: &T) -> Vec<u8> {
     let mut w = Writer::new();

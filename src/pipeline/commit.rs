@@ -21,11 +21,11 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{Snapshot, StateError, StateStore};
+use super::engine::Restored;
+use super::Engine;
 use crate::ack::AckToken;
-use crate::pipeline::engine::Restored;
-use crate::pipeline::Engine;
 use crate::source::Ownership;
+use crate::state::{Snapshot, StateError, StateStore};
 use crate::telemetry::Metrics;
 
 /// What a round's save reports back.
