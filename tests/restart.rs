@@ -334,3 +334,63 @@ fn an_input_that_grows_after_its_end_and_a_rotated_file_give_one_pass_results() 
     write(&oracle_input, rotated, true);
     assert_oracle(&last, &oracle_input, "after a rotation and a kill");
 }
+
+#[test]
+fn a_corrupt_or_foreign_snapshot_stops_the_start_with_its_path_and_is_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.ndjson");
+    std::fs::copy(fixture(), &input).unwrap();
+    let config = config(dir.path(), &input, false);
+    let mut first = Service::start(&config);
+    first.wait_for_line("all sources finished", Duration::from_secs(60));
+    drop(first);
+    let state = std::fs::read_dir(dir.path().join("cp/state/stream"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "snap"))
+        .expect("the stream's snapshot");
+    let good = std::fs::read(&state).unwrap();
+
+    let refused = |bytes: &[u8]| -> String {
+        std::fs::write(&state, bytes).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_hubwatch"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .output()
+            .expect("run hubwatch");
+        assert!(!out.status.success(), "started with an unusable snapshot");
+        assert_eq!(
+            std::fs::read(&state).unwrap(),
+            bytes,
+            "the snapshot was left as it was"
+        );
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x40;
+    let err = refused(&flipped);
+    assert!(
+        err.contains(&state.display().to_string())
+            && err.contains("checksum")
+            && err.contains("move the file aside"),
+        "{err}"
+    );
+    let mut newer = good.clone();
+    newer[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let mut h = crc32fast::Hasher::new();
+    h.update(&newer[8..20]);
+    h.update(&newer[24..]);
+    let crc = h.finalize();
+    newer[20..24].copy_from_slice(&crc.to_le_bytes());
+    let err = refused(&newer);
+    assert!(
+        err.contains("has state format version 2") && err.contains("retention"),
+        "{err}"
+    );
+
+    // Put back, it starts again.
+    std::fs::write(&state, &good).unwrap();
+    let mut again = Service::start(&config);
+    again.wait_for_line("all sources finished", Duration::from_secs(60));
+}
