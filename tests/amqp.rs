@@ -185,7 +185,12 @@ async fn a_restart_resumes_strictly_after_the_checkpoint() {
     assert_eq!(positions(&events).len(), 100);
     first.stop().await.unwrap();
     for p in ["0", "1"] {
-        let cp = store.load("eh").await.unwrap().remove(p).expect("committed at shutdown");
+        let cp = store
+            .load("eh")
+            .await
+            .unwrap()
+            .remove(p)
+            .expect("committed at shutdown");
         assert_eq!(cp.sequence_number, 49, "partition {p}");
     }
 
@@ -468,9 +473,16 @@ async fn the_service_exports_partition_metrics_and_commits() {
     assert_eq!((events("0"), events("1")), (25, 25));
     assert_eq!(m.amqp.lag_events.with_label_values(&["eh", "0"]).get(), 0);
     assert_eq!(m.source.events.with_label_values(&["eh"]).get(), 50);
-    let store = FileCheckpointStore::open(dir.path().join("checkpoints.json")).unwrap();
+    // Read the file afresh each time: a store reads it once, when opened.
+    let committed = || {
+        FileCheckpointStore::open(dir.path().join("checkpoints.json"))
+            .unwrap()
+            .load_sync("eh")
+            .get("0")
+            .map(|c| c.sequence_number)
+    };
     timeout(Duration::from_secs(5), async {
-        while store.load_sync("eh").get("0").map(|c| c.sequence_number) != Some(24) {
+        while committed() != Some(24) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
