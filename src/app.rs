@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::ack::AckToken;
-use crate::checkpoint::{CheckpointStore, FileCheckpointStore};
+use crate::checkpoint::CheckpointStore;
 use crate::config::{Settings, SourceSettings};
 use crate::export::http::{self, AdminState, Request};
 use crate::pipeline::StateCommitter;
@@ -21,7 +21,7 @@ use crate::pipeline::{DeadLetter, Engine};
 use crate::schema::Schemas;
 use crate::shutdown::Shutdown;
 use crate::source::{Batch, SourceContext};
-use crate::state::{LocalStateStore, Resume, StateError, StateStore};
+use crate::state::{Resume, StateError};
 use crate::telemetry::Metrics;
 
 /// Batches in flight between the sources and the engine. Small: a slow engine makes the
@@ -82,18 +82,13 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
         engine = engine.with_dead_letter(dl);
     }
     // Positions and window state live side by side: a position is committed only once the
-    // state that absorbed it is stored (`state::commit`).
+    // state that absorbed it is stored (`pipeline::commit`).
     let mut checkpoints: Option<Arc<dyn CheckpointStore>> = None;
     let mut commit = None;
     let mut resume = Resume::default();
     if let Some(cp) = &settings.checkpoint {
-        std::fs::create_dir_all(&cp.dir)
-            .with_context(|| format!("creating the checkpoint directory {}", cp.dir.display()))?;
-        let path = cp.positions();
-        checkpoints = Some(Arc::new(FileCheckpointStore::open(&path).with_context(
-            || format!("opening the checkpoint store {}", path.display()),
-        )?));
-        let store: Arc<dyn StateStore> = Arc::new(LocalStateStore::new(&cp.dir));
+        let (positions, store) = cp.open()?;
+        checkpoints = Some(positions);
         let c = StateCommitter::new(store, cp.interval, metrics.clone());
         resume = restore(&mut engine, &c, &settings.sources, &metrics).await?;
         commit = Some(c);

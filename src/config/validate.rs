@@ -31,6 +31,27 @@ impl CheckpointSettings {
     pub fn positions(&self) -> PathBuf {
         self.dir.join("checkpoints.json")
     }
+
+    /// The stores this configures: positions (`checkpoints.json`) and window state
+    /// (`state/`), side by side in the directory, which is created if missing. A positions
+    /// file that is not valid is an error here, before anything reads.
+    pub fn open(
+        &self,
+    ) -> anyhow::Result<(
+        std::sync::Arc<dyn crate::checkpoint::CheckpointStore>,
+        std::sync::Arc<dyn crate::state::StateStore>,
+    )> {
+        use anyhow::Context as _;
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating the checkpoint directory {}", self.dir.display()))?;
+        let path = self.positions();
+        let positions = crate::checkpoint::FileCheckpointStore::open(&path)
+            .with_context(|| format!("opening the checkpoint store {}", path.display()))?;
+        Ok((
+            std::sync::Arc::new(positions),
+            std::sync::Arc::new(crate::state::LocalStateStore::new(&self.dir)),
+        ))
+    }
 }
 
 /// Everything the service needs, checked.
