@@ -3,13 +3,18 @@
 //!
 //! The folders follow the data:
 //!
-//! - [`source`]: where bodies come from (file replay; Event Hubs AMQP and Kafka later), each
-//!   batch carrying an [`ack`] token; positions go to [`checkpoint`] only once acknowledged.
+//! - [`source`]: where bodies come from (file replay, Event Hubs over AMQP, the Kafka
+//!   endpoint), each batch carrying an [`ack`] token; positions go to [`checkpoint`] only
+//!   once acknowledged.
 //! - [`parse`]: bodies → records → typed Log Analytics rows, per the tables in [`schema`]
 //!   (the JSON files under `schemas/`); rejects go to the dead-letter output.
 //! - [`kql`]: the query language — lexer, parser, checker, compiled plan, evaluator.
 //! - [`window`]: event-time windows, aggregate state, series caps.
-//! - [`pipeline`]: the engine that ties parse and queries together.
+//! - [`pipeline`]: the engine that ties parse and queries together, its state kept per
+//!   source partition, and the commit point: a batch is acknowledged once the window state
+//!   that absorbed it is stored.
+//! - [`state`]: window-state snapshots (format, stores, where restored partitions resume),
+//!   made of [`codec`]'s bytes.
 //! - [`export`]: the admin HTTP server — `/metrics`, the query API, health.
 //! - [`config`], [`app`], [`shutdown`], [`telemetry`]: plumbing.
 
