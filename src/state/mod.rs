@@ -6,8 +6,9 @@
 //! [`crate::codec`]'s):
 //!
 //! 1. The engine keeps its state per source partition and knows, for each, the last event
-//!    it absorbed. Every checkpoint interval it encodes the partitions that changed into
-//!    [`Snapshot`]s (`snapshot.rs`) and hands them to a [`StateStore`].
+//!    it absorbed (`pipeline/engine.rs`). Every checkpoint interval it encodes the
+//!    partitions that changed into [`Snapshot`]s (`snapshot.rs`) and hands them to a
+//!    [`StateStore`].
 //! 2. Only once the store says they are durable are the batches they absorbed acknowledged:
 //!    so a source commits a position only when the state that absorbed it is stored. The
 //!    commit point moved from "absorbed" to "absorbed and snapshotted".
@@ -16,9 +17,7 @@
 //!    group's commit, at or before it), and the engine skips what its state already holds.
 //!    Results equal an uninterrupted run.
 //!
-//! - [`codec`]: the compact binary encoding of values, aggregate states and sketches.
 //! - [`snapshot`]: one partition's snapshot, self-checking (magic, version, CRC).
-//! - [`commit`]: the commit point — batches acknowledged once their state is stored.
 //! - [`resume`]: where a restored partition is read from, and which are read again to
 //!   rebuild state the store lacks.
 //! - [`local`]: the local-directory store (one file per partition, renamed into place).

@@ -22,7 +22,7 @@
 //! Each query's state is its own length-prefixed block, so a query that was removed or
 //! changed since is skipped (and rebuilt) without being decoded.
 //!
-//! [`codec`]: super::codec
+//! [`codec`]: crate::codec
 
 use crate::checkpoint::Checkpoint;
 use crate::window::QueryState;
