@@ -2,7 +2,9 @@
 //! are errors, every field documented), and [`validate`] turns it into typed [`Settings`],
 //! reporting every problem at once with its place.
 
+mod amqp;
 mod env;
+mod kafka;
 mod validate;
 
 use serde::Deserialize;

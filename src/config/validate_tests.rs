@@ -1,0 +1,372 @@
+//! Tests of the configuration: every error at once with its place, unknown fields, files
+//! and environment, each source kind's settings with secrets kept out of errors, and the
+//! shipped examples.
+
+use super::*;
+use crate::source::amqp::{Auth, StartPosition};
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn reports_every_error_with_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "c.toml",
+        r#"[limits]
+allowed_lateness = "soon"
+
+[[queries]]
+name = "bad-name"
+kql = '''
+AmlComputeClusterEvent
+| where Foo > 1'''
+
+[[queries]]
+name = "ok"
+kql = "AmlComputeClusterEvent | count"
+
+[[queries]]
+name = "ok"
+kql = "AmlComputeClusterEvent | count"
+"#,
+    );
+    let e = load(&p, &Schemas::embedded()).unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("limits.allowed_lateness: 'soon'"), "{text}");
+    assert!(text.contains("query 'bad-name': a name must"), "{text}");
+    assert!(
+        text.contains("c.toml:8:9: query 'bad-name': unknown column 'Foo'"),
+        "{text}"
+    );
+    assert!(text.contains("query 'ok' is defined twice"), "{text}");
+    assert_eq!(e.0.len(), 4, "{text}");
+}
+
+#[test]
+fn unknown_fields_are_rejected_with_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "c.toml",
+        "[export]\nlisten = \"x\"\nlisten_port = 1\n",
+    );
+    let e = load(&p, &Schemas::embedded()).unwrap_err();
+    assert!(e.0[0].contains("c.toml:3:1"), "{}", e.0[0]);
+    assert!(e.0[0].contains("listen_port"), "{}", e.0[0]);
+}
+
+#[test]
+fn query_files_env_and_relative_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "q.toml",
+        "[[queries]]\nname = \"n\"\nkql = \"AmlComputeJobEvent | count\"\n",
+    );
+    std::env::set_var("HUBWATCH_TEST_DL", "dead.ndjson");
+    let p = write(
+        dir.path(),
+        "c.toml",
+        "query_files = [\"q.toml\"]\n[dead_letter]\npath = \"${HUBWATCH_TEST_DL}\"\n[[sources]]\ntype = \"file\"\nname = \"f\"\npaths = [\"in\"]\n",
+    );
+    let s = load(&p, &Schemas::embedded()).unwrap();
+    assert_eq!(s.queries.len(), 1);
+    assert_eq!(s.dead_letter.unwrap(), dir.path().join("dead.ndjson"));
+    let SourceSettings::File { paths, .. } = &s.sources[0] else {
+        panic!("a file source")
+    };
+    assert_eq!(paths[0], dir.path().join("in"));
+}
+
+#[test]
+fn amqp_sources_take_their_settings_and_keep_the_key_out_of_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::env::set_var(
+        "HUBWATCH_TEST_EH",
+        "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=listen;SharedAccessKey=c2VjcmV0a2V5;EntityPath=insights",
+    );
+    let p = write(
+        dir.path(),
+        "c.toml",
+        r#"[[sources]]
+type = "amqp"
+name = "eh"
+connection_string = "${HUBWATCH_TEST_EH}"
+consumer_group = "hubwatch"
+start = "enqueued_time:2024-05-01T00:00:00Z"
+owner_level = 0
+prefetch = 500
+batch_max_wait = "50ms"
+reconnect_max = "10s"
+lag_poll_interval = "1m"
+
+[[sources]]
+type = "amqp"
+name = "entra"
+fully_qualified_namespace = "ns.servicebus.windows.net"
+custom_endpoint = "amqps://eh-private.example.internal:5671"
+event_hub = "insights"
+auth = "workload_identity"
+start = "latest"
+"#,
+    );
+    let s = load(&p, &Schemas::embedded()).unwrap();
+    let SourceSettings::Amqp(a) = &s.sources[0] else {
+        panic!("an amqp source")
+    };
+    assert_eq!(a.event_hub, "insights", "from EntityPath");
+    assert_eq!(a.consumer_group, "hubwatch");
+    assert_eq!(a.auth, Auth::ConnectionString);
+    assert_eq!(
+        a.start,
+        StartPosition::EnqueuedTime(time::parse_datetime("2024-05-01T00:00:00Z").unwrap().0)
+    );
+    assert_eq!((a.owner_level, a.prefetch), (Some(0), 500));
+    assert_eq!(a.batch_max_wait, Duration::from_millis(50));
+    assert_eq!(a.reconnect.max, Duration::from_secs(10));
+    assert_eq!(a.lag_poll_interval, Duration::from_secs(60));
+    assert!(
+        !format!("{s:?}").contains("c2VjcmV0a2V5"),
+        "settings Debug redacts"
+    );
+    let SourceSettings::Amqp(b) = &s.sources[1] else {
+        panic!("an amqp source")
+    };
+    assert_eq!(b.start, StartPosition::Latest);
+    assert_eq!(
+        b.custom_endpoint.as_deref(),
+        Some("amqps://eh-private.example.internal:5671")
+    );
+    assert!(matches!(
+        b.auth,
+        Auth::Entra {
+            kind: EntraKind::WorkloadIdentity,
+            ..
+        }
+    ));
+
+    let p = write(
+        dir.path(),
+        "bad.toml",
+        r#"[[sources]]
+type = "amqp"
+name = "eh"
+connection_string = "${HUBWATCH_TEST_EH}"
+event_hub = "other"
+start = "yesterday"
+auth = "password"
+batch_max_wait = "soon"
+custom_endpoint = "https://eh.example"
+"#,
+    );
+    let e = load(&p, &Schemas::embedded()).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains(
+            "event_hub: 'other' differs from the connection string's EntityPath 'insights'"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("start: 'yesterday'"), "{text}");
+    assert!(text.contains("auth: 'password'"), "{text}");
+    assert!(text.contains("batch_max_wait: 'soon'"), "{text}");
+    assert!(
+        text.contains("custom_endpoint: the scheme is https; use amqps://host[:port]"),
+        "{text}"
+    );
+    for (endpoint, ok) in [
+        ("amqps://eh.internal:5671", true),
+        ("amqp://127.0.0.1:5672", true),
+        ("amqp://localhost", true),
+        ("amqp://[::1]:5672", true),
+        ("amqp://eh.internal:5672", false),
+        ("amqp://user:pw@10.0.0.4", false),
+        ("not a url", false),
+    ] {
+        let checked = super::super::amqp::check_endpoint(endpoint);
+        assert_eq!(checked.is_ok(), ok, "{endpoint}: {checked:?}");
+        assert!(!format!("{checked:?}").contains("pw"), "{checked:?}");
+    }
+    assert!(!text.contains("c2VjcmV0a2V5"), "{text}");
+
+    let p = write(
+        dir.path(),
+        "missing.toml",
+        "[[sources]]\ntype = \"amqp\"\nname = \"eh\"\nevent_hub = \"h\"\nconnection_string = \"Endpoint=sb://x/;SharedAccessKey=k3yk3y\"\n",
+    );
+    let text = load(&p, &Schemas::embedded()).unwrap_err().to_string();
+    assert!(text.contains("missing field `start`"), "{text}");
+    let p = write(
+        dir.path(),
+        "unknown.toml",
+        "[[sources]]\ntype = \"amqp\"\nname = \"eh\"\nstart = \"latest\"\npartitions = 4\n",
+    );
+    let text = load(&p, &Schemas::embedded()).unwrap_err().to_string();
+    assert!(text.contains("unknown field `partitions`"), "{text}");
+    let p = write(
+        dir.path(),
+        "nokey.toml",
+        "[[sources]]\ntype = \"amqp\"\nname = \"eh\"\nevent_hub = \"h\"\nstart = \"earliest\"\nconnection_string = \"Endpoint=sb://x/;SharedAccessKey=k3yk3y\"\n",
+    );
+    let text = load(&p, &Schemas::embedded()).unwrap_err().to_string();
+    assert!(text.contains("connection_string: neither"), "{text}");
+    assert!(!text.contains("k3yk3y"), "{text}");
+}
+
+#[test]
+fn kafka_sources_take_their_settings_and_keep_secrets_out_of_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::env::set_var(
+        "HUBWATCH_TEST_KAFKA_EH",
+        "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=listen;SharedAccessKey=c2VjcmV0a2V5",
+    );
+    std::env::set_var("HUBWATCH_TEST_KAFKA_PW", "scr4mpassw0rd");
+    let p = write(
+        dir.path(),
+        "k.toml",
+        r#"[[sources]]
+type = "kafka"
+name = "eh"
+connection_string = "${HUBWATCH_TEST_KAFKA_EH}"
+topics = ["insights-logs-amlcomputeclusterevent", "insights-logs-amlcomputejobevent"]
+group_id = "hubwatch"
+start = "earliest"
+session_timeout = "10s"
+commit_interval = "5s"
+batch_max_events = 64
+
+[[sources]]
+type = "kafka"
+name = "onprem"
+bootstrap_servers = "k1:9092,k2:9092"
+security_protocol = "sasl_ssl"
+sasl_mechanism = "SCRAM-SHA-512"
+sasl_username = "svc"
+sasl_password = "${HUBWATCH_TEST_KAFKA_PW}"
+topics = ["logs"]
+group_id = "g"
+start = "latest"
+properties = { "fetch.max.bytes" = "1048576" }
+
+[[sources]]
+type = "kafka"
+name = "entra"
+fully_qualified_namespace = "ns.servicebus.windows.net"
+auth = "workload_identity"
+topics = ["insights"]
+group_id = "g"
+start = "earliest"
+"#,
+    );
+    let s = load(&p, &Schemas::embedded()).unwrap();
+    let SourceSettings::Kafka(a) = &s.sources[0] else {
+        panic!("a kafka source")
+    };
+    let props = a.client_properties();
+    assert_eq!(
+        props.get("bootstrap.servers"),
+        Some("ns.servicebus.windows.net:9093")
+    );
+    assert_eq!(props.get("sasl.username"), Some("$ConnectionString"));
+    assert_eq!(a.topics.len(), 2);
+    assert_eq!(a.session_timeout, Duration::from_secs(10));
+    assert_eq!(a.commit_interval, Duration::from_secs(5));
+    assert_eq!(a.batch_max_events, 64);
+    let SourceSettings::Kafka(b) = &s.sources[1] else {
+        panic!("a kafka source")
+    };
+    let props = b.client_properties();
+    assert_eq!(props.get("security.protocol"), Some("SASL_SSL"));
+    assert_eq!(props.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+    assert_eq!(props.get("sasl.password"), Some("scr4mpassw0rd"));
+    assert_eq!(props.get("auto.offset.reset"), Some("latest"));
+    assert_eq!(props.get("fetch.max.bytes"), Some("1048576"));
+    let SourceSettings::Kafka(c) = &s.sources[2] else {
+        panic!("a kafka source")
+    };
+    assert_eq!(
+        c.client_properties().get("sasl.mechanism"),
+        Some("OAUTHBEARER")
+    );
+    let shown = format!("{s:?}");
+    assert!(!shown.contains("c2VjcmV0a2V5"), "{shown}");
+    assert!(!shown.contains("scr4mpassw0rd"), "{shown}");
+
+    let p = write(
+        dir.path(),
+        "bad.toml",
+        r#"[[sources]]
+type = "kafka"
+name = "eh"
+connection_string = "${HUBWATCH_TEST_KAFKA_EH}"
+bootstrap_servers = "x:9092"
+sasl_password = "${HUBWATCH_TEST_KAFKA_PW}"
+topics = []
+group_id = "g"
+start = "yesterday"
+batch_max_wait = "soon"
+"#,
+    );
+    let text = load(&p, &Schemas::embedded()).unwrap_err().to_string();
+    assert!(text.contains("connection: set exactly one of"), "{text}");
+    assert!(text.contains("topics: name at least one"), "{text}");
+    assert!(text.contains("start: 'yesterday'"), "{text}");
+    assert!(text.contains("batch_max_wait: 'soon'"), "{text}");
+    assert!(!text.contains("c2VjcmV0a2V5"), "{text}");
+    assert!(!text.contains("scr4mpassw0rd"), "{text}");
+
+    let p = write(
+        dir.path(),
+        "sas.toml",
+        "[[sources]]\ntype = \"kafka\"\nname = \"eh\"\ntopics = [\"t\"]\ngroup_id = \"g\"\nstart = \"earliest\"\nconnection_string = \"Endpoint=sb://ns/;SharedAccessSignature=SharedAccessSignature sr=a&sig=s3cr3tsig&se=1&skn=k\"\n",
+    );
+    let text = load(&p, &Schemas::embedded()).unwrap_err().to_string();
+    assert!(
+        text.contains("does not accept a SharedAccessSignature"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cr3tsig"), "{text}");
+}
+
+/// A shipped example configuration, with its connection string in the environment.
+fn load_example(name: &str) -> Settings {
+    std::env::set_var(
+        "EVENTHUB_CONNECTION_STRING",
+        "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=l;SharedAccessKey=k;EntityPath=insights",
+    );
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/config")
+        .join(name);
+    load(&p, &Schemas::embedded()).unwrap()
+}
+
+#[test]
+fn the_kafka_example_config_loads() {
+    let s = load_example("eventhubs-kafka.toml");
+    let SourceSettings::Kafka(k) = &s.sources[0] else {
+        panic!("a kafka source")
+    };
+    assert_eq!(k.topics.len(), 4);
+    assert_eq!(k.group_id, "hubwatch");
+    assert_eq!(
+        k.client_properties().get("bootstrap.servers"),
+        Some("ns.servicebus.windows.net:9093")
+    );
+}
+
+#[test]
+fn the_event_hubs_example_config_loads() {
+    let s = load_example("eventhubs.toml");
+    let SourceSettings::Amqp(a) = &s.sources[0] else {
+        panic!("an amqp source")
+    };
+    assert_eq!(
+        (a.event_hub.as_str(), a.consumer_group.as_str()),
+        ("insights", "$Default")
+    );
+}
