@@ -128,7 +128,8 @@ mod tests {
             sequence_number: 1,
             enqueued_time: None,
         };
-        dl.write(RejectReason::EmptyBody, "empty", "s", &pos, b" ").unwrap();
+        dl.write(RejectReason::EmptyBody, "empty", "s", &pos, b" ")
+            .unwrap();
         dl.flush().unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();

@@ -9,11 +9,11 @@
 use std::sync::Arc;
 
 use crate::checkpoint::Checkpoint;
+use crate::codec::Reader;
 use crate::kql::plan::Plan;
 use crate::parse::{Needs, ParseSink, ParseStats, Parser, ParserLimits, Reject, Row};
 use crate::schema::Schemas;
 use crate::source::{Event, Position};
-use crate::codec::Reader;
 use crate::state::snapshot::{self, QueryEntry, Snapshot, SnapshotError};
 use crate::telemetry::Metrics;
 use crate::window::sketch::hash64;

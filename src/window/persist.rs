@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use super::agg::AggState;
 use super::query::{ClosedBin, Key, Pane, QueryLimits, QueryState, States, Store};
-use crate::kql::plan::{Plan, Stage, Summarize};
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
+use crate::kql::plan::{Plan, Stage, Summarize};
 use crate::value::Value;
 
 const ROWS: u8 = 0;

@@ -197,8 +197,8 @@ fn bucket_total(buckets: &[(i32, u64)], sign: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{dcount_of, quantiles_of};
-    use crate::rng::SplitMix64 as Rng;
     use super::*;
+    use crate::rng::SplitMix64 as Rng;
 
     #[test]
     fn snapshot_parts_rebuild_equal_sketches_and_reject_broken_invariants() {
