@@ -289,9 +289,10 @@ fn snapshot_group(
     });
     let dir = tempfile::tempdir().expect("a temporary directory");
     let store = LocalStateStore::new(dir.path());
+    let shared: Arc<[Snapshot]> = snaps.clone().into();
     g.throughput(Throughput::Bytes(bytes as u64));
     g.bench_function("save", |b| {
-        b.iter_custom(|iters| save_n(rt, &store, &snaps, iters))
+        b.iter_custom(|iters| save_n(rt, &store, &shared, iters))
     });
     g.finish();
 }
@@ -299,12 +300,12 @@ fn snapshot_group(
 fn save_n(
     rt: &tokio::runtime::Runtime,
     store: &LocalStateStore,
-    snaps: &[Snapshot],
+    snaps: &Arc<[Snapshot]>,
     iters: u64,
 ) -> Duration {
     let t = Instant::now();
     for _ in 0..iters {
-        rt.block_on(store.save(snaps))
+        rt.block_on(store.save(snaps.clone()))
             .expect("the snapshot is stored");
     }
     t.elapsed()

@@ -376,13 +376,7 @@ fn a_corrupt_or_foreign_snapshot_stops_the_start_with_its_path_and_is_left_as_it
             && err.contains("move the file aside"),
         "{err}"
     );
-    let mut newer = good.clone();
-    newer[8..12].copy_from_slice(&2u32.to_le_bytes());
-    let mut h = crc32fast::Hasher::new();
-    h.update(&newer[8..20]);
-    h.update(&newer[24..]);
-    let crc = h.finalize();
-    newer[20..24].copy_from_slice(&crc.to_le_bytes());
+    let newer = as_format_version(&good, 2);
     let err = refused(&newer);
     assert!(
         err.contains("has state format version 2") && err.contains("retention"),

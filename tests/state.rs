@@ -266,13 +266,7 @@ fn corrupt_truncated_and_foreign_snapshots_are_refused_with_the_reason() {
     assert!(msg.contains("truncated"), "{msg}");
 
     // Another format version, checksummed as that version would be.
-    let mut newer = good.clone();
-    newer[8..12].copy_from_slice(&99u32.to_le_bytes());
-    let mut h = crc32fast::Hasher::new();
-    h.update(&newer[8..20]);
-    h.update(&newer[24..]);
-    let crc = h.finalize();
-    newer[20..24].copy_from_slice(&crc.to_le_bytes());
+    let newer = as_format_version(&good, 99);
     let msg = refused(&newer);
     assert!(
         msg.contains("format version 99") && msg.contains("reads version 1"),

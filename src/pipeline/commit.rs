@@ -30,7 +30,7 @@ use crate::telemetry::Metrics;
 
 /// What a round's save reports back.
 pub struct Saved {
-    snapshots: Vec<Snapshot>,
+    snapshots: Arc<[Snapshot]>,
     held: Vec<(Arc<str>, AckToken)>,
     started: Instant,
     result: Result<(), StateError>,
@@ -81,11 +81,11 @@ impl StateCommitter {
     pub fn start(&mut self, engine: &mut Engine) {
         let started = Instant::now();
         self.last = started;
-        let snapshots = engine.snapshot();
+        let snapshots: Arc<[Snapshot]> = engine.snapshot().into();
         let held = std::mem::take(&mut self.held);
         let store = self.store.clone();
         self.saving = Some(tokio::spawn(async move {
-            let result = store.save(&snapshots).await;
+            let result = store.save(snapshots.clone()).await;
             Saved {
                 snapshots,
                 held,
@@ -102,7 +102,7 @@ impl StateCommitter {
                 let joined = task.await;
                 self.saving = None;
                 joined.unwrap_or_else(|e| Saved {
-                    snapshots: Vec::new(),
+                    snapshots: Arc::from([]),
                     held: Vec::new(),
                     started: Instant::now(),
                     result: Err(StateError::Io {

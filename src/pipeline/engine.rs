@@ -353,7 +353,6 @@ impl Engine {
             out.push(Snapshot {
                 source: part.source.clone(),
                 partition: part.partition.clone(),
-                sequence_number: position.sequence_number,
                 bytes,
             });
         }

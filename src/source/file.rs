@@ -135,16 +135,10 @@ impl FileSource {
         let mut cfg = FileSourceConfig::new(name, paths.to_vec());
         cfg.follow = follow;
         (cfg.commit_interval, cfg.ack_wait) = cx.commit_timing(cfg.commit_interval, cfg.ack_wait);
-        let mut source = FileSource::new(cfg, cx.checkpoints.clone())
-            .with_commit_counter(cx.commit_counter(name));
+        let mut source = FileSource::new(cfg, cx.checkpoints.clone());
+        source.commits = Some(cx.commit_counter(name));
         source.resume = cx.resume.clone();
         source
-    }
-
-    /// Counts successful commits in this Prometheus counter too.
-    pub fn with_commit_counter(mut self, commits: IntCounter) -> FileSource {
-        self.commits = Some(commits);
-        self
     }
 
     /// The live counters; take this before `run` consumes the source.

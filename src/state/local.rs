@@ -10,6 +10,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -161,12 +162,11 @@ impl StateStore for LocalStateStore {
         blocking(path.display().to_string(), move || read(&path)).await
     }
 
-    async fn save(&self, snapshots: &[Snapshot]) -> Result<(), StateError> {
+    async fn save(&self, snapshots: Arc<[Snapshot]>) -> Result<(), StateError> {
         if snapshots.is_empty() {
             return Ok(());
         }
         let store = self.clone();
-        let snapshots = snapshots.to_vec();
         blocking(self.root.display().to_string(), move || {
             write_all(&store, &snapshots)
         })
@@ -181,13 +181,11 @@ impl StateStore for LocalStateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn snap(source: &str, partition: &str, bytes: &[u8]) -> Snapshot {
         Snapshot {
             source: Arc::from(source),
             partition: Arc::from(partition),
-            sequence_number: 0,
             bytes: bytes.to_vec(),
         }
     }
@@ -200,8 +198,11 @@ mod tests {
         assert_eq!(store.load("s", "0").await.unwrap(), None);
         let names = ["0", "/data/exports/a b.ndjson", "..", "topic/3"];
         let snaps: Vec<_> = names.iter().map(|n| snap("s", n, n.as_bytes())).collect();
-        store.save(&snaps).await.unwrap();
-        store.save(&[snap("other", "0", b"x")]).await.unwrap();
+        store.save(snaps.into()).await.unwrap();
+        store
+            .save(Arc::from([snap("other", "0", b"x")]))
+            .await
+            .unwrap();
         let mut want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         want.sort();
         assert_eq!(store.partitions("s").await.unwrap(), want);
@@ -212,7 +213,10 @@ mod tests {
             assert_eq!(path.parent().unwrap(), dir.path().join("state").join("s"));
         }
         // A save replaces the partition's snapshot whole and leaves no temporary file.
-        store.save(&[snap("s", "0", b"newer")]).await.unwrap();
+        store
+            .save(Arc::from([snap("s", "0", b"newer")]))
+            .await
+            .unwrap();
         assert_eq!(store.load("s", "0").await.unwrap().unwrap(), b"newer");
         let leftovers = fs::read_dir(dir.path().join("state/s"))
             .unwrap()
@@ -233,7 +237,10 @@ mod tests {
         // A file where the state directory should be.
         fs::write(dir.path().join("state"), b"").unwrap();
         let store = LocalStateStore::new(dir.path());
-        let err = store.save(&[snap("s", "0", b"x")]).await.unwrap_err();
+        let err = store
+            .save(Arc::from([snap("s", "0", b"x")]))
+            .await
+            .unwrap_err();
         assert!(err.is_retryable(), "{err}");
         assert!(err.to_string().contains("state"), "{err}");
     }

@@ -26,6 +26,8 @@ pub mod local;
 pub mod resume;
 pub mod snapshot;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 pub use local::LocalStateStore;
@@ -99,7 +101,9 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
 
     /// Stores these snapshots, each replacing its partition's previous one whole. All are
     /// durable when it returns `Ok`.
-    async fn save(&self, snapshots: &[Snapshot]) -> Result<(), StateError>;
+    /// Shared, so that a store can hand them to another thread or task without copying the
+    /// bytes.
+    async fn save(&self, snapshots: Arc<[Snapshot]>) -> Result<(), StateError>;
 
     /// Where a partition's snapshot lives, for messages.
     fn location(&self, source: &str, partition: &str) -> String;

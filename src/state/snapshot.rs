@@ -88,8 +88,6 @@ pub struct QueryEntry<'q> {
 pub struct Snapshot {
     pub source: std::sync::Arc<str>,
     pub partition: std::sync::Arc<str>,
-    /// The sequence number it reflects (for logs and tests).
-    pub sequence_number: i64,
     pub bytes: Vec<u8>,
 }
 

@@ -437,3 +437,17 @@ pub fn with_signature(emulator: &hubwatch::emulator::Emulator, hub: &str, secs: 
         "Endpoint={endpoint};SharedAccessSignature={token};EntityPath={hub};UseDevelopmentEmulator=true"
     )
 }
+
+/// A window-state snapshot rewritten as format `version`, checksummed as that version would
+/// be (the header layout is the same in every version: magic, version, length, CRC-32 over
+/// version, length and payload).
+pub fn as_format_version(snapshot: &[u8], version: u32) -> Vec<u8> {
+    let mut b = snapshot.to_vec();
+    b[8..12].copy_from_slice(&version.to_le_bytes());
+    let mut h = crc32fast::Hasher::new();
+    h.update(&b[8..20]);
+    h.update(&b[24..]);
+    let crc = h.finalize();
+    b[20..24].copy_from_slice(&crc.to_le_bytes());
+    b
+}

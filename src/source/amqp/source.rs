@@ -71,22 +71,11 @@ impl AmqpSource {
         let mut cfg = cfg.clone();
         (cfg.commit_interval, cfg.ack_wait) = cx.commit_timing(cfg.commit_interval, cfg.ack_wait);
         let commits = cx.commit_counter(&cfg.name);
-        let mut source = AmqpSource::new(cfg, cx.checkpoints.clone())
-            .with_prometheus(cx.metrics.amqp.clone())
-            .with_commit_counter(commits);
+        let mut source =
+            AmqpSource::new(cfg, cx.checkpoints.clone()).with_prometheus(cx.metrics.amqp.clone());
+        source.commits = Some(commits);
         source.resume = cx.resume.clone();
         source
-    }
-
-    /// Counts successful commits in this Prometheus counter too.
-    pub fn with_commit_counter(mut self, commits: IntCounter) -> AmqpSource {
-        self.commits = Some(commits);
-        self
-    }
-
-    /// The forwarding counters (batches, acknowledgements, commits).
-    pub fn counters(&self) -> Arc<ForwardCounters> {
-        self.counters.clone()
     }
 
     /// Mirrors the statistics into these Prometheus series. Call before [`Self::metrics`].
