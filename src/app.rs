@@ -285,15 +285,19 @@ async fn engine_loop(
             batch = batches.recv(), if sources_open => match batch {
                 Some(mut batch) => match batch.ownership.take() {
                     None => absorb(&mut engine, batch, &metrics, commit.as_mut())?,
-                    Some(change) => {
+                    Some(mut change) => {
                         // Without a store, partitions keep their state where they were
-                        // counted (the replica goes on exporting it).
+                        // counted (the replica goes on exporting it), and are read from
+                        // the source's own positions.
                         let done = match commit.as_mut() {
                             Some(c) => c
-                                .change(&mut engine, &batch.source, &change)
+                                .change(&mut engine, &batch.source, &mut change)
                                 .await
                                 .with_context(|| format!("source '{}': {change:?}", batch.source))?,
-                            None => true,
+                            None => {
+                                change.answer(Resume::default());
+                                true
+                            }
                         };
                         if done {
                             batch.ack.ack();

@@ -10,7 +10,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -316,21 +315,7 @@ fn acknowledged_to_the_end(svc: &Service, emulator: &Emulator) -> bool {
 
 /// SIGTERM drains (last snapshot, last commit) and exits 0 within a bound.
 fn sigterm(svc: &mut Service) -> Duration {
-    let pid = svc.child.id().to_string();
-    let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(sent.success());
-    let started = Instant::now();
-    loop {
-        if let Some(status) = svc.child.try_wait().unwrap() {
-            assert!(status.success(), "SIGTERM drains and exits 0: {status}");
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no exit within 10 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    svc.terminate(Duration::from_secs(10))
 }
 
 #[test]

@@ -11,7 +11,11 @@
 //! - with a checkpoint directory the replicas share, a partition's window state follows it:
 //!   a replica killed, restarted, and a third one joining move partitions back and forth,
 //!   and once every partition is owned again the replicas' results add up exactly to the
-//!   oracle's — nothing lost, nothing counted twice.
+//!   oracle's — nothing lost, nothing counted twice. With a directory per replica the same
+//!   holds, because a new owner without the partition's state reads it again from its oldest
+//!   event (or from its own older snapshot's position).
+//! - a query added later, and a lost state directory, are rebuilt from the oldest retained
+//!   event although the group's commits cover everything.
 
 mod common;
 
@@ -393,6 +397,20 @@ fn owned(svc: &Service) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_shared_checkpoint_directory_window_state_follows_its_partition() {
+    partitions_move_back_and_forth(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_directory_per_replica_a_moved_partition_is_rebuilt_by_its_new_owner() {
+    partitions_move_back_and_forth(false).await;
+}
+
+/// Two replicas share a topic's partitions; one is killed, comes back and a third joins, so
+/// partitions move back and forth. With a `shared` state directory a partition's state
+/// follows it; with one per replica, its new owner has no snapshot of it (or an old one) and
+/// reads it again from the oldest event (or from that snapshot's position). Either way, once
+/// every partition is owned again the replicas add up to one uninterrupted run.
+async fn partitions_move_back_and_forth(shared: bool) {
     let tansu = Tansu::start();
     tansu.create_topic("moves", PARTITIONS).await;
     let bootstrap = tansu.bootstrap.clone();
@@ -408,11 +426,16 @@ async fn with_a_shared_checkpoint_directory_window_state_follows_its_partition()
     };
     let dir = tempfile::tempdir().unwrap();
     let q = job_query();
-    let shared = format!(
-        "[checkpoint]\ndir = {:?}\ninterval = \"200ms\"\n",
-        dir.path().join("shared").display().to_string()
-    );
     let cfg = |name: &str| {
+        let state = if shared {
+            "shared".to_string()
+        } else {
+            format!("state-{name}")
+        };
+        let checkpoint = format!(
+            "[checkpoint]\ndir = {:?}\ninterval = \"200ms\"\n",
+            dir.path().join(state).display().to_string()
+        );
         kafka_config_with(
             dir.path(),
             name,
@@ -421,7 +444,7 @@ async fn with_a_shared_checkpoint_directory_window_state_follows_its_partition()
             "movers",
             "300ms",
             &q,
-            &shared,
+            &checkpoint,
         )
     };
     let (a_cfg, b_cfg, c_cfg) = (cfg("a.toml"), cfg("b.toml"), cfg("c.toml"));
@@ -440,9 +463,10 @@ async fn with_a_shared_checkpoint_directory_window_state_follows_its_partition()
             },
         );
 
-        // A dies having committed offsets (so a new owner without A's state would miss the
-        // events before them) and holding state at or after its commits; B takes its
-        // partitions with that state, and skips what the state already holds.
+        // A dies having committed offsets (so a new owner starting from them without A's
+        // state would miss the events before them) and holding state at or after its
+        // commits. B takes its partitions: with that state, skipping what it holds; or,
+        // without it, reading them again from their oldest event.
         wait_until("A committed offsets", Duration::from_secs(30), || {
             let (_, t) = a.get("/metrics");
             metric_sum(&t, "hubwatch_kafka_committed_offset") > 0.0
@@ -485,22 +509,163 @@ async fn with_a_shared_checkpoint_directory_window_state_follows_its_partition()
             oracle_counts(4000),
             "after the moves, the replicas add up to one run"
         );
-        let (_, tb) = b.get("/metrics");
-        assert!(
-            metric(&tb, "hubwatch_state_restored_partitions_total").unwrap_or(0.0) >= 1.0,
-            "B restored the partitions it took from A"
-        );
-        let restored_elsewhere: f64 = [&a, &c]
-            .iter()
-            .map(|r| {
-                let (_, t) = r.get("/metrics");
-                metric(&t, "hubwatch_state_restored_partitions_total").unwrap_or(0.0)
-            })
-            .sum();
-        assert!(
-            restored_elsewhere >= 1.0,
-            "partitions moved back with their state"
-        );
+        let restored = |r: &Service| {
+            let (_, t) = r.get("/metrics");
+            metric(&t, "hubwatch_state_restored_partitions_total").unwrap_or(0.0)
+        };
+        if shared {
+            assert!(
+                restored(&b) >= 1.0,
+                "B restored the partitions it took from A"
+            );
+            assert!(
+                restored(&a) + restored(&c) >= 1.0,
+                "partitions moved back with their state"
+            );
+        } else {
+            assert_eq!(
+                restored(&b),
+                0.0,
+                "B never had a snapshot of A's partitions: it rebuilt them"
+            );
+        }
         eprintln!("owned: A {} B {} C {}", owned(&a), owned(&b), owned(&c));
+    });
+}
+
+/// Per cluster, the `failed` column of the `failures` query.
+fn failure_counts(svc: &Service) -> BTreeMap<String, i64> {
+    query_rows(svc, "failures")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["ClusterName"].as_str().unwrap().to_string(),
+                r["failed"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn oracle_failures(n: usize) -> BTreeMap<String, i64> {
+    oracle_counts(n)
+        .into_iter()
+        .filter(|(_, (_, f))| *f > 0)
+        .map(|(c, (_, f))| (c, f))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_state_the_store_lacks_is_rebuilt_from_the_oldest_retained_event() {
+    let tansu = Tansu::start();
+    tansu.create_topic("rebuild", PARTITIONS).await;
+    let bootstrap = tansu.bootstrap.clone();
+    let all: Vec<Vec<u8>> = (0..3000).map(job_body).collect();
+    let produce_range = |range: std::ops::Range<usize>| {
+        produce(
+            &bootstrap,
+            "rebuild",
+            PARTITIONS,
+            &all[range],
+            MESSAGE_TIME_MS,
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let checkpoint = format!(
+        "[checkpoint]\ndir = {:?}\ninterval = \"200ms\"\n",
+        state.display().to_string()
+    );
+    let jobs = job_query();
+    let mut both = jobs.clone();
+    both.push((
+        "failures".to_string(),
+        "AmlComputeJobEvent\n| where EventType == \"JobFailed\"\n| summarize failed = count() by ClusterName\n"
+            .to_string(),
+    ));
+    let cfg = |name: &str, queries: &[(String, String)]| {
+        kafka_config_with(
+            dir.path(),
+            name,
+            &bootstrap,
+            "rebuild",
+            "rebuilders",
+            "300ms",
+            queries,
+            &checkpoint,
+        )
+    };
+    let (first_cfg, second_cfg) = (cfg("first.toml", &jobs), cfg("second.toml", &both));
+    let total = |svc: &Service| combined(&[svc]).values().map(|c| c.0).sum::<i64>();
+    let committed = |svc: &Service| {
+        let (_, t) = svc.get("/metrics");
+        metric_sum(&t, "hubwatch_kafka_committed_offset") as i64
+    };
+
+    tokio::task::block_in_place(|| {
+        // One query reads the first 1500 events and the group commits all of them.
+        produce_range(0..1500);
+        let mut svc = Service::start(&first_cfg);
+        wait_until(
+            "the first run read and committed 1500",
+            Duration::from_secs(90),
+            || total(&svc) == 1500 && committed(&svc) == 1500,
+        );
+        svc.terminate(Duration::from_secs(30));
+
+        // A query is added. The group's commit covers everything, yet the new query counts
+        // the events before it: its partitions are read again from the oldest retained
+        // event, and the old query skips what its restored state already holds.
+        let mut svc = Service::start(&second_cfg);
+        produce_range(1500..2500);
+        wait_until(
+            "the added query rebuilt its windows",
+            Duration::from_secs(90),
+            || total(&svc) >= 2500 && failure_counts(&svc) == oracle_failures(2500),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(
+            combined(&[&svc]),
+            oracle_counts(2500),
+            "nothing twice for the restored query"
+        );
+        assert_eq!(failure_counts(&svc), oracle_failures(2500));
+        let (_, t) = svc.get("/metrics");
+        assert_eq!(
+            metric(
+                &t,
+                "hubwatch_state_queries_started_empty_total{query=\"failures\"}"
+            ),
+            Some(PARTITIONS as f64),
+            "the added query started empty on every partition"
+        );
+        assert_eq!(
+            metric(
+                &t,
+                "hubwatch_state_queries_started_empty_total{query=\"jobs\"}"
+            ),
+            None
+        );
+        wait_until(
+            "the second run committed 2500",
+            Duration::from_secs(30),
+            || committed(&svc) == 2500,
+        );
+        svc.terminate(Duration::from_secs(30));
+
+        // The state directory is lost while the group's commits remain: every partition is
+        // read again from its oldest event instead of from the commit with empty windows.
+        std::fs::remove_dir_all(&state).unwrap();
+        let svc = Service::start(&second_cfg);
+        produce_range(2500..3000);
+        wait_until(
+            "both queries rebuilt from the oldest retained event",
+            Duration::from_secs(90),
+            || total(&svc) >= 3000 && failure_counts(&svc) == oracle_failures(3000),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(combined(&[&svc]), oracle_counts(3000));
+        assert_eq!(failure_counts(&svc), oracle_failures(3000));
     });
 }

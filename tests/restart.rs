@@ -103,18 +103,7 @@ fn rejects(path: &Path) -> (BTreeSet<(i64, String, String)>, usize) {
 }
 
 fn sigterm(svc: &mut Service) {
-    let pid = svc.child.id().to_string();
-    let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(sent.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = svc.child.try_wait().unwrap() {
-            assert!(status.success(), "SIGTERM drains and exits 0: {status}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "no exit within 30 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    svc.terminate(Duration::from_secs(30));
 }
 
 #[test]

@@ -25,7 +25,7 @@ use super::engine::Restored;
 use super::Engine;
 use crate::ack::AckToken;
 use crate::source::Ownership;
-use crate::state::{Snapshot, StateError, StateStore};
+use crate::state::{Resume, Snapshot, StateError, StateStore};
 use crate::telemetry::Metrics;
 
 /// What a round's save reports back.
@@ -230,26 +230,31 @@ impl StateCommitter {
     }
 
     /// Carries out a change of the partitions a source reads. Acquired partitions are
-    /// restored; released ones are stored (with every batch held so far) and forgotten;
-    /// discarded ones are forgotten without storing. Returns whether the change is complete:
-    /// `false` when released partitions could not be stored (their next owner starts from
-    /// the previous snapshot and re-reads from the commit that matches it).
+    /// restored, and the source is answered where each resumes; released ones are stored
+    /// (with every batch held so far) and forgotten; discarded ones are forgotten without
+    /// storing. Returns whether the change is complete: `false` when released partitions
+    /// could not be stored (their next owner starts from the previous snapshot and re-reads
+    /// from the commit that matches it).
     pub async fn change(
         &mut self,
         engine: &mut Engine,
         source: &str,
-        change: &Ownership,
+        change: &mut Ownership,
     ) -> Result<bool, StateError> {
         match change {
-            Ownership::Acquire(partitions) => {
+            Ownership::Acquire { partitions, .. } => {
                 let started = std::time::Instant::now();
-                for p in partitions {
-                    self.restore(engine, source, p).await?;
+                let mut found = Resume::enabled();
+                for p in partitions.iter() {
+                    if let Some(r) = self.restore(engine, source, p).await? {
+                        found.note(source, p, r.resume_after);
+                    }
                 }
                 self.metrics
                     .state
                     .restore_seconds
                     .set(started.elapsed().as_secs_f64());
+                change.answer(found);
             }
             Ownership::Release(partitions) => {
                 let stored = self.flush(engine).await;
@@ -271,5 +276,83 @@ impl StateCommitter {
             .partitions
             .set(engine.partitions().len() as i64);
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::Checkpoint;
+    use crate::kql::check::compile;
+    use crate::pipeline::{EngineOptions, QuerySpec};
+    use crate::schema::Schemas;
+    use crate::source::{Event, Position};
+    use crate::state::{LocalStateStore, Start};
+    use crate::window::QueryLimits;
+
+    fn spec(name: &str, kql: &str) -> QuerySpec {
+        QuerySpec {
+            name: Arc::from(name),
+            description: String::new(),
+            kql: kql.to_string(),
+            plan: Arc::new(compile(kql, &Schemas::embedded()).unwrap()),
+            limits: QueryLimits::default(),
+        }
+    }
+
+    fn engine(specs: Vec<QuerySpec>) -> Engine {
+        Engine::new(Schemas::embedded(), specs, EngineOptions::default())
+    }
+
+    const JOBS: &str = "AmlComputeJobEvent | summarize n = count() by ClusterName";
+    const FAILED: &str =
+        "AmlComputeJobEvent | where EventType == 'JobFailed' | summarize n = count()";
+
+    fn acquire(partitions: &[&str]) -> (Ownership, tokio::sync::oneshot::Receiver<Resume>) {
+        Ownership::acquire(partitions.iter().map(|p| Arc::from(*p)).collect())
+    }
+
+    #[tokio::test]
+    async fn an_acquisition_is_answered_where_each_partition_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn StateStore> = Arc::new(LocalStateStore::new(dir.path()));
+        let metrics = Arc::new(Metrics::new());
+        let body = br#"{"records":[{"time":"2024-05-20T10:00:00Z","category":"AmlComputeJobEvent","resourceId":"/SUBSCRIPTIONS/S/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.MACHINELEARNINGSERVICES/WORKSPACES/WS","properties":{"ClusterName":"c","EventType":"JobFailed"}}]}"#;
+
+        // A replica absorbs events 0..=4 of partition t/0 with one query and stores them.
+        let mut first = engine(vec![spec("jobs", JOBS)]);
+        let mut c = StateCommitter::new(store.clone(), Duration::from_secs(1), metrics.clone());
+        for seq in 0..5 {
+            let position = Position {
+                partition: Arc::from("t/0"),
+                offset: seq,
+                sequence_number: seq,
+                enqueued_time: None,
+            };
+            first.ingest("k", &Event::new(body.to_vec(), position));
+        }
+        first.end_batch().unwrap();
+        assert!(c.flush(&mut first).await);
+
+        // The same queries: t/0 resumes after event 4; t/1 has no snapshot.
+        let mut same = engine(vec![spec("jobs", JOBS)]);
+        let (mut change, answer) = acquire(&["t/0", "t/1"]);
+        assert!(c.change(&mut same, "k", &mut change).await.unwrap());
+        let resume = answer.await.unwrap();
+        let after = Checkpoint {
+            offset: 4,
+            sequence_number: 4,
+        };
+        assert_eq!(resume.start("k", "t/0", true), Start::After(after));
+        assert!(!resume.needs_checkpoint("k", "t/0"));
+        assert!(resume.needs_checkpoint("k", "t/1"));
+        assert_eq!(resume.start("k", "t/1", true), Start::Oldest);
+        assert_eq!(resume.start("k", "t/1", false), Start::Own);
+
+        // A query added since: t/0 is read again from its oldest event.
+        let mut grown = engine(vec![spec("jobs", JOBS), spec("failed", FAILED)]);
+        let (mut change, answer) = acquire(&["t/0"]);
+        assert!(c.change(&mut grown, "k", &mut change).await.unwrap());
+        assert_eq!(answer.await.unwrap().start("k", "t/0", true), Start::Oldest);
     }
 }

@@ -81,17 +81,49 @@ impl Batch {
 /// Partitions that come to or leave a source that shares its input with other replicas (a
 /// Kafka consumer group). The batch that carries a change is acknowledged once the engine
 /// carried it out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Ownership {
     /// These partitions are now this replica's: restore their window state before their
-    /// first event.
-    Acquire(Vec<Arc<str>>),
+    /// first event, and answer where each must be read from (`resume`) so that every query
+    /// gets what its state lacks.
+    Acquire {
+        partitions: Vec<Arc<str>>,
+        resume: Option<tokio::sync::oneshot::Sender<crate::state::Resume>>,
+    },
     /// These partitions go to another replica: store their window state now, then forget
     /// it (the next owner restores it).
     Release(Vec<Arc<str>>),
     /// These partitions were taken without a revocation (this replica was cut off): forget
     /// their state without storing it, since the next owner may already have written newer.
     Discard(Vec<Arc<str>>),
+}
+
+impl Ownership {
+    /// Acquiring these partitions; the answer arrives on the receiver once the change is
+    /// carried out (before its batch is acknowledged).
+    pub fn acquire(
+        partitions: Vec<Arc<str>>,
+    ) -> (
+        Ownership,
+        tokio::sync::oneshot::Receiver<crate::state::Resume>,
+    ) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let change = Ownership::Acquire {
+            partitions,
+            resume: Some(tx),
+        };
+        (change, rx)
+    }
+
+    /// Answers an acquisition with where its partitions resume (nothing for the others).
+    pub fn answer(&mut self, found: crate::state::Resume) {
+        if let Ownership::Acquire { resume, .. } = self {
+            if let Some(tx) = resume.take() {
+                // The source may have given up waiting; it then stops anyway.
+                let _ = tx.send(found);
+            }
+        }
+    }
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;

@@ -34,7 +34,8 @@ pub enum Start {
     Oldest,
 }
 
-/// The restored partitions of the sources that read all of theirs (file, AMQP).
+/// Restored partitions: at start for the sources that read all of theirs (file, AMQP),
+/// and as the engine's answer when a Kafka consumer is assigned partitions.
 #[derive(Debug, Default)]
 pub struct Resume {
     /// Whether window state is kept at all (a checkpoint directory is configured).
@@ -58,6 +59,17 @@ impl Resume {
             .entry(source.to_string())
             .or_default()
             .insert(partition.to_string(), after);
+    }
+
+    /// Whether [`start`](Self::start) depends on the source having a checkpoint for this
+    /// partition (window state is kept and none of it was restored), so a source that must
+    /// ask for its checkpoints asks only when the answer matters.
+    pub fn needs_checkpoint(&self, source: &str, partition: &str) -> bool {
+        self.enabled
+            && !self
+                .restored
+                .get(source)
+                .is_some_and(|p| p.contains_key(partition))
     }
 
     /// Where a partition starts, given whether the source has a checkpoint for it.
@@ -104,6 +116,10 @@ mod tests {
         );
         assert_eq!(r.start("s", "new", false), Start::Own, "a first start");
         assert_eq!(r.start("other", "complete", false), Start::Own);
+        assert!(!r.needs_checkpoint("s", "complete"));
+        assert!(!r.needs_checkpoint("s", "lacks-a-query"));
+        assert!(r.needs_checkpoint("s", "lost"));
+        assert!(!Resume::default().needs_checkpoint("s", "lost"));
         assert_eq!(
             Resume::default().start("s", "lost", true),
             Start::Own,

@@ -191,6 +191,26 @@ impl Service {
         }
     }
 
+    /// Sends SIGTERM and waits (at most `limit`) for a clean exit; returns how long the
+    /// drain took.
+    pub fn terminate(&mut self, limit: Duration) -> Duration {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "SIGTERM drains and exits 0: {status}");
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < limit,
+                "no exit within {limit:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn get(&self, path: &str) -> (u16, String) {
         http_get(&self.addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }

@@ -7,9 +7,13 @@
 //!   with everything sent so far and forgets it, the batches in flight are awaited (at most
 //!   `ack_wait`), the acknowledged offsets are committed, and only then does librdkafka
 //!   release them. A lost assignment (the group already moved on) stores and commits
-//!   nothing. Assigned partitions have their window state restored before their first
-//!   event is sent: with a checkpoint directory the replicas share, a partition's state
-//!   follows it from replica to replica (Kafka Streams' state per task).
+//!   nothing. Assigned partitions have their window state restored before they are
+//!   assigned, and are assigned at the offset that state needs (`state::resume`): after
+//!   the position it reflects, or from the oldest retained event where a query's state must
+//!   be rebuilt. With a checkpoint directory the replicas share, a partition's state
+//!   follows it from replica to replica (Kafka Streams' state per task); with one per
+//!   replica, a new owner rebuilds it by reading the partition again. (librdkafka's
+//!   default rebalance assigns first, at the group's commit; hence our own `rebalance`.)
 //! - Statistics: the partitions' high watermarks, for the lag metrics.
 //! - Errors and logs: counted by kind, logged through `tracing` with secrets scrubbed;
 //!   refused credentials and librdkafka's fatal errors stop the source.
@@ -24,21 +28,26 @@ use std::time::{Duration, Instant};
 use azure_core::credentials::TokenCredential;
 use rdkafka::client::{ClientContext, OAuthToken};
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 
 use super::core::Core;
 use super::KafkaSourceError;
 use crate::source::amqp::scrub;
 use crate::source::Ownership;
+use crate::state::{Resume, Start};
 use crate::telemetry::metrics::KafkaMetrics;
 
 /// How long a rebalance waits for the engine to restore an assigned partition's window
 /// state, or to store a revoked one's. Long enough for a large state; short of the group's
 /// rebalance timeout (`max.poll.interval.ms`, 5 minutes).
 const OWNERSHIP_WAIT: Duration = Duration::from_secs(60);
+/// How long an assignment waits for the group's committed offsets.
+const COMMITTED_WAIT: Duration = Duration::from_secs(10);
 
 /// An Entra ID credential and the scope of the namespace's Kafka endpoint.
 pub(super) struct TokenSource {
@@ -160,7 +169,7 @@ impl HubContext {
         }
     }
 
-    fn revoke(&self, consumer: &BaseConsumer<HubContext>, tpl: &rdkafka::TopicPartitionList) {
+    fn revoke(&self, consumer: &BaseConsumer<HubContext>, tpl: &TopicPartitionList) {
         let lost = consumer.assignment_lost();
         let kind = if lost { "lost" } else { "revoke" };
         self.prom
@@ -275,50 +284,161 @@ impl ClientContext for HubContext {
 }
 
 impl ConsumerContext for HubContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(tpl) => self.revoke(consumer, tpl),
-            Rebalance::Assign(_) => {}
-            Rebalance::Error(e) => {
+    /// librdkafka's rebalance, taken over from the default so that assigned partitions get
+    /// the offsets their restored window state needs before they are assigned: the
+    /// default assigns first, and would start them from the group's commit.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.assign(consumer, tpl);
+                let assigned = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = assigned {
+                    self.record_error(&e, "assigning partitions");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.revoke(consumer, tpl);
+                self.unassign(consumer, tpl, cooperative);
+            }
+            other => {
                 self.prom
                     .rebalances
                     .with_label_values(&[&*self.source, "error"])
                     .inc();
-                self.record_error(e, "rebalance");
+                self.record_error(&KafkaError::Rebalance(other.into()), "rebalance");
+                self.unassign(consumer, tpl, cooperative);
+            }
+        }
+    }
+}
+
+impl HubContext {
+    /// Assigned partitions: their window state is restored before any of their events is
+    /// read, and each gets the offset that state needs (`state::resume`): right after the
+    /// oldest position its queries' state reflects, from the oldest retained event where
+    /// some query's state must be rebuilt (a query added or changed, a committed partition
+    /// without a snapshot), or the group's commit where no state is kept.
+    fn assign(&self, consumer: &BaseConsumer<HubContext>, tpl: &mut TopicPartitionList) {
+        self.prom
+            .rebalances
+            .with_label_values(&[&*self.source, "assign"])
+            .inc();
+        let mut core = self.core();
+        core.assign(tpl);
+        let keys = core.keys_of(tpl);
+        if keys.is_empty() {
+            return;
+        }
+        let Some(resume) = core.acquire(&self.handle, keys.clone(), OWNERSHIP_WAIT) else {
+            // Reading them without their state would count them from the commit on and
+            // then store that partial state over the good snapshot. They are assigned (the
+            // group's protocol goes on) and the source stops before reading them.
+            drop(core);
+            self.set_fatal(KafkaSourceError::Fatal {
+                source_name: self.source.to_string(),
+                target: self.target.clone(),
+                detail: format!(
+                    "the window state of the assigned partitions {keys:?} was not restored within {OWNERSHIP_WAIT:?}"
+                ),
+            });
+            return;
+        };
+        drop(core);
+        let committed = self.committed(consumer, tpl, &resume);
+        let mut starts = Vec::with_capacity(keys.len());
+        let elements: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        for (topic, partition) in elements {
+            let key = format!("{topic}/{partition}");
+            let start = resume.start(&self.source, &key, committed.contains(&key));
+            let offset = match &start {
+                Start::Own => None,
+                Start::After(cp) => Some(Offset::Offset(cp.offset + 1)),
+                Start::Oldest => Some(Offset::Beginning),
+            };
+            if let Some(offset) = offset {
+                if let Err(e) = tpl.set_partition_offset(&topic, partition, offset) {
+                    self.record_error(&e, "setting the offset of an assigned partition");
+                }
+            }
+            starts.push(format!("{key} {}", describe(&start)));
+        }
+        tracing::info!(source = %self.source, partitions = ?starts, "partitions assigned");
+    }
+
+    /// The assigned partitions whose start depends on the group having a commit for them
+    /// (state is kept, and none was restored), that have one. Asked of the group only then;
+    /// if it cannot answer, they start from its commit without their history.
+    fn committed(
+        &self,
+        consumer: &BaseConsumer<HubContext>,
+        tpl: &TopicPartitionList,
+        resume: &Resume,
+    ) -> Vec<String> {
+        let mut ask = TopicPartitionList::new();
+        for e in tpl.elements() {
+            if resume.needs_checkpoint(&self.source, &format!("{}/{}", e.topic(), e.partition())) {
+                ask.add_partition(e.topic(), e.partition());
+            }
+        }
+        if ask.count() == 0 {
+            return Vec::new();
+        }
+        match consumer.committed_offsets(ask, COMMITTED_WAIT) {
+            Ok(got) => got
+                .elements()
+                .iter()
+                .filter(|e| matches!(e.offset(), Offset::Offset(o) if o >= 0))
+                .map(|e| format!("{}/{}", e.topic(), e.partition()))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(source = %self.source, error = %self.scrub(&e.to_string()),
+                    "asking the group for its commits failed; partitions without window state \
+                     start from the commit, and their windows lack what came before it");
+                Vec::new()
             }
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            self.prom
-                .rebalances
-                .with_label_values(&[&*self.source, "assign"])
-                .inc();
-            let mut core = self.core();
-            core.assign(tpl);
-            let keys = core.keys_of(tpl);
-            if !keys.is_empty() {
-                tracing::info!(source = %self.source, partitions = ?keys, "partitions assigned");
-                // Their window state is restored before any of their events is sent.
-                if !core.change_ownership(
-                    &self.handle,
-                    Ownership::Acquire(keys.clone()),
-                    OWNERSHIP_WAIT,
-                ) {
-                    // Reading them without their state would count them from the commit on
-                    // and then store that partial state over the good snapshot.
-                    drop(core);
-                    self.set_fatal(KafkaSourceError::Fatal {
-                        source_name: self.source.to_string(),
-                        target: self.target.clone(),
-                        detail: format!(
-                            "the window state of the assigned partitions {keys:?} was not restored within {OWNERSHIP_WAIT:?}"
-                        ),
-                    });
-                }
-            }
+    fn unassign(
+        &self,
+        consumer: &BaseConsumer<HubContext>,
+        tpl: &TopicPartitionList,
+        cooperative: bool,
+    ) {
+        let unassigned = if cooperative {
+            consumer.incremental_unassign(tpl)
+        } else {
+            consumer.unassign()
+        };
+        if let Err(e) = unassigned {
+            self.record_error(&e, "unassigning partitions");
         }
+    }
+}
+
+/// How a partition starts, for the log.
+fn describe(start: &Start) -> String {
+    match start {
+        Start::Own => "from the group's commit".to_string(),
+        Start::After(cp) => format!("after offset {} (its window state)", cp.offset),
+        Start::Oldest => "from the oldest retained event (rebuilding window state)".to_string(),
     }
 }
 

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use crate::ack::{AckOutcome, AckToken};
 use crate::checkpoint::PositionTracker;
 use crate::source::{Batch, Event, Ownership, Position};
+use crate::state::Resume;
 use crate::telemetry::metrics::KafkaMetrics;
 use crate::time::TICKS_PER_MILLISECOND;
 
@@ -400,6 +401,22 @@ impl Core {
             };
             tokio::time::timeout(limit, done).await.unwrap_or(false)
         })
+    }
+
+    /// Acquires these partitions through the engine (their window state restored) and
+    /// returns where each must be read from, or `None` if the engine did not answer in time.
+    pub fn acquire(
+        &mut self,
+        handle: &Handle,
+        keys: Vec<Arc<str>>,
+        limit: Duration,
+    ) -> Option<Resume> {
+        let (change, mut answer) = Ownership::acquire(keys);
+        if !self.change_ownership(handle, change, limit) {
+            return None;
+        }
+        // Answered before the change's batch was acknowledged.
+        answer.try_recv().ok()
     }
 
     /// The keys of these partitions that are owned.
