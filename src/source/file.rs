@@ -25,7 +25,8 @@ use std::time::Duration;
 use prometheus::IntCounter;
 use tokio::sync::mpsc;
 
-use super::forward::{Drive, ForwardCounters, ForwardSettings, Forwarder, NoProgress};
+use super::forward::{Drive, ForwardSettings, Forwarder};
+use super::ledger::{ForwardCounters, NoProgress};
 use super::{Batch, BoxFuture, Source, SourceContext};
 use crate::ack::AckOutcome;
 use crate::checkpoint::{CheckpointError, CheckpointStore, CommitError};

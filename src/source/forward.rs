@@ -1,25 +1,22 @@
-//! The acknowledgement side that the file and AMQP sources share: batches go to the
-//! pipeline one at a time, each registered with the [`PositionTracker`] first; outcomes
-//! settle them in any order; the delivered prefix of every partition is committed to the
-//! checkpoint store every `commit_interval` and once more at the end.
+//! The asynchronous driver of the acknowledgement [`Ledger`], for the sources that run on
+//! the runtime (file, AMQP): batches go to the pipeline one at a time; outcomes settle them
+//! in any order; the delivered prefix of every partition is committed to the checkpoint
+//! store every `commit_interval` and once more at the end.
 //!
 //! A source keeps its own loop for its own input (a reader thread's channel, partition
 //! readers) and `select!`s on [`Forwarder::drive`] beside it, which does one piece of this
 //! work per call: settle an outcome, commit on the tick, or hand the held batch to the
-//! pipeline once it has room. The source offers a batch only while [`wants`] says so
-//! (nothing held, and fewer than `max_outstanding_batches` awaiting their outcome), which
-//! bounds both the memory of batches and the tracker. At the end, [`finish`] stops
-//! forwarding, waits for what the pipeline holds (bounded) and commits.
+//! pipeline once it has room. The source offers a batch only while [`wants`] says so. At
+//! the end, [`finish`] stops forwarding, waits for what the pipeline holds (bounded) and
+//! commits.
 //!
 //! Registration and outcomes happen in the same task, so an outcome never arrives before
-//! its batch is registered. (The Kafka source settles on librdkafka's consumer thread and
-//! commits to the group; it shares the [`PositionTracker`] and the ack contract, not this
-//! loop.)
+//! its batch is registered. (The Kafka source drives the same ledger on its consumer
+//! thread and commits to its consumer group.)
 //!
 //! [`wants`]: Forwarder::wants
 //! [`finish`]: Forwarder::finish
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,64 +24,10 @@ use prometheus::IntCounter;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
+use super::ledger::{ForwardCounters, Ledger, Progress};
 use super::Batch;
 use crate::ack::AckOutcome;
-use crate::checkpoint::{Checkpoint, CheckpointStore, CommitError, Committer, PositionTracker};
-
-/// Counters readable while a source runs (atomics: the source's task writes, anyone reads;
-/// relaxed, each is independent).
-#[derive(Debug, Default)]
-pub struct ForwardCounters {
-    pub events: AtomicU64,
-    pub batches: AtomicU64,
-    pub batches_acked: AtomicU64,
-    pub batches_failed: AtomicU64,
-    pub commits: AtomicU64,
-}
-
-/// A snapshot of [`ForwardCounters`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ForwardStats {
-    /// Events sent to the pipeline.
-    pub events: u64,
-    /// Batches sent to the pipeline.
-    pub batches: u64,
-    /// Batches every consumer acknowledged.
-    pub batches_acked: u64,
-    /// Batches some consumer did not deliver.
-    pub batches_failed: u64,
-    /// Successful checkpoint writes.
-    pub commits: u64,
-}
-
-impl ForwardCounters {
-    pub fn snapshot(&self) -> ForwardStats {
-        ForwardStats {
-            events: self.events.load(Ordering::Relaxed),
-            batches: self.batches.load(Ordering::Relaxed),
-            batches_acked: self.batches_acked.load(Ordering::Relaxed),
-            batches_failed: self.batches_failed.load(Ordering::Relaxed),
-            commits: self.commits.load(Ordering::Relaxed),
-        }
-    }
-
-    fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-}
-
-/// What a source adds to the shared loop: its own view of progress (the AMQP source
-/// publishes each partition's processed sequence number and lag from it).
-pub trait Progress: Send {
-    /// A batch is about to go to the pipeline (batches of a partition in sending order).
-    fn registered(&mut self, _batch: &Batch, _tracker: &PositionTracker) {}
-    /// These positions are settled (everything up to them delivered), before a commit.
-    fn settled(&mut self, _settled: &[(String, Checkpoint)], _tracker: &PositionTracker) {}
-}
-
-/// No extra bookkeeping.
-pub struct NoProgress;
-impl Progress for NoProgress {}
+use crate::checkpoint::{CheckpointStore, CommitError, Committer};
 
 /// How a source's acknowledgements are handled.
 pub struct ForwardSettings {
@@ -116,12 +59,9 @@ pub struct Forwarder {
     settings: ForwardSettings,
     out: Option<mpsc::Sender<Batch>>,
     acks: mpsc::UnboundedReceiver<AckOutcome>,
-    tracker: PositionTracker,
+    ledger: Ledger,
     committer: Committer,
     tick: Interval,
-    held: Option<Batch>,
-    progress: Box<dyn Progress>,
-    counters: Arc<ForwardCounters>,
 }
 
 impl Forwarder {
@@ -138,32 +78,27 @@ impl Forwarder {
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Forwarder {
             committer: Committer::new(settings.store.clone(), settings.source.clone()),
+            ledger: Ledger::new(settings.max_outstanding_batches, progress, counters),
             settings,
             out: Some(out),
             acks,
-            tracker: PositionTracker::new(),
             tick,
-            held: None,
-            progress,
-            counters,
         }
     }
 
     /// Whether the source may offer a batch now.
     pub fn wants(&self) -> bool {
-        self.held.is_none()
-            && self.tracker.outstanding() < self.settings.max_outstanding_batches.max(1)
+        self.ledger.wants()
     }
 
     /// Takes a batch to forward (only when [`wants`](Self::wants) said so).
     pub fn offer(&mut self, batch: Batch) {
-        debug_assert!(self.held.is_none(), "offered while a batch is held");
-        self.held = Some(batch);
+        self.ledger.offer(batch);
     }
 
     /// Batches sent whose outcome has not arrived.
     pub fn outstanding(&self) -> usize {
-        self.tracker.outstanding()
+        self.ledger.outstanding()
     }
 
     /// Does one piece of the shared work; cancel-safe, for `select!`.
@@ -172,38 +107,23 @@ impl Forwarder {
         tokio::select! {
             biased;
             Some(outcome) = self.acks.recv() => {
-                self.settle(&outcome);
+                self.ledger.settle(&outcome);
                 Drive::Progress
             }
             _ = self.tick.tick() => {
                 self.commit_or_log().await;
                 Drive::Progress
             }
-            permit = reserve(out.as_ref()), if self.held.is_some() => match (permit, self.held.take()) {
-                (Some(permit), Some(batch)) => {
-                    self.tracker.register(batch.ack.batch(), batch.events.iter().map(|e| &e.position));
-                    self.progress.registered(&batch, &self.tracker);
-                    ForwardCounters::add(&self.counters.events, batch.events.len() as u64);
-                    ForwardCounters::add(&self.counters.batches, 1);
-                    permit.send(batch);
+            permit = reserve(out.as_ref()), if self.ledger.holds() => match permit {
+                Some(permit) => {
+                    self.ledger.send(permit);
                     Drive::Progress
                 }
-                _ => {
+                None => {
                     tracing::warn!(source = %self.settings.source, "the pipeline stopped taking batches; stopping");
                     Drive::Closed
                 }
             },
-        }
-    }
-
-    fn settle(&mut self, outcome: &AckOutcome) {
-        if self.tracker.resolve(outcome) {
-            let counter = if outcome.delivered {
-                &self.counters.batches_acked
-            } else {
-                &self.counters.batches_failed
-            };
-            ForwardCounters::add(counter, 1);
         }
     }
 
@@ -212,16 +132,16 @@ impl Forwarder {
     /// outcomes of what it holds, and commits. `stopping` says whether shutdown was
     /// signalled (the wait is then bounded in total) or the input ended.
     pub async fn finish(mut self, stopping: bool) -> Result<(), CommitError> {
-        self.held = None;
+        self.ledger.drop_held();
         self.out = None;
         let wait = self.settings.ack_wait;
         let mut deadline = Instant::now() + wait;
-        while self.tracker.outstanding() > 0 {
+        while self.ledger.outstanding() > 0 {
             tokio::select! {
                 biased;
                 outcome = self.acks.recv() => match outcome {
                     Some(outcome) => {
-                        self.settle(&outcome);
+                        self.ledger.settle(&outcome);
                         if !stopping {
                             deadline = Instant::now() + wait;
                         }
@@ -231,7 +151,7 @@ impl Forwarder {
                 },
                 _ = self.tick.tick() => self.commit_or_log().await,
                 _ = tokio::time::sleep_until(deadline) => {
-                    tracing::warn!(source = %self.settings.source, outstanding = self.tracker.outstanding(),
+                    tracing::warn!(source = %self.settings.source, outstanding = self.ledger.outstanding(),
                         "gave up waiting for acknowledgements; those batches will be read again after a restart");
                     break;
                 }
@@ -250,15 +170,9 @@ impl Forwarder {
 
     /// Stores the positions that settled since the last commit.
     async fn commit(&mut self) -> Result<(), CommitError> {
-        let settled: Vec<(String, Checkpoint)> = self
-            .tracker
-            .committable()
-            .into_iter()
-            .filter(|(p, _)| Some(p.as_str()) != self.settings.uncommitted)
-            .collect();
-        self.progress.settled(&settled, &self.tracker);
+        let settled = self.ledger.committable(self.settings.uncommitted);
         if self.committer.commit(settled).await? {
-            ForwardCounters::add(&self.counters.commits, 1);
+            self.ledger.committed();
             if let Some(c) = &self.settings.commits {
                 c.inc();
             }
@@ -282,6 +196,7 @@ mod tests {
     use crate::checkpoint::FileCheckpointStore;
     use crate::source::amqp::metrics::AmqpSourceMetrics;
     use crate::source::amqp::progress::AmqpProgress;
+    use crate::source::ledger::NoProgress;
     use crate::source::{Event, Position};
 
     fn batch(

@@ -1,12 +1,15 @@
-//! Sources: where bodies come from. Every source (file replay now; Event Hubs over AMQP and
-//! the Kafka endpoint later) has the same shape: config → `build()` → `run(out, shutdown)`,
+//! Sources: where bodies come from. Every source (file replay, Event Hubs over AMQP, the
+//! Kafka endpoint) has the same shape: config → `build()` → `run(out, shutdown)`,
 //! sending [`Batch`]es of bodies with their positions and an acknowledgement token, and
-//! committing a position to the checkpoint store only once the pipeline acknowledged it.
+//! committing a position (to the checkpoint store, or a Kafka group) only once the
+//! pipeline acknowledged it. The rules of that are in one place, `ledger.rs`, which
+//! `forward.rs` drives on the runtime and the Kafka source on its consumer thread.
 
 pub mod amqp;
 pub mod file;
 pub mod forward;
 pub mod kafka;
+pub mod ledger;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::metrics::AmqpSourceMetrics;
 use crate::checkpoint::{Checkpoint, PositionTracker};
-use crate::source::forward::Progress;
+use crate::source::ledger::Progress;
 use crate::source::Batch;
 
 pub struct AmqpProgress {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::*;
 use crate::checkpoint::{Checkpoint, FileCheckpointStore};
-use crate::source::forward::ForwardStats;
+use crate::source::ledger::ForwardStats;
 use crate::source::Position;
 
 const BOUND: Duration = Duration::from_secs(10);

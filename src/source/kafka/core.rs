@@ -1,7 +1,8 @@
 //! The state of a Kafka source, shared by the consumer thread's loop and librdkafka's
 //! callbacks (which run on that same thread, inside `poll`): the batch being gathered, the
-//! batch waiting for room in the pipeline, the outcomes and the [`PositionTracker`], and the
-//! partitions this replica owns with their offsets and metrics.
+//! acknowledgement [`Ledger`] every source keeps (the batch waiting for room in the
+//! pipeline, the batches awaiting their outcome), and the partitions this replica owns with
+//! their offsets and metrics.
 //!
 //! Offsets: Kafka's offset is the position; on Event Hubs it equals the sequence number, so
 //! a [`Position`] carries it in both fields. What is committed is the offset *after* the
@@ -17,7 +18,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use crate::ack::{AckOutcome, AckToken};
-use crate::checkpoint::PositionTracker;
+use crate::source::ledger::{Ledger, NoProgress};
 use crate::source::{Batch, Event, Ownership, Position};
 use crate::state::Resume;
 use crate::telemetry::metrics::KafkaMetrics;
@@ -54,12 +55,10 @@ pub(super) struct Core {
     out: Option<mpsc::Sender<Batch>>,
     ack_tx: mpsc::UnboundedSender<AckOutcome>,
     ack_rx: mpsc::UnboundedReceiver<AckOutcome>,
-    tracker: PositionTracker,
+    ledger: Ledger,
     next_batch: u64,
     building: Vec<Event>,
     building_since: Option<Instant>,
-    /// Gathered, waiting for room in the pipeline; not registered, so never committed.
-    ready: Option<Batch>,
     owned: Vec<Owned>,
     /// Bumped whenever the owned set changes (the loop re-applies a pause).
     pub generation: u64,
@@ -74,6 +73,11 @@ impl Core {
         prom: KafkaMetrics,
     ) -> Core {
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        let ledger = Ledger::new(
+            limits.max_outstanding_batches,
+            Box::new(NoProgress),
+            Arc::default(),
+        );
         prom.assigned_partitions
             .with_label_values(&[&*source])
             .set(0);
@@ -83,11 +87,10 @@ impl Core {
             out: Some(out),
             ack_tx,
             ack_rx,
-            tracker: PositionTracker::new(),
+            ledger,
             next_batch: 0,
             building: Vec::new(),
             building_since: None,
-            ready: None,
             owned: Vec::new(),
             generation: 0,
             prom,
@@ -169,7 +172,7 @@ impl Core {
     /// Settles the outcomes that arrived.
     pub fn drain_acks(&mut self) {
         while let Ok(outcome) = self.ack_rx.try_recv() {
-            self.tracker.resolve(&outcome);
+            self.ledger.settle(&outcome);
         }
     }
 
@@ -181,21 +184,18 @@ impl Core {
             || self
                 .building_since
                 .is_some_and(|t| now.duration_since(t) >= self.limits.batch_max_wait);
-        let room = self.tracker.outstanding() < self.limits.max_outstanding_batches;
-        if due && room && self.ready.is_none() {
-            self.ready = self.take_building();
-        }
-        if let (Some(out), Some(_)) = (&self.out, &self.ready) {
-            if let Ok(permit) = out.try_reserve() {
-                if let Some(batch) = self.ready.take() {
-                    self.tracker
-                        .register(batch.ack.batch(), batch.events.iter().map(|e| &e.position));
-                    permit.send(batch);
-                }
+        if due && self.ledger.wants() {
+            if let Some(batch) = self.take_building() {
+                self.ledger.offer(batch);
             }
         }
-        self.ready.is_some()
-            || self.tracker.outstanding() >= self.limits.max_outstanding_batches
+        if let (Some(out), true) = (&self.out, self.ledger.holds()) {
+            if let Ok(permit) = out.try_reserve() {
+                self.ledger.send(permit);
+            }
+        }
+        self.ledger.holds()
+            || self.ledger.full()
             || self.building.len() >= self.limits.batch_max_events
     }
 
@@ -229,25 +229,20 @@ impl Core {
         let Core {
             out,
             ack_rx,
-            ready,
-            tracker,
+            ledger,
             ..
         } = self;
         handle.block_on(async {
+            let holds = ledger.holds();
             let reserve = async {
-                match (out.as_ref(), ready.is_some()) {
+                match (out.as_ref(), holds) {
                     (Some(out), true) => out.reserve().await.ok(),
                     _ => std::future::pending().await,
                 }
             };
             tokio::select! {
-                permit = reserve => {
-                    if let (Some(permit), Some(batch)) = (permit, ready.take()) {
-                        tracker.register(batch.ack.batch(), batch.events.iter().map(|e| &e.position));
-                        permit.send(batch);
-                    }
-                }
-                Some(outcome) = ack_rx.recv() => { tracker.resolve(&outcome); }
+                Some(permit) = reserve => ledger.send(permit),
+                Some(outcome) = ack_rx.recv() => ledger.settle(&outcome),
                 _ = tokio::time::sleep(limit) => {}
             }
         });
@@ -262,7 +257,7 @@ impl Core {
     /// registered, so its offsets are not committed and it is read again).
     pub fn stop_forwarding(&mut self) {
         self.out = None;
-        self.ready = None;
+        self.ledger.drop_held();
         self.building.clear();
         self.building_since = None;
     }
@@ -278,8 +273,8 @@ impl Core {
         loop {
             self.drain_acks();
             let waiting = match keys {
-                Some(keys) => keys.iter().any(|k| self.tracker.has_pending(k)),
-                None => self.tracker.outstanding() > 0,
+                Some(keys) => keys.iter().any(|k| self.ledger.has_pending(k)),
+                None => self.ledger.outstanding() > 0,
             };
             if !waiting {
                 return true;
@@ -291,9 +286,7 @@ impl Core {
             let rx = &mut self.ack_rx;
             let got = handle.block_on(async { tokio::time::timeout(left, rx.recv()).await });
             match got {
-                Ok(Some(outcome)) => {
-                    self.tracker.resolve(&outcome);
-                }
+                Ok(Some(outcome)) => self.ledger.settle(&outcome),
                 // Every token is gone and the channel cannot close while we hold a sender;
                 // a timeout ends the wait.
                 Ok(None) | Err(_) => return false,
@@ -309,7 +302,7 @@ impl Core {
         consumer: &BaseConsumer<C>,
         only: Option<&[Arc<str>]>,
     ) -> Result<usize, String> {
-        let settled = self.tracker.committable();
+        let settled = self.ledger.committable(None);
         let mut tpl = TopicPartitionList::new();
         let mut moved = Vec::new();
         for (key, cp) in settled {
@@ -342,6 +335,7 @@ impl Core {
                         .with_label_values(&[&*self.source, &*o.topic, &o.label])
                         .set(*next);
                 }
+                self.ledger.committed();
                 Ok(moved.len())
             }
             Err(e) => {
@@ -383,9 +377,7 @@ impl Core {
             AckToken::new(id, self.ack_tx.clone()),
         );
         batch.ownership = Some(change);
-        let Core {
-            ack_rx, tracker, ..
-        } = self;
+        let Core { ack_rx, ledger, .. } = self;
         handle.block_on(async {
             let done = async {
                 if out.send(batch).await.is_err() {
@@ -395,7 +387,7 @@ impl Core {
                     if outcome.batch == id {
                         return outcome.delivered;
                     }
-                    tracker.resolve(&outcome);
+                    ledger.settle(&outcome);
                 }
                 false
             };
@@ -436,18 +428,13 @@ impl Core {
         if self.building.is_empty() {
             self.building_since = None;
         }
-        if let Some(batch) = &mut self.ready {
-            batch.events.retain(|e| !gone(e));
-            if batch.events.is_empty() {
-                self.ready = None;
-            }
-        }
+        self.ledger.retain_held(|e| !gone(e));
     }
 
     /// Forgets partitions that left this replica, and their series.
     pub fn release(&mut self, keys: &[Arc<str>]) {
         for key in keys {
-            self.tracker.forget(key);
+            self.ledger.forget(key);
             if let Some(i) = self.owned.iter().position(|o| o.key == *key) {
                 let o = self.owned.swap_remove(i);
                 let values = [&*self.source, &*o.topic, o.label.as_str()];
@@ -530,8 +517,8 @@ impl Core {
                 .map(|o| o.events.get())
                 .collect::<Vec<_>>(),
             self.building.len(),
-            self.ready.as_ref().map_or(0, |b| b.events.len()),
-            self.tracker.outstanding(),
+            self.ledger.held_events(),
+            self.ledger.outstanding(),
             self.offsets()
         )
     }
