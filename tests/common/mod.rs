@@ -257,6 +257,7 @@ impl OutputWithStdin for Command {
     }
 }
 
+pub mod azurite;
 pub mod kafka;
 
 /// The fixture line whose records have no usable time: over Event Hubs they would take the
