@@ -87,7 +87,7 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
     let mut commit = None;
     let mut resume = Resume::default();
     if let Some(cp) = &settings.checkpoint {
-        let (positions, store) = cp.open()?;
+        let (positions, store) = cp.open(&settings.sources)?;
         checkpoints = Some(positions);
         let c = StateCommitter::new(store, cp.interval, metrics.clone());
         resume = restore(&mut engine, &c, &settings.sources, &metrics).await?;
@@ -275,6 +275,9 @@ async fn engine_loop(
             saved = async { commit.as_mut().expect("saving").saved().await }, if saving => {
                 if let Some(c) = commit.as_mut() {
                     c.settled(saved, &mut engine);
+                    if let Some(e) = c.take_fatal() {
+                        return Err(anyhow::Error::new(e).context("storing window state"));
+                    }
                 }
             }
             _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {

@@ -157,9 +157,8 @@ async fn replay(
     }];
     settings.listen = "127.0.0.1:0".into();
     settings.dead_letter = Some(input.dir.join(format!("dead-letter-{label}.ndjson")));
-    settings.checkpoint = checkpoint.map(|interval| CheckpointSettings {
-        dir: input.dir.join(format!("checkpoint-{label}")),
-        interval,
+    settings.checkpoint = checkpoint.map(|interval| {
+        CheckpointSettings::dir(input.dir.join(format!("checkpoint-{label}")), interval)
     });
     let (trigger, shutdown) = crate::shutdown::channel();
     let started = Instant::now();

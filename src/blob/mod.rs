@@ -156,21 +156,10 @@ impl BlobContainer {
         credential: Option<Credential>,
         timeout: Duration,
     ) -> Result<BlobContainer, ContainerUrlError> {
-        let bad = || ContainerUrlError::NotAContainerUrl(strip_query(url).to_string());
-        let mut parsed = Url::parse(url).map_err(|_| bad())?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-            return Err(bad());
-        }
-        let sas = parsed.query().map(str::to_string);
-        parsed.set_query(None);
-        let path = parsed.path().trim_end_matches('/').to_string();
-        if path.is_empty() {
-            return Err(bad());
-        }
-        parsed.set_path(&path);
+        let (parsed, sas) = parse_url(url)?;
         let credential = match (credential, sas) {
             (Some(c), _) => c,
-            (None, Some(q)) if !q.is_empty() => Credential::Sas(Arc::from(q)),
+            (None, Some(q)) => Credential::Sas(Arc::from(q)),
             (None, _) => {
                 return Err(ContainerUrlError::Missing(
                     "credential (a SAS query, a key or Entra ID)",
@@ -181,7 +170,7 @@ impl BlobContainer {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .build()
-            .map_err(|_| bad())?;
+            .map_err(|_| ContainerUrlError::NotAContainerUrl(strip_query(url).to_string()))?;
         Ok(BlobContainer {
             inner: Arc::new(Inner {
                 http,
@@ -549,6 +538,28 @@ fn props_of(op: &'static str, blob: &str, headers: &HeaderMap) -> Result<BlobPro
         etag,
         last_modified,
     })
+}
+
+/// Checks a container URL; returns whether it carries a SAS query.
+pub fn check_url(url: &str) -> Result<bool, ContainerUrlError> {
+    parse_url(url).map(|(_, sas)| sas.is_some())
+}
+
+/// The container URL without its query, and the query (a SAS) if it has one.
+fn parse_url(url: &str) -> Result<(Url, Option<String>), ContainerUrlError> {
+    let bad = || ContainerUrlError::NotAContainerUrl(strip_query(url).to_string());
+    let mut parsed = Url::parse(url).map_err(|_| bad())?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(bad());
+    }
+    let sas = parsed.query().filter(|q| !q.is_empty()).map(str::to_string);
+    parsed.set_query(None);
+    let path = parsed.path().trim_end_matches('/').to_string();
+    if path.is_empty() {
+        return Err(bad());
+    }
+    parsed.set_path(&path);
+    Ok((parsed, sas))
 }
 
 fn strip_query(url: &str) -> &str {

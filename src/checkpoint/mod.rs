@@ -5,12 +5,15 @@
 //! error — and re-exports the pieces:
 //!
 //! - [`FileCheckpointStore`] (`file.rs`): one JSON file, rewritten atomically.
+//! - [`BlobCheckpointStore`] (`blob.rs`): the Azure SDKs' blob layout, shared by replicas,
+//!   with the partition ownership their load balancing claims.
 //! - [`PositionTracker`] (`tracker.rs`): turns acknowledgement outcomes, which arrive in any
 //!   order, into the positions that may be committed (never past an undelivered batch).
 //!
 //! Stores are async so that a blob store fits; the file store runs its small write plus
 //! `fsync` on the blocking pool.
 
+pub mod blob;
 pub mod committer;
 pub mod file;
 pub mod tracker;
@@ -18,6 +21,7 @@ pub mod tracker;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+pub use blob::{BlobCheckpointStore, Claim, Owned};
 pub use committer::{CommitError, Committer};
 pub use file::FileCheckpointStore;
 pub use tracker::PositionTracker;
@@ -53,13 +57,29 @@ pub enum CheckpointError {
         #[source]
         source: serde_json::Error,
     },
+    /// A remote store (a blob container) failed or refused the request.
+    #[error("checkpoints {location}: {op}: {detail}")]
+    Remote {
+        location: String,
+        op: &'static str,
+        detail: String,
+        /// `false` when the credentials were refused or lack access.
+        retryable: bool,
+    },
 }
 
 impl CheckpointError {
     /// Whether retrying the same operation later may succeed (callers retry periodic commits
     /// and give up on the rest).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, CheckpointError::Io { .. })
+        matches!(
+            self,
+            CheckpointError::Io { .. }
+                | CheckpointError::Remote {
+                    retryable: true,
+                    ..
+                }
+        )
     }
 }
 

@@ -3,13 +3,15 @@
 //! reporting every problem at once with its place.
 
 mod amqp;
+mod checkpoint;
 mod env;
 mod kafka;
 mod validate;
 
 use serde::Deserialize;
 
-pub use validate::{load, CheckpointSettings, ConfigErrors, Settings, SourceSettings};
+pub use checkpoint::{BlobAccess, BlobSettings, CheckpointSettings, StoreSettings};
+pub use validate::{load, ConfigErrors, Settings, SourceSettings};
 
 /// The whole file.
 #[derive(Debug, Deserialize, Default)]
@@ -86,13 +88,41 @@ pub struct DeadLetterConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointConfig {
-    /// Directory of the checkpoints: `checkpoints.json` (acknowledged positions per source
-    /// and partition) and `state/` (each partition's window state, with the position it
-    /// reflects). Created if missing.
-    pub dir: String,
+    /// A local directory (one replica, or replicas sharing a volume): `checkpoints.json`
+    /// (acknowledged positions per source and partition) and `state/` (each partition's
+    /// window state, with the position it reflects). Created if missing. Give `dir` or
+    /// `[checkpoint.blob]`.
+    pub dir: Option<String>,
     /// How often window state is snapshotted and positions committed (KQL timespan). A
     /// position is committed only once the state that absorbed it is stored. Default `5s`.
     pub interval: Option<String>,
+    /// An Azure Blob storage container the replicas share: checkpoints and partition
+    /// ownership in the Azure SDKs' layout, window state beside them.
+    pub blob: Option<BlobConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobConfig {
+    /// A storage account connection string (`…;AccountName=…;AccountKey=…`), with
+    /// `container`. Write `${VARIABLE}` and keep the key in the environment.
+    pub connection_string: Option<String>,
+    /// The container's name, with `connection_string`.
+    pub container: Option<String>,
+    /// Instead: the container's URL, `https://<account>.blob.core.windows.net/<container>`,
+    /// with a SAS query (`?sv=…&sig=…`), or with `auth`.
+    pub container_url: Option<String>,
+    /// With `container_url` and no SAS: an Entra ID credential, `workload_identity`,
+    /// `managed_identity`, `client_secret`, `azure_cli` or `default`. It needs the
+    /// "Storage Blob Data Contributor" role on the container.
+    pub auth: Option<String>,
+    /// The client id of a user-assigned managed identity (or of the workload identity).
+    pub client_id: Option<String>,
+    /// The prefix of hubwatch's own blobs (window state; checkpoints of sources other than
+    /// event hubs). Default `hubwatch`.
+    pub prefix: Option<String>,
+    /// How long one request may take (KQL timespan). Default `30s`.
+    pub timeout: Option<String>,
 }
 
 // Read once at start-up: the variants' sizes do not matter.

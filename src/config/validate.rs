@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::checkpoint::CheckpointSettings;
 use super::env::interpolate;
 use super::{QueryConfig, QueryFile, RawConfig, SourceConfig};
 use crate::kql::check::compile;
@@ -18,41 +19,6 @@ use crate::source::amqp::{AmqpSourceConfig, EntraKind};
 use crate::source::kafka::KafkaSourceConfig;
 use crate::time;
 use crate::window::QueryLimits;
-
-/// Where checkpoints (positions and window state) live, and how often they are taken.
-#[derive(Debug, Clone)]
-pub struct CheckpointSettings {
-    pub dir: PathBuf,
-    pub interval: Duration,
-}
-
-impl CheckpointSettings {
-    /// The positions file inside the directory.
-    pub fn positions(&self) -> PathBuf {
-        self.dir.join("checkpoints.json")
-    }
-
-    /// The stores this configures: positions (`checkpoints.json`) and window state
-    /// (`state/`), side by side in the directory, which is created if missing. A positions
-    /// file that is not valid is an error here, before anything reads.
-    pub fn open(
-        &self,
-    ) -> anyhow::Result<(
-        std::sync::Arc<dyn crate::checkpoint::CheckpointStore>,
-        std::sync::Arc<dyn crate::state::StateStore>,
-    )> {
-        use anyhow::Context as _;
-        std::fs::create_dir_all(&self.dir)
-            .with_context(|| format!("creating the checkpoint directory {}", self.dir.display()))?;
-        let path = self.positions();
-        let positions = crate::checkpoint::FileCheckpointStore::open(&path)
-            .with_context(|| format!("opening the checkpoint store {}", path.display()))?;
-        Ok((
-            std::sync::Arc::new(positions),
-            std::sync::Arc::new(crate::state::LocalStateStore::new(&self.dir)),
-        ))
-    }
-}
 
 /// Everything the service needs, checked.
 #[derive(Debug)]
@@ -151,18 +117,10 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
         .dead_letter
         .as_ref()
         .map(|d| dir.join(env("dead_letter.path", &d.path, &mut errors)));
-    let checkpoint = raw.checkpoint.as_ref().map(|c| {
-        let every = ts(
-            "checkpoint.interval",
-            &c.interval,
-            5 * time::TICKS_PER_SECOND,
-            &mut errors,
-        );
-        CheckpointSettings {
-            dir: dir.join(env("checkpoint.dir", &c.dir, &mut errors)),
-            interval: Duration::from_nanos((every.max(1) * 100) as u64),
-        }
-    });
+    let checkpoint = raw
+        .checkpoint
+        .as_ref()
+        .map(|c| super::checkpoint::checkpoint_settings(c, &dir, &file, &mut errors));
     let mut sources = Vec::new();
     let mut source_names = HashSet::new();
     for (i, s) in raw.sources.iter().enumerate() {

@@ -3,6 +3,7 @@
 //! shipped examples.
 
 use super::*;
+use crate::config::{BlobAccess, StoreSettings};
 use crate::source::amqp::{Auth, StartPosition};
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -369,4 +370,92 @@ fn the_event_hubs_example_config_loads() {
         (a.event_hub.as_str(), a.consumer_group.as_str()),
         ("insights", "$Default")
     );
+}
+
+#[test]
+fn checkpoints_go_to_a_directory_or_a_blob_container_and_secrets_stay_out_of_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let query = "[[queries]]\nname = \"n\"\nkql = \"AmlComputeClusterEvent | count\"\n";
+    let load_text = |text: &str| {
+        load(
+            &write(dir.path(), "c.toml", &format!("{text}{query}")),
+            &Schemas::embedded(),
+        )
+    };
+
+    let s = load_text("[checkpoint]\ndir = \"cp\"\ninterval = \"2s\"\n").unwrap();
+    let cp = s.checkpoint.unwrap();
+    assert_eq!(cp.interval, Duration::from_secs(2));
+    assert!(matches!(&cp.store, StoreSettings::Dir(d) if d == &dir.path().join("cp")));
+
+    let key = "c2VjcmV0LWtleS10ZXh0LXRoYXQtc2hvdWxkLW5vdC1zaG93";
+    std::env::set_var("HUBWATCH_TEST_STORAGE_CS", format!(
+        "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={key};EndpointSuffix=core.windows.net"
+    ));
+    let s = load_text(
+        "[checkpoint]\n[checkpoint.blob]\nconnection_string = \"${HUBWATCH_TEST_STORAGE_CS}\"\ncontainer = \"checkpoints\"\n",
+    )
+    .unwrap();
+    let cp = s.checkpoint.unwrap();
+    let StoreSettings::Blob(b) = &cp.store else {
+        panic!("{cp:?}")
+    };
+    assert_eq!(b.prefix, "hubwatch");
+    assert_eq!(b.timeout, Duration::from_secs(30));
+    assert_eq!(cp.interval, Duration::from_secs(5));
+    assert!(!format!("{cp:?}").contains(key), "{cp:?}");
+    assert_eq!(
+        b.container().unwrap().url(),
+        "https://acct.blob.core.windows.net/checkpoints"
+    );
+
+    let sig = "c2lnbmF0dXJlLXRoYXQtbXVzdC1ub3Qtc2hvdw";
+    let s = load_text(&format!(
+        "[checkpoint]\n[checkpoint.blob]\ncontainer_url = \"https://acct.blob.core.windows.net/c1?sv=2021&sig={sig}\"\nprefix = \"/hw/\"\n"
+    ))
+    .unwrap();
+    let cp = s.checkpoint.unwrap();
+    assert!(!format!("{cp:?}").contains(sig), "{cp:?}");
+    let StoreSettings::Blob(b) = &cp.store else {
+        panic!()
+    };
+    assert_eq!(b.prefix, "hw");
+    assert!(matches!(&b.access, BlobAccess::Url { entra: None, .. }));
+    let s = load_text(
+        "[checkpoint]\n[checkpoint.blob]\ncontainer_url = \"https://acct.blob.core.windows.net/c1\"\nauth = \"workload_identity\"\n",
+    )
+    .unwrap();
+    let StoreSettings::Blob(b) = &s.checkpoint.unwrap().store else {
+        panic!()
+    };
+    assert!(matches!(
+        &b.access,
+        BlobAccess::Url {
+            entra: Some((EntraKind::WorkloadIdentity, None)),
+            ..
+        }
+    ));
+
+    // Every mistake at once, none quoting a secret.
+    let e = load_text(&format!(
+        "[checkpoint]\ndir = \"x\"\ninterval = \"often\"\n[checkpoint.blob]\nconnection_string = \"AccountName=a;AccountKey={key}\"\ncontainer = \"Bad_Name\"\nauth = \"managed_identity\"\n"
+    ))
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("checkpoint.interval: 'often'"), "{text}");
+    assert!(text.contains("not both"), "{text}");
+    assert!(
+        text.contains("checkpoint.blob.container: 'Bad_Name'"),
+        "{text}"
+    );
+    assert!(text.contains("checkpoint.blob.auth"), "{text}");
+    assert!(!text.contains(key), "{text}");
+    let e = load_text("[checkpoint]\n").unwrap_err();
+    assert!(e.to_string().contains("checkpoint.dir: missing"), "{e}");
+    let e = load_text(&format!(
+        "[checkpoint]\n[checkpoint.blob]\ncontainer_url = \"ftp://x/c?sig={sig}\"\n"
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("not an http(s) URL"), "{e}");
+    assert!(!e.to_string().contains(sig), "{e}");
 }

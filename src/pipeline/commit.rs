@@ -45,6 +45,9 @@ pub struct StateCommitter {
     held: Vec<(Arc<str>, AckToken)>,
     saving: Option<JoinHandle<Saved>>,
     metrics: Arc<Metrics>,
+    /// A failure that retrying cannot fix (refused credentials, another replica writing
+    /// these partitions): the service must stop.
+    fatal: Option<StateError>,
 }
 
 impl StateCommitter {
@@ -56,6 +59,7 @@ impl StateCommitter {
             held: Vec::new(),
             saving: None,
             metrics,
+            fatal: None,
         }
     }
 
@@ -141,8 +145,13 @@ impl StateCommitter {
             }
             Err(e) => {
                 m.snapshot_failures.inc();
-                tracing::warn!(error = %e, partitions = saved.snapshots.len(),
-                    "storing window state failed; positions wait for the next round");
+                if e.is_retryable() {
+                    tracing::warn!(error = %e, partitions = saved.snapshots.len(),
+                        "storing window state failed; positions wait for the next round");
+                } else {
+                    tracing::error!(error = %e, "storing window state failed for good");
+                    self.fatal.get_or_insert(e);
+                }
                 engine.unsaved(&saved.snapshots);
                 let mut held = saved.held;
                 held.append(&mut self.held);
@@ -150,6 +159,12 @@ impl StateCommitter {
                 false
             }
         }
+    }
+
+    /// A failure retrying cannot fix, once: the caller stops the service with it. The
+    /// batches it held are never acknowledged, so their positions are not committed.
+    pub fn take_fatal(&mut self) -> Option<StateError> {
+        self.fatal.take()
     }
 
     /// A round now: waits for the one in flight, then stores everything that changed and

@@ -21,7 +21,10 @@
 //! - [`resume`]: where a restored partition is read from, and which are read again to
 //!   rebuild state the store lacks.
 //! - [`local`]: the local-directory store (one file per partition, renamed into place).
+//! - [`blob`]: the blob-container store replicas share (one blob per partition, writes
+//!   fenced by ETag).
 
+pub mod blob;
 pub mod local;
 pub mod resume;
 pub mod snapshot;
@@ -30,6 +33,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use blob::BlobStateStore;
 pub use local::LocalStateStore;
 pub use resume::{Resume, Start};
 pub use snapshot::{Snapshot, SnapshotError, FORMAT_VERSION};
@@ -70,12 +74,35 @@ pub enum StateError {
          or back where it belongs"
     )]
     Misplaced { location: String, holds: String },
+    /// A remote store (a blob container) failed or refused the request.
+    #[error("window state {location}: {op}: {detail}")]
+    Remote {
+        location: String,
+        op: &'static str,
+        detail: String,
+        /// `false` when the credentials were refused or lack access.
+        retryable: bool,
+    },
+    /// Another replica wrote this partition's state after this one last read or wrote it:
+    /// the partition belongs to that replica now, and this replica's state of it is stale.
+    #[error(
+        "window state {location} was written by another replica since this one read it: \
+         the partition has moved; this replica gives it up without overwriting the newer state"
+    )]
+    Fenced { location: String },
 }
 
 impl StateError {
     /// Whether retrying the same operation later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StateError::Io { .. })
+        matches!(
+            self,
+            StateError::Io { .. }
+                | StateError::Remote {
+                    retryable: true,
+                    ..
+                }
+        )
     }
 
     /// The error for a snapshot that did not decode.

@@ -112,6 +112,17 @@ impl AmqpSourceConfig {
     }
 }
 
+impl AmqpSourceConfig {
+    /// The fully qualified namespace: configured, or the connection string's endpoint host.
+    pub fn namespace(&self) -> Option<String> {
+        if let Some(ns) = &self.fully_qualified_namespace {
+            return Some(ns.clone());
+        }
+        let cs: super::ConnectionString = self.connection_string.as_deref()?.parse().ok()?;
+        Some(cs.namespace)
+    }
+}
+
 impl fmt::Debug for AmqpSourceConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AmqpSourceConfig")

@@ -1,0 +1,290 @@
+//! `[checkpoint]`: where positions and window state live, checked into
+//! [`CheckpointSettings`], and the stores they open.
+//!
+//! - `dir`: a local directory (`checkpoints.json` and `state/`).
+//! - `[checkpoint.blob]`: a blob container replicas share. Event-hub sources keep their
+//!   checkpoints and ownership in the Azure SDKs' layout; window state (and the checkpoints
+//!   of other sources) go under hubwatch's own prefix.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::env::interpolate;
+use super::validate::{entra_kind, set_span};
+use super::{BlobConfig, CheckpointConfig, SourceSettings};
+use crate::blob::{BlobContainer, StorageConnectionString};
+use crate::checkpoint::{BlobCheckpointStore, CheckpointStore, FileCheckpointStore};
+use crate::source::amqp::{EntraKind, Redacted};
+use crate::state::{BlobStateStore, LocalStateStore, StateStore};
+
+/// Where checkpoints (positions and window state) live, and how often they are taken.
+#[derive(Debug, Clone)]
+pub struct CheckpointSettings {
+    pub store: StoreSettings,
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreSettings {
+    Dir(PathBuf),
+    Blob(BlobSettings),
+}
+
+#[derive(Debug, Clone)]
+pub struct BlobSettings {
+    pub access: BlobAccess,
+    pub prefix: String,
+    pub timeout: Duration,
+}
+
+/// How the container is reached. `Debug` shows no secret.
+#[derive(Debug, Clone)]
+pub enum BlobAccess {
+    ConnectionString {
+        connection_string: Redacted,
+        container: String,
+    },
+    /// A URL with a SAS query (kept redacted), or with an Entra ID credential.
+    Url {
+        url: Redacted,
+        entra: Option<(EntraKind, Option<String>)>,
+    },
+}
+
+impl CheckpointSettings {
+    /// A local directory.
+    pub fn dir(dir: impl Into<PathBuf>, interval: Duration) -> CheckpointSettings {
+        CheckpointSettings {
+            store: StoreSettings::Dir(dir.into()),
+            interval,
+        }
+    }
+
+    /// The stores this configures: positions and window state, side by side. A local
+    /// directory is created if missing, and a positions file that is not valid is an error
+    /// here, before anything reads. A blob container is not created: it must exist.
+    pub fn open(
+        &self,
+        sources: &[SourceSettings],
+    ) -> anyhow::Result<(Arc<dyn CheckpointStore>, Arc<dyn StateStore>)> {
+        use anyhow::Context as _;
+        match &self.store {
+            StoreSettings::Dir(dir) => {
+                std::fs::create_dir_all(dir).with_context(|| {
+                    format!("creating the checkpoint directory {}", dir.display())
+                })?;
+                let path = dir.join("checkpoints.json");
+                let positions = FileCheckpointStore::open(&path)
+                    .with_context(|| format!("opening the checkpoint store {}", path.display()))?;
+                Ok((Arc::new(positions), Arc::new(LocalStateStore::new(dir))))
+            }
+            StoreSettings::Blob(b) => {
+                let container = b.container()?;
+                let hubs: Vec<(String, String, String, String)> = sources
+                    .iter()
+                    .filter_map(|s| match s {
+                        SourceSettings::Amqp(cfg) => Some((
+                            cfg.name.clone(),
+                            cfg.namespace()?,
+                            cfg.event_hub.clone(),
+                            cfg.consumer_group.clone(),
+                        )),
+                        _ => None,
+                    })
+                    .collect();
+                Ok((
+                    Arc::new(BlobCheckpointStore::new(
+                        container.clone(),
+                        &hubs,
+                        &b.prefix,
+                    )),
+                    Arc::new(BlobStateStore::new(container, &b.prefix)),
+                ))
+            }
+        }
+    }
+}
+
+impl BlobSettings {
+    /// The container client.
+    pub fn container(&self) -> anyhow::Result<BlobContainer> {
+        let container = match &self.access {
+            BlobAccess::ConnectionString {
+                connection_string,
+                container,
+            } => {
+                let cs: StorageConnectionString = connection_string.expose().parse()?;
+                BlobContainer::from_connection_string(&cs, container, self.timeout)?
+            }
+            BlobAccess::Url { url, entra } => {
+                let credential = match entra {
+                    Some((kind, client_id)) => Some(crate::blob::Credential::Entra(
+                        crate::source::amqp::entra_credential(*kind, client_id.clone()).map_err(
+                            |e| anyhow::anyhow!("Entra ID credential for the blob container: {e}"),
+                        )?,
+                    )),
+                    None => None,
+                };
+                BlobContainer::new(url.expose(), credential, self.timeout)?
+            }
+        };
+        Ok(container)
+    }
+}
+
+/// `[checkpoint]` into settings; problems go to `errors` as `file: checkpoint.<field>: …`.
+pub(super) fn checkpoint_settings(
+    c: &CheckpointConfig,
+    base: &Path,
+    file: &str,
+    errors: &mut Vec<String>,
+) -> CheckpointSettings {
+    let mut error = |what: &str, e: String| errors.push(format!("{file}: checkpoint.{what}: {e}"));
+    let mut interval = Duration::from_secs(5);
+    set_span("interval", &c.interval, &mut interval, &mut error);
+    if interval.is_zero() {
+        error("interval", "must be longer than 0".into());
+        interval = Duration::from_secs(5);
+    }
+    let store = match (&c.dir, &c.blob) {
+        (Some(dir), None) => match interpolate(dir) {
+            Ok(d) => StoreSettings::Dir(base.join(d)),
+            Err(e) => {
+                error("dir", e);
+                StoreSettings::Dir(base.to_path_buf())
+            }
+        },
+        (None, Some(b)) => StoreSettings::Blob(blob_settings(b, &mut error)),
+        (Some(_), Some(b)) => {
+            error("dir", "give `dir` or `[checkpoint.blob]`, not both".into());
+            StoreSettings::Blob(blob_settings(b, &mut error))
+        }
+        (None, None) => {
+            error(
+                "dir",
+                "missing: give `dir` (a local directory) or `[checkpoint.blob]` (a blob container)"
+                    .into(),
+            );
+            StoreSettings::Dir(base.to_path_buf())
+        }
+    };
+    CheckpointSettings { store, interval }
+}
+
+fn blob_settings(b: &BlobConfig, error: &mut dyn FnMut(&str, String)) -> BlobSettings {
+    let mut env = |what: &str, v: &Option<String>| -> Option<String> {
+        v.as_ref().and_then(|t| {
+            interpolate(t)
+                .map_err(|e| error(&format!("blob.{what}"), e))
+                .ok()
+        })
+    };
+    let connection_string = env("connection_string", &b.connection_string);
+    let container = env("container", &b.container);
+    let container_url = env("container_url", &b.container_url);
+    let client_id = env("client_id", &b.client_id);
+    let prefix = env("prefix", &b.prefix).unwrap_or_else(|| "hubwatch".into());
+    let mut timeout = Duration::from_secs(30);
+    set_span("blob.timeout", &b.timeout, &mut timeout, error);
+    let prefix = prefix.trim_matches('/').to_string();
+    if prefix.is_empty() {
+        error("blob.prefix", "must not be empty".into());
+    }
+    let access = match (connection_string, container_url) {
+        (Some(cs), None) => {
+            if let Err(e) = cs.parse::<StorageConnectionString>() {
+                error("blob.connection_string", e.to_string());
+            }
+            if b.auth.is_some() {
+                error(
+                    "blob.auth",
+                    "goes with `container_url`; a connection string carries its key".into(),
+                );
+            }
+            let container = container.unwrap_or_else(|| {
+                error(
+                    "blob.container",
+                    "missing: the container's name, with `connection_string`".into(),
+                );
+                String::new()
+            });
+            if !valid_container(&container) && !container.is_empty() {
+                error("blob.container", format!("'{container}' is not a container name (3–63 lowercase letters, digits and single hyphens)"));
+            }
+            BlobAccess::ConnectionString {
+                connection_string: Redacted::new(cs),
+                container,
+            }
+        }
+        (None, Some(url)) => {
+            if container.is_some() {
+                error(
+                    "blob.container",
+                    "goes with `connection_string`; `container_url` names the container".into(),
+                );
+            }
+            let has_sas = crate::blob::check_url(&url).unwrap_or_else(|e| {
+                error("blob.container_url", e.to_string());
+                false
+            });
+            let entra = match (&b.auth, has_sas) {
+                (Some(k), false) => match entra_kind(k) {
+                    Some(kind) => Some((kind, client_id)),
+                    None => {
+                        error("blob.auth", format!("'{k}' is not one of workload_identity, managed_identity, client_secret, azure_cli, default"));
+                        None
+                    }
+                },
+                (None, false) => Some((EntraKind::Default, client_id)),
+                (Some(_), true) => {
+                    error(
+                        "blob.auth",
+                        "the URL carries a SAS: give one or the other".into(),
+                    );
+                    None
+                }
+                (None, true) => None,
+            };
+            BlobAccess::Url {
+                url: Redacted::new(url),
+                entra,
+            }
+        }
+        (Some(_), Some(_)) => {
+            error(
+                "blob.container_url",
+                "give `connection_string` or `container_url`, not both".into(),
+            );
+            BlobAccess::Url {
+                url: Redacted::new(String::new()),
+                entra: None,
+            }
+        }
+        (None, None) => {
+            error(
+                "blob",
+                "give `connection_string` and `container`, or `container_url`".into(),
+            );
+            BlobAccess::Url {
+                url: Redacted::new(String::new()),
+                entra: None,
+            }
+        }
+    };
+    BlobSettings {
+        access,
+        prefix,
+        timeout,
+    }
+}
+
+fn valid_container(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--")
+}
