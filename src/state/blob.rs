@@ -25,6 +25,9 @@ const NAME: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_');
 /// Snapshot uploads in flight at once.
 const PARALLEL: usize = 8;
 
+/// Per (source, partition), the last version seen of its blob (`None`: seen absent).
+type Seen = HashMap<(String, String), Option<String>>;
+
 #[derive(Debug, Clone)]
 pub struct BlobStateStore {
     container: BlobContainer,
@@ -32,7 +35,7 @@ pub struct BlobStateStore {
     root: String,
     /// The version of each partition's blob this replica last read or wrote: `None` where
     /// it found none. Absent: never looked (the next write requires that none exists).
-    seen: Arc<Mutex<HashMap<(String, String), Option<String>>>>,
+    seen: Arc<Mutex<Seen>>,
 }
 
 impl BlobStateStore {
@@ -58,7 +61,7 @@ impl BlobStateStore {
         )
     }
 
-    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Option<String>>> {
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
         self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
