@@ -176,3 +176,44 @@ async fn a_container_url_with_a_sas_works_and_its_signature_never_shows() {
     let text = format!("{e} {e:?} {c:?} {}", c.url());
     assert!(e.is_conflict() && !text.contains(sig), "{text}");
 }
+
+#[tokio::test]
+async fn a_stale_replica_cannot_overwrite_newer_window_state() {
+    use hubwatch::state::{BlobStateStore, Snapshot, StateError, StateStore};
+    use std::sync::Arc;
+    let azurite = Azurite::start();
+    let c = container(&azurite, "state");
+    c.create_if_missing().await.unwrap();
+    let snap = |bytes: &[u8]| -> Arc<[Snapshot]> {
+        Arc::from([Snapshot {
+            source: Arc::from("eh"),
+            partition: Arc::from("3"),
+            bytes: bytes.to_vec(),
+        }])
+    };
+    let a = BlobStateStore::new(c.clone(), "hubwatch");
+    let b = BlobStateStore::new(c.clone(), "hubwatch");
+
+    // A owns partition 3 and writes; B takes it over: restores A's snapshot, then writes.
+    a.save(snap(b"a1")).await.unwrap();
+    a.save(snap(b"a2")).await.unwrap();
+    assert_eq!(b.load("eh", "3").await.unwrap().unwrap(), b"a2");
+    b.save(snap(b"b1")).await.unwrap();
+
+    // A, stalled through the move, tries to store its older state: refused, nothing lost.
+    let e = a.save(snap(b"a3")).await.unwrap_err();
+    assert!(matches!(e, StateError::Fenced { .. }), "{e}");
+    assert!(!e.is_retryable());
+    assert!(e.to_string().contains("hubwatch/state/eh/3"), "{e}");
+    assert_eq!(b.load("eh", "3").await.unwrap().unwrap(), b"b1");
+    b.save(snap(b"b2")).await.unwrap();
+
+    // A replica that never read the partition cannot create over an existing snapshot.
+    let fresh = BlobStateStore::new(c.clone(), "hubwatch");
+    assert!(matches!(
+        fresh.save(snap(b"x")).await.unwrap_err(),
+        StateError::Fenced { .. }
+    ));
+    assert_eq!(fresh.partitions("eh").await.unwrap(), vec!["3".to_string()]);
+    assert_eq!(fresh.load("eh", "3").await.unwrap().unwrap(), b"b2");
+}

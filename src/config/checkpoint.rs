@@ -86,7 +86,7 @@ impl CheckpointSettings {
                     .filter_map(|s| match s {
                         SourceSettings::Amqp(cfg) => Some((
                             cfg.name.clone(),
-                            cfg.namespace()?,
+                            cfg.checkpoint_namespace()?,
                             cfg.event_hub.clone(),
                             cfg.consumer_group.clone(),
                         )),

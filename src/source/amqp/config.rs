@@ -113,13 +113,19 @@ impl AmqpSourceConfig {
 }
 
 impl AmqpSourceConfig {
-    /// The fully qualified namespace: configured, or the connection string's endpoint host.
-    pub fn namespace(&self) -> Option<String> {
+    /// The namespace that names this hub's checkpoints and ownership in a blob container:
+    /// the fully qualified namespace, or the connection string's endpoint host, with its
+    /// port when the endpoint gives one (an emulator's), as the Python and JavaScript
+    /// processors name it.
+    pub fn checkpoint_namespace(&self) -> Option<String> {
         if let Some(ns) = &self.fully_qualified_namespace {
             return Some(ns.clone());
         }
         let cs: super::ConnectionString = self.connection_string.as_deref()?.parse().ok()?;
-        Some(cs.namespace)
+        Some(match cs.port {
+            Some(port) => format!("{}:{port}", cs.namespace),
+            None => cs.namespace,
+        })
     }
 }
 

@@ -1,0 +1,157 @@
+//! The AMQP source with its checkpoints and window state in Azure Blob storage (Azurite),
+//! against the in-process emulator, through the real binary:
+//!
+//! - killed mid-stream (SIGKILL) and started again, it restores its window state from the
+//!   container and resumes after it: the result equals one uninterrupted run;
+//! - its checkpoints are the Azure SDKs' blobs: the official Python event processor, on the
+//!   same consumer group and container, starts strictly after them and receives exactly
+//!   the events hubwatch had not processed.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::azurite::Azurite;
+use common::*;
+use hubwatch::blob::{BlobContainer, StorageConnectionString};
+use hubwatch::emulator::{Emulator, EmulatorConfig};
+use serde_json::Value;
+
+const HUB: &str = "Blobbed";
+const CONTAINER: &str = "hubwatch-state";
+
+/// The events hubwatch's checkpoints say were processed, read from the SDK-layout blobs.
+async fn checkpointed(container: &BlobContainer, namespace: &str) -> i64 {
+    let prefix = format!("{namespace}/{}/$default/checkpoint/", HUB.to_lowercase());
+    container
+        .list(&prefix)
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.meta("sequencenumber").unwrap().parse::<i64>().unwrap() + 1)
+        .sum()
+}
+
+#[test]
+fn blob_checkpoints_and_state_survive_a_kill_and_the_python_processor_resumes_after_them() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let emulator = rt
+        .block_on(Emulator::start(EmulatorConfig::single_hub(HUB, 2)))
+        .unwrap();
+    let azurite = Azurite::start();
+    let cs: StorageConnectionString = azurite.connection_string().parse().unwrap();
+    let container =
+        BlobContainer::from_connection_string(&cs, CONTAINER, Duration::from_secs(10)).unwrap();
+    rt.block_on(container.create_if_missing()).unwrap();
+    let publish = |range: std::ops::Range<usize>| {
+        for i in range {
+            emulator.publish(HUB, None, job_body(i)).unwrap();
+        }
+    };
+    let hub_cs = emulator.connection_string(HUB);
+    // The endpoint's authority, port included, as the Python processor names the namespace.
+    let namespace = hub_cs
+        .split("sb://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hubwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[export]\nlisten = \"127.0.0.1:0\"\n\
+             [checkpoint]\ninterval = \"50ms\"\n[checkpoint.blob]\nconnection_string = \"${{TEST_STORAGE_CS}}\"\ncontainer = \"{CONTAINER}\"\n\
+             [[sources]]\ntype = \"amqp\"\nname = \"eh\"\nconnection_string = \"{hub_cs}\"\nstart = \"earliest\"\nbatch_max_wait = \"20ms\"\nbatch_max_events = 16\n\
+             [[queries]]\nname = \"jobs\"\nkql = \"AmlComputeJobEvent | summarize n = count()\"\n"
+        ),
+    )
+    .unwrap();
+    let env = [("TEST_STORAGE_CS", azurite.connection_string())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    publish(0..500);
+    let mut first = Service::start_with_env(&config, &env);
+    wait_until("500 absorbed", Duration::from_secs(30), || {
+        jobs_count(&first) == 500
+    });
+    wait_until(
+        "500 checkpointed in the SDK layout",
+        Duration::from_secs(15),
+        || rt.block_on(checkpointed(&container, &namespace)) == 500,
+    );
+    publish(500..800);
+    wait_until("more absorbed", Duration::from_secs(30), || {
+        jobs_count(&first) >= 600
+    });
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let committed = rt.block_on(checkpointed(&container, &namespace));
+    assert!((500..=800).contains(&committed), "checkpointed {committed}");
+    let snapshots = rt.block_on(container.list("hubwatch/state/eh/")).unwrap();
+    assert_eq!(snapshots.len(), 2, "one snapshot blob per partition");
+    publish(800..1000);
+
+    let mut second = Service::start_with_env(&config, &env);
+    wait_until("the rest absorbed", Duration::from_secs(30), || {
+        jobs_count(&second) >= 1000
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        jobs_count(&second),
+        1000,
+        "no gap, no duplicate ({committed} committed)"
+    );
+    let (_, metrics) = second.get("/metrics");
+    assert_eq!(
+        metric(&metrics, "hubwatch_state_restored_partitions_total"),
+        Some(2.0)
+    );
+    second.terminate(Duration::from_secs(15));
+    assert_eq!(rt.block_on(checkpointed(&container, &namespace)), 1000);
+
+    // The official processor on the same group and container: it starts after hubwatch's
+    // checkpoints and gets only what came after.
+    publish(1000..1010);
+    let out = Command::new(repo().join(".venv/bin/python"))
+        .arg(repo().join("tests/peers/processor.py"))
+        .args([
+            &hub_cs,
+            HUB,
+            &azurite.connection_string(),
+            CONTAINER,
+            "3",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut bodies: Vec<String> = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["body"].as_str().unwrap().to_string())
+        .collect();
+    bodies.sort();
+    let mut want: Vec<String> = (1000..1010)
+        .map(|i| String::from_utf8(job_body(i)).unwrap())
+        .collect();
+    want.sort();
+    assert!(
+        bodies == want,
+        "the Python processor resumed strictly after hubwatch's checkpoints: it got {} events, want the 10 published after ({:?}…)",
+        bodies.len(),
+        bodies.first()
+    );
+    rt.block_on(emulator.shutdown());
+}
