@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::ack::AckToken;
-use crate::checkpoint::CheckpointStore;
+use crate::checkpoint::{CheckpointStore, OwnershipStore};
 use crate::config::{Settings, SourceSettings};
 use crate::export::http::{self, AdminState, Request};
 use crate::pipeline::StateCommitter;
@@ -84,13 +84,22 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
     // Positions and window state live side by side: a position is committed only once the
     // state that absorbed it is stored (`pipeline::commit`).
     let mut checkpoints: Option<Arc<dyn CheckpointStore>> = None;
+    let mut ownership: Option<Arc<dyn OwnershipStore>> = None;
     let mut commit = None;
     let mut resume = Resume::default();
     if let Some(cp) = &settings.checkpoint {
-        let (positions, store) = cp.open(&settings.sources)?;
-        checkpoints = Some(positions);
-        let c = StateCommitter::new(store, cp.interval, metrics.clone());
-        resume = restore(&mut engine, &c, &settings.sources, &metrics).await?;
+        let stores = cp.open(&settings.sources)?;
+        checkpoints = Some(stores.positions);
+        ownership = stores.ownership;
+        let c = StateCommitter::new(stores.state, cp.interval, metrics.clone());
+        resume = restore(
+            &mut engine,
+            &c,
+            &settings.sources,
+            ownership.is_some(),
+            &metrics,
+        )
+        .await?;
         commit = Some(c);
     }
 
@@ -113,6 +122,7 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
         checkpoints: checkpoints.clone(),
         commit_interval: settings.checkpoint.as_ref().map(|c| c.interval),
         resume: Arc::new(resume),
+        ownership,
         metrics: metrics.clone(),
     };
     let mut sources = Vec::new();
@@ -223,6 +233,7 @@ async fn restore(
     engine: &mut Engine,
     commit: &StateCommitter,
     sources: &[SourceSettings],
+    shared: bool,
     metrics: &Metrics,
 ) -> Result<Resume, StateError> {
     let started = std::time::Instant::now();
@@ -231,6 +242,9 @@ async fn restore(
     for s in sources {
         let name = match s {
             SourceSettings::File { name, .. } => name.as_str(),
+            // Replicas sharing a blob container claim partitions first, and restore each as
+            // they win it.
+            SourceSettings::Amqp(_) if shared => continue,
             SourceSettings::Amqp(cfg) => cfg.name.as_str(),
             SourceSettings::Kafka(_) => continue,
         };

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::azurite::Azurite;
 use common::*;
-use hubwatch::blob::{BlobContainer, StorageConnectionString};
+use hubwatch::blob::BlobContainer;
 use hubwatch::emulator::{Emulator, EmulatorConfig};
 use serde_json::Value;
 
@@ -40,10 +40,7 @@ fn blob_checkpoints_and_state_survive_a_kill_and_the_python_processor_resumes_af
         .block_on(Emulator::start(EmulatorConfig::single_hub(HUB, 2)))
         .unwrap();
     let azurite = Azurite::start();
-    let cs: StorageConnectionString = azurite.connection_string().parse().unwrap();
-    let container =
-        BlobContainer::from_connection_string(&cs, CONTAINER, Duration::from_secs(10)).unwrap();
-    rt.block_on(container.create_if_missing()).unwrap();
+    let container = azurite.container(&rt, CONTAINER);
     let publish = |range: std::ops::Range<usize>| {
         for i in range {
             emulator.publish(HUB, None, job_body(i)).unwrap();
@@ -68,6 +65,7 @@ fn blob_checkpoints_and_state_survive_a_kill_and_the_python_processor_resumes_af
             "[export]\nlisten = \"127.0.0.1:0\"\n\
              [checkpoint]\ninterval = \"50ms\"\n[checkpoint.blob]\nconnection_string = \"${{TEST_STORAGE_CS}}\"\ncontainer = \"{CONTAINER}\"\n\
              [[sources]]\ntype = \"amqp\"\nname = \"eh\"\nconnection_string = \"{hub_cs}\"\nstart = \"earliest\"\nbatch_max_wait = \"20ms\"\nbatch_max_events = 16\n\
+             owner_id = \"replica-a\"\nownership_interval = \"1s\"\nownership_expiry = \"5s\"\n\
              [[queries]]\nname = \"jobs\"\nkql = \"AmlComputeJobEvent | summarize n = count()\"\n"
         ),
     )

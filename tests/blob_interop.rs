@@ -13,7 +13,9 @@ use std::time::Duration;
 use common::azurite::Azurite;
 use common::repo;
 use hubwatch::blob::{BlobContainer, StorageConnectionString};
-use hubwatch::checkpoint::{BlobCheckpointStore, Checkpoint, CheckpointStore, Claim};
+use hubwatch::checkpoint::{
+    BlobCheckpointStore, Checkpoint, CheckpointStore, Claim, OwnershipStore,
+};
 use serde_json::{json, Value};
 
 const NAMESPACE: &str = "Interop.servicebus.windows.net";

@@ -442,6 +442,8 @@ impl BlobContainer {
                 headers.insert(reqwest::header::AUTHORIZATION, value);
             }
         }
+        let started = std::time::Instant::now();
+        tracing::debug!(op, blob = %what, "blob request");
         let resp = inner
             .http
             .request(method, url)
@@ -455,6 +457,7 @@ impl BlobContainer {
                 // reqwest's text names the URL, whose query may hold a SAS: drop it.
                 detail: e.without_url().to_string(),
             })?;
+        tracing::debug!(op, blob = %what, status = resp.status().as_u16(), elapsed = ?started.elapsed(), "blob response");
         if resp.status().is_success() {
             return Ok(resp);
         }

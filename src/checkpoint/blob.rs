@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use futures_util::future::join_all;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use super::{Checkpoint, CheckpointError, CheckpointStore};
+use super::{Checkpoint, CheckpointError, CheckpointStore, OwnershipStore};
 use crate::blob::{BlobContainer, BlobError, BlobItem, BlobProps, Condition};
 
 const NAME: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_');
@@ -106,8 +106,36 @@ impl BlobCheckpointStore {
         }
     }
 
+    /// The blob a partition's checkpoint lives in, for messages.
+    pub fn checkpoint_location(&self, source: &str, partition: &str) -> String {
+        self.container
+            .location(&format!("{}{partition}", self.checkpoints(source)))
+    }
+}
+
+/// `<namespace>/<hub>/<group>`, lowercased as the .NET, Python and JavaScript SDKs write it.
+pub fn sdk_prefix(namespace: &str, hub: &str, group: &str) -> String {
+    format!("{namespace}/{hub}/{group}").to_lowercase()
+}
+
+/// A checkpoint from its metadata. The sequence number decides where reading resumes; an
+/// offset that is not a number (geo-replicated namespaces write other forms) is kept as −1.
+fn checkpoint_of(item: &BlobItem) -> Option<Checkpoint> {
+    let sequence_number = item.meta(SEQUENCE_NUMBER)?.trim().parse().ok()?;
+    let offset = item
+        .meta(OFFSET)
+        .and_then(|o| o.trim().parse().ok())
+        .unwrap_or(-1);
+    Some(Checkpoint {
+        offset,
+        sequence_number,
+    })
+}
+
+#[async_trait]
+impl OwnershipStore for BlobCheckpointStore {
     /// Every partition's ownership of `source`, as the service has it now.
-    pub async fn list_ownership(&self, source: &str) -> Result<Vec<Owned>, BlobError> {
+    async fn list_ownership(&self, source: &str) -> Result<Vec<Owned>, BlobError> {
         let prefix = self.ownerships(source);
         let items = self.container.list(&prefix).await?;
         Ok(items
@@ -126,7 +154,7 @@ impl BlobCheckpointStore {
 
     /// Claims (or renews, or with an empty `owner` relinquishes) a partition: conditional
     /// on `version` (the listed or last claimed ETag), or on no ownership blob existing.
-    pub async fn claim(
+    async fn claim(
         &self,
         source: &str,
         partition: &str,
@@ -164,31 +192,6 @@ impl BlobCheckpointStore {
             Err(e) => Err(e),
         }
     }
-
-    /// The blob a partition's checkpoint lives in, for messages.
-    pub fn checkpoint_location(&self, source: &str, partition: &str) -> String {
-        self.container
-            .location(&format!("{}{partition}", self.checkpoints(source)))
-    }
-}
-
-/// `<namespace>/<hub>/<group>`, lowercased as the .NET, Python and JavaScript SDKs write it.
-pub fn sdk_prefix(namespace: &str, hub: &str, group: &str) -> String {
-    format!("{namespace}/{hub}/{group}").to_lowercase()
-}
-
-/// A checkpoint from its metadata. The sequence number decides where reading resumes; an
-/// offset that is not a number (geo-replicated namespaces write other forms) is kept as −1.
-fn checkpoint_of(item: &BlobItem) -> Option<Checkpoint> {
-    let sequence_number = item.meta(SEQUENCE_NUMBER)?.trim().parse().ok()?;
-    let offset = item
-        .meta(OFFSET)
-        .and_then(|o| o.trim().parse().ok())
-        .unwrap_or(-1);
-    Some(Checkpoint {
-        offset,
-        sequence_number,
-    })
 }
 
 #[async_trait]

@@ -13,6 +13,7 @@
 //! Stores are async so that a blob store fits; the file store runs its small write plus
 //! `fsync` on the blocking pool.
 
+pub mod balance;
 pub mod blob;
 pub mod committer;
 pub mod file;
@@ -98,4 +99,22 @@ pub trait CheckpointStore: Send + Sync + std::fmt::Debug {
         source: &str,
         updates: &[(String, Checkpoint)],
     ) -> Result<(), CheckpointError>;
+}
+
+/// Partition ownership that replicas claim from a shared store (the Azure SDKs' blob
+/// records), so that each partition of an event hub is read by one replica at a time.
+#[async_trait::async_trait]
+pub trait OwnershipStore: Send + Sync + std::fmt::Debug {
+    /// Every partition's ownership record of `source`, as the store has it now.
+    async fn list_ownership(&self, source: &str) -> Result<Vec<Owned>, crate::blob::BlobError>;
+
+    /// Claims, renews or (with an empty `owner`) relinquishes a partition, conditional on
+    /// `version` (the record's listed or last claimed version) or on no record existing.
+    async fn claim(
+        &self,
+        source: &str,
+        partition: &str,
+        owner: &str,
+        version: Option<&str>,
+    ) -> Result<Claim, crate::blob::BlobError>;
 }

@@ -31,6 +31,9 @@ pub(super) fn amqp_source(
         reconnect_initial,
         reconnect_max,
         lag_poll_interval,
+        owner_id,
+        ownership_interval,
+        ownership_expiry,
     } = s
     else {
         unreachable!("called for amqp sources only")
@@ -144,6 +147,35 @@ pub(super) fn amqp_source(
         lag_poll_interval,
         &mut cfg.lag_poll_interval,
     );
+    span(
+        "ownership_interval",
+        ownership_interval,
+        &mut cfg.ownership.interval,
+    );
+    span(
+        "ownership_expiry",
+        ownership_expiry,
+        &mut cfg.ownership.expiry,
+    );
+    if cfg.ownership.interval.is_zero() {
+        error("ownership_interval", "must be longer than 0".into());
+    }
+    if cfg.ownership.expiry < cfg.ownership.interval * 3 {
+        error(
+            "ownership_expiry",
+            format!(
+                "{:?} is less than 3 times ownership_interval ({:?}): live replicas would lose their partitions to each other",
+                cfg.ownership.expiry, cfg.ownership.interval
+            ),
+        );
+    }
+    if let Some(id) = owner_id {
+        match interpolate(id) {
+            Ok(id) if !id.trim().is_empty() => cfg.ownership.owner_id = id,
+            Ok(_) => error("owner_id", "must not be empty".into()),
+            Err(e) => error("owner_id", e),
+        }
+    }
     cfg
 }
 

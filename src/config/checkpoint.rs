@@ -14,7 +14,9 @@ use super::env::interpolate;
 use super::validate::{entra_kind, set_span};
 use super::{BlobConfig, CheckpointConfig, SourceSettings};
 use crate::blob::{BlobContainer, StorageConnectionString};
-use crate::checkpoint::{BlobCheckpointStore, CheckpointStore, FileCheckpointStore};
+use crate::checkpoint::{
+    BlobCheckpointStore, CheckpointStore, FileCheckpointStore, OwnershipStore,
+};
 use crate::source::amqp::{EntraKind, Redacted};
 use crate::state::{BlobStateStore, LocalStateStore, StateStore};
 
@@ -61,13 +63,11 @@ impl CheckpointSettings {
         }
     }
 
-    /// The stores this configures: positions and window state, side by side. A local
-    /// directory is created if missing, and a positions file that is not valid is an error
-    /// here, before anything reads. A blob container is not created: it must exist.
-    pub fn open(
-        &self,
-        sources: &[SourceSettings],
-    ) -> anyhow::Result<(Arc<dyn CheckpointStore>, Arc<dyn StateStore>)> {
+    /// The stores this configures: positions and window state, side by side (and, in a
+    /// blob container, partition ownership). A local directory is created if missing, and
+    /// a positions file that is not valid is an error here, before anything reads. A blob
+    /// container is not created: it must exist.
+    pub fn open(&self, sources: &[SourceSettings]) -> anyhow::Result<Stores> {
         use anyhow::Context as _;
         match &self.store {
             StoreSettings::Dir(dir) => {
@@ -77,7 +77,11 @@ impl CheckpointSettings {
                 let path = dir.join("checkpoints.json");
                 let positions = FileCheckpointStore::open(&path)
                     .with_context(|| format!("opening the checkpoint store {}", path.display()))?;
-                Ok((Arc::new(positions), Arc::new(LocalStateStore::new(dir))))
+                Ok(Stores {
+                    positions: Arc::new(positions),
+                    state: Arc::new(LocalStateStore::new(dir)),
+                    ownership: None,
+                })
             }
             StoreSettings::Blob(b) => {
                 let container = b.container()?;
@@ -93,17 +97,28 @@ impl CheckpointSettings {
                         _ => None,
                     })
                     .collect();
-                Ok((
-                    Arc::new(BlobCheckpointStore::new(
-                        container.clone(),
-                        &hubs,
-                        &b.prefix,
-                    )),
-                    Arc::new(BlobStateStore::new(container, &b.prefix)),
-                ))
+                let positions = Arc::new(BlobCheckpointStore::new(
+                    container.clone(),
+                    &hubs,
+                    &b.prefix,
+                ));
+                Ok(Stores {
+                    positions: positions.clone(),
+                    state: Arc::new(BlobStateStore::new(container, &b.prefix)),
+                    ownership: Some(positions),
+                })
             }
         }
     }
+}
+
+/// The stores a `[checkpoint]` opens.
+pub struct Stores {
+    pub positions: Arc<dyn CheckpointStore>,
+    pub state: Arc<dyn StateStore>,
+    /// Where replicas claim partitions (a blob container); `None` for a local directory,
+    /// where one process reads every partition.
+    pub ownership: Option<Arc<dyn OwnershipStore>>,
 }
 
 impl BlobSettings {

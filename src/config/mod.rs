@@ -10,7 +10,7 @@ mod validate;
 
 use serde::Deserialize;
 
-pub use checkpoint::{BlobAccess, BlobSettings, CheckpointSettings, StoreSettings};
+pub use checkpoint::{BlobAccess, BlobSettings, CheckpointSettings, StoreSettings, Stores};
 pub use validate::{load, ConfigErrors, Settings, SourceSettings};
 
 /// The whole file.
@@ -184,6 +184,16 @@ pub enum SourceConfig {
         /// How often each partition's last enqueued sequence number is read for the lag
         /// metrics (timespan). Default `30s`.
         lag_poll_interval: Option<String>,
+        /// With `[checkpoint.blob]`, replicas share the partitions through ownership records:
+        /// this replica's id in them. Default: the host name (the pod's) and a random suffix.
+        /// Give a stable one (e.g. a StatefulSet pod's name) to have a restarted replica
+        /// take its partitions back at once.
+        owner_id: Option<String>,
+        /// How often ownership is renewed and rebalanced (timespan). Default `10s`.
+        ownership_interval: Option<String>,
+        /// A claim not renewed for this long is free to take (timespan; at least 3 times
+        /// `ownership_interval`). Default `60s`.
+        ownership_expiry: Option<String>,
     },
     /// Event hubs through the Event Hubs Kafka endpoint, or topics of any Kafka-compatible
     /// cluster, in a consumer group: replicas with the same `group_id` share the partitions.

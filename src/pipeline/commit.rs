@@ -145,7 +145,19 @@ impl StateCommitter {
             }
             Err(e) => {
                 m.snapshot_failures.inc();
-                if e.is_retryable() {
+                if let StateError::Fenced {
+                    source_name,
+                    partition,
+                    ..
+                } = &e
+                {
+                    // Another replica owns the partition now and has stored newer state:
+                    // this replica's is stale. It is dropped (the source gives the
+                    // partition up when it notices the move); the others are written again
+                    // at the next round.
+                    tracing::warn!(error = %e, "window state of a partition that moved was dropped");
+                    engine.release(source_name, partition);
+                } else if e.is_retryable() {
                     tracing::warn!(error = %e, partitions = saved.snapshots.len(),
                         "storing window state failed; positions wait for the next round");
                 } else {

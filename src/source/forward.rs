@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use prometheus::IntCounter;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::ledger::{ForwardCounters, Ledger, Progress};
@@ -60,7 +61,12 @@ pub struct Forwarder {
     out: Option<mpsc::Sender<Batch>>,
     acks: mpsc::UnboundedReceiver<AckOutcome>,
     ledger: Ledger,
-    committer: Committer,
+    /// `None` while a commit runs in `committing`: a commit is a task of its own, so that
+    /// `drive` stays cancel-safe (a commit awaited inside it would be dropped half-way
+    /// whenever the source's `select!` took another branch, and with a remote store it
+    /// would never finish).
+    committer: Option<Committer>,
+    committing: Option<JoinHandle<(Committer, Result<bool, CommitError>)>>,
     tick: Interval,
 }
 
@@ -77,7 +83,11 @@ impl Forwarder {
         let mut tick = tokio::time::interval_at(Instant::now() + every, every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Forwarder {
-            committer: Committer::new(settings.store.clone(), settings.source.clone()),
+            committer: Some(Committer::new(
+                settings.store.clone(),
+                settings.source.clone(),
+            )),
+            committing: None,
             ledger: Ledger::new(settings.max_outstanding_batches, progress, counters),
             settings,
             out: Some(out),
@@ -96,6 +106,15 @@ impl Forwarder {
         self.ledger.offer(batch);
     }
 
+    /// A partition left this source (another replica owns it now): its events held here
+    /// are dropped, and its positions are never committed from here again (late outcomes
+    /// of its batches are ignored).
+    pub fn forget(&mut self, partition: &str) {
+        self.ledger
+            .retain_held(|e| &*e.position.partition != partition);
+        self.ledger.forget(partition);
+    }
+
     /// Batches sent whose outcome has not arrived.
     pub fn outstanding(&self) -> usize {
         self.ledger.outstanding()
@@ -104,14 +123,19 @@ impl Forwarder {
     /// Does one piece of the shared work; cancel-safe, for `select!`.
     pub async fn drive(&mut self) -> Drive {
         let out = self.out.clone();
+        let committing = self.committing.is_some();
         tokio::select! {
             biased;
             Some(outcome) = self.acks.recv() => {
                 self.ledger.settle(&outcome);
                 Drive::Progress
             }
-            _ = self.tick.tick() => {
-                self.commit_or_log().await;
+            done = commit_done(&mut self.committing), if committing => {
+                self.committed(done);
+                Drive::Progress
+            }
+            _ = self.tick.tick(), if !committing => {
+                self.start_commit();
                 Drive::Progress
             }
             permit = reserve(out.as_ref()), if self.ledger.holds() => match permit {
@@ -137,6 +161,7 @@ impl Forwarder {
         let wait = self.settings.ack_wait;
         let mut deadline = Instant::now() + wait;
         while self.ledger.outstanding() > 0 {
+            let committing = self.committing.is_some();
             tokio::select! {
                 biased;
                 outcome = self.acks.recv() => match outcome {
@@ -149,7 +174,8 @@ impl Forwarder {
                     // Every token is gone, so every outcome has arrived.
                     None => break,
                 },
-                _ = self.tick.tick() => self.commit_or_log().await,
+                done = commit_done(&mut self.committing), if committing => self.committed(done),
+                _ = self.tick.tick(), if !committing => self.start_commit(),
                 _ = tokio::time::sleep_until(deadline) => {
                     tracing::warn!(source = %self.settings.source, outstanding = self.ledger.outstanding(),
                         "gave up waiting for acknowledgements; those batches will be read again after a restart");
@@ -157,27 +183,66 @@ impl Forwarder {
                 }
             }
         }
-        self.commit().await
-    }
-
-    /// A periodic commit: a failure is logged and the next tick tries again.
-    async fn commit_or_log(&mut self) {
-        if let Err(e) = self.commit().await {
-            tracing::warn!(source = %self.settings.source, error = %e,
-                "committing positions failed; retrying at the next interval");
+        if self.committing.is_some() {
+            let done = commit_done(&mut self.committing).await;
+            self.committed(done);
         }
-    }
-
-    /// Stores the positions that settled since the last commit.
-    async fn commit(&mut self) -> Result<(), CommitError> {
+        let Some(mut committer) = self.committer.take() else {
+            return Ok(());
+        };
         let settled = self.ledger.committable(self.settings.uncommitted);
-        if self.committer.commit(settled).await? {
-            self.ledger.committed();
-            if let Some(c) = &self.settings.commits {
-                c.inc();
-            }
+        if committer.commit(settled).await? {
+            self.count_commit();
         }
         Ok(())
+    }
+
+    /// Starts storing the positions that settled since the last commit.
+    fn start_commit(&mut self) {
+        let Some(mut committer) = self.committer.take() else {
+            return;
+        };
+        let settled = self.ledger.committable(self.settings.uncommitted);
+        self.committing = Some(tokio::spawn(async move {
+            let result = committer.commit(settled).await;
+            (committer, result)
+        }));
+    }
+
+    /// A periodic commit ended: a failure is logged and the next tick tries again.
+    fn committed(&mut self, done: (Committer, Result<bool, CommitError>)) {
+        let (committer, result) = done;
+        self.committer = Some(committer);
+        match result {
+            Ok(true) => self.count_commit(),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(source = %self.settings.source, error = %e,
+                "committing positions failed; retrying at the next interval"),
+        }
+    }
+
+    fn count_commit(&self) {
+        self.ledger.committed();
+        if let Some(c) = &self.settings.commits {
+            c.inc();
+        }
+    }
+}
+
+/// The result of the commit in flight (awaiting a `JoinHandle` by reference is
+/// cancel-safe). A commit task that panicked panics the source, as the commit would have
+/// inline.
+async fn commit_done(
+    committing: &mut Option<JoinHandle<(Committer, Result<bool, CommitError>)>>,
+) -> (Committer, Result<bool, CommitError>) {
+    let Some(task) = committing.as_mut() else {
+        return std::future::pending().await;
+    };
+    let joined = task.await;
+    *committing = None;
+    match joined {
+        Ok(done) => done,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
 

@@ -148,11 +148,13 @@ impl Ledger {
     }
 
     /// Keeps only these events of the held batch (partitions that left this replica are
-    /// read by their next owner); an emptied batch is dropped.
+    /// read by their next owner); a batch emptied by it is dropped (one that carries an
+    /// ownership change and no events is kept).
     pub fn retain_held(&mut self, keep: impl Fn(&Event) -> bool) {
         if let Some(batch) = &mut self.held {
+            let had = batch.events.len();
             batch.events.retain(|e| keep(e));
-            if batch.events.is_empty() {
+            if had > 0 && batch.events.is_empty() {
                 self.held = None;
             }
         }

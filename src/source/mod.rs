@@ -150,6 +150,9 @@ pub struct SourceContext {
     /// Where partitions with restored window state resume, and which are read again from
     /// their oldest event to rebuild state the store lacks.
     pub resume: Arc<crate::state::Resume>,
+    /// Where replicas claim partitions (a shared blob container): an AMQP source then reads
+    /// only the partitions it wins, restoring each one's window state as it does.
+    pub ownership: Option<Arc<dyn crate::checkpoint::OwnershipStore>>,
     pub metrics: Arc<Metrics>,
 }
 

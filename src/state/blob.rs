@@ -83,6 +83,8 @@ impl BlobStateStore {
             }
             Err(e) if e.is_conflict() => Err(StateError::Fenced {
                 location: self.container.location(&name),
+                source_name: s.source.to_string(),
+                partition: s.partition.to_string(),
             }),
             Err(e) => Err(remote(self, "writing", e)),
         }

@@ -89,7 +89,11 @@ pub enum StateError {
         "window state {location} was written by another replica since this one read it: \
          the partition has moved; this replica gives it up without overwriting the newer state"
     )]
-    Fenced { location: String },
+    Fenced {
+        location: String,
+        source_name: String,
+        partition: String,
+    },
 }
 
 impl StateError {

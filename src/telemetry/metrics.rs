@@ -311,6 +311,53 @@ impl StateMetrics {
     }
 }
 
+/// Partition ownership among replicas (an AMQP source with a blob checkpoint store).
+#[derive(Clone)]
+pub struct OwnershipMetrics {
+    pub partitions: IntGaugeVec,
+    pub replicas: IntGaugeVec,
+    pub changes: IntCounterVec,
+    pub acquired: GaugeVec,
+    pub failures: IntCounterVec,
+}
+
+impl OwnershipMetrics {
+    fn new(r: &Registry) -> OwnershipMetrics {
+        OwnershipMetrics {
+            partitions: int_gauge_vec(
+                r,
+                "hubwatch_ownership_partitions",
+                "Partitions this replica owns and reads.",
+                &["source"],
+            ),
+            replicas: int_gauge_vec(
+                r,
+                "hubwatch_ownership_replicas",
+                "Replicas with live claims on the event hub, this one included (at the last cycle).",
+                &["source"],
+            ),
+            changes: counter_vec(
+                r,
+                "hubwatch_ownership_changes_total",
+                "Ownership changes of this replica: claimed (free or expired), stolen (from an over-loaded replica), lost (taken by another), relinquished (at shutdown).",
+                &["source", "change"],
+            ),
+            acquired: gauge_vec(
+                r,
+                "hubwatch_ownership_acquired_timestamp_seconds",
+                "When this replica took each partition it owns (Unix seconds); ownership age is time() minus it.",
+                &["source", "partition"],
+            ),
+            failures: counter_vec(
+                r,
+                "hubwatch_ownership_cycle_failures_total",
+                "Ownership cycles (renew, list, claim) the store failed; claims stand until they expire.",
+                &["source"],
+            ),
+        }
+    }
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub parse: ParseMetrics,
@@ -319,6 +366,7 @@ pub struct Metrics {
     pub amqp: AmqpMetrics,
     pub kafka: KafkaMetrics,
     pub state: StateMetrics,
+    pub ownership: OwnershipMetrics,
     pub clock: Gauge,
     pub watermark: Gauge,
     pub up: IntGauge,
@@ -438,6 +486,7 @@ impl Metrics {
         let kafka = KafkaMetrics::new(&r);
         let state = StateMetrics::new(&r);
         Metrics {
+            ownership: OwnershipMetrics::new(&r),
             state,
             parse,
             query,
@@ -585,6 +634,13 @@ mod tests {
         k.commit_failures.with_label_values(&["s"]);
         k.errors.with_label_values(&["s", "transport"]);
         m.state.started_empty.with_label_values(&["q"]);
+        let o = &m.ownership;
+        for v in [&o.partitions, &o.replicas] {
+            v.with_label_values(&["s"]);
+        }
+        o.changes.with_label_values(&["s", "claimed"]);
+        o.acquired.with_label_values(&["s", "0"]);
+        o.failures.with_label_values(&["s"]);
         let mut names: Vec<String> = m
             .registry
             .gather()
@@ -616,6 +672,11 @@ mod tests {
                 "hubwatch_kafka_lag_seconds",
                 "hubwatch_kafka_position",
                 "hubwatch_kafka_rebalances_total",
+                "hubwatch_ownership_acquired_timestamp_seconds",
+                "hubwatch_ownership_changes_total",
+                "hubwatch_ownership_cycle_failures_total",
+                "hubwatch_ownership_partitions",
+                "hubwatch_ownership_replicas",
                 "hubwatch_parse_bodies_total",
                 "hubwatch_parse_bytes_total",
                 "hubwatch_parse_dead_letters_total",

@@ -63,6 +63,23 @@ impl Azurite {
         format!("http://127.0.0.1:{}/{ACCOUNT}", self.port)
     }
 
+    /// A client of the container `name`, created (on the test's runtime) if missing.
+    pub fn container(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        name: &str,
+    ) -> hubwatch::blob::BlobContainer {
+        let cs: hubwatch::blob::StorageConnectionString = self.connection_string().parse().unwrap();
+        let container = hubwatch::blob::BlobContainer::from_connection_string(
+            &cs,
+            name,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        rt.block_on(container.create_if_missing()).unwrap();
+        container
+    }
+
     /// A connection string with the development key.
     pub fn connection_string(&self) -> String {
         format!(

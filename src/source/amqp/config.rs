@@ -51,6 +51,37 @@ pub struct AmqpSourceConfig {
     pub max_outstanding_batches: usize,
     /// At shutdown, how long to wait for the outcomes of batches in flight (default 5 s).
     pub ack_wait: Duration,
+    /// How replicas share the partitions when the checkpoint store keeps ownership.
+    pub ownership: OwnershipSettings,
+}
+
+/// Partition ownership among replicas (with a blob checkpoint store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnershipSettings {
+    /// This replica's id in the ownership records.
+    pub owner_id: String,
+    /// How often claims are renewed and the partitions rebalanced.
+    pub interval: Duration,
+    /// A claim not renewed for this long is free to take.
+    pub expiry: Duration,
+}
+
+impl Default for OwnershipSettings {
+    /// The host name (a pod's name) with a random suffix, so that two processes on one host
+    /// never share an id; renewed every 10 s, expiring after 60 s (the Go and Rust
+    /// processors' defaults).
+    fn default() -> OwnershipSettings {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "hubwatch".to_string());
+        let suffix = (random_unit() * f64::from(u32::MAX)) as u32;
+        OwnershipSettings {
+            owner_id: format!("{host}-{suffix:08x}"),
+            interval: Duration::from_secs(10),
+            expiry: Duration::from_secs(60),
+        }
+    }
 }
 
 impl AmqpSourceConfig {
@@ -75,6 +106,7 @@ impl AmqpSourceConfig {
             commit_interval: Duration::from_secs(1),
             max_outstanding_batches: 16_384,
             ack_wait: Duration::from_secs(5),
+            ownership: OwnershipSettings::default(),
         }
     }
 

@@ -13,20 +13,26 @@
 //! - `partition.rs`: one partition's reader task; batching.
 //! - `progress.rs`: acknowledgements → tracker → commits.
 //! - `metrics.rs`: per-partition statistics and their Prometheus series.
-//! - `source.rs`: [`AmqpSource`]: discovery, the readers, forwarding, drain.
+//! - `readers.rs`: the running partition readers, each stoppable on its own.
+//! - `ownership.rs`: partitions claimed from other replicas through the checkpoint store's
+//!   ownership records (with a blob store), like the Azure SDKs' event processors.
+//! - `source.rs`: [`AmqpSource`]: discovery, the readers (all partitions, or the owned
+//!   ones), forwarding, drain.
 
 mod client;
 mod config;
 mod connection;
 pub(crate) mod metrics;
+mod ownership;
 mod partition;
 mod position;
 pub(crate) mod progress;
+mod readers;
 mod renew;
 mod source;
 
 pub(crate) use client::entra_credential;
-pub use config::{AmqpSourceConfig, Auth, Backoff, EntraKind, StartPosition};
+pub use config::{AmqpSourceConfig, Auth, Backoff, EntraKind, OwnershipSettings, StartPosition};
 pub use connection::{scrub, ConnectionString, ConnectionStringError, Redacted, SasAuth};
 pub use metrics::{AmqpSourceMetrics, ErrorCounts, PartitionState, PartitionStats};
 pub use source::AmqpSource;

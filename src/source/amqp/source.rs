@@ -14,35 +14,38 @@
 //! holds are awaited (at most `ack_wait`), positions are committed, and `run` returns —
 //! with the reader's error in the second case, so the service exits non-zero.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use azure_messaging_eventhubs::ConsumerClient;
 use prometheus::IntCounter;
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
 
 use super::client::{Connector, Failure, CALL_TIMEOUT, CLOSE_TIMEOUT};
 use super::config::{random_unit, AmqpSourceConfig};
 use super::metrics::AmqpSourceMetrics;
-use super::partition::{End, PartitionReader};
+use super::ownership::{Changes, Claims};
+use super::partition::End;
 use super::position::OpenAt;
 use super::progress::AmqpProgress;
+use super::readers::Readers;
 use super::AmqpSourceError;
-use crate::ack::AckOutcome;
-use crate::checkpoint::CheckpointStore;
+use crate::ack::{AckOutcome, AckToken};
+use crate::checkpoint::{CheckpointStore, OwnershipStore};
 use crate::shutdown::Shutdown;
 use crate::source::forward::{Drive, ForwardSettings, Forwarder};
 use crate::source::ledger::ForwardCounters;
-use crate::source::{Batch, BoxFuture, Source, SourceContext};
+use crate::source::{Batch, BoxFuture, Ownership, Source, SourceContext};
 use crate::state::{Resume, Start};
-use crate::telemetry::metrics::AmqpMetrics;
+use crate::telemetry::metrics::{AmqpMetrics, OwnershipMetrics};
 
 /// After the outcomes are in, how long readers get to close their connections (each close
 /// is bounded by `partition::SHUTDOWN_CLOSE`, which is shorter).
 const READERS_GRACE: Duration = Duration::from_secs(3);
+/// How long giving up the claims may take at shutdown.
+const RELINQUISH_WAIT: Duration = Duration::from_secs(10);
 
 pub struct AmqpSource {
     cfg: AmqpSourceConfig,
@@ -51,6 +54,8 @@ pub struct AmqpSource {
     counters: Arc<ForwardCounters>,
     commits: Option<IntCounter>,
     resume: Arc<Resume>,
+    /// With a shared store: where replicas claim partitions, and the series of it.
+    ownership: Option<(Arc<dyn OwnershipStore>, OwnershipMetrics)>,
 }
 
 impl AmqpSource {
@@ -63,6 +68,7 @@ impl AmqpSource {
             counters: Arc::default(),
             commits: None,
             resume: Arc::default(),
+            ownership: None,
         }
     }
 
@@ -76,6 +82,10 @@ impl AmqpSource {
             AmqpSource::new(cfg, cx.checkpoints.clone()).with_prometheus(cx.metrics.amqp.clone());
         source.commits = Some(commits);
         source.resume = cx.resume.clone();
+        source.ownership = cx
+            .ownership
+            .clone()
+            .map(|store| (store, cx.metrics.ownership.clone()));
         source
     }
 
@@ -117,7 +127,15 @@ async fn run(
         counters,
         commits,
         resume,
+        ownership,
     } = src;
+    let mut cfg = cfg;
+    if ownership.is_some() && cfg.owner_level.is_none() {
+        // As the SDKs' processors do: a replica that claims a partition displaces the
+        // receiver of its previous owner at once, instead of both reading it until the
+        // previous owner notices at its next cycle.
+        cfg.owner_level = Some(0);
+    }
     let cfg = Arc::new(cfg);
     let connector = Arc::new(Connector::new(&cfg)?);
     let target = connector.target();
@@ -126,63 +144,22 @@ async fn run(
     };
     tracing::info!(source = %cfg.name, %target, partitions = ids.len(), "event hub found");
 
-    let loaded = match &checkpoints {
-        Some(store) => store
-            .load(&cfg.name)
-            .await
-            .map_err(AmqpSourceError::Checkpoint)?,
-        None => Default::default(),
-    };
-    let starts: Vec<OpenAt> = ids
-        .iter()
-        .map(|id| {
-            let cp = loaded.get(id);
-            match resume.start(&cfg.name, id, cp.is_some()) {
-                Start::Own => OpenAt::initial(cp, cfg.start),
-                // After what the window state holds (it may be ahead of the commit, and
-                // exist before any commit did).
-                Start::After(cp) => OpenAt::After(cp.sequence_number),
-                // The queries whose state was restored skip what they hold; the others
-                // take everything the hub still retains.
-                Start::Oldest => {
-                    tracing::info!(source = %cfg.name, partition = %id,
-                        "reading the partition from its oldest retained event to rebuild window state the checkpoint directory lacks");
-                    OpenAt::Earliest
-                }
-            }
-        })
-        .collect();
-
-    // The readers stop on this, which fires on shutdown or on a fatal error.
-    let (stop, stop_rx) = crate::shutdown::channel();
     let (batch_tx, mut batch_rx) = mpsc::channel::<Batch>(ids.len().max(1));
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<AckOutcome>();
     let batch_ids = Arc::new(AtomicU64::new(0));
     let source_name: Arc<str> = Arc::from(cfg.name.as_str());
-    let mut readers = JoinSet::new();
-    for (id, open_at) in ids.iter().zip(starts) {
-        let reader = PartitionReader {
-            id: Arc::from(id.as_str()),
-            source: source_name.clone(),
-            cfg: cfg.clone(),
-            connector: connector.clone(),
-            open_at,
-            out: batch_tx.clone(),
-            acks: ack_tx.clone(),
-            batch_ids: batch_ids.clone(),
-            metrics: metrics.partition(id),
-            shutdown: stop_rx.clone(),
-        };
-        readers.spawn(reader.run());
-    }
-    drop(batch_tx);
-    drop(ack_tx);
-    drop(stop_rx);
-
+    let mut readers = Readers::new(
+        cfg.clone(),
+        connector.clone(),
+        batch_tx,
+        ack_tx.clone(),
+        batch_ids.clone(),
+        metrics.clone(),
+    );
     let mut fwd = Forwarder::new(
         ForwardSettings {
             source: cfg.name.clone(),
-            store: checkpoints,
+            store: checkpoints.clone(),
             commit_interval: cfg.commit_interval,
             max_outstanding_batches: cfg.max_outstanding_batches,
             ack_wait: cfg.ack_wait,
@@ -194,12 +171,46 @@ async fn run(
         Box::new(AmqpProgress::new(metrics.clone())),
         counters,
     );
+
+    // Shared with other replicas: partitions are read as they are won (`Shared`); alone:
+    // every partition, from where its restored state or checkpoint says.
+    let (mut shared, mut claims) = match (&ownership, &checkpoints) {
+        (Some((store, prom)), Some(_)) => {
+            let (shared, claims) = Shared::start(
+                store.clone(),
+                &cfg,
+                ids.clone(),
+                source_name.clone(),
+                ack_tx.clone(),
+                batch_ids.clone(),
+                prom.clone(),
+            );
+            (Some(shared), Some(claims))
+        }
+        _ => {
+            let loaded = load_checkpoints(&checkpoints, &cfg.name).await?;
+            for id in &ids {
+                readers.start(id, open_at(&cfg, &resume, id, loaded.get(id)));
+            }
+            (None, None)
+        }
+    };
+    let mut acquiring = Acquiring::new();
+    drop(ack_tx);
+
     let mut refresh = tokio::time::interval(cfg.commit_interval.max(Duration::from_millis(1)));
     refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut readers_open = true;
     let mut fatal: Option<AmqpSourceError> = None;
     loop {
-        let take = readers_open && fwd.wants();
+        // Ownership changes go to the pipeline before any batch that follows them.
+        if let Some(sh) = shared.as_mut() {
+            if fwd.wants() {
+                if let Some(change) = sh.changes.pop_front() {
+                    fwd.offer(change);
+                }
+            }
+        }
+        let take = fwd.wants();
         tokio::select! {
             biased;
             _ = shutdown.wait() => break,
@@ -207,21 +218,50 @@ async fn run(
                 break;
             },
             _ = refresh.tick() => metrics.refresh(),
+            Some(changes) = recv_changes(&mut claims) => {
+                if let Some(sh) = shared.as_mut() {
+                    for p in changes.lost {
+                        sh.give_up(&p, &mut readers, &mut fwd);
+                    }
+                    if let Some(answer) = sh.acquire(changes.won) {
+                        acquiring.push_back(answer);
+                    }
+                }
+            }
+            answer = answered(&mut acquiring) => {
+                let Some(sh) = shared.as_mut() else { continue };
+                let Some((partitions, resume)) = answer else {
+                    // The engine did not answer: it is stopping.
+                    break;
+                };
+                let loaded = load_checkpoints(&checkpoints, &cfg.name).await?;
+                for p in partitions {
+                    if sh.owned.contains(&p) {
+                        readers.start(&p, open_at(&cfg, &resume, &p, loaded.get(&p)));
+                    }
+                }
+            }
             batch = batch_rx.recv(), if take => match batch {
+                // A batch of a partition given up since is dropped: never registered, its
+                // events are read by the partition's next owner.
+                Some(batch) if shared.as_ref().is_some_and(|sh| !sh.owns_batch(&batch)) => {}
                 Some(batch) => fwd.offer(batch),
-                None => readers_open = false,
+                None => unreachable!("the readers' sender lives as long as the loop"),
             },
-            Some(joined) = readers.join_next() => match joined {
+            joined = readers.join_next() => match joined {
                 Ok((id, End::Fatal(failure))) => {
                     tracing::error!(source = %cfg.name, partition = %id, kind = failure.kind.label(),
                         detail = %failure.detail, "cannot go on reading; stopping the source");
                     fatal = Some(failure.into_error(&target));
                     break;
                 }
-                Ok((id, End::Stolen)) if readers.is_empty() => {
-                    tracing::warn!(source = %cfg.name, partition = %id,
-                        "every partition is owned by another receiver now; idle until shutdown");
-                }
+                Ok((id, End::Stolen)) => match shared.as_mut() {
+                    // Another replica's receiver displaced this one: it owns the partition.
+                    Some(sh) => sh.give_up(&id, &mut readers, &mut fwd),
+                    None if readers.is_empty() => tracing::warn!(source = %cfg.name, partition = %id,
+                        "every partition is owned by another receiver now; idle until shutdown"),
+                    None => {}
+                },
                 Ok(_) => {}
                 Err(e) => {
                     fatal = Some(AmqpSourceError::Service {
@@ -236,22 +276,216 @@ async fn run(
 
     // Stop the readers; what was gathered and never forwarded was never registered, so its
     // outcome is ignored and it is read again after a restart. Then the forwarder lets the
-    // pipeline know the input ended, waits for what it holds, and commits.
-    stop.trigger();
+    // pipeline know the input ended, waits for what it holds (each acknowledgement means
+    // the window state that absorbed it is stored), and commits. Only then are the claims
+    // given up, so that the next owner finds the state and positions this replica reached.
+    readers.stop_all();
     drop(batch_rx);
     let committed = fwd.finish(true).await.map_err(AmqpSourceError::from);
     metrics.refresh();
-    if tokio::time::timeout(READERS_GRACE, async {
-        while readers.join_next().await.is_some() {}
-    })
-    .await
-    .is_err()
-    {
-        readers.abort_all();
+    if let Some(sh) = shared {
+        sh.relinquish().await;
     }
+    readers.finish(READERS_GRACE).await;
     match fatal {
         Some(e) => Err(e),
         None => committed,
+    }
+}
+
+/// Where a partition's reader opens: after what its restored window state holds, from the
+/// oldest event where state must be rebuilt, or after its checkpoint (else the configured
+/// start) where no state is involved.
+fn open_at(
+    cfg: &AmqpSourceConfig,
+    resume: &Resume,
+    id: &str,
+    checkpoint: Option<&crate::checkpoint::Checkpoint>,
+) -> OpenAt {
+    match resume.start(&cfg.name, id, checkpoint.is_some()) {
+        Start::Own => OpenAt::initial(checkpoint, cfg.start),
+        // After what the window state holds (it may be ahead of the commit, and exist before
+        // any commit did).
+        Start::After(cp) => OpenAt::After(cp.sequence_number),
+        // The queries whose state was restored skip what they hold; the others take
+        // everything the hub still retains.
+        Start::Oldest => {
+            tracing::info!(source = %cfg.name, partition = %id,
+                "reading the partition from its oldest retained event to rebuild window state the store lacks");
+            OpenAt::Earliest
+        }
+    }
+}
+
+async fn load_checkpoints(
+    store: &Option<Arc<dyn CheckpointStore>>,
+    source: &str,
+) -> Result<std::collections::HashMap<String, crate::checkpoint::Checkpoint>, AmqpSourceError> {
+    match store {
+        Some(store) => store
+            .load(source)
+            .await
+            .map_err(AmqpSourceError::Checkpoint),
+        None => Ok(Default::default()),
+    }
+}
+
+/// Acquisitions the engine has not answered yet, oldest first.
+type Acquiring = std::collections::VecDeque<(Vec<String>, oneshot::Receiver<Resume>)>;
+
+async fn recv_changes(claims: &mut Option<mpsc::Receiver<Changes>>) -> Option<Changes> {
+    match claims {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The engine's answer to the oldest acquisition in flight (`None`: it will not answer).
+async fn answered(acquiring: &mut Acquiring) -> Option<(Vec<String>, Resume)> {
+    let Some((_, rx)) = acquiring.front_mut() else {
+        return std::future::pending().await;
+    };
+    let answer = rx.await.ok();
+    let (partitions, _) = acquiring.pop_front()?;
+    answer.map(|resume| (partitions, resume))
+}
+
+/// The side of a source that shares its event hub with other replicas: the ownership task
+/// and what is in flight between it, the pipeline and the readers.
+struct Shared {
+    /// Tells the ownership task about partitions lost to another receiver, and to give
+    /// everything up at the end.
+    commands: mpsc::UnboundedSender<Command>,
+    task: tokio::task::JoinHandle<()>,
+    /// Partitions this replica owns (won, not lost).
+    owned: std::collections::HashSet<String>,
+    /// Ownership changes for the pipeline, in order.
+    changes: std::collections::VecDeque<Batch>,
+    source: Arc<str>,
+    acks: mpsc::UnboundedSender<AckOutcome>,
+    batch_ids: Arc<AtomicU64>,
+}
+
+enum Command {
+    Lose(String),
+    Relinquish(oneshot::Sender<()>),
+}
+
+impl Shared {
+    fn start(
+        store: Arc<dyn OwnershipStore>,
+        cfg: &AmqpSourceConfig,
+        ids: Vec<String>,
+        source: Arc<str>,
+        acks: mpsc::UnboundedSender<AckOutcome>,
+        batch_ids: Arc<AtomicU64>,
+        metrics: OwnershipMetrics,
+    ) -> (Shared, mpsc::Receiver<Changes>) {
+        let claims = Claims::new(store, &cfg.name, cfg.ownership.clone(), ids, metrics);
+        tracing::info!(source = %cfg.name, owner = claims.owner_id(),
+            interval = ?cfg.ownership.interval, expiry = ?cfg.ownership.expiry,
+            "sharing the event hub's partitions with other replicas");
+        let (changes_tx, changes_rx) = mpsc::channel(16);
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(ownership_task(claims, changes_tx, commands_rx));
+        let shared = Shared {
+            commands,
+            task,
+            owned: Default::default(),
+            changes: Default::default(),
+            source,
+            acks,
+            batch_ids,
+        };
+        (shared, changes_rx)
+    }
+
+    fn owns_batch(&self, batch: &Batch) -> bool {
+        batch
+            .events
+            .first()
+            .is_none_or(|e| self.owned.contains(&*e.position.partition))
+    }
+
+    fn change(&self, change: Ownership) -> Batch {
+        let id = self.batch_ids.fetch_add(1, Ordering::Relaxed);
+        let mut batch = Batch::new(
+            self.source.clone(),
+            Vec::new(),
+            AckToken::new(id, self.acks.clone()),
+        );
+        batch.ownership = Some(change);
+        batch
+    }
+
+    /// Won partitions: the engine restores their state first; their readers start once it
+    /// answers (on the returned receiver) where each resumes.
+    fn acquire(&mut self, won: Vec<String>) -> Option<(Vec<String>, oneshot::Receiver<Resume>)> {
+        if won.is_empty() {
+            return None;
+        }
+        self.owned.extend(won.iter().cloned());
+        let (change, answer) =
+            Ownership::acquire(won.iter().map(|p| Arc::from(p.as_str())).collect());
+        self.changes.push_back(self.change(change));
+        Some((won, answer))
+    }
+
+    /// A partition another replica owns now: its reader stops, what was gathered of it is
+    /// dropped, its positions are no longer committed from here, and its window state is
+    /// dropped without being stored (the new owner restored it and may have written newer).
+    fn give_up(&mut self, partition: &str, readers: &mut Readers, fwd: &mut Forwarder) {
+        readers.stop(partition);
+        fwd.forget(partition);
+        if self.owned.remove(partition) {
+            let _ = self.commands.send(Command::Lose(partition.to_string()));
+            let change = Ownership::Discard(vec![Arc::from(partition)]);
+            self.changes.push_back(self.change(change));
+        }
+    }
+
+    /// At the end: every claim is given up (bounded in time).
+    async fn relinquish(self) {
+        let (done, wait) = oneshot::channel();
+        if self.commands.send(Command::Relinquish(done)).is_ok() {
+            let _ = tokio::time::timeout(RELINQUISH_WAIT, wait).await;
+        }
+        self.task.abort();
+    }
+}
+
+/// The ownership task: a cycle every interval (with jitter), reporting changes.
+async fn ownership_task(
+    mut claims: Claims,
+    changes: mpsc::Sender<Changes>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let mut next = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {
+                match claims.cycle().await {
+                    Ok(c) if c.won.is_empty() && c.lost.is_empty() => {}
+                    Ok(c) => {
+                        if changes.send(c).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e,
+                        "ownership cycle failed; claims stand until they expire, retried at the next cycle"),
+                }
+                next = tokio::time::Instant::now() + claims.next_delay();
+            }
+            command = commands.recv() => match command {
+                Some(Command::Lose(p)) => claims.lose(&p),
+                Some(Command::Relinquish(done)) => {
+                    claims.relinquish_all().await;
+                    let _ = done.send(());
+                    return;
+                }
+                None => return,
+            },
+        }
     }
 }
 

@@ -1,0 +1,228 @@
+//! Three hubwatch replicas share one event hub (the in-process emulator, 8 partitions)
+//! through ownership records in Azure Blob storage (Azurite), like the Azure SDKs' event
+//! processors: each reads only the partitions it owns, and a partition's window state
+//! follows it. Replicas are killed (SIGKILL) and restarted, stopped (SIGTERM) and restarted,
+//! while the hub grows: once the stream is read, the replicas' results add up exactly to one
+//! uninterrupted run over the same events — nothing lost, nothing counted twice — and the
+//! partitions are balanced within one of each other.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::azurite::Azurite;
+use common::*;
+use hubwatch::emulator::{Emulator, EmulatorConfig};
+use hubwatch::rng::SplitMix64;
+use serde_json::Value;
+
+const HUB: &str = "shared";
+const PARTITIONS: u32 = 8;
+const CONTAINER: &str = "replicas";
+const CLUSTERS: [&str; 3] = ["cpu-d2", "gpu-a100", "gpu-v100"];
+/// Records per body: the stream is bodies of several records, as diagnostic settings send.
+const RECORDS: usize = 10;
+
+/// Body `i`: RECORDS job events on cluster `CLUSTERS[i % 3]`, the last one failed for every
+/// fourth body.
+fn body(i: usize) -> Vec<u8> {
+    let cluster = CLUSTERS[i % CLUSTERS.len()];
+    let records: Vec<String> = (0..RECORDS)
+        .map(|r| {
+            let event = if r == RECORDS - 1 && i % 4 == 0 {
+                "JobFailed"
+            } else {
+                "JobRunning"
+            };
+            format!(
+                r#"{{"time":"2024-05-20T10:00:00Z","category":"AmlComputeJobEvent","resourceId":"/x","properties":{{"JobName":"j{i}-{r}","ClusterName":"{cluster}","EventType":"{event}"}}}}"#
+            )
+        })
+        .collect();
+    format!(r#"{{"records":[{}]}}"#, records.join(",")).into_bytes()
+}
+
+/// One uninterrupted run's (records, failed) per cluster over bodies `0..n`.
+fn oracle(n: usize) -> BTreeMap<String, (i64, i64)> {
+    let mut m: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for i in 0..n {
+        let e = m
+            .entry(CLUSTERS[i % CLUSTERS.len()].to_string())
+            .or_default();
+        e.0 += RECORDS as i64;
+        e.1 += (i % 4 == 0) as i64;
+    }
+    m
+}
+
+fn counts(svc: &Service) -> BTreeMap<String, (i64, i64)> {
+    let (status, text) = svc.get("/api/v1/queries/jobs");
+    assert_eq!(status, 200, "{text}");
+    let rows: Value = serde_json::from_str(&text).unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["ClusterName"].as_str().unwrap().to_string(),
+                (r["n"].as_i64().unwrap(), r["failed"].as_i64().unwrap()),
+            )
+        })
+        .collect()
+}
+
+fn combined(replicas: &[&Service]) -> BTreeMap<String, (i64, i64)> {
+    let mut sum: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for r in replicas {
+        for (c, (n, f)) in counts(r) {
+            let s = sum.entry(c).or_default();
+            s.0 += n;
+            s.1 += f;
+        }
+    }
+    sum
+}
+
+fn owned(svc: &Service) -> i64 {
+    let (_, t) = svc.get("/metrics");
+    metric(&t, "hubwatch_ownership_partitions{source=\"eh\"}").unwrap_or(0.0) as i64
+}
+
+fn config(dir: &Path, replica: &str, hub_cs: &str) -> PathBuf {
+    let path = dir.join(format!("{replica}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[export]\nlisten = \"127.0.0.1:0\"\n\
+             [checkpoint]\ninterval = \"200ms\"\n[checkpoint.blob]\nconnection_string = \"${{TEST_STORAGE_CS}}\"\ncontainer = \"{CONTAINER}\"\n\
+             [[sources]]\ntype = \"amqp\"\nname = \"eh\"\nconnection_string = \"{hub_cs}\"\nstart = \"earliest\"\n\
+             batch_max_wait = \"20ms\"\nbatch_max_events = 64\n\
+             owner_id = \"{replica}\"\nownership_interval = \"1s\"\nownership_expiry = \"4s\"\n\
+             [[queries]]\nname = \"jobs\"\nkql = 'AmlComputeJobEvent | summarize n = count(), failed = countif(EventType == \"JobFailed\") by ClusterName'\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+struct Replicas {
+    configs: Vec<PathBuf>,
+    running: Vec<Option<Service>>,
+    env: Vec<(String, String)>,
+}
+
+impl Replicas {
+    fn start(&mut self, i: usize) {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.running[i] = Some(Service::start_with_env(&self.configs[i], &env));
+    }
+
+    fn live(&self) -> Vec<&Service> {
+        self.running.iter().flatten().collect()
+    }
+
+    /// Waits until the live replicas own every partition between them, each within one of
+    /// the others, and returns how long that took.
+    fn wait_balanced(&self, limit: Duration) -> Duration {
+        let started = Instant::now();
+        wait_until("the partitions balanced", limit, || {
+            let owned: Vec<i64> = self.live().iter().map(|s| owned(s)).collect();
+            owned.iter().sum::<i64>() == PARTITIONS as i64
+                && owned.iter().max().unwrap() - owned.iter().min().unwrap() <= 1
+        });
+        started.elapsed()
+    }
+}
+
+#[test]
+fn three_replicas_killed_and_restarted_add_up_to_one_run() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let emulator = rt
+        .block_on(Emulator::start(EmulatorConfig::single_hub(HUB, PARTITIONS)))
+        .unwrap();
+    let azurite = Azurite::start();
+    azurite.container(&rt, CONTAINER);
+    let hub_cs = emulator.connection_string(HUB);
+    let dir = tempfile::tempdir().unwrap();
+    let mut replicas = Replicas {
+        configs: ["replica-a", "replica-b", "replica-c"]
+            .iter()
+            .map(|r| config(dir.path(), r, &hub_cs))
+            .collect(),
+        running: vec![None, None, None],
+        env: vec![("TEST_STORAGE_CS".into(), azurite.connection_string())],
+    };
+    let mut published = 0usize;
+    let mut publish = |n: usize| {
+        for i in published..published + n {
+            emulator
+                .publish(HUB, Some((i % PARTITIONS as usize) as u32), body(i))
+                .unwrap();
+        }
+        published += n;
+        published
+    };
+
+    publish(2000);
+    for i in 0..3 {
+        replicas.start(i);
+    }
+    let took = replicas.wait_balanced(Duration::from_secs(30));
+    eprintln!("three replicas balanced {took:?} after start");
+
+    let mut rng = SplitMix64(20261207);
+    let mut kills = 0;
+    let mut terms = 0;
+    for round in 0..6 {
+        publish(500 + rng.below(500) as usize);
+        let i = rng.below(3) as usize;
+        std::thread::sleep(Duration::from_millis(200 + rng.below(800)));
+        let mut svc = replicas.running[i].take().unwrap();
+        if round % 3 == 2 {
+            let drained = svc.terminate(Duration::from_secs(30));
+            terms += 1;
+            eprintln!("round {round}: replica {i} stopped with SIGTERM in {drained:?}");
+        } else {
+            svc.child.kill().unwrap();
+            svc.child.wait().unwrap();
+            kills += 1;
+            eprintln!("round {round}: replica {i} killed");
+        }
+        drop(svc);
+        publish(300);
+        // The survivors take its partitions once its claims expire (or at once after a
+        // SIGTERM, which relinquishes them).
+        let took = replicas.wait_balanced(Duration::from_secs(30));
+        eprintln!("round {round}: two replicas balanced {took:?} after the stop");
+        replicas.start(i);
+        let took = replicas.wait_balanced(Duration::from_secs(30));
+        eprintln!("round {round}: three replicas balanced {took:?} after the restart");
+    }
+
+    let total = publish(500);
+    let want = oracle(total);
+    wait_until(
+        "the replicas add up to the whole stream",
+        Duration::from_secs(60),
+        || {
+            combined(&replicas.live())
+                .values()
+                .map(|c| c.0)
+                .sum::<i64>()
+                >= (total * RECORDS) as i64
+        },
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        combined(&replicas.live()),
+        want,
+        "{kills} kills and {terms} SIGTERMs: the replicas add up to one run"
+    );
+    rt.block_on(emulator.shutdown());
+}
