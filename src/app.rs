@@ -16,6 +16,7 @@ use crate::ack::AckToken;
 use crate::checkpoint::{CheckpointStore, OwnershipStore};
 use crate::config::{Settings, SourceSettings};
 use crate::export::http::{self, AdminState, Request};
+use crate::pipeline::global::{Held, PeerUpdate, Refresher};
 use crate::pipeline::StateCommitter;
 use crate::pipeline::{DeadLetter, Engine};
 use crate::schema::Schemas;
@@ -85,12 +86,26 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
     // state that absorbed it is stored (`pipeline::commit`).
     let mut checkpoints: Option<Arc<dyn CheckpointStore>> = None;
     let mut ownership: Option<Arc<dyn OwnershipStore>> = None;
+    let mut refresher: Option<Refresher> = None;
     let mut commit = None;
     let mut resume = Resume::default();
     if let Some(cp) = &settings.checkpoint {
         let stores = cp.open(&settings.sources)?;
         checkpoints = Some(stores.positions);
         ownership = stores.ownership;
+        if cp.global_results {
+            refresher = Some(Refresher {
+                store: stores.state.clone(),
+                sources: settings
+                    .sources
+                    .iter()
+                    .map(|s| s.name().to_string())
+                    .collect(),
+                decoder: engine.decoder(),
+                interval: cp.interval,
+                metrics: metrics.global.clone(),
+            });
+        }
         let c = StateCommitter::new(stores.state, cp.interval, metrics.clone());
         resume = restore(
             &mut engine,
@@ -141,7 +156,28 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
         sources.push((name, task));
     }
     drop(batch_tx);
-    ready.store(true, Ordering::Release);
+    // Global results: the other replicas' partitions, copied from their snapshots. Ready
+    // once the first copies are in, so that a replica behind a load balancer never answers
+    // for its own partitions alone.
+    let peers = match refresher {
+        Some(refresher) => {
+            let (held_tx, held_rx) = tokio::sync::watch::channel(Held::default());
+            let (peer_tx, peer_rx) = mpsc::channel(4);
+            let (refreshed_tx, mut refreshed_rx) = tokio::sync::watch::channel(0u64);
+            tokio::spawn(refresher.run(held_rx, peer_tx, refreshed_tx, shutdown.clone()));
+            let ready = ready.clone();
+            tokio::spawn(async move {
+                if refreshed_rx.wait_for(|n| *n > 0).await.is_ok() {
+                    ready.store(true, Ordering::Release);
+                }
+            });
+            Some((peer_rx, held_tx))
+        }
+        None => {
+            ready.store(true, Ordering::Release);
+            None
+        }
+    };
 
     let loop_metrics = metrics.clone();
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
@@ -166,6 +202,7 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
                 commit,
                 batch_rx,
                 req_rx,
+                peers,
                 engine_shutdown,
                 loop_metrics,
                 done_tx,
@@ -275,12 +312,25 @@ async fn engine_loop(
     mut commit: Option<StateCommitter>,
     mut batches: mpsc::Receiver<Batch>,
     mut requests: mpsc::Receiver<Request>,
+    peers: Option<(mpsc::Receiver<PeerUpdate>, tokio::sync::watch::Sender<Held>)>,
     mut shutdown: Shutdown,
     metrics: Arc<Metrics>,
     inputs_done: tokio::sync::watch::Sender<bool>,
 ) -> anyhow::Result<()> {
     let mut sources_open = true;
+    let (mut peer_updates, held) = match peers {
+        Some((rx, held)) => (Some(rx), Some(held)),
+        None => (None, None),
+    };
+    let mut published = u64::MAX;
     loop {
+        // The refresher skips the partitions held here (their copies would be dropped).
+        if let Some(held) = &held {
+            if engine.generation() != published {
+                published = engine.generation();
+                let _ = held.send(Arc::new(engine.held()));
+            }
+        }
         let due = commit.as_ref().and_then(|c| c.due());
         let saving = commit.as_ref().is_some_and(|c| c.is_saving());
         tokio::select! {
@@ -294,6 +344,12 @@ async fn engine_loop(
                     }
                 }
             }
+            Some(update) = next_peer_update(&mut peer_updates) => match update {
+                PeerUpdate::Install(part) => engine.install_peer(*part),
+                PeerUpdate::Drop { source, partition } => {
+                    engine.drop_peer(&source, &partition);
+                }
+            },
             _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
                 if let Some(c) = commit.as_mut() {
                     c.start(&mut engine);
@@ -345,6 +401,13 @@ async fn engine_loop(
         }
     }
     Ok(())
+}
+
+async fn next_peer_update(rx: &mut Option<mpsc::Receiver<PeerUpdate>>) -> Option<PeerUpdate> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Absorbs a batch. A dead-letter file that cannot be written stops the service: the batch's

@@ -25,6 +25,8 @@ use crate::state::{BlobStateStore, LocalStateStore, StateStore};
 pub struct CheckpointSettings {
     pub store: StoreSettings,
     pub interval: Duration,
+    /// Every replica answers for every partition, from the others' snapshots.
+    pub global_results: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +62,7 @@ impl CheckpointSettings {
         CheckpointSettings {
             store: StoreSettings::Dir(dir.into()),
             interval,
+            global_results: false,
         }
     }
 
@@ -184,7 +187,14 @@ pub(super) fn checkpoint_settings(
             StoreSettings::Dir(base.to_path_buf())
         }
     };
-    CheckpointSettings { store, interval }
+    let global_results = c
+        .global_results
+        .unwrap_or(matches!(store, StoreSettings::Blob(_)));
+    CheckpointSettings {
+        store,
+        interval,
+        global_results,
+    }
 }
 
 fn blob_settings(b: &BlobConfig, error: &mut dyn FnMut(&str, String)) -> BlobSettings {

@@ -99,6 +99,10 @@ pub struct CheckpointConfig {
     /// An Azure Blob storage container the replicas share: checkpoints and partition
     /// ownership in the Azure SDKs' layout, window state beside them.
     pub blob: Option<BlobConfig>,
+    /// Serve global results: every replica reads the other replicas' snapshots and answers
+    /// for every partition, not only its own. Default: true with `[checkpoint.blob]`,
+    /// false with a `dir` (set it where replicas share the directory).
+    pub global_results: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use crate::checkpoint::Checkpoint;
-use crate::codec::Reader;
 use crate::kql::plan::Plan;
 use crate::parse::{Needs, ParseSink, ParseStats, Parser, ParserLimits, Reject, Row};
 use crate::schema::Schemas;
@@ -47,6 +46,11 @@ impl Default for EngineOptions {
         }
     }
 }
+
+mod decode;
+mod peers;
+
+pub use decode::{decode_partition, Decoded, Decoder};
 
 /// One source partition's share of every query's state, and the position it reflects.
 ///
@@ -136,6 +140,10 @@ pub struct Engine {
     query_totals: Vec<QueryStats>,
     /// Events skipped because their partition's state had already absorbed them.
     duplicates: u64,
+    /// Copies of partitions other replicas own (`peers.rs`), sorted like `parts`.
+    peers: Vec<PartitionState>,
+    /// Bumped whenever the set of partitions held changes.
+    generation: u64,
 }
 
 impl Engine {
@@ -168,6 +176,8 @@ impl Engine {
             dead_letter_error: None,
             totals: ParseStats::default(),
             duplicates: 0,
+            peers: Vec::new(),
+            generation: 0,
         }
     }
 
@@ -185,9 +195,27 @@ impl Engine {
         &self.specs
     }
 
+    /// What decodes snapshots against this engine's queries, on another thread.
+    pub fn decoder(&self) -> Decoder {
+        Decoder::new(self.specs.clone(), self.fingerprints.clone())
+    }
+
     /// The state of every partition held, sorted by (source, partition).
     pub fn partitions(&self) -> &[PartitionState] {
         &self.parts
+    }
+
+    /// Changes whenever a partition comes or goes (to republish [`held`](Self::held)).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The partitions held, as (source, partition).
+    pub fn held(&self) -> std::collections::BTreeSet<(String, String)> {
+        self.parts
+            .iter()
+            .map(|p| (p.source.to_string(), p.partition.to_string()))
+            .collect()
     }
 
     pub fn parser(&self) -> &Parser {
@@ -233,6 +261,7 @@ impl Engine {
                     .iter()
                     .map(|s| QueryState::new(s.plan.clone(), s.limits.clone()))
                     .collect();
+                self.generation += 1;
                 self.parts.insert(
                     i,
                     PartitionState {
@@ -381,72 +410,37 @@ impl Engine {
         bytes: &[u8],
         expected: Option<(&str, &str)>,
     ) -> Result<Restored, SnapshotError> {
-        let d = snapshot::decode(bytes)?;
-        if let Some((source, partition)) = expected {
-            if d.source != source || d.partition != partition {
-                return Err(SnapshotError::Misplaced {
-                    holds: format!("{}/{}", d.source, d.partition),
-                });
-            }
+        let Decoded {
+            mut part, restored, ..
+        } = decode_partition(&self.specs, &self.fingerprints, bytes, expected)?;
+        self.absorb_clock(part.clock);
+        self.advance_to_clock(&mut part);
+        // The live state supersedes any copy of it from the store.
+        self.drop_peer(&part.source, &part.partition);
+        match self.find(&part.source, &part.partition) {
+            Ok(i) => self.parts[i] = part,
+            Err(i) => self.parts.insert(i, part),
         }
-        let mut queries = Vec::with_capacity(self.specs.len());
-        let mut positions = Vec::with_capacity(self.specs.len());
-        let mut started_empty = Vec::new();
-        for (spec, fp) in self.specs.iter().zip(&self.fingerprints) {
-            let found = d
-                .queries
-                .iter()
-                .find(|q| q.name == &*spec.name && q.fingerprint == *fp);
-            match found {
-                Some(q) => {
-                    let mut r = Reader::new(q.state);
-                    let state = QueryState::decode(spec.plan.clone(), spec.limits.clone(), &mut r)?;
-                    r.expect_end()?;
-                    queries.push(state);
-                    positions.push(q.position.clone());
-                }
-                None => {
-                    queries.push(QueryState::new(spec.plan.clone(), spec.limits.clone()));
-                    positions.push(None);
-                    started_empty.push(spec.name.clone());
-                }
-            }
-        }
-        let source: Arc<str> = Arc::from(d.source);
-        let partition: Arc<str> = Arc::from(d.partition);
-        if let Some(c) = d.clock {
+        self.last_part = 0;
+        self.generation += 1;
+        Ok(restored)
+    }
+
+    /// Moves the clock forward to a partition's (restored, or another replica's).
+    fn absorb_clock(&mut self, clock: Option<i64>) {
+        if let Some(c) = clock {
             self.clock = Some(self.clock.map_or(c, |mine| mine.max(c)));
         }
-        let mut part = PartitionState {
-            source: source.clone(),
-            partition: partition.clone(),
-            position: Some(d.position.clone()),
-            positions,
-            floor: None,
-            clock: d.clock,
-            queries,
-            dirty: false,
-        };
-        part.update_floor();
-        let resume_after = part.resume_after();
+    }
+
+    /// Advances a partition's windows to the engine's clock.
+    fn advance_to_clock(&self, part: &mut PartitionState) {
         if let Some(clock) = self.clock {
             let wm = clock.saturating_sub(self.lateness);
             for q in &mut part.queries {
                 q.advance(clock, wm);
             }
         }
-        match self.find(&source, &partition) {
-            Ok(i) => self.parts[i] = part,
-            Err(i) => self.parts.insert(i, part),
-        }
-        self.last_part = 0;
-        Ok(Restored {
-            source,
-            partition,
-            position: d.position,
-            resume_after,
-            started_empty,
-        })
     }
 
     /// Forgets a partition's state (it moved to another replica, which restores it there).
@@ -454,6 +448,7 @@ impl Engine {
         match self.find(source, partition) {
             Ok(i) => {
                 self.parts.remove(i);
+                self.generation += 1;
                 self.last_part = 0;
                 true
             }
@@ -472,6 +467,7 @@ impl Engine {
                 }
             }
         }
+        self.advance_peers();
         if let Some(dl) = &mut self.dead_letter {
             if let Err(e) = dl.flush() {
                 self.dead_letter_error.get_or_insert(e);
@@ -525,10 +521,24 @@ impl Engine {
         }
     }
 
-    /// One query's result over every partition.
+    /// One query's result over every partition: this replica's own, and the copies of the
+    /// others' (those it does not hold itself).
     fn merged(&self, i: usize, last_bin_only: bool) -> ResultTable {
         let spec = &self.specs[i];
-        let parts: Vec<&QueryState> = self.parts.iter().map(|p| &p.queries[i]).collect();
+        let parts: Vec<&QueryState> = if self.peers.is_empty() {
+            self.parts.iter().map(|p| &p.queries[i]).collect()
+        } else {
+            // In (source, partition) order, as one process holding them all would merge
+            // them (rows tied in time come out in the same order on every replica).
+            let mut all: Vec<&PartitionState> = self.parts.iter().collect();
+            all.extend(
+                self.peers
+                    .iter()
+                    .filter(|p| self.find(&p.source, &p.partition).is_err()),
+            );
+            all.sort_by(|a, b| (&a.source, &a.partition).cmp(&(&b.source, &b.partition)));
+            all.into_iter().map(|p| &p.queries[i]).collect()
+        };
         QueryState::merged(
             &spec.plan,
             &spec.limits,

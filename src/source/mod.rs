@@ -177,6 +177,15 @@ impl SourceContext {
 }
 
 impl SourceSettings {
+    /// The source's configured name.
+    pub fn name(&self) -> &str {
+        match self {
+            SourceSettings::File { name, .. } => name,
+            SourceSettings::Amqp(cfg) => &cfg.name,
+            SourceSettings::Kafka(cfg) => &cfg.name,
+        }
+    }
+
     /// The configured source, ready to `run`: each kind builds itself beside its code.
     pub fn build(&self, cx: &SourceContext) -> Box<dyn Source> {
         match self {

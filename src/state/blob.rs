@@ -103,21 +103,8 @@ fn remote(store: &BlobStateStore, op: &'static str, e: BlobError) -> StateError 
 #[async_trait]
 impl StateStore for BlobStateStore {
     async fn partitions(&self, source: &str) -> Result<Vec<String>, StateError> {
-        let prefix = self.source_prefix(source);
-        let items = self
-            .container
-            .list(&prefix)
-            .await
-            .map_err(|e| remote(self, "listing", e))?;
-        let mut out: Vec<String> = items
-            .iter()
-            .filter_map(|i| i.name.strip_prefix(&prefix))
-            .filter(|rest| !rest.contains('/'))
-            .filter_map(|rest| percent_decode_str(rest).decode_utf8().ok())
-            .map(|p| p.into_owned())
-            .collect();
-        out.sort();
-        Ok(out)
+        let versions = self.versions(source).await?;
+        Ok(versions.into_iter().map(|(p, _)| p).collect())
     }
 
     async fn load(&self, source: &str, partition: &str) -> Result<Option<Vec<u8>>, StateError> {
@@ -165,5 +152,36 @@ impl StateStore for BlobStateStore {
 
     fn location(&self, source: &str, partition: &str) -> String {
         self.container.location(&self.name(source, partition))
+    }
+
+    async fn versions(&self, source: &str) -> Result<Vec<(String, String)>, StateError> {
+        let prefix = self.source_prefix(source);
+        let items = self
+            .container
+            .list(&prefix)
+            .await
+            .map_err(|e| remote(self, "listing", e))?;
+        let mut out: Vec<(String, String)> = items
+            .into_iter()
+            .filter_map(|i| {
+                let rest = i.name.strip_prefix(&prefix)?;
+                if rest.contains('/') {
+                    return None;
+                }
+                let partition = percent_decode_str(rest).decode_utf8().ok()?.into_owned();
+                Some((partition, i.props.etag))
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn peek(&self, source: &str, partition: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let got = self
+            .container
+            .get(&self.name(source, partition))
+            .await
+            .map_err(|e| remote(self, "reading", e))?;
+        Ok(got.map(|(bytes, _)| bytes))
     }
 }

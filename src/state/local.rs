@@ -176,6 +176,38 @@ impl StateStore for LocalStateStore {
     fn location(&self, source: &str, partition: &str) -> String {
         self.path(source, partition).display().to_string()
     }
+
+    async fn versions(&self, source: &str) -> Result<Vec<(String, String)>, StateError> {
+        let store = self.clone();
+        let source = source.to_string();
+        let dir = self.source_dir(&source);
+        blocking(dir.display().to_string(), move || {
+            let mut out = Vec::new();
+            for partition in list(&dir)? {
+                let path = store.path(&source, &partition);
+                // Renamed into place whole: a new snapshot is a new file, with its own
+                // length and modification time.
+                match fs::metadata(&path) {
+                    Ok(m) => {
+                        let modified = m
+                            .modified()
+                            .ok()
+                            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                            .map_or(0, |d| d.as_nanos());
+                        out.push((partition, format!("{}-{modified}", m.len())));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err(&path, "reading the metadata of")(e)),
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn peek(&self, source: &str, partition: &str) -> Result<Option<Vec<u8>>, StateError> {
+        self.load(source, partition).await
+    }
 }
 
 #[cfg(test)]

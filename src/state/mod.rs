@@ -138,4 +138,12 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
 
     /// Where a partition's snapshot lives, for messages.
     fn location(&self, source: &str, partition: &str) -> String;
+
+    /// Every snapshot of `source` with a version that changes whenever it is replaced (an
+    /// ETag; a file's length and modification time), to fetch only what changed.
+    async fn versions(&self, source: &str) -> Result<Vec<(String, String)>, StateError>;
+
+    /// Reads a snapshot without taking the partition (replicas' copies for global results):
+    /// unlike [`load`](Self::load), it leaves the versions a later save is fenced by alone.
+    async fn peek(&self, source: &str, partition: &str) -> Result<Option<Vec<u8>>, StateError>;
 }

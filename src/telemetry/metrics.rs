@@ -358,6 +358,57 @@ impl OwnershipMetrics {
     }
 }
 
+/// Global results: copies of the partitions other replicas own.
+#[derive(Clone)]
+pub struct GlobalMetrics {
+    pub peer_partitions: IntGauge,
+    pub peer_bytes: IntGauge,
+    pub refreshes: IntCounter,
+    pub refresh_failures: IntCounter,
+    pub last_refresh: Gauge,
+    pub peer_age: Gauge,
+}
+
+impl GlobalMetrics {
+    fn new(r: &Registry) -> GlobalMetrics {
+        let int_gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            r.register(Box::new(g.clone())).expect("registered once");
+            g
+        };
+        GlobalMetrics {
+            peer_partitions: int_gauge(
+                "hubwatch_global_peer_partitions",
+                "Partitions other replicas own whose state this replica holds a copy of, for global results.",
+            ),
+            peer_bytes: int_gauge(
+                "hubwatch_global_peer_snapshot_bytes",
+                "Bytes of the snapshots those copies were decoded from (their memory grows with them).",
+            ),
+            refreshes: counter(
+                r,
+                "hubwatch_global_refreshes_total",
+                "Refreshes of the copies (a listing of the snapshots, and a download of each changed one).",
+            ),
+            refresh_failures: counter(
+                r,
+                "hubwatch_global_refresh_failures_total",
+                "Refreshes that failed; the copies stay as they were until the next one.",
+            ),
+            last_refresh: gauge(
+                r,
+                "hubwatch_global_last_refresh_timestamp_seconds",
+                "When the copies were last refreshed (Unix seconds).",
+            ),
+            peer_age: gauge(
+                r,
+                "hubwatch_global_peer_snapshot_age_seconds",
+                "At the last refresh, the age of the oldest snapshot a copy comes from: a bound on how far global results lag the other replicas, for partitions that are receiving events.",
+            ),
+        }
+    }
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub parse: ParseMetrics,
@@ -367,6 +418,7 @@ pub struct Metrics {
     pub kafka: KafkaMetrics,
     pub state: StateMetrics,
     pub ownership: OwnershipMetrics,
+    pub global: GlobalMetrics,
     pub clock: Gauge,
     pub watermark: Gauge,
     pub up: IntGauge,
@@ -487,6 +539,7 @@ impl Metrics {
         let state = StateMetrics::new(&r);
         Metrics {
             ownership: OwnershipMetrics::new(&r),
+            global: GlobalMetrics::new(&r),
             state,
             parse,
             query,
@@ -661,6 +714,12 @@ mod tests {
                 "hubwatch_amqp_reconnects_total",
                 "hubwatch_event_time_clock_seconds",
                 "hubwatch_event_time_watermark_seconds",
+                "hubwatch_global_last_refresh_timestamp_seconds",
+                "hubwatch_global_peer_partitions",
+                "hubwatch_global_peer_snapshot_age_seconds",
+                "hubwatch_global_peer_snapshot_bytes",
+                "hubwatch_global_refresh_failures_total",
+                "hubwatch_global_refreshes_total",
                 "hubwatch_kafka_assigned_partitions",
                 "hubwatch_kafka_bytes_total",
                 "hubwatch_kafka_commit_failures_total",
