@@ -197,16 +197,14 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
             // instead of idling without an engine.
             let stop_on_error = stop_on_panic.0.clone();
             let _stop_on_panic = stop_on_panic;
-            let result = handle.block_on(engine_loop(
-                engine,
-                commit,
-                batch_rx,
-                req_rx,
+            let io = EngineIo {
+                batches: batch_rx,
+                requests: req_rx,
                 peers,
-                engine_shutdown,
-                loop_metrics,
-                done_tx,
-            ));
+                shutdown: engine_shutdown,
+                inputs_done: done_tx,
+            };
+            let result = handle.block_on(engine_loop(engine, commit, io, loop_metrics));
             if result.is_err() {
                 // Without an engine nothing can be absorbed: end the service with its error.
                 stop_on_error.trigger();
@@ -307,16 +305,30 @@ async fn restore(
 /// The engine's owner: absorbs batches, answers the admin server, snapshots its state (with
 /// a checkpoint store), and stops once shutdown is signalled and every source has hung up
 /// (so nothing in flight is lost).
+/// What the engine's loop takes in and tells.
+struct EngineIo {
+    batches: mpsc::Receiver<Batch>,
+    requests: mpsc::Receiver<Request>,
+    /// With global results: copies of other replicas' partitions in, the partitions held
+    /// here out.
+    peers: Option<(mpsc::Receiver<PeerUpdate>, tokio::sync::watch::Sender<Held>)>,
+    shutdown: Shutdown,
+    inputs_done: tokio::sync::watch::Sender<bool>,
+}
+
 async fn engine_loop(
     mut engine: Engine,
     mut commit: Option<StateCommitter>,
-    mut batches: mpsc::Receiver<Batch>,
-    mut requests: mpsc::Receiver<Request>,
-    peers: Option<(mpsc::Receiver<PeerUpdate>, tokio::sync::watch::Sender<Held>)>,
-    mut shutdown: Shutdown,
+    io: EngineIo,
     metrics: Arc<Metrics>,
-    inputs_done: tokio::sync::watch::Sender<bool>,
 ) -> anyhow::Result<()> {
+    let EngineIo {
+        mut batches,
+        mut requests,
+        peers,
+        mut shutdown,
+        inputs_done,
+    } = io;
     let mut sources_open = true;
     let (mut peer_updates, held) = match peers {
         Some((rx, held)) => (Some(rx), Some(held)),
