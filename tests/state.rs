@@ -300,3 +300,59 @@ fn corrupt_truncated_and_foreign_snapshots_are_refused_with_the_reason() {
         assert!(engine(&specs).restore(&good[..cut]).is_err());
     }
 }
+
+/// Global results: two replicas each read half of the partitions and hold copies of the
+/// other's from its snapshots (decoded as the refresher decodes them); each then answers as
+/// one engine that read everything.
+#[test]
+fn replicas_with_copies_of_each_others_partitions_answer_as_one_engine() {
+    let specs = specs();
+    let all = events(4);
+    let mut whole = engine(&specs);
+    feed(&mut whole, &all);
+    let want = results(&whole);
+
+    let half = |keep: [&str; 2]| -> Vec<Event> {
+        all.iter()
+            .filter(|e| keep.contains(&&*e.position.partition))
+            .map(|e| Event::new(e.body.clone(), e.position.clone()))
+            .collect()
+    };
+    let mut a = engine(&specs);
+    feed(&mut a, &half(["0", "1"]));
+    let mut b = engine(&specs);
+    feed(&mut b, &half(["2", "3"]));
+    let (from_a, from_b) = (a.snapshot(), b.snapshot());
+    let differing = |e: &Engine| {
+        results(e)
+            .iter()
+            .zip(&want)
+            .filter(|((_, g), (_, w))| g.rows != w.rows)
+            .count()
+    };
+    assert!(
+        differing(&a) * 2 > want.len(),
+        "alone, a replica answers for its half only"
+    );
+    for (replica, others) in [(&mut a, &from_b), (&mut b, &from_a)] {
+        let decoder = replica.decoder();
+        for s in others.iter() {
+            let d = decoder
+                .decode(&s.bytes, Some((&s.source, &s.partition)))
+                .expect("a replica's snapshot decodes");
+            replica.install_peer(d.part);
+        }
+        replica.end_batch().unwrap();
+        assert_eq!(replica.partitions().len(), 2);
+        assert_eq!(replica.peers().len(), 2);
+    }
+    assert_close("replica A with B's copies", &results(&a), &want);
+    assert_close("replica B with A's copies", &results(&b), &want);
+
+    // A partition a replica takes over supersedes its copy.
+    let d = a.decoder().decode(&from_b[0].bytes, None).expect("decodes");
+    assert!(a.drop_peer(&d.part.source, &d.part.partition));
+    a.restore(&from_b[0].bytes).unwrap();
+    assert_eq!((a.partitions().len(), a.peers().len()), (3, 1));
+    assert_close("after taking a partition over", &results(&a), &want);
+}
