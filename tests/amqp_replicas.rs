@@ -25,6 +25,12 @@ const CONTAINER: &str = "replicas";
 const CLUSTERS: [&str; 3] = ["cpu-d2", "gpu-a100", "gpu-v100"];
 /// Records per body: the stream is bodies of several records, as diagnostic settings send.
 const RECORDS: usize = 10;
+/// Bodies published before each stop (and half as many more at random).
+const BURST: usize = 600;
+const STOPS: usize = 25;
+const TERMS: usize = 5;
+const INTERVAL: Duration = Duration::from_millis(750);
+const EXPIRY: Duration = Duration::from_secs(3);
 
 /// Body `i`: RECORDS job events on cluster `CLUSTERS[i % 3]`, the last one failed for every
 /// fourth body.
@@ -88,7 +94,7 @@ fn config(dir: &Path, replica: &str, hub_cs: &str) -> PathBuf {
              [checkpoint]\ninterval = \"200ms\"\n[checkpoint.blob]\nconnection_string = \"${{TEST_STORAGE_CS}}\"\ncontainer = \"{CONTAINER}\"\n\
              [[sources]]\ntype = \"amqp\"\nname = \"eh\"\nconnection_string = \"{hub_cs}\"\nstart = \"earliest\"\n\
              batch_max_wait = \"20ms\"\nbatch_max_events = 64\n\
-             owner_id = \"{replica}\"\nownership_interval = \"1s\"\nownership_expiry = \"4s\"\n\
+             owner_id = \"{replica}\"\nownership_interval = \"750ms\"\nownership_expiry = \"3s\"\n\
              [[queries]]\nname = \"jobs\"\nkql = 'AmlComputeJobEvent | summarize n = count(), failed = countif(EventType == \"JobFailed\") by ClusterName'\n"
         ),
     )
@@ -114,6 +120,16 @@ impl Replicas {
 
     fn live(&self) -> Vec<&Service> {
         self.running.iter().flatten().collect()
+    }
+
+    /// Waits until the live replicas own every partition between them, and returns how
+    /// long that took.
+    fn wait_owned(&self, limit: Duration) -> Duration {
+        let started = Instant::now();
+        wait_until("every partition owned", limit, || {
+            self.live().iter().map(|s| owned(s)).sum::<i64>() == PARTITIONS as i64
+        });
+        started.elapsed()
     }
 
     /// Waits until the live replicas own every partition between them, each within one of
@@ -162,38 +178,60 @@ fn three_replicas_killed_and_restarted_each_answer_as_one_run() {
     for i in 0..3 {
         replicas.start(i);
     }
-    let took = replicas.wait_balanced(Duration::from_secs(30));
+    let took = replicas.wait_balanced(2 * EXPIRY);
     eprintln!("three replicas balanced {took:?} after start");
 
+    // 25 stops of a random replica at random moments while the hub grows, 5 of them
+    // SIGTERM (a rolling restart: the replica relinquishes its claims) and the rest SIGKILL
+    // (its claims stand until they expire). The stopped replica starts again each time.
     let mut rng = SplitMix64(20261207);
-    let mut kills = 0;
-    let mut terms = 0;
-    for round in 0..6 {
-        publish(500 + rng.below(500) as usize);
+    let mut stops: Vec<bool> = (0..STOPS).map(|i| i < TERMS).collect();
+    for i in (1..stops.len()).rev() {
+        stops.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let (mut worst_unowned, mut worst_balanced) = (Duration::ZERO, Duration::ZERO);
+    let mut handovers = Vec::new();
+    for (round, term) in stops.iter().enumerate() {
+        publish(BURST + rng.below(BURST as u64 / 2) as usize);
+        std::thread::sleep(Duration::from_millis(100 + rng.below(600)));
         let i = rng.below(3) as usize;
-        std::thread::sleep(Duration::from_millis(200 + rng.below(800)));
         let mut svc = replicas.running[i].take().unwrap();
-        if round % 3 == 2 {
-            let drained = svc.terminate(Duration::from_secs(30));
-            terms += 1;
-            eprintln!("round {round}: replica {i} stopped with SIGTERM in {drained:?}");
+        let stopped = Instant::now();
+        if *term {
+            svc.terminate(Duration::from_secs(30));
         } else {
             svc.child.kill().unwrap();
             svc.child.wait().unwrap();
-            kills += 1;
-            eprintln!("round {round}: replica {i} killed");
         }
         drop(svc);
-        publish(300);
-        // The survivors take its partitions once its claims expire (or at once after a
-        // SIGTERM, which relinquishes them).
-        let took = replicas.wait_balanced(Duration::from_secs(30));
-        eprintln!("round {round}: two replicas balanced {took:?} after the stop");
+        // Its partitions are read again by the survivors: at once after a SIGTERM, within
+        // the expiry (and a cycle to notice) after a kill.
+        let limit = if *term {
+            3 * INTERVAL
+        } else {
+            EXPIRY + 2 * INTERVAL
+        };
+        let unowned = replicas.wait_owned(limit);
+        let balanced = stopped.elapsed().max(replicas.wait_balanced(2 * EXPIRY));
+        if *term {
+            handovers.push(unowned);
+        }
+        worst_unowned = worst_unowned.max(if *term { Duration::ZERO } else { unowned });
+        worst_balanced = worst_balanced.max(balanced);
+        eprintln!(
+            "round {round}: replica {i} {}; its partitions owned again after {unowned:?}, balanced after {balanced:?}",
+            if *term { "stopped (SIGTERM)" } else { "killed" }
+        );
+        publish(BURST / 4);
         replicas.start(i);
-        let took = replicas.wait_balanced(Duration::from_secs(30));
-        eprintln!("round {round}: three replicas balanced {took:?} after the restart");
+        let took = replicas.wait_balanced(2 * EXPIRY);
+        worst_balanced = worst_balanced.max(took);
     }
-
+    handovers.sort();
+    eprintln!(
+        "after a kill, partitions unowned at most {worst_unowned:?} (expiry {EXPIRY:?}); \
+         after SIGTERM, owned again within {handovers:?}; balanced within {worst_balanced:?} of any change"
+    );
     let total = publish(500);
     let want = oracle(total);
     // Every replica answers for the whole hub: its own partitions live, the others' from
@@ -216,7 +254,9 @@ fn three_replicas_killed_and_restarted_each_answer_as_one_run() {
         );
     }
     eprintln!(
-        "{kills} kills and {terms} SIGTERMs; shares {shares:?}; every replica equals one run"
+        "{} kills and {TERMS} SIGTERMs over {total} bodies ({} records); shares {shares:?}; every replica equals one run",
+        STOPS - TERMS,
+        total * RECORDS
     );
     rt.block_on(emulator.shutdown());
 }
