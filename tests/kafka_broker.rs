@@ -16,6 +16,8 @@
 //!   event (or from its own older snapshot's position).
 //! - a query added later, and a lost state directory, are rebuilt from the oldest retained
 //!   event although the group's commits cover everything.
+//! - with the state in Azure Blob storage (Azurite), every replica answers for every
+//!   partition (global results) and equals one run through a kill, a restart and a join.
 
 mod common;
 
@@ -667,5 +669,107 @@ async fn window_state_the_store_lacks_is_rebuilt_from_the_oldest_retained_event(
         std::thread::sleep(Duration::from_millis(500));
         assert_eq!(combined(&[&svc]), oracle_counts(3000));
         assert_eq!(failure_counts(&svc), oracle_failures(3000));
+    });
+}
+
+/// Kafka replicas with their window state in Azure Blob storage (Azurite): a partition's
+/// state follows it through the container, and every replica answers for every partition
+/// (global results: its own partitions live, the others' from their snapshots). Through a
+/// kill, a restart and a third replica joining, each replica equals one uninterrupted run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_state_in_blob_storage_every_replica_answers_for_every_partition() {
+    let tansu = Tansu::start();
+    tansu.create_topic("global", PARTITIONS).await;
+    let bootstrap = tansu.bootstrap.clone();
+    let all: Vec<Vec<u8>> = (0..4000).map(job_body).collect();
+    let produce_range = |range: std::ops::Range<usize>| {
+        produce(
+            &bootstrap,
+            "global",
+            PARTITIONS,
+            &all[range],
+            MESSAGE_TIME_MS,
+        )
+    };
+    let azurite = common::azurite::Azurite::start();
+    let cs: hubwatch::blob::StorageConnectionString = azurite.connection_string().parse().unwrap();
+    hubwatch::blob::BlobContainer::from_connection_string(
+        &cs,
+        "kafka-state",
+        Duration::from_secs(10),
+    )
+    .unwrap()
+    .create_if_missing()
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let q = job_query();
+    let blob = "[checkpoint]\ninterval = \"200ms\"\n[checkpoint.blob]\nconnection_string = \"${TEST_STORAGE_CS}\"\ncontainer = \"kafka-state\"\n";
+    let cfg = |name: &str| {
+        kafka_config_with(
+            dir.path(),
+            name,
+            &bootstrap,
+            "global",
+            "globals",
+            "300ms",
+            &q,
+            blob,
+        )
+    };
+    let (a_cfg, b_cfg, c_cfg) = (cfg("a.toml"), cfg("b.toml"), cfg("c.toml"));
+    let storage = azurite.connection_string();
+    let env = [("TEST_STORAGE_CS", storage.as_str())];
+
+    tokio::task::block_in_place(|| {
+        produce_range(0..1500);
+        let mut a = Service::start_with_env(&a_cfg, &env);
+        let b = Service::start_with_env(&b_cfg, &env);
+        wait_until(
+            "A and B share the partitions and each answers for all 1500",
+            Duration::from_secs(90),
+            || {
+                owned(&a) > 0.0
+                    && owned(&b) > 0.0
+                    && combined(&[&a]) == oracle_counts(1500)
+                    && combined(&[&b]) == oracle_counts(1500)
+            },
+        );
+        wait_until("A committed offsets", Duration::from_secs(30), || {
+            let (_, t) = a.get("/metrics");
+            metric_sum(&t, "hubwatch_kafka_committed_offset") > 0.0
+        });
+        a.child.kill().unwrap();
+        a.child.wait().unwrap();
+        produce_range(1500..2500);
+        wait_until(
+            "B owns every partition and answers for 2500",
+            Duration::from_secs(90),
+            || owned(&b) == PARTITIONS as f64 && combined(&[&b]) == oracle_counts(2500),
+        );
+
+        let a = Service::start_with_env(&a_cfg, &env);
+        let c = Service::start_with_env(&c_cfg, &env);
+        produce_range(2500..4000);
+        wait_until(
+            "A, B and C share the partitions and each answers for 4000",
+            Duration::from_secs(120),
+            || {
+                owned(&a) + owned(&b) + owned(&c) == PARTITIONS as f64
+                    && [&a, &b, &c].iter().filter(|r| owned(r) > 0.0).count() >= 2
+                    && [&a, &b, &c]
+                        .iter()
+                        .all(|r| combined(&[r]) == oracle_counts(4000))
+            },
+        );
+        std::thread::sleep(Duration::from_millis(1000));
+        for r in [&a, &b, &c] {
+            assert_eq!(
+                combined(&[r]),
+                oracle_counts(4000),
+                "every replica equals one run"
+            );
+        }
+        eprintln!("owned: A {} B {} C {}", owned(&a), owned(&b), owned(&c));
     });
 }
