@@ -416,5 +416,58 @@ fn partitions(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, snapshots, partitions);
+/// Global results: a replica owning a third of `p` partitions and holding copies of the
+/// rest, decoded from their snapshots as the refresher decodes them. Its exports merge as
+/// many partitions as one engine holding them all (so they cost the same); a refresh that
+/// finds every copy changed decodes all of them (off the engine's thread).
+fn global(c: &mut Criterion) {
+    let specs = pack();
+    for p in [8, 32] {
+        let mut all = engine(&specs);
+        let mut feed = Feeder::new(p);
+        feed.sweeps(&mut all, 10_000, 16, 60);
+        let snaps = all.snapshot();
+        let bytes: usize = snaps.iter().map(|s| s.bytes.len()).sum();
+        let mut replica = engine(&specs);
+        let decoder = replica.decoder();
+        let started = Instant::now();
+        let mut copies = Vec::new();
+        for (i, s) in snaps.iter().enumerate() {
+            if i % 3 == 0 {
+                replica.restore(&s.bytes).expect("restores");
+            } else {
+                copies.push(decoder.decode(&s.bytes, None).expect("decodes").part);
+            }
+        }
+        let decode = started.elapsed();
+        for part in copies {
+            replica.install_peer(part);
+        }
+        eprintln!(
+            "global_{p}: {} own partitions + {} copies (10,000 clusters over {p} partitions); \
+             snapshots {:.1} MB; restoring and decoding all of them {:.2} s",
+            replica.partitions().len(),
+            replica.peers().len(),
+            mb(bytes),
+            decode.as_secs_f64()
+        );
+        let (mine, theirs) = (replica.exports(), all.exports());
+        for ((spec, got), (_, want)) in mine.iter().zip(&theirs) {
+            assert_eq!(
+                got.rows.len(),
+                want.rows.len(),
+                "{}: global rows",
+                spec.name
+            );
+        }
+        let rows: usize = mine.iter().map(|(_, t)| t.rows.len()).sum();
+        let mut g = c.benchmark_group(format!("global_{p}"));
+        g.throughput(Throughput::Elements(rows as u64));
+        g.bench_function("exports_global", |b| b.iter(|| replica.exports()));
+        g.bench_function("exports_one_engine", |b| b.iter(|| all.exports()));
+        g.finish();
+    }
+}
+
+criterion_group!(benches, snapshots, partitions, global);
 criterion_main!(benches);

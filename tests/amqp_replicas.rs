@@ -232,17 +232,32 @@ fn three_replicas_killed_and_restarted_each_answer_as_one_run() {
         "after a kill, partitions unowned at most {worst_unowned:?} (expiry {EXPIRY:?}); \
          after SIGTERM, owned again within {handovers:?}; balanced within {worst_balanced:?} of any change"
     );
+    // Every replica answers for the whole hub: its own partitions live, the others' from
+    // their snapshots. Once the stream is read, each equals one uninterrupted run. First
+    // every replica catches up; then one last burst measures how long each takes to show
+    // it (the staleness of global results: the owners' snapshot interval, a refresh, and
+    // the processing).
+    let caught_up = oracle(publish(0));
+    for (i, r) in replicas.live().iter().enumerate() {
+        wait_until(
+            &format!("replica {i} caught up"),
+            Duration::from_secs(60),
+            || counts(r) == caught_up,
+        );
+    }
     let total = publish(500);
     let want = oracle(total);
-    // Every replica answers for the whole hub: its own partitions live, the others' from
-    // their snapshots. Once the stream is read, each equals one uninterrupted run.
+    let published_at = Instant::now();
+    let mut staleness = Vec::new();
     for (i, r) in replicas.live().iter().enumerate() {
         wait_until(
             &format!("replica {i} answers for the whole stream"),
             Duration::from_secs(60),
             || counts(r) == want,
         );
+        staleness.push(published_at.elapsed());
     }
+    eprintln!("the last burst showed in every replica's global results after {staleness:?} (snapshot interval 200 ms)");
     // Each replica owns only its share, and counts the rest from copies.
     let shares: Vec<i64> = replicas.live().iter().map(|r| owned(r)).collect();
     assert_eq!(shares.iter().sum::<i64>(), PARTITIONS as i64, "{shares:?}");

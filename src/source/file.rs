@@ -22,10 +22,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::IntCounter;
 use tokio::sync::mpsc;
 
-use super::forward::{Drive, ForwardSettings, Forwarder};
+use super::forward::{CommitMetrics, Drive, ForwardSettings, Forwarder};
 use super::ledger::{ForwardCounters, NoProgress};
 use super::{Batch, BoxFuture, Source, SourceContext};
 use crate::ack::AckOutcome;
@@ -116,7 +115,7 @@ pub struct FileSource {
     cfg: FileSourceConfig,
     checkpoints: Option<Arc<dyn CheckpointStore>>,
     stats: Arc<ForwardCounters>,
-    commits: Option<IntCounter>,
+    commits: Option<CommitMetrics>,
     resume: Arc<Resume>,
 }
 
@@ -137,7 +136,7 @@ impl FileSource {
         cfg.follow = follow;
         (cfg.commit_interval, cfg.ack_wait) = cx.commit_timing(cfg.commit_interval, cfg.ack_wait);
         let mut source = FileSource::new(cfg, cx.checkpoints.clone());
-        source.commits = Some(cx.commit_counter(name));
+        source.commits = Some(cx.commit_metrics(name));
         source.resume = cx.resume.clone();
         source
     }

@@ -30,6 +30,14 @@ use super::Batch;
 use crate::ack::AckOutcome;
 use crate::checkpoint::{CheckpointStore, CommitError, Committer};
 
+/// A source's commit series: `hubwatch_source_checkpoint_commits_total` and
+/// `hubwatch_source_last_commit_timestamp_seconds`.
+#[derive(Clone)]
+pub struct CommitMetrics {
+    pub count: IntCounter,
+    pub last: prometheus::Gauge,
+}
+
 /// How a source's acknowledgements are handled.
 pub struct ForwardSettings {
     /// The source's name (checkpoints, logs).
@@ -43,8 +51,8 @@ pub struct ForwardSettings {
     pub ack_wait: Duration,
     /// Partitions whose positions are never committed (standard input cannot be re-read).
     pub uncommitted: Option<&'static str>,
-    /// Counts successful commits (`hubwatch_source_checkpoint_commits_total`).
-    pub commits: Option<IntCounter>,
+    /// Counts successful commits and times the last.
+    pub commits: Option<CommitMetrics>,
 }
 
 /// What one [`Forwarder::drive`] call did.
@@ -224,7 +232,9 @@ impl Forwarder {
     fn count_commit(&self) {
         self.ledger.committed();
         if let Some(c) = &self.settings.commits {
-            c.inc();
+            c.count.inc();
+            c.last
+                .set(crate::time::now_ticks() as f64 / crate::time::TICKS_PER_SECOND as f64);
         }
     }
 }

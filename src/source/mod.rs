@@ -167,12 +167,13 @@ impl SourceContext {
         }
     }
 
-    /// The counter of a source's successful commits.
-    pub fn commit_counter(&self, source: &str) -> prometheus::IntCounter {
-        self.metrics
-            .source
-            .checkpoint_commits
-            .with_label_values(&[source])
+    /// The series of a source's successful commits.
+    pub fn commit_metrics(&self, source: &str) -> forward::CommitMetrics {
+        let s = &self.metrics.source;
+        forward::CommitMetrics {
+            count: s.checkpoint_commits.with_label_values(&[source]),
+            last: s.last_commit.with_label_values(&[source]),
+        }
     }
 }
 

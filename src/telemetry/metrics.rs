@@ -66,6 +66,7 @@ pub struct SourceMetrics {
     pub batches_acked: IntCounterVec,
     pub batches_failed: IntCounterVec,
     pub checkpoint_commits: IntCounterVec,
+    pub last_commit: GaugeVec,
 }
 
 /// Event Hubs AMQP sources, per partition (labels `source`, `partition`; errors also
@@ -533,6 +534,12 @@ impl Metrics {
                 "Checkpoint writes, by source.",
                 &["source"],
             ),
+            last_commit: gauge_vec(
+                &r,
+                "hubwatch_source_last_commit_timestamp_seconds",
+                "When the source last committed positions (Unix seconds; time() minus it is the checkpoint age).",
+                &["source"],
+            ),
         };
         let amqp = AmqpMetrics::new(&r);
         let kafka = KafkaMetrics::new(&r);
@@ -656,6 +663,7 @@ mod tests {
         ] {
             v.with_label_values(&["s"]);
         }
+        m.source.last_commit.with_label_values(&["s"]);
         let a = &m.amqp;
         for v in [&a.events, &a.bytes, &a.reconnects] {
             v.with_label_values(&["s", "0"]);
@@ -753,6 +761,7 @@ mod tests {
                 "hubwatch_source_batches_failed_total",
                 "hubwatch_source_checkpoint_commits_total",
                 "hubwatch_source_events_total",
+                "hubwatch_source_last_commit_timestamp_seconds",
                 "hubwatch_state_duplicate_events_total",
                 "hubwatch_state_last_snapshot_timestamp_seconds",
                 "hubwatch_state_partitions",

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use azure_messaging_eventhubs::ConsumerClient;
-use prometheus::IntCounter;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
 
@@ -35,7 +34,7 @@ use super::AmqpSourceError;
 use crate::ack::{AckOutcome, AckToken};
 use crate::checkpoint::{CheckpointStore, OwnershipStore};
 use crate::shutdown::Shutdown;
-use crate::source::forward::{Drive, ForwardSettings, Forwarder};
+use crate::source::forward::{CommitMetrics, Drive, ForwardSettings, Forwarder};
 use crate::source::ledger::ForwardCounters;
 use crate::source::{Batch, BoxFuture, Ownership, Source, SourceContext};
 use crate::state::{Resume, Start};
@@ -52,7 +51,7 @@ pub struct AmqpSource {
     checkpoints: Option<Arc<dyn CheckpointStore>>,
     metrics: Arc<AmqpSourceMetrics>,
     counters: Arc<ForwardCounters>,
-    commits: Option<IntCounter>,
+    commits: Option<CommitMetrics>,
     resume: Arc<Resume>,
     /// With a shared store: where replicas claim partitions, and the series of it.
     ownership: Option<(Arc<dyn OwnershipStore>, OwnershipMetrics)>,
@@ -77,7 +76,7 @@ impl AmqpSource {
     pub fn build(cfg: &AmqpSourceConfig, cx: &SourceContext) -> AmqpSource {
         let mut cfg = cfg.clone();
         (cfg.commit_interval, cfg.ack_wait) = cx.commit_timing(cfg.commit_interval, cfg.ack_wait);
-        let commits = cx.commit_counter(&cfg.name);
+        let commits = cx.commit_metrics(&cfg.name);
         let mut source =
             AmqpSource::new(cfg, cx.checkpoints.clone()).with_prometheus(cx.metrics.amqp.clone());
         source.commits = Some(commits);
