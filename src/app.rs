@@ -138,6 +138,7 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
         commit_interval: settings.checkpoint.as_ref().map(|c| c.interval),
         resume: Arc::new(resume),
         ownership,
+        fenced: commit.as_ref().map(|c| c.fenced()),
         metrics: metrics.clone(),
     };
     let mut sources = Vec::new();

@@ -153,3 +153,121 @@ fn blob_checkpoints_and_state_survive_a_kill_and_the_python_processor_resumes_af
     );
     rt.block_on(emulator.shutdown());
 }
+
+/// The other direction: the official Python processor consumed the hub and checkpointed
+/// in the SDK layout; hubwatch, started on the same consumer group and container, takes
+/// those checkpoints as the partitions' committed positions. Having no window state, it
+/// reads the partitions again from their oldest events to build it (every query counts
+/// the whole hub), and its checkpoints never move back below the Python processor's while
+/// it does; they end at the last event.
+#[test]
+fn a_python_processors_checkpoints_are_kept_while_hubwatch_rebuilds_its_windows() {
+    const HANDOVER: &str = "Handover";
+    const CONTAINER: &str = "handover";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let emulator = rt
+        .block_on(Emulator::start(EmulatorConfig::single_hub(HANDOVER, 2)))
+        .unwrap();
+    let azurite = Azurite::start();
+    let container = azurite.container(&rt, CONTAINER);
+    let publish = |range: std::ops::Range<usize>| {
+        for i in range {
+            emulator
+                .publish(HANDOVER, Some((i % 2) as u32), job_body(i))
+                .unwrap();
+        }
+    };
+    let hub_cs = emulator.connection_string(HANDOVER);
+    let namespace = hub_cs
+        .split("sb://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let prefix = format!(
+        "{namespace}/{}/$default/checkpoint/",
+        HANDOVER.to_lowercase()
+    );
+    let sequence_numbers = |container: &BlobContainer| -> Vec<(String, i64)> {
+        let mut v: Vec<(String, i64)> = rt
+            .block_on(container.list(&prefix))
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i.name.rsplit('/').next().unwrap().to_string(),
+                    i.meta("sequencenumber").unwrap().parse().unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+
+    // The Python processor reads the first 400 events and checkpoints each one.
+    publish(0..400);
+    let out = Command::new(repo().join(".venv/bin/python"))
+        .arg(repo().join("tests/peers/processor.py"))
+        .args([
+            &hub_cs,
+            HANDOVER,
+            &azurite.connection_string(),
+            CONTAINER,
+            "3",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let python = sequence_numbers(&container);
+    assert_eq!(
+        python,
+        vec![("0".into(), 199), ("1".into(), 199)],
+        "Python's checkpoints"
+    );
+    publish(400..600);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hubwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[export]\nlisten = \"127.0.0.1:0\"\n\
+             [checkpoint]\ninterval = \"50ms\"\n[checkpoint.blob]\nconnection_string = \"${{TEST_STORAGE_CS}}\"\ncontainer = \"{CONTAINER}\"\n\
+             [[sources]]\ntype = \"amqp\"\nname = \"eh\"\nconnection_string = \"{hub_cs}\"\nstart = \"latest\"\nbatch_max_wait = \"20ms\"\nbatch_max_events = 8\n\
+             owner_id = \"hubwatch\"\nownership_interval = \"1s\"\nownership_expiry = \"5s\"\n\
+             [[queries]]\nname = \"jobs\"\nkql = \"AmlComputeJobEvent | summarize n = count()\"\n"
+        ),
+    )
+    .unwrap();
+    let storage = azurite.connection_string();
+    let svc = Service::start_with_env(&config, &[("TEST_STORAGE_CS", storage.as_str())]);
+    let mut lowest = python.clone();
+    wait_until("every event counted", Duration::from_secs(30), || {
+        for (low, (_, seq)) in lowest.iter_mut().zip(sequence_numbers(&container)) {
+            low.1 = low.1.min(seq);
+        }
+        jobs_count(&svc) == 600
+    });
+    wait_until("checkpoints at the end", Duration::from_secs(15), || {
+        sequence_numbers(&container) == vec![("0".into(), 299), ("1".into(), 299)]
+    });
+    assert_eq!(
+        lowest, python,
+        "hubwatch never moved a checkpoint back below the Python processor's"
+    );
+    let (_, metrics) = svc.get("/metrics");
+    assert_eq!(
+        metric(&metrics, "hubwatch_source_events_total{source=\"eh\"}"),
+        Some(600.0),
+        "it read the partitions again from their oldest events to build the windows"
+    );
+    drop(svc);
+    rt.block_on(emulator.shutdown());
+}

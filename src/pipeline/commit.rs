@@ -48,6 +48,10 @@ pub struct StateCommitter {
     /// A failure that retrying cannot fix (refused credentials, another replica writing
     /// these partitions): the service must stop.
     fatal: Option<StateError>,
+    /// Tells the sources of partitions whose state another replica wrote (`Fenced`): a
+    /// source that shares its partitions gives such a partition up and claims it afresh,
+    /// restoring the newer state.
+    fenced: tokio::sync::broadcast::Sender<(String, String)>,
 }
 
 impl StateCommitter {
@@ -60,7 +64,13 @@ impl StateCommitter {
             saving: None,
             metrics,
             fatal: None,
+            fenced: tokio::sync::broadcast::channel(64).0,
         }
+    }
+
+    /// Where sources hear of partitions whose stored state another replica wrote.
+    pub fn fenced(&self) -> tokio::sync::broadcast::Sender<(String, String)> {
+        self.fenced.clone()
     }
 
     /// A batch the engine absorbed: acknowledged once a round that covers it is stored.
@@ -157,6 +167,7 @@ impl StateCommitter {
                     // at the next round.
                     tracing::warn!(error = %e, "window state of a partition that moved was dropped");
                     engine.release(source_name, partition);
+                    let _ = self.fenced.send((source_name.clone(), partition.clone()));
                 } else if e.is_retryable() {
                     tracing::warn!(error = %e, partitions = saved.snapshots.len(),
                         "storing window state failed; positions wait for the next round");
@@ -381,5 +392,90 @@ mod tests {
         let (mut change, answer) = acquire(&["t/0"]);
         assert!(c.change(&mut grown, "k", &mut change).await.unwrap());
         assert_eq!(answer.await.unwrap().start("k", "t/0", true), Start::Oldest);
+    }
+}
+
+#[cfg(test)]
+mod fenced_tests {
+    use super::*;
+    use crate::pipeline::{EngineOptions, QuerySpec};
+    use crate::schema::Schemas;
+    use crate::source::{Event, Position};
+    use crate::window::QueryLimits;
+
+    /// A store another replica has written to since: every save of partition "1" is
+    /// refused.
+    #[derive(Debug)]
+    struct Moved;
+
+    #[async_trait::async_trait]
+    impl StateStore for Moved {
+        async fn partitions(&self, _: &str) -> Result<Vec<String>, StateError> {
+            Ok(Vec::new())
+        }
+        async fn load(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>, StateError> {
+            Ok(None)
+        }
+        async fn save(&self, snapshots: Arc<[Snapshot]>) -> Result<(), StateError> {
+            match snapshots.iter().find(|s| &*s.partition == "1") {
+                Some(s) => Err(StateError::Fenced {
+                    location: "blob".into(),
+                    source_name: s.source.to_string(),
+                    partition: s.partition.to_string(),
+                }),
+                None => Ok(()),
+            }
+        }
+        fn location(&self, _: &str, _: &str) -> String {
+            "blob".into()
+        }
+        async fn versions(&self, _: &str) -> Result<Vec<(String, String)>, StateError> {
+            Ok(Vec::new())
+        }
+        async fn peek(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>, StateError> {
+            Ok(None)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fenced_partition_is_dropped_and_its_source_told_while_the_others_are_stored() {
+        let kql = "AmlComputeJobEvent | summarize n = count()";
+        let spec = QuerySpec {
+            name: Arc::from("n"),
+            description: String::new(),
+            kql: kql.to_string(),
+            plan: Arc::new(crate::kql::check::compile(kql, &Schemas::embedded()).unwrap()),
+            limits: QueryLimits::default(),
+        };
+        let mut engine = Engine::new(Schemas::embedded(), vec![spec], EngineOptions::default());
+        let mut c = StateCommitter::new(
+            Arc::new(Moved),
+            Duration::from_secs(1),
+            Arc::new(Metrics::new()),
+        );
+        let mut told = c.fenced().subscribe();
+        let body = br#"{"records":[{"time":"2024-05-20T10:00:00Z","category":"AmlComputeJobEvent","resourceId":"/x","properties":{}}]}"#;
+        for p in ["0", "1"] {
+            let position = Position {
+                partition: Arc::from(p),
+                offset: 0,
+                sequence_number: 0,
+                enqueued_time: None,
+            };
+            engine.ingest("eh", &Event::new(body.to_vec(), position));
+        }
+        engine.end_batch().unwrap();
+        assert!(!c.flush(&mut engine).await, "the round failed");
+        assert!(c.take_fatal().is_none(), "a move is not fatal");
+        assert_eq!(
+            told.try_recv().unwrap(),
+            ("eh".to_string(), "1".to_string())
+        );
+        let held: Vec<&str> = engine.partitions().iter().map(|p| &*p.partition).collect();
+        assert_eq!(held, ["0"], "the moved partition's stale state is gone");
+        assert!(
+            c.flush(&mut engine).await,
+            "the others are stored at the next round"
+        );
     }
 }

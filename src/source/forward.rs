@@ -28,7 +28,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use super::ledger::{ForwardCounters, Ledger, Progress};
 use super::Batch;
 use crate::ack::AckOutcome;
-use crate::checkpoint::{CheckpointStore, CommitError, Committer};
+use crate::checkpoint::{Checkpoint, CheckpointStore, CommitError, Committer};
 
 /// A source's commit series: `hubwatch_source_checkpoint_commits_total` and
 /// `hubwatch_source_last_commit_timestamp_seconds`.
@@ -76,6 +76,10 @@ pub struct Forwarder {
     committer: Option<Committer>,
     committing: Option<JoinHandle<(Committer, Result<bool, CommitError>)>>,
     tick: Interval,
+    /// Per partition, the sequence number of the checkpoint the store held when reading
+    /// began (`seed`): positions at or before it are never committed, so a checkpoint never
+    /// moves backwards while a partition is read again to rebuild window state.
+    floor: std::collections::HashMap<String, i64>,
 }
 
 impl Forwarder {
@@ -96,6 +100,7 @@ impl Forwarder {
                 settings.source.clone(),
             )),
             committing: None,
+            floor: Default::default(),
             ledger: Ledger::new(settings.max_outstanding_batches, progress, counters),
             settings,
             out: Some(out),
@@ -121,6 +126,40 @@ impl Forwarder {
         self.ledger
             .retain_held(|e| &*e.position.partition != partition);
         self.ledger.forget(partition);
+        self.floor.remove(partition);
+    }
+
+    /// The checkpoints the store holds for partitions about to be read: a position at or
+    /// before one of them is not committed (a rebuild reads a partition again from its
+    /// oldest event; its checkpoint stays where it was until reading passes it).
+    pub fn seed(&mut self, checkpoints: &std::collections::HashMap<String, Checkpoint>) {
+        for (partition, cp) in checkpoints {
+            self.floor.insert(partition.clone(), cp.sequence_number);
+        }
+    }
+
+    /// What may be committed now: the settled positions past each partition's floor.
+    fn committable(&mut self) -> Vec<(String, Checkpoint)> {
+        let mut settled = self.ledger.committable(self.settings.uncommitted);
+        settled.retain(|(p, cp)| {
+            self.floor
+                .get(p)
+                .is_none_or(|floor| cp.sequence_number > *floor)
+        });
+        settled
+    }
+
+    /// Sends a batch that carries only an ownership change, once the pipeline has room,
+    /// after every batch sent so far (a batch held and not sent is dropped first: its events
+    /// were never registered and are read again). Not registered: its outcome is the
+    /// caller's. Returns whether the pipeline took it.
+    pub async fn send_change(&mut self, change: Batch) -> bool {
+        debug_assert!(change.events.is_empty(), "a change carries no events");
+        self.ledger.drop_held();
+        match &self.out {
+            Some(out) => out.send(change).await.is_ok(),
+            None => false,
+        }
     }
 
     /// Batches sent whose outcome has not arrived.
@@ -198,7 +237,7 @@ impl Forwarder {
         let Some(mut committer) = self.committer.take() else {
             return Ok(());
         };
-        let settled = self.ledger.committable(self.settings.uncommitted);
+        let settled = self.committable();
         if committer.commit(settled).await? {
             self.count_commit();
         }
@@ -210,7 +249,7 @@ impl Forwarder {
         let Some(mut committer) = self.committer.take() else {
             return;
         };
-        let settled = self.ledger.committable(self.settings.uncommitted);
+        let settled = self.committable();
         self.committing = Some(tokio::spawn(async move {
             let result = committer.commit(settled).await;
             (committer, result)

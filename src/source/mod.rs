@@ -153,6 +153,9 @@ pub struct SourceContext {
     /// Where replicas claim partitions (a shared blob container): an AMQP source then reads
     /// only the partitions it wins, restoring each one's window state as it does.
     pub ownership: Option<Arc<dyn crate::checkpoint::OwnershipStore>>,
+    /// Partitions whose stored state another replica wrote since this one read it, as
+    /// (source, partition): their state here was dropped.
+    pub fenced: Option<tokio::sync::broadcast::Sender<(String, String)>>,
     pub metrics: Arc<Metrics>,
 }
 

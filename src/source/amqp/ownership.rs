@@ -25,6 +25,13 @@ use crate::checkpoint::{Claim, OwnershipStore};
 use crate::rng::SplitMix64;
 use crate::telemetry::metrics::OwnershipMetrics;
 
+/// How long after a claim's expiry the cycle that takes it runs (the service's clock and
+/// ours differ by a little).
+const EXPIRY_GRACE: Duration = Duration::from_millis(100);
+
+/// After a lost race for a claim, the next cycle comes after about this long (±50 %).
+const RACE_RETRY: Duration = Duration::from_millis(150);
+
 /// What one cycle changed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
@@ -43,6 +50,10 @@ pub struct Claims {
     owned: BTreeMap<String, String>,
     rng: SplitMix64,
     metrics: OwnershipMetrics,
+    /// How long until the soonest claim of another replica expires (at the last listing).
+    soonest_expiry: Option<Duration>,
+    /// A claim of the last cycle lost a race.
+    raced: bool,
 }
 
 impl Claims {
@@ -67,6 +78,8 @@ impl Claims {
             owned: BTreeMap::new(),
             rng: SplitMix64(seed),
             metrics,
+            soonest_expiry: None,
+            raced: false,
         }
     }
 
@@ -74,9 +87,18 @@ impl Claims {
         &self.settings.owner_id
     }
 
-    /// How long until the next cycle: the interval, ±20 % so replicas do not move in step.
+    /// How long until the next cycle: the interval, ±20 % so replicas do not move in step;
+    /// sooner if another replica's claim expires before that, so that a dead replica's
+    /// partitions are taken as soon as its claims lapse, not up to an interval later.
     pub fn next_delay(&mut self) -> Duration {
-        self.settings.interval.mul_f64(0.8 + 0.4 * self.rng.unit())
+        if self.raced {
+            return RACE_RETRY.mul_f64(0.5 + self.rng.unit());
+        }
+        let interval = self.settings.interval.mul_f64(0.8 + 0.4 * self.rng.unit());
+        match self.soonest_expiry {
+            Some(expiry) => interval.min(expiry + EXPIRY_GRACE),
+            None => interval,
+        }
     }
 
     /// One cycle: renew, list, claim. A store failure ends the cycle early; claims already
@@ -154,6 +176,17 @@ impl Claims {
                 changes.won.push(p);
             }
         }
+        let now = SystemTime::now();
+        self.soonest_expiry = listed
+            .iter()
+            .filter(|o| !o.owner.is_empty() && o.owner != me)
+            .filter_map(|o| {
+                let age = now
+                    .duration_since(o.props.last_modified)
+                    .unwrap_or_default();
+                self.settings.expiry.checked_sub(age)
+            })
+            .min();
         let view = balance::View::of(
             &self.partitions,
             &listed,
@@ -166,6 +199,7 @@ impl Claims {
             .with_label_values(&[&self.source])
             .set(view.replicas() as i64);
         let choices = view.choose(&mut self.rng);
+        self.raced = false;
         for choice in choices {
             let claimed = self
                 .store
@@ -176,6 +210,11 @@ impl Claims {
                     choice.version.as_deref(),
                 )
                 .await?;
+            if claimed == Claim::Lost {
+                // Another replica got there first: plan again soon from a fresh listing
+                // rather than an interval later (what is still free goes to whoever asks).
+                self.raced = true;
+            }
             if let Claim::Won(props) = claimed {
                 let change = if choice.steal_from.is_some() {
                     "stolen"

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use azure_messaging_eventhubs::ConsumerClient;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
 
 use super::client::{Connector, Failure, CALL_TIMEOUT, CLOSE_TIMEOUT};
@@ -55,6 +55,8 @@ pub struct AmqpSource {
     resume: Arc<Resume>,
     /// With a shared store: where replicas claim partitions, and the series of it.
     ownership: Option<(Arc<dyn OwnershipStore>, OwnershipMetrics)>,
+    /// Partitions whose stored state another replica wrote (their state here was dropped).
+    fenced: Option<broadcast::Receiver<(String, String)>>,
 }
 
 impl AmqpSource {
@@ -68,6 +70,7 @@ impl AmqpSource {
             commits: None,
             resume: Arc::default(),
             ownership: None,
+            fenced: None,
         }
     }
 
@@ -85,6 +88,7 @@ impl AmqpSource {
             .ownership
             .clone()
             .map(|store| (store, cx.metrics.ownership.clone()));
+        source.fenced = cx.fenced.as_ref().map(|f| f.subscribe());
         source
     }
 
@@ -127,6 +131,7 @@ async fn run(
         commits,
         resume,
         ownership,
+        mut fenced,
     } = src;
     let mut cfg = cfg;
     if ownership.is_some() && cfg.owner_level.is_none() {
@@ -188,6 +193,7 @@ async fn run(
         }
         _ => {
             let loaded = load_checkpoints(&checkpoints, &cfg.name).await?;
+            fwd.seed(&loaded);
             for id in &ids {
                 readers.start(id, open_at(&cfg, &resume, id, loaded.get(id)));
             }
@@ -236,7 +242,20 @@ async fn run(
                 let loaded = load_checkpoints(&checkpoints, &cfg.name).await?;
                 for p in partitions {
                     if sh.owned.contains(&p) {
+                        if let Some(cp) = loaded.get(&p) {
+                            fwd.seed(&std::collections::HashMap::from([(p.clone(), cp.clone())]));
+                        }
                         readers.start(&p, open_at(&cfg, &resume, &p, loaded.get(&p)));
+                    }
+                }
+            }
+            Some((source, partition)) = next_fenced(&mut fenced), if shared.is_some() => {
+                // Another replica wrote this partition's state since this one read it: give
+                // it up; if the claim is still this replica's, the next cycle takes it back
+                // and restores the newer state.
+                if source == cfg.name {
+                    if let Some(sh) = shared.as_mut() {
+                        sh.give_up(&partition, &mut readers, &mut fwd);
                     }
                 }
             }
@@ -280,6 +299,12 @@ async fn run(
     // given up, so that the next owner finds the state and positions this replica reached.
     readers.stop_all();
     drop(batch_rx);
+    if let Some(sh) = shared.as_mut() {
+        // Shared: the engine stores the owned partitions' state with everything sent so
+        // far and forgets them, so nothing of them is written after the claims are given
+        // up (a late write would be refused, and cost the next owner its first snapshot).
+        sh.release_all(&mut fwd, cfg.ack_wait).await;
+    }
     let committed = fwd.finish(true).await.map_err(AmqpSourceError::from);
     metrics.refresh();
     if let Some(sh) = shared {
@@ -326,6 +351,22 @@ async fn load_checkpoints(
             .await
             .map_err(AmqpSourceError::Checkpoint),
         None => Ok(Default::default()),
+    }
+}
+
+/// The next fenced partition (pending without a receiver; missed notices are skipped).
+async fn next_fenced(
+    fenced: &mut Option<broadcast::Receiver<(String, String)>>,
+) -> Option<(String, String)> {
+    let Some(rx) = fenced else {
+        return std::future::pending().await;
+    };
+    loop {
+        match rx.recv().await {
+            Ok(p) => return Some(p),
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
+        }
     }
 }
 
@@ -440,6 +481,29 @@ impl Shared {
             let _ = self.commands.send(Command::Lose(partition.to_string()));
             let change = Ownership::Discard(vec![Arc::from(partition)]);
             self.changes.push_back(self.change(change));
+        }
+    }
+
+    /// At the end: the engine stores the owned partitions' state and forgets it (waiting at
+    /// most `wait` for it).
+    async fn release_all(&mut self, fwd: &mut Forwarder, wait: Duration) {
+        if self.owned.is_empty() {
+            return;
+        }
+        let partitions: Vec<Arc<str>> = self.owned.iter().map(|p| Arc::from(p.as_str())).collect();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let id = self.batch_ids.fetch_add(1, Ordering::Relaxed);
+        let mut batch = Batch::new(self.source.clone(), Vec::new(), AckToken::new(id, tx));
+        batch.ownership = Some(Ownership::Release(partitions));
+        let stored = fwd.send_change(batch).await
+            && tokio::time::timeout(wait, rx.recv())
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|o| o.delivered);
+        if !stored {
+            tracing::warn!(source = %self.source,
+                "the owned partitions' last state was not stored before giving them up; their next owners start from the previous snapshot");
         }
     }
 
