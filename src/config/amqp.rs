@@ -171,8 +171,9 @@ pub(super) fn amqp_source(
     }
     if let Some(id) = owner_id {
         match interpolate(id) {
-            Ok(id) if !id.trim().is_empty() => cfg.ownership.owner_id = id,
-            Ok(_) => error("owner_id", "must not be empty".into()),
+            Ok(id) if !id.trim().is_empty() => cfg.ownership.owner_id = id.trim().to_string(),
+            // `${POD_NAME:-}` outside Kubernetes: the default id.
+            Ok(_) => {}
             Err(e) => error("owner_id", e),
         }
     }

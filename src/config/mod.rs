@@ -189,7 +189,8 @@ pub enum SourceConfig {
         /// metrics (timespan). Default `30s`.
         lag_poll_interval: Option<String>,
         /// With `[checkpoint.blob]`, replicas share the partitions through ownership records:
-        /// this replica's id in them. Default: the host name (the pod's) and a random suffix.
+        /// this replica's id in them. Default (also when empty): the host name (the pod's)
+        /// and a random suffix.
         /// Give a stable one (e.g. a StatefulSet pod's name) to have a restarted replica
         /// take its partitions back at once.
         owner_id: Option<String>,

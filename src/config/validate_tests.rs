@@ -373,6 +373,30 @@ fn the_event_hubs_example_config_loads() {
 }
 
 #[test]
+fn the_replicas_example_config_loads() {
+    std::env::set_var(
+        "AZURE_STORAGE_CONNECTION_STRING",
+        "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=a2V5;EndpointSuffix=core.windows.net",
+    );
+    std::env::set_var("POD_NAME", "hubwatch-1");
+    let s = load_example("eventhubs-replicas.toml");
+    let SourceSettings::Amqp(a) = &s.sources[0] else {
+        panic!("an amqp source")
+    };
+    assert_eq!(a.ownership.owner_id, "hubwatch-1");
+    assert_eq!(a.ownership.expiry, Duration::from_secs(60));
+    let cp = s.checkpoint.unwrap();
+    assert!(cp.global_results);
+    let StoreSettings::Blob(b) = &cp.store else {
+        panic!("a blob store")
+    };
+    assert_eq!(
+        b.container().unwrap().url(),
+        "https://acct.blob.core.windows.net/hubwatch"
+    );
+}
+
+#[test]
 fn checkpoints_go_to_a_directory_or_a_blob_container_and_secrets_stay_out_of_errors() {
     let dir = tempfile::tempdir().unwrap();
     let query = "[[queries]]\nname = \"n\"\nkql = \"AmlComputeClusterEvent | count\"\n";
