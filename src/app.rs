@@ -18,7 +18,7 @@ use crate::config::{Settings, SourceSettings};
 use crate::export::http::{self, AdminState, Request};
 use crate::pipeline::global::{Held, PeerUpdate, Refresher};
 use crate::pipeline::StateCommitter;
-use crate::pipeline::{DeadLetter, Engine};
+use crate::pipeline::{DeadLetter, Engine, Forwarding};
 use crate::schema::Schemas;
 use crate::shutdown::Shutdown;
 use crate::source::{Batch, SourceContext};
@@ -75,8 +75,25 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
     };
     let schemas = Schemas::embedded();
     let metrics = Arc::new(Metrics::new());
-    let mut engine = Engine::new(schemas, settings.queries.clone(), settings.engine.clone())
-        .with_metrics(metrics.clone());
+    // Routes send the rows they select to their sinks, flushed with every batch.
+    let mut sinks = Vec::new();
+    for s in &settings.sinks {
+        sinks.push(
+            s.open()
+                .with_context(|| format!("opening the sink '{}'", s.name()))?,
+        );
+    }
+    let forwarding = Forwarding {
+        routes: settings.routes.clone(),
+        sinks,
+    };
+    let mut engine = Engine::with_forwarding(
+        schemas,
+        settings.queries.clone(),
+        forwarding,
+        settings.engine.clone(),
+    )
+    .with_metrics(metrics.clone());
     if let Some(path) = &settings.dead_letter {
         let dl = DeadLetter::open(path)
             .with_context(|| format!("opening the dead-letter file {}", path.display()))?;

@@ -729,5 +729,7 @@ fn clone_settings(s: &Settings) -> anyhow::Result<Settings> {
         checkpoint: s.checkpoint.clone(),
         sources: s.sources.clone(),
         queries: s.queries.clone(),
+        sinks: s.sinks.clone(),
+        routes: s.routes.clone(),
     })
 }

@@ -16,6 +16,8 @@
 //! - [`state`]: window-state snapshots (format, stores, where restored partitions resume),
 //!   made of [`codec`]'s bytes.
 //! - [`blob`]: an Azure Blob storage container (checkpoints, ownership, snapshots).
+//! - [`forward`]: KQL routes that send rows on to sinks (SIEMs, files), acknowledged with
+//!   the batch.
 //! - [`export`]: the admin HTTP server — `/metrics`, the query API, health.
 //! - [`config`], [`app`], [`shutdown`], [`telemetry`]: plumbing.
 
@@ -30,6 +32,7 @@ pub mod config;
 pub mod demo;
 pub mod emulator;
 pub mod export;
+pub mod forward;
 pub mod kql;
 pub mod parse;
 pub mod pipeline;

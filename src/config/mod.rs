@@ -11,7 +11,7 @@ mod validate;
 use serde::Deserialize;
 
 pub use checkpoint::{BlobAccess, BlobSettings, CheckpointSettings, StoreSettings, Stores};
-pub use validate::{load, ConfigErrors, Settings, SourceSettings};
+pub use validate::{load, ConfigErrors, Settings, SinkSettings, SourceSettings};
 
 /// The whole file.
 #[derive(Debug, Deserialize, Default)]
@@ -40,6 +40,38 @@ pub struct RawConfig {
     /// pack is `aml-queries.toml`).
     #[serde(default)]
     pub query_files: Vec<String>,
+    /// Where routed rows go.
+    #[serde(default)]
+    pub sinks: Vec<SinkConfig>,
+    /// Which rows go to which sinks, in KQL.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// A destination for routed rows.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// NDJSON appended to a file, synced at the end of every batch (for a collector that
+    /// tails files, or for inspection).
+    File {
+        /// The name routes use.
+        name: String,
+        /// The file, relative to this file's folder; created if missing.
+        path: String,
+    },
+}
+
+/// A route: the rows of a table that go to some sinks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The route's name (in the forwarded rows and in metrics).
+    pub name: String,
+    /// A KQL pipeline over one table: `where`, `extend`, `project`, `project-away`.
+    pub kql: toml::Spanned<String>,
+    /// The sinks, by name.
+    pub sinks: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

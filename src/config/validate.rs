@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use super::checkpoint::CheckpointSettings;
 use super::env::interpolate;
-use super::{QueryConfig, QueryFile, RawConfig, SourceConfig};
+use super::{QueryConfig, QueryFile, RawConfig, SinkConfig, SourceConfig};
+use crate::forward::RouteSpec;
 use crate::kql::check::compile;
 use crate::kql::diag::line_col;
 use crate::parse::ParserLimits;
@@ -29,6 +30,31 @@ pub struct Settings {
     pub checkpoint: Option<CheckpointSettings>,
     pub sources: Vec<SourceSettings>,
     pub queries: Vec<QuerySpec>,
+    pub sinks: Vec<SinkSettings>,
+    pub routes: Vec<RouteSpec>,
+}
+
+/// A sink, checked.
+#[derive(Debug, Clone)]
+pub enum SinkSettings {
+    File { name: String, path: PathBuf },
+}
+
+impl SinkSettings {
+    pub fn name(&self) -> &str {
+        match self {
+            SinkSettings::File { name, .. } => name,
+        }
+    }
+
+    /// Opens the sink.
+    pub fn open(&self) -> std::io::Result<Box<dyn crate::forward::Sink>> {
+        match self {
+            SinkSettings::File { name, path } => {
+                Ok(Box::new(crate::forward::FileSink::open(name, path)?))
+            }
+        }
+    }
 }
 
 // Built once at start-up, a handful at most: the variants' sizes do not matter.
@@ -233,6 +259,74 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
             }
         }
     }
+    // Sinks, then the routes that name them.
+    let mut sinks = Vec::new();
+    for s in &raw.sinks {
+        match s {
+            SinkConfig::File { name, path } => {
+                if sinks.iter().any(|k: &SinkSettings| k.name() == name) {
+                    errors.push(format!("{file}: sink '{name}' is defined twice"));
+                }
+                let path = dir.join(env(&format!("sink '{name}': path"), path, &mut errors));
+                sinks.push(SinkSettings::File {
+                    name: name.clone(),
+                    path,
+                });
+            }
+        }
+    }
+    let mut routes: Vec<RouteSpec> = Vec::new();
+    for r in &raw.routes {
+        if !valid_name(&r.name) {
+            errors.push(format!(
+                "{file}: route '{}': a name must start with a letter or '_' and hold only letters, digits and '_'",
+                r.name
+            ));
+        }
+        if routes.iter().any(|o| *o.name == *r.name) {
+            errors.push(format!("{file}: route '{}' is defined twice", r.name));
+        }
+        if r.sinks.is_empty() {
+            errors.push(format!(
+                "{file}: route '{}': name at least one sink",
+                r.name
+            ));
+        }
+        let mut indexes = Vec::new();
+        for s in &r.sinks {
+            match sinks.iter().position(|k| k.name() == s) {
+                Some(i) => indexes.push(i),
+                None => errors.push(format!(
+                    "{file}: route '{}': no sink is named '{s}' (define it under [[sinks]])",
+                    r.name
+                )),
+            }
+        }
+        let content_start = string_content_start(&text, r.kql.span().start);
+        match compile(r.kql.get_ref(), schemas) {
+            Ok(plan) => match crate::forward::check_route(&plan) {
+                Ok(()) => routes.push(RouteSpec {
+                    name: Arc::from(r.name.as_str()),
+                    kql: r.kql.get_ref().clone(),
+                    plan: Arc::new(plan),
+                    sinks: indexes,
+                }),
+                Err(e) => {
+                    let (line, col) = line_col(&text, content_start);
+                    errors.push(format!("{file}:{line}:{col}: route '{}': {e}", r.name));
+                }
+            },
+            Err(diags) => {
+                for d in &diags.items {
+                    let (line, col) = line_col(&text, content_start + d.span.start);
+                    errors.push(format!(
+                        "{file}:{line}:{col}: route '{}': {}",
+                        r.name, d.message
+                    ));
+                }
+            }
+        }
+    }
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
@@ -246,6 +340,8 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
         checkpoint,
         sources,
         queries,
+        sinks,
+        routes,
     })
 }
 

@@ -483,3 +483,75 @@ fn checkpoints_go_to_a_directory_or_a_blob_container_and_secrets_stay_out_of_err
     assert!(e.to_string().contains("not an http(s) URL"), "{e}");
     assert!(!e.to_string().contains(sig), "{e}");
 }
+
+#[test]
+fn routes_take_row_pipelines_to_named_sinks_and_every_mistake_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "c.toml",
+        r#"[[sinks]]
+type = "file"
+name = "siem"
+path = "out/routed.ndjson"
+
+[[routes]]
+name = "failed"
+sinks = ["siem"]
+kql = "AmlComputeJobEvent | where EventType == 'JobFailed' | project TimeGenerated, ClusterName"
+
+[[routes]]
+name = "counted"
+sinks = ["siem"]
+kql = "AmlComputeJobEvent | summarize n = count()"
+
+[[routes]]
+name = "few"
+sinks = ["nowhere"]
+kql = "AmlComputeJobEvent | take 5"
+
+[[routes]]
+name = "bad"
+sinks = []
+kql = '''
+AmlComputeJobEvent
+| where Nope > 1'''
+"#,
+    );
+    let e = load(&p, &Schemas::embedded()).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("route 'counted': a route forwards rows one by one: `summarize`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("route 'few': no sink is named 'nowhere'"),
+        "{text}"
+    );
+    assert!(
+        text.contains("route 'few': a route forwards every matching row"),
+        "{text}"
+    );
+    assert!(
+        text.contains("route 'bad': name at least one sink"),
+        "{text}"
+    );
+    assert!(
+        text.contains("c.toml:26:9: route 'bad': unknown column 'Nope'"),
+        "{text}"
+    );
+    assert_eq!(e.0.len(), 5, "{text}");
+
+    let ok = write(
+        dir.path(),
+        "ok.toml",
+        "[[sinks]]\ntype = \"file\"\nname = \"siem\"\npath = \"out/routed.ndjson\"\n\
+         [[routes]]\nname = \"failed\"\nsinks = [\"siem\"]\nkql = \"AmlComputeJobEvent | where EventType == 'JobFailed'\"\n",
+    );
+    let s = load(&ok, &Schemas::embedded()).unwrap();
+    assert_eq!(s.routes.len(), 1);
+    assert_eq!(s.routes[0].sinks, vec![0]);
+    assert!(
+        matches!(&s.sinks[0], SinkSettings::File { path, .. } if path == &dir.path().join("out/routed.ndjson"))
+    );
+}

@@ -19,6 +19,7 @@ use crate::window::sketch::hash64;
 use crate::window::{QueryLimits, QueryState, QueryStats, ResultTable};
 
 use super::dead_letter::DeadLetter;
+use crate::forward::{RouteSpec, Sink};
 
 /// A loaded query.
 #[derive(Debug, Clone)]
@@ -144,10 +145,33 @@ pub struct Engine {
     peers: Vec<PartitionState>,
     /// Bumped whenever the set of partitions held changes.
     generation: u64,
+    /// Routes and their sinks (`crate::forward`).
+    forwarding: Forwarding,
+    /// Table id → indexes of the routes that read it.
+    routes_by_table: Vec<Vec<usize>>,
+    /// A sink write failed since the last batch; the batch must not be acknowledged.
+    forward_error: Option<std::io::Error>,
+}
+
+/// What an engine forwards: routes, and the sinks they name (by index).
+#[derive(Default)]
+pub struct Forwarding {
+    pub routes: Vec<RouteSpec>,
+    pub sinks: Vec<Box<dyn Sink>>,
 }
 
 impl Engine {
     pub fn new(schemas: Arc<Schemas>, specs: Vec<QuerySpec>, opts: EngineOptions) -> Engine {
+        Engine::with_forwarding(schemas, specs, Forwarding::default(), opts)
+    }
+
+    /// An engine that also sends the rows its routes select to their sinks.
+    pub fn with_forwarding(
+        schemas: Arc<Schemas>,
+        specs: Vec<QuerySpec>,
+        forwarding: Forwarding,
+        opts: EngineOptions,
+    ) -> Engine {
         let mut needs = Needs::none(&schemas);
         let mut by_table = vec![Vec::new(); schemas.tables.len()];
         for (i, spec) in specs.iter().enumerate() {
@@ -155,6 +179,15 @@ impl Engine {
             for (col, read) in spec.plan.reads.iter().enumerate() {
                 if *read {
                     needs.add(&schemas, spec.plan.table, col);
+                }
+            }
+        }
+        let mut routes_by_table = vec![Vec::new(); schemas.tables.len()];
+        for (i, route) in forwarding.routes.iter().enumerate() {
+            routes_by_table[route.plan.table].push(i);
+            for (col, read) in route.plan.reads.iter().enumerate() {
+                if *read {
+                    needs.add(&schemas, route.plan.table, col);
                 }
             }
         }
@@ -178,6 +211,9 @@ impl Engine {
             duplicates: 0,
             peers: Vec::new(),
             generation: 0,
+            forwarding,
+            routes_by_table,
+            forward_error: None,
         }
     }
 
@@ -313,6 +349,14 @@ impl Engine {
         } else {
             Some(part.positions.iter().map(behind_of).collect())
         };
+        // New to this partition (not re-read to rebuild a query's windows), and not covered
+        // by the source's checkpoint: forwarded. Anything else updates windows only.
+        let forward = !event.replayed
+            && (event.rewound
+                || part
+                    .position
+                    .as_ref()
+                    .is_none_or(|p| p.sequence_number < seq));
         let here = Checkpoint {
             offset: event.position.offset,
             sequence_number: seq,
@@ -342,6 +386,11 @@ impl Engine {
             dead_letter_error: &mut self.dead_letter_error,
             source,
             position: &event.position,
+            forward: forward.then_some(Forward {
+                forwarding: &mut self.forwarding,
+                routes_by_table: &self.routes_by_table,
+                error: &mut self.forward_error,
+            }),
         };
         self.parser
             .parse_body(&event.body, event.position.enqueued_time, &mut route);
@@ -473,6 +522,13 @@ impl Engine {
                 self.dead_letter_error.get_or_insert(e);
             }
         }
+        // The batch's routed rows are durable in every sink before it may be acknowledged.
+        for sink in &mut self.forwarding.sinks {
+            if let Err(e) = sink.flush() {
+                let e = std::io::Error::new(e.kind(), format!("sink '{}': {e}", sink.name()));
+                self.forward_error.get_or_insert(e);
+            }
+        }
         let stats = self.parser.stats.take();
         self.totals.add(&stats);
         let mut deltas = vec![QueryStats::default(); self.specs.len()];
@@ -504,7 +560,11 @@ impl Engine {
                 );
             }
         }
-        match self.dead_letter_error.take() {
+        match self
+            .dead_letter_error
+            .take()
+            .or_else(|| self.forward_error.take())
+        {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -595,6 +655,40 @@ struct Route<'a> {
     dead_letter_error: &'a mut Option<std::io::Error>,
     source: &'a str,
     position: &'a Position,
+    /// The routes, when this event is to be forwarded.
+    forward: Option<Forward<'a>>,
+}
+
+struct Forward<'a> {
+    forwarding: &'a mut Forwarding,
+    routes_by_table: &'a [Vec<usize>],
+    error: &'a mut Option<std::io::Error>,
+}
+
+impl Forward<'_> {
+    fn row(&mut self, row: &Row, clock: i64, source: &str, position: &Position) {
+        let Forwarding { routes, sinks } = &mut *self.forwarding;
+        for &i in &self.routes_by_table[row.table] {
+            let route = &routes[i];
+            let Some(out) = route.select(row, clock) else {
+                continue;
+            };
+            let mut line = Vec::with_capacity(256);
+            crate::forward::format::row_json(
+                &mut line,
+                &route.plan.output,
+                &out,
+                &route.name,
+                source,
+                position,
+            );
+            for &s in &route.sinks {
+                if let Err(e) = sinks[s].write(&line) {
+                    self.error.get_or_insert(e);
+                }
+            }
+        }
+    }
 }
 
 impl ParseSink for Route<'_> {
@@ -610,6 +704,9 @@ impl ParseSink for Route<'_> {
             if self.only.is_none_or(|only| only[i]) {
                 self.queries[i].ingest(&row, clock, wm);
             }
+        }
+        if let Some(f) = &mut self.forward {
+            f.row(&row, clock, self.source, self.position);
         }
     }
 

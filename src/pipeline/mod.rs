@@ -9,4 +9,4 @@ pub mod global;
 
 pub use commit::StateCommitter;
 pub use dead_letter::DeadLetter;
-pub use engine::{Engine, EngineOptions, QuerySpec};
+pub use engine::{Engine, EngineOptions, Forwarding, QuerySpec};

@@ -114,8 +114,21 @@ impl Forwarder {
         self.ledger.wants()
     }
 
-    /// Takes a batch to forward (only when [`wants`](Self::wants) said so).
-    pub fn offer(&mut self, batch: Batch) {
+    /// Takes a batch to forward (only when [`wants`](Self::wants) said so). Events at or
+    /// before their partition's floor (the checkpoint found when reading began) are marked
+    /// replayed: they rebuild windows and are not forwarded to sinks again.
+    pub fn offer(&mut self, mut batch: Batch) {
+        if !self.floor.is_empty() {
+            for e in &mut batch.events {
+                if self
+                    .floor
+                    .get(&*e.position.partition)
+                    .is_some_and(|f| e.position.sequence_number <= *f)
+                {
+                    e.replayed = true;
+                }
+            }
+        }
         self.ledger.offer(batch);
     }
 

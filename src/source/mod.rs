@@ -44,6 +44,10 @@ pub struct Event {
     /// The first event of a partition that starts over (a file truncated or replaced):
     /// positions before it belong to other content, so nothing before it is a duplicate.
     pub rewound: bool,
+    /// At or before the source's checkpoint when it started reading the partition: read
+    /// again to rebuild window state, already forwarded in an earlier run, so it updates
+    /// windows only.
+    pub replayed: bool,
 }
 
 impl Event {
@@ -52,6 +56,7 @@ impl Event {
             body,
             position,
             rewound: false,
+            replayed: false,
         }
     }
 }

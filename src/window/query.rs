@@ -555,7 +555,11 @@ fn merge_states(acc: &mut [AggState], other: &[AggState], aggs: &[Aggregate]) {
 }
 
 /// Row-at-a-time operators; borrows the row unless an operator must change it.
-fn apply_pre<'a>(ops: &[RowOp], row: &'a [Value], cx: &Context) -> Option<Cow<'a, [Value]>> {
+pub(crate) fn apply_pre<'a>(
+    ops: &[RowOp],
+    row: &'a [Value],
+    cx: &Context,
+) -> Option<Cow<'a, [Value]>> {
     let mut frame: Cow<'a, [Value]> = Cow::Borrowed(row);
     for op in ops {
         match op {

@@ -714,10 +714,8 @@ impl Cursor {
             sequence_number: line_no,
             enqueued_time: None,
         };
-        Some(Event {
-            body,
-            position,
-            rewound: std::mem::take(&mut self.rewound),
-        })
+        let mut event = Event::new(body, position);
+        event.rewound = std::mem::take(&mut self.rewound);
+        Some(event)
     }
 }

@@ -1,0 +1,37 @@
+//! Forwarding: records sent on to the systems a security team already runs, selected by
+//! KQL routes, from the same parse as the queries and under the same acknowledgement.
+//!
+//! - A **route** ([`route`]) is a KQL pipeline over one table — `where`, `extend`, `project`,
+//!   `project-away`; no `summarize`, `take` or `sort` — naming the sinks its rows go to.
+//! - A **sink** ([`Sink`]) takes each selected row as one line and makes what it took
+//!   durable when asked ([`Sink::flush`]). The file sink ([`file`]) appends NDJSON and syncs.
+//! - **Delivery**: the engine flushes every sink at the end of each batch; a batch is
+//!   acknowledged only after that (and after the window state that absorbed it is stored),
+//!   so a source commits a position only once every route's rows before it are durable in
+//!   every sink. After a crash the batches since the last commit are read again and their
+//!   rows forwarded again: at least once, duplicates only from the uncommitted tail.
+//! - **Never forwarded twice on purpose**: an event a partition's state already absorbed
+//!   (re-read after a restart, or re-read to rebuild a query's windows), or one the source's
+//!   checkpoint already covers ([`crate::source::Event::replayed`]), updates windows only.
+//!
+//! Format ([`format`]): the Log Analytics row as one JSON object, in the route's column order
+//! (datetimes `YYYY-MM-DDTHH:MM:SS.fffffffZ`, as the query API writes them), plus a
+//! `_hubwatch` object: route, source, partition, offset, sequence number, enqueued time.
+
+pub mod file;
+pub mod format;
+pub mod route;
+
+pub use file::FileSink;
+pub use route::{check_route, RouteSpec};
+
+/// Where a route's rows go. Owned by the engine's thread.
+pub trait Sink: Send {
+    /// The sink's configured name.
+    fn name(&self) -> &str;
+    /// Takes one line (without its newline).
+    fn write(&mut self, line: &[u8]) -> std::io::Result<()>;
+    /// Makes everything taken so far durable; the batch that produced it is acknowledged
+    /// only after this succeeds.
+    fn flush(&mut self) -> std::io::Result<()>;
+}

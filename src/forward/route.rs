@@ -1,0 +1,58 @@
+//! A route: which rows of a table are forwarded, and to which sinks. Written in KQL and
+//! compiled by the query compiler; a route keeps the row-at-a-time part of a pipeline only
+//! (a `summarize`, `take` or `sort` would need the whole stream).
+
+use std::sync::Arc;
+
+use crate::kql::eval::Context;
+use crate::kql::plan::{Plan, Stage};
+use crate::parse::Row;
+use crate::value::Value;
+
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub name: Arc<str>,
+    pub kql: String,
+    pub plan: Arc<Plan>,
+    /// Indexes of the sinks (in the configuration's order) the rows go to.
+    pub sinks: Vec<usize>,
+}
+
+/// Why a compiled KQL pipeline cannot be a route, if it cannot.
+pub fn check_route(plan: &Plan) -> Result<(), String> {
+    match &plan.stage {
+        Stage::Summarize(_) => {
+            return Err(
+                "a route forwards rows one by one: `summarize` is for [[queries]]".to_string(),
+            )
+        }
+        Stage::Rows { limit: Some(_) } => {
+            return Err("a route forwards every matching row: remove `take` / `limit`".to_string())
+        }
+        Stage::Rows { limit: None } => {}
+    }
+    if !plan.post.is_empty() {
+        return Err(
+            "a route forwards rows one by one: `sort`, `top`, `take` and `count` need the whole stream"
+                .to_string(),
+        );
+    }
+    Ok(())
+}
+
+impl RouteSpec {
+    /// The row this route forwards for `row`, if it matches (the clock is `now()` for the
+    /// route's expressions and the edge of a `TimeGenerated > ago(…)` filter).
+    pub fn select(&self, row: &Row, clock: i64) -> Option<Vec<Value>> {
+        if row.table != self.plan.table {
+            return None;
+        }
+        if let Some(w) = self.plan.window {
+            if !w.contains(row.time, clock) {
+                return None;
+            }
+        }
+        let cx = Context { now: clock };
+        crate::window::query::apply_pre(&self.plan.pre, &row.values, &cx).map(|f| f.into_owned())
+    }
+}
