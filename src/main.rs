@@ -150,10 +150,12 @@ fn main() -> ExitCode {
         Command::Check { config } => match load(&config) {
             Ok(s) => {
                 println!(
-                    "{}: OK ({} queries, {} sources)",
+                    "{}: OK ({} queries, {} sources, {} routes, {} sinks)",
                     config.display(),
                     s.queries.len(),
-                    s.sources.len()
+                    s.sources.len(),
+                    s.routes.len(),
+                    s.sinks.len()
                 );
                 ExitCode::SUCCESS
             }

@@ -92,6 +92,15 @@ fn a_route_forwards_exactly_the_rows_its_kql_selects_with_their_origin() {
     let want = oracle(&input);
     assert!(want.values().sum::<i64>() > 500, "{want:?}");
     assert_eq!(per_type(&rows), want);
+    let (_, metrics) = svc.get("/metrics");
+    assert_eq!(
+        metric(&metrics, "hubwatch_forward_rows_total{route=\"jobs\"}"),
+        Some(rows.len() as f64)
+    );
+    assert_eq!(
+        metric(&metrics, "hubwatch_forward_sink_lines_total{sink=\"siem\"}"),
+        Some(rows.len() as f64)
+    );
     let first = &rows[0];
     let line = std::fs::read_to_string(dir.path().join("routed.ndjson")).unwrap();
     let line = line.lines().next().unwrap();

@@ -151,6 +151,15 @@ pub struct Engine {
     routes_by_table: Vec<Vec<usize>>,
     /// A sink write failed since the last batch; the batch must not be acknowledged.
     forward_error: Option<std::io::Error>,
+    /// Since the last batch: rows per route, lines per sink, failures per sink.
+    forward_counts: ForwardCounts,
+}
+
+#[derive(Default)]
+struct ForwardCounts {
+    rows: Vec<u64>,
+    lines: Vec<u64>,
+    failures: Vec<u64>,
 }
 
 /// What an engine forwards: routes, and the sinks they name (by index).
@@ -211,6 +220,11 @@ impl Engine {
             duplicates: 0,
             peers: Vec::new(),
             generation: 0,
+            forward_counts: ForwardCounts {
+                rows: vec![0; forwarding.routes.len()],
+                lines: vec![0; forwarding.sinks.len()],
+                failures: vec![0; forwarding.sinks.len()],
+            },
             forwarding,
             routes_by_table,
             forward_error: None,
@@ -390,6 +404,7 @@ impl Engine {
                 forwarding: &mut self.forwarding,
                 routes_by_table: &self.routes_by_table,
                 error: &mut self.forward_error,
+                counts: &mut self.forward_counts,
             }),
         };
         self.parser
@@ -523,10 +538,29 @@ impl Engine {
             }
         }
         // The batch's routed rows are durable in every sink before it may be acknowledged.
-        for sink in &mut self.forwarding.sinks {
+        for (i, sink) in self.forwarding.sinks.iter_mut().enumerate() {
             if let Err(e) = sink.flush() {
+                self.forward_counts.failures[i] += 1;
                 let e = std::io::Error::new(e.kind(), format!("sink '{}': {e}", sink.name()));
                 self.forward_error.get_or_insert(e);
+            }
+        }
+        if let Some(m) = &self.metrics {
+            let c = &mut self.forward_counts;
+            for (route, n) in self.forwarding.routes.iter().zip(&mut c.rows) {
+                m.forward
+                    .rows
+                    .with_label_values(&[&route.name])
+                    .inc_by(std::mem::take(n));
+            }
+            for (i, sink) in self.forwarding.sinks.iter().enumerate() {
+                let f = &m.forward;
+                f.lines
+                    .with_label_values(&[sink.name()])
+                    .inc_by(std::mem::take(&mut c.lines[i]));
+                f.failures
+                    .with_label_values(&[sink.name()])
+                    .inc_by(std::mem::take(&mut c.failures[i]));
             }
         }
         let stats = self.parser.stats.take();
@@ -663,6 +697,7 @@ struct Forward<'a> {
     forwarding: &'a mut Forwarding,
     routes_by_table: &'a [Vec<usize>],
     error: &'a mut Option<std::io::Error>,
+    counts: &'a mut ForwardCounts,
 }
 
 impl Forward<'_> {
@@ -682,9 +717,14 @@ impl Forward<'_> {
                 source,
                 position,
             );
+            self.counts.rows[i] += 1;
             for &s in &route.sinks {
-                if let Err(e) = sinks[s].write(&line) {
-                    self.error.get_or_insert(e);
+                match sinks[s].write(&line) {
+                    Ok(()) => self.counts.lines[s] += 1,
+                    Err(e) => {
+                        self.counts.failures[s] += 1;
+                        self.error.get_or_insert(e);
+                    }
                 }
             }
         }

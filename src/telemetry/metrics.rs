@@ -359,6 +359,39 @@ impl OwnershipMetrics {
     }
 }
 
+/// Forwarding: rows routed, and what the sinks took.
+#[derive(Clone)]
+pub struct ForwardMetrics {
+    pub rows: IntCounterVec,
+    pub lines: IntCounterVec,
+    pub failures: IntCounterVec,
+}
+
+impl ForwardMetrics {
+    fn new(r: &Registry) -> ForwardMetrics {
+        ForwardMetrics {
+            rows: counter_vec(
+                r,
+                "hubwatch_forward_rows_total",
+                "Rows a route selected and handed to its sinks.",
+                &["route"],
+            ),
+            lines: counter_vec(
+                r,
+                "hubwatch_forward_sink_lines_total",
+                "Lines a sink took and made durable.",
+                &["sink"],
+            ),
+            failures: counter_vec(
+                r,
+                "hubwatch_forward_sink_failures_total",
+                "Writes or flushes a sink failed (the batch is not acknowledged).",
+                &["sink"],
+            ),
+        }
+    }
+}
+
 /// Global results: copies of the partitions other replicas own.
 #[derive(Clone)]
 pub struct GlobalMetrics {
@@ -420,6 +453,7 @@ pub struct Metrics {
     pub state: StateMetrics,
     pub ownership: OwnershipMetrics,
     pub global: GlobalMetrics,
+    pub forward: ForwardMetrics,
     pub clock: Gauge,
     pub watermark: Gauge,
     pub up: IntGauge,
@@ -547,6 +581,7 @@ impl Metrics {
         Metrics {
             ownership: OwnershipMetrics::new(&r),
             global: GlobalMetrics::new(&r),
+            forward: ForwardMetrics::new(&r),
             state,
             parse,
             query,
@@ -695,6 +730,10 @@ mod tests {
         k.commit_failures.with_label_values(&["s"]);
         k.errors.with_label_values(&["s", "transport"]);
         m.state.started_empty.with_label_values(&["q"]);
+        m.forward.rows.with_label_values(&["r"]);
+        for v in [&m.forward.lines, &m.forward.failures] {
+            v.with_label_values(&["s"]);
+        }
         let o = &m.ownership;
         for v in [&o.partitions, &o.replicas] {
             v.with_label_values(&["s"]);
@@ -722,6 +761,9 @@ mod tests {
                 "hubwatch_amqp_reconnects_total",
                 "hubwatch_event_time_clock_seconds",
                 "hubwatch_event_time_watermark_seconds",
+                "hubwatch_forward_rows_total",
+                "hubwatch_forward_sink_failures_total",
+                "hubwatch_forward_sink_lines_total",
                 "hubwatch_global_last_refresh_timestamp_seconds",
                 "hubwatch_global_peer_partitions",
                 "hubwatch_global_peer_snapshot_age_seconds",
