@@ -18,6 +18,7 @@
 //! (datetimes `YYYY-MM-DDTHH:MM:SS.fffffffZ`, as the query API writes them), plus a
 //! `_hubwatch` object: route, source, partition, offset, sequence number, enqueued time.
 
+pub mod buffer;
 pub mod file;
 pub mod format;
 pub mod route;

@@ -1,0 +1,358 @@
+//! A sink's disk buffer: what a network sink must deliver, kept on disk between the engine
+//! (which appends each batch's lines and makes them durable before the batch is
+//! acknowledged) and the sink's sender (which delivers them, in order, and lets go of what
+//! the receiver acknowledged). A SIEM that is down then fills the buffer instead of stalling
+//! the engine: windows and metrics go on, and positions are committed, because what they
+//! covered is durable here. Vector's disk buffers follow the same model.
+//!
+//! Layout, in the sink's own directory: segment files `<n>.seg` (`n` rising, 20 digits),
+//! each a run of frames `len u32 LE | bytes | crc32 u32 LE`, and `acked`, the position of the
+//! first frame not yet delivered (`<segment> <offset>`, replaced atomically). A segment is
+//! removed once everything in it is acknowledged; a torn frame at the end of the last
+//! segment (a crash mid-write) is cut off when the buffer opens.
+//!
+//! Bounded: `max_bytes` over every segment. When full, `append` reports it, and the caller's
+//! policy applies (`when_full = "block"`: the batch waits, reading pauses, nothing is lost).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+const SEGMENT_BYTES: u64 = 8 << 20;
+const ACKED: &str = "acked";
+
+/// Where a frame starts: its segment and byte offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Cursor {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+/// The writing side (the engine's thread).
+pub struct BufferWriter {
+    dir: PathBuf,
+    max_bytes: u64,
+    segment: u64,
+    out: BufWriter<File>,
+    /// Bytes in the current segment (written, flushed or not).
+    written: u64,
+    /// Bytes of every segment on disk, acknowledged or not (minus removed segments).
+    total: u64,
+}
+
+/// The buffer is full: nothing was written.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Full;
+
+fn seg_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{n:020}.seg"))
+}
+
+/// The segment numbers on disk, in order.
+pub fn segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut v: Vec<u64> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".seg")?.parse().ok())
+        .collect();
+    v.sort_unstable();
+    Ok(v)
+}
+
+/// Reads frames of a segment from `offset`: (frame, next offset) each; stops at the end or at
+/// a torn or corrupt frame.
+pub fn read_frames(path: &Path, offset: u64, max: usize) -> io::Result<Vec<(Vec<u8>, u64)>> {
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    f.seek(SeekFrom::Start(offset))?;
+    let mut out = Vec::new();
+    let mut at = offset;
+    while out.len() < max && at + 8 <= len {
+        let mut head = [0u8; 4];
+        f.read_exact(&mut head)?;
+        let n = u32::from_le_bytes(head) as u64;
+        if at + 8 + n > len {
+            break;
+        }
+        let mut bytes = vec![0u8; n as usize];
+        f.read_exact(&mut bytes)?;
+        let mut crc = [0u8; 4];
+        f.read_exact(&mut crc)?;
+        if crc32fast::hash(&bytes) != u32::from_le_bytes(crc) {
+            break;
+        }
+        at += 8 + n;
+        out.push((bytes, at));
+    }
+    Ok(out)
+}
+
+/// The length of a segment's whole frames (what a crash may have torn is after it).
+fn whole_length(path: &Path) -> io::Result<u64> {
+    let mut at = 0;
+    loop {
+        let frames = read_frames(path, at, 1024)?;
+        match frames.last() {
+            Some((_, next)) => at = *next,
+            None => return Ok(at),
+        }
+    }
+}
+
+impl BufferWriter {
+    /// Opens the buffer in `dir` (created if missing), cutting a torn frame off the last
+    /// segment, and continues in a new segment.
+    pub fn open(dir: &Path, max_bytes: u64) -> io::Result<BufferWriter> {
+        fs::create_dir_all(dir)?;
+        let segs = segments(dir)?;
+        let mut total = 0;
+        for n in &segs {
+            total += fs::metadata(seg_path(dir, *n))?.len();
+        }
+        if let Some(last) = segs.last() {
+            let path = seg_path(dir, *last);
+            let whole = whole_length(&path)?;
+            let len = fs::metadata(&path)?.len();
+            if whole < len {
+                OpenOptions::new().write(true).open(&path)?.set_len(whole)?;
+                total -= len - whole;
+            }
+        }
+        let segment = segs.last().map_or(0, |n| n + 1);
+        let out = BufWriter::new(File::create(seg_path(dir, segment))?);
+        Ok(BufferWriter {
+            dir: dir.to_path_buf(),
+            max_bytes: max_bytes.max(SEGMENT_BYTES),
+            segment,
+            out,
+            written: 0,
+            total,
+        })
+    }
+
+    /// Appends one frame; `Err(Full)` when it would go beyond `max_bytes`.
+    pub fn append(&mut self, bytes: &[u8]) -> io::Result<Result<(), Full>> {
+        let size = 8 + bytes.len() as u64;
+        if self.total + size > self.max_bytes {
+            return Ok(Err(Full));
+        }
+        if self.written + size > SEGMENT_BYTES && self.written > 0 {
+            self.rotate()?;
+        }
+        self.out.write_all(&(bytes.len() as u32).to_le_bytes())?;
+        self.out.write_all(bytes)?;
+        self.out.write_all(&crc32fast::hash(bytes).to_le_bytes())?;
+        self.written += size;
+        self.total += size;
+        Ok(Ok(()))
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.flush()?;
+        self.segment += 1;
+        self.out = BufWriter::new(File::create(seg_path(&self.dir, self.segment))?);
+        self.written = 0;
+        Ok(())
+    }
+
+    /// Makes everything appended durable; returns where the durable frames end.
+    pub fn flush(&mut self) -> io::Result<Cursor> {
+        self.out.flush()?;
+        self.out.get_ref().sync_data()?;
+        Ok(Cursor {
+            segment: self.segment,
+            offset: self.written,
+        })
+    }
+
+    /// Bytes on disk, delivered or not (the sender's removals lower it: `released`).
+    pub fn bytes(&self) -> u64 {
+        self.total
+    }
+
+    /// The sender removed segments of this many bytes.
+    pub fn released(&mut self, bytes: u64) {
+        self.total = self.total.saturating_sub(bytes);
+    }
+}
+
+/// The delivering side: reads what is durable, in order, from the first unacknowledged
+/// frame; `ack` moves past what the receiver took and removes finished segments.
+pub struct BufferReader {
+    dir: PathBuf,
+    at: Cursor,
+}
+
+impl BufferReader {
+    /// Starts at the stored acknowledgement, or at the oldest segment.
+    pub fn open(dir: &Path) -> io::Result<BufferReader> {
+        fs::create_dir_all(dir)?;
+        let at = match fs::read_to_string(dir.join(ACKED)) {
+            Ok(text) => {
+                let mut parts = text.split_whitespace().map(|p| p.parse::<u64>());
+                match (parts.next(), parts.next()) {
+                    (Some(Ok(segment)), Some(Ok(offset))) => Cursor { segment, offset },
+                    _ => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("{} is not '<segment> <offset>'", dir.join(ACKED).display()),
+                        ))
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Cursor {
+                segment: segments(dir)?.first().copied().unwrap_or(0),
+                offset: 0,
+            },
+            Err(e) => return Err(e),
+        };
+        Ok(BufferReader {
+            dir: dir.to_path_buf(),
+            at,
+        })
+    }
+
+    /// Up to `max` frames from the first unacknowledged one, not beyond `durable`, with the
+    /// cursor after each.
+    pub fn next(&self, durable: Cursor, max: usize) -> io::Result<Vec<(Vec<u8>, Cursor)>> {
+        let mut out = Vec::new();
+        let first = self.at.segment;
+        for seg in segments(&self.dir)?.into_iter().filter(|s| *s >= first) {
+            if seg > durable.segment || out.len() >= max {
+                break;
+            }
+            let from = if seg == self.at.segment {
+                self.at.offset
+            } else {
+                0
+            };
+            for (bytes, next) in read_frames(&seg_path(&self.dir, seg), from, max - out.len())? {
+                if seg == durable.segment && next > durable.offset {
+                    return Ok(out);
+                }
+                out.push((
+                    bytes,
+                    Cursor {
+                        segment: seg,
+                        offset: next,
+                    },
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The receiver took everything before `to`: it is stored as acknowledged, and the
+    /// segments before `to`'s are removed. Returns the bytes removed.
+    pub fn ack(&mut self, to: Cursor) -> io::Result<u64> {
+        let tmp = self.dir.join(format!("{ACKED}.tmp"));
+        fs::write(&tmp, format!("{} {}", to.segment, to.offset))?;
+        File::open(&tmp)?.sync_all()?;
+        fs::rename(&tmp, self.dir.join(ACKED))?;
+        let mut removed = 0;
+        let segs = segments(&self.dir)?;
+        let newest = segs.last().copied().unwrap_or(0);
+        for seg in segs {
+            let path = seg_path(&self.dir, seg);
+            let len = fs::metadata(&path)?.len();
+            // Before the acknowledged one, or the acknowledged one read to its end once
+            // the writer has moved on to a later segment (nothing more comes into it).
+            let done = seg < to.segment || (seg == to.segment && to.offset >= len && seg < newest);
+            if done {
+                removed += len;
+                fs::remove_file(path)?;
+            }
+        }
+        self.at = to;
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(frames: &[(Vec<u8>, Cursor)]) -> Vec<String> {
+        frames
+            .iter()
+            .map(|(b, _)| String::from_utf8(b.clone()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn frames_come_back_in_order_only_once_durable_and_acks_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = BufferWriter::open(dir.path(), 64 << 20).unwrap();
+        for i in 0..5 {
+            w.append(format!("line {i}").as_bytes()).unwrap().unwrap();
+        }
+        let durable = w.flush().unwrap();
+        w.append(b"not yet durable").unwrap().unwrap();
+        let mut r = BufferReader::open(dir.path()).unwrap();
+        let got = r.next(durable, 100).unwrap();
+        assert_eq!(
+            lines(&got),
+            ["line 0", "line 1", "line 2", "line 3", "line 4"]
+        );
+        r.ack(got[2].1).unwrap();
+        // A restart of the sender resumes after what was acknowledged.
+        let r = BufferReader::open(dir.path()).unwrap();
+        let durable = w.flush().unwrap();
+        assert_eq!(
+            lines(&r.next(durable, 100).unwrap()),
+            ["line 3", "line 4", "not yet durable"]
+        );
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_full_segments_are_removed_once_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut w = BufferWriter::open(dir.path(), 64 << 20).unwrap();
+            w.append(b"kept").unwrap().unwrap();
+            w.flush().unwrap();
+        }
+        // A crash mid-frame: half a frame at the end of the segment.
+        let seg = seg_path(dir.path(), 0);
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(&[200, 0, 0, 0, b'x']).unwrap();
+        drop(f);
+        let mut w = BufferWriter::open(dir.path(), 64 << 20).unwrap();
+        assert_eq!(fs::metadata(&seg).unwrap().len(), 4 + 4 + 4);
+        w.append(b"after").unwrap().unwrap();
+        let durable = w.flush().unwrap();
+        let mut r = BufferReader::open(dir.path()).unwrap();
+        let got = r.next(durable, 10).unwrap();
+        assert_eq!(lines(&got), ["kept", "after"]);
+        let removed = r.ack(got[1].1).unwrap();
+        assert_eq!(removed, 12, "segment 0 is done and removed");
+        w.released(removed);
+        assert_eq!(segments(dir.path()).unwrap(), vec![1]);
+    }
+
+    #[test]
+    fn a_full_buffer_refuses_and_accepts_again_once_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = BufferWriter::open(dir.path(), 2 * SEGMENT_BYTES).unwrap();
+        let big = vec![b'x'; 1 << 20];
+        let mut appended = 0;
+        while w.append(&big).unwrap().is_ok() {
+            appended += 1;
+        }
+        assert_eq!(
+            appended, 15,
+            "two 8 MiB segments hold fifteen 1 MiB frames and their headers"
+        );
+        assert_eq!(w.append(&big).unwrap(), Err(Full));
+        let durable = w.flush().unwrap();
+        let mut r = BufferReader::open(dir.path()).unwrap();
+        let got = r.next(durable, 100).unwrap();
+        assert_eq!(got.len(), 15);
+        // Everything of the first segment delivered: it is removed, and there is room again.
+        let last_of_first = got.iter().rev().find(|(_, c)| c.segment == 0).unwrap().1;
+        let removed = r.ack(last_of_first).unwrap();
+        assert!(removed > 7 << 20, "{removed}");
+        w.released(removed);
+        w.append(&big).unwrap().unwrap();
+        assert_eq!(segments(dir.path()).unwrap().first(), Some(&1));
+    }
+}
