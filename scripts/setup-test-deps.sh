@@ -5,6 +5,7 @@
 #   - the official Python Event Hubs SDK in .venv (a test peer for the emulator).
 #   - the openssl tool (Debian package `openssl`): makes the emulator's TLS test certificate.
 #   - Azurite (npm) and the Python blob checkpoint store, for the blob stores.
+#   - rsyslog (Debian package `rsyslog`): the receiver of the syslog sink's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,10 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
 fi
 if ! command -v openssl >/dev/null 2>&1; then
   need_apt+=(openssl)
+fi
+# rsyslog: the syslog receiver of the syslog sink's tests (tests/forward.rs).
+if ! command -v rsyslogd >/dev/null 2>&1 && [ ! -x /usr/sbin/rsyslogd ]; then
+  need_apt+=(rsyslog)
 fi
 
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -27,6 +32,7 @@ fi
 # The Debian package may start nothing here (no init system), but make sure no stray
 # Prometheus from the package holds the default ports during tests.
 echo "setup: promtool $(promtool --version 2>&1 | head -n1 | awk '{print $3}'), prometheus ready"
+echo "setup: $(/usr/sbin/rsyslogd -v 2>/dev/null | head -n1 | awk '{print $1, $2}') ready"
 
 # The official Python Event Hubs SDK (azure-eventhub, pure-Python AMQP stack) is an
 # independent test peer for the emulator (tests/emulator.rs, tests/peers/). It lives in a

@@ -220,3 +220,61 @@ fn killed_and_restarted_every_row_arrives_and_a_rebuild_forwards_nothing_again()
     );
     eprintln!("{total} rows forwarded, {duplicates} duplicates after two kills and a rebuild");
 }
+
+/// A syslog sink to rsyslog that is down when hubwatch starts: the engine goes on (every
+/// query and route counts the whole input) while the rows wait in the sink's disk buffer;
+/// once rsyslog listens, the sender delivers every one of them, each an RFC 5424 message
+/// that rsyslog parses into its fields.
+#[test]
+fn a_syslog_receiver_that_is_down_stalls_nothing_and_gets_every_row_once_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture();
+    let port = free_port();
+    let config = dir.path().join("hubwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[export]\nlisten = \"127.0.0.1:0\"\n\
+             [[sources]]\ntype = \"file\"\nname = \"exports\"\npaths = [{:?}]\n\
+             [[sinks]]\ntype = \"syslog\"\nname = \"rsyslog\"\naddress = \"127.0.0.1:{port}\"\nhostname = \"hw-test\"\n\
+             [[routes]]\nname = \"jobs\"\nsinks = [\"rsyslog\"]\nkql = \"{ROUTE}\"\n\
+             [[queries]]\nname = \"jobs\"\nkql = \"AmlComputeJobEvent | summarize n = count()\"\n",
+            input.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut svc = Service::start(&config);
+    svc.wait_for_line("all sources finished", Duration::from_secs(30));
+    let want = oracle(&input);
+    let total: i64 = want.values().sum();
+    let (_, metrics) = svc.get("/metrics");
+    assert_eq!(
+        metric(&metrics, "hubwatch_forward_rows_total{route=\"jobs\"}"),
+        Some(total as f64),
+        "the route kept going with its receiver down"
+    );
+    assert!(jobs_count(&svc) > 0, "and so did the queries");
+
+    let rsyslog = common::rsyslog::Rsyslog::start(dir.path(), port);
+    wait_until(
+        "rsyslog received every row",
+        Duration::from_secs(60),
+        || rsyslog.lines().len() as i64 >= total,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let lines = rsyslog.lines();
+    assert_eq!(lines.len() as i64, total, "each row once");
+    let mut rows = Vec::new();
+    for l in &lines {
+        assert!(
+            l.contains(
+                " HOST=hw-test APP=hubwatch MSGID=jobs SD=[hubwatch@32473 source=\"exports\""
+            ),
+            "{l}"
+        );
+        assert!(l.starts_with("PRI=134 "), "local0.info: {l}");
+        let msg = &l[l.find(" MSG=").unwrap() + 5..];
+        rows.push(serde_json::from_str::<Value>(msg).unwrap_or_else(|e| panic!("{e}: {msg}")));
+    }
+    assert_eq!(per_type(&rows), want, "the rows, as the route selects them");
+}

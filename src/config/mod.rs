@@ -60,6 +60,24 @@ pub enum SinkConfig {
         /// The file, relative to this file's folder; created if missing.
         path: String,
     },
+    /// RFC 5424 syslog over TCP (rsyslog, syslog-ng, most SIEM collectors), behind a disk
+    /// buffer: a receiver that is down fills the buffer, not the engine.
+    Syslog {
+        /// The name routes use.
+        name: String,
+        /// The receiver, `host:port`.
+        address: String,
+        /// `octet_counting` (RFC 6587, the default) or `lf`.
+        framing: Option<String>,
+        /// Syslog facility, 0–23. Default 16 (`local0`).
+        facility: Option<u8>,
+        /// The HOSTNAME field. Default: this host's name.
+        hostname: Option<String>,
+        /// The disk buffer's directory. Default `buffers/<name>` beside this file.
+        buffer_dir: Option<String>,
+        /// The disk buffer's bound in bytes. Default 268435456 (256 MiB).
+        max_buffer_bytes: Option<u64>,
+    },
 }
 
 /// A route: the rows of a table that go to some sinks.

@@ -37,13 +37,25 @@ pub struct Settings {
 /// A sink, checked.
 #[derive(Debug, Clone)]
 pub enum SinkSettings {
-    File { name: String, path: PathBuf },
+    File {
+        name: String,
+        path: PathBuf,
+    },
+    Syslog {
+        name: String,
+        address: String,
+        framing: crate::forward::syslog::Framing,
+        facility: u8,
+        hostname: String,
+        buffer_dir: PathBuf,
+        max_buffer_bytes: u64,
+    },
 }
 
 impl SinkSettings {
     pub fn name(&self) -> &str {
         match self {
-            SinkSettings::File { name, .. } => name,
+            SinkSettings::File { name, .. } | SinkSettings::Syslog { name, .. } => name,
         }
     }
 
@@ -52,6 +64,29 @@ impl SinkSettings {
         match self {
             SinkSettings::File { name, path } => {
                 Ok(Box::new(crate::forward::FileSink::open(name, path)?))
+            }
+            SinkSettings::Syslog {
+                name,
+                address,
+                framing,
+                facility,
+                hostname,
+                buffer_dir,
+                max_buffer_bytes,
+            } => {
+                use crate::forward::syslog::{Rfc5424, TcpDeliver};
+                let encode = Rfc5424 {
+                    facility: *facility,
+                    hostname: hostname.clone(),
+                };
+                let deliver = TcpDeliver::new(address.clone(), *framing, Duration::from_secs(10));
+                Ok(Box::new(crate::forward::buffered::BufferedSink::start(
+                    name,
+                    buffer_dir,
+                    *max_buffer_bytes,
+                    Box::new(encode),
+                    Box::new(deliver),
+                )?))
             }
         }
     }
@@ -271,6 +306,58 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
                 sinks.push(SinkSettings::File {
                     name: name.clone(),
                     path,
+                });
+            }
+            SinkConfig::Syslog {
+                name,
+                address,
+                framing,
+                facility,
+                hostname,
+                buffer_dir,
+                max_buffer_bytes,
+            } => {
+                if sinks.iter().any(|k: &SinkSettings| k.name() == name) {
+                    errors.push(format!("{file}: sink '{name}' is defined twice"));
+                }
+                let address = env(&format!("sink '{name}': address"), address, &mut errors);
+                if !address.contains(':') {
+                    errors.push(format!(
+                        "{file}: sink '{name}': address '{address}' is not host:port"
+                    ));
+                }
+                let framing = match framing.as_deref() {
+                    None | Some("octet_counting") => crate::forward::syslog::Framing::OctetCounting,
+                    Some("lf") => crate::forward::syslog::Framing::Lf,
+                    Some(f) => {
+                        errors.push(format!(
+                            "{file}: sink '{name}': framing '{f}' is not octet_counting or lf"
+                        ));
+                        crate::forward::syslog::Framing::OctetCounting
+                    }
+                };
+                let facility = facility.unwrap_or(16);
+                if facility > 23 {
+                    errors.push(format!(
+                        "{file}: sink '{name}': facility {facility} is not 0-23"
+                    ));
+                }
+                let hostname = match hostname {
+                    Some(h) => env(&format!("sink '{name}': hostname"), h, &mut errors),
+                    None => std::env::var("HOSTNAME").unwrap_or_else(|_| "hubwatch".into()),
+                };
+                let buffer_dir = match buffer_dir {
+                    Some(d) => dir.join(env(&format!("sink '{name}': buffer_dir"), d, &mut errors)),
+                    None => dir.join("buffers").join(name),
+                };
+                sinks.push(SinkSettings::Syslog {
+                    name: name.clone(),
+                    address,
+                    framing,
+                    facility,
+                    hostname,
+                    buffer_dir,
+                    max_buffer_bytes: max_buffer_bytes.unwrap_or(256 << 20),
                 });
             }
         }

@@ -41,8 +41,8 @@ impl Sink for FileSink {
         &self.name
     }
 
-    fn write(&mut self, line: &[u8]) -> io::Result<()> {
-        self.out.write_all(line)?;
+    fn write(&mut self, row: &super::Routed<'_>) -> io::Result<()> {
+        self.out.write_all(row.json)?;
         self.out.write_all(b"\n")?;
         self.pending += 1;
         Ok(())

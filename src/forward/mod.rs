@@ -19,19 +19,35 @@
 //! `_hubwatch` object: route, source, partition, offset, sequence number, enqueued time.
 
 pub mod buffer;
+pub mod buffered;
 pub mod file;
 pub mod format;
 pub mod route;
+pub mod syslog;
 
 pub use file::FileSink;
 pub use route::{check_route, RouteSpec};
+
+/// One routed row, as sinks receive it: its JSON line (see [`format`]) and the facts a
+/// sink's own format needs.
+pub struct Routed<'a> {
+    /// The row as one JSON object (no newline).
+    pub json: &'a [u8],
+    pub route: &'a str,
+    pub source: &'a str,
+    pub position: &'a crate::source::Position,
+    /// `TimeGenerated` (ticks).
+    pub time: i64,
+    /// The row's `Level` column, if it has one (syslog severity).
+    pub level: Option<&'a str>,
+}
 
 /// Where a route's rows go. Owned by the engine's thread.
 pub trait Sink: Send {
     /// The sink's configured name.
     fn name(&self) -> &str;
-    /// Takes one line (without its newline).
-    fn write(&mut self, line: &[u8]) -> std::io::Result<()>;
+    /// Takes one row.
+    fn write(&mut self, row: &Routed<'_>) -> std::io::Result<()>;
     /// Makes everything taken so far durable; the batch that produced it is acknowledged
     /// only after this succeeds.
     fn flush(&mut self) -> std::io::Result<()>;

@@ -718,8 +718,25 @@ impl Forward<'_> {
                 position,
             );
             self.counts.rows[i] += 1;
+            let level = route
+                .plan
+                .output
+                .iter()
+                .position(|c| &*c.name == "Level")
+                .and_then(|c| match &out[c] {
+                    crate::value::Value::Str(s) => Some(&**s),
+                    _ => None,
+                });
+            let routed = crate::forward::Routed {
+                json: &line,
+                route: &route.name,
+                source,
+                position,
+                time: row.time,
+                level,
+            };
             for &s in &route.sinks {
-                match sinks[s].write(&line) {
+                match sinks[s].write(&routed) {
                     Ok(()) => self.counts.lines[s] += 1,
                     Err(e) => {
                         self.counts.failures[s] += 1;

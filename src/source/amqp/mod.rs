@@ -32,6 +32,7 @@ mod renew;
 mod source;
 
 pub(crate) use client::entra_credential;
+pub(crate) use config::random_unit;
 pub use config::{AmqpSourceConfig, Auth, Backoff, EntraKind, OwnershipSettings, StartPosition};
 pub use connection::{scrub, ConnectionString, ConnectionStringError, Redacted, SasAuth};
 pub use metrics::{AmqpSourceMetrics, ErrorCounts, PartitionState, PartitionStats};
