@@ -254,6 +254,14 @@ fn a_syslog_receiver_that_is_down_stalls_nothing_and_gets_every_row_once_up() {
         "the route kept going with its receiver down"
     );
     assert!(jobs_count(&svc) > 0, "and so did the queries");
+    let buffered = metric(
+        &metrics,
+        "hubwatch_forward_sink_buffer_bytes{sink=\"rsyslog\"}",
+    );
+    assert!(
+        buffered.unwrap_or(0.0) > 0.0,
+        "the rows wait in the buffer: {buffered:?}"
+    );
 
     let rsyslog = common::rsyslog::Rsyslog::start(dir.path(), port);
     wait_until(

@@ -115,6 +115,14 @@ impl Sink for BufferedSink {
         }
     }
 
+    fn buffered_bytes(&self) -> Option<u64> {
+        Some(
+            self.buffer
+                .bytes()
+                .saturating_sub(self.released.load(Ordering::Acquire)),
+        )
+    }
+
     fn flush(&mut self) -> std::io::Result<()> {
         if !self.pending {
             return Ok(());

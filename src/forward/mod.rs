@@ -51,4 +51,8 @@ pub trait Sink: Send {
     /// Makes everything taken so far durable; the batch that produced it is acknowledged
     /// only after this succeeds.
     fn flush(&mut self) -> std::io::Result<()>;
+    /// Bytes waiting in the sink's disk buffer for delivery (`None`: it has none).
+    fn buffered_bytes(&self) -> Option<u64> {
+        None
+    }
 }

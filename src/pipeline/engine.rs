@@ -561,6 +561,9 @@ impl Engine {
                 f.failures
                     .with_label_values(&[sink.name()])
                     .inc_by(std::mem::take(&mut c.failures[i]));
+                if let Some(b) = sink.buffered_bytes() {
+                    f.buffered.with_label_values(&[sink.name()]).set(b as i64);
+                }
             }
         }
         let stats = self.parser.stats.take();

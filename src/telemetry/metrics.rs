@@ -365,6 +365,7 @@ pub struct ForwardMetrics {
     pub rows: IntCounterVec,
     pub lines: IntCounterVec,
     pub failures: IntCounterVec,
+    pub buffered: IntGaugeVec,
 }
 
 impl ForwardMetrics {
@@ -386,6 +387,12 @@ impl ForwardMetrics {
                 r,
                 "hubwatch_forward_sink_failures_total",
                 "Writes or flushes a sink failed (the batch is not acknowledged).",
+                &["sink"],
+            ),
+            buffered: int_gauge_vec(
+                r,
+                "hubwatch_forward_sink_buffer_bytes",
+                "Bytes in a sink's disk buffer not yet delivered (and their segments' rest).",
                 &["sink"],
             ),
         }
@@ -734,6 +741,7 @@ mod tests {
         for v in [&m.forward.lines, &m.forward.failures] {
             v.with_label_values(&["s"]);
         }
+        m.forward.buffered.with_label_values(&["s"]);
         let o = &m.ownership;
         for v in [&o.partitions, &o.replicas] {
             v.with_label_values(&["s"]);
@@ -762,6 +770,7 @@ mod tests {
                 "hubwatch_event_time_clock_seconds",
                 "hubwatch_event_time_watermark_seconds",
                 "hubwatch_forward_rows_total",
+                "hubwatch_forward_sink_buffer_bytes",
                 "hubwatch_forward_sink_failures_total",
                 "hubwatch_forward_sink_lines_total",
                 "hubwatch_global_last_refresh_timestamp_seconds",
