@@ -382,7 +382,7 @@ async fn engine_loop(
             },
             _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
                 if let Some(c) = commit.as_mut() {
-                    c.start(&mut engine);
+                    c.start(&mut engine).context("syncing the sinks")?;
                 }
             }
             batch = batches.recv(), if sources_open => match batch {
@@ -472,7 +472,17 @@ fn absorb(
         Ok(()) => {
             match commit {
                 Some(c) => c.hold(source, batch.ack),
-                None => acked(batch.ack, &source, metrics),
+                None => {
+                    // Without a store a batch is acknowledged now: its rows must be
+                    // durable first.
+                    if let Err(e) = engine.sync_sinks() {
+                        batch.ack.fail();
+                        return Err(anyhow::anyhow!(
+                            "{e}; stopping (the batch was not acknowledged)"
+                        ));
+                    }
+                    acked(batch.ack, &source, metrics)
+                }
             }
             Ok(())
         }
@@ -484,7 +494,7 @@ fn absorb(
                 .with_label_values(&[&source])
                 .inc();
             Err(anyhow::anyhow!(
-                "writing the dead-letter file failed: {e}; stopping (the batch was not acknowledged and is read again after a restart)"
+                "writing the dead-letter file or a sink failed: {e}; stopping (the batch was not acknowledged and is read again after a restart)"
             ))
         }
     }

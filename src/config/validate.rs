@@ -392,12 +392,7 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
         let content_start = string_content_start(&text, r.kql.span().start);
         match compile(r.kql.get_ref(), schemas) {
             Ok(plan) => match crate::forward::check_route(&plan) {
-                Ok(()) => routes.push(RouteSpec {
-                    name: Arc::from(r.name.as_str()),
-                    kql: r.kql.get_ref().clone(),
-                    plan: Arc::new(plan),
-                    sinks: indexes,
-                }),
+                Ok(()) => routes.push(RouteSpec::new(&r.name, r.kql.get_ref(), plan, indexes)),
                 Err(e) => {
                     let (line, col) = line_col(&text, content_start);
                     errors.push(format!("{file}:{line}:{col}: route '{}': {e}", r.name));

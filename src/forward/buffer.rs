@@ -148,20 +148,27 @@ impl BufferWriter {
 
     fn rotate(&mut self) -> io::Result<()> {
         self.flush()?;
+        self.sync()?;
         self.segment += 1;
         self.out = BufWriter::new(File::create(seg_path(&self.dir, self.segment))?);
         self.written = 0;
         Ok(())
     }
 
-    /// Makes everything appended durable; returns where the durable frames end.
+    /// Hands everything appended to the operating system (readable by the sender from
+    /// then on); returns where those frames end.
     pub fn flush(&mut self) -> io::Result<Cursor> {
         self.out.flush()?;
-        self.out.get_ref().sync_data()?;
         Ok(Cursor {
             segment: self.segment,
             offset: self.written,
         })
+    }
+
+    /// Makes everything flushed durable (older segments were synced when left).
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.out.flush()?;
+        self.out.get_ref().sync_data()
     }
 
     /// Bytes on disk, delivered or not (the sender's removals lower it: `released`).

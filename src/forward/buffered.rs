@@ -39,7 +39,10 @@ pub struct BufferedSink {
     released: Arc<AtomicU64>,
     durable: watch::Sender<Cursor>,
     scratch: Vec<u8>,
+    /// Appended since the last flush.
     pending: bool,
+    /// Flushed since the last sync.
+    unsynced: bool,
 }
 
 /// The buffer is full and stays full this long: the write fails (the batch is not
@@ -78,6 +81,7 @@ impl BufferedSink {
             durable,
             scratch: Vec::with_capacity(1024),
             pending: false,
+            unsynced: false,
         })
     }
 }
@@ -129,7 +133,15 @@ impl Sink for BufferedSink {
         }
         let cursor = self.buffer.flush()?;
         self.pending = false;
+        self.unsynced = true;
         let _ = self.durable.send(cursor);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        if std::mem::take(&mut self.unsynced) {
+            self.buffer.sync()?;
+        }
         Ok(())
     }
 }

@@ -12,7 +12,7 @@ pub struct FileSink {
     name: String,
     path: PathBuf,
     out: BufWriter<File>,
-    /// Lines written since the last sync.
+    /// Lines flushed since the last sync.
     pending: usize,
 }
 
@@ -49,6 +49,10 @@ impl Sink for FileSink {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
         if self.pending == 0 {
             return Ok(());
         }

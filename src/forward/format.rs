@@ -5,41 +5,82 @@ use crate::kql::plan::OutColumn;
 use crate::source::Position;
 use crate::value::Value;
 
+/// A route's column names as JSON keys (`"Name":`), escaped once.
+pub fn keys(columns: &[OutColumn]) -> Vec<Vec<u8>> {
+    columns
+        .iter()
+        .map(|c| {
+            let mut k = Vec::with_capacity(c.name.len() + 3);
+            push_str(&mut k, &c.name);
+            k.push(b':');
+            k
+        })
+        .collect()
+}
+
 /// `{"TimeGenerated":"…",…,"_hubwatch":{"route":…,"source":…,"partition":…,"offset":…,
-/// "sequence_number":…,"enqueued_time":…}}` (no enqueued time for a file).
+/// "sequence_number":…,"enqueued_time":…}}` (no enqueued time for a file). Written
+/// straight into `out` — no intermediate JSON values: a route may forward every record.
 pub fn row_json(
     out: &mut Vec<u8>,
-    columns: &[OutColumn],
+    keys: &[Vec<u8>],
     row: &[Value],
     route: &str,
     source: &str,
     position: &Position,
 ) {
     out.push(b'{');
-    for (col, v) in columns.iter().zip(row) {
-        push_json(out, &serde_json::Value::String(col.name.to_string()));
-        out.push(b':');
-        push_json(out, &v.to_json());
+    for (key, v) in keys.iter().zip(row) {
+        out.extend_from_slice(key);
+        push_value(out, v);
         out.push(b',');
     }
-    let mut meta = serde_json::json!({
-        "route": route,
-        "source": source,
-        "partition": &*position.partition,
-        "offset": position.offset,
-        "sequence_number": position.sequence_number,
-    });
+    out.extend_from_slice(b"\"_hubwatch\":{\"route\":");
+    push_str(out, route);
+    out.extend_from_slice(b",\"source\":");
+    push_str(out, source);
+    out.extend_from_slice(b",\"partition\":");
+    push_str(out, &position.partition);
+    out.extend_from_slice(
+        format!(
+            ",\"offset\":{},\"sequence_number\":{}",
+            position.offset, position.sequence_number
+        )
+        .as_bytes(),
+    );
     if let Some(t) = position.enqueued_time {
-        meta["enqueued_time"] = serde_json::Value::String(crate::time::format_datetime(t));
+        out.extend_from_slice(b",\"enqueued_time\":");
+        push_str(out, &crate::time::format_datetime(t));
     }
-    out.extend_from_slice(b"\"_hubwatch\":");
-    push_json(out, &meta);
-    out.push(b'}');
+    out.extend_from_slice(b"}}");
 }
 
-fn push_json(out: &mut Vec<u8>, v: &serde_json::Value) {
-    // Serializing a `Value` into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, v);
+/// A JSON string, escaped.
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// A value as the query API writes it ([`Value::to_json`]), without building it.
+fn push_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Long(n) => {
+            let _ = serde_json::to_writer(&mut *out, n);
+        }
+        Value::Real(x) if x.is_finite() => {
+            let _ = serde_json::to_writer(&mut *out, x);
+        }
+        Value::Real(_) => out.extend_from_slice(b"null"),
+        Value::DateTime(t) => push_str(out, &crate::time::format_datetime(*t)),
+        Value::TimeSpan(t) => push_str(out, &crate::time::format_timespan(*t)),
+        Value::Str(s) => push_str(out, s),
+        Value::Dynamic(d) => {
+            let _ = serde_json::to_writer(&mut *out, &**d);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -78,7 +119,7 @@ mod tests {
             enqueued_time: Some(t),
         };
         let mut out = Vec::new();
-        row_json(&mut out, &columns, &row, "siem", "eh", &position);
+        row_json(&mut out, &keys(&columns), &row, "siem", "eh", &position);
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.starts_with(r#"{"TimeGenerated":"2024-05-20T10:00:00.0000000Z","ClusterName":"gpu \"a\"","Nodes":null,"_hubwatch":"#),

@@ -5,10 +5,10 @@
 //!   `project-away`; no `summarize`, `take` or `sort` — naming the sinks its rows go to.
 //! - A **sink** ([`Sink`]) takes each selected row as one line and makes what it took
 //!   durable when asked ([`Sink::flush`]). The file sink ([`file`]) appends NDJSON and syncs.
-//! - **Delivery**: the engine flushes every sink at the end of each batch; a batch is
-//!   acknowledged only after that (and after the window state that absorbed it is stored),
-//!   so a source commits a position only once every route's rows before it are durable in
-//!   every sink. After a crash the batches since the last commit are read again and their
+//! - **Delivery**: the engine flushes every sink at the end of each batch and syncs them
+//!   before acknowledging (with the snapshot round that stores the window state, so one
+//!   sync covers every batch of the round); a source therefore commits a position only
+//!   once every route's rows before it are durable in every sink. After a crash the batches since the last commit are read again and their
 //!   rows forwarded again: at least once, duplicates only from the uncommitted tail.
 //! - **Never forwarded twice on purpose**: an event a partition's state already absorbed
 //!   (re-read after a restart, or re-read to rebuild a query's windows), or one the source's
@@ -48,9 +48,13 @@ pub trait Sink: Send {
     fn name(&self) -> &str;
     /// Takes one row.
     fn write(&mut self, row: &Routed<'_>) -> std::io::Result<()>;
-    /// Makes everything taken so far durable; the batch that produced it is acknowledged
-    /// only after this succeeds.
+    /// Hands everything taken so far to the operating system (the end of each batch): a
+    /// network sink's sender may deliver it from then on.
     fn flush(&mut self) -> std::io::Result<()>;
+    /// Makes everything flushed durable on disk. Batches are acknowledged only after this
+    /// succeeds: once per snapshot round (one sync covers many batches), or after each
+    /// batch without a checkpoint store.
+    fn sync(&mut self) -> std::io::Result<()>;
     /// Bytes waiting in the sink's disk buffer for delivery (`None`: it has none).
     fn buffered_bytes(&self) -> Option<u64> {
         None

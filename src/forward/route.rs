@@ -16,6 +16,10 @@ pub struct RouteSpec {
     pub plan: Arc<Plan>,
     /// Indexes of the sinks (in the configuration's order) the rows go to.
     pub sinks: Vec<usize>,
+    /// The output columns as JSON keys, escaped once ([`super::format::keys`]).
+    pub keys: Arc<[Vec<u8>]>,
+    /// Index of the `Level` column in the output (syslog severity), if any.
+    pub level: Option<usize>,
 }
 
 /// Why a compiled KQL pipeline cannot be a route, if it cannot.
@@ -41,9 +45,22 @@ pub fn check_route(plan: &Plan) -> Result<(), String> {
 }
 
 impl RouteSpec {
+    pub fn new(name: &str, kql: &str, plan: Plan, sinks: Vec<usize>) -> RouteSpec {
+        let keys = super::format::keys(&plan.output).into();
+        let level = plan.output.iter().position(|c| &*c.name == "Level");
+        RouteSpec {
+            name: Arc::from(name),
+            kql: kql.to_string(),
+            plan: Arc::new(plan),
+            sinks,
+            keys,
+            level,
+        }
+    }
+
     /// The row this route forwards for `row`, if it matches (the clock is `now()` for the
     /// route's expressions and the edge of a `TimeGenerated > ago(…)` filter).
-    pub fn select(&self, row: &Row, clock: i64) -> Option<Vec<Value>> {
+    pub fn select<'a>(&self, row: &'a Row, clock: i64) -> Option<std::borrow::Cow<'a, [Value]>> {
         if row.table != self.plan.table {
             return None;
         }
@@ -53,6 +70,6 @@ impl RouteSpec {
             }
         }
         let cx = Context { now: clock };
-        crate::window::query::apply_pre(&self.plan.pre, &row.values, &cx).map(|f| f.into_owned())
+        crate::window::query::apply_pre(&self.plan.pre, &row.values, &cx)
     }
 }

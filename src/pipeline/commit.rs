@@ -90,9 +90,12 @@ impl StateCommitter {
         self.saving.is_some()
     }
 
-    /// Starts a round: the engine encodes what changed (this holds the engine, so it is
-    /// measured), and the store writes it on the runtime.
-    pub fn start(&mut self, engine: &mut Engine) {
+    /// Starts a round: the sinks sync what the held batches routed (one sync for the
+    /// round), the engine encodes what changed (this holds the engine, so it is measured),
+    /// and the store writes it on the runtime. A sink that cannot sync is an error: the held
+    /// batches stay unacknowledged.
+    pub fn start(&mut self, engine: &mut Engine) -> std::io::Result<()> {
+        engine.sync_sinks()?;
         let started = Instant::now();
         self.last = started;
         let snapshots: Arc<[Snapshot]> = engine.snapshot().into();
@@ -107,6 +110,7 @@ impl StateCommitter {
                 result,
             }
         }));
+        Ok(())
     }
 
     /// Waits for the round in flight (pending forever when there is none, for `select!`).
@@ -201,7 +205,10 @@ impl StateCommitter {
         if self.held.is_empty() && engine.partitions().iter().all(|p| !p.dirty) {
             return true;
         }
-        self.start(engine);
+        if let Err(e) = self.start(engine) {
+            tracing::error!(error = %e, "a sink could not make its rows durable; the batches since the last round stay unacknowledged");
+            return false;
+        }
         let saved = self.saved().await;
         self.settled(saved, engine)
     }

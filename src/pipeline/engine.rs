@@ -537,7 +537,8 @@ impl Engine {
                 self.dead_letter_error.get_or_insert(e);
             }
         }
-        // The batch's routed rows are durable in every sink before it may be acknowledged.
+        // The batch's routed rows go to the operating system (a network sink's sender may
+        // deliver them); they are synced before the batch is acknowledged (`sync_sinks`).
         for (i, sink) in self.forwarding.sinks.iter_mut().enumerate() {
             if let Err(e) = sink.flush() {
                 self.forward_counts.failures[i] += 1;
@@ -605,6 +606,21 @@ impl Engine {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Makes every sink's flushed rows durable: before the batches that produced them are
+    /// acknowledged.
+    pub fn sync_sinks(&mut self) -> std::io::Result<()> {
+        for (i, sink) in self.forwarding.sinks.iter_mut().enumerate() {
+            if let Err(e) = sink.sync() {
+                self.forward_counts.failures[i] += 1;
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("sink '{}': syncing: {e}", sink.name()),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// End of input: closes every open bin, for the results served from now on. Not a
@@ -711,25 +727,20 @@ impl Forward<'_> {
             let Some(out) = route.select(row, clock) else {
                 continue;
             };
-            let mut line = Vec::with_capacity(256);
+            let mut line = Vec::with_capacity(1024);
             crate::forward::format::row_json(
                 &mut line,
-                &route.plan.output,
+                &route.keys,
                 &out,
                 &route.name,
                 source,
                 position,
             );
             self.counts.rows[i] += 1;
-            let level = route
-                .plan
-                .output
-                .iter()
-                .position(|c| &*c.name == "Level")
-                .and_then(|c| match &out[c] {
-                    crate::value::Value::Str(s) => Some(&**s),
-                    _ => None,
-                });
+            let level = route.level.and_then(|c| match &out[c] {
+                crate::value::Value::Str(s) => Some(&**s),
+                _ => None,
+            });
             let routed = crate::forward::Routed {
                 json: &line,
                 route: &route.name,
