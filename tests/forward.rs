@@ -286,3 +286,119 @@ fn a_syslog_receiver_that_is_down_stalls_nothing_and_gets_every_row_once_up() {
     }
     assert_eq!(per_type(&rows), want, "the rows, as the route selects them");
 }
+
+/// Splits a CEF message into its seven header fields and its extension's key-value pairs,
+/// undoing the escapes (an independent reading of the format).
+fn parse_cef(msg: &str) -> (Vec<String>, BTreeMap<String, String>) {
+    let mut fields = Vec::new();
+    let mut cur = String::new();
+    let mut chars = msg.chars().peekable();
+    while fields.len() < 7 {
+        match chars.next() {
+            Some('\\') => cur.push(chars.next().unwrap()),
+            Some('|') => fields.push(std::mem::take(&mut cur)),
+            Some(c) => cur.push(c),
+            None => panic!("a CEF header has 7 fields: {msg}"),
+        }
+    }
+    let rest: String = chars.collect();
+    // Extension: `key=value` pairs; a key is the word before an unescaped `=`.
+    let mut ext = BTreeMap::new();
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    let mut token = String::new();
+    let mut it = rest.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '\\' => {
+                let e = it.next().unwrap();
+                token.push(match e {
+                    'n' => '\n',
+                    'r' => '\r',
+                    other => other,
+                });
+            }
+            '=' => {
+                // The text since the last space is the next key; before it, the previous value.
+                let (value, key) = match token.rfind(' ') {
+                    Some(i) => (token[..i].to_string(), token[i + 1..].to_string()),
+                    None => (String::new(), token.clone()),
+                };
+                if let Some(last) = pairs.last_mut() {
+                    last.1 = value;
+                }
+                pairs.push((key, String::new()));
+                token.clear();
+            }
+            c => token.push(c),
+        }
+    }
+    if let Some(last) = pairs.last_mut() {
+        last.1 = token;
+    }
+    ext.extend(pairs);
+    (fields, ext)
+}
+
+#[test]
+fn a_cef_syslog_sink_sends_events_rsyslog_receives_and_a_cef_reader_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture();
+    let port = free_port();
+    let rsyslog = common::rsyslog::Rsyslog::start(dir.path(), port);
+    let config = dir.path().join("hubwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[export]\nlisten = \"127.0.0.1:0\"\n\
+             [[sources]]\ntype = \"file\"\nname = \"exports\"\npaths = [{:?}]\n\
+             [[sinks]]\ntype = \"syslog\"\nname = \"arcsight\"\naddress = \"127.0.0.1:{port}\"\nformat = \"cef\"\n\
+             [[routes]]\nname = \"failed\"\nsinks = [\"arcsight\"]\nkql = \"AmlComputeJobEvent | where EventType == 'JobFailed'\"\n",
+            input.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut svc = Service::start(&config);
+    svc.wait_for_line("all sources finished", Duration::from_secs(30));
+    let want = oracle(&input)["JobFailed"];
+    // A route without any query: the table is parsed for the route alone.
+    wait_until(
+        "rsyslog received the failed jobs",
+        Duration::from_secs(30),
+        || rsyslog.lines().len() as i64 >= want,
+    );
+    let lines = rsyslog.lines();
+    assert_eq!(lines.len() as i64, want);
+    let mut sequence_numbers = std::collections::BTreeSet::new();
+    for l in &lines {
+        let msg = &l[l.find(" MSG=").unwrap() + 5..];
+        let (header, ext) = parse_cef(msg);
+        assert_eq!(
+            &header[..3],
+            ["CEF:0", "Microsoft", "AmlComputeJobEvent"],
+            "{msg}"
+        );
+        assert!(header[3].starts_with("hubwatch "), "{msg}");
+        assert_eq!(header[5], "JobFailed", "the name is the event type: {msg}");
+        assert!(
+            ["3", "5", "7", "10", "1"].contains(&header[6].as_str()),
+            "{msg}"
+        );
+        assert_eq!(ext["cs2Label"], "Route");
+        assert_eq!(ext["cs2"], "failed");
+        let row: Value = serde_json::from_str(&ext["msg"]).unwrap_or_else(|e| panic!("{e}: {msg}"));
+        assert_eq!(row["EventType"], "JobFailed");
+        let millis = hubwatch::time::parse_datetime(row["TimeGenerated"].as_str().unwrap())
+            .unwrap()
+            .0
+            / 10_000;
+        assert_eq!(ext["rt"], millis.to_string(), "rt is TimeGenerated in ms");
+        sequence_numbers.insert(ext["cs3"].clone());
+    }
+    assert!(
+        sequence_numbers
+            .iter()
+            .all(|o| o.starts_with("exports/") && o.contains('@')),
+        "origins are source/partition@sequence number: {sequence_numbers:?}"
+    );
+    assert!(sequence_numbers.len() > 100, "rows from many bodies");
+}

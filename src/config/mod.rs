@@ -69,6 +69,9 @@ pub enum SinkConfig {
         address: String,
         /// `octet_counting` (RFC 6587, the default) or `lf`.
         framing: Option<String>,
+        /// The message: `json` (the row, the default) or `cef` (ArcSight CEF, with the
+        /// row as `msg`).
+        format: Option<String>,
         /// Syslog facility, 0–23. Default 16 (`local0`).
         facility: Option<u8>,
         /// The HOSTNAME field. Default: this host's name.

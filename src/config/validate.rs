@@ -45,6 +45,8 @@ pub enum SinkSettings {
         name: String,
         address: String,
         framing: crate::forward::syslog::Framing,
+        /// A CEF message (else the row's JSON).
+        cef: bool,
         facility: u8,
         hostname: String,
         buffer_dir: PathBuf,
@@ -69,22 +71,29 @@ impl SinkSettings {
                 name,
                 address,
                 framing,
+                cef,
                 facility,
                 hostname,
                 buffer_dir,
                 max_buffer_bytes,
             } => {
+                use crate::forward::buffered::Encode;
                 use crate::forward::syslog::{Rfc5424, TcpDeliver};
-                let encode = Rfc5424 {
+                let syslog = Rfc5424 {
                     facility: *facility,
                     hostname: hostname.clone(),
+                };
+                let encode: Box<dyn Encode> = if *cef {
+                    Box::new(crate::forward::cef::SyslogCef(syslog))
+                } else {
+                    Box::new(syslog)
                 };
                 let deliver = TcpDeliver::new(address.clone(), *framing, Duration::from_secs(10));
                 Ok(Box::new(crate::forward::buffered::BufferedSink::start(
                     name,
                     buffer_dir,
                     *max_buffer_bytes,
-                    Box::new(encode),
+                    encode,
                     Box::new(deliver),
                 )?))
             }
@@ -312,6 +321,7 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
                 name,
                 address,
                 framing,
+                format,
                 facility,
                 hostname,
                 buffer_dir,
@@ -336,6 +346,16 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
                         crate::forward::syslog::Framing::OctetCounting
                     }
                 };
+                let cef = match format.as_deref() {
+                    None | Some("json") => false,
+                    Some("cef") => true,
+                    Some(f) => {
+                        errors.push(format!(
+                            "{file}: sink '{name}': format '{f}' is not json or cef"
+                        ));
+                        false
+                    }
+                };
                 let facility = facility.unwrap_or(16);
                 if facility > 23 {
                     errors.push(format!(
@@ -354,6 +374,7 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
                     name: name.clone(),
                     address,
                     framing,
+                    cef,
                     facility,
                     hostname,
                     buffer_dir,

@@ -20,6 +20,7 @@
 
 pub mod buffer;
 pub mod buffered;
+pub mod cef;
 pub mod file;
 pub mod format;
 pub mod route;
@@ -40,6 +41,22 @@ pub struct Routed<'a> {
     pub time: i64,
     /// The row's `Level` column, if it has one (syslog severity).
     pub level: Option<&'a str>,
+    /// The route's output columns and the row's values (for formats that pick fields).
+    pub columns: &'a [crate::kql::plan::OutColumn],
+    pub values: &'a [crate::value::Value],
+    /// The row's table.
+    pub table: &'a str,
+}
+
+impl Routed<'_> {
+    /// A column's value as text, if the route's output has it and it is not null.
+    pub fn text(&self, column: &str) -> Option<String> {
+        let i = self.columns.iter().position(|c| &*c.name == column)?;
+        match &self.values[i] {
+            crate::value::Value::Null => None,
+            v => Some(v.to_text()).filter(|t| !t.is_empty()),
+        }
+    }
 }
 
 /// Where a route's rows go. Owned by the engine's thread.

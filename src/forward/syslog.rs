@@ -200,6 +200,9 @@ mod tests {
             position: &position,
             time: t,
             level: Some("Warning"),
+            columns: &[],
+            values: &[],
+            table: "AzureActivity",
         };
         let mut out = Vec::new();
         Rfc5424 {

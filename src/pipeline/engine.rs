@@ -82,9 +82,14 @@ pub struct PartitionState {
 
 impl PartitionState {
     fn update_floor(&mut self) {
-        self.floor = self.positions.iter().try_fold(i64::MAX, |m, p| {
-            p.as_ref().map(|p| m.min(p.sequence_number))
-        });
+        self.floor = if self.positions.is_empty() {
+            // No queries (only routes): what the partition absorbed is what it forwarded.
+            self.position.as_ref().map(|p| p.sequence_number)
+        } else {
+            self.positions.iter().try_fold(i64::MAX, |m, p| {
+                p.as_ref().map(|p| m.min(p.sequence_number))
+            })
+        };
     }
 
     /// Where a source resumes this partition so that every query gets every event after
@@ -380,7 +385,6 @@ impl Engine {
                 *p = Some(here.clone());
             }
         }
-        part.update_floor();
         if part
             .position
             .as_ref()
@@ -388,6 +392,7 @@ impl Engine {
         {
             part.position = Some(here);
         }
+        part.update_floor();
         part.dirty = true;
         let mut route = Route {
             queries: &mut part.queries,
@@ -403,6 +408,7 @@ impl Engine {
             forward: forward.then_some(Forward {
                 forwarding: &mut self.forwarding,
                 routes_by_table: &self.routes_by_table,
+                tables: &self.table_names,
                 error: &mut self.forward_error,
                 counts: &mut self.forward_counts,
             }),
@@ -715,6 +721,8 @@ struct Route<'a> {
 struct Forward<'a> {
     forwarding: &'a mut Forwarding,
     routes_by_table: &'a [Vec<usize>],
+    /// Table id → name.
+    tables: &'a [Arc<str>],
     error: &'a mut Option<std::io::Error>,
     counts: &'a mut ForwardCounts,
 }
@@ -748,6 +756,9 @@ impl Forward<'_> {
                 position,
                 time: row.time,
                 level,
+                columns: &route.plan.output,
+                values: &out,
+                table: &self.tables[row.table],
             };
             for &s in &route.sinks {
                 match sinks[s].write(&routed) {
