@@ -21,11 +21,24 @@ use serde_json::Value;
 const HUB: &str = "Blobbed";
 const CONTAINER: &str = "hubwatch-state";
 
+/// Where the SDKs' layout puts the checkpoints of `hub` (default consumer group) reached
+/// through the connection string `hub_cs`: the namespace is the endpoint's authority, port
+/// included, as the Python processor names it.
+fn checkpoint_prefix(hub_cs: &str, hub: &str) -> String {
+    let namespace = hub_cs
+        .split("sb://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    format!("{namespace}/{}/$default/checkpoint/", hub.to_lowercase())
+}
+
 /// The events hubwatch's checkpoints say were processed, read from the SDK-layout blobs.
-async fn checkpointed(container: &BlobContainer, namespace: &str) -> i64 {
-    let prefix = format!("{namespace}/{}/$default/checkpoint/", HUB.to_lowercase());
+async fn checkpointed(container: &BlobContainer, prefix: &str) -> i64 {
     container
-        .list(&prefix)
+        .list(prefix)
         .await
         .unwrap()
         .iter()
@@ -47,15 +60,7 @@ fn blob_checkpoints_and_state_survive_a_kill_and_the_python_processor_resumes_af
         }
     };
     let hub_cs = emulator.connection_string(HUB);
-    // The endpoint's authority, port included, as the Python processor names the namespace.
-    let namespace = hub_cs
-        .split("sb://")
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let prefix = checkpoint_prefix(&hub_cs, HUB);
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("hubwatch.toml");
@@ -81,7 +86,7 @@ fn blob_checkpoints_and_state_survive_a_kill_and_the_python_processor_resumes_af
     wait_until(
         "500 checkpointed in the SDK layout",
         Duration::from_secs(15),
-        || rt.block_on(checkpointed(&container, &namespace)) == 500,
+        || rt.block_on(checkpointed(&container, &prefix)) == 500,
     );
     publish(500..800);
     wait_until("more absorbed", Duration::from_secs(30), || {
@@ -89,7 +94,7 @@ fn blob_checkpoints_and_state_survive_a_kill_and_the_python_processor_resumes_af
     });
     first.child.kill().unwrap();
     first.child.wait().unwrap();
-    let committed = rt.block_on(checkpointed(&container, &namespace));
+    let committed = rt.block_on(checkpointed(&container, &prefix));
     assert!((500..=800).contains(&committed), "checkpointed {committed}");
     let snapshots = rt.block_on(container.list("hubwatch/state/eh/")).unwrap();
     assert_eq!(snapshots.len(), 2, "one snapshot blob per partition");
@@ -111,7 +116,7 @@ fn blob_checkpoints_and_state_survive_a_kill_and_the_python_processor_resumes_af
         Some(2.0)
     );
     second.terminate(Duration::from_secs(15));
-    assert_eq!(rt.block_on(checkpointed(&container, &namespace)), 1000);
+    assert_eq!(rt.block_on(checkpointed(&container, &prefix)), 1000);
 
     // The official processor on the same group and container: it starts after hubwatch's
     // checkpoints and gets only what came after.
@@ -178,18 +183,7 @@ fn a_python_processors_checkpoints_are_kept_while_hubwatch_rebuilds_its_windows(
         }
     };
     let hub_cs = emulator.connection_string(HANDOVER);
-    let namespace = hub_cs
-        .split("sb://")
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
-    let prefix = format!(
-        "{namespace}/{}/$default/checkpoint/",
-        HANDOVER.to_lowercase()
-    );
+    let prefix = checkpoint_prefix(&hub_cs, HANDOVER);
     let sequence_numbers = |container: &BlobContainer| -> Vec<(String, i64)> {
         let mut v: Vec<(String, i64)> = rt
             .block_on(container.list(&prefix))

@@ -168,7 +168,6 @@ fn killed_and_restarted_every_row_arrives_and_a_rebuild_forwards_nothing_again()
         let got = per_type(&routed(dir.path()));
         want.iter().all(|(k, n)| got.get(k).is_some_and(|g| g >= n))
     });
-    let jobs = |svc: &Service| jobs_count(svc);
     wait_until("the added query caught up", Duration::from_secs(30), || {
         let (_, body) = svc.get("/api/v1/queries/per_type");
         let rows: Value = serde_json::from_str(&body).unwrap_or_default();
@@ -176,7 +175,7 @@ fn killed_and_restarted_every_row_arrives_and_a_rebuild_forwards_nothing_again()
             .as_array()
             .map(|r| r.iter().map(|x| x["n"].as_i64().unwrap_or(0)).sum())
             .unwrap_or(0);
-        rebuilt > 0 && rebuilt == jobs(&svc)
+        rebuilt > 0 && rebuilt == jobs_count(&svc)
     });
     std::thread::sleep(Duration::from_millis(500));
     svc.terminate(Duration::from_secs(30));

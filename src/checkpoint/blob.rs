@@ -16,7 +16,6 @@
 //! its checkpoints under hubwatch's own prefix, in the same metadata.
 
 use std::collections::HashMap;
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 use futures_util::future::join_all;
@@ -251,10 +250,4 @@ impl CheckpointStore for BlobCheckpointStore {
         }
         Ok(())
     }
-}
-
-/// How long ago the service last changed an ownership, by its own clock's `now` (the
-/// `Date` of a response) or, lacking that, ours.
-pub fn age(props: &BlobProps, now: SystemTime) -> std::time::Duration {
-    now.duration_since(props.last_modified).unwrap_or_default()
 }

@@ -27,12 +27,17 @@ use super::Routed;
 
 /// The CEF severity (0–10) of a Log Analytics `Level`.
 pub fn severity(level: Option<&str>) -> u8 {
-    match level.map(|l| l.to_ascii_lowercase()).as_deref() {
-        Some("critical") => 10,
-        Some("error") => 7,
-        Some("warning") => 5,
-        Some("verbose") => 1,
-        _ => 3,
+    let is = |name: &str| level.is_some_and(|l| l.eq_ignore_ascii_case(name));
+    if is("critical") {
+        10
+    } else if is("error") {
+        7
+    } else if is("warning") {
+        5
+    } else if is("verbose") {
+        1
+    } else {
+        3
     }
 }
 
@@ -61,22 +66,23 @@ fn value(out: &mut Vec<u8>, v: &[u8]) {
 
 /// The CEF message of a row (without a syslog header).
 pub fn encode(row: &Routed<'_>, out: &mut Vec<u8>) {
-    let operation = row.text("OperationName");
-    let name = row.text("EventType").or_else(|| operation.clone());
+    let known = row.known;
+    let operation = row.field(known.operation);
+    let name = row.field(known.event_type).or_else(|| operation.clone());
     out.extend_from_slice(b"CEF:0|Microsoft|");
     header(out, row.table);
     out.extend_from_slice(concat!("|hubwatch ", env!("CARGO_PKG_VERSION"), "|").as_bytes());
     header(out, operation.as_deref().unwrap_or(row.table));
     out.push(b'|');
     header(out, name.as_deref().unwrap_or(row.table));
-    out.extend_from_slice(format!("|{}|", severity(row.level)).as_bytes());
+    out.extend_from_slice(format!("|{}|", severity(row.level().as_deref())).as_bytes());
     let ms = row.time.div_euclid(crate::time::TICKS_PER_MILLISECOND);
     out.extend_from_slice(format!("rt={ms}").as_bytes());
-    if let Some(result) = row.text("ResultType") {
+    if let Some(result) = row.field(known.result_type) {
         out.extend_from_slice(b" outcome=");
         value(out, result.as_bytes());
     }
-    if let Some(id) = row.text("_ResourceId") {
+    if let Some(id) = row.field(known.resource_id) {
         out.extend_from_slice(b" cs1Label=ResourceId cs1=");
         value(out, id.as_bytes());
     }
@@ -124,13 +130,16 @@ mod tests {
             col("EventType"),
             col("_ResourceId"),
             col("ResultType"),
+            col("Level"),
         ];
         let values = vec![
             Value::str("Microsoft.MachineLearningServices/workspaces/jobs|write"),
             Value::str("JobFailed"),
             Value::str("/subscriptions/s/ws=1"),
             Value::Null,
+            Value::str("Error"),
         ];
+        let known = crate::forward::Known::of(&columns);
         let position = Position {
             partition: Arc::from("2"),
             offset: 0,
@@ -146,9 +155,8 @@ mod tests {
             source: "eh",
             position: &position,
             time: t,
-            level: Some("Error"),
-            columns: &columns,
             values: &values,
+            known: &known,
             table: "AmlComputeJobEvent",
         };
         let mut out = Vec::new();

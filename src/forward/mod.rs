@@ -27,7 +27,7 @@ pub mod route;
 pub mod syslog;
 
 pub use file::FileSink;
-pub use route::{check_route, RouteSpec};
+pub use route::{check_route, Known, RouteSpec};
 
 /// One routed row, as sinks receive it: its JSON line (see [`format`]) and the facts a
 /// sink's own format needs.
@@ -39,23 +39,30 @@ pub struct Routed<'a> {
     pub position: &'a crate::source::Position,
     /// `TimeGenerated` (ticks).
     pub time: i64,
-    /// The row's `Level` column, if it has one (syslog severity).
-    pub level: Option<&'a str>,
-    /// The route's output columns and the row's values (for formats that pick fields).
-    pub columns: &'a [crate::kql::plan::OutColumn],
+    /// The row's values, in the route's column order.
     pub values: &'a [crate::value::Value],
+    /// Where the columns sink formats pick are among them (found once per route).
+    pub known: &'a Known,
     /// The row's table.
     pub table: &'a str,
 }
 
-impl Routed<'_> {
-    /// A column's value as text, if the route's output has it and it is not null.
-    pub fn text(&self, column: &str) -> Option<String> {
-        let i = self.columns.iter().position(|c| &*c.name == column)?;
-        match &self.values[i] {
+impl<'a> Routed<'a> {
+    /// The value at `at` (one of [`Known`]'s) as text; `None` when the route has no such
+    /// column or the value is null or empty.
+    pub fn field(&self, at: Option<usize>) -> Option<std::borrow::Cow<'a, str>> {
+        use std::borrow::Cow;
+        match &self.values[at?] {
             crate::value::Value::Null => None,
-            v => Some(v.to_text()).filter(|t| !t.is_empty()),
+            crate::value::Value::Str(s) => Some(Cow::Borrowed(&**s)),
+            v => Some(Cow::Owned(v.to_text())),
         }
+        .filter(|t| !t.is_empty())
+    }
+
+    /// The row's `Level`, if it has one.
+    pub fn level(&self) -> Option<std::borrow::Cow<'a, str>> {
+        self.field(self.known.level)
     }
 }
 

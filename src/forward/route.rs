@@ -18,8 +18,32 @@ pub struct RouteSpec {
     pub sinks: Vec<usize>,
     /// The output columns as JSON keys, escaped once ([`super::format::keys`]).
     pub keys: Arc<[Vec<u8>]>,
-    /// Index of the `Level` column in the output (syslog severity), if any.
+    /// Where the output has the columns sink formats pick.
+    pub known: Known,
+}
+
+/// Where a route's output has the Log Analytics columns that sink formats pick (syslog
+/// severity, CEF fields), found once per route instead of by name for every row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Known {
     pub level: Option<usize>,
+    pub operation: Option<usize>,
+    pub event_type: Option<usize>,
+    pub resource_id: Option<usize>,
+    pub result_type: Option<usize>,
+}
+
+impl Known {
+    pub fn of(columns: &[crate::kql::plan::OutColumn]) -> Known {
+        let at = |name: &str| columns.iter().position(|c| &*c.name == name);
+        Known {
+            level: at("Level"),
+            operation: at("OperationName"),
+            event_type: at("EventType"),
+            resource_id: at("_ResourceId"),
+            result_type: at("ResultType"),
+        }
+    }
 }
 
 /// Why a compiled KQL pipeline cannot be a route, if it cannot.
@@ -47,14 +71,14 @@ pub fn check_route(plan: &Plan) -> Result<(), String> {
 impl RouteSpec {
     pub fn new(name: &str, kql: &str, plan: Plan, sinks: Vec<usize>) -> RouteSpec {
         let keys = super::format::keys(&plan.output).into();
-        let level = plan.output.iter().position(|c| &*c.name == "Level");
+        let known = Known::of(&plan.output);
         RouteSpec {
             name: Arc::from(name),
             kql: kql.to_string(),
             plan: Arc::new(plan),
             sinks,
             keys,
-            level,
+            known,
         }
     }
 

@@ -40,12 +40,17 @@ pub struct Rfc5424 {
 
 /// The syslog severity of a Log Analytics `Level`.
 pub fn severity(level: Option<&str>) -> u8 {
-    match level.map(|l| l.to_ascii_lowercase()) {
-        Some(l) if l == "critical" => 2,
-        Some(l) if l == "error" => 3,
-        Some(l) if l == "warning" => 4,
-        Some(l) if l == "verbose" => 7,
-        _ => 6,
+    let is = |name: &str| level.is_some_and(|l| l.eq_ignore_ascii_case(name));
+    if is("critical") {
+        2
+    } else if is("error") {
+        3
+    } else if is("warning") {
+        4
+    } else if is("verbose") {
+        7
+    } else {
+        6
     }
 }
 
@@ -76,7 +81,7 @@ fn header_field(out: &mut Vec<u8>, v: &str, max: usize) {
 
 impl Encode for Rfc5424 {
     fn encode(&mut self, row: &Routed<'_>, out: &mut Vec<u8>) {
-        let pri = u16::from(self.facility) * 8 + u16::from(severity(row.level));
+        let pri = u16::from(self.facility) * 8 + u16::from(severity(row.level().as_deref()));
         out.extend_from_slice(format!("<{pri}>1 ").as_bytes());
         // RFC 3339 with at most 6 fraction digits (RFC 5424 §6.2.3).
         let ts = crate::time::format_datetime(row.time);
@@ -193,15 +198,21 @@ mod tests {
             sequence_number: 7,
             enqueued_time: None,
         };
+        let columns = [crate::kql::plan::OutColumn {
+            name: Arc::from("Level"),
+            ty: crate::value::Type::String,
+            is_key: false,
+        }];
+        let values = [crate::value::Value::str("Warning")];
+        let known = crate::forward::Known::of(&columns);
         let row = Routed {
             json: br#"{"Level":"Warning"}"#,
             route: "failed jobs",
             source: "eh",
             position: &position,
             time: t,
-            level: Some("Warning"),
-            columns: &[],
-            values: &[],
+            values: &values,
+            known: &known,
             table: "AzureActivity",
         };
         let mut out = Vec::new();

@@ -400,15 +400,6 @@ mod tests {
         assert!(c.change(&mut grown, "k", &mut change).await.unwrap());
         assert_eq!(answer.await.unwrap().start("k", "t/0", true), Start::Oldest);
     }
-}
-
-#[cfg(test)]
-mod fenced_tests {
-    use super::*;
-    use crate::pipeline::{EngineOptions, QuerySpec};
-    use crate::schema::Schemas;
-    use crate::source::{Event, Position};
-    use crate::window::QueryLimits;
 
     /// A store another replica has written to since: every save of partition "1" is
     /// refused.

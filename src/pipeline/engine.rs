@@ -165,6 +165,8 @@ struct ForwardCounts {
     rows: Vec<u64>,
     lines: Vec<u64>,
     failures: Vec<u64>,
+    /// The row being formatted (reused: one allocation, not one per row).
+    line: Vec<u8>,
 }
 
 /// What an engine forwards: routes, and the sinks they name (by index).
@@ -229,6 +231,7 @@ impl Engine {
                 rows: vec![0; forwarding.routes.len()],
                 lines: vec![0; forwarding.sinks.len()],
                 failures: vec![0; forwarding.sinks.len()],
+                line: Vec::with_capacity(4096),
             },
             forwarding,
             routes_by_table,
@@ -735,9 +738,10 @@ impl Forward<'_> {
             let Some(out) = route.select(row, clock) else {
                 continue;
             };
-            let mut line = Vec::with_capacity(1024);
+            let line = &mut self.counts.line;
+            line.clear();
             crate::forward::format::row_json(
-                &mut line,
+                line,
                 &route.keys,
                 &out,
                 &route.name,
@@ -745,19 +749,14 @@ impl Forward<'_> {
                 position,
             );
             self.counts.rows[i] += 1;
-            let level = route.level.and_then(|c| match &out[c] {
-                crate::value::Value::Str(s) => Some(&**s),
-                _ => None,
-            });
             let routed = crate::forward::Routed {
-                json: &line,
+                json: line,
                 route: &route.name,
                 source,
                 position,
                 time: row.time,
-                level,
-                columns: &route.plan.output,
                 values: &out,
+                known: &route.known,
                 table: &self.tables[row.table],
             };
             for &s in &route.sinks {

@@ -84,6 +84,14 @@ impl Batch {
             ownership: None,
         }
     }
+
+    /// A batch that carries only a change of the partitions a source reads.
+    pub fn change(source: Arc<str>, change: Ownership, ack: AckToken) -> Batch {
+        Batch {
+            ownership: Some(change),
+            ..Batch::new(source, Vec::new(), ack)
+        }
+    }
 }
 
 /// Partitions that come to or leave a source that shares its input with other replicas (a

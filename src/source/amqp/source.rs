@@ -447,15 +447,15 @@ impl Shared {
             .is_none_or(|e| self.owned.contains(&*e.position.partition))
     }
 
-    fn change(&self, change: Ownership) -> Batch {
+    /// A change whose outcome goes to `acks`.
+    fn change_to(&self, change: Ownership, acks: mpsc::UnboundedSender<AckOutcome>) -> Batch {
         let id = self.batch_ids.fetch_add(1, Ordering::Relaxed);
-        let mut batch = Batch::new(
-            self.source.clone(),
-            Vec::new(),
-            AckToken::new(id, self.acks.clone()),
-        );
-        batch.ownership = Some(change);
-        batch
+        Batch::change(self.source.clone(), change, AckToken::new(id, acks))
+    }
+
+    /// A change whose outcome goes with the batches' (nobody waits for it).
+    fn change(&self, change: Ownership) -> Batch {
+        self.change_to(change, self.acks.clone())
     }
 
     /// Won partitions: the engine restores their state first; their readers start once it
@@ -492,9 +492,7 @@ impl Shared {
         }
         let partitions: Vec<Arc<str>> = self.owned.iter().map(|p| Arc::from(p.as_str())).collect();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let id = self.batch_ids.fetch_add(1, Ordering::Relaxed);
-        let mut batch = Batch::new(self.source.clone(), Vec::new(), AckToken::new(id, tx));
-        batch.ownership = Some(Ownership::Release(partitions));
+        let batch = self.change_to(Ownership::Release(partitions), tx);
         let stored = fwd.send_change(batch).await
             && tokio::time::timeout(wait, rx.recv())
                 .await

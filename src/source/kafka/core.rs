@@ -371,12 +371,11 @@ impl Core {
         };
         let id = self.next_batch;
         self.next_batch += 1;
-        let mut batch = Batch::new(
+        let batch = Batch::change(
             self.source.clone(),
-            Vec::new(),
+            change,
             AckToken::new(id, self.ack_tx.clone()),
         );
-        batch.ownership = Some(change);
         let Core { ack_rx, ledger, .. } = self;
         handle.block_on(async {
             let done = async {
