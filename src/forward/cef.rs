@@ -27,17 +27,12 @@ use super::Routed;
 
 /// The CEF severity (0–10) of a Log Analytics `Level`.
 pub fn severity(level: Option<&str>) -> u8 {
-    let is = |name: &str| level.is_some_and(|l| l.eq_ignore_ascii_case(name));
-    if is("critical") {
-        10
-    } else if is("error") {
-        7
-    } else if is("warning") {
-        5
-    } else if is("verbose") {
-        1
-    } else {
-        3
+    match super::Level::of(level) {
+        super::Level::Critical => 10,
+        super::Level::Error => 7,
+        super::Level::Warning => 5,
+        super::Level::Informational => 3,
+        super::Level::Verbose => 1,
     }
 }
 

@@ -66,6 +66,34 @@ impl<'a> Routed<'a> {
     }
 }
 
+/// A Log Analytics `Level`, as the formats that carry a severity read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Critical,
+    Error,
+    Warning,
+    Informational,
+    Verbose,
+}
+
+impl Level {
+    /// The row's level (any case); informational when it has none or another.
+    pub fn of(level: Option<&str>) -> Level {
+        let is = |name: &str| level.is_some_and(|l| l.eq_ignore_ascii_case(name));
+        if is("critical") {
+            Level::Critical
+        } else if is("error") {
+            Level::Error
+        } else if is("warning") {
+            Level::Warning
+        } else if is("verbose") {
+            Level::Verbose
+        } else {
+            Level::Informational
+        }
+    }
+}
+
 /// Where a route's rows go. Owned by the engine's thread.
 pub trait Sink: Send {
     /// The sink's configured name.

@@ -40,17 +40,12 @@ pub struct Rfc5424 {
 
 /// The syslog severity of a Log Analytics `Level`.
 pub fn severity(level: Option<&str>) -> u8 {
-    let is = |name: &str| level.is_some_and(|l| l.eq_ignore_ascii_case(name));
-    if is("critical") {
-        2
-    } else if is("error") {
-        3
-    } else if is("warning") {
-        4
-    } else if is("verbose") {
-        7
-    } else {
-        6
+    match super::Level::of(level) {
+        super::Level::Critical => 2,
+        super::Level::Error => 3,
+        super::Level::Warning => 4,
+        super::Level::Informational => 6,
+        super::Level::Verbose => 7,
     }
 }
 
