@@ -5,7 +5,8 @@
 #   - the official Python Event Hubs SDK in .venv (a test peer for the emulator).
 #   - the openssl tool (Debian package `openssl`): makes the emulator's TLS test certificate.
 #   - Azurite (npm) and the Python blob checkpoint store, for the blob stores.
-#   - rsyslog (Debian package `rsyslog`): the receiver of the syslog sink's tests.
+#   - rsyslog (Debian package `rsyslog`): the receiver of the syslog sink's tests, with its
+#     TLS driver (Debian package `rsyslog-gnutls`) for the syslog-over-TLS test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,10 @@ fi
 # rsyslog: the syslog receiver of the syslog sink's tests (tests/forward.rs).
 if ! command -v rsyslogd >/dev/null 2>&1 && [ ! -x /usr/sbin/rsyslogd ]; then
   need_apt+=(rsyslog)
+fi
+# rsyslog's GnuTLS network stream driver: the TLS receiver of tests/forward_syslog.rs.
+if ! ls /usr/lib/*/rsyslog/lmnsd_gtls.so /usr/lib/rsyslog/lmnsd_gtls.so >/dev/null 2>&1; then
+  need_apt+=(rsyslog-gnutls)
 fi
 
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -80,3 +85,26 @@ if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(0 if m
     "azure-eventhub-checkpointstoreblob==$PY_CHECKPOINTSTORE_VERSION" "azure-storage-blob==$PY_STORAGE_BLOB_VERSION"
 fi
 echo "setup: azure-eventhub-checkpointstoreblob $PY_CHECKPOINTSTORE_VERSION, azure-storage-blob $PY_STORAGE_BLOB_VERSION ready in $VENV"
+
+# The SIEM sinks' test receiver (tests/peers/siem_receiver.py, stdlib only) is checked
+# against the vendors' own clients (tests/siem_receivers.rs): Splunk's `splunk-logging`
+# (npm, in tools/node_modules) for HTTP Event Collector, and the official `elasticsearch`
+# Python client in .venv for the _bulk API. The client's major version is the receiver's (8).
+SPLUNK_LOGGING_VERSION=0.11.1
+if [ "$(node -p "try{require('./tools/node_modules/splunk-logging/package.json').version}catch(e){''}" 2>/dev/null)" != "$SPLUNK_LOGGING_VERSION" ]; then
+  echo "setup: installing splunk-logging@$SPLUNK_LOGGING_VERSION into tools/node_modules"
+  mkdir -p tools
+  [ -f tools/package.json ] || echo '{"private": true}' > tools/package.json
+  npm install --prefix tools --no-audit --no-fund --silent "splunk-logging@$SPLUNK_LOGGING_VERSION" >/dev/null
+fi
+echo "setup: splunk-logging $(node -p "require('./tools/node_modules/splunk-logging/package.json').version") ready in tools/node_modules"
+
+PY_ELASTICSEARCH_VERSION=8.15.1
+PY_ELASTIC_TRANSPORT_VERSION=8.15.1
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(0 if m.version('elasticsearch') == '$PY_ELASTICSEARCH_VERSION' and m.version('elastic-transport') == '$PY_ELASTIC_TRANSPORT_VERSION' else 1)" >/dev/null 2>&1; then
+  echo "setup: installing elasticsearch==$PY_ELASTICSEARCH_VERSION and elastic-transport==$PY_ELASTIC_TRANSPORT_VERSION into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check \
+    "elasticsearch==$PY_ELASTICSEARCH_VERSION" "elastic-transport==$PY_ELASTIC_TRANSPORT_VERSION"
+fi
+echo "setup: elasticsearch $PY_ELASTICSEARCH_VERSION, elastic-transport $PY_ELASTIC_TRANSPORT_VERSION ready in $VENV"

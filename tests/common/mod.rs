@@ -260,6 +260,7 @@ impl OutputWithStdin for Command {
 pub mod azurite;
 pub mod kafka;
 pub mod rsyslog;
+pub mod siem;
 
 /// The fixture line whose records have no usable time: over Event Hubs they would take the
 /// event's enqueued time (today), which moves the clock and empties every window, so the
