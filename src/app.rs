@@ -79,10 +79,14 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
     let mut sinks = Vec::new();
     for s in &settings.sinks {
         sinks.push(
-            s.open()
+            s.open(Some(&metrics))
                 .with_context(|| format!("opening the sink '{}'", s.name()))?,
         );
     }
+    let sink_health: Vec<_> = sinks
+        .iter()
+        .filter_map(|s| Some((s.name().to_string(), s.health()?)))
+        .collect();
     let forwarding = Forwarding {
         routes: settings.routes.clone(),
         sinks,
@@ -145,6 +149,7 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
         requests: req_tx.clone(),
         metrics: metrics.clone(),
         ready: ready.clone(),
+        sinks: sink_health,
     };
     let server = tokio::spawn(http::serve(listener, admin, shutdown.clone()));
     tracing::info!(%admin_addr, "admin server listening (/metrics, /api/v1/queries, /healthz, /readyz)");

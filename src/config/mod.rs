@@ -6,12 +6,14 @@ mod amqp;
 mod checkpoint;
 mod env;
 mod kafka;
+mod sinks;
 mod validate;
 
 use serde::Deserialize;
 
 pub use checkpoint::{BlobAccess, BlobSettings, CheckpointSettings, StoreSettings, Stores};
-pub use validate::{load, ConfigErrors, Settings, SinkSettings, SourceSettings};
+pub use sinks::{Buffered, SinkConfig, SinkSettings};
+pub use validate::{load, ConfigErrors, Settings, SourceSettings};
 
 /// The whole file.
 #[derive(Debug, Deserialize, Default)]
@@ -48,41 +50,6 @@ pub struct RawConfig {
     pub routes: Vec<RouteConfig>,
 }
 
-/// A destination for routed rows.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum SinkConfig {
-    /// NDJSON appended to a file, synced at the end of every batch (for a collector that
-    /// tails files, or for inspection).
-    File {
-        /// The name routes use.
-        name: String,
-        /// The file, relative to this file's folder; created if missing.
-        path: String,
-    },
-    /// RFC 5424 syslog over TCP (rsyslog, syslog-ng, most SIEM collectors), behind a disk
-    /// buffer: a receiver that is down fills the buffer, not the engine.
-    Syslog {
-        /// The name routes use.
-        name: String,
-        /// The receiver, `host:port`.
-        address: String,
-        /// `octet_counting` (RFC 6587, the default) or `lf`.
-        framing: Option<String>,
-        /// The message: `json` (the row, the default) or `cef` (ArcSight CEF, with the
-        /// row as `msg`).
-        format: Option<String>,
-        /// Syslog facility, 0–23. Default 16 (`local0`).
-        facility: Option<u8>,
-        /// The HOSTNAME field. Default: this host's name.
-        hostname: Option<String>,
-        /// The disk buffer's directory. Default `buffers/<name>` beside this file.
-        buffer_dir: Option<String>,
-        /// The disk buffer's bound in bytes. Default 268435456 (256 MiB).
-        max_buffer_bytes: Option<u64>,
-    },
-}
-
 /// A route: the rows of a table that go to some sinks.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,6 +60,13 @@ pub struct RouteConfig {
     pub kql: toml::Spanned<String>,
     /// The sinks, by name.
     pub sinks: Vec<String>,
+    /// For the sinks that have such fields (templates: `{table}`, `{route}`, `%Y`…):
+    /// the Splunk index or Elasticsearch index / data stream,
+    pub index: Option<String>,
+    /// the Splunk sourcetype,
+    pub sourcetype: Option<String>,
+    /// the Splunk source.
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::checkpoint::CheckpointSettings;
 use super::env::interpolate;
-use super::{QueryConfig, QueryFile, RawConfig, SinkConfig, SourceConfig};
+use super::{QueryConfig, QueryFile, RawConfig, SourceConfig};
 use crate::forward::RouteSpec;
 use crate::kql::check::compile;
 use crate::kql::diag::line_col;
@@ -30,75 +30,8 @@ pub struct Settings {
     pub checkpoint: Option<CheckpointSettings>,
     pub sources: Vec<SourceSettings>,
     pub queries: Vec<QuerySpec>,
-    pub sinks: Vec<SinkSettings>,
+    pub sinks: Vec<super::SinkSettings>,
     pub routes: Vec<RouteSpec>,
-}
-
-/// A sink, checked.
-#[derive(Debug, Clone)]
-pub enum SinkSettings {
-    File {
-        name: String,
-        path: PathBuf,
-    },
-    Syslog {
-        name: String,
-        address: String,
-        framing: crate::forward::syslog::Framing,
-        /// A CEF message (else the row's JSON).
-        cef: bool,
-        facility: u8,
-        hostname: String,
-        buffer_dir: PathBuf,
-        max_buffer_bytes: u64,
-    },
-}
-
-impl SinkSettings {
-    pub fn name(&self) -> &str {
-        match self {
-            SinkSettings::File { name, .. } | SinkSettings::Syslog { name, .. } => name,
-        }
-    }
-
-    /// Opens the sink.
-    pub fn open(&self) -> std::io::Result<Box<dyn crate::forward::Sink>> {
-        match self {
-            SinkSettings::File { name, path } => {
-                Ok(Box::new(crate::forward::FileSink::open(name, path)?))
-            }
-            SinkSettings::Syslog {
-                name,
-                address,
-                framing,
-                cef,
-                facility,
-                hostname,
-                buffer_dir,
-                max_buffer_bytes,
-            } => {
-                use crate::forward::buffered::Encode;
-                use crate::forward::syslog::{Rfc5424, TcpDeliver};
-                let syslog = Rfc5424 {
-                    facility: *facility,
-                    hostname: hostname.clone(),
-                };
-                let encode: Box<dyn Encode> = if *cef {
-                    Box::new(crate::forward::cef::SyslogCef(syslog))
-                } else {
-                    Box::new(syslog)
-                };
-                let deliver = TcpDeliver::new(address.clone(), *framing, Duration::from_secs(10));
-                Ok(Box::new(crate::forward::buffered::BufferedSink::start(
-                    name,
-                    buffer_dir,
-                    *max_buffer_bytes,
-                    encode,
-                    Box::new(deliver),
-                )?))
-            }
-        }
-    }
 }
 
 // Built once at start-up, a handful at most: the variants' sizes do not matter.
@@ -304,85 +237,7 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
         }
     }
     // Sinks, then the routes that name them.
-    let mut sinks = Vec::new();
-    for s in &raw.sinks {
-        match s {
-            SinkConfig::File { name, path } => {
-                if sinks.iter().any(|k: &SinkSettings| k.name() == name) {
-                    errors.push(format!("{file}: sink '{name}' is defined twice"));
-                }
-                let path = dir.join(env(&format!("sink '{name}': path"), path, &mut errors));
-                sinks.push(SinkSettings::File {
-                    name: name.clone(),
-                    path,
-                });
-            }
-            SinkConfig::Syslog {
-                name,
-                address,
-                framing,
-                format,
-                facility,
-                hostname,
-                buffer_dir,
-                max_buffer_bytes,
-            } => {
-                if sinks.iter().any(|k: &SinkSettings| k.name() == name) {
-                    errors.push(format!("{file}: sink '{name}' is defined twice"));
-                }
-                let address = env(&format!("sink '{name}': address"), address, &mut errors);
-                if !address.contains(':') {
-                    errors.push(format!(
-                        "{file}: sink '{name}': address '{address}' is not host:port"
-                    ));
-                }
-                let framing = match framing.as_deref() {
-                    None | Some("octet_counting") => crate::forward::syslog::Framing::OctetCounting,
-                    Some("lf") => crate::forward::syslog::Framing::Lf,
-                    Some(f) => {
-                        errors.push(format!(
-                            "{file}: sink '{name}': framing '{f}' is not octet_counting or lf"
-                        ));
-                        crate::forward::syslog::Framing::OctetCounting
-                    }
-                };
-                let cef = match format.as_deref() {
-                    None | Some("json") => false,
-                    Some("cef") => true,
-                    Some(f) => {
-                        errors.push(format!(
-                            "{file}: sink '{name}': format '{f}' is not json or cef"
-                        ));
-                        false
-                    }
-                };
-                let facility = facility.unwrap_or(16);
-                if facility > 23 {
-                    errors.push(format!(
-                        "{file}: sink '{name}': facility {facility} is not 0-23"
-                    ));
-                }
-                let hostname = match hostname {
-                    Some(h) => env(&format!("sink '{name}': hostname"), h, &mut errors),
-                    None => std::env::var("HOSTNAME").unwrap_or_else(|_| "hubwatch".into()),
-                };
-                let buffer_dir = match buffer_dir {
-                    Some(d) => dir.join(env(&format!("sink '{name}': buffer_dir"), d, &mut errors)),
-                    None => dir.join("buffers").join(name),
-                };
-                sinks.push(SinkSettings::Syslog {
-                    name: name.clone(),
-                    address,
-                    framing,
-                    cef,
-                    facility,
-                    hostname,
-                    buffer_dir,
-                    max_buffer_bytes: max_buffer_bytes.unwrap_or(256 << 20),
-                });
-            }
-        }
-    }
+    let sinks = super::sinks::sink_settings(&raw.sinks, &dir, &file, &mut errors);
     let mut routes: Vec<RouteSpec> = Vec::new();
     for r in &raw.routes {
         if !valid_name(&r.name) {
@@ -413,7 +268,32 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
         let content_start = string_content_start(&text, r.kql.span().start);
         match compile(r.kql.get_ref(), schemas) {
             Ok(plan) => match crate::forward::check_route(&plan) {
-                Ok(()) => routes.push(RouteSpec::new(&r.name, r.kql.get_ref(), plan, indexes)),
+                Ok(()) => {
+                    let mut template = |field: &str, v: &Option<String>, lowercase: bool| {
+                        let text = env(
+                            &format!("route '{}': {field}", r.name),
+                            v.as_ref()?,
+                            &mut errors,
+                        );
+                        crate::forward::template::Template::parse(&text, lowercase)
+                            .map_err(|e| {
+                                errors.push(format!("{file}: route '{}': {field}: {e}", r.name))
+                            })
+                            .ok()
+                    };
+                    let meta = crate::forward::RouteMeta {
+                        index: template("index", &r.index, true),
+                        sourcetype: template("sourcetype", &r.sourcetype, false),
+                        source: template("source", &r.source, false),
+                    };
+                    routes.push(RouteSpec::new(
+                        &r.name,
+                        r.kql.get_ref(),
+                        plan,
+                        indexes,
+                        meta,
+                    ))
+                }
                 Err(e) => {
                     let (line, col) = line_col(&text, content_start);
                     errors.push(format!("{file}:{line}:{col}: route '{}': {e}", r.name));

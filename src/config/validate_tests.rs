@@ -552,6 +552,6 @@ AmlComputeJobEvent
     assert_eq!(s.routes.len(), 1);
     assert_eq!(s.routes[0].sinks, vec![0]);
     assert!(
-        matches!(&s.sinks[0], SinkSettings::File { path, .. } if path == &dir.path().join("out/routed.ndjson"))
+        matches!(&s.sinks[0], crate::config::SinkSettings::File { path, .. } if path == &dir.path().join("out/routed.ndjson"))
     );
 }

@@ -37,6 +37,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Set once the configuration is loaded and the sources started.
     pub ready: Arc<AtomicBool>,
+    /// The delivering sinks' health, for `/readyz?verbose`.
+    pub sinks: Vec<(String, Arc<crate::forward::buffered::Health>)>,
 }
 
 const ENGINE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -119,12 +121,45 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         .into_response()
 }
 
-async fn readyz(State(state): State<AdminState>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
-        "ready\n".into_response()
+/// Ready once started (and, with global results, once the first copies are in). With
+/// `?verbose`, one line per check, as Kubernetes components write them — including each
+/// sink's delivery. A sink that cannot deliver does not make the replica unready: its rows
+/// wait in its buffer, and the metrics this replica serves stay right.
+async fn readyz(
+    State(state): State<AdminState>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let ready = state.ready.load(Ordering::Acquire);
+    let status = if ready {
+        StatusCode::OK
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    if !query.is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "verbose" || p.starts_with("verbose="))
+    }) {
+        return (status, if ready { "ready\n" } else { "starting\n" }).into_response();
     }
+    use crate::forward::buffered::Status;
+    let mut text = format!("[{}]started\n", if ready { "+" } else { "-" });
+    for (name, health) in &state.sinks {
+        let waiting = health.oldest_unacked_secs();
+        match health.status() {
+            Status::Ok => text.push_str(&format!(
+                "[+]sink {name}: ok (oldest undelivered {waiting:.1}s)\n"
+            )),
+            Status::Failing { for_secs, error } => text.push_str(&format!(
+                "[+]sink {name}: failing for {for_secs:.1}s, rows wait in its buffer (oldest {waiting:.1}s): {error}\n"
+            )),
+        }
+    }
+    text.push_str(if ready {
+        "readyz check passed\n"
+    } else {
+        "readyz check failed\n"
+    });
+    (status, text).into_response()
 }
 
 fn json_response(body: String) -> Response {

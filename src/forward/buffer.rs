@@ -186,7 +186,10 @@ impl BufferWriter {
 /// frame; `ack` moves past what the receiver took and removes finished segments.
 pub struct BufferReader {
     dir: PathBuf,
+    /// The first frame not acknowledged.
     at: Cursor,
+    /// The first frame not yet read (batches in flight lie between).
+    read: Cursor,
 }
 
 impl BufferReader {
@@ -215,29 +218,65 @@ impl BufferReader {
         Ok(BufferReader {
             dir: dir.to_path_buf(),
             at,
+            read: at,
         })
     }
 
-    /// Up to `max` frames from the first unacknowledged one, not beyond `durable`, with the
-    /// cursor after each.
-    pub fn next(&self, durable: Cursor, max: usize) -> io::Result<Vec<(Vec<u8>, Cursor)>> {
+    /// Up to `max` frames and about `max_bytes` (at least one frame) after those read
+    /// before, not beyond `durable`, with the cursor after each.
+    pub fn next(
+        &mut self,
+        durable: Cursor,
+        max: usize,
+        max_bytes: usize,
+    ) -> io::Result<Vec<(Vec<u8>, Cursor)>> {
+        let frames = self.peek(durable, max, max_bytes)?;
+        if let Some((_, c)) = frames.last() {
+            self.read = *c;
+        }
+        Ok(frames)
+    }
+
+    /// Puts `frames` (the last ones read) back, to be read again.
+    pub fn unread(&mut self, frames: &[(Vec<u8>, Cursor)]) {
+        if let Some((first, c)) = frames.first() {
+            // The cursor after the first frame, less its length: where it started.
+            let start = c.offset - 8 - first.len() as u64;
+            self.read = Cursor {
+                segment: c.segment,
+                offset: start,
+            };
+        }
+    }
+
+    fn peek(
+        &self,
+        durable: Cursor,
+        max: usize,
+        max_bytes: usize,
+    ) -> io::Result<Vec<(Vec<u8>, Cursor)>> {
         let mut out = Vec::new();
-        let first = self.at.segment;
+        let mut bytes = 0;
+        let first = self.read.segment;
         for seg in segments(&self.dir)?.into_iter().filter(|s| *s >= first) {
             if seg > durable.segment || out.len() >= max {
                 break;
             }
-            let from = if seg == self.at.segment {
-                self.at.offset
+            let from = if seg == self.read.segment {
+                self.read.offset
             } else {
                 0
             };
-            for (bytes, next) in read_frames(&seg_path(&self.dir, seg), from, max - out.len())? {
+            for (frame, next) in read_frames(&seg_path(&self.dir, seg), from, max - out.len())? {
                 if seg == durable.segment && next > durable.offset {
                     return Ok(out);
                 }
+                bytes += frame.len();
+                if bytes > max_bytes && !out.is_empty() {
+                    return Ok(out);
+                }
                 out.push((
-                    bytes,
+                    frame,
                     Cursor {
                         segment: seg,
                         offset: next,
@@ -270,6 +309,7 @@ impl BufferReader {
             }
         }
         self.at = to;
+        self.read = self.read.max(to);
         Ok(removed)
     }
 }
@@ -295,17 +335,17 @@ mod tests {
         let durable = w.flush().unwrap();
         w.append(b"not yet durable").unwrap().unwrap();
         let mut r = BufferReader::open(dir.path()).unwrap();
-        let got = r.next(durable, 100).unwrap();
+        let got = r.next(durable, 100, usize::MAX).unwrap();
         assert_eq!(
             lines(&got),
             ["line 0", "line 1", "line 2", "line 3", "line 4"]
         );
         r.ack(got[2].1).unwrap();
         // A restart of the sender resumes after what was acknowledged.
-        let r = BufferReader::open(dir.path()).unwrap();
+        let mut r = BufferReader::open(dir.path()).unwrap();
         let durable = w.flush().unwrap();
         assert_eq!(
-            lines(&r.next(durable, 100).unwrap()),
+            lines(&r.next(durable, 100, usize::MAX).unwrap()),
             ["line 3", "line 4", "not yet durable"]
         );
     }
@@ -328,7 +368,7 @@ mod tests {
         w.append(b"after").unwrap().unwrap();
         let durable = w.flush().unwrap();
         let mut r = BufferReader::open(dir.path()).unwrap();
-        let got = r.next(durable, 10).unwrap();
+        let got = r.next(durable, 10, usize::MAX).unwrap();
         assert_eq!(lines(&got), ["kept", "after"]);
         let removed = r.ack(got[1].1).unwrap();
         assert_eq!(removed, 12, "segment 0 is done and removed");
@@ -352,7 +392,7 @@ mod tests {
         assert_eq!(w.append(&big).unwrap(), Err(Full));
         let durable = w.flush().unwrap();
         let mut r = BufferReader::open(dir.path()).unwrap();
-        let got = r.next(durable, 100).unwrap();
+        let got = r.next(durable, 100, usize::MAX).unwrap();
         assert_eq!(got.len(), 15);
         // Everything of the first segment delivered: it is removed, and there is room again.
         let last_of_first = got.iter().rev().find(|(_, c)| c.segment == 0).unwrap().1;

@@ -18,11 +18,12 @@
 //! | `cs2` / `cs2Label=Route` | the route |
 //! | `cs3` / `cs3Label=Origin` | `source/partition@sequence number` |
 //! | `msg` | the whole row as JSON |
+//! | configured `fields` | `key=<column>` for each `(key, column)`, in order, after `msg` |
 //!
 //! Header fields escape `\` and `|`; extension values escape `\`, `=` and line breaks.
+//! A configured key is alphanumeric (CEF's rule for extension keys) and none of the fixed
+//! ones above; a column the row lacks, or holds null or empty, adds nothing.
 
-use super::buffered::Encode;
-use super::syslog::Rfc5424;
 use super::Routed;
 
 /// The CEF severity (0–10) of a Log Analytics `Level`.
@@ -59,7 +60,59 @@ fn value(out: &mut Vec<u8>, v: &[u8]) {
     }
 }
 
-/// The CEF message of a row (without a syslog header).
+/// The extension keys of the fixed mapping, which `fields` may not take again.
+const FIXED_KEYS: [&str; 9] = [
+    "rt", "outcome", "cs1Label", "cs1", "cs2Label", "cs2", "cs3Label", "cs3", "msg",
+];
+
+/// The CEF payload: the fixed mapping, then the configured `fields`.
+#[derive(Debug, Clone, Default)]
+pub struct Cef {
+    fields: Vec<(String, String)>,
+}
+
+impl Cef {
+    /// Checks the `(key, column)` pairs: every problem at once, each naming the key.
+    pub fn new(fields: Vec<(String, String)>) -> Result<Cef, Vec<String>> {
+        let mut problems = Vec::new();
+        for (i, (key, column)) in fields.iter().enumerate() {
+            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                problems.push(format!(
+                    "fields: CEF extension key {key:?} is not alphanumeric (A-Z, a-z, 0-9)"
+                ));
+            } else if FIXED_KEYS.contains(&key.as_str()) {
+                problems.push(format!(
+                    "fields: CEF extension key {key:?} is one hubwatch sets"
+                ));
+            } else if fields[..i].iter().any(|(k, _)| k == key) {
+                problems.push(format!("fields: CEF extension key {key:?} is given twice"));
+            }
+            if column.is_empty() {
+                problems.push(format!("fields: CEF extension key {key:?} names no column"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(Cef { fields })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The CEF message of a row (without a syslog header).
+    pub fn encode(&self, row: &Routed<'_>, out: &mut Vec<u8>) {
+        encode(row, out);
+        for (key, column) in &self.fields {
+            if let Some(v) = row.column(column) {
+                out.push(b' ');
+                out.extend_from_slice(key.as_bytes());
+                out.push(b'=');
+                value(out, v.as_bytes());
+            }
+        }
+    }
+}
+
+/// The CEF message of a row with the fixed mapping only (without a syslog header).
 pub fn encode(row: &Routed<'_>, out: &mut Vec<u8>) {
     let known = row.known;
     let operation = row.field(known.operation);
@@ -93,76 +146,92 @@ pub fn encode(row: &Routed<'_>, out: &mut Vec<u8>) {
     value(out, row.json);
 }
 
-/// RFC 5424 with a CEF message.
-pub struct SyslogCef(pub Rfc5424);
-
-impl Encode for SyslogCef {
-    fn encode(&mut self, row: &Routed<'_>, out: &mut Vec<u8>) {
-        let mut cef = Vec::with_capacity(row.json.len() + 256);
-        encode(row, &mut cef);
-        let as_payload = Routed { json: &cef, ..*row };
-        self.0.encode(&as_payload, out);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kql::plan::OutColumn;
-    use crate::source::Position;
-    use crate::value::{Type, Value};
-    use std::sync::Arc;
+    use crate::forward::syslog::tests::Row;
+
+    fn job_row() -> Row {
+        Row::new(
+            "2024-05-20T10:00:00Z",
+            &[
+                (
+                    "OperationName",
+                    Some("Microsoft.MachineLearningServices/workspaces/jobs|write"),
+                ),
+                ("EventType", Some("JobFailed")),
+                ("_ResourceId", Some("/subscriptions/s/ws=1")),
+                ("ResultType", None),
+                ("Level", Some("Error")),
+                ("Caller", Some("ana@contoso.com\nx=1")),
+                ("Empty", Some("")),
+            ],
+            "{\"a\":\"x=y\\\\z\"}",
+        )
+    }
 
     #[test]
     fn a_row_becomes_a_cef_event_with_its_fields_escaped() {
-        let col = |n: &str| OutColumn {
-            name: Arc::from(n),
-            ty: Type::String,
-            is_key: false,
-        };
-        let columns = vec![
-            col("OperationName"),
-            col("EventType"),
-            col("_ResourceId"),
-            col("ResultType"),
-            col("Level"),
-        ];
-        let values = vec![
-            Value::str("Microsoft.MachineLearningServices/workspaces/jobs|write"),
-            Value::str("JobFailed"),
-            Value::str("/subscriptions/s/ws=1"),
-            Value::Null,
-            Value::str("Error"),
-        ];
-        let known = crate::forward::Known::of(&columns);
-        let position = Position {
-            partition: Arc::from("2"),
-            offset: 0,
-            sequence_number: 9,
-            enqueued_time: None,
-        };
-        let t = crate::time::parse_datetime("2024-05-20T10:00:00Z")
-            .unwrap()
-            .0;
-        let row = Routed {
-            json: b"{\"a\":\"x=y\\\\z\"}",
-            route: "failed",
-            source: "eh",
-            position: &position,
-            time: t,
-            values: &values,
-            known: &known,
-            table: "AmlComputeJobEvent",
-        };
+        let row = job_row();
         let mut out = Vec::new();
-        encode(&row, &mut out);
+        encode(&row.routed(), &mut out);
         let text = String::from_utf8(out).unwrap();
         let version = env!("CARGO_PKG_VERSION");
         assert_eq!(
             text,
             format!(
-                "CEF:0|Microsoft|AmlComputeJobEvent|hubwatch {version}|Microsoft.MachineLearningServices/workspaces/jobs\\|write|JobFailed|7|rt=1716199200000 cs1Label=ResourceId cs1=/subscriptions/s/ws\\=1 cs2Label=Route cs2=failed cs3Label=Origin cs3=eh/2@9 msg={{\"a\":\"x\\=y\\\\\\\\z\"}}"
+                "CEF:0|Microsoft|AmlComputeJobEvent|hubwatch {version}|Microsoft.MachineLearningServices/workspaces/jobs\\|write|JobFailed|7|rt=1716199200000 cs1Label=ResourceId cs1=/subscriptions/s/ws\\=1 cs2Label=Route cs2=failed jobs cs3Label=Origin cs3=eh/a\"b]@7 msg={{\"a\":\"x\\=y\\\\\\\\z\"}}"
             )
+        );
+    }
+
+    #[test]
+    fn configured_fields_follow_the_fixed_mapping_escaped_and_only_when_present() {
+        let fields = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, c)| (k.to_string(), c.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let cef = Cef::new(fields(&[
+            ("suser", "Caller"),
+            ("cs4", "Empty"),
+            ("cs5", "NoSuchColumn"),
+        ]))
+        .unwrap();
+        let row = job_row();
+        let mut out = Vec::new();
+        cef.encode(&row.routed(), &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.ends_with("z\"} suser=ana@contoso.com\\nx\\=1"),
+            "{text}"
+        );
+        let problems = Cef::new(fields(&[
+            ("user name", "Caller"),
+            ("msg", "Caller"),
+            ("suser", "Caller"),
+            ("suser", "Other"),
+            ("cs4", ""),
+            ("", "Caller"),
+        ]))
+        .unwrap_err();
+        assert_eq!(problems.len(), 5, "{problems:?}");
+        assert!(
+            problems[0].contains("\"user name\" is not alphanumeric"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].contains("\"msg\" is one hubwatch sets"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[2].contains("\"suser\" is given twice"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[3].contains("\"cs4\" names no column"),
+            "{problems:?}"
         );
     }
 }

@@ -21,13 +21,19 @@
 pub mod buffer;
 pub mod buffered;
 pub mod cef;
+pub mod elastic;
 pub mod file;
 pub mod format;
+pub mod hec;
+pub mod http;
+pub mod kafka;
+pub mod leef;
 pub mod route;
 pub mod syslog;
+pub mod template;
 
 pub use file::FileSink;
-pub use route::{check_route, Known, RouteSpec};
+pub use route::{check_route, Known, RouteMeta, RouteSpec};
 
 /// One routed row, as sinks receive it: its JSON line (see [`format`]) and the facts a
 /// sink's own format needs.
@@ -41,10 +47,37 @@ pub struct Routed<'a> {
     pub time: i64,
     /// The row's values, in the route's column order.
     pub values: &'a [crate::value::Value],
+    /// The route's columns.
+    pub columns: &'a [crate::kql::plan::OutColumn],
     /// Where the columns sink formats pick are among them (found once per route).
     pub known: &'a Known,
+    /// The route's settings for the sinks (index, sourcetype, …).
+    pub meta: &'a RouteMeta,
     /// The row's table.
     pub table: &'a str,
+    /// The row's place among its event's rows: with the position, it names the row for
+    /// good (a document id that makes a resend a no-op).
+    pub ordinal: u32,
+}
+
+impl Routed<'_> {
+    /// A name for the row that stays the same when it is sent again:
+    /// `<route>:<source>:<partition>:<sequence number>:<ordinal>`.
+    pub fn id(&self) -> String {
+        format!(
+            "{}:{}:{}:{}:{}",
+            self.route,
+            self.source,
+            self.position.partition,
+            self.position.sequence_number,
+            self.ordinal
+        )
+    }
+
+    /// The value of a column by name, as text (`None`: no such column, null or empty).
+    pub fn column(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        self.field(self.columns.iter().position(|c| &*c.name == name))
+    }
 }
 
 impl<'a> Routed<'a> {
@@ -109,6 +142,10 @@ pub trait Sink: Send {
     fn sync(&mut self) -> std::io::Result<()>;
     /// Bytes waiting in the sink's disk buffer for delivery (`None`: it has none).
     fn buffered_bytes(&self) -> Option<u64> {
+        None
+    }
+    /// How the sink's delivery is doing (`None`: it delivers nothing itself).
+    fn health(&self) -> Option<std::sync::Arc<buffered::Health>> {
         None
     }
 }

@@ -20,6 +20,19 @@ pub struct RouteSpec {
     pub keys: Arc<[Vec<u8>]>,
     /// Where the output has the columns sink formats pick.
     pub known: Known,
+    /// The route's settings for the sinks that have such fields.
+    pub meta: RouteMeta,
+}
+
+/// What a route sets for the sinks that have such fields; unset, the sink's own apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteMeta {
+    /// Splunk index; Elasticsearch index or data stream (lowercased).
+    pub index: Option<super::template::Template>,
+    /// Splunk sourcetype.
+    pub sourcetype: Option<super::template::Template>,
+    /// Splunk source.
+    pub source: Option<super::template::Template>,
 }
 
 /// Where a route's output has the Log Analytics columns that sink formats pick (syslog
@@ -69,7 +82,7 @@ pub fn check_route(plan: &Plan) -> Result<(), String> {
 }
 
 impl RouteSpec {
-    pub fn new(name: &str, kql: &str, plan: Plan, sinks: Vec<usize>) -> RouteSpec {
+    pub fn new(name: &str, kql: &str, plan: Plan, sinks: Vec<usize>, meta: RouteMeta) -> RouteSpec {
         let keys = super::format::keys(&plan.output).into();
         let known = Known::of(&plan.output);
         RouteSpec {
@@ -79,6 +92,7 @@ impl RouteSpec {
             sinks,
             keys,
             known,
+            meta,
         }
     }
 

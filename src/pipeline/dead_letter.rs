@@ -36,23 +36,9 @@ pub struct DeadLetter {
 impl DeadLetter {
     /// Appends to `path` (created if missing).
     pub fn open(path: &Path) -> std::io::Result<DeadLetter> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(path)?;
-        // A process killed while writing may have left half a line. End it, so that the
-        // next line stays whole: the torn one's event was never acknowledged, so it is read
-        // again and its line written again in full.
-        if ends_torn(&mut file)? {
-            file.write_all(b"\n")?;
-        }
         Ok(DeadLetter {
             path: path.to_path_buf(),
-            out: BufWriter::new(file),
+            out: BufWriter::new(open_lines(path)?),
             written: 0,
         })
     }
@@ -97,6 +83,25 @@ impl DeadLetter {
         self.out.flush()?;
         self.out.get_ref().sync_data()
     }
+}
+
+/// Opens a file of NDJSON lines to append to (created, with its folder, if missing).
+pub fn open_lines(path: &Path) -> std::io::Result<File> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(path)?;
+    // A process killed while writing may have left half a line. End it, so that the next
+    // line stays whole: what the torn one held was never acknowledged, so it is written
+    // again in full.
+    if ends_torn(&mut file)? {
+        file.write_all(b"\n")?;
+    }
+    Ok(file)
 }
 
 fn ends_torn(file: &mut File) -> std::io::Result<bool> {

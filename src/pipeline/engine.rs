@@ -414,6 +414,7 @@ impl Engine {
                 tables: &self.table_names,
                 error: &mut self.forward_error,
                 counts: &mut self.forward_counts,
+                ordinal: 0,
             }),
         };
         self.parser
@@ -728,10 +729,14 @@ struct Forward<'a> {
     tables: &'a [Arc<str>],
     error: &'a mut Option<std::io::Error>,
     counts: &'a mut ForwardCounts,
+    /// The row's place among the event's rows.
+    ordinal: u32,
 }
 
 impl Forward<'_> {
     fn row(&mut self, row: &Row, clock: i64, source: &str, position: &Position) {
+        let ordinal = self.ordinal;
+        self.ordinal += 1;
         let Forwarding { routes, sinks } = &mut *self.forwarding;
         for &i in &self.routes_by_table[row.table] {
             let route = &routes[i];
@@ -756,8 +761,11 @@ impl Forward<'_> {
                 position,
                 time: row.time,
                 values: &out,
+                columns: &route.plan.output,
                 known: &route.known,
+                meta: &route.meta,
                 table: &self.tables[row.table],
+                ordinal,
             };
             for &s in &route.sinks {
                 match sinks[s].write(&routed) {

@@ -3,7 +3,8 @@
 //! a test pins the full list.
 
 use prometheus::{
-    Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
 };
 
 use crate::parse::{ParseStats, RejectReason, RepairKind};
@@ -359,13 +360,72 @@ impl OwnershipMetrics {
     }
 }
 
-/// Forwarding: rows routed, and what the sinks took.
+/// Forwarding: rows routed, what the sinks took, and what their senders delivered.
 #[derive(Clone)]
 pub struct ForwardMetrics {
     pub rows: IntCounterVec,
     pub lines: IntCounterVec,
     pub failures: IntCounterVec,
     pub buffered: IntGaugeVec,
+    pub sent: IntCounterVec,
+    pub sent_bytes: IntCounterVec,
+    pub requests: IntCounterVec,
+    pub retries: IntCounterVec,
+    pub delivery_failures: IntCounterVec,
+    pub dead_letters: IntCounterVec,
+    pub dropped: IntCounterVec,
+    pub oldest_unacked: GaugeVec,
+    pub request_seconds: HistogramVec,
+}
+
+/// One sink's series, resolved once (its sender updates them per delivery).
+#[derive(Clone)]
+pub struct SinkMetrics {
+    pub sent: IntCounter,
+    pub sent_bytes: IntCounter,
+    pub requests: IntCounter,
+    pub retries: IntCounter,
+    pub oldest_unacked: Gauge,
+    pub request_seconds: prometheus::Histogram,
+    failures: IntCounterVec,
+    dead_letters: IntCounterVec,
+    dropped: IntCounterVec,
+    sink: String,
+}
+
+impl SinkMetrics {
+    pub fn of(m: &ForwardMetrics, sink: &str) -> SinkMetrics {
+        let one = |v: &IntCounterVec| v.with_label_values(&[sink]);
+        SinkMetrics {
+            sent: one(&m.sent),
+            sent_bytes: one(&m.sent_bytes),
+            requests: one(&m.requests),
+            retries: one(&m.retries),
+            oldest_unacked: m.oldest_unacked.with_label_values(&[sink]),
+            request_seconds: m.request_seconds.with_label_values(&[sink]),
+            failures: m.delivery_failures.clone(),
+            dead_letters: m.dead_letters.clone(),
+            dropped: m.dropped.clone(),
+            sink: sink.to_string(),
+        }
+    }
+
+    /// A delivery attempt failed as a whole (`kind`: connect, timeout, status_503, …).
+    pub fn failed(&self, kind: &str) {
+        self.failures.with_label_values(&[&self.sink, kind]).inc();
+    }
+
+    /// The receiver refused a message for good; it went to the dead-letter file.
+    pub fn dead_lettered(&self, reason: &str) {
+        self.dead_letters
+            .with_label_values(&[&self.sink, reason])
+            .inc();
+    }
+
+    /// A message was dropped before the buffer (`when_full = "drop_newest"`).
+    pub fn dropped(&self, reason: &str) {
+        self.dropped.with_label_values(&[&self.sink, reason]).inc();
+    }
 }
 
 impl ForwardMetrics {
@@ -395,6 +455,69 @@ impl ForwardMetrics {
                 "Bytes in a sink's disk buffer not yet delivered (and their segments' rest).",
                 &["sink"],
             ),
+            sent: counter_vec(
+                r,
+                "hubwatch_forward_sink_sent_total",
+                "Messages a sink's receiver acknowledged.",
+                &["sink"],
+            ),
+            sent_bytes: counter_vec(
+                r,
+                "hubwatch_forward_sink_sent_bytes_total",
+                "Bytes of the messages a sink's receiver acknowledged (before compression).",
+                &["sink"],
+            ),
+            requests: counter_vec(
+                r,
+                "hubwatch_forward_sink_requests_total",
+                "Deliveries a sink attempted (one HTTP request, or one write of a batch).",
+                &["sink"],
+            ),
+            retries: counter_vec(
+                r,
+                "hubwatch_forward_sink_retries_total",
+                "Deliveries attempted again after a transient failure (of the whole batch or of some messages).",
+                &["sink"],
+            ),
+            delivery_failures: counter_vec(
+                r,
+                "hubwatch_forward_sink_delivery_failures_total",
+                "Deliveries that failed as a whole, by kind (connect, timeout, status_429, status_503, ...); the messages stay buffered and are tried again.",
+                &["sink", "kind"],
+            ),
+            dead_letters: counter_vec(
+                r,
+                "hubwatch_forward_sink_dead_letters_total",
+                "Messages a sink's receiver refused for good, written to the sink's dead-letter file, by reason.",
+                &["sink", "reason"],
+            ),
+            dropped: counter_vec(
+                r,
+                "hubwatch_forward_sink_dropped_total",
+                "Messages dropped before a sink's buffer (when_full = \"drop_newest\"), by reason.",
+                &["sink", "reason"],
+            ),
+            oldest_unacked: gauge_vec(
+                r,
+                "hubwatch_forward_sink_oldest_unacked_age_seconds",
+                "Age of the oldest message in a sink's buffer that its receiver has not acknowledged (0 when none waits).",
+                &["sink"],
+            ),
+            request_seconds: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "hubwatch_forward_sink_request_duration_seconds",
+                        "Time a sink's delivery took, from sending to the receiver's answer.",
+                    )
+                    .buckets(vec![
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                    ]),
+                    &["sink"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(h.clone())).expect("registered once");
+                h
+            },
         }
     }
 }
@@ -742,6 +865,10 @@ mod tests {
             v.with_label_values(&["s"]);
         }
         m.forward.buffered.with_label_values(&["s"]);
+        let sink = SinkMetrics::of(&m.forward, "s");
+        sink.failed("connect");
+        sink.dead_lettered("status_400");
+        sink.dropped("buffer_full");
         let o = &m.ownership;
         for v in [&o.partitions, &o.replicas] {
             v.with_label_values(&["s"]);
@@ -771,8 +898,17 @@ mod tests {
                 "hubwatch_event_time_watermark_seconds",
                 "hubwatch_forward_rows_total",
                 "hubwatch_forward_sink_buffer_bytes",
+                "hubwatch_forward_sink_dead_letters_total",
+                "hubwatch_forward_sink_delivery_failures_total",
+                "hubwatch_forward_sink_dropped_total",
                 "hubwatch_forward_sink_failures_total",
                 "hubwatch_forward_sink_lines_total",
+                "hubwatch_forward_sink_oldest_unacked_age_seconds",
+                "hubwatch_forward_sink_request_duration_seconds",
+                "hubwatch_forward_sink_requests_total",
+                "hubwatch_forward_sink_retries_total",
+                "hubwatch_forward_sink_sent_bytes_total",
+                "hubwatch_forward_sink_sent_total",
                 "hubwatch_global_last_refresh_timestamp_seconds",
                 "hubwatch_global_peer_partitions",
                 "hubwatch_global_peer_snapshot_age_seconds",

@@ -2,7 +2,7 @@
 
 pub mod metrics;
 
-pub use metrics::Metrics;
+pub use metrics::{Metrics, SinkMetrics};
 
 /// Logs to stderr; `RUST_LOG` (or `--log-level`) filters. Secrets never reach a log line:
 /// configuration values are logged only through their redacting `Debug`.

@@ -1,6 +1,11 @@
-//! rsyslog (Debian package, installed by scripts/setup-test-deps.sh) as a syslog receiver:
-//! RFC 5424 over TCP on a loopback port, each message written to a file with its parsed
-//! fields; killed on drop.
+//! rsyslog (Debian package, installed by scripts/setup-test-deps.sh) as a syslog receiver,
+//! killed on drop:
+//! - [`Rsyslog::start`]: RFC 5424 over TCP on a loopback port, each message written to a
+//!   file as one line of its parsed fields;
+//! - [`Rsyslog::start_with`]: any of TCP, UDP and TLS (the GnuTLS driver, Debian package
+//!   `rsyslog-gnutls`), RFC 5424 or RFC 3164 alike, each message written as rsyslog's own
+//!   JSON of what it parsed (`%jsonmesg%`: `pri`, `timereported`, `hostname`, `syslogtag`,
+//!   `app-name`, `msgid`, `structured-data`, `msg`, `inputname`, …).
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -61,6 +66,123 @@ impl Rsyslog {
         r
     }
 
+    /// Listens on each of `inputs` (on 127.0.0.1); writes one JSON object per message to
+    /// `dir/out.json`. Panics, saying what to install, when rsyslogd or its TLS driver is
+    /// missing, and with rsyslogd's own words when it does not come up within 10 s.
+    pub fn start_with(dir: &Path, inputs: &Inputs) -> Rsyslog {
+        let bin = super::which("rsyslogd");
+        let work = dir.join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let out = dir.join("out.json");
+        let mut conf = format!(
+            // Messages up to 128 KiB whole (the default cuts at 8 KiB), and tabs kept as
+            // tabs (the default writes `#011`): LEEF's attributes are tab-delimited.
+            "global(workDirectory=\"{}\" maxMessageSize=\"128k\" parser.escapeControlCharacterTab=\"off\"",
+            work.display()
+        );
+        if let Some(tls) = &inputs.tls {
+            assert!(
+                gtls_driver().is_some(),
+                "rsyslog's TLS driver (lmnsd_gtls.so) is not installed: run scripts/setup-test-deps.sh (Debian package rsyslog-gnutls)"
+            );
+            conf += &format!(
+                " DefaultNetstreamDriverCAFile=\"{cert}\" DefaultNetstreamDriverCertFile=\"{cert}\" DefaultNetstreamDriverKeyFile=\"{key}\"",
+                cert = tls.cert.display(),
+                key = tls.key.display()
+            );
+        }
+        conf += ")\n";
+        if inputs.tcp.is_some() || inputs.tls.is_some() {
+            // One imtcp for both: a second load is refused; TLS is set per input.
+            conf += "module(load=\"imtcp\" MaxSessions=\"16\")\n";
+        }
+        if inputs.udp.is_some() {
+            conf += "module(load=\"imudp\")\n";
+        }
+        if let Some(port) = inputs.tcp {
+            conf += &format!(
+                "input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"siem\")\n"
+            );
+        }
+        if let Some(port) = inputs.udp {
+            conf += &format!(
+                "input(type=\"imudp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"siem\")\n"
+            );
+        }
+        if let Some(tls) = &inputs.tls {
+            conf += &format!(
+                "input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{}\" ruleset=\"siem\" \
+                 StreamDriver.Name=\"gtls\" StreamDriver.Mode=\"1\" StreamDriver.AuthMode=\"anon\")\n",
+                tls.port
+            );
+        }
+        conf += &format!(
+            "template(name=\"json\" type=\"string\" string=\"%jsonmesg%\\n\")\n\
+             ruleset(name=\"siem\") {{ action(type=\"omfile\" file=\"{}\" template=\"json\") }}\n",
+            out.display()
+        );
+        let path = dir.join("rsyslog.conf");
+        std::fs::write(&path, conf).unwrap();
+        let errors = dir.join("rsyslogd.stderr");
+        let mut child = Command::new(bin)
+            .args(["-n", "-f"])
+            .arg(&path)
+            .arg("-i")
+            .arg(dir.join("rsyslogd.pid"))
+            // RFC 3164 timestamps have no zone: the receiver's own is UTC, as hubwatch's.
+            .env("TZ", "UTC")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&errors).unwrap())
+            .spawn()
+            .expect("start rsyslogd");
+        let said = || std::fs::read_to_string(&errors).unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let tcp_up = [inputs.tcp, inputs.tls.as_ref().map(|t| t.port)]
+                .into_iter()
+                .flatten()
+                .all(|port| TcpStream::connect(("127.0.0.1", port)).is_ok());
+            let udp_up = inputs.udp.is_none_or(udp_bound);
+            if tcp_up && udp_up {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("rsyslogd exited ({status}): {}", said());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("rsyslogd did not listen within 10 s: {}", said());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Rsyslog { child, out }
+    }
+
+    /// The messages written so far (by [`Rsyslog::start_with`]), as rsyslog parsed them.
+    pub fn messages(&self) -> Vec<serde_json::Value> {
+        self.lines()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    /// Waits (at most `timeout`) until `n` messages were written; then returns them.
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.messages();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rsyslog wrote {} of {n} messages within {timeout:?}: {got:#?}",
+                got.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The lines written so far.
     pub fn lines(&self) -> Vec<String> {
         std::fs::read_to_string(&self.out)
@@ -69,4 +191,79 @@ impl Rsyslog {
             .map(str::to_string)
             .collect()
     }
+}
+
+/// What [`Rsyslog::start_with`] listens on, each on 127.0.0.1.
+#[derive(Debug, Default)]
+pub struct Inputs {
+    pub tcp: Option<u16>,
+    pub udp: Option<u16>,
+    pub tls: Option<TlsInput>,
+}
+
+/// A TLS input (RFC 5425) with a certificate and its key (PEM), also trusted as the CA.
+#[derive(Debug)]
+pub struct TlsInput {
+    pub port: u16,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// rsyslog's GnuTLS network stream driver, if installed.
+pub fn gtls_driver() -> Option<PathBuf> {
+    let mut dirs = vec![
+        PathBuf::from("/usr/lib/rsyslog"),
+        PathBuf::from("/usr/lib64/rsyslog"),
+    ];
+    if let Ok(entries) = std::fs::read_dir("/usr/lib") {
+        dirs.extend(entries.flatten().map(|e| e.path().join("rsyslog")));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("lmnsd_gtls.so"))
+        .find(|f| f.is_file())
+}
+
+/// Whether a UDP socket is bound to `127.0.0.1:port` (Linux's /proc/net/udp): a UDP input
+/// cannot be probed by connecting.
+fn udp_bound(port: u16) -> bool {
+    let want = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/udp")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .any(|local| local == want)
+}
+
+/// A self-signed certificate for `127.0.0.1` and `localhost` and its key, made by openssl
+/// in `dir`: `(cert.pem, key.pem)`. Marked as no CA: WebPKI clients (rustls) refuse a CA
+/// certificate as the server's own, which is what `req -x509` makes by default.
+pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let openssl = super::which("openssl");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new(openssl)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl could not make a certificate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
 }

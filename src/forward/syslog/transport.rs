@@ -1,0 +1,418 @@
+//! The syslog sink's transports (see the parent module's docs for what each guarantees):
+//! TCP and TLS streams with RFC 6587 framing ([`TcpDeliver`], [`frame`]), one UDP datagram
+//! per message ([`UdpDeliver`]), and the TLS client's trust ([`client_config`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+use super::{host_and_port, Framing};
+use crate::forward::buffered::{Deliver, Failure, Rejection, Report};
+use crate::forward::http::Tls;
+
+/// A connection, plain or TLS.
+type Stream = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Writes messages to a TCP connection, plain or inside TLS, opened (and reopened after a
+/// failure) as needed.
+pub struct TcpDeliver {
+    pub address: String,
+    pub framing: Framing,
+    pub timeout: Duration,
+    tls: Option<tokio_rustls::TlsConnector>,
+    stream: Option<Stream>,
+}
+
+impl TcpDeliver {
+    /// Plain TCP.
+    pub fn new(address: String, framing: Framing, timeout: Duration) -> TcpDeliver {
+        TcpDeliver {
+            address,
+            framing,
+            timeout,
+            tls: None,
+            stream: None,
+        }
+    }
+
+    /// TLS over TCP, trusting what [`client_config`] trusts.
+    pub fn tls(
+        address: String,
+        framing: Framing,
+        timeout: Duration,
+        tls: &Tls,
+    ) -> std::io::Result<TcpDeliver> {
+        let config = client_config(tls)?;
+        Ok(TcpDeliver {
+            tls: Some(tokio_rustls::TlsConnector::from(Arc::new(config))),
+            ..TcpDeliver::new(address, framing, timeout)
+        })
+    }
+}
+
+/// A connection to `address`, inside TLS when given a connector (the stream is not
+/// `Sync`, so this borrows no `TcpDeliver` across its awaits).
+async fn connect(
+    address: &str,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> Result<Stream, Failure> {
+    let tcp = TcpStream::connect(address)
+        .await
+        .map_err(|e| Failure::new("connect", format!("connecting to {address}: {e}")))?;
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = tls else {
+        return Ok(Box::new(tcp));
+    };
+    let host = host_and_port(address)
+        .map_err(|e| Failure::new("connect", e))?
+        .0;
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
+        Failure::new(
+            "tls",
+            format!("{host:?} is no name to check a certificate for: {e}"),
+        )
+    })?;
+    let stream = tls
+        .connect(name, tcp)
+        .await
+        .map_err(|e| Failure::new("tls", format!("TLS with {address}: {e}")))?;
+    Ok(Box::new(stream))
+}
+
+#[async_trait::async_trait]
+impl Deliver for TcpDeliver {
+    async fn deliver(&mut self, messages: &[&[u8]]) -> Result<Report, Failure> {
+        if self.stream.is_none() {
+            let stream =
+                tokio::time::timeout(self.timeout, connect(&self.address, self.tls.as_ref()))
+                    .await
+                    .map_err(|_| {
+                        Failure::new(
+                            "timeout",
+                            format!(
+                                "connecting to {}: no answer within {:?}",
+                                self.address, self.timeout
+                            ),
+                        )
+                    })??;
+            self.stream = Some(stream);
+        }
+        let bytes = frame(messages, self.framing);
+        let stream = self.stream.as_mut().expect("connected above");
+        let written = tokio::time::timeout(self.timeout, async {
+            stream.write_all(&bytes).await?;
+            stream.flush().await
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => Ok(Report::default()),
+            Ok(Err(e)) => {
+                self.stream = None;
+                Err(Failure::new(
+                    "write",
+                    format!("writing to {}: {e}", self.address),
+                ))
+            }
+            Err(_) => {
+                self.stream = None;
+                Err(Failure::new(
+                    "timeout",
+                    format!(
+                        "writing to {}: stalled for {:?}",
+                        self.address, self.timeout
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// Messages delimited for a stream.
+pub fn frame(messages: &[&[u8]], framing: Framing) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(messages.iter().map(|m| m.len() + 8).sum());
+    for m in messages {
+        match framing {
+            Framing::OctetCounting => {
+                bytes.extend_from_slice(format!("{} ", m.len()).as_bytes());
+                bytes.extend_from_slice(m);
+            }
+            Framing::Lf => {
+                bytes.extend_from_slice(m);
+                bytes.push(b'\n');
+            }
+        }
+    }
+    bytes
+}
+
+/// The largest message one UDP datagram carries over IPv4 (65,535 less the IP and UDP
+/// headers); larger ones are refused (see the module's docs).
+pub const MAX_DATAGRAM: usize = 65_507;
+
+/// Sends each message as one datagram from a socket connected to the receiver (so that a
+/// refusal the host reports fails the next send instead of vanishing): the first address
+/// the name resolves to, looked up again after a failure.
+pub struct UdpDeliver {
+    pub address: String,
+    pub timeout: Duration,
+    socket: Option<UdpSocket>,
+}
+
+impl UdpDeliver {
+    pub fn new(address: String, timeout: Duration) -> UdpDeliver {
+        UdpDeliver {
+            address,
+            timeout,
+            socket: None,
+        }
+    }
+
+    async fn open(&self) -> Result<UdpSocket, Failure> {
+        let fail = |e: std::io::Error| {
+            Failure::new("connect", format!("opening UDP to {}: {e}", self.address))
+        };
+        let to: SocketAddr = tokio::net::lookup_host(&self.address)
+            .await
+            .map_err(fail)?
+            .next()
+            .ok_or_else(|| fail(std::io::Error::other("the name resolves to no address")))?;
+        let local: SocketAddr = if to.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            ([0u16; 8], 0).into()
+        };
+        let socket = UdpSocket::bind(local).await.map_err(fail)?;
+        socket.connect(to).await.map_err(fail)?;
+        Ok(socket)
+    }
+}
+
+#[async_trait::async_trait]
+impl Deliver for UdpDeliver {
+    async fn deliver(&mut self, messages: &[&[u8]]) -> Result<Report, Failure> {
+        if self.socket.is_none() {
+            self.socket = Some(self.open().await?);
+        }
+        let socket = self.socket.as_ref().expect("opened above");
+        let mut report = Report::default();
+        for (i, m) in messages.iter().enumerate() {
+            if m.len() > MAX_DATAGRAM {
+                report.rejected.push(Rejection {
+                    index: i,
+                    reason: "too_large".to_string(),
+                    detail: format!(
+                        "{} bytes do not fit in one UDP datagram ({MAX_DATAGRAM} at most)",
+                        m.len()
+                    ),
+                });
+                continue;
+            }
+            let sent = tokio::time::timeout(self.timeout, socket.send(m)).await;
+            let error = match sent {
+                Ok(Ok(_)) => continue,
+                Ok(Err(e)) => Failure::new("write", format!("sending to {}: {e}", self.address)),
+                Err(_) => Failure::new(
+                    "timeout",
+                    format!(
+                        "sending to {}: stalled for {:?}",
+                        self.address, self.timeout
+                    ),
+                ),
+            };
+            self.socket = None;
+            if i == 0 {
+                return Err(error);
+            }
+            // What went out before stays sent; the rest is sent again after a backoff.
+            tracing::warn!(receiver = %self.address, kind = %error.kind, error = %error.detail, "sending over UDP failed part way");
+            report.retry = (i..messages.len()).collect();
+            report.throttled = true;
+            break;
+        }
+        Ok(report)
+    }
+}
+
+/// The system's PEM bundle of trusted roots: `SSL_CERT_FILE`, else the first of the usual
+/// places (Debian and Ubuntu, Fedora and RHEL, openSUSE, Alpine and the BSDs).
+fn system_roots_file() -> Option<PathBuf> {
+    if let Some(f) = std::env::var_os("SSL_CERT_FILE") {
+        return Some(PathBuf::from(f));
+    }
+    [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+        "/etc/ssl/ca-bundle.pem",
+        "/etc/ssl/cert.pem",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+}
+
+fn pem_certs(
+    path: &std::path::Path,
+) -> std::io::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    use rustls::pki_types::pem::PemObject;
+    let bytes = std::fs::read(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("reading {}: {e}", path.display())))?;
+    rustls::pki_types::CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            std::io::Error::other(format!("{}: not PEM certificates: {e}", path.display()))
+        })
+}
+
+/// The TLS client's configuration: the system's roots plus `ca_file`'s, or — `verify =
+/// false`, for tests only — no check of the receiver at all.
+pub fn client_config(tls: &Tls) -> std::io::Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| std::io::Error::other(format!("TLS: {e}")))?;
+    if !tls.verify {
+        tracing::warn!("syslog over TLS without checking the receiver's certificate (tls.verify = false): for test receivers only");
+        return Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+            .with_no_client_auth());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let system = system_roots_file();
+    if let Some(file) = &system {
+        match pem_certs(file) {
+            // A bundle may hold certificates rustls cannot use; the others still count.
+            Ok(certs) => {
+                roots.add_parsable_certificates(certs);
+            }
+            Err(e) => tracing::warn!(error = %e, "the system's trusted roots could not be read"),
+        }
+    }
+    if let Some(ca) = &tls.ca_file {
+        let certs = pem_certs(ca)?;
+        if certs.is_empty() {
+            return Err(std::io::Error::other(format!(
+                "tls.ca_file {} holds no PEM certificate",
+                ca.display()
+            )));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| std::io::Error::other(format!("tls.ca_file {}: {e}", ca.display())))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(std::io::Error::other(format!(
+            "TLS: no trusted roots ({}); set tls.ca_file or SSL_CERT_FILE",
+            match &system {
+                Some(f) => format!("{} holds none", f.display()),
+                None => "no system bundle found".to_string(),
+            }
+        )));
+    }
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// Accepts any certificate (`tls.verify = false`); handshake signatures are still checked,
+/// so the connection is at least the one the certificate's key made.
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_trusts_a_ca_file_and_refuses_one_without_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let tls = Tls {
+            verify: true,
+            ca_file: Some(empty),
+        };
+        let e = client_config(&tls).unwrap_err().to_string();
+        assert!(e.contains("holds no PEM certificate"), "{e}");
+        assert!(client_config(&Tls {
+            verify: false,
+            ca_file: None
+        })
+        .is_ok());
+    }
+
+    #[tokio::test]
+    async fn udp_refuses_a_message_larger_than_a_datagram_and_sends_the_rest() {
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        receiver
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut udp = UdpDeliver::new(
+            receiver.local_addr().unwrap().to_string(),
+            Duration::from_secs(5),
+        );
+        let big = vec![b'x'; MAX_DATAGRAM + 1];
+        let report = udp.deliver(&[b"one", &big, b"two"]).await.unwrap();
+        assert_eq!(report.rejected.len(), 1);
+        assert_eq!(
+            (report.rejected[0].index, &*report.rejected[0].reason),
+            (1, "too_large")
+        );
+        assert!(report.retry.is_empty());
+        let mut buf = [0u8; 16];
+        for want in [&b"one"[..], b"two"] {
+            let n = receiver.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], want);
+        }
+    }
+}
