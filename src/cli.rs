@@ -4,6 +4,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::config::{Buffered, SinkSettings};
+use crate::forward::syslog;
 use crate::kql::check::compile;
 use crate::pipeline::{Engine, EngineOptions, QuerySpec};
 use crate::schema::Schemas;
@@ -106,4 +108,103 @@ fn trim_line(line: &[u8]) -> &[u8] {
         end -= 1;
     }
     &line[..end]
+}
+
+/// What `check` says of a sink: its name, type and target, and how it sends — never a
+/// token, key, password, header value or URL query:
+/// `sink siem: splunk_hec -> https://splunk:8088 (event, indexer ack)`.
+pub fn describe_sink(sink: &SinkSettings) -> String {
+    let (name, kind) = match sink {
+        SinkSettings::File { name, path } => {
+            return format!("sink {name}: file -> {}", path.display())
+        }
+        SinkSettings::Buffered { name, kind, .. } => (name, kind),
+    };
+    let unverified = |tls: &crate::forward::http::Tls| (!tls.verify).then_some("TLS NOT VERIFIED");
+    let (kind, target, notes): (&str, String, Vec<&str>) = match kind {
+        Buffered::Syslog(s) => {
+            let protocol = match s.protocol {
+                syslog::Protocol::Tcp => "tcp",
+                syslog::Protocol::Tls => "tls",
+                syslog::Protocol::Udp => "udp",
+            };
+            let rfc = match s.rfc {
+                syslog::Rfc::Rfc5424 => "rfc 5424",
+                syslog::Rfc::Rfc3164 => "rfc 3164",
+            };
+            let format = match s.format {
+                syslog::Format::Json => "json",
+                syslog::Format::Cef => "cef",
+                syslog::Format::Leef => "leef",
+            };
+            let mut notes = vec![protocol, rfc, format];
+            if s.protocol == syslog::Protocol::Tls {
+                notes.extend(unverified(&s.tls));
+            }
+            ("syslog", s.address.clone(), notes)
+        }
+        Buffered::Hec {
+            endpoint,
+            api,
+            ack,
+            tls,
+            ..
+        } => {
+            let mut notes = vec![match api {
+                crate::forward::hec::Endpoint::Event => "event",
+                crate::forward::hec::Endpoint::Raw => "raw",
+            }];
+            notes.extend(ack.as_ref().map(|_| "indexer ack"));
+            notes.extend(unverified(tls));
+            ("splunk_hec", shown_url(endpoint), notes)
+        }
+        Buffered::Elasticsearch {
+            endpoint,
+            auth,
+            ecs,
+            tls,
+            ..
+        } => {
+            // The scheme of the Authorization header, never its credentials.
+            let mut notes = vec![match auth.as_ref().map(|a| a.expose()) {
+                Some(a) if a.starts_with("ApiKey ") => "api key",
+                Some(_) => "basic auth",
+                None => "no auth",
+            }];
+            notes.extend(ecs.then_some("ecs"));
+            notes.extend(unverified(tls));
+            ("elasticsearch", shown_url(endpoint), notes)
+        }
+        Buffered::Http {
+            url, format, tls, ..
+        } => {
+            let mut notes = vec![match format {
+                crate::forward::http::BodyFormat::Ndjson => "ndjson",
+                crate::forward::http::BodyFormat::JsonArray => "json_array",
+            }];
+            notes.extend(unverified(tls));
+            ("http", shown_url(url.expose()), notes)
+        }
+        Buffered::Kafka {
+            bootstrap_servers, ..
+        } => ("kafka", bootstrap_servers.clone(), Vec::new()),
+    };
+    let mut line = format!("sink {name}: {kind} -> {target}");
+    if !notes.is_empty() {
+        line.push_str(&format!(" ({})", notes.join(", ")));
+    }
+    line
+}
+
+/// A URL as `check` shows it: without user info, query or fragment (which may hold keys).
+fn shown_url(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or(url);
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    format!("{scheme}://{host}{path}")
 }

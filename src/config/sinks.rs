@@ -1,12 +1,16 @@
 //! `[[sinks]]`: where routed rows go. Each sink's table is checked field by field; every
 //! problem names the sink and the field, and never a token, key or password.
 //!
-//! Every network sink shares two tables, as in Vector:
+//! Every network sink shares two tables, as in Vector, and all but Kafka a third:
 //!
 //! ```toml
 //! buffer = { dir = "buffers/siem", max_bytes = 268435456, when_full = "block" }
-//! batch = { max_events = 500, max_bytes = 1048576, timeout = "200ms" }
+//! batch = { max_events = 500, max_bytes = 1048576, timeout = "200ms", max_in_flight = 4 }
+//! tls = { verify = true, ca_file = "ca.pem" }
 //! ```
+//!
+//! A sink's name is a folder's (its default buffer, `buffers/<name>`) and a metric label,
+//! so it holds letters, digits, `_` and `-` only; no two sinks share a buffer folder.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,7 +34,7 @@ pub enum SinkConfig {
     /// NDJSON appended to a file, synced before a batch is acknowledged (for a collector
     /// that tails files, or for inspection).
     File {
-        /// The name routes use.
+        /// The name routes use: letters, digits, `_` and `-`.
         name: String,
         /// The file, relative to the configuration's folder; created if missing.
         path: String,
@@ -70,18 +74,21 @@ pub enum SinkConfig {
         token: String,
         /// `event` (default) or `raw`.
         api: Option<String>,
-        /// Index, sourcetype and source: templates (`{table}`, `{route}`, `%Y`…). A
-        /// route's own win. Default sourcetype `azure:{table}`, lowercase.
+        /// Index, sourcetype and source: templates (`{table}`, `{route}`, `%Y`…); a route's
+        /// own win. With `api = "raw"`: fixed text, one value per request, and routes' are
+        /// not used. Default sourcetype `azure:{table}`, lowercase (raw: the token's own).
         index: Option<String>,
         sourcetype: Option<String>,
         source: Option<String>,
+        /// The events' `host`. Default: none (Splunk's default for the token).
         host: Option<String>,
         /// `gzip` (default) or `none`.
         compression: Option<String>,
         /// Wait for Splunk's indexer acknowledgement of every batch. Default false.
         #[serde(default)]
         indexer_ack: bool,
-        /// How long indexing may take before a batch is sent again. Default 120s.
+        /// With `indexer_ack`: how long indexing may take before a batch is sent again.
+        /// Default 120s.
         ack_timeout: Option<String>,
         tls: Option<TlsConfig>,
         /// Request timeout. Default 30s.
@@ -103,8 +110,10 @@ pub enum SinkConfig {
         /// Add Elastic Common Schema fields. Default false.
         #[serde(default)]
         ecs: bool,
+        /// `gzip` (default) or `none`.
         compression: Option<String>,
         tls: Option<TlsConfig>,
+        /// Request timeout. Default 30s.
         timeout: Option<String>,
         buffer: Option<BufferConfig>,
         batch: Option<BatchConfig>,
@@ -112,14 +121,17 @@ pub enum SinkConfig {
     /// Any HTTP endpoint that takes NDJSON or a JSON array.
     Http {
         name: String,
+        /// `https://collector.example.com/ingest`; a key in its query stays out of logs.
         url: String,
         /// `ndjson` (default) or `json_array`.
         format: Option<String>,
         /// Extra headers (`${ENV}` for keys).
         #[serde(default)]
         headers: BTreeMap<String, String>,
+        /// `gzip` (default) or `none`.
         compression: Option<String>,
         tls: Option<TlsConfig>,
+        /// Request timeout. Default 30s.
         timeout: Option<String>,
         buffer: Option<BufferConfig>,
         batch: Option<BatchConfig>,
@@ -148,7 +160,8 @@ pub enum SinkConfig {
 pub struct BufferConfig {
     /// Default `buffers/<sink name>` beside the configuration.
     pub dir: Option<String>,
-    /// Default 268435456 (256 MiB).
+    /// Default 268435456 (256 MiB); at least one 8 MiB segment (a smaller value is
+    /// raised to it).
     pub max_bytes: Option<u64>,
     /// `block` (default) or `drop_newest`.
     pub when_full: Option<String>,
@@ -173,7 +186,8 @@ pub struct BatchConfig {
 pub struct TlsConfig {
     /// Check the receiver's certificate. Default true.
     pub verify: Option<bool>,
-    /// PEM certificates to trust besides the system's.
+    /// PEM certificates to trust besides the system's, relative to the configuration's
+    /// folder.
     pub ca_file: Option<String>,
 }
 
@@ -413,16 +427,50 @@ pub(super) fn sink_settings(
     let mut sinks: Vec<SinkSettings> = Vec::new();
     for s in raw {
         let name = sink_name(s);
-        if sinks.iter().any(|k| k.name() == name) {
+        let twice = sinks.iter().any(|k| k.name() == name);
+        if twice {
             errors.push(format!("{file}: sink '{name}' is defined twice"));
         }
         let mut c = Check {
             errors: &mut *errors,
             prefix: format!("{file}: sink '{name}'"),
         };
-        sinks.push(one_sink(s, name, base, &mut c));
+        if !valid_sink_name(name) {
+            c.error(
+                "name",
+                "letters, digits, '_' and '-' only (it names the sink's buffer folder and labels its metrics)",
+            );
+        }
+        let sink = one_sink(s, name, base, &mut c);
+        // Two buffers in one folder would read and delete each other's segments. (A name
+        // given twice is reported above: its default folders are the same.)
+        if let (false, Some(dir)) = (twice, buffer_dir(&sink)) {
+            if let Some(other) = sinks.iter().find(|k| buffer_dir(k) == Some(dir)) {
+                c.error(
+                    "buffer.dir",
+                    format!(
+                        "sink '{}' buffers in the same folder (each sink needs its own)",
+                        other.name()
+                    ),
+                );
+            }
+        }
+        sinks.push(sink);
     }
     sinks
+}
+
+fn buffer_dir(s: &SinkSettings) -> Option<&Path> {
+    match s {
+        SinkSettings::Buffered { delivery, .. } => Some(&delivery.buffer_dir),
+        SinkSettings::File { .. } => None,
+    }
+}
+
+fn valid_sink_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 fn sink_name(s: &SinkConfig) -> &str {
@@ -447,22 +495,31 @@ impl Check<'_> {
         self.errors.push(format!("{}: {field}: {e}", self.prefix));
     }
 
-    /// `${ENV}` filled in; the error names the field, never the value.
-    fn text(&mut self, field: &str, v: &str) -> String {
-        interpolate(v).unwrap_or_else(|e| {
-            self.error(field, e);
-            String::new()
-        })
+    /// `${ENV}` filled in; the error names the field and the variable, never a value.
+    /// `None` once reported, so that no second error follows from the same mistake.
+    fn text(&mut self, field: &str, v: &str) -> Option<String> {
+        interpolate(v).map_err(|e| self.error(field, e)).ok()
     }
 
     fn opt(&mut self, field: &str, v: &Option<String>) -> Option<String> {
-        v.as_ref().map(|v| self.text(field, v))
+        self.text(field, v.as_ref()?)
     }
 
     fn span(&mut self, field: &str, v: &Option<String>, default: Duration) -> Duration {
         let mut d = default;
         let mut err = |w: &str, e: String| self.error(w, e);
         set_span(field, v, &mut d, &mut err);
+        d
+    }
+
+    /// A request or acknowledgement timeout: zero would fail (or, for Kafka, never end)
+    /// every delivery.
+    fn timeout(&mut self, field: &str, v: &Option<String>, default: Duration) -> Duration {
+        let d = self.span(field, v, default);
+        if d.is_zero() {
+            self.error(field, "must be more than zero");
+            return default;
+        }
         d
     }
 
@@ -489,10 +546,15 @@ impl Check<'_> {
         self.choice("compression", v, &["gzip", "none"]) == "gzip"
     }
 
+    /// An `http(s)://` URL. Errors never quote it: a query may hold a key.
     fn url(&mut self, field: &str, v: &str) -> String {
-        let u = self.text(field, v);
+        let Some(u) = self.text(field, v) else {
+            return String::new();
+        };
         if !(u.starts_with("http://") || u.starts_with("https://")) {
             self.error(field, "must start with http:// or https://");
+        } else if let Err(e) = reqwest::Url::parse(&u) {
+            self.error(field, format!("is not a URL ({e})"));
         }
         u
     }
@@ -518,8 +580,8 @@ impl Check<'_> {
     ) -> Delivery {
         let buffer_default = BufferConfig::default();
         let b = buffer.as_ref().unwrap_or(&buffer_default);
-        let dir = match &b.dir {
-            Some(d) => base.join(self.text("buffer.dir", d)),
+        let dir = match self.opt("buffer.dir", &b.dir) {
+            Some(d) => base.join(d),
             None => base.join("buffers").join(name),
         };
         let mut d = Delivery::new(dir);
@@ -540,6 +602,9 @@ impl Check<'_> {
             d.max_events = n.max(1);
         }
         if let Some(n) = t.max_bytes {
+            if n == 0 {
+                self.error("batch.max_bytes", "must be at least 1");
+            }
             d.max_bytes = n.max(1);
         }
         d.linger = self.span("batch.timeout", &t.timeout, d.linger);
@@ -564,7 +629,7 @@ fn one_sink(s: &SinkConfig, name: &str, base: &Path, c: &mut Check<'_>) -> SinkS
     match s {
         SinkConfig::File { path, .. } => SinkSettings::File {
             name: name.to_string(),
-            path: base.join(c.text("path", path)),
+            path: base.join(c.text("path", path).unwrap_or_default()),
         },
         SinkConfig::Syslog {
             address,
@@ -582,6 +647,8 @@ fn one_sink(s: &SinkConfig, name: &str, base: &Path, c: &mut Check<'_>) -> SinkS
             ..
         } => {
             let address = c.text("address", address);
+            let unset = address.is_none();
+            let address = address.unwrap_or_default();
             let protocol = match c.choice("protocol", protocol, &["tcp", "tls", "udp"]) {
                 "tls" => Protocol::Tls,
                 "udp" => Protocol::Udp,
@@ -602,12 +669,12 @@ fn one_sink(s: &SinkConfig, name: &str, base: &Path, c: &mut Check<'_>) -> SinkS
             };
             let facility = facility.unwrap_or(16);
             let hostname = match hostname {
-                Some(h) => c.text("hostname", h),
+                Some(h) => c.text("hostname", h).unwrap_or_default(),
                 None => std::env::var("HOSTNAME").unwrap_or_else(|_| "hubwatch".into()),
             };
             let fields = fields
                 .iter()
-                .map(|(k, v)| (k.clone(), c.text(&format!("fields.{k}"), v)))
+                .filter_map(|(k, v)| Some((k.clone(), c.text(&format!("fields.{k}"), v)?)))
                 .collect();
             let settings = SyslogSettings {
                 address,
@@ -622,7 +689,10 @@ fn one_sink(s: &SinkConfig, name: &str, base: &Path, c: &mut Check<'_>) -> SinkS
                 timeout: c.span("timeout", timeout, Duration::from_secs(10)),
             };
             for p in settings.problems() {
-                c.errors.push(format!("{}: {p}", c.prefix));
+                // An address whose variable is unset is reported already, not also as empty.
+                if !(unset && p.starts_with("address:")) {
+                    c.errors.push(format!("{}: {p}", c.prefix));
+                }
             }
             buffered(c, buffer, batch, Buffered::Syslog(settings))
         }
@@ -644,13 +714,14 @@ fn one_sink(s: &SinkConfig, name: &str, base: &Path, c: &mut Check<'_>) -> SinkS
             ..
         } => {
             let endpoint = c.url("endpoint", endpoint);
-            let token = Redacted::new(c.text("token", token));
-            if token.expose().is_empty() {
+            let token = c.text("token", token);
+            if token.as_deref() == Some("") {
                 c.error(
                     "token",
                     "is empty (set it, e.g. token = \"${SPLUNK_HEC_TOKEN}\")",
                 );
             }
+            let token = Redacted::new(token.unwrap_or_default());
             let api = match c.choice("api", api, &["event", "raw"]) {
                 "raw" => crate::forward::hec::Endpoint::Raw,
                 _ => crate::forward::hec::Endpoint::Event,
@@ -672,9 +743,16 @@ fn one_sink(s: &SinkConfig, name: &str, base: &Path, c: &mut Check<'_>) -> SinkS
                     }
                 }
             }
-            let ack = indexer_ack.then(|| crate::forward::hec::IndexerAck {
-                timeout: c.span("ack_timeout", ack_timeout, Duration::from_secs(120)),
-            });
+            let ack = if *indexer_ack {
+                Some(crate::forward::hec::IndexerAck {
+                    timeout: c.timeout("ack_timeout", ack_timeout, Duration::from_secs(120)),
+                })
+            } else {
+                if ack_timeout.is_some() {
+                    c.error("ack_timeout", "applies with indexer_ack = true only");
+                }
+                None
+            };
             let kind = Buffered::Hec {
                 endpoint,
                 token,
@@ -686,7 +764,7 @@ fn one_sink(s: &SinkConfig, name: &str, base: &Path, c: &mut Check<'_>) -> SinkS
                 gzip: c.gzip(compression),
                 ack,
                 tls: c.tls(tls, base),
-                timeout: c.span("timeout", timeout, Duration::from_secs(30)),
+                timeout: c.timeout("timeout", timeout, Duration::from_secs(30)),
             };
             buffered(c, buffer, batch, kind)
         }
@@ -705,21 +783,31 @@ fn one_sink(s: &SinkConfig, name: &str, base: &Path, c: &mut Check<'_>) -> SinkS
             ..
         } => {
             let endpoint = c.url("endpoint", endpoint);
+            // Which were given decides; a value whose variable is unset is reported already.
+            let given = (api_key.is_some(), username.is_some(), password.is_some());
             let api_key = c.opt("api_key", api_key);
             let user = c.opt("username", username);
             let password = c.opt("password", password);
-            let auth = match (api_key, user, password) {
-                (Some(k), None, None) => Some(format!("ApiKey {k}")),
-                (None, Some(u), Some(p)) => {
+            let auth = match given {
+                (true, false, false) => api_key.map(|k| format!("ApiKey {k}")),
+                (false, true, true) => user.zip(password).map(|(u, p)| {
                     use base64::Engine as _;
-                    Some(format!(
+                    format!(
                         "Basic {}",
                         base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
-                    ))
-                }
-                (None, None, None) => None,
-                _ => {
+                    )
+                }),
+                (false, false, false) => None,
+                (true, _, _) => {
                     c.error("api_key", "give either api_key, or username and password");
+                    None
+                }
+                (false, true, false) => {
+                    c.error("password", "missing (username needs a password)");
+                    None
+                }
+                (false, false, true) => {
+                    c.error("username", "missing (password needs a username)");
                     None
                 }
             };
@@ -730,7 +818,7 @@ fn one_sink(s: &SinkConfig, name: &str, base: &Path, c: &mut Check<'_>) -> SinkS
                 ecs: *ecs,
                 gzip: c.gzip(compression),
                 tls: c.tls(tls, base),
-                timeout: c.span("timeout", timeout, Duration::from_secs(30)),
+                timeout: c.timeout("timeout", timeout, Duration::from_secs(30)),
             };
             buffered(c, buffer, batch, kind)
         }
@@ -752,7 +840,10 @@ fn one_sink(s: &SinkConfig, name: &str, base: &Path, c: &mut Check<'_>) -> SinkS
             };
             let headers = headers
                 .iter()
-                .map(|(k, v)| (k.clone(), Redacted::new(c.text(&format!("headers.{k}"), v))))
+                .filter_map(|(k, v)| {
+                    let v = c.text(&format!("headers.{k}"), v)?;
+                    Some((k.clone(), Redacted::new(v)))
+                })
                 .collect();
             let kind = Buffered::Http {
                 url,
@@ -760,7 +851,7 @@ fn one_sink(s: &SinkConfig, name: &str, base: &Path, c: &mut Check<'_>) -> SinkS
                 headers,
                 gzip: c.gzip(compression),
                 tls: c.tls(tls, base),
-                timeout: c.span("timeout", timeout, Duration::from_secs(30)),
+                timeout: c.timeout("timeout", timeout, Duration::from_secs(30)),
             };
             buffered(c, buffer, batch, kind)
         }
@@ -775,16 +866,18 @@ fn one_sink(s: &SinkConfig, name: &str, base: &Path, c: &mut Check<'_>) -> SinkS
             ..
         } => {
             let servers = c.text("bootstrap_servers", bootstrap_servers);
+            if servers.as_deref() == Some("") {
+                c.error("bootstrap_servers", "is empty (host:port,host:port)");
+            }
+            let servers = servers.unwrap_or_default();
             let topic = c
                 .template("topic", &Some(topic.clone()), false)
                 .unwrap_or_else(|| Template::parse("hubwatch", false).expect("a valid template"));
             let properties = properties
                 .iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        Redacted::new(c.text(&format!("properties.{k}"), v)),
-                    )
+                .filter_map(|(k, v)| {
+                    let v = c.text(&format!("properties.{k}"), v)?;
+                    Some((k.clone(), Redacted::new(v)))
                 })
                 .collect();
             let kind = Buffered::Kafka {
@@ -792,9 +885,13 @@ fn one_sink(s: &SinkConfig, name: &str, base: &Path, c: &mut Check<'_>) -> SinkS
                 topic,
                 key: c.opt("key", key),
                 properties,
-                timeout: c.span("timeout", timeout, Duration::from_secs(30)),
+                timeout: c.timeout("timeout", timeout, Duration::from_secs(30)),
             };
             buffered(c, buffer, batch, kind)
         }
     }
 }
+
+#[cfg(test)]
+#[path = "sinks_tests.rs"]
+mod tests;
