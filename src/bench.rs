@@ -139,17 +139,36 @@ struct Replayed {
     state_bytes: u64,
     /// Partition snapshots stored (`hubwatch_state_snapshots_total`).
     snapshots: u64,
+    metrics: std::sync::Arc<crate::telemetry::Metrics>,
 }
 
 /// Replays `input` through the service (file source → engine → acknowledgements) until
 /// the engine absorbed everything, with window state checkpointed into `checkpoint` when
 /// given. `label` names this run's dead-letter file and checkpoint directory.
 async fn replay(
-    mut settings: Settings,
+    settings: Settings,
     input: &Input,
     checkpoint: Option<std::time::Duration>,
     label: &str,
 ) -> anyhow::Result<Replayed> {
+    replay_until(settings, input, checkpoint, label, false).await
+}
+
+/// As [`replay`]; with `delivered`, timed until every buffered sink's receiver has
+/// answered for every row it took, too.
+async fn replay_until(
+    mut settings: Settings,
+    input: &Input,
+    checkpoint: Option<std::time::Duration>,
+    label: &str,
+    delivered: bool,
+) -> anyhow::Result<Replayed> {
+    let buffered: Vec<String> = settings
+        .sinks
+        .iter()
+        .filter(|k| matches!(k, crate::config::SinkSettings::Buffered { .. }))
+        .map(|k| k.name().to_string())
+        .collect();
     settings.sources = vec![SourceSettings::File {
         name: "bench".into(),
         paths: vec![input.path.clone()],
@@ -166,6 +185,9 @@ async fn replay(
     let mut running = crate::app::start(settings, shutdown).await?;
     let sampler = RoundSampler::start(running.metrics.clone());
     running.inputs_done().await;
+    if delivered {
+        wait_delivered(&running.metrics, &buffered).await?;
+    }
     let secs = started.elapsed().as_secs_f64();
     let cpu_secs = cpu_secs() - cpu_before;
     let (rounds, state_bytes) = sampler.stop();
@@ -192,6 +214,7 @@ async fn replay(
         rounds,
         state_bytes,
         snapshots: metrics.state.snapshots.get(),
+        metrics,
     })
 }
 
@@ -732,4 +755,168 @@ fn clone_settings(s: &Settings) -> anyhow::Result<Settings> {
         sinks: s.sinks.clone(),
         routes: s.routes.clone(),
     })
+}
+
+/// Forwarding against none: the input replayed with the configuration's queries alone,
+/// then with its routes and sinks too, timed until every sink's receiver has taken every
+/// row (or refused it), in one process.
+pub struct ForwardReport {
+    pub bytes: u64,
+    pub records: u64,
+    pub plain_secs: f64,
+    pub plain_cpu_secs: f64,
+    pub forward_secs: f64,
+    pub forward_cpu_secs: f64,
+    /// Rows routed.
+    pub rows: u64,
+    /// Per sink: (name, messages its receiver took, their bytes).
+    pub sinks: Vec<(String, u64, u64)>,
+    pub rss_plain_kib: u64,
+    pub rss_peak_kib: u64,
+}
+
+impl ForwardReport {
+    pub fn print(&self) {
+        let mb = self.bytes as f64 / 1e6;
+        println!(
+            "input:        {mb:.1} MB, {} records, {} rows routed",
+            self.records, self.rows
+        );
+        println!(
+            "no routes:    {:.2} s  {:.1} MB/s  {:.0} records/s  (CPU {:.2} s)",
+            self.plain_secs,
+            mb / self.plain_secs,
+            self.records as f64 / self.plain_secs,
+            self.plain_cpu_secs
+        );
+        println!(
+            "forwarding:   {:.2} s  {:.1} MB/s  {:.0} records/s  (CPU {:.2} s), until delivered",
+            self.forward_secs,
+            mb / self.forward_secs,
+            self.records as f64 / self.forward_secs,
+            self.forward_cpu_secs
+        );
+        for (name, sent, bytes) in &self.sinks {
+            println!(
+                "  sink {name}: {sent} messages, {:.1} MB delivered",
+                *bytes as f64 / 1e6
+            );
+        }
+        println!(
+            "ratio:        {:.2}x of replay without routes (target >= 0.5x)",
+            self.plain_secs / self.forward_secs
+        );
+        println!(
+            "peak RSS:     {} MiB without routes, {} MiB overall",
+            self.rss_plain_kib / 1024,
+            self.rss_peak_kib / 1024
+        );
+    }
+}
+
+pub async fn run_forward(
+    settings: Settings,
+    input: &Path,
+    repeat: usize,
+) -> anyhow::Result<ForwardReport> {
+    anyhow::ensure!(
+        !settings.routes.is_empty(),
+        "--forward compares replay with the configuration's routes against none: the configuration has no [[routes]]"
+    );
+    let input = Input::write(input, repeat)?;
+    let mut plain = clone_settings(&settings)?;
+    plain.routes.clear();
+    plain.sinks.clear();
+    let p = replay(plain, &input, None, "plain").await?;
+    let rss_plain_kib = peak_rss_kib();
+
+    // The sinks keep their buffers and files in the benchmark's directory.
+    let mut s = clone_settings(&settings)?;
+    for sink in &mut s.sinks {
+        match sink {
+            crate::config::SinkSettings::File { name, path } => {
+                *path = input.dir.join(format!("sink-{name}.ndjson"));
+            }
+            crate::config::SinkSettings::Buffered { name, delivery, .. } => {
+                delivery.buffer_dir = input.dir.join(format!("buffer-{name}"));
+                delivery.dead_letter = input.dir.join(format!("dead-letter-{name}.ndjson"));
+            }
+        }
+    }
+    let names: Vec<String> = s.sinks.iter().map(|k| k.name().to_string()).collect();
+    let f = replay_until(s, &input, None, "forward", true).await?;
+    let m = &f.metrics;
+    let rows: u64 = settings
+        .routes
+        .iter()
+        .map(|r| m.forward.rows.with_label_values(&[&r.name]).get())
+        .sum();
+    let sinks = names
+        .iter()
+        .map(|n| {
+            if file_sink(n, &settings) {
+                (
+                    n.clone(),
+                    counter(m, "hubwatch_forward_sink_lines_total", n),
+                    0,
+                )
+            } else {
+                (
+                    n.clone(),
+                    counter(m, "hubwatch_forward_sink_sent_total", n),
+                    counter(m, "hubwatch_forward_sink_sent_bytes_total", n),
+                )
+            }
+        })
+        .collect();
+    Ok(ForwardReport {
+        bytes: input.bytes,
+        records: p.records,
+        plain_secs: p.secs,
+        plain_cpu_secs: p.cpu_secs,
+        forward_secs: f.secs,
+        forward_cpu_secs: f.cpu_secs,
+        rows,
+        sinks,
+        rss_plain_kib,
+        rss_peak_kib: peak_rss_kib(),
+    })
+}
+
+/// A sink's series of a counter.
+fn counter(m: &crate::telemetry::Metrics, name: &str, sink: &str) -> u64 {
+    m.registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().to_vec())
+        .filter(|x| x.get_label().iter().any(|l| l.value() == sink))
+        .map(|x| x.get_counter().get_value() as u64)
+        .sum()
+}
+
+/// Waits until every buffered sink's receiver has taken, or refused, every row the sink
+/// took (bounded: 10 minutes).
+async fn wait_delivered(m: &crate::telemetry::Metrics, sinks: &[String]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(600);
+    while sinks.iter().any(|n| {
+        let done = counter(m, "hubwatch_forward_sink_sent_total", n)
+            + counter(m, "hubwatch_forward_sink_dead_letters_total", n)
+            + counter(m, "hubwatch_forward_sink_dropped_total", n);
+        done < counter(m, "hubwatch_forward_sink_lines_total", n)
+    }) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the sinks did not deliver everything within 10 minutes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+fn file_sink(name: &str, settings: &Settings) -> bool {
+    settings
+        .sinks
+        .iter()
+        .any(|s| s.name() == name && matches!(s, crate::config::SinkSettings::File { .. }))
 }

@@ -95,6 +95,10 @@ enum Command {
         /// 5 s) against plain file replay, instead of against the JSON floor.
         #[arg(long)]
         checkpoint: bool,
+        /// With `--via file`: replay with the configuration's routes and sinks, timed
+        /// until every receiver has taken every row, against replay without them.
+        #[arg(long)]
+        forward: bool,
     },
 }
 
@@ -157,6 +161,9 @@ fn main() -> ExitCode {
                     s.routes.len(),
                     s.sinks.len()
                 );
+                for sink in &s.sinks {
+                    println!("{}", cli::describe_sink(sink));
+                }
                 ExitCode::SUCCESS
             }
             Err(code) => code,
@@ -225,6 +232,7 @@ fn main() -> ExitCode {
             via,
             brokers,
             checkpoint,
+            forward,
         } => {
             let settings = match load(&config) {
                 Ok(s) => s,
@@ -248,6 +256,12 @@ fn main() -> ExitCode {
                     .map(|r| r.print()),
                 _ if checkpoint => Err(anyhow::anyhow!(
                     "--checkpoint measures file replay: leave out --via {via}"
+                )),
+                "file" if forward => rt
+                    .block_on(hubwatch::bench::run_forward(settings, &input, repeat))
+                    .map(|r| r.print()),
+                _ if forward => Err(anyhow::anyhow!(
+                    "--forward measures file replay: leave out --via {via}"
                 )),
                 "file" => rt
                     .block_on(hubwatch::bench::run(settings, &input, repeat))
