@@ -67,6 +67,9 @@ pub struct RouteConfig {
     pub sourcetype: Option<String>,
     /// the Splunk source.
     pub source: Option<String>,
+    /// `omit` (the default) leaves null columns out of the row; `keep` writes them as
+    /// `null`, as the Log Analytics query API does.
+    pub nulls: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -286,13 +286,19 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
                         sourcetype: template("sourcetype", &r.sourcetype, false),
                         source: template("source", &r.source, false),
                     };
-                    routes.push(RouteSpec::new(
-                        &r.name,
-                        r.kql.get_ref(),
-                        plan,
-                        indexes,
-                        meta,
-                    ))
+                    let mut route = RouteSpec::new(&r.name, r.kql.get_ref(), plan, indexes, meta);
+                    route.nulls = match r.nulls.as_deref() {
+                        None | Some("omit") => false,
+                        Some("keep") => true,
+                        Some(other) => {
+                            errors.push(format!(
+                                "{file}: route '{}': nulls: '{other}' is not one of omit, keep",
+                                r.name
+                            ));
+                            false
+                        }
+                    };
+                    routes.push(route)
                 }
                 Err(e) => {
                     let (line, col) = line_col(&text, content_start);

@@ -2,16 +2,33 @@
 //!
 //! - The producer is idempotent with `acks=all`: a delivery is done when every in-sync
 //!   replica has the records (librdkafka's delivery reports), and librdkafka's own retries
-//!   add no duplicates. Records of one partition keep their order (idempotence allows up
-//!   to five requests in flight without reordering).
+//!   add no duplicates. A delivery hands all its records to librdkafka at once, which
+//!   batches them per partition; the records of one partition keep their order
+//!   (idempotence allows up to five requests in flight without reordering). A record
+//!   that fails and is sent again (from the buffer, after a backoff) comes after the
+//!   records of its partition that were taken meanwhile.
 //! - The record's value is the row's JSON; its key the value of a chosen column (e.g.
 //!   `_ResourceId`, so that one resource's rows stay in one partition and in order), or
-//!   none; its topic a [`super::template`] (`{table}`, `{route}`).
-//! - A record the broker refuses for good (too large, invalid) is dead-lettered; anything
-//!   else is sent again after a backoff.
+//!   none; its topic a [`super::template`] (`{table}`, `{route}`), in the case it renders
+//!   (Kafka topic names are case-sensitive).
+//! - A record the broker refuses for good (too large, invalid, a topic name Kafka does not
+//!   allow) is dead-lettered; anything else is sent again after a backoff.
+//! - A delivery that the cluster took nothing of, or a producer librdkafka declares
+//!   fatally broken, makes the next delivery start with a new producer. The idempotent
+//!   producer keeps its producer id across reconnects, and a cluster that lost its state
+//!   (wiped, restored, a broker that keeps it in memory) may never accept that id again
+//!   ("unknown producer id", "fenced") while a new producer starts clean; librdkafka's
+//!   fatal errors require a new producer. The cost is a reconnect on an outage.
+//! - Secrets: librdkafka's texts (errors, logs) can quote a property's value (an
+//!   unknown property's, say a misspelled `sasl.pasword`), so every property value is
+//!   scrubbed from what the sink logs or reports, and librdkafka's logs go through
+//!   `tracing` here rather than straight to the `log` bridge.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
@@ -19,6 +36,7 @@ use rdkafka::ClientConfig;
 use super::buffered::{Deliver, Encode, Failure, Rejection, Report};
 use super::template::Template;
 use super::Routed;
+use crate::source::amqp::scrub;
 
 /// A record in the buffer: `topic len u16 | topic | key len u32 (u32::MAX: none) | key |
 /// value`.
@@ -74,53 +92,182 @@ fn decode(frame: &[u8]) -> Option<Record<'_>> {
     Some((topic, Some(frame.get(at..end)?), frame.get(end..)?))
 }
 
+/// What librdkafka said about the cluster as a whole (refused credentials, brokers down),
+/// scrubbed, and when: a record's own error only says that it timed out.
+#[derive(Default)]
+struct ClusterErrors {
+    last: Option<(Instant, String)>,
+    /// Kept apart: "all brokers down" follows a refused login, and would hide it.
+    auth: Option<(Instant, String)>,
+}
+
+/// The producer's librdkafka callbacks: its logs and cluster errors go to `tracing`,
+/// scrubbed. (Shared with the deliverer through the `Arc`, since librdkafka owns the
+/// context; a mutex because its callbacks run on librdkafka's threads.)
+struct SinkContext {
+    brokers: Arc<str>,
+    secrets: Arc<[String]>,
+    errors: Arc<Mutex<ClusterErrors>>,
+}
+
+impl ClientContext for SinkContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        let message = scrub(message, &self.secrets);
+        let brokers = &*self.brokers;
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(brokers, fac, "librdkafka: {message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(brokers, fac, "librdkafka: {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(brokers, fac, "librdkafka: {message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(brokers, fac, "librdkafka: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let text = scrub(&format!("{error}: {reason}"), &self.secrets);
+        tracing::error!(brokers = %self.brokers, error = %text, "the Kafka sink's producer reports an error");
+        let auth = matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::Authentication
+                    | RDKafkaErrorCode::SaslAuthenticationFailed
+                    | RDKafkaErrorCode::ClusterAuthorizationFailed
+            )
+        );
+        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        if auth {
+            errors.auth = Some((Instant::now(), text.clone()));
+        }
+        errors.last = Some((Instant::now(), text));
+    }
+}
+
 pub struct KafkaDeliver {
-    producer: FutureProducer,
-    timeout: Duration,
-    brokers: String,
+    producer: FutureProducer<SinkContext>,
+    /// hubwatch's settings and the configured properties: a new producer is built from
+    /// them.
+    config: ClientConfig,
+    /// Every property value, scrubbed from the texts the sink reports.
+    secrets: Arc<[String]>,
+    errors: Arc<Mutex<ClusterErrors>>,
+    brokers: Arc<str>,
+    /// The next delivery starts with a new producer.
+    renew: bool,
 }
 
 impl KafkaDeliver {
     /// `properties`: librdkafka settings besides the servers (security, SASL, compression),
-    /// applied after hubwatch's own so that they win.
+    /// applied after hubwatch's own so that they win. `timeout`: how long a record may
+    /// take to be acknowledged (`message.timeout.ms`).
     pub fn new(
         bootstrap_servers: &str,
         properties: &[(String, String)],
         timeout: Duration,
     ) -> Result<KafkaDeliver, String> {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", bootstrap_servers)
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", bootstrap_servers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
             .set("message.timeout.ms", timeout.as_millis().to_string());
         for (k, v) in properties {
-            c.set(k, v);
+            config.set(k, v);
         }
-        let producer: FutureProducer = c.create().map_err(|e| {
-            format!(
-                "creating the Kafka producer for {bootstrap_servers}: {}",
-                scrub(&e, properties)
-            )
+        // Not only the values of keys named like secrets: librdkafka quotes the value of
+        // a key it does not know, and a misspelled `sasl.pasword` is such a key.
+        let secrets: Arc<[String]> = properties.iter().map(|(_, v)| v.clone()).collect();
+        let brokers: Arc<str> = bootstrap_servers.into();
+        let errors = Arc::new(Mutex::new(ClusterErrors::default()));
+        let producer = producer(&config, &brokers, &secrets, &errors).map_err(|e| {
+            format!("creating the Kafka producer for {bootstrap_servers}: {e}")
         })?;
         Ok(KafkaDeliver {
             producer,
-            timeout,
-            brokers: bootstrap_servers.to_string(),
+            config,
+            secrets,
+            errors,
+            brokers,
+            renew: false,
         })
+    }
+
+    /// A new producer in place of the current one, which holds none of the sink's records
+    /// (every one of them was settled).
+    fn renew(&mut self) -> Result<(), Failure> {
+        let fresh = producer(&self.config, &self.brokers, &self.secrets, &self.errors)
+            .map_err(|e| Failure::new("config", format!("a new Kafka producer: {e}")))?;
+        let old = std::mem::replace(&mut self.producer, fresh);
+        // Destroying a producer joins its threads: not on the runtime's.
+        tokio::task::spawn_blocking(move || drop(old));
+        tracing::info!(brokers = %self.brokers, "the Kafka sink starts a new producer");
+        Ok(())
+    }
+
+    /// A record that did not make it: refused for good (dead-lettered), or to send again.
+    fn settle(&mut self, index: usize, e: KafkaError, report: &mut Report) -> Option<KafkaError> {
+        if permanent(&e) {
+            report.rejected.push(Rejection {
+                index,
+                reason: format!(
+                    "{:?}",
+                    e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail)
+                ),
+                detail: scrub(
+                    &format!("{} refused the record: {e}", self.brokers),
+                    &self.secrets,
+                ),
+            });
+            return None;
+        }
+        if needs_new_producer(&e) {
+            self.renew = true;
+        }
+        report.retry.push(index);
+        Some(e)
+    }
+
+    /// A delivery that failed as a whole, with what the cluster said meanwhile.
+    fn failure(&self, e: &KafkaError, since: Instant) -> Failure {
+        let errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        let recent = |x: &Option<(Instant, String)>| {
+            x.as_ref()
+                .filter(|(at, _)| *at >= since)
+                .map(|(_, t)| t.clone())
+        };
+        let (auth, last) = (recent(&errors.auth), recent(&errors.last));
+        let kind = match e.rdkafka_error_code() {
+            _ if auth.is_some() => "auth",
+            Some(RDKafkaErrorCode::MessageTimedOut) => "timeout",
+            _ => "produce",
+        };
+        let mut detail = format!("producing to {}: {e}", self.brokers);
+        if let Some(cluster) = auth.or(last) {
+            detail.push_str(&format!(" (the cluster: {cluster})"));
+        }
+        Failure::new(kind, scrub(&detail, &self.secrets))
     }
 }
 
-/// An error's text without any property value that could be a secret.
-fn scrub(e: &KafkaError, properties: &[(String, String)]) -> String {
-    let mut text = e.to_string();
-    for (_, v) in properties {
-        if v.len() >= 4 {
-            text = text.replace(v.as_str(), "***");
-        }
-    }
-    text
+fn producer(
+    config: &ClientConfig,
+    brokers: &Arc<str>,
+    secrets: &Arc<[String]>,
+    errors: &Arc<Mutex<ClusterErrors>>,
+) -> Result<FutureProducer<SinkContext>, String> {
+    let context = SinkContext {
+        brokers: brokers.clone(),
+        secrets: secrets.clone(),
+        errors: errors.clone(),
+    };
+    config
+        .create_with_context(context)
+        .map_err(|e| scrub(&e.to_string(), secrets))
 }
 
 /// Refused for good: sending it again would fail the same way. (An authorization error is
@@ -133,6 +280,22 @@ fn permanent(e: &KafkaError) -> bool {
                 | RDKafkaErrorCode::InvalidMessage
                 | RDKafkaErrorCode::InvalidMessageSize
                 | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidTopic
+        )
+    )
+}
+
+/// The producer's identity is refused, or librdkafka gave up on it: only a new producer
+/// gets on.
+fn needs_new_producer(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::Fatal
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::UnknownProducerId
+                | RDKafkaErrorCode::OutOfOrderSequenceNumber
         )
     )
 }
@@ -140,7 +303,14 @@ fn permanent(e: &KafkaError) -> bool {
 #[async_trait::async_trait]
 impl Deliver for KafkaDeliver {
     async fn deliver(&mut self, messages: &[&[u8]]) -> Result<Report, Failure> {
+        if std::mem::take(&mut self.renew) {
+            self.renew().inspect_err(|_| self.renew = true)?;
+        }
+        let started = Instant::now();
         let mut report = Report::default();
+        let mut failed: Option<KafkaError> = None;
+        // Every record goes to librdkafka's queue before any is awaited, so that it
+        // batches them (awaiting each in turn would send one record per `linger.ms`).
         let mut pending = Vec::with_capacity(messages.len());
         for (i, m) in messages.iter().enumerate() {
             let Some((topic, key, value)) = decode(m) else {
@@ -155,33 +325,44 @@ impl Deliver for KafkaDeliver {
             if let Some(k) = key {
                 record = record.key(k);
             }
-            // The producer's queue bounds what is in flight: wait for room.
-            let future = self.producer.send(record, self.timeout);
-            pending.push((i, future));
-        }
-        let mut failed: Option<Failure> = None;
-        for (i, future) in pending {
-            match future.await {
-                Ok(_) => {}
-                Err((e, _)) if permanent(&e) => report.rejected.push(Rejection {
-                    index: i,
-                    reason: format!(
-                        "{:?}",
-                        e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail)
-                    ),
-                    detail: format!("{} refused the record: {e}", self.brokers),
-                }),
-                Err((e, _)) => {
-                    report.retry.push(i);
-                    failed.get_or_insert_with(|| {
-                        Failure::new("produce", format!("producing to {}: {e}", self.brokers))
-                    });
+            let queued = loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => break Ok(delivery),
+                    // The queue frees up as deliveries complete or time out (within
+                    // `timeout`).
+                    Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                        record = r;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err((e, _)) => break Err(e),
+                }
+            };
+            match queued {
+                Ok(delivery) => pending.push((i, delivery)),
+                Err(e) => {
+                    let e = self.settle(i, e, &mut report);
+                    failed = failed.or(e);
                 }
             }
         }
-        // Nothing taken and nothing refused: the cluster is unreachable or failing.
-        if report.retry.len() == messages.len() {
-            return Err(failed.expect("set with the first retry"));
+        for (i, delivery) in pending {
+            let outcome = match delivery.await {
+                Ok(Ok(_)) => continue,
+                Ok(Err((e, _))) => e,
+                // The producer dropped the report: not delivered, as far as we know.
+                Err(_) => KafkaError::Canceled,
+            };
+            let e = self.settle(i, outcome, &mut report);
+            failed = failed.or(e);
+        }
+        if self.producer.client().fatal_error().is_some() {
+            self.renew = true;
+        }
+        // Nothing taken and nothing refused: the cluster is unreachable, refuses us, or
+        // lost our producer.
+        if let Some(e) = failed.filter(|_| report.retry.len() == messages.len()) {
+            self.renew = true;
+            return Err(self.failure(&e, started));
         }
         report.throttled = !report.retry.is_empty();
         Ok(report)
@@ -197,6 +378,8 @@ impl Drop for KafkaDeliver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
     #[test]
     fn a_record_frame_reads_back_with_and_without_a_key() {
@@ -216,5 +399,70 @@ mod tests {
         g.extend_from_slice(b"{}");
         assert_eq!(decode(&g), Some(("t", None, &b"{}"[..])));
         assert_eq!(decode(&g[..3]), None);
+    }
+
+    fn frame(topic: &str, key: &str, value: &str) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&(topic.len() as u16).to_le_bytes());
+        f.extend_from_slice(topic.as_bytes());
+        f.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        f.extend_from_slice(key.as_bytes());
+        f.extend_from_slice(value.as_bytes());
+        f
+    }
+
+    #[test]
+    fn a_misspelled_secret_property_is_scrubbed_from_the_creation_error() {
+        // librdkafka names an unknown property with its value.
+        let secret = "hunter2-Passw0rd";
+        let props = [("sasl.pasword".to_string(), secret.to_string())];
+        let Err(e) = KafkaDeliver::new("127.0.0.1:9", &props, Duration::from_secs(1)) else {
+            panic!("an unknown property is refused");
+        };
+        assert!(e.contains("sasl.pasword"), "{e}");
+        assert!(!e.contains(secret), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_delivery_hands_its_records_to_librdkafka_at_once() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("t", 3, 1).unwrap();
+        // A long linger: records awaited one by one would take 40 of them.
+        let props = [("linger.ms".to_string(), "250".to_string())];
+        let mut d =
+            KafkaDeliver::new(&mock.bootstrap_servers(), &props, Duration::from_secs(10)).unwrap();
+        let frames: Vec<Vec<u8>> = (0..40)
+            .map(|i| frame("t", &format!("k{}", i % 4), &format!("{{\"i\":{i}}}")))
+            .collect();
+        let messages: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+        let started = Instant::now();
+        let report = d.deliver(&messages).await.unwrap();
+        assert_eq!(report, Report::default(), "every record taken");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?} for 40 records",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_producer_the_cluster_refuses_is_replaced_for_the_next_delivery() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("t", 1, 1).unwrap();
+        let mut d = KafkaDeliver::new(&mock.bootstrap_servers(), &[], Duration::from_secs(3))
+            .unwrap();
+        let frames = [frame("t", "k", "{}")];
+        let messages: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+        d.deliver(&messages).await.unwrap();
+        // The cluster no longer knows the producer (it lost its state, say).
+        mock.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED; 20],
+        );
+        let failure = d.deliver(&messages).await.unwrap_err();
+        assert!(d.renew, "{failure:?}");
+        mock.clear_request_errors(RDKafkaApiKey::Produce);
+        assert_eq!(d.deliver(&messages).await.unwrap(), Report::default());
+        assert!(!d.renew);
     }
 }

@@ -22,6 +22,8 @@ pub struct RouteSpec {
     pub known: Known,
     /// The route's settings for the sinks that have such fields.
     pub meta: RouteMeta,
+    /// Null columns go out as `null` (else they are left out).
+    pub nulls: bool,
 }
 
 /// What a route sets for the sinks that have such fields; unset, the sink's own apply.
@@ -93,6 +95,7 @@ impl RouteSpec {
             keys,
             known,
             meta,
+            nulls: false,
         }
     }
 

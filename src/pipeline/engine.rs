@@ -749,6 +749,7 @@ impl Forward<'_> {
                 line,
                 &route.keys,
                 &out,
+                route.nulls,
                 &route.name,
                 source,
                 position,
