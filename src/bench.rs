@@ -140,6 +140,8 @@ struct Replayed {
     /// Partition snapshots stored (`hubwatch_state_snapshots_total`).
     snapshots: u64,
     metrics: std::sync::Arc<crate::telemetry::Metrics>,
+    /// When the engine had absorbed the whole input (before the sinks had delivered it).
+    absorbed_secs: f64,
 }
 
 /// Replays `input` through the service (file source → engine → acknowledgements) until
@@ -185,6 +187,7 @@ async fn replay_until(
     let mut running = crate::app::start(settings, shutdown).await?;
     let sampler = RoundSampler::start(running.metrics.clone());
     running.inputs_done().await;
+    let absorbed_secs = started.elapsed().as_secs_f64();
     if delivered {
         wait_delivered(&running.metrics, &buffered).await?;
     }
@@ -215,6 +218,7 @@ async fn replay_until(
         state_bytes,
         snapshots: metrics.state.snapshots.get(),
         metrics,
+        absorbed_secs,
     })
 }
 
@@ -767,6 +771,8 @@ pub struct ForwardReport {
     pub plain_cpu_secs: f64,
     pub forward_secs: f64,
     pub forward_cpu_secs: f64,
+    /// When the engine had absorbed the input, in the forwarding run.
+    pub forward_absorbed_secs: f64,
     /// Rows routed.
     pub rows: u64,
     /// Per sink: (name, messages its receiver took, their bytes).
@@ -790,11 +796,12 @@ impl ForwardReport {
             self.plain_cpu_secs
         );
         println!(
-            "forwarding:   {:.2} s  {:.1} MB/s  {:.0} records/s  (CPU {:.2} s), until delivered",
+            "forwarding:   {:.2} s  {:.1} MB/s  {:.0} records/s  (CPU {:.2} s), until delivered; absorbed at {:.2} s",
             self.forward_secs,
             mb / self.forward_secs,
             self.records as f64 / self.forward_secs,
-            self.forward_cpu_secs
+            self.forward_cpu_secs,
+            self.forward_absorbed_secs
         );
         for (name, sent, bytes) in &self.sinks {
             println!(
@@ -876,6 +883,7 @@ pub async fn run_forward(
         plain_cpu_secs: p.cpu_secs,
         forward_secs: f.secs,
         forward_cpu_secs: f.cpu_secs,
+        forward_absorbed_secs: f.absorbed_secs,
         rows,
         sinks,
         rss_plain_kib,

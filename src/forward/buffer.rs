@@ -64,6 +64,8 @@ pub fn read_frames(path: &Path, offset: u64, max: usize) -> io::Result<Vec<(Vec<
     let mut f = File::open(path)?;
     let len = f.metadata()?.len();
     f.seek(SeekFrom::Start(offset))?;
+    // Three reads a frame: buffered, they are a few system calls a batch, not per frame.
+    let mut f = io::BufReader::with_capacity(1 << 16, f);
     let mut out = Vec::new();
     let mut at = offset;
     while out.len() < max && at + 8 <= len {

@@ -129,7 +129,8 @@ impl ClientContext for SinkContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         let text = scrub(&format!("{error}: {reason}"), &self.secrets);
-        tracing::error!(brokers = %self.brokers, error = %text, "the Kafka sink's producer reports an error");
+        // librdkafka logs the same itself, and a failed delivery reports it.
+        tracing::debug!(brokers = %self.brokers, error = %text, "the Kafka sink's producer reports an error");
         let auth = matches!(
             error.rdkafka_error_code(),
             Some(
