@@ -7,7 +7,7 @@ use hubwatch::schema::Schemas;
 
 struct Count(u64);
 impl ParseSink for Count {
-    fn row(&mut self, _: Row) {
+    fn row(&mut self, _: Row, _: &[u8]) {
         self.0 += 1;
     }
     fn reject(&mut self, _: Reject<'_>) {}

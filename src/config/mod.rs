@@ -70,6 +70,9 @@ pub struct RouteConfig {
     /// `omit` (the default) leaves null columns out of the row; `keep` writes them as
     /// `null`, as the Log Analytics query API does.
     pub nulls: Option<String>,
+    /// What goes out: `row` (the Log Analytics row, the default) or `record` (the record
+    /// as it was in the body, byte for byte; the KQL still selects which).
+    pub output: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

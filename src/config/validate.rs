@@ -298,6 +298,23 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
                             false
                         }
                     };
+                    route.record = match r.output.as_deref() {
+                        None | Some("row") => false,
+                        Some("record") => true,
+                        Some(other) => {
+                            errors.push(format!(
+                                "{file}: route '{}': output: '{other}' is not one of row, record",
+                                r.name
+                            ));
+                            false
+                        }
+                    };
+                    if route.record && r.nulls.is_some() {
+                        errors.push(format!(
+                            "{file}: route '{}': nulls: applies to output = \"row\" only (a record goes out as it came)",
+                            r.name
+                        ));
+                    }
                     routes.push(route)
                 }
                 Err(e) => {

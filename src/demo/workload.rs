@@ -523,7 +523,7 @@ mod tests {
         rejects: usize,
     }
     impl ParseSink for Count {
-        fn row(&mut self, _: Row) {
+        fn row(&mut self, _: Row, _: &[u8]) {
             self.rows += 1;
         }
         fn reject(&mut self, _: Reject<'_>) {

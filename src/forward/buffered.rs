@@ -700,6 +700,7 @@ mod tests {
             meta: &Default::default(),
             table: "T",
             ordinal: 0,
+            original: false,
         };
         sink.write(&row).unwrap();
     }

@@ -61,6 +61,17 @@ pub fn row_json(
     out.extend_from_slice(b"}}");
 }
 
+/// A record as it was in the body, byte for byte — except that line breaks between its
+/// tokens (a pretty-printed body; JSON strings cannot hold raw ones) become spaces, and
+/// whitespace around it goes, so that it stays one line for the line-based sinks.
+pub fn record_line(out: &mut Vec<u8>, raw: &[u8]) {
+    let raw = raw.trim_ascii();
+    out.extend(
+        raw.iter()
+            .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+    );
+}
+
 /// A JSON string, escaped.
 fn push_str(out: &mut Vec<u8>, s: &str) {
     // Writing into a Vec cannot fail.

@@ -6,6 +6,9 @@
 //!   with milliseconds; index, sourcetype and source come from the route, else the sink
 //!   (templates: [`super::template`]); the default sourcetype is `azure:<table>`
 //!   (lowercase), one per Log Analytics table, for Splunk apps to key on.
+//! - A route with `output = "record"` sends the original record as `event`, and where it
+//!   came from as indexed `fields` (`hubwatch_route`, `hubwatch_source`,
+//!   `hubwatch_partition`, `hubwatch_sequence_number`).
 //! - **`raw` endpoint** (`/services/collector/raw`): the rows as lines; index, sourcetype,
 //!   source and host are the sink's, as query parameters (Splunk finds the time itself).
 //! - **Answers**: 200 is taken. A 400 that names its `invalid-event-number` took the
@@ -97,6 +100,22 @@ impl Encode for HecEvent {
         self.scratch.clear();
         sourcetype.render(row, &mut self.scratch);
         Self::field(out, "sourcetype", &self.scratch);
+        if row.original {
+            // The record has no origin of its own: it goes as indexed fields.
+            out.extend_from_slice(b",\"fields\":{\"hubwatch_route\":");
+            serde_json::to_writer(&mut *out, row.route).expect("writing to memory");
+            out.extend_from_slice(b",\"hubwatch_source\":");
+            serde_json::to_writer(&mut *out, row.source).expect("writing to memory");
+            out.extend_from_slice(b",\"hubwatch_partition\":");
+            serde_json::to_writer(&mut *out, &*row.position.partition).expect("writing to memory");
+            out.extend_from_slice(
+                format!(
+                    ",\"hubwatch_sequence_number\":\"{}\"}}",
+                    row.position.sequence_number
+                )
+                .as_bytes(),
+            );
+        }
         out.extend_from_slice(b",\"event\":");
         out.extend_from_slice(row.json);
         out.push(b'}');

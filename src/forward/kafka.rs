@@ -185,9 +185,8 @@ impl KafkaDeliver {
         let secrets: Arc<[String]> = properties.iter().map(|(_, v)| v.clone()).collect();
         let brokers: Arc<str> = bootstrap_servers.into();
         let errors = Arc::new(Mutex::new(ClusterErrors::default()));
-        let producer = producer(&config, &brokers, &secrets, &errors).map_err(|e| {
-            format!("creating the Kafka producer for {bootstrap_servers}: {e}")
-        })?;
+        let producer = producer(&config, &brokers, &secrets, &errors)
+            .map_err(|e| format!("creating the Kafka producer for {bootstrap_servers}: {e}"))?;
         Ok(KafkaDeliver {
             producer,
             config,
@@ -450,8 +449,8 @@ mod tests {
     async fn a_producer_the_cluster_refuses_is_replaced_for_the_next_delivery() {
         let mock = MockCluster::new(1).unwrap();
         mock.create_topic("t", 1, 1).unwrap();
-        let mut d = KafkaDeliver::new(&mock.bootstrap_servers(), &[], Duration::from_secs(3))
-            .unwrap();
+        let mut d =
+            KafkaDeliver::new(&mock.bootstrap_servers(), &[], Duration::from_secs(3)).unwrap();
         let frames = [frame("t", "k", "{}")];
         let messages: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
         d.deliver(&messages).await.unwrap();

@@ -58,6 +58,9 @@ pub struct Routed<'a> {
     /// The row's place among its event's rows: with the position, it names the row for
     /// good (a document id that makes a resend a no-op).
     pub ordinal: u32,
+    /// `json` is the original record (the route's `output = "record"`), not the row: it
+    /// has no `_hubwatch` origin, so a format with room for it adds it.
+    pub original: bool,
 }
 
 impl Routed<'_> {

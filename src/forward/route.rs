@@ -24,6 +24,8 @@ pub struct RouteSpec {
     pub meta: RouteMeta,
     /// Null columns go out as `null` (else they are left out).
     pub nulls: bool,
+    /// The original record goes out, byte for byte, instead of the Log Analytics row.
+    pub record: bool,
 }
 
 /// What a route sets for the sinks that have such fields; unset, the sink's own apply.
@@ -96,6 +98,7 @@ impl RouteSpec {
             known,
             meta,
             nulls: false,
+            record: false,
         }
     }
 

@@ -441,6 +441,7 @@ pub(crate) mod tests {
                 meta: &self.meta,
                 table: "AmlComputeJobEvent",
                 ordinal: 0,
+                original: false,
             }
         }
     }

@@ -150,6 +150,7 @@ mod tests {
             meta: &Default::default(),
             table: "AmlComputeJobEvent",
             ordinal: 0,
+            original: false,
         };
         let mut out = String::new();
         Template::parse("hubwatch-{table}-%Y.%m.%d", true)

@@ -56,7 +56,9 @@ pub struct Reject<'a> {
 
 /// Where the parser delivers its results.
 pub trait ParseSink {
-    fn row(&mut self, row: Row);
+    /// A row, with its record's bytes as they are in the body (the whole body for a body
+    /// that is one record).
+    fn row(&mut self, row: Row, raw: &[u8]);
     fn reject(&mut self, reject: Reject<'_>);
     /// Records of unknown categories; dropped (after counting) unless a consumer wants them.
     fn unknown(&mut self, _row: UnknownRow) {}

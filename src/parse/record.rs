@@ -168,11 +168,14 @@ impl Parser {
             };
             values[col.index] = value;
         }
-        sink.row(Row {
-            table,
-            time,
-            values,
-        });
+        sink.row(
+            Row {
+                table,
+                time,
+                values,
+            },
+            raw,
+        );
     }
 
     /// The record's time, from the first time field that parses.

@@ -11,7 +11,7 @@ struct Collect {
 }
 
 impl ParseSink for Collect {
-    fn row(&mut self, row: Row) {
+    fn row(&mut self, row: Row, _raw: &[u8]) {
         self.rows.push(row);
     }
     fn reject(&mut self, r: Reject<'_>) {

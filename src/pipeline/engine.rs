@@ -734,7 +734,7 @@ struct Forward<'a> {
 }
 
 impl Forward<'_> {
-    fn row(&mut self, row: &Row, clock: i64, source: &str, position: &Position) {
+    fn row(&mut self, row: &Row, raw: &[u8], clock: i64, source: &str, position: &Position) {
         let ordinal = self.ordinal;
         self.ordinal += 1;
         let Forwarding { routes, sinks } = &mut *self.forwarding;
@@ -745,15 +745,19 @@ impl Forward<'_> {
             };
             let line = &mut self.counts.line;
             line.clear();
-            crate::forward::format::row_json(
-                line,
-                &route.keys,
-                &out,
-                route.nulls,
-                &route.name,
-                source,
-                position,
-            );
+            if route.record {
+                crate::forward::format::record_line(line, raw);
+            } else {
+                crate::forward::format::row_json(
+                    line,
+                    &route.keys,
+                    &out,
+                    route.nulls,
+                    &route.name,
+                    source,
+                    position,
+                );
+            }
             self.counts.rows[i] += 1;
             let routed = crate::forward::Routed {
                 json: line,
@@ -767,6 +771,7 @@ impl Forward<'_> {
                 meta: &route.meta,
                 table: &self.tables[row.table],
                 ordinal,
+                original: route.record,
             };
             for &s in &route.sinks {
                 match sinks[s].write(&routed) {
@@ -787,7 +792,7 @@ impl ParseSink for Route<'_> {
         *self.part_clock = Some(self.part_clock.map_or(time, |c| c.max(time)));
     }
 
-    fn row(&mut self, row: Row) {
+    fn row(&mut self, row: Row, raw: &[u8]) {
         let clock = self.clock.unwrap_or(row.time);
         let wm = clock.saturating_sub(self.lateness);
         for &i in &self.by_table[row.table] {
@@ -796,7 +801,7 @@ impl ParseSink for Route<'_> {
             }
         }
         if let Some(f) = &mut self.forward {
-            f.row(&row, clock, self.source, self.position);
+            f.row(&row, raw, clock, self.source, self.position);
         }
     }
 
