@@ -127,6 +127,7 @@ pub fn describe_sink(sink: &SinkSettings) -> String {
                 syslog::Protocol::Tcp => "tcp",
                 syslog::Protocol::Tls => "tls",
                 syslog::Protocol::Udp => "udp",
+                syslog::Protocol::Relp => "relp",
             };
             let rfc = match s.rfc {
                 syslog::Rfc::Rfc5424 => "rfc 5424",

@@ -158,7 +158,12 @@ fn main() -> ExitCode {
                     config.display(),
                     s.queries.len(),
                     s.sources.len(),
-                    s.routes.len(),
+                    {
+                        // A `union` route compiles once per table: count routes by name.
+                        let mut names: Vec<&str> = s.routes.iter().map(|r| &*r.name).collect();
+                        names.dedup();
+                        names.len()
+                    },
                     s.sinks.len()
                 );
                 for sink in &s.sinks {

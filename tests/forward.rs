@@ -445,3 +445,72 @@ fn a_record_route_forwards_each_selected_record_byte_for_byte() {
         assert!(l.to_ascii_lowercase().contains("jobfailed"), "{l}");
     }
 }
+
+/// `*` takes every record — every table's rows, and the records of categories no table
+/// knows, as their fields — and `union` runs one pipeline over several tables (with
+/// wildcards, as KQL has them).
+#[test]
+fn star_and_union_routes_take_every_table_and_unknown_categories() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bodies.ndjson");
+    std::fs::write(
+        &input,
+        concat!(
+            r#"{"records":[{"time":"2024-05-20T10:00:00Z","resourceId":"/SUBSCRIPTIONS/S/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.MACHINELEARNINGSERVICES/WORKSPACES/W","category":"AmlComputeJobEvent","operationName":"x","level":"Error","properties":{"ClusterName":"gpu","EventType":"JobFailed"}},"#,
+            r#"{"time":"2024-05-20T10:00:01Z","resourceId":"/SUBSCRIPTIONS/S/RESOURCEGROUPS/RG","category":"Administrative","operationName":"MICROSOFT.RESOURCES/DEPLOYMENTS/WRITE","level":"Informational","resultType":"Success"},"#,
+            r#"{"time":"2024-05-20T10:00:02Z","resourceId":"/SUBSCRIPTIONS/S/X","category":"BrandNewCategory","level":"Warning","properties":{"Widget":"w1","Count":3}}]}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("hubwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[export]\nlisten = \"127.0.0.1:0\"\n\
+             [[sources]]\ntype = \"file\"\nname = \"exports\"\npaths = [{:?}]\n\
+             [[sinks]]\ntype = \"file\"\nname = \"all\"\npath = \"all.ndjson\"\n\
+             [[sinks]]\ntype = \"file\"\nname = \"raw\"\npath = \"raw.ndjson\"\n\
+             [[sinks]]\ntype = \"file\"\nname = \"some\"\npath = \"some.ndjson\"\n\
+             [[routes]]\nname = \"every\"\nsinks = [\"all\"]\nkql = \"*\"\n\
+             [[routes]]\nname = \"every_record\"\nsinks = [\"raw\"]\noutput = \"record\"\nkql = \"union *\"\n\
+             [[routes]]\nname = \"some\"\nsinks = [\"some\"]\nkql = \"union AmlCompute*, AzureActivity | project TimeGenerated, Level, OperationName\"\n",
+            input.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut svc = Service::start(&config);
+    svc.wait_for_line("all sources finished", Duration::from_secs(30));
+    let read = |name: &str| -> Vec<Value> {
+        std::fs::read_to_string(dir.path().join(name))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let all = read("all.ndjson");
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!(all[0]["Type"], "AmlComputeJobEvent");
+    assert_eq!(all[1]["Type"], "AzureActivity");
+    let unknown = &all[2];
+    assert_eq!(unknown["TimeGenerated"], "2024-05-20T10:00:02.0000000Z");
+    assert_eq!(unknown["category"], "BrandNewCategory");
+    assert_eq!(unknown["Widget"], "w1", "properties flattened: {unknown}");
+    assert_eq!(unknown["Count"], 3);
+    assert_eq!(unknown["_hubwatch"]["route"], "every");
+    let raw = std::fs::read_to_string(dir.path().join("raw.ndjson")).unwrap();
+    let body = std::fs::read_to_string(&input).unwrap();
+    assert_eq!(raw.lines().count(), 3);
+    assert!(raw.lines().all(|l| body.contains(l)), "{raw}");
+    let some = read("some.ndjson");
+    assert_eq!(some.len(), 2, "{some:?}");
+    assert!(
+        some.iter().all(|r| r.as_object().unwrap().len() == 4),
+        "{some:?}"
+    );
+    let (_, metrics) = svc.get("/metrics");
+    assert_eq!(
+        metric(&metrics, "hubwatch_forward_rows_total{route=\"every\"}"),
+        Some(3.0)
+    );
+}

@@ -44,7 +44,7 @@ pub enum SinkConfig {
         name: String,
         /// The receiver, `host:port`.
         address: String,
-        /// `tcp` (default), `tls` or `udp`.
+        /// `tcp` (default), `tls`, `udp` or `relp` (acknowledged by the receiver).
         protocol: Option<String>,
         /// For TCP and TLS: `octet_counting` (RFC 6587, default) or `lf`.
         framing: Option<String>,
@@ -649,9 +649,10 @@ fn one_sink(s: &SinkConfig, name: &str, base: &Path, c: &mut Check<'_>) -> SinkS
             let address = c.text("address", address);
             let unset = address.is_none();
             let address = address.unwrap_or_default();
-            let protocol = match c.choice("protocol", protocol, &["tcp", "tls", "udp"]) {
+            let protocol = match c.choice("protocol", protocol, &["tcp", "tls", "udp", "relp"]) {
                 "tls" => Protocol::Tls,
                 "udp" => Protocol::Udp,
+                "relp" => Protocol::Relp,
                 _ => Protocol::Tcp,
             };
             let framing = match c.choice("framing", framing, &["octet_counting", "lf"]) {

@@ -266,70 +266,102 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
             }
         }
         let content_start = string_content_start(&text, r.kql.span().start);
-        match compile(r.kql.get_ref(), schemas) {
-            Ok(plan) => match crate::forward::check_route(&plan) {
-                Ok(()) => {
-                    let mut template = |field: &str, v: &Option<String>, lowercase: bool| {
-                        let text = env(
-                            &format!("route '{}': {field}", r.name),
-                            v.as_ref()?,
-                            &mut errors,
+        let mut template = |field: &str, v: &Option<String>, lowercase: bool| {
+            let text = env(
+                &format!("route '{}': {field}", r.name),
+                v.as_ref()?,
+                &mut errors,
+            );
+            crate::forward::template::Template::parse(&text, lowercase)
+                .map_err(|e| errors.push(format!("{file}: route '{}': {field}: {e}", r.name)))
+                .ok()
+        };
+        let meta = crate::forward::RouteMeta {
+            index: template("index", &r.index, true),
+            sourcetype: template("sourcetype", &r.sourcetype, false),
+            source: template("source", &r.source, false),
+        };
+        let nulls = match r.nulls.as_deref() {
+            None | Some("omit") => false,
+            Some("keep") => true,
+            Some(other) => {
+                errors.push(format!(
+                    "{file}: route '{}': nulls: '{other}' is not one of omit, keep",
+                    r.name
+                ));
+                false
+            }
+        };
+        let record = match r.output.as_deref() {
+            None | Some("row") => false,
+            Some("record") => true,
+            Some(other) => {
+                errors.push(format!(
+                    "{file}: route '{}': output: '{other}' is not one of row, record",
+                    r.name
+                ));
+                false
+            }
+        };
+        if record && r.nulls.is_some() {
+            errors.push(format!(
+                "{file}: route '{}': nulls: applies to output = \"row\" only (a record goes out as it came)",
+                r.name
+            ));
+        }
+        // `union` and `*`: the pipeline once per table.
+        let expansion = match crate::forward::route::expand(r.kql.get_ref(), schemas) {
+            Ok(e) => e,
+            Err(e) => {
+                let (line, col) = line_col(&text, content_start);
+                errors.push(format!("{file}:{line}:{col}: route '{}': {e}", r.name));
+                continue;
+            }
+        };
+        for piece in &expansion.pieces {
+            match compile(&piece.kql, schemas) {
+                Ok(plan) => match crate::forward::check_route(&plan) {
+                    Ok(()) => {
+                        let mut route = RouteSpec::new(
+                            &r.name,
+                            r.kql.get_ref(),
+                            plan,
+                            indexes.clone(),
+                            meta.clone(),
                         );
-                        crate::forward::template::Template::parse(&text, lowercase)
-                            .map_err(|e| {
-                                errors.push(format!("{file}: route '{}': {field}: {e}", r.name))
-                            })
-                            .ok()
-                    };
-                    let meta = crate::forward::RouteMeta {
-                        index: template("index", &r.index, true),
-                        sourcetype: template("sourcetype", &r.sourcetype, false),
-                        source: template("source", &r.source, false),
-                    };
-                    let mut route = RouteSpec::new(&r.name, r.kql.get_ref(), plan, indexes, meta);
-                    route.nulls = match r.nulls.as_deref() {
-                        None | Some("omit") => false,
-                        Some("keep") => true,
-                        Some(other) => {
-                            errors.push(format!(
-                                "{file}: route '{}': nulls: '{other}' is not one of omit, keep",
-                                r.name
-                            ));
-                            false
-                        }
-                    };
-                    route.record = match r.output.as_deref() {
-                        None | Some("row") => false,
-                        Some("record") => true,
-                        Some(other) => {
-                            errors.push(format!(
-                                "{file}: route '{}': output: '{other}' is not one of row, record",
-                                r.name
-                            ));
-                            false
-                        }
-                    };
-                    if route.record && r.nulls.is_some() {
+                        route.nulls = nulls;
+                        route.record = record;
+                        routes.push(route)
+                    }
+                    Err(e) => {
+                        let (line, col) = line_col(&text, content_start);
+                        errors.push(format!("{file}:{line}:{col}: route '{}': {e}", r.name));
+                    }
+                },
+                Err(diags) => {
+                    for d in &diags.items {
+                        let at = content_start + piece.origin(d.span.start);
+                        let (line, col) = line_col(&text, at);
+                        let table = if expansion.pieces.len() > 1 {
+                            format!(
+                                " (over {})",
+                                piece.kql[..piece.kql.find(' ').unwrap_or(piece.kql.len())].trim()
+                            )
+                        } else {
+                            String::new()
+                        };
                         errors.push(format!(
-                            "{file}: route '{}': nulls: applies to output = \"row\" only (a record goes out as it came)",
-                            r.name
+                            "{file}:{line}:{col}: route '{}'{table}: {}",
+                            r.name, d.message
                         ));
                     }
-                    routes.push(route)
                 }
-                Err(e) => {
-                    let (line, col) = line_col(&text, content_start);
-                    errors.push(format!("{file}:{line}:{col}: route '{}': {e}", r.name));
-                }
-            },
-            Err(diags) => {
-                for d in &diags.items {
-                    let (line, col) = line_col(&text, content_start + d.span.start);
-                    errors.push(format!(
-                        "{file}:{line}:{col}: route '{}': {}",
-                        r.name, d.message
-                    ));
-                }
+            }
+        }
+        // One of the route's pipelines also takes records of categories no table knows.
+        if expansion.unknown {
+            if let Some(last) = routes.last_mut().filter(|l| *l.name == *r.name) {
+                last.unknown = true;
             }
         }
     }

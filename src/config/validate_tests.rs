@@ -555,3 +555,67 @@ AmlComputeJobEvent
         matches!(&s.sinks[0], crate::config::SinkSettings::File { path, .. } if path == &dir.path().join("out/routed.ndjson"))
     );
 }
+
+#[test]
+fn a_union_route_compiles_per_table_and_an_error_names_the_table_and_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "u.toml",
+        r#"[[sinks]]
+type = "file"
+name = "siem"
+path = "out/routed.ndjson"
+
+[[routes]]
+name = "errors"
+sinks = ["siem"]
+kql = "union AmlComputeJobEvent, AzureActivity | where ClusterName != ''"
+
+[[routes]]
+name = "none"
+sinks = ["siem"]
+kql = "union Nothing*"
+
+[[routes]]
+name = "every"
+sinks = ["siem"]
+kql = "* | where Level == 'Error'"
+"#,
+    );
+    let text = load(&p, &Schemas::embedded()).unwrap_err().to_string();
+    // AzureActivity has no ClusterName; AmlComputeJobEvent compiles.
+    assert!(
+        text.contains(
+            "u.toml:9:56: route 'errors' (over AzureActivity): unknown column 'ClusterName'"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("over AmlComputeJobEvent"), "{text}");
+    assert!(
+        text.contains("route 'none': `union Nothing*`: no table's name matches"),
+        "{text}"
+    );
+    assert!(
+        text.contains("route 'every': a route over every record (`*`) takes no pipeline"),
+        "{text}"
+    );
+
+    let ok = write(
+        dir.path(),
+        "ok.toml",
+        "[[sinks]]\ntype = \"file\"\nname = \"siem\"\npath = \"out/routed.ndjson\"\n\
+         [[routes]]\nname = \"aml\"\nsinks = [\"siem\"]\nkql = \"union Aml*\"\n\
+         [[routes]]\nname = \"every\"\nsinks = [\"siem\"]\nkql = \"*\"\n",
+    );
+    let s = load(&ok, &Schemas::embedded()).unwrap();
+    let aml = s.routes.iter().filter(|r| &*r.name == "aml").count();
+    assert_eq!(aml, 20, "one pipeline per Aml* table");
+    assert!(s.routes.iter().filter(|r| &*r.name == "every").count() > aml);
+    assert_eq!(
+        s.routes.iter().filter(|r| r.unknown).count(),
+        1,
+        "one of them takes unknown categories"
+    );
+    assert!(s.routes.iter().all(|r| &*r.name != "aml" || !r.unknown));
+}

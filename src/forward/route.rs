@@ -26,6 +26,9 @@ pub struct RouteSpec {
     pub nulls: bool,
     /// The original record goes out, byte for byte, instead of the Log Analytics row.
     pub record: bool,
+    /// Records of categories no table knows go out too (a `*` route): as their fields
+    /// (`properties` flattened), or as the record.
+    pub unknown: bool,
 }
 
 /// What a route sets for the sinks that have such fields; unset, the sink's own apply.
@@ -99,6 +102,7 @@ impl RouteSpec {
             meta,
             nulls: false,
             record: false,
+            unknown: false,
         }
     }
 
@@ -115,5 +119,189 @@ impl RouteSpec {
         }
         let cx = Context { now: clock };
         crate::window::query::apply_pre(&self.plan.pre, &row.values, &cx)
+    }
+}
+
+/// A route's KQL, one pipeline per table: `union` (with `*` wildcards in table names, as
+/// KQL has them) runs the same pipeline over each table, and `*` alone takes every record —
+/// every table's rows and the records of categories no table knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expansion {
+    pub pieces: Vec<Piece>,
+    /// Records of unknown categories go too (`*`).
+    pub unknown: bool,
+}
+
+/// One table's pipeline: `table` then the route's pipeline as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    pub kql: String,
+    /// The length of the table's name (and the space after it) at the start of `kql`.
+    table_len: usize,
+    /// Where the pipeline (`| …`) starts in the route's KQL.
+    pipe_at: usize,
+    /// Where the table list starts in the route's KQL.
+    list_at: usize,
+}
+
+impl Piece {
+    /// Where an offset into [`Piece::kql`] is in the route's KQL (for error positions).
+    pub fn origin(&self, at: usize) -> usize {
+        if at < self.table_len {
+            self.list_at
+        } else {
+            self.pipe_at + (at - self.table_len)
+        }
+    }
+}
+
+/// Expands `union …` and `*`; any other KQL is one piece, as written.
+pub fn expand(kql: &str, schemas: &crate::schema::Schemas) -> Result<Expansion, String> {
+    let start = kql.len() - kql.trim_start().len();
+    let body = &kql[start..];
+    let one = |kql: &str| Expansion {
+        pieces: vec![Piece {
+            kql: kql.to_string(),
+            table_len: 0,
+            pipe_at: 0,
+            list_at: 0,
+        }],
+        unknown: false,
+    };
+    let after_star = body.strip_prefix('*').map(str::trim_start);
+    let (list_at, list_end, every) =
+        if after_star.is_some_and(|r| r.is_empty() || r.starts_with('|')) {
+            (start, start + 1, true)
+        } else if let Some(rest) = body.strip_prefix("union") {
+            if !rest.starts_with(|c: char| c.is_whitespace()) {
+                return Ok(one(kql));
+            }
+            let list_at = start + 5;
+            let end = kql[list_at..].find('|').map_or(kql.len(), |i| list_at + i);
+            let list = kql[list_at..end].trim();
+            if list == "*" {
+                (list_at, end, true)
+            } else {
+                (list_at, end, false)
+            }
+        } else {
+            return Ok(one(kql));
+        };
+    let pipeline = &kql[list_end..];
+    let all: Vec<&str> = schemas.tables.iter().map(|t| &*t.name).collect();
+    if every {
+        if !pipeline.trim().is_empty() {
+            return Err(
+                "a route over every record (`*`) takes no pipeline: its tables have different columns; name them with `union T1, T2 | …`"
+                    .to_string(),
+            );
+        }
+        let pieces = all
+            .iter()
+            .map(|t| Piece {
+                kql: t.to_string(),
+                table_len: t.len(),
+                pipe_at: list_end,
+                list_at,
+            })
+            .collect();
+        return Ok(Expansion {
+            pieces,
+            unknown: true,
+        });
+    }
+    let mut pieces: Vec<Piece> = Vec::new();
+    for name in kql[list_at..list_end].split(',').map(str::trim) {
+        if name.is_empty() {
+            return Err("`union` needs table names separated by commas".to_string());
+        }
+        let matches: Vec<&str> = if name.contains('*') {
+            all.iter().copied().filter(|t| glob(name, t)).collect()
+        } else {
+            vec![name]
+        };
+        if matches.is_empty() {
+            return Err(format!("`union {name}`: no table's name matches"));
+        }
+        for t in matches {
+            if pieces.iter().any(|p| p.kql[..p.table_len].trim_end() == t) {
+                continue;
+            }
+            pieces.push(Piece {
+                kql: format!("{t} {pipeline}"),
+                table_len: t.len() + 1,
+                pipe_at: list_end,
+                list_at,
+            });
+        }
+    }
+    Ok(Expansion {
+        pieces,
+        unknown: false,
+    })
+}
+
+/// KQL's table wildcards: `*` matches any run of characters.
+fn glob(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn union_runs_the_pipeline_over_each_table_and_star_takes_every_record() {
+        let s = crate::schema::Schemas::embedded();
+        let e = expand(
+            "union AmlComputeJobEvent, AmlRun* | where Level == 'Error'",
+            &s,
+        )
+        .unwrap();
+        let kqls: Vec<&str> = e.pieces.iter().map(|p| p.kql.as_str()).collect();
+        assert_eq!(
+            kqls,
+            [
+                "AmlComputeJobEvent | where Level == 'Error'",
+                "AmlRunEvent | where Level == 'Error'",
+                "AmlRunStatusChangedEvent | where Level == 'Error'",
+            ]
+        );
+        assert!(!e.unknown);
+        // An error in the pipeline points into the route's own text.
+        let p = &e.pieces[1];
+        let at = p.kql.find("Level").unwrap();
+        let route = "union AmlComputeJobEvent, AmlRun* | where Level == 'Error'";
+        assert_eq!(&route[p.origin(at)..p.origin(at) + 5], "Level");
+
+        let every = expand("*", &s).unwrap();
+        assert!(every.unknown);
+        assert_eq!(every.pieces.len(), s.tables.len());
+        assert!(expand("union *", &s).unwrap().unknown);
+        assert!(expand("* | where Level == 'Error'", &s)
+            .unwrap_err()
+            .contains("takes no pipeline"));
+        assert!(expand("union Nothing*", &s)
+            .unwrap_err()
+            .contains("no table"));
+        assert_eq!(
+            expand("AzureActivity | where x", &s).unwrap().pieces[0].kql,
+            "AzureActivity | where x"
+        );
+        assert!(glob("Aml*Event", "AmlComputeJobEvent"));
+        assert!(!glob("Aml*Event", "AmlComputeCpuGpuUtilization"));
+        assert!(glob("*", "AzureActivity"));
     }
 }

@@ -1,6 +1,6 @@
 //! The syslog sink: each row as one syslog message — an RFC 5424 or RFC 3164 header and a
-//! payload (the row's JSON, CEF ([`super::cef`]) or LEEF ([`super::leef`])) — over TCP, TLS
-//! or UDP, behind the sink's disk buffer. [`SyslogSettings`] says which; [`parts`] builds
+//! payload (the row's JSON, CEF ([`super::cef`]) or LEEF ([`super::leef`])) — over TCP, TLS,
+//! RELP or UDP, behind the sink's disk buffer. [`SyslogSettings`] says which; [`parts`] builds
 //! the sink's encoder and transport from them.
 //!
 //! ```text
@@ -24,7 +24,7 @@
 //! - **TCP** (default): octet-counted (`LEN SP MSG`, RFC 6587 §3.4.1) or LF-terminated
 //!   framing. Delivered means written to the connection: a receiver that dies with
 //!   messages in its socket buffer loses them without the sender knowing (RFC 6587 has no
-//!   acknowledgements; RELP would add them). What was written after the last acknowledged
+//!   acknowledgements; RELP adds them). What was written after the last acknowledged
 //!   batch of the source is sent again after a restart.
 //! - **TLS** (RFC 5425): TCP as above inside TLS 1.2/1.3 (rustls), the same framing. The
 //!   receiver's certificate and name are checked against the system's trusted roots (the
@@ -32,6 +32,30 @@
 //!   certificates of `tls.ca_file`. **`tls.verify = false` turns every check off: anyone on
 //!   the path can read and alter the stream. It exists for test receivers with throwaway
 //!   certificates only; never set it in production — trust the test CA with `ca_file`.**
+//! - **RELP** (the Reliable Event Logging Protocol; rsyslog's `imrelp`, and receivers built
+//!   on librelp): each message goes as a RELP `syslog` command and the receiver answers
+//!   each; delivered means the receiver answered `200 OK` for that message. A batch goes
+//!   out pipelined (at most 128 messages unanswered). A message the receiver refuses (an
+//!   answer other than 200) is sent again after a backoff, in a new session, and never
+//!   dead-lettered: RELP has no answer meaning "this message is bad for good", and the
+//!   errors librelp sends (`500 command disabled`) are about the session. A session lost
+//!   before every answer came (the connection closed, a `serverclose`, `timeout` without
+//!   an answer) sends again, after a backoff, the messages that had none — the whole batch
+//!   (counted as a failure) when none had one. So a message may arrive twice (taken, but
+//!   its answer lost with the connection), never not at all. What the answer promises is
+//!   the receiver's business: rsyslog answers once the message is in its main queue — in
+//!   memory unless configured otherwise, so an rsyslog killed before writing out what it
+//!   answered loses it; a disk-assisted (`queue.type="LinkedList"` with
+//!   `queue.filename`) or `Direct` queue closes that gap. Plain TCP only: rsyslog's RELP
+//!   over TLS is not supported, and `framing` and `tls` do not apply (RELP frames each
+//!   message itself). A message longer than the receiver takes (imrelp's `maxDataSize`,
+//!   rsyslog's `maxMessageSize`, 8 KiB by default) is cut by rsyslog (`oversizeMode`
+//!   `truncate`, its default) or ends the session (`abort`: then that batch fails for good
+//!   and is retried forever), so raise the receiver's limit for large rows. Transaction
+//!   numbers start at 1 in each session; a batch that would pass 999,999,999 goes in a new
+//!   session, since librelp does not take the 1 that the specification says follows.
+//!   `timeout` bounds connecting with the `open` handshake, each write, and each wait for
+//!   the next answer.
 //! - **UDP** (RFC 5426): one datagram per message, no framing. UDP guarantees nothing:
 //!   a datagram lost on the way, dropped by a full receive buffer or sent while the
 //!   receiver is down is gone without a trace (only a refusal the host reports back, as
@@ -43,7 +67,7 @@
 //!   to avoid IP fragmentation (one lost fragment loses the message), and receivers cut
 //!   at their own limit (rsyslog: `maxMessageSize`); rows that large belong on TCP or TLS.
 //!
-//! The transports are in `syslog/transport.rs`. Nothing secret goes into messages or
+//! The transports are in `syslog/transport.rs` and `syslog/relp.rs`. Nothing secret goes into messages or
 //! logs: the settings hold no credentials, and errors name the address and the reason only.
 
 use std::time::Duration;
@@ -52,8 +76,10 @@ use super::buffered::{Deliver, Encode};
 use super::http::Tls;
 use super::Routed;
 
+mod relp;
 mod transport;
 
+pub use relp::RelpDeliver;
 pub use transport::{client_config, frame, TcpDeliver, UdpDeliver, MAX_DATAGRAM};
 
 /// A syslog sink's settings, checked by [`SyslogSettings::problems`] and turned into the
@@ -63,7 +89,7 @@ pub struct SyslogSettings {
     /// `host:port` (`[v6]:port` for an IPv6 literal).
     pub address: String,
     pub protocol: Protocol,
-    /// How messages are delimited on a TCP or TLS stream (UDP needs none).
+    /// How messages are delimited on a TCP or TLS stream (UDP and RELP need none).
     pub framing: Framing,
     pub rfc: Rfc,
     pub format: Format,
@@ -76,7 +102,8 @@ pub struct SyslogSettings {
     /// Extra CEF extension keys or LEEF attributes, `(key, column name)`, appended after
     /// the fixed mapping; a column the row lacks, or holds null or empty, is left out.
     pub fields: Vec<(String, String)>,
-    /// For connecting (with the TLS handshake) and for each write.
+    /// For connecting (with the TLS handshake, or RELP's `open`) and for each write; with
+    /// RELP also for each wait for the receiver's next answer.
     pub timeout: Duration,
 }
 
@@ -87,6 +114,8 @@ pub enum Protocol {
     Tcp,
     Udp,
     Tls,
+    /// RELP: each message acknowledged by the receiver.
+    Relp,
 }
 
 /// How messages are delimited on a stream.
@@ -157,6 +186,12 @@ impl SyslogSettings {
         if self.protocol != Protocol::Tls && self.tls != Tls::default() {
             problems.push("tls: applies to protocol \"tls\" only".to_string());
         }
+        if self.protocol == Protocol::Relp && self.framing != Framing::default() {
+            problems.push(
+                "framing: does not apply to protocol \"relp\" (RELP frames each message itself)"
+                    .to_string(),
+            );
+        }
         if let Err(e) = self.payload() {
             problems.extend(e);
         }
@@ -215,6 +250,7 @@ pub fn parts(s: &SyslogSettings) -> std::io::Result<(Box<dyn Encode>, Box<dyn De
             &s.tls,
         )?),
         Protocol::Udp => Box::new(UdpDeliver::new(s.address.clone(), s.timeout)),
+        Protocol::Relp => Box::new(RelpDeliver::new(s.address.clone(), s.timeout)),
     };
     Ok((encode, deliver))
 }

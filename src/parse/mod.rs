@@ -61,7 +61,7 @@ pub trait ParseSink {
     fn row(&mut self, row: Row, raw: &[u8]);
     fn reject(&mut self, reject: Reject<'_>);
     /// Records of unknown categories; dropped (after counting) unless a consumer wants them.
-    fn unknown(&mut self, _row: UnknownRow) {}
+    fn unknown(&mut self, _row: UnknownRow, _raw: &[u8]) {}
     /// Every accepted record's time, whatever its table (the event-time clock follows it).
     fn accepted(&mut self, _time: i64) {}
 }

@@ -102,7 +102,7 @@ impl Parser {
         let Some(table) = table else {
             self.stats.unknown_records += 1;
             if self.want_unknown {
-                sink.unknown(unknown_row(fields, time));
+                sink.unknown(unknown_row(fields, time), raw);
             }
             return;
         };

@@ -17,7 +17,7 @@ impl ParseSink for Collect {
     fn reject(&mut self, r: Reject<'_>) {
         self.rejects.push((r.reason, r.detail, r.raw.to_vec()));
     }
-    fn unknown(&mut self, row: UnknownRow) {
+    fn unknown(&mut self, row: UnknownRow, _raw: &[u8]) {
         self.unknown.push(row);
     }
 }

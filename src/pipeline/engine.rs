@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::checkpoint::Checkpoint;
 use crate::kql::plan::Plan;
-use crate::parse::{Needs, ParseSink, ParseStats, Parser, ParserLimits, Reject, Row};
+use crate::parse::{Needs, ParseSink, ParseStats, Parser, ParserLimits, Reject, Row, UnknownRow};
 use crate::schema::Schemas;
 use crate::source::{Event, Position};
 use crate::state::snapshot::{self, QueryEntry, Snapshot, SnapshotError};
@@ -199,6 +199,7 @@ impl Engine {
             }
         }
         let mut routes_by_table = vec![Vec::new(); schemas.tables.len()];
+        needs.unknown |= forwarding.routes.iter().any(|r| r.unknown);
         for (i, route) in forwarding.routes.iter().enumerate() {
             routes_by_table[route.plan.table].push(i);
             for (col, read) in route.plan.reads.iter().enumerate() {
@@ -786,7 +787,83 @@ impl Forward<'_> {
     }
 }
 
+impl Forward<'_> {
+    /// A record of a category no table knows, for the `*` routes: its fields (top level
+    /// and `properties`, after `TimeGenerated`) as the row, or the record itself.
+    fn unknown(&mut self, row: &UnknownRow, raw: &[u8], source: &str, position: &Position) {
+        let ordinal = self.ordinal;
+        self.ordinal += 1;
+        let Forwarding { routes, sinks } = &mut *self.forwarding;
+        let mut columns = vec![crate::kql::plan::OutColumn {
+            name: Arc::from("TimeGenerated"),
+            ty: crate::value::Type::DateTime,
+            is_key: false,
+        }];
+        let mut values = vec![crate::value::Value::DateTime(row.time)];
+        for (name, v) in &row.columns {
+            if columns.iter().any(|c| c.name.eq_ignore_ascii_case(name)) {
+                continue;
+            }
+            columns.push(crate::kql::plan::OutColumn {
+                name: name.clone(),
+                ty: v.type_of().unwrap_or(crate::value::Type::Dynamic),
+                is_key: false,
+            });
+            values.push(v.clone());
+        }
+        let keys = crate::forward::format::keys(&columns);
+        let known = crate::forward::Known::of(&columns);
+        for (i, route) in routes.iter().enumerate().filter(|(_, r)| r.unknown) {
+            let line = &mut self.counts.line;
+            line.clear();
+            if route.record {
+                crate::forward::format::record_line(line, raw);
+            } else {
+                crate::forward::format::row_json(
+                    line,
+                    &keys,
+                    &values,
+                    route.nulls,
+                    &route.name,
+                    source,
+                    position,
+                );
+            }
+            self.counts.rows[i] += 1;
+            let routed = crate::forward::Routed {
+                json: line,
+                route: &route.name,
+                source,
+                position,
+                time: row.time,
+                values: &values,
+                columns: &columns,
+                known: &known,
+                meta: &route.meta,
+                table: &row.category,
+                ordinal,
+                original: route.record,
+            };
+            for &s in &route.sinks {
+                match sinks[s].write(&routed) {
+                    Ok(()) => self.counts.lines[s] += 1,
+                    Err(e) => {
+                        self.counts.failures[s] += 1;
+                        self.error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl ParseSink for Route<'_> {
+    fn unknown(&mut self, row: UnknownRow, raw: &[u8]) {
+        if let Some(f) = &mut self.forward {
+            f.unknown(&row, raw, self.source, self.position);
+        }
+    }
+
     fn accepted(&mut self, time: i64) {
         *self.clock = Some(self.clock.map_or(time, |c| c.max(time)));
         *self.part_clock = Some(self.part_clock.map_or(time, |c| c.max(time)));
