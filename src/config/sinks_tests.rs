@@ -764,7 +764,10 @@ fn the_siem_example_config_loads() {
             .routes
             .iter()
             .filter(|r| r.sinks.contains(&i))
-            .map(|r| r.kql.split_whitespace().next().unwrap().to_string())
+            .map(|r| {
+                let t = r.plan.table;
+                Schemas::embedded().tables[t].name.to_string()
+            })
             .collect();
         tables.sort();
         tables
