@@ -6,7 +6,8 @@
 #   - the openssl tool (Debian package `openssl`): makes the emulator's TLS test certificate.
 #   - Azurite (npm) and the Python blob checkpoint store, for the blob stores.
 #   - rsyslog (Debian package `rsyslog`): the receiver of the syslog sink's tests, with its
-#     TLS driver (Debian package `rsyslog-gnutls`) for the syslog-over-TLS test.
+#     TLS driver (Debian package `rsyslog-gnutls`) for the syslog-over-TLS test and its RELP
+#     input (Debian package `rsyslog-relp`, module imrelp) for the syslog-over-RELP tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,9 +22,22 @@ fi
 if ! command -v rsyslogd >/dev/null 2>&1 && [ ! -x /usr/sbin/rsyslogd ]; then
   need_apt+=(rsyslog)
 fi
+# Whether rsyslog's module FILE is installed, in any of the places distributions put it (a
+# single `ls` of all of them fails as soon as one is missing, and so installed every time).
+rsyslog_module() {
+  local f
+  for f in /usr/lib/*/rsyslog/"$1" /usr/lib/rsyslog/"$1" /usr/lib64/rsyslog/"$1"; do
+    [ -f "$f" ] && return 0
+  done
+  return 1
+}
 # rsyslog's GnuTLS network stream driver: the TLS receiver of tests/forward_syslog.rs.
-if ! ls /usr/lib/*/rsyslog/lmnsd_gtls.so /usr/lib/rsyslog/lmnsd_gtls.so >/dev/null 2>&1; then
+if ! rsyslog_module lmnsd_gtls.so; then
   need_apt+=(rsyslog-gnutls)
+fi
+# rsyslog's RELP input (imrelp): the RELP receiver of tests/forward_syslog.rs.
+if ! rsyslog_module imrelp.so; then
+  need_apt+=(rsyslog-relp)
 fi
 
 if [ ${#need_apt[@]} -gt 0 ]; then

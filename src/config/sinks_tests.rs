@@ -236,6 +236,12 @@ protocol = "udp"
 format = "cef"
 
 [[sinks]]
+type = "syslog"
+name = "relp"
+address = "collector:2514"
+protocol = "relp"
+
+[[sinks]]
 type = "splunk_hec"
 name = "raw"
 endpoint = "https://splunk:8088"
@@ -347,6 +353,10 @@ batch = { max_events = 100 }
         panic!("a syslog sink")
     };
     assert_eq!((udp.protocol, udp.format), (Protocol::Udp, Format::Cef));
+    let Buffered::Syslog(relp) = buffered(&s, "relp").1 else {
+        panic!("a syslog sink")
+    };
+    assert_eq!(relp.protocol, Protocol::Relp);
 
     let (delivery, raw) = buffered(&s, "raw");
     assert_eq!(delivery.max_in_flight, 8);
@@ -645,7 +655,7 @@ kql = "AmlComputeJobEvent"
             "batch.timeout: 'later' is not a timespan (e.g. 200ms, 30s)",
         ),
         format!("{f}: sink 'web' is defined twice"),
-        sink("sys", "protocol: 'tcpx' is not one of tcp, tls, udp"),
+        sink("sys", "protocol: 'tcpx' is not one of tcp, tls, udp, relp"),
         sink("sys", "framing: 'newline' is not one of octet_counting, lf"),
         sink("sys", "rfc: '5425' is not one of 5424, 3164"),
         sink("sys", "format: 'gelf' is not one of json, cef, leef"),

@@ -382,6 +382,8 @@ impl Sender {
     async fn run(mut self) {
         let mut seen = Cursor::default();
         let mut in_flight: VecDeque<(Cursor, Flight)> = VecDeque::new();
+        // The engine dropped its side (shutdown): deliver what is in flight, then stop.
+        let mut engine_gone = false;
         loop {
             let upto = *self.durable.borrow_and_update();
             if upto > seen {
@@ -455,10 +457,8 @@ impl Sender {
                     }
                     self.acknowledge(to);
                 }
-                changed = self.durable.changed(), if !self.idle.is_empty() => {
-                    if changed.is_err() && in_flight.is_empty() {
-                        return;
-                    }
+                changed = self.durable.changed(), if !self.idle.is_empty() && !engine_gone => {
+                    engine_gone = changed.is_err();
                 }
             }
         }

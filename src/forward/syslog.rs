@@ -32,30 +32,37 @@
 //!   certificates of `tls.ca_file`. **`tls.verify = false` turns every check off: anyone on
 //!   the path can read and alter the stream. It exists for test receivers with throwaway
 //!   certificates only; never set it in production — trust the test CA with `ca_file`.**
-//! - **RELP** (the Reliable Event Logging Protocol; rsyslog's `imrelp`, and receivers built
-//!   on librelp): each message goes as a RELP `syslog` command and the receiver answers
-//!   each; delivered means the receiver answered `200 OK` for that message. A batch goes
-//!   out pipelined (at most 128 messages unanswered). A message the receiver refuses (an
-//!   answer other than 200) is sent again after a backoff, in a new session, and never
-//!   dead-lettered: RELP has no answer meaning "this message is bad for good", and the
-//!   errors librelp sends (`500 command disabled`) are about the session. A session lost
-//!   before every answer came (the connection closed, a `serverclose`, `timeout` without
-//!   an answer) sends again, after a backoff, the messages that had none — the whole batch
-//!   (counted as a failure) when none had one. So a message may arrive twice (taken, but
-//!   its answer lost with the connection), never not at all. What the answer promises is
-//!   the receiver's business: rsyslog answers once the message is in its main queue — in
-//!   memory unless configured otherwise, so an rsyslog killed before writing out what it
-//!   answered loses it; a disk-assisted (`queue.type="LinkedList"` with
-//!   `queue.filename`) or `Direct` queue closes that gap. Plain TCP only: rsyslog's RELP
-//!   over TLS is not supported, and `framing` and `tls` do not apply (RELP frames each
-//!   message itself). A message longer than the receiver takes (imrelp's `maxDataSize`,
-//!   rsyslog's `maxMessageSize`, 8 KiB by default) is cut by rsyslog (`oversizeMode`
-//!   `truncate`, its default) or ends the session (`abort`: then that batch fails for good
-//!   and is retried forever), so raise the receiver's limit for large rows. Transaction
-//!   numbers start at 1 in each session; a batch that would pass 999,999,999 goes in a new
-//!   session, since librelp does not take the 1 that the specification says follows.
-//!   `timeout` bounds connecting with the `open` handshake, each write, and each wait for
-//!   the next answer.
+//! - **RELP** (the Reliable Event Logging Protocol: rsyslog's `imrelp`, and receivers built
+//!   on librelp), plain TCP: no TLS (rsyslog's RELP over TLS is not supported), and
+//!   `framing` and `tls` do not apply — RELP frames each message itself. Each message is a
+//!   RELP `syslog` command, and **delivered means the receiver answered `200 OK` for that
+//!   message**. A batch goes out pipelined, at most 128 messages unanswered.
+//!   - A message the receiver refuses (any answer but 200) is sent again after a backoff,
+//!     in a new session; it is never dead-lettered: RELP has no answer meaning "this
+//!     message is bad for good", and what librelp refuses with (`500 command disabled`)
+//!     is about the session, not the message.
+//!   - A session lost before every answer came (the connection closed or reset, a
+//!     `serverclose`, no answer within `timeout`) sends again, after a backoff, the
+//!     messages that had none: the whole batch, counted as a failure, when none had one.
+//!     So a message may arrive twice (the receiver took it, its answer was lost with the
+//!     connection), but none is counted as delivered that the receiver did not answer for.
+//!   - What an answer promises is the receiver's: rsyslog answers once the message is in
+//!     its main queue, in memory unless configured otherwise, so an rsyslog killed before
+//!     writing out what it answered for loses it; a disk-assisted (`queue.filename`) or
+//!     `Direct` queue closes that gap.
+//!   - A message longer than the receiver takes (imrelp's `maxDataSize`, by default
+//!     rsyslog's `maxMessageSize`, 8 KiB) is cut by rsyslog (`oversizeMode="truncate"`,
+//!     its default) or breaks the session every time it is sent (`"abort"`: the sink
+//!     stalls on it), so raise the receiver's limit for large rows. One longer than a
+//!     RELP frame can say (999,999,999 bytes) is dead-lettered.
+//!   - Transaction numbers start at 1 in each session; a batch that would pass
+//!     999,999,999 goes in a new session, since librelp does not take the 1 that the
+//!     specification says comes next.
+//!   - `timeout` bounds connecting with the `open` handshake, each write, and each wait
+//!     for the next answer. Failure kinds: `connect`, `timeout`, `write`, `read`,
+//!     `closed`, `relp_open` (the receiver refused the session), `relp_refused` (it
+//!     refused every message of the batch), `relp_protocol` (it sent what RELP does not
+//!     allow).
 //! - **UDP** (RFC 5426): one datagram per message, no framing. UDP guarantees nothing:
 //!   a datagram lost on the way, dropped by a full receive buffer or sent while the
 //!   receiver is down is gone without a trace (only a refusal the host reports back, as
@@ -67,8 +74,9 @@
 //!   to avoid IP fragmentation (one lost fragment loses the message), and receivers cut
 //!   at their own limit (rsyslog: `maxMessageSize`); rows that large belong on TCP or TLS.
 //!
-//! The transports are in `syslog/transport.rs` and `syslog/relp.rs`. Nothing secret goes into messages or
-//! logs: the settings hold no credentials, and errors name the address and the reason only.
+//! The transports are in `syslog/transport.rs` and `syslog/relp.rs`. Nothing secret goes
+//! into messages or logs: the settings hold no credentials, and errors name the address
+//! and the reason only.
 
 use std::time::Duration;
 
@@ -550,6 +558,22 @@ pub(crate) mod tests {
         );
         assert!(p.iter().any(|p| p.starts_with("fields:")), "{p:?}");
         assert!(parts(&s).is_err());
+        let relp = SyslogSettings {
+            protocol: Protocol::Relp,
+            framing: Framing::Lf,
+            tls: Tls {
+                verify: true,
+                ca_file: Some("ca.pem".into()),
+            },
+            ..SyslogSettings::new("host:2514", "h")
+        };
+        assert_eq!(
+            relp.problems(),
+            [
+                "tls: applies to protocol \"tls\" only",
+                "framing: does not apply to protocol \"relp\" (RELP frames each message itself)"
+            ]
+        );
         for good in ["host:514", "[::1]:6514", "10.0.0.1:1"] {
             assert!(host_and_port(good).is_ok(), "{good}");
         }

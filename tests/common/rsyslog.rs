@@ -2,10 +2,11 @@
 //! killed on drop:
 //! - [`Rsyslog::start`]: RFC 5424 over TCP on a loopback port, each message written to a
 //!   file as one line of its parsed fields;
-//! - [`Rsyslog::start_with`]: any of TCP, UDP and TLS (the GnuTLS driver, Debian package
-//!   `rsyslog-gnutls`), RFC 5424 or RFC 3164 alike, each message written as rsyslog's own
-//!   JSON of what it parsed (`%jsonmesg%`: `pri`, `timereported`, `hostname`, `syslogtag`,
-//!   `app-name`, `msgid`, `structured-data`, `msg`, `inputname`, …).
+//! - [`Rsyslog::start_with`]: any of TCP, UDP, TLS (the GnuTLS driver, Debian package
+//!   `rsyslog-gnutls`) and RELP (imrelp, Debian package `rsyslog-relp`), RFC 5424 or
+//!   RFC 3164 alike, each message written as rsyslog's own JSON of what it parsed
+//!   (`%jsonmesg%`: `pri`, `timereported`, `hostname`, `syslogtag`, `app-name`, `msgid`,
+//!   `structured-data`, `msg`, `inputname`, …).
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -67,8 +68,13 @@ impl Rsyslog {
     }
 
     /// Listens on each of `inputs` (on 127.0.0.1); writes one JSON object per message to
-    /// `dir/out.json`. Panics, saying what to install, when rsyslogd or its TLS driver is
-    /// missing, and with rsyslogd's own words when it does not come up within 10 s.
+    /// `dir/out.json`. Panics, saying what to install, when rsyslogd, its TLS driver or its
+    /// RELP input is missing, and with rsyslogd's own words when it does not come up within
+    /// 10 s.
+    ///
+    /// With a RELP input the main queue is `Direct`: each message is written to the file
+    /// before imrelp answers for it, so what rsyslog acknowledged is in the file even when
+    /// it is killed (its default in-memory queue answers first and writes later).
     pub fn start_with(dir: &Path, inputs: &Inputs) -> Rsyslog {
         let bin = super::which("rsyslogd");
         let work = dir.join("work");
@@ -92,6 +98,13 @@ impl Rsyslog {
             );
         }
         conf += ")\n";
+        if inputs.relp.is_some() {
+            assert!(
+                module("imrelp.so").is_some(),
+                "rsyslog's RELP input (imrelp.so) is not installed: run scripts/setup-test-deps.sh (Debian package rsyslog-relp)"
+            );
+            conf += "main_queue(queue.type=\"Direct\")\nmodule(load=\"imrelp\")\n";
+        }
         if inputs.tcp.is_some() || inputs.tls.is_some() {
             // One imtcp for both: a second load is refused; TLS is set per input.
             conf += "module(load=\"imtcp\" MaxSessions=\"16\")\n";
@@ -107,6 +120,11 @@ impl Rsyslog {
         if let Some(port) = inputs.udp {
             conf += &format!(
                 "input(type=\"imudp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"siem\")\n"
+            );
+        }
+        if let Some(port) = inputs.relp {
+            conf += &format!(
+                "input(type=\"imrelp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"siem\")\n"
             );
         }
         if let Some(tls) = &inputs.tls {
@@ -138,7 +156,7 @@ impl Rsyslog {
         let said = || std::fs::read_to_string(&errors).unwrap_or_default();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let tcp_up = [inputs.tcp, inputs.tls.as_ref().map(|t| t.port)]
+            let tcp_up = [inputs.tcp, inputs.tls.as_ref().map(|t| t.port), inputs.relp]
                 .into_iter()
                 .flatten()
                 .all(|port| TcpStream::connect(("127.0.0.1", port)).is_ok());
@@ -199,6 +217,8 @@ pub struct Inputs {
     pub tcp: Option<u16>,
     pub udp: Option<u16>,
     pub tls: Option<TlsInput>,
+    /// RELP (imrelp).
+    pub relp: Option<u16>,
 }
 
 /// A TLS input (RFC 5425) with a certificate and its key (PEM), also trusted as the CA.
@@ -211,6 +231,11 @@ pub struct TlsInput {
 
 /// rsyslog's GnuTLS network stream driver, if installed.
 pub fn gtls_driver() -> Option<PathBuf> {
+    module("lmnsd_gtls.so")
+}
+
+/// The rsyslog module `file` (`imrelp.so`), if installed.
+pub fn module(file: &str) -> Option<PathBuf> {
     let mut dirs = vec![
         PathBuf::from("/usr/lib/rsyslog"),
         PathBuf::from("/usr/lib64/rsyslog"),
@@ -218,9 +243,7 @@ pub fn gtls_driver() -> Option<PathBuf> {
     if let Ok(entries) = std::fs::read_dir("/usr/lib") {
         dirs.extend(entries.flatten().map(|e| e.path().join("rsyslog")));
     }
-    dirs.into_iter()
-        .map(|d| d.join("lmnsd_gtls.so"))
-        .find(|f| f.is_file())
+    dirs.into_iter().map(|d| d.join(file)).find(|f| f.is_file())
 }
 
 /// Whether a UDP socket is bound to `127.0.0.1:port` (Linux's /proc/net/udp): a UDP input

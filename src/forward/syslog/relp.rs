@@ -30,9 +30,7 @@ use crate::forward::buffered::{Deliver, Failure, Rejection, Report};
 
 mod frame;
 
-pub use frame::{
-    answer, command, next_txnr, offers, parse, Answer, BadFrame, Frame, MAX_DATALEN, MAX_TXNR,
-};
+use frame::{answer, command, next_txnr, offers, parse, Frame, MAX_DATALEN, MAX_TXNR};
 
 /// Commands sent and not yet answered, at most (librelp's own default). It bounds what the
 /// receiver holds for us and the answers waiting in our socket.
