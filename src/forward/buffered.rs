@@ -200,6 +200,8 @@ pub struct BufferedSink {
     when_full: WhenFull,
     /// Bytes the sender removed since the writer last looked.
     released: Arc<AtomicU64>,
+    /// Bytes on disk not yet removed (the gauge; the writer adds, the sender removes).
+    on_disk: Arc<AtomicU64>,
     durable: watch::Sender<Cursor>,
     health: Arc<Health>,
     metrics: Option<SinkMetrics>,
@@ -241,6 +243,7 @@ impl BufferedSink {
         let reader = BufferReader::open(dir)?;
         let released = Arc::new(AtomicU64::new(0));
         let health = Arc::new(Health::default());
+        let on_disk = Arc::new(AtomicU64::new(buffer.bytes()));
         // Everything on disk from an earlier run is durable already: up to the start of the
         // segment this run writes.
         let (durable, durable_rx) = watch::channel(buffer.flush()?);
@@ -250,6 +253,7 @@ impl BufferedSink {
             durable: durable_rx,
             idle: deliverers,
             released: released.clone(),
+            on_disk: on_disk.clone(),
             shared: Arc::new(Flights {
                 name: name.to_string(),
                 health: health.clone(),
@@ -267,6 +271,7 @@ impl BufferedSink {
             buffer,
             when_full: delivery.when_full,
             released,
+            on_disk,
             durable,
             health,
             metrics,
@@ -292,6 +297,8 @@ impl Sink for BufferedSink {
             match self.buffer.append(&self.scratch)? {
                 Ok(()) => {
                     self.pending = true;
+                    self.on_disk
+                        .fetch_add(8 + self.scratch.len() as u64, Ordering::AcqRel);
                     return Ok(());
                 }
                 Err(_full) if self.when_full == WhenFull::DropNewest => {
@@ -320,11 +327,7 @@ impl Sink for BufferedSink {
         if let Some(m) = &self.metrics {
             m.oldest_unacked.set(self.health.oldest_unacked_secs());
         }
-        Some(
-            self.buffer
-                .bytes()
-                .saturating_sub(self.released.load(Ordering::Acquire)),
-        )
+        Some(self.on_disk.load(Ordering::Acquire))
     }
 
     fn health(&self) -> Option<Arc<Health>> {
@@ -360,6 +363,7 @@ struct Sender {
     /// Deliverers not busy with a batch.
     idle: Vec<Box<dyn Deliver>>,
     released: Arc<AtomicU64>,
+    on_disk: Arc<AtomicU64>,
     shared: Arc<Flights>,
     /// Where each flush the sender saw ended, and when it saw it: the age of the oldest
     /// message not yet acknowledged.
@@ -437,6 +441,12 @@ impl Sender {
             }
             // Nothing more to send now: wait for the oldest batch, or for more to send.
             let Some((to, front)) = in_flight.front_mut() else {
+                // Nothing in flight and nothing unread: everything durable is delivered
+                // (an earlier run's segments end before the mark this run started at).
+                if !self.waiting.is_empty() {
+                    self.waiting.clear();
+                    self.publish_age();
+                }
                 if self.durable.changed().await.is_err() {
                     return; // the engine is gone
                 }
@@ -469,6 +479,15 @@ impl Sender {
         match self.reader.ack(to) {
             Ok(removed) => {
                 self.released.fetch_add(removed, Ordering::AcqRel);
+                let left = self
+                    .on_disk
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                        Some(b.saturating_sub(removed))
+                    })
+                    .map_or(0, |b| b.saturating_sub(removed));
+                if let Some(m) = &self.shared.metrics {
+                    m.buffered.set(left as i64);
+                }
             }
             Err(e) => {
                 tracing::error!(sink = %self.name, error = %e, "storing the sink's acknowledgement failed")

@@ -19,10 +19,12 @@
 //!   (wiped, restored, a broker that keeps it in memory) may never accept that id again
 //!   ("unknown producer id", "fenced") while a new producer starts clean; librdkafka's
 //!   fatal errors require a new producer. The cost is a reconnect on an outage.
-//! - Secrets: librdkafka's texts (errors, logs) can quote a property's value (an
-//!   unknown property's, say a misspelled `sasl.pasword`), so every property value is
-//!   scrubbed from what the sink logs or reports, and librdkafka's logs go through
-//!   `tracing` here rather than straight to the `log` bridge.
+//! - Secrets: librdkafka's logs go through `tracing` here rather than straight to the
+//!   `log` bridge, and the values of secret properties (`sasl.password`, `*secret*`, a key
+//!   PEM) are scrubbed from them and from every error the sink reports. librdkafka
+//!   redacts those in its own configuration dumps, and names no other value once the
+//!   producer exists; creating it, it quotes the value of a property it does not know
+//!   (a misspelled `sasl.pasword`), so that error is scrubbed of every value.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -152,7 +154,7 @@ pub struct KafkaDeliver {
     /// hubwatch's settings and the configured properties: a new producer is built from
     /// them.
     config: ClientConfig,
-    /// Every property value, scrubbed from the texts the sink reports.
+    /// The values of secret properties, scrubbed from the texts the sink reports.
     secrets: Arc<[String]>,
     errors: Arc<Mutex<ClusterErrors>>,
     brokers: Arc<str>,
@@ -180,13 +182,20 @@ impl KafkaDeliver {
         for (k, v) in properties {
             config.set(k, v);
         }
-        // Not only the values of keys named like secrets: librdkafka quotes the value of
-        // a key it does not know, and a misspelled `sasl.pasword` is such a key.
-        let secrets: Arc<[String]> = properties.iter().map(|(_, v)| v.clone()).collect();
+        let secrets: Arc<[String]> = properties
+            .iter()
+            .filter(|(k, _)| crate::source::kafka::is_secret_property(k))
+            .map(|(_, v)| v.clone())
+            .collect();
         let brokers: Arc<str> = bootstrap_servers.into();
         let errors = Arc::new(Mutex::new(ClusterErrors::default()));
-        let producer = producer(&config, &brokers, &secrets, &errors)
-            .map_err(|e| format!("creating the Kafka producer for {bootstrap_servers}: {e}"))?;
+        let producer = producer(&config, &brokers, &secrets, &errors).map_err(|e| {
+            // Every value: a key librdkafka does not know is quoted with its value, and a
+            // misspelled secret's key is such a key.
+            let every: Vec<String> = properties.iter().map(|(_, v)| v.clone()).collect();
+            let e = scrub(&e, &every);
+            format!("creating the Kafka producer for {bootstrap_servers}: {e}")
+        })?;
         Ok(KafkaDeliver {
             producer,
             config,

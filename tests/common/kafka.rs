@@ -27,17 +27,23 @@ impl Drop for Tansu {
 
 impl Tansu {
     pub fn start() -> Tansu {
+        Tansu::start_on(super::free_port())
+    }
+
+    /// A broker on a chosen port: one that clients wait for, or one stopped and started
+    /// again on the same address (with an empty memory: topics and records are gone).
+    pub fn start_on(port: u16) -> Tansu {
+        Tansu::start_with(port, &[])
+    }
+
+    /// With more of tansu's broker options (`--authentication`: SASL required).
+    pub fn start_with(port: u16, options: &[&str]) -> Tansu {
         let bin = repo().join(".venv/bin/tansu");
         assert!(
             bin.exists(),
             "tansu is not installed at {}: run scripts/setup-test-deps.sh (the test command does)",
             bin.display()
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(bin)
             .args([
@@ -48,6 +54,7 @@ impl Tansu {
                 &url,
             ])
             .args(["--storage-engine", "memory://tansu/"])
+            .args(options)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

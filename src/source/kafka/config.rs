@@ -224,7 +224,8 @@ fn event_hubs_bootstrap(cs: &ConnectionString) -> String {
 }
 
 /// Properties whose values must never be shown.
-fn is_secret_property(key: &str) -> bool {
+/// A librdkafka property whose value is a secret (never logged or shown).
+pub fn is_secret_property(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     k.contains("password")
         || k.contains("secret")

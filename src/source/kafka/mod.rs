@@ -24,8 +24,8 @@ mod core;
 mod reader;
 
 pub use config::{
-    ClientProperties, Connection, KafkaSourceConfig, Security, StartOffset, EMULATOR_KAFKA_PORT,
-    EVENT_HUBS_KAFKA_PORT,
+    is_secret_property, ClientProperties, Connection, KafkaSourceConfig, Security, StartOffset,
+    EMULATOR_KAFKA_PORT, EVENT_HUBS_KAFKA_PORT,
 };
 pub use reader::KafkaSource;
 
