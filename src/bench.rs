@@ -853,10 +853,13 @@ pub async fn run_forward(
     let names: Vec<String> = s.sinks.iter().map(|k| k.name().to_string()).collect();
     let f = replay_until(s, &input, None, "forward", true).await?;
     let m = &f.metrics;
-    let rows: u64 = settings
-        .routes
+    // A `union` route is one spec per table under one name: each name once.
+    let mut route_names: Vec<&str> = settings.routes.iter().map(|r| &*r.name).collect();
+    route_names.sort_unstable();
+    route_names.dedup();
+    let rows: u64 = route_names
         .iter()
-        .map(|r| m.forward.rows.with_label_values(&[&r.name]).get())
+        .map(|r| m.forward.rows.with_label_values(&[r]).get())
         .sum();
     let sinks = names
         .iter()
