@@ -157,7 +157,11 @@ pub fn describe_sink(sink: &SinkSettings) -> String {
             }];
             notes.extend(ack.as_ref().map(|_| "indexer ack"));
             notes.extend(unverified(tls));
-            ("splunk_hec", shown_url(endpoint), notes)
+            (
+                "splunk_hec",
+                crate::forward::http::shown_url(endpoint),
+                notes,
+            )
         }
         Buffered::Elasticsearch {
             endpoint,
@@ -174,7 +178,11 @@ pub fn describe_sink(sink: &SinkSettings) -> String {
             }];
             notes.extend(ecs.then_some("ecs"));
             notes.extend(unverified(tls));
-            ("elasticsearch", shown_url(endpoint), notes)
+            (
+                "elasticsearch",
+                crate::forward::http::shown_url(endpoint),
+                notes,
+            )
         }
         Buffered::Http {
             url, format, tls, ..
@@ -184,7 +192,7 @@ pub fn describe_sink(sink: &SinkSettings) -> String {
                 crate::forward::http::BodyFormat::JsonArray => "json_array",
             }];
             notes.extend(unverified(tls));
-            ("http", shown_url(url.expose()), notes)
+            ("http", crate::forward::http::shown_url(url.expose()), notes)
         }
         Buffered::Kafka {
             bootstrap_servers, ..
@@ -195,17 +203,4 @@ pub fn describe_sink(sink: &SinkSettings) -> String {
         line.push_str(&format!(" ({})", notes.join(", ")));
     }
     line
-}
-
-/// A URL as `check` shows it: without user info, query or fragment (which may hold keys).
-fn shown_url(url: &str) -> String {
-    let url = url.split(['?', '#']).next().unwrap_or(url);
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    format!("{scheme}://{host}{path}")
 }

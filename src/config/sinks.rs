@@ -375,7 +375,7 @@ impl Buffered {
                 tls,
                 timeout,
             } => {
-                let client = Client::new(&strip_query(url.expose()), tls, *timeout, *gzip)?;
+                let client = Client::new(url.expose(), tls, *timeout, *gzip)?;
                 let headers = headers
                     .iter()
                     .map(|(k, v)| (k.clone(), v.expose().to_string()))
@@ -410,11 +410,6 @@ impl Buffered {
             }
         })
     }
-}
-
-/// A URL for messages: without its query (which may hold a key).
-fn strip_query(url: &str) -> String {
-    url.split(['?', '#']).next().unwrap_or(url).to_string()
 }
 
 /// `[[sinks]]` into settings; problems go to `errors` as `file: sink 'name': field: …`.
@@ -547,6 +542,20 @@ impl Check<'_> {
     }
 
     /// An `http(s)://` URL. Errors never quote it: a query may hold a key.
+    /// HEC and Elasticsearch take their credentials in fields of their own, which stay
+    /// secret; a `user:pass@` in the endpoint would not.
+    fn no_credentials(&mut self, endpoint: &str) {
+        let authority = endpoint
+            .split_once("://")
+            .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+        if authority.contains('@') {
+            self.error(
+                "endpoint",
+                "holds credentials: give them as token, api_key, or username and password",
+            );
+        }
+    }
+
     fn url(&mut self, field: &str, v: &str) -> String {
         let Some(u) = self.text(field, v) else {
             return String::new();
@@ -715,6 +724,7 @@ fn one_sink(s: &SinkConfig, name: &str, base: &Path, c: &mut Check<'_>) -> SinkS
             ..
         } => {
             let endpoint = c.url("endpoint", endpoint);
+            c.no_credentials(&endpoint);
             let token = c.text("token", token);
             if token.as_deref() == Some("") {
                 c.error(
@@ -784,6 +794,7 @@ fn one_sink(s: &SinkConfig, name: &str, base: &Path, c: &mut Check<'_>) -> SinkS
             ..
         } => {
             let endpoint = c.url("endpoint", endpoint);
+            c.no_credentials(&endpoint);
             // Which were given decides; a value whose variable is unset is reported already.
             let given = (api_key.is_some(), username.is_some(), password.is_some());
             let api_key = c.opt("api_key", api_key);

@@ -72,6 +72,10 @@ pub fn read_frames(path: &Path, offset: u64, max: usize) -> io::Result<Vec<(Vec<
         let mut head = [0u8; 4];
         f.read_exact(&mut head)?;
         let n = u32::from_le_bytes(head) as u64;
+        if n == 0 {
+            // No frame is empty: zeros are a file's unwritten tail after a power loss.
+            break;
+        }
         if at + 8 + n > len {
             break;
         }
@@ -80,6 +84,9 @@ pub fn read_frames(path: &Path, offset: u64, max: usize) -> io::Result<Vec<(Vec<
         let mut crc = [0u8; 4];
         f.read_exact(&mut crc)?;
         if crc32fast::hash(&bytes) != u32::from_le_bytes(crc) {
+            if at + 8 + n < len {
+                tracing::error!(segment = %path.display(), offset = at, "a frame in the sink's buffer fails its checksum with more after it: it and what follows in this segment are not delivered");
+            }
             break;
         }
         at += 8 + n;
@@ -134,11 +141,13 @@ impl BufferWriter {
     /// Appends one frame; `Err(Full)` when it would go beyond `max_bytes`.
     pub fn append(&mut self, bytes: &[u8]) -> io::Result<Result<(), Full>> {
         let size = 8 + bytes.len() as u64;
-        if self.total + size > self.max_bytes {
-            return Ok(Err(Full));
-        }
+        // Move on to a new segment first, even when full: the one left behind can then be
+        // removed once delivered (the newest never is), which is what makes room.
         if self.written + size > SEGMENT_BYTES && self.written > 0 {
             self.rotate()?;
+        }
+        if self.total + size > self.max_bytes {
+            return Ok(Err(Full));
         }
         self.out.write_all(&(bytes.len() as u32).to_le_bytes())?;
         self.out.write_all(bytes)?;
@@ -296,6 +305,15 @@ impl BufferReader {
         fs::write(&tmp, format!("{} {}", to.segment, to.offset))?;
         File::open(&tmp)?.sync_all()?;
         fs::rename(&tmp, self.dir.join(ACKED))?;
+        self.at = to;
+        self.read = self.read.max(to);
+        self.tidy()
+    }
+
+    /// Removes the segments everything of which is acknowledged (the newest stays: the
+    /// writer may still append to it). Returns the bytes removed.
+    pub fn tidy(&mut self) -> io::Result<u64> {
+        let to = self.at;
         let mut removed = 0;
         let segs = segments(&self.dir)?;
         let newest = segs.last().copied().unwrap_or(0);
@@ -310,8 +328,6 @@ impl BufferReader {
                 fs::remove_file(path)?;
             }
         }
-        self.at = to;
-        self.read = self.read.max(to);
         Ok(removed)
     }
 }

@@ -442,10 +442,18 @@ impl Sender {
             // Nothing more to send now: wait for the oldest batch, or for more to send.
             let Some((to, front)) = in_flight.front_mut() else {
                 // Nothing in flight and nothing unread: everything durable is delivered
-                // (an earlier run's segments end before the mark this run started at).
+                // (an earlier run's segments end before the mark this run started at),
+                // and a segment the writer has left since its last frame went can go.
                 if !self.waiting.is_empty() {
                     self.waiting.clear();
                     self.publish_age();
+                }
+                match self.reader.tidy() {
+                    Ok(0) => {}
+                    Ok(removed) => self.released_bytes(removed),
+                    Err(e) => {
+                        tracing::warn!(sink = %self.name, error = %e, "removing delivered segments of the sink's buffer failed")
+                    }
                 }
                 if self.durable.changed().await.is_err() {
                     return; // the engine is gone
@@ -462,6 +470,9 @@ impl Sender {
                             // A panic in a deliverer: the batch is not acknowledged; the
                             // sink stops delivering rather than skip it.
                             tracing::error!(sink = %self.name, error = %e, "a delivery task failed; the sink stops delivering until restarted");
+                            self.shared
+                                .health
+                                .failed(&format!("the sender stopped: {e}; restart hubwatch"));
                             return;
                         }
                     }
@@ -477,18 +488,7 @@ impl Sender {
     /// The receiver has everything before `to`: the buffer lets go of it.
     fn acknowledge(&mut self, to: Cursor) {
         match self.reader.ack(to) {
-            Ok(removed) => {
-                self.released.fetch_add(removed, Ordering::AcqRel);
-                let left = self
-                    .on_disk
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
-                        Some(b.saturating_sub(removed))
-                    })
-                    .map_or(0, |b| b.saturating_sub(removed));
-                if let Some(m) = &self.shared.metrics {
-                    m.buffered.set(left as i64);
-                }
-            }
+            Ok(removed) => self.released_bytes(removed),
             Err(e) => {
                 tracing::error!(sink = %self.name, error = %e, "storing the sink's acknowledgement failed")
             }
@@ -497,6 +497,20 @@ impl Sender {
             self.waiting.pop_front();
         }
         self.publish_age();
+    }
+
+    /// Segments of `removed` bytes are gone: the writer may use the room.
+    fn released_bytes(&self, removed: u64) {
+        self.released.fetch_add(removed, Ordering::AcqRel);
+        let left = self
+            .on_disk
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                Some(b.saturating_sub(removed))
+            })
+            .map_or(0, |b| b.saturating_sub(removed));
+        if let Some(m) = &self.shared.metrics {
+            m.buffered.set(left as i64);
+        }
     }
 
     fn publish_age(&self) {
@@ -546,8 +560,16 @@ impl Flights {
                         m.sent_bytes
                             .inc_by(taken.iter().map(|&j| messages[j].len() as u64).sum());
                     }
-                    if !report.rejected.is_empty() {
-                        self.dead_letter(&report.rejected, &messages);
+                    // Refused records are acknowledged only once in the dead-letter file:
+                    // a file that cannot be written holds the sink, it does not drop them.
+                    let mut wait = Duration::from_secs(1);
+                    while !report.rejected.is_empty()
+                        && !self.dead_letter(&report.rejected, &messages)
+                    {
+                        self.health
+                            .failed("the sink's dead-letter file cannot be written");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(30));
                     }
                     let progress = !taken.is_empty() || !report.rejected.is_empty();
                     // What the receiver wants again, then what this delivery did not hold.
@@ -592,19 +614,15 @@ impl Flights {
     }
 
     /// Writes refused messages to the dead-letter file, synced before the delivery is
-    /// acknowledged. A dead-letter file that cannot be written is logged and the messages
-    /// counted: the stream never stops on one record.
-    fn dead_letter(&self, rejected: &[Rejection], messages: &[&[u8]]) {
+    /// acknowledged; `false` when it cannot be written (the caller waits and tries again).
+    fn dead_letter(&self, rejected: &[Rejection], messages: &[&[u8]]) -> bool {
         let path = &self.dead_letter;
         let mut lines = Vec::new();
         for r in rejected {
             let Some(message) = messages.get(r.index) else {
                 continue;
             };
-            if let Some(m) = &self.metrics {
-                m.dead_lettered(&r.reason);
-            }
-            tracing::warn!(sink = %self.name, reason = %r.reason, detail = %r.detail, file = %path.display(), "the receiver refused a message; it went to the dead-letter file");
+            tracing::warn!(sink = %self.name, reason = %r.reason, detail = %r.detail, file = %path.display(), "the receiver refused a message; it goes to the dead-letter file");
             let line = serde_json::json!({
                 "reason": "sink_rejected",
                 "sink": self.name,
@@ -624,9 +642,20 @@ impl Flights {
             f.write_all(&lines)?;
             f.sync_data()
         })();
-        if let Err(e) = written {
-            *dead = None;
-            tracing::error!(sink = %self.name, file = %path.display(), error = %e, "writing the sink's dead-letter file failed; the refused messages are only counted");
+        match written {
+            Ok(()) => {
+                if let Some(m) = &self.metrics {
+                    for r in rejected {
+                        m.dead_lettered(&r.reason);
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                *dead = None;
+                tracing::error!(sink = %self.name, file = %path.display(), error = %e, "writing the sink's dead-letter file failed; the sink waits and tries again");
+                false
+            }
         }
     }
 }
@@ -776,6 +805,55 @@ mod tests {
             assert!(text.contains(series), "{series} missing from:\n{text}");
         }
         assert_eq!(sink.health().unwrap().status(), Status::Ok);
+    }
+
+    /// The smallest buffer (one segment) keeps flowing: the writer moves to a new segment
+    /// before it reports full, and the sender removes the delivered one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_smallest_buffer_keeps_flowing_through_many_times_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut delivery = Delivery::new(dir.path().join("buf"));
+        delivery.max_buffer_bytes = 0; // raised to one segment (8 MiB)
+        delivery.linger = Duration::ZERO;
+        struct Count(Arc<AtomicU64>);
+        #[async_trait::async_trait]
+        impl Deliver for Count {
+            async fn deliver(&mut self, m: &[&[u8]]) -> Result<Report, Failure> {
+                self.0.fetch_add(m.len() as u64, Ordering::AcqRel);
+                Ok(Report::default())
+            }
+        }
+        let got = Arc::new(AtomicU64::new(0));
+        let mut sink = BufferedSink::start(
+            "siem",
+            delivery,
+            Box::new(Plain),
+            Box::new(Count(got.clone())),
+            None,
+        )
+        .unwrap();
+        let row = "x".repeat(1 << 20);
+        let handle = tokio::task::spawn_blocking(move || {
+            for _ in 0..40 {
+                write(&mut sink, &row);
+                sink.flush().unwrap();
+            }
+            sink
+        });
+        let sink = tokio::time::timeout(Duration::from_secs(60), handle)
+            .await
+            .expect("40 MiB through an 8 MiB buffer within a minute")
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while got.load(Ordering::Acquire) < 40 {
+            assert!(
+                Instant::now() < deadline,
+                "{} of 40 delivered",
+                got.load(Ordering::Acquire)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(sink.buffered_bytes().unwrap() <= 16 << 20);
     }
 
     #[tokio::test]

@@ -8,10 +8,12 @@
 //! - `_id` is the row's lasting name ([`Routed::id`]): a batch sent again after a crash or
 //!   a lost answer meets `409 version_conflict` for what is already in, which counts as
 //!   taken — resends add no duplicates.
-//! - **Per-item answers**: 2xx and 409 taken; 429 and 5xx sent again (with backoff: the
-//!   cluster is pushing back); any other item error (a mapping conflict, a bad index name)
-//!   dead-lettered with its type and reason. A whole request refused (400) is split to find
-//!   the culprit; 429, 5xx, 401 and 403 are retried.
+//! - **Per-item answers**: 2xx and 409 taken; 429 and 5xx sent again with backoff, and so
+//!   are 401/403/404 (credentials, an index auto-create refuses: an operator fixes those);
+//!   any other item error (a mapping conflict, a bad index name) dead-lettered with its
+//!   type and reason. An answer that does not answer every action sends the batch again.
+//!   A whole request refused (400) is split to find the culprit; 429, 5xx, 401 and 403
+//!   are retried.
 //! - `ecs = true` adds Elastic Common Schema fields beside the Log Analytics columns:
 //!   `ecs.version`, `event.dataset` (`azure.<table>`), `event.action` (`OperationName`),
 //!   `event.outcome` (from `ResultType`), `log.level` (`Level`), `cloud.provider`, and
@@ -135,9 +137,7 @@ impl BulkDeliver {
 
 #[derive(Debug, Deserialize)]
 struct BulkAnswer {
-    #[serde(default)]
     errors: bool,
-    #[serde(default)]
     items: Vec<std::collections::HashMap<String, Item>>,
 }
 
@@ -157,9 +157,8 @@ struct ItemError {
 
 /// What the per-item answers mean for a delivery of `n` messages.
 fn items(answer: BulkAnswer, n: usize, receiver: &str) -> Result<Report, Failure> {
-    if !answer.errors {
-        return Ok(Report::default());
-    }
+    // Every action answered, or the answer is not one (a proxy's, another endpoint's):
+    // then the batch goes again, which the documents' ids make harmless.
     if answer.items.len() != n {
         return Err(Failure::new(
             "bulk_answer",
@@ -170,13 +169,19 @@ fn items(answer: BulkAnswer, n: usize, receiver: &str) -> Result<Report, Failure
         ));
     }
     let mut report = Report::default();
+    if !answer.errors {
+        return Ok(report);
+    }
     for (i, item) in answer.items.into_iter().enumerate() {
         let Some(item) = item.into_values().next() else {
             continue;
         };
         match item.status {
             200..=299 | 409 => {}
-            429 => {
+            // Pushing back, or — like the whole-request statuses — credentials or an index
+            // an operator fixes (a key that may not write a new index, auto-create off):
+            // sent again with backoff, never dead-lettered.
+            401 | 403 | 404 | 429 => {
                 report.retry.push(i);
                 report.throttled = true;
             }
@@ -256,9 +261,22 @@ mod tests {
             .detail
             .contains("failed to parse field [Level]"));
         assert_eq!(
-            items(answer(r#"{"errors":false,"items":[]}"#), 5, "es").unwrap(),
+            items(
+                answer(r#"{"errors":false,"items":[{"create":{"status":201}}]}"#),
+                1,
+                "es"
+            )
+            .unwrap(),
             Report::default()
         );
+        assert_eq!(
+            items(answer(r#"{"errors":false,"items":[]}"#), 5, "es")
+                .unwrap_err()
+                .kind,
+            "bulk_answer",
+            "an answer for fewer actions than were sent is not a delivery"
+        );
+        assert!(serde_json::from_str::<BulkAnswer>(r#"{"acknowledged":true}"#).is_err());
         assert_eq!(
             items(answer(r#"{"errors":true,"items":[]}"#), 2, "es")
                 .unwrap_err()

@@ -54,11 +54,24 @@ impl Answer {
     }
 }
 
+/// A URL as messages may show it: without credentials (`user:pass@`), query or fragment.
+pub fn shown_url(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or(url);
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    format!("{scheme}://{host}{path}")
+}
+
 /// One client per sink: connections kept alive, bodies gzipped when asked.
 pub struct Client {
     http: reqwest::Client,
     gzip: bool,
-    /// For messages: the receiver, without query or credentials.
+    /// For messages: the receiver, without credentials or query ([`shown_url`]).
     pub receiver: String,
 }
 
@@ -69,7 +82,11 @@ impl Client {
         timeout: Duration,
         gzip: bool,
     ) -> std::io::Result<Client> {
+        // No redirects: one would turn the POST into a bodiless GET whose 200 looked like a
+        // delivery (and carry custom key headers to another host). A 3xx is retried and
+        // says where it pointed.
         let mut b = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(50));
@@ -94,7 +111,7 @@ impl Client {
         Ok(Client {
             http,
             gzip,
-            receiver: receiver.to_string(),
+            receiver: shown_url(receiver),
         })
     }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UdpSocket};
 
 use super::{host_and_port, Framing};
@@ -15,7 +15,27 @@ use crate::forward::buffered::{Deliver, Failure, Rejection, Report};
 use crate::forward::http::Tls;
 
 /// A connection, plain or TLS.
-type Stream = Box<dyn AsyncWrite + Send + Unpin>;
+trait Conn: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Conn for T {}
+type Stream = Box<dyn Conn>;
+
+/// Whether the receiver has closed the connection (or broken it) since the last batch. A
+/// write into a connection the peer already closed succeeds locally and is lost, so a
+/// kept connection is checked before it is used again. Reads without waiting: whatever
+/// the receiver sent (TLS session tickets, say) is consumed and ignored.
+fn peer_closed(stream: &mut Stream) -> bool {
+    let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+    let mut scratch = [0u8; 1024];
+    loop {
+        let mut buf = ReadBuf::new(&mut scratch);
+        match std::pin::Pin::new(&mut **stream).poll_read(&mut cx, &mut buf) {
+            std::task::Poll::Pending => return false,
+            std::task::Poll::Ready(Ok(())) if buf.filled().is_empty() => return true,
+            std::task::Poll::Ready(Ok(())) => continue,
+            std::task::Poll::Ready(Err(_)) => return true,
+        }
+    }
+}
 
 /// Writes messages to a TCP connection, plain or inside TLS, opened (and reopened after a
 /// failure) as needed.
@@ -86,6 +106,10 @@ async fn connect(
 #[async_trait::async_trait]
 impl Deliver for TcpDeliver {
     async fn deliver(&mut self, messages: &[&[u8]]) -> Result<Report, Failure> {
+        if self.stream.as_mut().is_some_and(peer_closed) {
+            tracing::debug!(address = %self.address, "the receiver closed the connection; reconnecting");
+            self.stream = None;
+        }
         if self.stream.is_none() {
             let stream =
                 tokio::time::timeout(self.timeout, connect(&self.address, self.tls.as_ref()))
@@ -389,6 +413,31 @@ mod tests {
             ca_file: None
         })
         .is_ok());
+    }
+
+    /// A receiver that closed the kept connection between two batches (a restart, an idle
+    /// timeout): the next batch goes on a new connection instead of into the closed one.
+    #[tokio::test]
+    async fn a_connection_the_receiver_closed_is_not_written_into() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let mut d = TcpDeliver::new(address, Framing::Lf, Duration::from_secs(5));
+        d.deliver(&[b"first"]).await.unwrap();
+        let (mut one, _) = listener.accept().await.unwrap();
+        let mut got = [0u8; 6];
+        one.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"first\n");
+        drop(one);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        d.deliver(&[b"second"]).await.unwrap();
+        let (mut two, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+            .await
+            .expect("the second batch comes on a new connection")
+            .unwrap();
+        let mut got = [0u8; 7];
+        two.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"second\n");
     }
 
     #[tokio::test]
