@@ -217,24 +217,29 @@ impl HecDeliver {
         let body = format!("{{\"acks\":[{id}]}}").into_bytes();
         loop {
             tokio::time::sleep(wait.min(timeout.saturating_sub(started.elapsed()))).await;
-            let answer = self
+            // A poll that fails is polled again (until the timeout): sending the batch
+            // again because of it would index it twice.
+            let acked = match self
                 .client
                 .post(&self.ack_url, &self.headers, body.clone())
-                .await?;
-            if answer.status != 200 {
-                return Err(http::status_failure(&answer, &self.client.receiver));
-            }
-            let acks: AckAnswer = serde_json::from_slice(&answer.body).map_err(|e| {
-                Failure::new(
-                    "ack_answer",
-                    format!(
-                        "{} answered the ack poll with {}: {e}",
-                        self.client.receiver,
-                        answer.text()
-                    ),
-                )
-            })?;
-            if acks.acks.get(&id.to_string()).copied().unwrap_or(false) {
+                .await
+            {
+                Ok(answer) if answer.status == 200 => {
+                    serde_json::from_slice::<AckAnswer>(&answer.body)
+                        .ok()
+                        .and_then(|a| a.acks.get(&id.to_string()).copied())
+                        .unwrap_or(false)
+                }
+                Ok(answer) => {
+                    tracing::warn!(receiver = %self.client.receiver, status = answer.status, "polling for an indexer acknowledgement failed; polling again");
+                    false
+                }
+                Err(f) => {
+                    tracing::warn!(receiver = %self.client.receiver, error = %f.detail, "polling for an indexer acknowledgement failed; polling again");
+                    false
+                }
+            };
+            if acked {
                 return Ok(());
             }
             if started.elapsed() >= timeout {
@@ -264,17 +269,27 @@ impl Deliver for HecDeliver {
         let hec: Option<HecAnswer> = serde_json::from_slice(&answer.body).ok();
         match answer.status {
             200 => {
+                // Anything but HEC's own success (`"code":0`) — a proxy's page, say — is
+                // not a delivery.
+                let Some(hec) = hec.filter(|h| h.code == Some(0)) else {
+                    return Err(Failure::new(
+                        "answer",
+                        format!(
+                            "{receiver} answered 200 with what is not HEC's success: {}",
+                            answer.text()
+                        ),
+                    ));
+                };
                 if let Some(ack) = &self.ack {
-                    let id = hec.and_then(|h| h.ack_id).ok_or_else(|| {
-                        Failure::new(
-                            "ack_missing",
-                            format!(
-                                "{receiver} answered without an ackId: is indexer acknowledgement on for the token? ({})",
-                                answer.text()
-                            ),
-                        )
-                    })?;
-                    self.await_ack(id, ack.timeout).await?;
+                    match hec.ack_id {
+                        Some(id) => self.await_ack(id, ack.timeout).await?,
+                        // Sending the batch again would only index it again: it counts as
+                        // delivered, unconfirmed, and the log says why.
+                        None => tracing::warn!(
+                            receiver = %receiver,
+                            "indexer_ack is on but Splunk answered without an ackId (is acknowledgement on for the token?): the batch counts as delivered unconfirmed"
+                        ),
+                    }
                 }
                 Ok(Report::default())
             }
