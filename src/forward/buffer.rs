@@ -95,6 +95,27 @@ pub fn read_frames(path: &Path, offset: u64, max: usize) -> io::Result<Vec<(Vec<
     Ok(out)
 }
 
+/// The stored acknowledgement; `None` when there is none yet — or when it cannot be read
+/// (damaged, edited): then delivery starts again at the oldest segment, which sends some
+/// messages twice but loses none, and the log says so.
+fn read_acked(dir: &Path) -> io::Result<Option<Cursor>> {
+    let path = dir.join(ACKED);
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let mut parts = text.split_whitespace().map(|p| p.parse::<u64>());
+            match (parts.next(), parts.next()) {
+                (Some(Ok(segment)), Some(Ok(offset))) => Ok(Some(Cursor { segment, offset })),
+                _ => {
+                    tracing::error!(file = %path.display(), "the sink's acknowledgement file is not '<segment> <offset>': delivery starts again at the oldest buffered message (some are sent twice)");
+                    Ok(None)
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The length of a segment's whole frames (what a crash may have torn is after it).
 fn whole_length(path: &Path) -> io::Result<u64> {
     let mut at = 0;
@@ -126,7 +147,10 @@ impl BufferWriter {
                 total -= len - whole;
             }
         }
-        let segment = segs.last().map_or(0, |n| n + 1);
+        // After every segment on disk, and after the acknowledged one (segments removed by
+        // hand must not make new ones sort before what the reader resumes at).
+        let after_acked = read_acked(dir)?.map_or(0, |a| a.segment + 1);
+        let segment = segs.last().map_or(0, |n| n + 1).max(after_acked);
         let out = BufWriter::new(File::create(seg_path(dir, segment))?);
         Ok(BufferWriter {
             dir: dir.to_path_buf(),
@@ -207,24 +231,12 @@ impl BufferReader {
     /// Starts at the stored acknowledgement, or at the oldest segment.
     pub fn open(dir: &Path) -> io::Result<BufferReader> {
         fs::create_dir_all(dir)?;
-        let at = match fs::read_to_string(dir.join(ACKED)) {
-            Ok(text) => {
-                let mut parts = text.split_whitespace().map(|p| p.parse::<u64>());
-                match (parts.next(), parts.next()) {
-                    (Some(Ok(segment)), Some(Ok(offset))) => Cursor { segment, offset },
-                    _ => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("{} is not '<segment> <offset>'", dir.join(ACKED).display()),
-                        ))
-                    }
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Cursor {
+        let at = match read_acked(dir)? {
+            Some(at) => at,
+            None => Cursor {
                 segment: segments(dir)?.first().copied().unwrap_or(0),
                 offset: 0,
             },
-            Err(e) => return Err(e),
         };
         Ok(BufferReader {
             dir: dir.to_path_buf(),
@@ -392,6 +404,33 @@ mod tests {
         assert_eq!(removed, 12, "segment 0 is done and removed");
         w.released(removed);
         assert_eq!(segments(dir.path()).unwrap(), vec![1]);
+    }
+
+    #[test]
+    fn a_damaged_acknowledgement_resends_rather_than_loses_and_removed_segments_hide_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = BufferWriter::open(dir.path(), 64 << 20).unwrap();
+        w.append(b"one").unwrap().unwrap();
+        w.append(b"two").unwrap().unwrap();
+        let durable = w.flush().unwrap();
+        drop(w);
+        fs::write(dir.path().join(ACKED), "garbage").unwrap();
+        let mut r = BufferReader::open(dir.path()).unwrap();
+        assert_eq!(
+            lines(&r.next(durable, 10, usize::MAX).unwrap()),
+            ["one", "two"],
+            "from the oldest message"
+        );
+        // Segments removed by hand, the acknowledgement kept: new ones sort after it.
+        r.ack(durable).unwrap();
+        for n in segments(dir.path()).unwrap() {
+            fs::remove_file(seg_path(dir.path(), n)).unwrap();
+        }
+        let mut w = BufferWriter::open(dir.path(), 64 << 20).unwrap();
+        w.append(b"three").unwrap().unwrap();
+        let durable = w.flush().unwrap();
+        let mut r = BufferReader::open(dir.path()).unwrap();
+        assert_eq!(lines(&r.next(durable, 10, usize::MAX).unwrap()), ["three"]);
     }
 
     #[test]
