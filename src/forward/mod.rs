@@ -1,22 +1,31 @@
 //! Forwarding: records sent on to the systems a security team already runs, selected by
 //! KQL routes, from the same parse as the queries and under the same acknowledgement.
 //!
-//! - A **route** ([`route`]) is a KQL pipeline over one table — `where`, `extend`, `project`,
+//! - A **route** ([`route`]) is a KQL pipeline over a table — `where`, `extend`, `project`,
 //!   `project-away`; no `summarize`, `take` or `sort` — naming the sinks its rows go to.
-//! - A **sink** ([`Sink`]) takes each selected row as one line and makes what it took
-//!   durable when asked ([`Sink::flush`]). The file sink ([`file`]) appends NDJSON and syncs.
+//!   `union T1, T2* | …` runs it over several tables (one compiled pipeline each), and `*`
+//!   takes every record, unknown categories included ([`route::expand`]).
+//! - A **sink** ([`Sink`]) takes each selected row and makes what it took durable when
+//!   asked ([`Sink::sync`]). The file sink ([`mod@file`]) appends NDJSON. The network sinks —
+//!   syslog ([`syslog`]: RFC 5424/3164 over TCP, TLS, UDP or RELP; JSON, [`cef`] or
+//!   [`leef`]), Splunk HEC ([`hec`]), Elasticsearch ([`elastic`]), HTTP ([`http`]) and
+//!   Kafka ([`kafka`]) — encode each row into their own disk buffer ([`buffer`]), from
+//!   which a sender delivers it ([`buffered`]): a receiver that is down stalls nothing.
 //! - **Delivery**: the engine flushes every sink at the end of each batch and syncs them
 //!   before acknowledging (with the snapshot round that stores the window state, so one
 //!   sync covers every batch of the round); a source therefore commits a position only
-//!   once every route's rows before it are durable in every sink. After a crash the batches since the last commit are read again and their
-//!   rows forwarded again: at least once, duplicates only from the uncommitted tail.
+//!   once every route's rows before it are durable in every sink. After a crash the
+//!   batches since the last commit are read again and their rows forwarded again: at least
+//!   once, duplicates only from the uncommitted tail.
 //! - **Never forwarded twice on purpose**: an event a partition's state already absorbed
 //!   (re-read after a restart, or re-read to rebuild a query's windows), or one the source's
 //!   checkpoint already covers ([`crate::source::Event::replayed`]), updates windows only.
 //!
-//! Format ([`format`]): the Log Analytics row as one JSON object, in the route's column order
-//! (datetimes `YYYY-MM-DDTHH:MM:SS.fffffffZ`, as the query API writes them), plus a
-//! `_hubwatch` object: route, source, partition, offset, sequence number, enqueued time.
+//! Format ([`mod@format`]): the Log Analytics row as one JSON object, in the route's column order
+//! (datetimes `YYYY-MM-DDTHH:MM:SS.fffffffZ`, as the query API writes them; null columns
+//! left out unless the route keeps them), plus a `_hubwatch` object: route, source,
+//! partition, offset, sequence number, enqueued time. Or, with `output = "record"`, the
+//! record as it was in its body.
 
 pub mod buffer;
 pub mod buffered;
