@@ -44,7 +44,7 @@ pub mod template;
 pub use file::FileSink;
 pub use route::{check_route, Known, RouteMeta, RouteSpec};
 
-/// One routed row, as sinks receive it: its JSON line (see [`format`]) and the facts a
+/// One routed row, as sinks receive it: its JSON line (see [`mod@format`]) and the facts a
 /// sink's own format needs.
 pub struct Routed<'a> {
     /// The row as one JSON object (no newline).
