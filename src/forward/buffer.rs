@@ -313,17 +313,29 @@ impl BufferReader {
     /// The receiver took everything before `to`: it is stored as acknowledged, and the
     /// segments before `to`'s are removed. Returns the bytes removed.
     pub fn ack(&mut self, to: Cursor) -> io::Result<u64> {
-        let tmp = self.dir.join(format!("{ACKED}.tmp"));
-        fs::write(&tmp, format!("{} {}", to.segment, to.offset))?;
-        File::open(&tmp)?.sync_all()?;
-        fs::rename(&tmp, self.dir.join(ACKED))?;
         self.at = to;
         self.read = self.read.max(to);
-        self.tidy()
+        // Room first: removing what was delivered needs no space and frees some, so a full
+        // disk cannot keep the buffer from draining. A crash before the acknowledgement is
+        // stored resumes at the next segment still there: nothing undelivered is skipped.
+        let removed = self.tidy()?;
+        let tmp = self.dir.join(format!("{ACKED}.tmp"));
+        let stored = (|| {
+            fs::write(&tmp, format!("{} {}", to.segment, to.offset))?;
+            File::open(&tmp)?.sync_all()?;
+            fs::rename(&tmp, self.dir.join(ACKED))
+        })();
+        if let Err(e) = stored {
+            // Delivery goes on from memory; after a restart what followed the last stored
+            // acknowledgement is sent again.
+            tracing::warn!(dir = %self.dir.display(), error = %e, "storing the sink's acknowledgement failed");
+        }
+        Ok(removed)
     }
 
     /// Removes the segments everything of which is acknowledged (the newest stays: the
-    /// writer may still append to it). Returns the bytes removed.
+    /// writer may still append to it). Returns the bytes removed; a segment that cannot be
+    /// removed now is left for the next time.
     pub fn tidy(&mut self) -> io::Result<u64> {
         let to = self.at;
         let mut removed = 0;
@@ -331,13 +343,19 @@ impl BufferReader {
         let newest = segs.last().copied().unwrap_or(0);
         for seg in segs {
             let path = seg_path(&self.dir, seg);
-            let len = fs::metadata(&path)?.len();
+            let Ok(len) = fs::metadata(&path).map(|m| m.len()) else {
+                continue;
+            };
             // Before the acknowledged one, or the acknowledged one read to its end once
             // the writer has moved on to a later segment (nothing more comes into it).
             let done = seg < to.segment || (seg == to.segment && to.offset >= len && seg < newest);
             if done {
-                removed += len;
-                fs::remove_file(path)?;
+                match fs::remove_file(&path) {
+                    Ok(()) => removed += len,
+                    Err(e) => {
+                        tracing::warn!(segment = %path.display(), error = %e, "removing a delivered segment of the sink's buffer failed; tried again later")
+                    }
+                }
             }
         }
         Ok(removed)

@@ -572,6 +572,10 @@ impl Flights {
                         wait = (wait * 2).min(Duration::from_secs(30));
                     }
                     let progress = !taken.is_empty() || !report.rejected.is_empty();
+                    // The record at fault is found: back to whole batches.
+                    if alone && !report.rejected.is_empty() {
+                        alone = false;
+                    }
                     // What the receiver wants again, then what this delivery did not hold.
                     let rest: Vec<usize> = report
                         .retry
