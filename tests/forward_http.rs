@@ -393,3 +393,44 @@ fn an_http_sink_posts_gzipped_ndjson_with_headers_from_the_environment() {
     let stats = rx.stats();
     assert!(stats["gzip_requests"].as_u64().unwrap_or(0) > 0, "{stats}");
 }
+
+/// HEC's raw endpoint with `output = "record"`: each selected record as it was in its
+/// body, one a line, with the sink's fixed sourcetype and index as query parameters.
+#[test]
+fn splunk_hec_raw_takes_the_original_records_as_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture();
+    let want: i64 = expected_rows(&input).values().sum();
+    let rx_dir = dir.path().join("rx");
+    std::fs::create_dir_all(&rx_dir).unwrap();
+    let rx = SiemReceiver::start(&rx_dir, &["--hec-token", "raw-token"]);
+    let config = dir.path().join("hubwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[export]\nlisten = \"127.0.0.1:0\"\n\
+             [[sources]]\ntype = \"file\"\nname = \"exports\"\npaths = [{:?}]\n\
+             [[sinks]]\ntype = \"splunk_hec\"\nname = \"siem\"\nendpoint = \"http://{}\"\n\
+             token = \"raw-token\"\napi = \"raw\"\nsourcetype = \"mscs:azure:eventhub\"\nindex = \"azure\"\n\
+             [[routes]]\nname = \"jobs\"\nsinks = [\"siem\"]\noutput = \"record\"\nkql = \"{ROUTE}\"\n",
+            input.display().to_string(),
+            rx.addr
+        ),
+    )
+    .unwrap();
+    let mut svc = Service::start(&config);
+    svc.wait_for_line("all sources finished", Duration::from_secs(30));
+    wait_until("every record posted", Duration::from_secs(60), || {
+        rx.hec_events().len() as i64 >= want
+    });
+    let events = rx.hec_events();
+    assert_eq!(events.len() as i64, want);
+    let bodies = std::fs::read_to_string(&input).unwrap();
+    for e in &events {
+        assert_eq!(e["endpoint"], "/services/collector/raw", "{e}");
+        let line = e["event"]["event"].as_str().unwrap();
+        assert!(bodies.contains(line), "the record as it was: {line}");
+        assert_eq!(e["event"]["sourcetype"], "mscs:azure:eventhub");
+        assert_eq!(e["event"]["index"], "azure");
+    }
+}

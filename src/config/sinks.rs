@@ -885,6 +885,19 @@ fn one_sink(s: &SinkConfig, name: &str, base: &Path, c: &mut Check<'_>) -> SinkS
             let topic = c
                 .template("topic", &Some(topic.clone()), false)
                 .unwrap_or_else(|| Template::parse("hubwatch", false).expect("a valid template"));
+            // Kafka takes letters, digits, `.`, `_` and `-` in a topic's name (what the
+            // fields fill in — table, route and source names — are such already): a name
+            // the broker refuses would send every record to the dead-letter file.
+            let fixed = topic.fixed_text();
+            if let Some(bad) = fixed
+                .chars()
+                .find(|ch| !(ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-')))
+            {
+                c.error(
+                    "topic",
+                    format!("{bad:?} cannot be in a Kafka topic's name (letters, digits, '.', '_', '-')"),
+                );
+            }
             let properties = properties
                 .iter()
                 .filter_map(|(k, v)| {

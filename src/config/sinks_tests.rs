@@ -802,3 +802,38 @@ fn the_siem_example_config_loads() {
     aml.sort();
     assert_eq!(to("elastic"), aml);
 }
+
+#[test]
+fn a_topic_kafka_would_refuse_and_credentials_in_an_endpoint_are_caught_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let (f, s) = load_text(
+        dir.path(),
+        r#"
+[[sinks]]
+type = "kafka"
+name = "k"
+bootstrap_servers = "k1:9092"
+topic = "azure logs/{table}"
+
+[[sinks]]
+type = "kafka"
+name = "ok"
+bootstrap_servers = "k1:9092"
+topic = "azure.{route}-{table}"
+
+[[sinks]]
+type = "elasticsearch"
+name = "es"
+endpoint = "https://elastic:S3cret@es:9200"
+"#,
+    );
+    let errors = s.unwrap_err().0;
+    assert_eq!(
+        errors,
+        [
+            format!("{f}: sink 'k': topic: ' ' cannot be in a Kafka topic's name (letters, digits, '.', '_', '-')"),
+            format!("{f}: sink 'es': endpoint: holds credentials: give them as token, api_key, or username and password"),
+        ]
+    );
+    assert!(!errors.iter().any(|e| e.contains("S3cret")));
+}
