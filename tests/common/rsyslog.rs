@@ -201,10 +201,10 @@ impl Rsyslog {
         }
     }
 
-    /// The lines written so far.
+    /// The lines written so far: the whole ones (rsyslog may be writing the last).
     pub fn lines(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        text[..text.rfind('\n').map_or(0, |i| i + 1)]
             .lines()
             .map(str::to_string)
             .collect()
