@@ -22,6 +22,7 @@
 use serde::Deserialize;
 
 use super::buffered::{Deliver, Encode, Failure, Rejection, Report};
+use super::format::push_str;
 use super::http::{self, Client};
 use super::template::Template;
 use super::Routed;
@@ -56,10 +57,6 @@ fn outcome(result: &str) -> &'static str {
     }
 }
 
-fn json_str(out: &mut Vec<u8>, s: &str) {
-    serde_json::to_writer(&mut *out, s).expect("writing to memory");
-}
-
 impl Encode for BulkEncode {
     fn encode(&mut self, row: &Routed<'_>, out: &mut Vec<u8>) {
         self.scratch.clear();
@@ -69,32 +66,32 @@ impl Encode for BulkEncode {
             .unwrap_or(&self.index)
             .render(row, &mut self.scratch);
         out.extend_from_slice(b"{\"create\":{\"_index\":");
-        json_str(out, &self.scratch);
+        push_str(out, &self.scratch);
         out.extend_from_slice(b",\"_id\":");
-        json_str(out, &row.id());
+        push_str(out, &row.id());
         out.extend_from_slice(b"}}\n{\"@timestamp\":\"");
         out.extend_from_slice(crate::time::format_datetime(row.time).as_bytes());
         out.push(b'"');
         if self.ecs {
             out.extend_from_slice(b",\"ecs\":{\"version\":\"8.11.0\"},\"cloud\":{\"provider\":\"azure\"},\"event\":{\"dataset\":");
-            json_str(out, &format!("azure.{}", row.table.to_ascii_lowercase()));
+            push_str(out, &format!("azure.{}", row.table.to_ascii_lowercase()));
             if let Some(op) = row.field(row.known.operation) {
                 out.extend_from_slice(b",\"action\":");
-                json_str(out, &op);
+                push_str(out, &op);
             }
             if let Some(r) = row.field(row.known.result_type) {
                 out.extend_from_slice(b",\"outcome\":");
-                json_str(out, outcome(&r));
+                push_str(out, outcome(&r));
             }
             out.push(b'}');
             if let Some(level) = row.level() {
                 out.extend_from_slice(b",\"log\":{\"level\":");
-                json_str(out, &level.to_ascii_lowercase());
+                push_str(out, &level.to_ascii_lowercase());
                 out.push(b'}');
             }
             if let Some(id) = row.field(row.known.resource_id) {
                 out.extend_from_slice(b",\"azure\":{\"resource\":{\"id\":");
-                json_str(out, &id);
+                push_str(out, &id);
                 out.extend_from_slice(b"}}");
             }
         }

@@ -73,7 +73,7 @@ pub fn record_line(out: &mut Vec<u8>, raw: &[u8]) {
 }
 
 /// A JSON string, escaped.
-fn push_str(out: &mut Vec<u8>, s: &str) {
+pub fn push_str(out: &mut Vec<u8>, s: &str) {
     // Writing into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
 }

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use super::buffered::{Deliver, Encode, Failure, Rejection, Report};
+use super::format::push_str;
 use super::http::{self, Client};
 use super::template::Template;
 use super::Routed;
@@ -62,7 +63,7 @@ impl HecEvent {
         out.extend_from_slice(b",\"");
         out.extend_from_slice(key.as_bytes());
         out.extend_from_slice(b"\":");
-        serde_json::to_writer(&mut *out, value).expect("writing to memory");
+        push_str(out, value);
     }
 }
 
@@ -103,11 +104,11 @@ impl Encode for HecEvent {
         if row.original {
             // The record has no origin of its own: it goes as indexed fields.
             out.extend_from_slice(b",\"fields\":{\"hubwatch_route\":");
-            serde_json::to_writer(&mut *out, row.route).expect("writing to memory");
+            push_str(out, row.route);
             out.extend_from_slice(b",\"hubwatch_source\":");
-            serde_json::to_writer(&mut *out, row.source).expect("writing to memory");
+            push_str(out, row.source);
             out.extend_from_slice(b",\"hubwatch_partition\":");
-            serde_json::to_writer(&mut *out, &*row.position.partition).expect("writing to memory");
+            push_str(out, &row.position.partition);
             out.extend_from_slice(
                 format!(
                     ",\"hubwatch_sequence_number\":\"{}\"}}",

@@ -100,9 +100,11 @@ impl Template {
 
     pub fn render(&self, row: &Routed<'_>, out: &mut String) {
         let start = out.len();
-        let date = || {
-            let t = crate::time::format_datetime(row.time);
-            t.get(..10).unwrap_or("0000-00-00").to_string()
+        // `YYYY-MM-DD`, formatted once a row, and only when a date field asks.
+        let mut date: Option<String> = None;
+        let mut date_part = |out: &mut String, range: std::ops::Range<usize>| {
+            let d = date.get_or_insert_with(|| crate::time::format_datetime(row.time));
+            out.push_str(d.get(range).unwrap_or("00"));
         };
         for p in &self.parts {
             match p {
@@ -110,15 +112,20 @@ impl Template {
                 Part::Table => out.push_str(row.table),
                 Part::Route => out.push_str(row.route),
                 Part::Source => out.push_str(row.source),
-                Part::Year => out.push_str(&date()[..4]),
-                Part::Month => out.push_str(&date()[5..7]),
-                Part::Day => out.push_str(&date()[8..10]),
+                Part::Year => date_part(out, 0..4),
+                Part::Month => date_part(out, 5..7),
+                Part::Day => date_part(out, 8..10),
             }
         }
         if self.lowercase {
-            let lower = out[start..].to_lowercase();
-            out.truncate(start);
-            out.push_str(&lower);
+            let rendered = &mut out[start..];
+            if rendered.is_ascii() {
+                rendered.make_ascii_lowercase();
+            } else {
+                let lower = rendered.to_lowercase();
+                out.truncate(start);
+                out.push_str(&lower);
+            }
         }
     }
 }

@@ -734,6 +734,21 @@ struct Forward<'a> {
     ordinal: u32,
 }
 
+/// A row as a route sends it: its values, the columns they are, and where it came from.
+struct Out<'a> {
+    values: &'a [crate::value::Value],
+    keys: &'a [Vec<u8>],
+    columns: &'a [crate::kql::plan::OutColumn],
+    known: &'a crate::forward::Known,
+    table: &'a str,
+    time: i64,
+    /// The record's bytes in the body.
+    raw: &'a [u8],
+    ordinal: u32,
+    source: &'a str,
+    position: &'a Position,
+}
+
 impl Forward<'_> {
     fn row(&mut self, row: &Row, raw: &[u8], clock: i64, source: &str, position: &Position) {
         let ordinal = self.ordinal;
@@ -741,59 +756,34 @@ impl Forward<'_> {
         let Forwarding { routes, sinks } = &mut *self.forwarding;
         for &i in &self.routes_by_table[row.table] {
             let route = &routes[i];
-            let Some(out) = route.select(row, clock) else {
+            let Some(values) = route.select(row, clock) else {
                 continue;
             };
-            let line = &mut self.counts.line;
-            line.clear();
-            if route.record {
-                crate::forward::format::record_line(line, raw);
-            } else {
-                crate::forward::format::row_json(
-                    line,
-                    &route.keys,
-                    &out,
-                    route.nulls,
-                    &route.name,
-                    source,
-                    position,
-                );
-            }
-            self.counts.rows[i] += 1;
-            let routed = crate::forward::Routed {
-                json: line,
-                route: &route.name,
-                source,
-                position,
-                time: row.time,
-                values: &out,
+            let out = Out {
+                values: &values,
+                keys: &route.keys,
                 columns: &route.plan.output,
                 known: &route.known,
-                meta: &route.meta,
                 table: &self.tables[row.table],
+                time: row.time,
+                raw,
                 ordinal,
-                original: route.record,
+                source,
+                position,
             };
-            for &s in &route.sinks {
-                match sinks[s].write(&routed) {
-                    Ok(()) => self.counts.lines[s] += 1,
-                    Err(e) => {
-                        self.counts.failures[s] += 1;
-                        self.error.get_or_insert(e);
-                    }
-                }
-            }
+            send(route, i, &out, sinks, self.counts, self.error);
         }
     }
-}
 
-impl Forward<'_> {
     /// A record of a category no table knows, for the `*` routes: its fields (top level
     /// and `properties`, after `TimeGenerated`) as the row, or the record itself.
     fn unknown(&mut self, row: &UnknownRow, raw: &[u8], source: &str, position: &Position) {
         let ordinal = self.ordinal;
         self.ordinal += 1;
         let Forwarding { routes, sinks } = &mut *self.forwarding;
+        if !routes.iter().any(|r| r.unknown) {
+            return;
+        }
         let mut columns = vec![crate::kql::plan::OutColumn {
             name: Arc::from("TimeGenerated"),
             ty: crate::value::Type::DateTime,
@@ -813,45 +803,69 @@ impl Forward<'_> {
         }
         let keys = crate::forward::format::keys(&columns);
         let known = crate::forward::Known::of(&columns);
+        let out = Out {
+            values: &values,
+            keys: &keys,
+            columns: &columns,
+            known: &known,
+            table: &row.category,
+            time: row.time,
+            raw,
+            ordinal,
+            source,
+            position,
+        };
         for (i, route) in routes.iter().enumerate().filter(|(_, r)| r.unknown) {
-            let line = &mut self.counts.line;
-            line.clear();
-            if route.record {
-                crate::forward::format::record_line(line, raw);
-            } else {
-                crate::forward::format::row_json(
-                    line,
-                    &keys,
-                    &values,
-                    route.nulls,
-                    &route.name,
-                    source,
-                    position,
-                );
-            }
-            self.counts.rows[i] += 1;
-            let routed = crate::forward::Routed {
-                json: line,
-                route: &route.name,
-                source,
-                position,
-                time: row.time,
-                values: &values,
-                columns: &columns,
-                known: &known,
-                meta: &route.meta,
-                table: &row.category,
-                ordinal,
-                original: route.record,
-            };
-            for &s in &route.sinks {
-                match sinks[s].write(&routed) {
-                    Ok(()) => self.counts.lines[s] += 1,
-                    Err(e) => {
-                        self.counts.failures[s] += 1;
-                        self.error.get_or_insert(e);
-                    }
-                }
+            send(route, i, &out, sinks, self.counts, self.error);
+        }
+    }
+}
+
+/// Formats `out` for route `i` (or takes its record) and hands it to the route's sinks.
+fn send(
+    route: &crate::forward::RouteSpec,
+    i: usize,
+    out: &Out<'_>,
+    sinks: &mut [Box<dyn crate::forward::Sink>],
+    counts: &mut ForwardCounts,
+    error: &mut Option<std::io::Error>,
+) {
+    let line = &mut counts.line;
+    line.clear();
+    if route.record {
+        crate::forward::format::record_line(line, out.raw);
+    } else {
+        crate::forward::format::row_json(
+            line,
+            out.keys,
+            out.values,
+            route.nulls,
+            &route.name,
+            out.source,
+            out.position,
+        );
+    }
+    counts.rows[i] += 1;
+    let routed = crate::forward::Routed {
+        json: line,
+        route: &route.name,
+        source: out.source,
+        position: out.position,
+        time: out.time,
+        values: out.values,
+        columns: out.columns,
+        known: out.known,
+        meta: &route.meta,
+        table: out.table,
+        ordinal: out.ordinal,
+        original: route.record,
+    };
+    for &s in &route.sinks {
+        match sinks[s].write(&routed) {
+            Ok(()) => counts.lines[s] += 1,
+            Err(e) => {
+                counts.failures[s] += 1;
+                error.get_or_insert(e);
             }
         }
     }
