@@ -16,7 +16,7 @@ use std::time::Duration;
 use hubwatch::forward::buffered::{BufferedSink, Delivery, Status};
 use hubwatch::forward::http::Tls;
 use hubwatch::forward::syslog::{parts, Format, Framing, Protocol, Rfc, SyslogSettings};
-use hubwatch::forward::{Known, RouteMeta, Routed, Sink};
+use hubwatch::forward::{Known, Origin, RouteMeta, Routed, Sink};
 use hubwatch::kql::plan::OutColumn;
 use hubwatch::source::Position;
 use hubwatch::telemetry::{Metrics, SinkMetrics};
@@ -82,8 +82,10 @@ impl Row {
         Routed {
             json: &self.json,
             route: "failed-jobs",
-            source: "eh",
-            position: &self.position,
+            origin: Origin::Record {
+                source: "eh",
+                position: &self.position,
+            },
             time: self.time,
             values: &self.values,
             columns: &self.columns,

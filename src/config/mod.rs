@@ -50,14 +50,17 @@ pub struct RawConfig {
     pub routes: Vec<RouteConfig>,
 }
 
-/// A route: the rows of a table that go to some sinks.
+/// A route: the rows of a table that go to some sinks, or a query's results.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// The route's name (in the forwarded rows and in metrics).
     pub name: String,
     /// A KQL pipeline over one table: `where`, `extend`, `project`, `project-away`.
-    pub kql: toml::Spanned<String>,
+    pub kql: Option<toml::Spanned<String>>,
+    /// Instead of `kql`: a `[[queries]]` entry (`summarize … by bin(TimeGenerated, …)`)
+    /// whose result rows go out as each tumbling bin closes.
+    pub query: Option<String>,
     /// The sinks, by name.
     pub sinks: Vec<String>,
     /// For the sinks that have such fields (templates: `{table}`, `{route}`, `%Y`…):

@@ -265,7 +265,6 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
                 )),
             }
         }
-        let content_start = string_content_start(&text, r.kql.span().start);
         let mut template = |field: &str, v: &Option<String>, lowercase: bool| {
             let text = env(
                 &format!("route '{}': {field}", r.name),
@@ -309,8 +308,60 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
                 r.name
             ));
         }
+        let kql = match (&r.kql, &r.query) {
+            (Some(kql), None) => kql,
+            (None, Some(name)) => {
+                if record {
+                    errors.push(format!(
+                        "{file}: route '{}': output = \"record\": a query's result rows have no record",
+                        r.name
+                    ));
+                }
+                match queries.iter().position(|q| *q.name == **name) {
+                    Some(q) => match crate::forward::route::check_results_route(&queries[q].plan) {
+                        Ok(()) => {
+                            let mut route = RouteSpec::results(
+                                &r.name,
+                                q,
+                                queries[q].plan.clone(),
+                                indexes,
+                                meta,
+                            );
+                            route.nulls = nulls;
+                            routes.push(route);
+                        }
+                        Err(e) => errors.push(format!(
+                            "{file}: route '{}': query '{name}' cannot be routed: {e}",
+                            r.name
+                        )),
+                    },
+                    // A query that failed to compile was reported already.
+                    None if names.contains(name) => {}
+                    None => errors.push(format!(
+                        "{file}: route '{}': no query is named '{name}' (define it under [[queries]])",
+                        r.name
+                    )),
+                }
+                continue;
+            }
+            (Some(_), Some(_)) => {
+                errors.push(format!(
+                    "{file}: route '{}': give either `kql` (rows of tables) or `query` (a query's results), not both",
+                    r.name
+                ));
+                continue;
+            }
+            (None, None) => {
+                errors.push(format!(
+                    "{file}: route '{}': give `kql` (the rows of which tables) or `query` (a query's results)",
+                    r.name
+                ));
+                continue;
+            }
+        };
+        let content_start = string_content_start(&text, kql.span().start);
         // `union` and `*`: the pipeline once per table.
-        let expansion = match crate::forward::route::expand(r.kql.get_ref(), schemas) {
+        let expansion = match crate::forward::route::expand(kql.get_ref(), schemas) {
             Ok(e) => e,
             Err(e) => {
                 let (line, col) = line_col(&text, content_start);
@@ -324,7 +375,7 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
                     Ok(()) => {
                         let mut route = RouteSpec::new(
                             &r.name,
-                            r.kql.get_ref(),
+                            kql.get_ref(),
                             plan,
                             indexes.clone(),
                             meta.clone(),

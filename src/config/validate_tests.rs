@@ -521,7 +521,7 @@ AmlComputeJobEvent
     let e = load(&p, &Schemas::embedded()).unwrap_err();
     let text = e.to_string();
     assert!(
-        text.contains("route 'counted': a route forwards rows one by one: `summarize`"),
+        text.contains("route 'counted': a route forwards rows one by one: put the `summarize` in a [[queries]] entry and route its results with `query = \"<its name>\"`"),
         "{text}"
     );
     assert!(
@@ -553,6 +553,113 @@ AmlComputeJobEvent
     assert_eq!(s.routes[0].sinks, vec![0]);
     assert!(
         matches!(&s.sinks[0], crate::config::SinkSettings::File { path, .. } if path == &dir.path().join("out/routed.ndjson"))
+    );
+}
+
+#[test]
+fn a_route_may_name_a_binned_query_whose_results_go_out_and_other_uses_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sinks = "[[sinks]]\ntype = \"file\"\nname = \"siem\"\npath = \"routed.ndjson\"\n";
+    let queries = r#"
+[[queries]]
+name = "failures"
+kql = "AmlComputeJobEvent | where EventType == 'JobFailed' | summarize n = count() by bin(TimeGenerated, 5m), ClusterName | where n > 2"
+[[queries]]
+name = "total"
+kql = "AmlComputeJobEvent | summarize n = count() by ClusterName"
+[[queries]]
+name = "recent"
+kql = "AmlComputeJobEvent | where TimeGenerated > ago(1h) | project ClusterName"
+[[queries]]
+name = "broken"
+kql = "AmlComputeJobEvent | summarize n = count() by bin(Nope, 5m)"
+"#;
+    let p = write(
+        dir.path(),
+        "c.toml",
+        &format!(
+            r#"{sinks}{queries}
+[[routes]]
+name = "alerts"
+sinks = ["siem"]
+query = "failures"
+sourcetype = "hubwatch:alert"
+nulls = "keep"
+
+[[routes]]
+name = "totals"
+sinks = ["siem"]
+query = "total"
+
+[[routes]]
+name = "rows"
+sinks = ["siem"]
+query = "recent"
+
+[[routes]]
+name = "missing"
+sinks = ["siem"]
+query = "nope"
+
+[[routes]]
+name = "after_broken"
+sinks = ["siem"]
+query = "broken"
+
+[[routes]]
+name = "both"
+sinks = ["siem"]
+query = "failures"
+kql = "AmlComputeJobEvent"
+
+[[routes]]
+name = "neither"
+sinks = ["siem"]
+
+[[routes]]
+name = "records"
+sinks = ["siem"]
+query = "failures"
+output = "record"
+"#
+        ),
+    );
+    let e = load(&p, &Schemas::embedded()).unwrap_err();
+    let text = e.to_string();
+    for want in [
+        "route 'totals': query 'total' cannot be routed: its result never closes",
+        "route 'rows': query 'recent' cannot be routed: it has no `summarize`",
+        "route 'missing': no query is named 'nope' (define it under [[queries]])",
+        "route 'both': give either `kql` (rows of tables) or `query` (a query's results), not both",
+        "route 'neither': give `kql` (the rows of which tables) or `query`",
+        "route 'records': output = \"record\": a query's result rows have no record",
+        "query 'broken': unknown column 'Nope'",
+    ] {
+        assert!(text.contains(want), "{want}\nnot in\n{text}");
+    }
+    assert_eq!(
+        e.0.len(),
+        7,
+        "the broken query is reported once, not again by its route: {text}"
+    );
+
+    let ok = write(
+        dir.path(),
+        "ok.toml",
+        &format!(
+            "{sinks}{}\n[[routes]]\nname = \"alerts\"\nsinks = [\"siem\"]\nquery = \"failures\"\nsourcetype = \"hubwatch:alert\"\nnulls = \"keep\"\n",
+            &queries[..queries.find("[[queries]]\nname = \"total\"").unwrap()]
+        ),
+    );
+    let s = load(&ok, &Schemas::embedded()).unwrap();
+    assert_eq!(s.routes.len(), 1);
+    let r = &s.routes[0];
+    assert_eq!(r.results, Some(0));
+    assert!(r.nulls);
+    assert!(r.meta.sourcetype.is_some());
+    assert_eq!(
+        r.plan.output.iter().map(|c| &*c.name).collect::<Vec<_>>(),
+        ["TimeGenerated", "ClusterName", "n"]
     );
 }
 

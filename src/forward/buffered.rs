@@ -743,8 +743,10 @@ mod tests {
         let row = Routed {
             json: text.as_bytes(),
             route: "r",
-            source: "s",
-            position: &position,
+            origin: crate::forward::Origin::Record {
+                source: "s",
+                position: &position,
+            },
             time: 0,
             values: &[],
             columns: &[],

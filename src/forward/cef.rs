@@ -137,10 +137,7 @@ pub fn encode(row: &Routed<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b" cs2Label=Route cs2=");
     value(out, row.route.as_bytes());
     out.extend_from_slice(b" cs3Label=Origin cs3=");
-    let origin = format!(
-        "{}/{}@{}",
-        row.source, row.position.partition, row.position.sequence_number
-    );
+    let origin = row.origin.to_string();
     value(out, origin.as_bytes());
     out.extend_from_slice(b" msg=");
     value(out, row.json);

@@ -1,8 +1,8 @@
 //! The lines sinks receive: the Log Analytics row as a JSON object in the route's column
 //! order, and where it came from.
 
+use super::Origin;
 use crate::kql::plan::OutColumn;
-use crate::source::Position;
 use crate::value::Value;
 
 /// A route's column names as JSON keys (`"Name":`), escaped once.
@@ -19,7 +19,8 @@ pub fn keys(columns: &[OutColumn]) -> Vec<Vec<u8>> {
 }
 
 /// `{"TimeGenerated":"…",…,"_hubwatch":{"route":…,"source":…,"partition":…,"offset":…,
-/// "sequence_number":…,"enqueued_time":…}}` (no enqueued time for a file). Written
+/// "sequence_number":…,"enqueued_time":…}}` (no enqueued time for a file), or for a
+/// result row `"_hubwatch":{"route":…,"query":…,"bin":"…"}`. Written
 /// straight into `out` — no intermediate JSON values: a route may forward every record.
 /// Null columns are left out unless `nulls` (a Log Analytics row of a diagnostic table is
 /// mostly nulls: leaving them out halves the bytes a SIEM stores and this costs).
@@ -29,8 +30,7 @@ pub fn row_json(
     row: &[Value],
     nulls: bool,
     route: &str,
-    source: &str,
-    position: &Position,
+    origin: &Origin<'_>,
 ) {
     out.push(b'{');
     for (key, v) in keys.iter().zip(row) {
@@ -43,6 +43,17 @@ pub fn row_json(
     }
     out.extend_from_slice(b"\"_hubwatch\":{\"route\":");
     push_str(out, route);
+    let (source, position) = match *origin {
+        Origin::Record { source, position } => (source, position),
+        Origin::Result { query, bin } => {
+            out.extend_from_slice(b",\"query\":");
+            push_str(out, query);
+            out.extend_from_slice(b",\"bin\":");
+            push_str(out, &crate::time::format_datetime(bin));
+            out.extend_from_slice(b"}}");
+            return;
+        }
+    };
     out.extend_from_slice(b",\"source\":");
     push_str(out, source);
     out.extend_from_slice(b",\"partition\":");
@@ -103,6 +114,7 @@ fn push_value(out: &mut Vec<u8>, v: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::Position;
     use crate::value::Type;
     use std::sync::Arc;
 
@@ -135,31 +147,19 @@ mod tests {
             sequence_number: 17,
             enqueued_time: Some(t),
         };
+        let origin = Origin::Record {
+            source: "eh",
+            position: &position,
+        };
         let mut out = Vec::new();
-        row_json(
-            &mut out,
-            &keys(&columns),
-            &row,
-            true,
-            "siem",
-            "eh",
-            &position,
-        );
+        row_json(&mut out, &keys(&columns), &row, true, "siem", &origin);
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.starts_with(r#"{"TimeGenerated":"2024-05-20T10:00:00.0000000Z","ClusterName":"gpu \"a\"","Nodes":null,"_hubwatch":"#),
             "{text}"
         );
         let mut without = Vec::new();
-        row_json(
-            &mut without,
-            &keys(&columns),
-            &row,
-            false,
-            "siem",
-            "eh",
-            &position,
-        );
+        row_json(&mut without, &keys(&columns), &row, false, "siem", &origin);
         let without = String::from_utf8(without).unwrap();
         assert!(
             without.starts_with(r#"{"TimeGenerated":"2024-05-20T10:00:00.0000000Z","ClusterName":"gpu \"a\"","_hubwatch":"#),
@@ -171,6 +171,18 @@ mod tests {
         assert_eq!(
             v["_hubwatch"]["enqueued_time"],
             "2024-05-20T10:00:00.0000000Z"
+        );
+
+        let mut result = Vec::new();
+        let origin = Origin::Result {
+            query: "failed_jobs",
+            bin: t,
+        };
+        row_json(&mut result, &keys(&columns), &row, false, "alerts", &origin);
+        let v: serde_json::Value = serde_json::from_slice(&result).unwrap();
+        assert_eq!(
+            v["_hubwatch"],
+            serde_json::json!({"route": "alerts", "query": "failed_jobs", "bin": "2024-05-20T10:00:00.0000000Z"})
         );
     }
 }

@@ -30,7 +30,7 @@ use super::buffered::{Deliver, Encode, Failure, Rejection, Report};
 use super::format::push_str;
 use super::http::{self, Client};
 use super::template::Template;
-use super::Routed;
+use super::{Origin, Routed};
 
 /// Builds each row's HEC event.
 pub struct HecEvent {
@@ -101,18 +101,18 @@ impl Encode for HecEvent {
         self.scratch.clear();
         sourcetype.render(row, &mut self.scratch);
         Self::field(out, "sourcetype", &self.scratch);
-        if row.original {
+        if let (true, Origin::Record { source, position }) = (row.original, row.origin) {
             // The record has no origin of its own: it goes as indexed fields.
             out.extend_from_slice(b",\"fields\":{\"hubwatch_route\":");
             push_str(out, row.route);
             out.extend_from_slice(b",\"hubwatch_source\":");
-            push_str(out, row.source);
+            push_str(out, source);
             out.extend_from_slice(b",\"hubwatch_partition\":");
-            push_str(out, &row.position.partition);
+            push_str(out, &position.partition);
             out.extend_from_slice(
                 format!(
                     ",\"hubwatch_sequence_number\":\"{}\"}}",
-                    row.position.sequence_number
+                    position.sequence_number
                 )
                 .as_bytes(),
             );

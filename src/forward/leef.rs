@@ -160,10 +160,7 @@ impl Leef {
             }
         }
         attr(out, "route", row.route);
-        let origin = format!(
-            "{}/{}@{}",
-            row.source, row.position.partition, row.position.sequence_number
-        );
+        let origin = row.origin.to_string();
         attr(out, "origin", &origin);
         attr(out, "msg", &String::from_utf8_lossy(row.json));
         for (key, column) in &self.fields {

@@ -26,6 +26,10 @@
 //! left out unless the route keeps them), plus a `_hubwatch` object: route, source,
 //! partition, offset, sequence number, enqueued time. Or, with `output = "record"`, the
 //! record as it was in its body.
+//!
+//! A route may also name a `summarize … by bin(TimeGenerated, …)` query instead of KQL of
+//! its own: each tumbling bin's result rows go out once, when the bin closes (the engine's
+//! `route_results`), with the query and bin as their origin ([`Origin::Result`]).
 
 pub mod buffer;
 pub mod buffered;
@@ -50,9 +54,9 @@ pub struct Routed<'a> {
     /// The row as one JSON object (no newline).
     pub json: &'a [u8],
     pub route: &'a str,
-    pub source: &'a str,
-    pub position: &'a crate::source::Position,
-    /// `TimeGenerated` (ticks).
+    /// The record's source and position, or the query and bin of a result row.
+    pub origin: Origin<'a>,
+    /// `TimeGenerated` (ticks); a result row's bin start.
     pub time: i64,
     /// The row's values, in the route's column order.
     pub values: &'a [crate::value::Value],
@@ -62,28 +66,75 @@ pub struct Routed<'a> {
     pub known: &'a Known,
     /// The route's settings for the sinks (index, sourcetype, …).
     pub meta: &'a RouteMeta,
-    /// The row's table.
+    /// The row's table (a result row: its query's name).
     pub table: &'a str,
-    /// The row's place among its event's rows: with the position, it names the row for
-    /// good (a document id that makes a resend a no-op).
+    /// The row's place among its event's rows (a result row: among its bin's rows): with
+    /// the origin, it names the row for good (a document id that makes a resend a no-op).
     pub ordinal: u32,
     /// `json` is the original record (the route's `output = "record"`), not the row: it
     /// has no `_hubwatch` origin, so a format with room for it adds it.
     pub original: bool,
 }
 
+/// Where a routed row came from.
+#[derive(Debug, Clone, Copy)]
+pub enum Origin<'a> {
+    /// A record of an event.
+    Record {
+        source: &'a str,
+        position: &'a crate::source::Position,
+    },
+    /// A row of a `summarize` query's result, routed when its tumbling bin closed.
+    Result {
+        query: &'a str,
+        /// The bin's start (ticks).
+        bin: i64,
+    },
+}
+
+impl Origin<'_> {
+    /// The record's source, or the result's query.
+    pub fn name(&self) -> &str {
+        match self {
+            Origin::Record { source, .. } => source,
+            Origin::Result { query, .. } => query,
+        }
+    }
+}
+
+impl std::fmt::Display for Origin<'_> {
+    /// `<source>/<partition>@<sequence number>`, or `<query>@<bin start>`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Record { source, position } => write!(
+                f,
+                "{source}/{}@{}",
+                position.partition, position.sequence_number
+            ),
+            Origin::Result { query, bin } => {
+                write!(f, "{query}@{}", crate::time::format_datetime(*bin))
+            }
+        }
+    }
+}
+
 impl Routed<'_> {
     /// A name for the row that stays the same when it is sent again:
-    /// `<route>:<source>:<partition>:<sequence number>:<ordinal>`.
+    /// `<route>:<source>:<partition>:<sequence number>:<ordinal>`, or for a result row
+    /// `<route>:<query>:<bin start>:<ordinal>`.
     pub fn id(&self) -> String {
-        format!(
-            "{}:{}:{}:{}:{}",
-            self.route,
-            self.source,
-            self.position.partition,
-            self.position.sequence_number,
-            self.ordinal
-        )
+        match self.origin {
+            Origin::Record { source, position } => format!(
+                "{}:{source}:{}:{}:{}",
+                self.route, position.partition, position.sequence_number, self.ordinal
+            ),
+            Origin::Result { query, bin } => format!(
+                "{}:{query}:{}:{}",
+                self.route,
+                crate::time::format_datetime(bin),
+                self.ordinal
+            ),
+        }
     }
 
     /// The value of a column by name, as text (`None`: no such column, null or empty).

@@ -29,6 +29,9 @@ pub struct RouteSpec {
     /// Records of categories no table knows go out too (a `*` route): as their fields
     /// (`properties` flattened), or as the record.
     pub unknown: bool,
+    /// The route sends the result rows of this query (an index into the engine's queries)
+    /// as its tumbling bins close, instead of rows of a table; `plan` is the query's.
+    pub results: Option<usize>,
 }
 
 /// What a route sets for the sinks that have such fields; unset, the sink's own apply.
@@ -71,7 +74,7 @@ pub fn check_route(plan: &Plan) -> Result<(), String> {
     match &plan.stage {
         Stage::Summarize(_) => {
             return Err(
-                "a route forwards rows one by one: `summarize` is for [[queries]]".to_string(),
+                "a route forwards rows one by one: put the `summarize` in a [[queries]] entry and route its results with `query = \"<its name>\"`".to_string(),
             )
         }
         Stage::Rows { limit: Some(_) } => {
@@ -86,6 +89,20 @@ pub fn check_route(plan: &Plan) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// Why a query's results cannot be routed, if they cannot: only tumbling bins close, so
+/// only `summarize … by bin(TimeGenerated, …)` has rows that are final at a moment.
+pub fn check_results_route(plan: &Plan) -> Result<(), String> {
+    match &plan.stage {
+        Stage::Summarize(s) if s.bin.is_some() => Ok(()),
+        Stage::Summarize(_) => Err(
+            "its result never closes (no `by bin(TimeGenerated, …)`): only tumbling bins are routed, once each, as they close".to_string(),
+        ),
+        Stage::Rows { .. } => Err(
+            "it has no `summarize`: route its rows with a route's own `kql` instead".to_string(),
+        ),
+    }
 }
 
 impl RouteSpec {
@@ -103,6 +120,31 @@ impl RouteSpec {
             nulls: false,
             record: false,
             unknown: false,
+            results: None,
+        }
+    }
+
+    /// A route of a query's results: `plan` is the query's (`summarize … by
+    /// bin(TimeGenerated, …)`, see [`check_results_route`]), `query` its index.
+    pub fn results(
+        name: &str,
+        query: usize,
+        plan: Arc<Plan>,
+        sinks: Vec<usize>,
+        meta: RouteMeta,
+    ) -> RouteSpec {
+        RouteSpec {
+            keys: super::format::keys(&plan.output).into(),
+            known: Known::of(&plan.output),
+            name: Arc::from(name),
+            kql: String::new(),
+            plan,
+            sinks,
+            meta,
+            nulls: false,
+            record: false,
+            unknown: false,
+            results: Some(query),
         }
     }
 

@@ -82,7 +82,7 @@ use std::time::Duration;
 
 use super::buffered::{Deliver, Encode};
 use super::http::Tls;
-use super::Routed;
+use super::{Origin, Routed};
 
 mod relp;
 mod transport;
@@ -345,17 +345,28 @@ impl Rfc5424 {
         header_field(out, &self.hostname, 255);
         out.extend_from_slice(b" hubwatch - ");
         header_field(out, row.route, 32);
-        out.extend_from_slice(b" [hubwatch@32473 source=\"");
-        sd_value(out, row.source);
-        out.extend_from_slice(b"\" partition=\"");
-        sd_value(out, &row.position.partition);
-        out.extend_from_slice(
-            format!(
-                "\" offset=\"{}\" seq=\"{}\"] ",
-                row.position.offset, row.position.sequence_number
-            )
-            .as_bytes(),
-        );
+        match row.origin {
+            Origin::Record { source, position } => {
+                out.extend_from_slice(b" [hubwatch@32473 source=\"");
+                sd_value(out, source);
+                out.extend_from_slice(b"\" partition=\"");
+                sd_value(out, &position.partition);
+                out.extend_from_slice(
+                    format!(
+                        "\" offset=\"{}\" seq=\"{}\"] ",
+                        position.offset, position.sequence_number
+                    )
+                    .as_bytes(),
+                );
+            }
+            Origin::Result { query, bin } => {
+                out.extend_from_slice(b" [hubwatch@32473 query=\"");
+                sd_value(out, query);
+                out.extend_from_slice(b"\" bin=\"");
+                sd_value(out, &crate::time::format_datetime(bin));
+                out.extend_from_slice(b"\"] ");
+            }
+        }
     }
 }
 
@@ -476,8 +487,10 @@ pub(crate) mod tests {
             Routed {
                 json: &self.json,
                 route: "failed jobs",
-                source: "eh",
-                position: &self.position,
+                origin: crate::forward::Origin::Record {
+                    source: "eh",
+                    position: &self.position,
+                },
                 time: self.time,
                 values: &self.values,
                 columns: &self.columns,

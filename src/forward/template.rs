@@ -111,7 +111,7 @@ impl Template {
                 Part::Text(t) => out.push_str(t),
                 Part::Table => out.push_str(row.table),
                 Part::Route => out.push_str(row.route),
-                Part::Source => out.push_str(row.source),
+                Part::Source => out.push_str(row.origin.name()),
                 Part::Year => date_part(out, 0..4),
                 Part::Month => date_part(out, 5..7),
                 Part::Day => date_part(out, 8..10),
@@ -148,8 +148,10 @@ mod tests {
         let row = Routed {
             json: b"{}",
             route: "jobs",
-            source: "eh",
-            position: &position,
+            origin: crate::forward::Origin::Record {
+                source: "eh",
+                position: &position,
+            },
             time: t,
             values: &[],
             columns: &[],

@@ -16,10 +16,10 @@ use crate::source::{Event, Position};
 use crate::state::snapshot::{self, QueryEntry, Snapshot, SnapshotError};
 use crate::telemetry::Metrics;
 use crate::window::sketch::hash64;
-use crate::window::{QueryLimits, QueryState, QueryStats, ResultTable};
+use crate::window::{Bins, QueryLimits, QueryState, QueryStats, ResultTable};
 
 use super::dead_letter::DeadLetter;
-use crate::forward::{RouteSpec, Sink};
+use crate::forward::{Origin, RouteSpec, Sink};
 
 /// A loaded query.
 #[derive(Debug, Clone)]
@@ -50,6 +50,8 @@ impl Default for EngineOptions {
 
 mod decode;
 mod peers;
+#[cfg(test)]
+mod results_tests;
 
 pub use decode::{decode_partition, Decoded, Decoder};
 
@@ -158,6 +160,14 @@ pub struct Engine {
     forward_error: Option<std::io::Error>,
     /// Since the last batch: rows per route, lines per sink, failures per sink.
     forward_counts: ForwardCounts,
+    /// Query index → indexes of the routes that send its results.
+    results_routes: Vec<Vec<usize>>,
+    /// Per query, the start of the newest tumbling bin whose result rows were routed
+    /// ([`route_results`](Self::route_results)). Stored in every snapshot: a snapshot is
+    /// stored only after the sinks synced what was routed before it, so any stored value
+    /// is a bin every route has, and on restore the largest one found is where routing
+    /// continues.
+    routed: Vec<Option<i64>>,
 }
 
 #[derive(Default)]
@@ -199,8 +209,14 @@ impl Engine {
             }
         }
         let mut routes_by_table = vec![Vec::new(); schemas.tables.len()];
+        let mut results_routes = vec![Vec::new(); specs.len()];
         needs.unknown |= forwarding.routes.iter().any(|r| r.unknown);
         for (i, route) in forwarding.routes.iter().enumerate() {
+            if let Some(q) = route.results {
+                // The query reads what it needs; the route takes its result rows.
+                results_routes[q].push(i);
+                continue;
+            }
             routes_by_table[route.plan.table].push(i);
             for (col, read) in route.plan.reads.iter().enumerate() {
                 if *read {
@@ -213,6 +229,8 @@ impl Engine {
         Engine {
             parser: Parser::new(schemas, &needs, opts.parser),
             query_totals: vec![QueryStats::default(); specs.len()],
+            routed: vec![None; specs.len()],
+            results_routes,
             specs,
             fingerprints,
             parts: Vec::new(),
@@ -438,11 +456,13 @@ impl Engine {
                 .specs
                 .iter()
                 .zip(&self.fingerprints)
+                .zip(&self.routed)
                 .zip(part.positions.iter().zip(&part.queries))
-                .map(|((spec, fp), (pos, q))| QueryEntry {
+                .map(|(((spec, fp), routed), (pos, q))| QueryEntry {
                     name: &spec.name,
                     fingerprint: *fp,
                     position: pos.as_ref(),
+                    routed: *routed,
                     state: q,
                 });
             let bytes = snapshot::encode(
@@ -486,8 +506,14 @@ impl Engine {
         expected: Option<(&str, &str)>,
     ) -> Result<Restored, SnapshotError> {
         let Decoded {
-            mut part, restored, ..
+            mut part,
+            restored,
+            routed,
+            ..
         } = decode_partition(&self.specs, &self.fingerprints, bytes, expected)?;
+        for (mine, stored) in self.routed.iter_mut().zip(routed) {
+            *mine = (*mine).max(stored);
+        }
         self.absorb_clock(part.clock);
         self.advance_to_clock(&mut part);
         // The live state supersedes any copy of it from the store.
@@ -543,6 +569,7 @@ impl Engine {
             }
         }
         self.advance_peers();
+        self.route_results();
         if let Some(dl) = &mut self.dead_letter {
             if let Err(e) = dl.flush() {
                 self.dead_letter_error.get_or_insert(e);
@@ -647,7 +674,7 @@ impl Engine {
 
     /// One query's result over every partition: this replica's own, and the copies of the
     /// others' (those it does not hold itself).
-    fn merged(&self, i: usize, last_bin_only: bool) -> ResultTable {
+    fn merged(&self, i: usize, bins: Bins) -> ResultTable {
         let spec = &self.specs[i];
         let parts: Vec<&QueryState> = if self.peers.is_empty() {
             self.parts.iter().map(|p| &p.queries[i]).collect()
@@ -668,27 +695,106 @@ impl Engine {
             &spec.limits,
             &parts,
             self.clock.unwrap_or(0),
-            last_bin_only,
+            bins,
         )
     }
 
     pub fn result(&self, name: &str) -> Option<ResultTable> {
         let i = self.specs.iter().position(|s| &*s.name == name)?;
-        Some(self.merged(i, false))
+        Some(self.merged(i, Bins::All))
     }
 
     /// Every query's result as metrics export it.
     pub fn exports(&self) -> Vec<(QuerySpec, ResultTable)> {
         (0..self.specs.len())
-            .map(|i| (self.specs[i].clone(), self.merged(i, true)))
+            .map(|i| (self.specs[i].clone(), self.merged(i, Bins::Last)))
             .collect()
     }
 
     /// Every query's result.
     pub fn results(&self) -> Vec<(QuerySpec, ResultTable)> {
         (0..self.specs.len())
-            .map(|i| (self.specs[i].clone(), self.merged(i, false)))
+            .map(|i| (self.specs[i].clone(), self.merged(i, Bins::All)))
             .collect()
+    }
+
+    /// Per query, the start of the newest bin whose results were routed.
+    pub fn routed(&self) -> &[Option<i64>] {
+        &self.routed
+    }
+
+    /// Whether this replica routes query results: it holds the lowest partition it knows
+    /// of, its own or another replica's copy. One replica does, so that a SIEM gets each
+    /// bin once and not once per replica; the bin's rows are the global result (every
+    /// replica's partitions merged). Without global results each replica knows only its
+    /// own partitions, and each routes the result of those.
+    pub fn routes_results(&self) -> bool {
+        let Some(first) = self.parts.first() else {
+            return false;
+        };
+        self.peers
+            .first()
+            .is_none_or(|p| (&*first.source, &*first.partition) < (&*p.source, &*p.partition))
+    }
+
+    /// Sends the result rows of every tumbling bin that closed since the last call to the
+    /// routes that name its query (in `end_batch`, before the sinks flush). The rows of a
+    /// bin are its merged result, after the query's operators that follow `summarize` (a
+    /// `where` there makes an alert feed); each row's ordinal is its place in the bin.
+    fn route_results(&mut self) {
+        if self.results_routes.iter().all(Vec::is_empty) || !self.routes_results() {
+            return;
+        }
+        for q in 0..self.specs.len() {
+            if self.results_routes[q].is_empty() {
+                continue;
+            }
+            let after = self.routed[q];
+            let closed: std::collections::BTreeSet<i64> = self
+                .parts
+                .iter()
+                .chain(&self.peers)
+                .flat_map(|p| p.queries[q].closed_bins(after))
+                .collect();
+            let Some(&newest) = closed.last() else {
+                continue;
+            };
+            for &bin in &closed {
+                let result = self.merged(q, Bins::At(bin));
+                let Forwarding { routes, sinks } = &mut self.forwarding;
+                for (ordinal, row) in result.rows.iter().enumerate() {
+                    for &r in &self.results_routes[q] {
+                        let route = &routes[r];
+                        let out = Out {
+                            values: row,
+                            keys: &route.keys,
+                            columns: &result.columns,
+                            known: &route.known,
+                            table: &self.specs[q].name,
+                            time: bin,
+                            raw: b"",
+                            ordinal: ordinal as u32,
+                            origin: Origin::Result {
+                                query: &self.specs[q].name,
+                                bin,
+                            },
+                        };
+                        send(
+                            route,
+                            r,
+                            &out,
+                            sinks,
+                            &mut self.forward_counts,
+                            &mut self.forward_error,
+                        );
+                    }
+                }
+            }
+            self.routed[q] = Some(newest);
+            // The lowest partition's next snapshot carries the new value even if nothing
+            // else changed in it.
+            self.parts[0].dirty = true;
+        }
     }
 }
 
@@ -742,11 +848,10 @@ struct Out<'a> {
     known: &'a crate::forward::Known,
     table: &'a str,
     time: i64,
-    /// The record's bytes in the body.
+    /// The record's bytes in the body (none for a result row).
     raw: &'a [u8],
     ordinal: u32,
-    source: &'a str,
-    position: &'a Position,
+    origin: Origin<'a>,
 }
 
 impl Forward<'_> {
@@ -768,8 +873,7 @@ impl Forward<'_> {
                 time: row.time,
                 raw,
                 ordinal,
-                source,
-                position,
+                origin: Origin::Record { source, position },
             };
             send(route, i, &out, sinks, self.counts, self.error);
         }
@@ -812,8 +916,7 @@ impl Forward<'_> {
             time: row.time,
             raw,
             ordinal,
-            source,
-            position,
+            origin: Origin::Record { source, position },
         };
         for (i, route) in routes.iter().enumerate().filter(|(_, r)| r.unknown) {
             send(route, i, &out, sinks, self.counts, self.error);
@@ -841,16 +944,14 @@ fn send(
             out.values,
             route.nulls,
             &route.name,
-            out.source,
-            out.position,
+            &out.origin,
         );
     }
     counts.rows[i] += 1;
     let routed = crate::forward::Routed {
         json: line,
         route: &route.name,
-        source: out.source,
-        position: out.position,
+        origin: out.origin,
         time: out.time,
         values: out.values,
         columns: out.columns,

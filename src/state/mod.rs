@@ -36,7 +36,7 @@ use async_trait::async_trait;
 pub use blob::BlobStateStore;
 pub use local::LocalStateStore;
 pub use resume::{Resume, Start};
-pub use snapshot::{Snapshot, SnapshotError, FORMAT_VERSION};
+pub use snapshot::{Snapshot, SnapshotError, FORMAT_VERSION, OLDEST_READ};
 
 /// Why window state could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +63,7 @@ pub enum StateError {
     /// A snapshot of another state format (another hubwatch version).
     #[error(
         "window state {location} has state format version {found}, and this hubwatch reads \
-         version {FORMAT_VERSION}. Nothing was loaded or overwritten: run the hubwatch version \
+         versions {OLDEST_READ} to {FORMAT_VERSION}. Nothing was loaded or overwritten: run the hubwatch version \
          that wrote it, or move the state directory aside to rebuild the windows from what the \
          source still holds (the event hub's retention)"
     )]

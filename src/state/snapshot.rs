@@ -16,8 +16,13 @@
 //!          written: ivar (wall clock, 100 ns ticks; for operators),
 //!          queries: uvar, then per query: name str, fingerprint u64,
 //!            position: option<offset ivar, sequence number ivar> (the last event the
-//!            query absorbed; usually the partition's), state bytes
+//!            query absorbed; usually the partition's),
+//!            routed: option<ivar> (version 2 on: the start of the newest tumbling bin
+//!            whose result rows were routed, and made durable in the sinks, before this
+//!            snapshot was stored), state bytes
 //! ```
+//!
+//! Version 1 is version 2 without `routed`; it is still read.
 //!
 //! Each query's state is its own length-prefixed block, so a query that was removed or
 //! changed since is skipped (and rebuilt) without being decoded.
@@ -32,7 +37,9 @@ use crate::codec::{Decode, Encode, Reader, Writer};
 pub const MAGIC: &[u8; 8] = b"HUBWSNAP";
 /// The state format this build writes and reads. Bump it on any change to the layout or to
 /// what a query's state holds; older snapshots are then refused with the way out.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build still reads.
+pub const OLDEST_READ: u32 = 1;
 const HEADER: usize = 8 + 4 + 8 + 4;
 
 /// Why a snapshot could not be read.
@@ -44,7 +51,7 @@ pub enum SnapshotError {
     Short { found: usize },
     #[error("it holds the state of {holds}")]
     Misplaced { holds: String },
-    #[error("it has state format version {found}; this hubwatch reads version {FORMAT_VERSION}")]
+    #[error("it has state format version {found}; this hubwatch reads versions {OLDEST_READ} to {FORMAT_VERSION}")]
     Incompatible { found: u32 },
     #[error("it is truncated: {found} bytes where the header promises {expected}")]
     Truncated { found: usize, expected: u64 },
@@ -71,6 +78,8 @@ pub struct QueryBlob<'a> {
     pub name: &'a str,
     pub fingerprint: u64,
     pub position: Option<Checkpoint>,
+    /// The newest bin routed (see the layout).
+    pub routed: Option<i64>,
     pub state: &'a [u8],
 }
 
@@ -80,6 +89,8 @@ pub struct QueryEntry<'q> {
     /// What identifies the query's KQL: a state is restored only into the same query.
     pub fingerprint: u64,
     pub position: Option<&'q Checkpoint>,
+    /// The newest bin whose results were routed (and synced in the sinks).
+    pub routed: Option<i64>,
     pub state: &'q QueryState,
 }
 
@@ -93,6 +104,27 @@ pub struct Snapshot {
 
 /// Encodes one partition: its position, clock, and each query's entry.
 pub fn encode<'q>(
+    source: &str,
+    partition: &str,
+    position: &Checkpoint,
+    clock: Option<i64>,
+    written: i64,
+    queries: impl ExactSizeIterator<Item = QueryEntry<'q>>,
+) -> Vec<u8> {
+    encode_version(
+        FORMAT_VERSION,
+        source,
+        partition,
+        position,
+        clock,
+        written,
+        queries,
+    )
+}
+
+/// [`encode`] in an older layout (tests of reading what an older build wrote).
+fn encode_version<'q>(
+    version: u32,
     source: &str,
     partition: &str,
     position: &Checkpoint,
@@ -122,6 +154,9 @@ pub fn encode<'q>(
             }
             None => w.put_u8(0),
         }
+        if version >= 2 {
+            q.routed.encode(&mut w);
+        }
         let mut state = Writer::new();
         q.state.encode(&mut state);
         w.put_bytes(&state.into_inner());
@@ -129,7 +164,7 @@ pub fn encode<'q>(
     let mut bytes = w.into_inner();
     let payload_len = (bytes.len() - HEADER) as u64;
     bytes[0..8].copy_from_slice(MAGIC);
-    bytes[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes[8..12].copy_from_slice(&version.to_le_bytes());
     bytes[12..20].copy_from_slice(&payload_len.to_le_bytes());
     let crc = checksum(&bytes[8..20], &bytes[HEADER..]);
     bytes[20..24].copy_from_slice(&crc.to_le_bytes());
@@ -167,7 +202,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, SnapshotError> {
         return Err(SnapshotError::Checksum { stored, computed });
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
+    if !(OLDEST_READ..=FORMAT_VERSION).contains(&version) {
         return Err(SnapshotError::Incompatible { found: version });
     }
     let mut r = Reader::new(payload);
@@ -186,6 +221,11 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, SnapshotError> {
             name: r.get_str()?,
             fingerprint: r.get_u64()?,
             position: decode_position(&mut r)?,
+            routed: if version >= 2 {
+                Option::<i64>::decode(&mut r)?
+            } else {
+                None
+            },
             state: r.get_bytes()?,
         });
     }
@@ -218,4 +258,61 @@ fn checksum(version_and_length: &[u8], payload: &[u8]) -> u32 {
     h.update(version_and_length);
     h.update(payload);
     h.finalize()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::{QueryLimits, QueryState};
+
+    fn state() -> QueryState {
+        let schemas = crate::schema::Schemas::embedded();
+        let plan = crate::kql::check::compile(
+            "AmlComputeJobEvent | summarize count() by bin(TimeGenerated, 5m)",
+            &schemas,
+        )
+        .unwrap();
+        QueryState::new(std::sync::Arc::new(plan), QueryLimits::default())
+    }
+
+    fn write(version: u32, routed: Option<i64>, q: &QueryState) -> Vec<u8> {
+        let at = Checkpoint {
+            offset: 10,
+            sequence_number: 3,
+        };
+        let entry = QueryEntry {
+            name: "q",
+            fingerprint: 7,
+            position: Some(&at),
+            routed,
+            state: q,
+        };
+        encode_version(version, "s", "0", &at, Some(5), 1, std::iter::once(entry))
+    }
+
+    #[test]
+    fn the_routed_bin_is_kept_and_a_version_1_snapshot_still_reads_without_one() {
+        let q = state();
+        let now = write(FORMAT_VERSION, Some(-42), &q);
+        let d = decode(&now).unwrap();
+        assert_eq!(d.queries[0].routed, Some(-42));
+        assert_eq!(d.queries[0].position.as_ref().unwrap().sequence_number, 3);
+
+        let old = write(1, Some(-42), &q);
+        assert_eq!(
+            old.len() + 2,
+            now.len(),
+            "v1 lacks the option's tag and value"
+        );
+        let d1 = decode(&old).unwrap();
+        assert_eq!(d1.queries[0].routed, None, "version 1 has no routed bin");
+        assert_eq!(d1.queries[0].state, d.queries[0].state);
+        assert_eq!(d1.clock, Some(5));
+
+        let future = write(FORMAT_VERSION + 1, None, &q);
+        assert!(matches!(
+            decode(&future),
+            Err(SnapshotError::Incompatible { found }) if found == FORMAT_VERSION + 1
+        ));
+    }
 }

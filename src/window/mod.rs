@@ -8,7 +8,7 @@ mod persist;
 pub mod query;
 pub mod sketch;
 
-pub use query::{QueryLimits, QueryState, QueryStats, ResultTable};
+pub use query::{Bins, QueryLimits, QueryState, QueryStats, ResultTable};
 
 #[cfg(test)]
 mod query_tests;

@@ -82,6 +82,17 @@ impl QueryStats {
     }
 }
 
+/// Which closed tumbling bins a result shows (other kinds of query ignore it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bins {
+    /// Every closed bin inside the window: the query's result.
+    All,
+    /// The newest closed bin over every part: what metrics export.
+    Last,
+    /// The bin starting at this time: a bin routed when it closes.
+    At(i64),
+}
+
 /// A query result: columns and rows, in output order.
 #[derive(Debug, Clone)]
 pub struct ResultTable {
@@ -375,13 +386,29 @@ impl QueryState {
 
     /// The current result, after the operators that follow `summarize`.
     pub fn result(&self, clock: i64) -> ResultTable {
-        Self::merged(&self.plan, &self.limits, &[self], clock, false)
+        Self::merged(&self.plan, &self.limits, &[self], clock, Bins::All)
     }
 
     /// What metrics export: like [`result`](Self::result), but for tumbling bins only the
     /// last closed bin.
     pub fn export(&self, clock: i64) -> ResultTable {
-        Self::merged(&self.plan, &self.limits, &[self], clock, true)
+        Self::merged(&self.plan, &self.limits, &[self], clock, Bins::Last)
+    }
+
+    /// The starts of the closed tumbling bins after `after` (all of them for `None`), oldest
+    /// first; none for other kinds of query.
+    pub fn closed_bins(&self, after: Option<i64>) -> impl DoubleEndedIterator<Item = i64> + '_ {
+        let closed = match &self.store {
+            Store::Tumbling { closed, .. } => Some(closed),
+            _ => None,
+        };
+        let from = match after {
+            Some(a) => std::ops::Bound::Excluded(a),
+            None => std::ops::Bound::Unbounded,
+        };
+        closed
+            .into_iter()
+            .flat_map(move |c| c.range((from, std::ops::Bound::Unbounded)).map(|(k, _)| *k))
     }
 
     /// The result of one query over several partitions' states (each built from the same
@@ -396,7 +423,7 @@ impl QueryState {
         limits: &QueryLimits,
         parts: &[&QueryState],
         clock: i64,
-        last_bin_only: bool,
+        bins: Bins,
     ) -> ResultTable {
         let window = plan.window;
         let mut rows: Vec<Vec<Value>> = match &plan.stage {
@@ -416,7 +443,7 @@ impl QueryState {
                 let skip = all.len().saturating_sub(cap);
                 all[skip..].iter().map(|(.., r)| (*r).clone()).collect()
             }
-            Stage::Summarize(s) => summarized(s, plan, parts, clock, last_bin_only),
+            Stage::Summarize(s) => summarized(s, plan, parts, clock, bins),
         };
         let cx = Context { now: clock };
         for op in &plan.post {
@@ -434,13 +461,13 @@ type Partial<'a> = (Option<i64>, &'a [Value], Cow<'a, [AggState]>);
 
 /// The partial states a part contributes to the result: every series of a total; each
 /// sliding series' live panes folded into one; the closed bins inside the window (only the
-/// last one when `last_bin`, judged across every part).
+/// one starting at `only` when given).
 fn partials<'a>(
     part: &'a QueryState,
     aggs: &'a [Aggregate],
     window: Option<crate::kql::plan::Window>,
     clock: i64,
-    last_bin: Option<i64>,
+    only: Option<i64>,
 ) -> Box<dyn Iterator<Item = Partial<'a>> + 'a> {
     match &part.store {
         Store::Total(map) => Box::new(
@@ -468,10 +495,12 @@ fn partials<'a>(
         }
         Store::Tumbling { closed, width, .. } => {
             let width = *width;
+            let range = match only {
+                Some(start) => closed.range(start..=start),
+                None => closed.range(..),
+            };
             Box::new(
-                closed
-                    .iter()
-                    .filter(move |(start, _)| last_bin.is_none_or(|last| **start == last))
+                range
                     .filter(move |(start, _)| {
                         window.is_none_or(|w| w.contains(**start + width - 1, clock))
                     })
@@ -493,21 +522,18 @@ fn summarized(
     plan: &Plan,
     parts: &[&QueryState],
     clock: i64,
-    last_bin_only: bool,
+    bins: Bins,
 ) -> Vec<Vec<Value>> {
     let aggs = &s.aggregates[..];
     // The last closed bin over every part: a part whose newest bin is older contributes
     // nothing to it, as a single state would not have had its rows in that bin either.
-    let last_bin = if last_bin_only {
-        parts
+    let only = match bins {
+        Bins::All => None,
+        Bins::Last => parts
             .iter()
-            .filter_map(|p| match &p.store {
-                Store::Tumbling { closed, .. } => closed.keys().next_back().copied(),
-                _ => None,
-            })
-            .max()
-    } else {
-        None
+            .filter_map(|p| p.closed_bins(None).next_back())
+            .max(),
+        Bins::At(start) => Some(start),
     };
     let bin_index = s.bin.map(|(i, _)| i);
     let row = |bin: Option<i64>, key: &[Value], states: &[AggState]| -> (i64, Vec<Value>) {
@@ -517,14 +543,14 @@ fn summarized(
         (bin.unwrap_or(0), with_key(key, at, finish(states, aggs)))
     };
     let mut out: Vec<(i64, Vec<Value>)> = if let [part] = parts {
-        partials(part, aggs, plan.window, clock, last_bin)
+        partials(part, aggs, plan.window, clock, only)
             .map(|(bin, key, states)| row(bin, key, &states))
             .collect()
     } else {
         let mut merged: HashMap<(Option<i64>, &[Value]), States, FxBuildHasher> =
             HashMap::default();
         for part in parts {
-            for (bin, key, states) in partials(part, aggs, plan.window, clock, last_bin) {
+            for (bin, key, states) in partials(part, aggs, plan.window, clock, only) {
                 match merged.entry((bin, key)) {
                     Entry::Occupied(e) => merge_states(e.into_mut(), &states, aggs),
                     Entry::Vacant(v) => {

@@ -15,6 +15,9 @@ pub struct Decoded {
     pub restored: Restored,
     /// When the snapshot was written (ticks, the writer's wall clock).
     pub written: i64,
+    /// Per query (in the engine's order), the newest bin whose results were routed, as the
+    /// snapshot has it.
+    pub routed: Vec<Option<i64>>,
 }
 
 /// Decodes one partition's snapshot. A query the snapshot holds no state for (by name and
@@ -37,6 +40,7 @@ pub fn decode_partition(
     let mut queries = Vec::with_capacity(specs.len());
     let mut positions = Vec::with_capacity(specs.len());
     let mut started_empty = Vec::new();
+    let mut routed = Vec::with_capacity(specs.len());
     for (spec, fp) in specs.iter().zip(fingerprints) {
         let found = d
             .queries
@@ -49,10 +53,12 @@ pub fn decode_partition(
                 r.expect_end()?;
                 queries.push(state);
                 positions.push(q.position.clone());
+                routed.push(q.routed);
             }
             None => {
                 queries.push(QueryState::new(spec.plan.clone(), spec.limits.clone()));
                 positions.push(None);
+                routed.push(None);
                 started_empty.push(spec.name.clone());
             }
         }
@@ -81,6 +87,7 @@ pub fn decode_partition(
             started_empty,
         },
         written: d.written,
+        routed,
     })
 }
 
