@@ -514,3 +514,170 @@ fn star_and_union_routes_take_every_table_and_unknown_categories() {
         Some(3.0)
     );
 }
+
+const RESULTS: &str =
+    "AmlComputeJobEvent | summarize n = count() by bin(TimeGenerated, 5m), EventType";
+
+fn results_config(dir: &Path, input: &Path, follow: bool) -> PathBuf {
+    let text = format!(
+        "[export]\nlisten = \"127.0.0.1:0\"\n\
+         [checkpoint]\ndir = \"cp\"\ninterval = \"100ms\"\n\
+         [[sources]]\ntype = \"file\"\nname = \"exports\"\npaths = [{:?}]\nfollow = {follow}\n\
+         [[sinks]]\ntype = \"file\"\nname = \"siem\"\npath = \"results.ndjson\"\n\
+         [[queries]]\nname = \"job_events\"\nkql = \"{RESULTS}\"\n\
+         [[routes]]\nname = \"alerts\"\nsinks = [\"siem\"]\nquery = \"job_events\"\n",
+        input.display().to_string()
+    );
+    let path = dir.join("hubwatch.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Routed result rows as (bin, event type) → every `n` received for it.
+fn results(dir: &Path) -> BTreeMap<(String, String), Vec<i64>> {
+    let mut m: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
+    let text = std::fs::read_to_string(dir.join("results.ndjson")).unwrap_or_default();
+    // Whole lines only (one may be being written); a line torn by a kill is skipped (its
+    // rows were not acknowledged, and are routed again).
+    let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    let mut torn = 0;
+    for line in whole.lines() {
+        let Ok(r) = serde_json::from_str::<Value>(line) else {
+            torn += 1;
+            continue;
+        };
+        assert_eq!(r["_hubwatch"]["query"], "job_events", "{r}");
+        assert_eq!(r["_hubwatch"]["bin"], r["TimeGenerated"], "{r}");
+        let key = (
+            r["TimeGenerated"].as_str().unwrap().to_string(),
+            r["EventType"].as_str().unwrap().to_string(),
+        );
+        m.entry(key).or_default().push(r["n"].as_i64().unwrap());
+    }
+    assert!(torn <= 2, "{torn} torn lines: at most one per kill");
+    m
+}
+
+/// A route of a `summarize` query's results: each tumbling bin goes out once, when the
+/// watermark closes it, with the rows `hubwatch query` computes for it. Killed twice while
+/// the input grows, the bins routed are exactly those of an uninterrupted run, with the
+/// same counts: the state that says which bins went out is restored with the windows.
+#[test]
+fn routed_results_are_each_closed_bin_once_and_kills_change_none_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bodies.ndjson");
+    let all = std::fs::read(fixture()).unwrap();
+    let lines: Vec<&[u8]> = all
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let write_upto = |n: usize| {
+        let mut text = Vec::new();
+        for l in &lines[..n] {
+            text.extend_from_slice(l);
+            text.push(b'\n');
+        }
+        std::fs::write(&input, text).unwrap();
+    };
+    write_upto(lines.len());
+
+    // One uninterrupted run over the whole input.
+    let reference_dir = tempfile::tempdir().unwrap();
+    let mut one = Service::start(&results_config(reference_dir.path(), &input, false));
+    one.wait_for_line("all sources finished", Duration::from_secs(30));
+    let (_, metrics) = one.get("/metrics");
+    one.terminate(Duration::from_secs(30));
+    let want = results(reference_dir.path());
+    assert!(
+        want.values().all(|n| n.len() == 1),
+        "each bin's row once in one run"
+    );
+    assert_eq!(
+        metric(&metrics, "hubwatch_forward_rows_total{route=\"alerts\"}"),
+        Some(want.len() as f64)
+    );
+    // Against `hubwatch query` over the same input (every bin, as the end of the input
+    // closes them all): the routed bins are those the watermark closed, with its counts.
+    let out = Command::new(env!("CARGO_BIN_EXE_hubwatch"))
+        .args(["query", "--format", "json", "--input"])
+        .arg(&input)
+        .arg(RESULTS)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let every: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let oracle: BTreeMap<(String, String), i64> = every
+        .iter()
+        .map(|r| {
+            let key = (
+                r["TimeGenerated"].as_str().unwrap().to_string(),
+                r["EventType"].as_str().unwrap().to_string(),
+            );
+            (key, r["n"].as_i64().unwrap())
+        })
+        .collect();
+    // A bin is routed once the watermark passes its end.
+    let watermark = metric(&metrics, "hubwatch_event_time_watermark_seconds").unwrap();
+    let closed = |bin: &str| {
+        let start = chrono_seconds(bin);
+        start + 300.0 <= watermark
+    };
+    assert!(want.len() > 1000, "{} of {} rows", want.len(), oracle.len());
+    for (key, n) in &want {
+        assert_eq!(oracle.get(key), Some(&n[0]), "{key:?}");
+    }
+    let routed_as_closed: Vec<_> = oracle.keys().filter(|(b, _)| closed(b)).collect();
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        routed_as_closed,
+        "exactly the bins the watermark closed"
+    );
+
+    // Killed twice as the input grows.
+    write_upto(lines.len() / 3);
+    let mut svc = Service::start(&results_config(dir.path(), &input, true));
+    wait_until("results routed", Duration::from_secs(30), || {
+        !results(dir.path()).is_empty()
+    });
+    svc.child.kill().unwrap();
+    svc.child.wait().unwrap();
+    write_upto(2 * lines.len() / 3);
+    let mut svc = Service::start(&results_config(dir.path(), &input, true));
+    std::thread::sleep(Duration::from_millis(400));
+    svc.child.kill().unwrap();
+    svc.child.wait().unwrap();
+    write_upto(lines.len());
+    let mut svc = Service::start(&results_config(dir.path(), &input, true));
+    wait_until("every bin routed", Duration::from_secs(60), || {
+        results(dir.path()).len() >= want.len()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    svc.terminate(Duration::from_secs(30));
+
+    let got = results(dir.path());
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "the same bins and series"
+    );
+    let mut again = 0;
+    for (key, ns) in &got {
+        assert!(
+            ns.iter().all(|n| *n == want[key][0]),
+            "{key:?}: {ns:?}, uninterrupted {:?}",
+            want[key]
+        );
+        again += ns.len() - 1;
+    }
+    // Only bins routed after the last stored snapshot before a kill can come twice.
+    assert!(again < want.len() / 4, "{again} repeats of {}", want.len());
+    eprintln!(
+        "{} result rows, {again} repeated after two kills",
+        want.len()
+    );
+}
+
+/// Seconds since the epoch of a `YYYY-MM-DDTHH:MM:SS…Z` time.
+fn chrono_seconds(text: &str) -> f64 {
+    hubwatch::time::parse_datetime(text).unwrap().0 as f64 / hubwatch::time::TICKS_PER_SECOND as f64
+}

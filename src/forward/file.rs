@@ -22,7 +22,17 @@ impl FileSink {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(path)?;
+        // A process killed while writing can leave half a line at the end: the next line
+        // starts on a line of its own, so that only the torn one is lost to a reader (the
+        // rows it held are sent again, not yet being acknowledged).
+        if ends_mid_line(&mut file)? {
+            file.write_all(b"\n")?;
+        }
         Ok(FileSink {
             name: name.to_string(),
             path: path.to_path_buf(),
@@ -34,6 +44,17 @@ impl FileSink {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+fn ends_mid_line(file: &mut File) -> io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    if file.metadata()?.len() == 0 {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8];
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
 }
 
 impl Sink for FileSink {
@@ -60,5 +81,31 @@ impl Sink for FileSink {
         self.out.get_ref().sync_data()?;
         self.pending = 0;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_last_line_is_ended_before_new_lines_are_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.ndjson");
+        std::fs::write(&path, "{\"a\":1}\n{\"a\":").unwrap();
+        drop(FileSink::open("f", &path).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"a\":1}\n{\"a\":\n"
+        );
+        drop(FileSink::open("f", &path).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"a\":1}\n{\"a\":\n",
+            "a whole last line is left as it is"
+        );
+        let empty = dir.path().join("new.ndjson");
+        drop(FileSink::open("f", &empty).unwrap());
+        assert_eq!(std::fs::read(&empty).unwrap(), b"");
     }
 }
