@@ -767,16 +767,17 @@ fn the_siem_example_config_loads() {
     assert!(!debug.contains("11111111-2222"), "{debug}");
     assert!(!debug.contains("ZXhhbXBsZTprZXk="), "{debug}");
 
-    // Failed jobs to Splunk, the Activity log to syslog, every Azure ML table to Elasticsearch.
+    // Failed jobs and an alert feed to Splunk, the Activity log to syslog, every Azure ML
+    // table to Elasticsearch.
     let to = |sink: &str| -> Vec<String> {
         let i = s.sinks.iter().position(|k| k.name() == sink).unwrap();
         let mut tables: Vec<String> = s
             .routes
             .iter()
             .filter(|r| r.sinks.contains(&i))
-            .map(|r| {
-                let t = r.plan.table;
-                Schemas::embedded().tables[t].name.to_string()
+            .map(|r| match r.results {
+                Some(q) => format!("results of {}", s.queries[q].name),
+                None => Schemas::embedded().tables[r.plan.table].name.to_string(),
             })
             .collect();
         tables.sort();
@@ -784,7 +785,11 @@ fn the_siem_example_config_loads() {
     };
     assert_eq!(
         to("splunk"),
-        ["AmlComputeJobEvent", "AmlRunStatusChangedEvent"]
+        [
+            "AmlComputeJobEvent",
+            "AmlRunStatusChangedEvent",
+            "results of failures_per_cluster"
+        ]
     );
     assert_eq!(to("soc"), ["AzureActivity"]);
     let mut aml: Vec<String> =
