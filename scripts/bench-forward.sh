@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Forwarding benchmark: every Azure ML record (`union Aml*`) routed to sinks on loopback,
 # timed until every receiver has taken every row, against replay without routes in the
-# same process (`hubwatch bench --forward`). Receivers: the HEC test receiver
-# (tests/peers/siem_receiver.py, counting only) and rsyslog (installed by
-# setup-test-deps.sh), each on a free port, stopped on exit.
-#   scripts/bench-forward.sh file|hec|syslog|hec+syslog [--repeat 100]
+# same process (`hubwatch bench --forward`, both with a checkpoint directory as deployed).
+# Receivers: the HEC test receiver (tests/peers/siem_receiver.py, parsing and counting
+# every event, keeping none) and rsyslog (installed by setup-test-deps.sh; receiving and
+# parsing every message, writing it to /dev/null), each on a free port, stopped on exit;
+# their CPU time is printed at the end, as they share the machine's cores with hubwatch.
+#   [HEC_COMPRESSION=none] scripts/bench-forward.sh file|hec|syslog|hec+syslog [--repeat 100]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sinks="${1:-hec+syslog}"
@@ -16,6 +18,11 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+receivers_cpu() {
+  for p in "${pids[@]}"; do
+    awk '{printf "receiver %s: CPU %.2f s\n", $2, ($14 + $15) / 100}' "/proc/$p/stat"
+  done
+}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_port() {
   for _ in $(seq 100); do
@@ -39,7 +46,7 @@ case "$sinks" in *hec*)
   python3 tests/peers/siem_receiver.py --port "$port" --out "$work/rx" --hec-token bench --count-only >/dev/null &
   pids+=($!)
   wait_port "$port"
-  printf '[[sinks]]\ntype = "splunk_hec"\nname = "hec"\nendpoint = "http://127.0.0.1:%s"\ntoken = "bench"\n' "$port" >>"$config"
+  printf '[[sinks]]\ntype = "splunk_hec"\nname = "hec"\nendpoint = "http://127.0.0.1:%s"\ntoken = "bench"\ncompression = "%s"\n' "$port" "${HEC_COMPRESSION:-gzip}" >>"$config"
   names+=('"hec"') ;;
 esac
 case "$sinks" in *syslog*)
@@ -50,7 +57,7 @@ global(workDirectory="$work/rs/work")
 module(load="imtcp" MaxSessions="16")
 input(type="imtcp" address="127.0.0.1" port="$port" ruleset="siem")
 template(name="t" type="string" string="%msg%\n")
-ruleset(name="siem") { action(type="omfile" file="$work/rs/out.log" template="t") }
+ruleset(name="siem") { action(type="omfile" file="/dev/null" template="t") }
 EOF
   /usr/sbin/rsyslogd -n -f "$work/rs/rsyslog.conf" -i "$work/rs/pid" &
   pids+=($!)
@@ -61,3 +68,4 @@ esac
 [ ${#names[@]} -gt 0 ] || { echo "usage: $0 file|hec|syslog|hec+syslog [bench args]" >&2; exit 2; }
 printf '[[routes]]\nname = "aml"\nsinks = [%s]\nkql = "union Aml*"\n' "$(IFS=,; echo "${names[*]}")" >>"$config"
 cargo run --release --quiet -- bench --forward --config "$config" "$@"
+receivers_cpu

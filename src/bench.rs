@@ -834,7 +834,15 @@ pub async fn run_forward(
     let mut plain = clone_settings(&settings)?;
     plain.routes.clear();
     plain.sinks.clear();
-    let p = replay(plain, &input, None, "plain").await?;
+    // As deployed: with a checkpoint store, so sinks sync once per snapshot round (without
+    // one, every batch is acknowledged alone, each after a sync of every sink).
+    let interval = settings
+        .checkpoint
+        .as_ref()
+        .map_or(crate::config::CheckpointSettings::DEFAULT_INTERVAL, |c| {
+            c.interval
+        });
+    let p = replay(plain, &input, Some(interval), "plain").await?;
     let rss_plain_kib = peak_rss_kib();
 
     // The sinks keep their buffers and files in the benchmark's directory.
@@ -851,7 +859,7 @@ pub async fn run_forward(
         }
     }
     let names: Vec<String> = s.sinks.iter().map(|k| k.name().to_string()).collect();
-    let f = replay_until(s, &input, None, "forward", true).await?;
+    let f = replay_until(s, &input, Some(interval), "forward", true).await?;
     let m = &f.metrics;
     // A `union` route is one spec per table under one name: each name once.
     let mut route_names: Vec<&str> = settings.routes.iter().map(|r| &*r.name).collect();

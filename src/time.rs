@@ -288,6 +288,14 @@ pub fn now_ticks() -> i64 {
 /// `YYYY-MM-DDTHH:MM:SS.fffffffZ` in UTC, always seven fraction digits (KQL's rendering), so
 /// that equal instants always print identically.
 pub fn format_datetime(ticks: i64) -> String {
+    let mut out = Vec::with_capacity(28);
+    push_datetime(&mut out, ticks);
+    // Only ASCII digits and separators were written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Year, month, day, hour, minute, second and ticks within the second.
+fn datetime_fields(ticks: i64) -> (i64, u32, u32, i64, i64, i64, i64) {
     let days = ticks.div_euclid(TICKS_PER_DAY);
     let mut rem = ticks.rem_euclid(TICKS_PER_DAY);
     let (y, m, d) = civil_from_days(days);
@@ -295,9 +303,42 @@ pub fn format_datetime(ticks: i64) -> String {
     rem %= TICKS_PER_HOUR;
     let mi = rem / TICKS_PER_MINUTE;
     rem %= TICKS_PER_MINUTE;
-    let s = rem / TICKS_PER_SECOND;
-    let f = rem % TICKS_PER_SECOND;
-    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{f:07}Z")
+    (
+        y,
+        m,
+        d,
+        h,
+        mi,
+        rem / TICKS_PER_SECOND,
+        rem % TICKS_PER_SECOND,
+    )
+}
+
+/// [`format_datetime`] appended to `out`, without allocating: written once per routed
+/// row and datetime column.
+pub fn push_datetime(out: &mut Vec<u8>, ticks: i64) {
+    let (y, m, d, h, mi, s, f) = datetime_fields(ticks);
+    if !(0..=9999).contains(&y) {
+        // Years beyond four digits (or before year 0) as `format!` pads them.
+        let text = format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{f:07}Z");
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
+    let mut b = *b"0000-00-00T00:00:00.0000000Z";
+    let mut digits = |at: usize, width: usize, mut v: i64| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    digits(0, 4, y);
+    digits(5, 2, m as i64);
+    digits(8, 2, d as i64);
+    digits(11, 2, h);
+    digits(14, 2, mi);
+    digits(17, 2, s);
+    digits(20, 7, f);
+    out.extend_from_slice(&b);
 }
 
 /// Parses KQL timespan text: a number and a unit (`5m`, `1.5h`, `100ms`, `2tick`, …) or a clock
@@ -765,6 +806,34 @@ mod tests {
         assert_eq!(bin(123, -5), 123);
         assert_eq!(bin(i64::MIN, 7), i64::MIN);
         assert_eq!(bin(i64::MAX, 1), i64::MAX);
+    }
+
+    #[test]
+    fn datetimes_are_written_digit_by_digit_as_format_would_pad_them() {
+        let by_format = |ticks: i64| {
+            let (y, m, d, h, mi, s, f) = datetime_fields(ticks);
+            format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{f:07}Z")
+        };
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut samples = vec![
+            0,
+            -1,
+            1,
+            i64::MIN / 2,
+            i64::MAX / 2,
+            253_402_300_799 * TICKS_PER_SECOND,
+        ];
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Mostly within years 0..9999, some far outside.
+            samples.push((x as i64) % (400 * 365 * TICKS_PER_DAY * 30));
+        }
+        for t in samples {
+            assert_eq!(format_datetime(t), by_format(t), "{t}");
+        }
+        assert_eq!(format_datetime(0), "1970-01-01T00:00:00.0000000Z");
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub enum BlobAccess {
 
 impl CheckpointSettings {
     /// A local directory.
+    /// How often window state is stored and positions committed, unless configured.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+
     pub fn dir(dir: impl Into<PathBuf>, interval: Duration) -> CheckpointSettings {
         CheckpointSettings {
             store: StoreSettings::Dir(dir.into()),
@@ -159,11 +162,11 @@ pub(super) fn checkpoint_settings(
     errors: &mut Vec<String>,
 ) -> CheckpointSettings {
     let mut error = |what: &str, e: String| errors.push(format!("{file}: checkpoint.{what}: {e}"));
-    let mut interval = Duration::from_secs(5);
+    let mut interval = CheckpointSettings::DEFAULT_INTERVAL;
     set_span("interval", &c.interval, &mut interval, &mut error);
     if interval.is_zero() {
         error("interval", "must be longer than 0".into());
-        interval = Duration::from_secs(5);
+        interval = CheckpointSettings::DEFAULT_INTERVAL;
     }
     let store = match (&c.dir, &c.blob) {
         (Some(dir), None) => match interpolate(dir) {

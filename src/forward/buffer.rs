@@ -19,6 +19,8 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 const SEGMENT_BYTES: u64 = 8 << 20;
+/// Appends are gathered this much before a write to the file (a frame is ~1 KB).
+const WRITE_BUFFER: usize = 256 << 10;
 const ACKED: &str = "acked";
 
 /// Where a frame starts: its segment and byte offset.
@@ -34,6 +36,9 @@ pub struct BufferWriter {
     max_bytes: u64,
     segment: u64,
     out: BufWriter<File>,
+    /// Segments left behind since the last sync, still to be synced by the next one (a
+    /// sync at each rotation would stall the engine every few megabytes).
+    unsynced: Vec<File>,
     /// Bytes in the current segment (written, flushed or not).
     written: u64,
     /// Bytes of every segment on disk, acknowledged or not (minus removed segments).
@@ -151,12 +156,13 @@ impl BufferWriter {
         // hand must not make new ones sort before what the reader resumes at).
         let after_acked = read_acked(dir)?.map_or(0, |a| a.segment + 1);
         let segment = segs.last().map_or(0, |n| n + 1).max(after_acked);
-        let out = BufWriter::new(File::create(seg_path(dir, segment))?);
+        let out = BufWriter::with_capacity(WRITE_BUFFER, File::create(seg_path(dir, segment))?);
         Ok(BufferWriter {
             dir: dir.to_path_buf(),
             max_bytes: max_bytes.max(SEGMENT_BYTES),
             segment,
             out,
+            unsynced: Vec::new(),
             written: 0,
             total,
         })
@@ -183,9 +189,14 @@ impl BufferWriter {
 
     fn rotate(&mut self) -> io::Result<()> {
         self.flush()?;
-        self.sync()?;
         self.segment += 1;
-        self.out = BufWriter::new(File::create(seg_path(&self.dir, self.segment))?);
+        let next = BufWriter::with_capacity(
+            WRITE_BUFFER,
+            File::create(seg_path(&self.dir, self.segment))?,
+        );
+        let left = std::mem::replace(&mut self.out, next);
+        self.unsynced
+            .push(left.into_inner().map_err(|e| e.into_error())?);
         self.written = 0;
         Ok(())
     }
@@ -200,8 +211,13 @@ impl BufferWriter {
         })
     }
 
-    /// Makes everything flushed durable (older segments were synced when left).
+    /// Makes everything flushed durable: the segments left since the last sync, then the
+    /// current one.
     pub fn sync(&mut self) -> io::Result<()> {
+        for f in &self.unsynced {
+            f.sync_data()?;
+        }
+        self.unsynced.clear();
         self.out.flush()?;
         self.out.get_ref().sync_data()
     }

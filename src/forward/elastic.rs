@@ -70,7 +70,7 @@ impl Encode for BulkEncode {
         out.extend_from_slice(b",\"_id\":");
         push_str(out, &row.id());
         out.extend_from_slice(b"}}\n{\"@timestamp\":\"");
-        out.extend_from_slice(crate::time::format_datetime(row.time).as_bytes());
+        crate::time::push_datetime(out, row.time);
         out.push(b'"');
         if self.ecs {
             out.extend_from_slice(b",\"ecs\":{\"version\":\"8.11.0\"},\"cloud\":{\"provider\":\"azure\"},\"event\":{\"dataset\":");

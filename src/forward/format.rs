@@ -1,6 +1,8 @@
 //! The lines sinks receive: the Log Analytics row as a JSON object in the route's column
 //! order, and where it came from.
 
+use std::io::Write;
+
 use super::Origin;
 use crate::kql::plan::OutColumn;
 use crate::value::Value;
@@ -58,16 +60,14 @@ pub fn row_json(
     push_str(out, source);
     out.extend_from_slice(b",\"partition\":");
     push_str(out, &position.partition);
-    out.extend_from_slice(
-        format!(
-            ",\"offset\":{},\"sequence_number\":{}",
-            position.offset, position.sequence_number
-        )
-        .as_bytes(),
+    let _ = write!(
+        out,
+        ",\"offset\":{},\"sequence_number\":{}",
+        position.offset, position.sequence_number
     );
     if let Some(t) = position.enqueued_time {
         out.extend_from_slice(b",\"enqueued_time\":");
-        push_str(out, &crate::time::format_datetime(t));
+        push_datetime(out, t);
     }
     out.extend_from_slice(b"}}");
 }
@@ -81,6 +81,13 @@ pub fn record_line(out: &mut Vec<u8>, raw: &[u8]) {
         raw.iter()
             .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
     );
+}
+
+/// A datetime as a JSON string (its text needs no escaping).
+fn push_datetime(out: &mut Vec<u8>, t: i64) {
+    out.push(b'"');
+    crate::time::push_datetime(out, t);
+    out.push(b'"');
 }
 
 /// A JSON string, escaped.
@@ -102,7 +109,7 @@ fn push_value(out: &mut Vec<u8>, v: &Value) {
             let _ = serde_json::to_writer(&mut *out, x);
         }
         Value::Real(_) => out.extend_from_slice(b"null"),
-        Value::DateTime(t) => push_str(out, &crate::time::format_datetime(*t)),
+        Value::DateTime(t) => push_datetime(out, *t),
         Value::TimeSpan(t) => push_str(out, &crate::time::format_timespan(*t)),
         Value::Str(s) => push_str(out, s),
         Value::Dynamic(d) => {

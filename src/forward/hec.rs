@@ -22,6 +22,7 @@
 //!   the batch done. An ack that does not come within `ack_timeout` sends the batch again
 //!   (duplicates, never a loss).
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -75,13 +76,11 @@ fn pick<'a>(route: &'a Option<Template>, sink: &'a Option<Template>) -> Option<&
 impl Encode for HecEvent {
     fn encode(&mut self, row: &Routed<'_>, out: &mut Vec<u8>) {
         let millis = row.time.div_euclid(10_000);
-        out.extend_from_slice(
-            format!(
-                "{{\"time\":{}.{:03}",
-                millis.div_euclid(1000),
-                millis.rem_euclid(1000)
-            )
-            .as_bytes(),
+        let _ = write!(
+            out,
+            "{{\"time\":{}.{:03}",
+            millis.div_euclid(1000),
+            millis.rem_euclid(1000)
         );
         if let Some(h) = &self.host {
             Self::field(out, "host", h);

@@ -78,6 +78,7 @@
 //! into messages or logs: the settings hold no credentials, and errors name the address
 //! and the reason only.
 
+use std::io::Write;
 use std::time::Duration;
 
 use super::buffered::{Deliver, Encode};
@@ -296,7 +297,7 @@ pub fn severity(level: Option<&str>) -> u8 {
 
 fn pri(out: &mut Vec<u8>, facility: u8, row: &Routed<'_>) {
     let pri = u16::from(facility) * 8 + u16::from(severity(row.level().as_deref()));
-    out.extend_from_slice(format!("<{pri}>").as_bytes());
+    let _ = write!(out, "<{pri}>");
 }
 
 /// A PARAM-VALUE of structured data: `"`, `\` and `]` escaped (RFC 5424 §6.3.3).
@@ -311,15 +312,10 @@ fn sd_value(out: &mut Vec<u8>, v: &str) {
 
 /// A header field: printable ASCII without spaces, at most `max` bytes, `-` when empty.
 fn header_field(out: &mut Vec<u8>, v: &str, max: usize) {
-    let clean: Vec<u8> = v
-        .bytes()
-        .filter(|b| (33..=126).contains(b))
-        .take(max)
-        .collect();
-    if clean.is_empty() {
+    let start = out.len();
+    out.extend(v.bytes().filter(|b| (33..=126).contains(b)).take(max));
+    if out.len() == start {
         out.push(b'-');
-    } else {
-        out.extend_from_slice(&clean);
     }
 }
 
@@ -335,12 +331,16 @@ impl Rfc5424 {
         pri(out, self.facility, row);
         out.extend_from_slice(b"1 ");
         // RFC 3339 with at most 6 fraction digits (RFC 5424 §6.2.3).
-        let ts = crate::time::format_datetime(row.time);
-        let ts = match ts.strip_suffix('Z').and_then(|t| t.split_once('.')) {
-            Some((whole, frac)) => format!("{whole}.{}Z", &frac[..frac.len().min(6)]),
-            None => ts,
-        };
-        out.extend_from_slice(ts.as_bytes());
+        let start = out.len();
+        crate::time::push_datetime(out, row.time);
+        // `…SS.fffffffZ` → `…SS.ffffffZ`.
+        if let Some(dot) = out[start..].iter().position(|b| *b == b'.') {
+            let digits = out.len() - (start + dot + 1) - 1;
+            if digits > 6 {
+                out.truncate(start + dot + 1 + 6);
+                out.push(b'Z');
+            }
+        }
         out.push(b' ');
         header_field(out, &self.hostname, 255);
         out.extend_from_slice(b" hubwatch - ");
@@ -351,12 +351,10 @@ impl Rfc5424 {
                 sd_value(out, source);
                 out.extend_from_slice(b"\" partition=\"");
                 sd_value(out, &position.partition);
-                out.extend_from_slice(
-                    format!(
-                        "\" offset=\"{}\" seq=\"{}\"] ",
-                        position.offset, position.sequence_number
-                    )
-                    .as_bytes(),
+                let _ = write!(
+                    out,
+                    "\" offset=\"{}\" seq=\"{}\"] ",
+                    position.offset, position.sequence_number
                 );
             }
             Origin::Result { query, bin } => {
