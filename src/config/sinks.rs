@@ -59,6 +59,9 @@ pub enum SinkConfig {
         /// Extra CEF extension keys or LEEF attributes: `key = "Column"`.
         #[serde(default)]
         fields: BTreeMap<String, String>,
+        /// With `format = "leef"`: the attribute delimiter, `tab` (default), one punctuation
+        /// character, or LEEF's hex form (`x5E`).
+        leef_delimiter: Option<String>,
         tls: Option<TlsConfig>,
         /// Connect and write timeout. Default 10s.
         timeout: Option<String>,
@@ -649,6 +652,7 @@ fn one_sink(s: &SinkConfig, name: &str, base: &Path, c: &mut Check<'_>) -> SinkS
             facility,
             hostname,
             fields,
+            leef_delimiter,
             tls,
             timeout,
             buffer,
@@ -686,6 +690,13 @@ fn one_sink(s: &SinkConfig, name: &str, base: &Path, c: &mut Check<'_>) -> SinkS
                 .iter()
                 .filter_map(|(k, v)| Some((k.clone(), c.text(&format!("fields.{k}"), v)?)))
                 .collect();
+            let leef_delimiter = match leef_delimiter {
+                None => crate::forward::leef::TAB,
+                Some(d) => crate::forward::leef::parse_delimiter(d).unwrap_or_else(|e| {
+                    c.error("leef_delimiter", e);
+                    crate::forward::leef::TAB
+                }),
+            };
             let settings = SyslogSettings {
                 address,
                 protocol,
@@ -696,6 +707,7 @@ fn one_sink(s: &SinkConfig, name: &str, base: &Path, c: &mut Check<'_>) -> SinkS
                 hostname,
                 tls: c.tls(tls, base),
                 fields,
+                leef_delimiter,
                 timeout: c.span("timeout", timeout, Duration::from_secs(10)),
             };
             for p in settings.problems() {

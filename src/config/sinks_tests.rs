@@ -223,6 +223,7 @@ format = "leef"
 facility = 4
 hostname = "hw-1"
 fields = { usrName = "Caller", src = "CallerIpAddress" }
+leef_delimiter = "x5E"
 tls = { verify = false, ca_file = "ca/test.pem" }
 timeout = "3s"
 buffer = { dir = "${HW_SINKS_RT_SPOOL}/sys", max_bytes = 16777216, when_full = "drop_newest" }
@@ -338,6 +339,7 @@ batch = { max_events = 100 }
                 ("src".into(), "CallerIpAddress".into()),
                 ("usrName".into(), "Caller".into()),
             ],
+            leef_delimiter: b'^',
             timeout: Duration::from_secs(3),
         }
     );
@@ -580,6 +582,14 @@ name = "sys2"
 address = "collector:514"
 tls = { verify = false }
 fields = { suser = "Caller" }
+leef_delimiter = ";"
+
+[[sinks]]
+type = "syslog"
+name = "sys3"
+address = "collector:514"
+format = "leef"
+leef_delimiter = "ab"
 
 [[sinks]]
 type = "kafka"
@@ -669,6 +679,11 @@ kql = "AmlComputeJobEvent"
         sink(
             "sys2",
             "fields: apply to format \"cef\" or \"leef\" (the JSON row holds every column)",
+        ),
+        sink("sys2", "leef_delimiter: applies to format \"leef\" only"),
+        sink(
+            "sys3",
+            "leef_delimiter: \"ab\" is not \"tab\", one character or xHH (LEEF's hex form)",
         ),
         sink("k", "bootstrap_servers: is empty (host:port,host:port)"),
         sink(

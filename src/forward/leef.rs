@@ -43,8 +43,33 @@
 
 use super::Routed;
 
-/// The default delimiter, and the one [`super::syslog::parts`] uses.
+/// The default delimiter.
 pub const TAB: u8 = b'\t';
+
+/// A delimiter as configured: `tab`, one character, or LEEF's hex form (`x09`, `x5E`).
+pub fn parse_delimiter(text: &str) -> Result<u8, String> {
+    let hex = text
+        .strip_prefix(['x', 'X'])
+        .filter(|h| h.len() == 2)
+        .and_then(|h| u8::from_str_radix(h, 16).ok());
+    let d = match (text, hex) {
+        ("tab", _) => TAB,
+        (_, Some(b)) => b,
+        (t, None) if t.len() == 1 => t.as_bytes()[0],
+        _ => {
+            return Err(format!(
+                "{text:?} is not \"tab\", one character or xHH (LEEF's hex form)"
+            ))
+        }
+    };
+    if usable_delimiter(d) {
+        Ok(d)
+    } else {
+        Err(format!(
+            "{text:?} is neither a tab nor ASCII punctuation other than = | \\"
+        ))
+    }
+}
 
 /// The attribute keys of the fixed mapping, which `fields` may not take again.
 const FIXED_KEYS: [&str; 10] = [
@@ -269,6 +294,17 @@ mod tests {
         assert!(text.contains("|jobs\\|write\\\\x|^|devTime="), "{text}");
         assert!(text.ends_with("^usrName=ana bob"), "{text}");
         assert!(text.contains("^sev=10^cat=AmlComputeJobEvent^"), "{text}");
+    }
+
+    #[test]
+    fn a_configured_delimiter_is_a_tab_a_character_or_its_hex_form() {
+        assert_eq!(parse_delimiter("tab"), Ok(TAB));
+        assert_eq!(parse_delimiter("x09"), Ok(TAB));
+        assert_eq!(parse_delimiter("^"), Ok(b'^'));
+        assert_eq!(parse_delimiter("x5E"), Ok(b'^'));
+        for bad in ["", "ab", "=", "|", "\\", "a", "x41", "x0a", "xZZ"] {
+            assert!(parse_delimiter(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

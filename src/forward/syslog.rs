@@ -111,6 +111,8 @@ pub struct SyslogSettings {
     /// Extra CEF extension keys or LEEF attributes, `(key, column name)`, appended after
     /// the fixed mapping; a column the row lacks, or holds null or empty, is left out.
     pub fields: Vec<(String, String)>,
+    /// Between LEEF attributes (format `leef` only): a tab, or ASCII punctuation.
+    pub leef_delimiter: u8,
     /// For connecting (with the TLS handshake, or RELP's `open`) and for each write; with
     /// RELP also for each wait for the receiver's next answer.
     pub timeout: Duration,
@@ -172,6 +174,7 @@ impl SyslogSettings {
             hostname: hostname.into(),
             tls: Tls::default(),
             fields: Vec::new(),
+            leef_delimiter: super::leef::TAB,
             timeout: Duration::from_secs(10),
         }
     }
@@ -201,6 +204,9 @@ impl SyslogSettings {
                     .to_string(),
             );
         }
+        if self.format != Format::Leef && self.leef_delimiter != super::leef::TAB {
+            problems.push("leef_delimiter: applies to format \"leef\" only".to_string());
+        }
         if let Err(e) = self.payload() {
             problems.extend(e);
         }
@@ -219,7 +225,7 @@ impl SyslogSettings {
             Format::Cef => Payload::Cef(super::cef::Cef::new(self.fields.clone())?),
             Format::Leef => Payload::Leef(super::leef::Leef::new(
                 self.fields.clone(),
-                super::leef::TAB,
+                self.leef_delimiter,
             )?),
         })
     }
