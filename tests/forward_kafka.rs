@@ -24,6 +24,7 @@ use common::kafka::Tansu;
 use common::*;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::Value;
 
@@ -146,6 +147,8 @@ struct Record {
     partition: i32,
     offset: i64,
     key: Option<String>,
+    /// The record's headers, by name.
+    headers: BTreeMap<String, String>,
     value: Value,
 }
 
@@ -210,12 +213,24 @@ impl Reader {
                 m.payload_view::<str>()
             )
         });
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        let v = h.value.map(|v| String::from_utf8(v.to_vec()).unwrap());
+                        (h.key.to_string(), v.unwrap_or_default())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         *self.counts.entry(identity(&value)).or_default() += 1;
         self.records.push(Record {
             topic: m.topic().to_string(),
             partition: m.partition(),
             offset: m.offset(),
             key,
+            headers,
             value,
         });
     }
@@ -320,6 +335,20 @@ fn every_routed_row_arrives_once_on_its_tables_topic_keyed_and_in_order_per_key(
         let origin = &r.value["_hubwatch"];
         assert_eq!(origin["source"], "exports");
         assert!(origin["sequence_number"].is_i64(), "{}", r.value);
+        // The origin again as headers, for a consumer that does not parse the value.
+        let h = |name: &str| r.headers.get(name).map(String::as_str);
+        assert_eq!(
+            h("hubwatch.route"),
+            origin["route"].as_str(),
+            "{:?}",
+            r.headers
+        );
+        assert_eq!(h("hubwatch.source"), Some("exports"));
+        assert_eq!(h("hubwatch.partition"), origin["partition"].as_str());
+        assert_eq!(
+            h("hubwatch.sequence_number"),
+            Some(origin["sequence_number"].to_string().as_str())
+        );
     }
     let topics: BTreeSet<&str> = reader.records.iter().map(|r| r.topic.as_str()).collect();
     assert_eq!(topics.len(), 2, "both tables forwarded: {topics:?}");

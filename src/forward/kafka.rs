@@ -7,10 +7,14 @@
 //!   (idempotence allows up to five requests in flight without reordering). A record
 //!   that fails and is sent again (from the buffer, after a backoff) comes after the
 //!   records of its partition that were taken meanwhile.
-//! - The record's value is the row's JSON; its key the value of a chosen column (e.g.
-//!   `_ResourceId`, so that one resource's rows stay in one partition and in order), or
-//!   none; its topic a [`super::template`] (`{table}`, `{route}`), in the case it renders
-//!   (Kafka topic names are case-sensitive).
+//! - The record's value is the row's JSON (or the original record); its key the value of
+//!   a chosen column (e.g. `_ResourceId`, so that one resource's rows stay in one partition
+//!   and in order), or none; its topic a [`super::template`] (`{table}`, `{route}`), in the
+//!   case it renders (Kafka topic names are case-sensitive). Its headers say where it came
+//!   from — `hubwatch.route`, and `hubwatch.source`, `hubwatch.partition`,
+//!   `hubwatch.sequence_number` (or `hubwatch.query`, `hubwatch.bin` for a query's result
+//!   row) — so that a consumer can tell an original record's origin, and route on it
+//!   without parsing the value.
 //! - A record the broker refuses for good (too large, invalid, a topic name Kafka does not
 //!   allow) is dead-lettered; anything else is sent again after a backoff.
 //! - A delivery that the cluster took nothing of, or a producer librdkafka declares
@@ -32,6 +36,7 @@ use std::time::{Duration, Instant};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 
@@ -41,7 +46,9 @@ use super::Routed;
 use crate::source::amqp::scrub;
 
 /// A record in the buffer: `topic len u16 | topic | key len u32 (u32::MAX: none) | key |
-/// value`.
+/// headers | value`. Bit 15 of the topic length says that headers are there (frames
+/// buffered by versions without them lack it): `count u8`, then per header `name len u8 |
+/// name | value len u16 | value`. Kafka topic names are at most 249 bytes.
 pub struct RecordEncode {
     pub topic: Template,
     /// The column whose value keys the record.
@@ -63,8 +70,8 @@ impl Encode for RecordEncode {
     fn encode(&mut self, row: &Routed<'_>, out: &mut Vec<u8>) {
         self.scratch.clear();
         self.topic.render(row, &mut self.scratch);
-        let topic = &self.scratch.as_bytes()[..self.scratch.len().min(u16::MAX as usize)];
-        out.extend_from_slice(&(topic.len() as u16).to_le_bytes());
+        let topic = &self.scratch.as_bytes()[..self.scratch.len().min(TOPIC_LEN as usize)];
+        out.extend_from_slice(&(topic.len() as u16 | WITH_HEADERS).to_le_bytes());
         out.extend_from_slice(topic);
         match self.key.as_deref().and_then(|k| row.column(k)) {
             Some(k) => {
@@ -73,25 +80,84 @@ impl Encode for RecordEncode {
             }
             None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
         }
+        let header = |out: &mut Vec<u8>, name: &str, value: &[u8]| {
+            let value = &value[..value.len().min(u16::MAX as usize)];
+            out.push(name.len() as u8);
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+            out.extend_from_slice(value);
+        };
+        match row.origin {
+            super::Origin::Record { source, position } => {
+                out.push(4);
+                header(out, "hubwatch.route", row.route.as_bytes());
+                header(out, "hubwatch.source", source.as_bytes());
+                header(out, "hubwatch.partition", position.partition.as_bytes());
+                let seq = position.sequence_number.to_string();
+                header(out, "hubwatch.sequence_number", seq.as_bytes());
+            }
+            super::Origin::Result { query, bin } => {
+                out.push(3);
+                header(out, "hubwatch.route", row.route.as_bytes());
+                header(out, "hubwatch.query", query.as_bytes());
+                let bin = crate::time::format_datetime(bin);
+                header(out, "hubwatch.bin", bin.as_bytes());
+            }
+        }
         out.extend_from_slice(row.json);
     }
 }
 
-/// A record read back from its buffer frame.
-type Record<'a> = (&'a str, Option<&'a [u8]>, &'a [u8]);
+/// Bit 15 of a frame's topic length: headers follow the key.
+const WITH_HEADERS: u16 = 0x8000;
+/// The longest topic a frame holds.
+const TOPIC_LEN: u16 = 0x7fff;
 
-/// A record read back from its buffer frame: (topic, key, value).
+/// A record read back from its buffer frame.
+#[derive(Debug, PartialEq, Eq)]
+struct Record<'a> {
+    topic: &'a str,
+    key: Option<&'a [u8]>,
+    headers: Vec<(&'a str, &'a [u8])>,
+    value: &'a [u8],
+}
+
+/// A record read back from its buffer frame (`None`: the frame is not one).
 fn decode(frame: &[u8]) -> Option<Record<'_>> {
-    let tlen = u16::from_le_bytes(frame.get(..2)?.try_into().ok()?) as usize;
-    let topic = std::str::from_utf8(frame.get(2..2 + tlen)?).ok()?;
-    let at = 2 + tlen;
-    let klen = u32::from_le_bytes(frame.get(at..at + 4)?.try_into().ok()?);
-    let at = at + 4;
-    if klen == u32::MAX {
-        return Some((topic, None, frame.get(at..)?));
+    let mut r = FrameReader(frame);
+    let tlen = u16::from_le_bytes(r.take(2)?.try_into().ok()?);
+    let topic = std::str::from_utf8(r.take((tlen & TOPIC_LEN) as usize)?).ok()?;
+    let klen = u32::from_le_bytes(r.take(4)?.try_into().ok()?);
+    let key = match klen {
+        u32::MAX => None,
+        n => Some(r.take(n as usize)?),
+    };
+    let mut headers = Vec::new();
+    if tlen & WITH_HEADERS != 0 {
+        for _ in 0..r.take(1)?[0] {
+            let n = r.take(1)?[0] as usize;
+            let name = std::str::from_utf8(r.take(n)?).ok()?;
+            let n = u16::from_le_bytes(r.take(2)?.try_into().ok()?) as usize;
+            headers.push((name, r.take(n)?));
+        }
     }
-    let end = at + klen as usize;
-    Some((topic, Some(frame.get(at..end)?), frame.get(end..)?))
+    Some(Record {
+        topic,
+        key,
+        headers,
+        value: r.0,
+    })
+}
+
+/// Takes a frame's fields from the front.
+struct FrameReader<'a>(&'a [u8]);
+
+impl<'a> FrameReader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = rest;
+        Some(head)
+    }
 }
 
 /// What librdkafka said about the cluster as a whole (refused credentials, brokers down),
@@ -322,7 +388,13 @@ impl Deliver for KafkaDeliver {
         // batches them (awaiting each in turn would send one record per `linger.ms`).
         let mut pending = Vec::with_capacity(messages.len());
         for (i, m) in messages.iter().enumerate() {
-            let Some((topic, key, value)) = decode(m) else {
+            let Some(Record {
+                topic,
+                key,
+                headers,
+                value,
+            }) = decode(m)
+            else {
                 report.rejected.push(Rejection {
                     index: i,
                     reason: "corrupt_frame".into(),
@@ -333,6 +405,16 @@ impl Deliver for KafkaDeliver {
             let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(value);
             if let Some(k) = key {
                 record = record.key(k);
+            }
+            if !headers.is_empty() {
+                let mut h = OwnedHeaders::new_with_capacity(headers.len());
+                for (name, value) in headers {
+                    h = h.insert(Header {
+                        key: name,
+                        value: Some(value),
+                    });
+                }
+                record = record.headers(h);
             }
             let queued = loop {
                 match self.producer.send_result(record) {
@@ -391,23 +473,77 @@ mod tests {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
     #[test]
-    fn a_record_frame_reads_back_with_and_without_a_key() {
+    fn a_record_frame_reads_back_with_and_without_a_key_and_headers() {
+        // As versions without headers buffered them.
         let mut f = Vec::new();
         f.extend_from_slice(&5u16.to_le_bytes());
         f.extend_from_slice(b"azure");
         f.extend_from_slice(&2u32.to_le_bytes());
         f.extend_from_slice(b"id{\"a\":1}");
+        let record = |topic, key, headers, value| Record {
+            topic,
+            key,
+            headers,
+            value,
+        };
         assert_eq!(
             decode(&f),
-            Some(("azure", Some(&b"id"[..]), &b"{\"a\":1}"[..]))
+            Some(record("azure", Some(&b"id"[..]), vec![], &b"{\"a\":1}"[..]))
         );
         let mut g = Vec::new();
         g.extend_from_slice(&1u16.to_le_bytes());
         g.extend_from_slice(b"t");
         g.extend_from_slice(&u32::MAX.to_le_bytes());
         g.extend_from_slice(b"{}");
-        assert_eq!(decode(&g), Some(("t", None, &b"{}"[..])));
+        assert_eq!(decode(&g), Some(record("t", None, vec![], &b"{}"[..])));
         assert_eq!(decode(&g[..3]), None);
+
+        // As this version encodes a row.
+        let position = crate::source::Position {
+            partition: "3".into(),
+            offset: 40,
+            sequence_number: 17,
+            enqueued_time: None,
+        };
+        let row = crate::forward::Routed {
+            json: b"{\"x\":1}",
+            route: "aml",
+            origin: crate::forward::Origin::Record {
+                source: "eh",
+                position: &position,
+            },
+            time: 0,
+            values: &[],
+            columns: &[],
+            known: &Default::default(),
+            meta: &Default::default(),
+            table: "AmlComputeJobEvent",
+            ordinal: 0,
+            original: true,
+        };
+        let mut enc = RecordEncode::new(Template::parse("azure-{table}", false).unwrap(), None);
+        let mut frame = Vec::new();
+        enc.encode(&row, &mut frame);
+        assert_eq!(
+            decode(&frame),
+            Some(record(
+                "azure-AmlComputeJobEvent",
+                None,
+                vec![
+                    ("hubwatch.route", &b"aml"[..]),
+                    ("hubwatch.source", b"eh"),
+                    ("hubwatch.partition", b"3"),
+                    ("hubwatch.sequence_number", b"17"),
+                ],
+                &b"{\"x\":1}"[..]
+            ))
+        );
+        for cut in 0..frame.len() - 7 {
+            assert!(
+                decode(&frame[..cut]).is_none_or(|r| r.value.len() < 7),
+                "a cut frame is not read as whole"
+            );
+        }
     }
 
     fn frame(topic: &str, key: &str, value: &str) -> Vec<u8> {
