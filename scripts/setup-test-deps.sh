@@ -8,6 +8,9 @@
 #   - rsyslog (Debian package `rsyslog`): the receiver of the syslog sink's tests, with its
 #     TLS driver (Debian package `rsyslog-gnutls`) for the syslog-over-TLS test and its RELP
 #     input (Debian package `rsyslog-relp`, module imrelp) for the syslog-over-RELP tests.
+#   - syslog-ng (Debian package `syslog-ng-core`, which conflicts with rsyslog, so not
+#     installed): its .deb and its missing libraries unpacked into tools/syslog-ng, the
+#     second receiver of the syslog sink's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,6 +55,75 @@ fi
 # Prometheus from the package holds the default ports during tests.
 echo "setup: promtool $(promtool --version 2>&1 | head -n1 | awk '{print $3}'), prometheus ready"
 echo "setup: $(/usr/sbin/rsyslogd -v 2>/dev/null | head -n1 | awk '{print $1, $2}') ready"
+
+# syslog-ng: the second syslog receiver of the syslog sink's tests (tests/forward_syslog_ng.rs).
+# Debian's syslog-ng-core conflicts with rsyslog (installing one removes the other), so it
+# is not installed: its .deb, and those of the shared libraries it needs that the machine
+# lacks, are downloaded with apt and unpacked into tools/syslog-ng (gitignored), which the
+# tests run in place (LD_LIBRARY_PATH and --module-path into that tree; see
+# tests/common/syslog_ng.rs). Nothing is installed or removed. Unpacked again only when
+# the binary there does not run or is not of the series below.
+SYSLOG_NG_SERIES=3.38
+SYSLOG_NG=tools/syslog-ng
+syslog_ng_libs() {
+  local d dirs=""
+  for d in "$SYSLOG_NG"/usr/lib/syslog-ng "$SYSLOG_NG"/usr/lib/*-linux-gnu "$SYSLOG_NG"/lib/*-linux-gnu; do
+    [ -d "$d" ] && dirs+="${dirs:+:}$d"
+  done
+  echo "$dirs"
+}
+syslog_ng_version() {
+  [ -x "$SYSLOG_NG/usr/sbin/syslog-ng" ] || return 1
+  LD_LIBRARY_PATH="$(syslog_ng_libs)" "$SYSLOG_NG/usr/sbin/syslog-ng" --version 2>/dev/null | head -n1
+}
+if ! syslog_ng_version | grep -q "($SYSLOG_NG_SERIES\."; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  candidate() { apt-cache policy syslog-ng-core 2>/dev/null | awk '/Candidate:/ {print $2}'; }
+  if [ -z "$(candidate)" ] || [ "$(candidate)" = "(none)" ]; then
+    $SUDO apt-get update -qq
+  fi
+  case "$(candidate)" in
+    "$SYSLOG_NG_SERIES".*) ;;
+    *)
+      echo "setup: syslog-ng-core $SYSLOG_NG_SERIES is not in the Debian package lists (candidate: $(candidate))" >&2
+      exit 1
+      ;;
+  esac
+  # The package and its library dependencies (lib*, and theirs) that are not installed.
+  sng_debs=(syslog-ng-core)
+  queue=(syslog-ng-core)
+  while [ ${#queue[@]} -gt 0 ]; do
+    pkg="${queue[0]}"
+    queue=("${queue[@]:1}")
+    for dep in $(apt-cache depends "$pkg" | awk '/^ *(Pre)?Depends: lib/ {print $2}'); do
+      [ "$(dpkg-query -W -f='${db:Status-Status}' "$dep" 2>/dev/null)" = installed ] && continue
+      [[ " ${sng_debs[*]} " == *" $dep "* ]] && continue
+      sng_debs+=("$dep")
+      queue+=("$dep")
+    done
+  done
+  echo "setup: downloading ${sng_debs[*]} (Debian packages) into $SYSLOG_NG, beside rsyslog"
+  sng_download="$(mktemp -d)"
+  trap 'rm -rf "$sng_download"' EXIT
+  # apt drops to its own user to download as root: let it write there.
+  if [ "$(id -u)" -eq 0 ] && id _apt >/dev/null 2>&1; then chown _apt "$sng_download"; fi
+  (cd "$sng_download" && apt-get download -qq "${sng_debs[@]}")
+  rm -rf "$SYSLOG_NG.tmp"
+  mkdir -p "$SYSLOG_NG.tmp"
+  for deb in "$sng_download"/*.deb; do
+    echo "setup:   $(dpkg-deb -f "$deb" Package) $(dpkg-deb -f "$deb" Version)"
+    dpkg -x "$deb" "$SYSLOG_NG.tmp"
+  done
+  rm -rf "$SYSLOG_NG"
+  mv "$SYSLOG_NG.tmp" "$SYSLOG_NG"
+  if ! syslog_ng_version | grep -q "($SYSLOG_NG_SERIES\."; then
+    echo "setup: $SYSLOG_NG/usr/sbin/syslog-ng does not run:" >&2
+    LD_LIBRARY_PATH="$(syslog_ng_libs)" "$SYSLOG_NG/usr/sbin/syslog-ng" --version >&2 || true
+    exit 1
+  fi
+fi
+echo "setup: $(syslog_ng_version) ready at $SYSLOG_NG/usr/sbin/syslog-ng"
 
 # The official Python Event Hubs SDK (azure-eventhub, pure-Python AMQP stack) is an
 # independent test peer for the emulator (tests/emulator.rs, tests/peers/). It lives in a

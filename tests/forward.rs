@@ -286,58 +286,6 @@ fn a_syslog_receiver_that_is_down_stalls_nothing_and_gets_every_row_once_up() {
     assert_eq!(per_type(&rows), want, "the rows, as the route selects them");
 }
 
-/// Splits a CEF message into its seven header fields and its extension's key-value pairs,
-/// undoing the escapes (an independent reading of the format).
-fn parse_cef(msg: &str) -> (Vec<String>, BTreeMap<String, String>) {
-    let mut fields = Vec::new();
-    let mut cur = String::new();
-    let mut chars = msg.chars().peekable();
-    while fields.len() < 7 {
-        match chars.next() {
-            Some('\\') => cur.push(chars.next().unwrap()),
-            Some('|') => fields.push(std::mem::take(&mut cur)),
-            Some(c) => cur.push(c),
-            None => panic!("a CEF header has 7 fields: {msg}"),
-        }
-    }
-    let rest: String = chars.collect();
-    // Extension: `key=value` pairs; a key is the word before an unescaped `=`.
-    let mut ext = BTreeMap::new();
-    let mut pairs: Vec<(String, String)> = Vec::new();
-    let mut token = String::new();
-    let mut it = rest.chars().peekable();
-    while let Some(c) = it.next() {
-        match c {
-            '\\' => {
-                let e = it.next().unwrap();
-                token.push(match e {
-                    'n' => '\n',
-                    'r' => '\r',
-                    other => other,
-                });
-            }
-            '=' => {
-                // The text since the last space is the next key; before it, the previous value.
-                let (value, key) = match token.rfind(' ') {
-                    Some(i) => (token[..i].to_string(), token[i + 1..].to_string()),
-                    None => (String::new(), token.clone()),
-                };
-                if let Some(last) = pairs.last_mut() {
-                    last.1 = value;
-                }
-                pairs.push((key, String::new()));
-                token.clear();
-            }
-            c => token.push(c),
-        }
-    }
-    if let Some(last) = pairs.last_mut() {
-        last.1 = token;
-    }
-    ext.extend(pairs);
-    (fields, ext)
-}
-
 #[test]
 fn a_cef_syslog_sink_sends_events_rsyslog_receives_and_a_cef_reader_reads_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -370,7 +318,8 @@ fn a_cef_syslog_sink_sends_events_rsyslog_receives_and_a_cef_reader_reads_back()
     let mut sequence_numbers = std::collections::BTreeSet::new();
     for l in &lines {
         let msg = &l[l.find(" MSG=").unwrap() + 5..];
-        let (header, ext) = parse_cef(msg);
+        let (header, ext) = common::syslog::read_cef(msg);
+        let ext: BTreeMap<String, String> = ext.into_iter().collect();
         assert_eq!(
             &header[..3],
             ["CEF:0", "Microsoft", "AmlComputeJobEvent"],

@@ -3,150 +3,27 @@
 //! through `ca_file` (and refused without it), RFC 3164 over TCP, LEEF read back by a
 //! reader written here, and RELP (rsyslog's imrelp): read back, and through an rsyslog
 //! killed and restarted mid-stream. Rows are made by hand and go through the sink's disk buffer and
-//! sender ([`BufferedSink`]) as the engine's would; every check reads what rsyslog parsed
-//! (`%jsonmesg%`), field by field.
+//! sender (`BufferedSink`) as the engine's would (tests/common/syslog.rs); every check reads
+//! what rsyslog parsed (`%jsonmesg%`), field by field.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use hubwatch::forward::buffered::{BufferedSink, Delivery, Status};
 use hubwatch::forward::http::Tls;
 use hubwatch::forward::syslog::{parts, Format, Framing, Protocol, Rfc, SyslogSettings};
-use hubwatch::forward::{Known, Origin, RouteMeta, Routed, Sink};
-use hubwatch::kql::plan::OutColumn;
-use hubwatch::source::Position;
+use hubwatch::forward::Sink;
 use hubwatch::telemetry::{Metrics, SinkMetrics};
-use hubwatch::value::{Type, Value};
-use serde_json::{json, Value as Json};
+use serde_json::Value as Json;
 
 use common::rsyslog::{self_signed, Inputs, Rsyslog, TlsInput};
+use common::syslog::{failed_job, send, settings, sink, Row};
 use common::{free_port, wait_until};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// A hand-made Log Analytics row: string columns, and its JSON as the format writes it.
-struct Row {
-    position: Position,
-    columns: Vec<OutColumn>,
-    values: Vec<Value>,
-    known: Known,
-    meta: RouteMeta,
-    json: Vec<u8>,
-    time: i64,
-}
-
-impl Row {
-    fn new(time: &str, sequence_number: i64, cells: &[(&str, &str)]) -> Row {
-        let mut columns = vec![OutColumn {
-            name: Arc::from("TimeGenerated"),
-            ty: Type::DateTime,
-            is_key: false,
-        }];
-        let t = hubwatch::time::parse_datetime(time).unwrap().0;
-        let mut values = vec![Value::DateTime(t)];
-        let mut object = serde_json::Map::new();
-        object.insert(
-            "TimeGenerated".into(),
-            json!(hubwatch::time::format_datetime(t)),
-        );
-        for (name, v) in cells {
-            columns.push(OutColumn {
-                name: Arc::from(*name),
-                ty: Type::String,
-                is_key: false,
-            });
-            values.push(Value::str(v));
-            object.insert(name.to_string(), json!(v));
-        }
-        Row {
-            position: Position {
-                partition: Arc::from("3"),
-                offset: 4096,
-                sequence_number,
-                enqueued_time: None,
-            },
-            known: Known::of(&columns),
-            columns,
-            values,
-            meta: RouteMeta::default(),
-            json: Json::Object(object).to_string().into_bytes(),
-            time: t,
-        }
-    }
-
-    fn routed(&self) -> Routed<'_> {
-        Routed {
-            json: &self.json,
-            route: "failed-jobs",
-            origin: Origin::Record {
-                source: "eh",
-                position: &self.position,
-            },
-            time: self.time,
-            values: &self.values,
-            columns: &self.columns,
-            known: &self.known,
-            meta: &self.meta,
-            table: "AmlComputeJobEvent",
-            ordinal: 0,
-            original: false,
-        }
-    }
-
-    fn value(&self) -> Json {
-        serde_json::from_slice(&self.json).unwrap()
-    }
-}
-
-fn failed_job(sequence_number: i64, caller: &str) -> Row {
-    Row::new(
-        "2024-05-05T09:07:03.1234567Z",
-        sequence_number,
-        &[
-            (
-                "OperationName",
-                "Microsoft.MachineLearningServices/workspaces/jobs|write",
-            ),
-            ("EventType", "JobFailed"),
-            ("Level", "Error"),
-            ("ResultType", "Failed"),
-            (
-                "_ResourceId",
-                "/subscriptions/s/resourceGroups/rg/providers/ws=1",
-            ),
-            ("Caller", caller),
-        ],
-    )
-}
-
-/// The sink the engine would hold, on `rt`, buffering in `dir`.
-fn sink(rt: &tokio::runtime::Runtime, dir: &Path, s: &SyslogSettings) -> BufferedSink {
-    let _in = rt.enter();
-    let (encode, deliver) = parts(s).unwrap();
-    BufferedSink::start(
-        "siem",
-        Delivery::new(dir.to_path_buf()),
-        encode,
-        deliver,
-        None,
-    )
-    .unwrap()
-}
-
-fn send(sink: &mut BufferedSink, rows: &[&Row]) {
-    for r in rows {
-        sink.write(&r.routed()).unwrap();
-    }
-    sink.flush().unwrap();
-}
-
-fn settings(address: String) -> SyslogSettings {
-    SyslogSettings::new(address, "hw-test")
-}
 
 /// RFC 5424's MSG of a message rsyslog parsed, or RFC 3164's content (rsyslog keeps the
 /// space after the tag).

@@ -261,6 +261,8 @@ pub mod azurite;
 pub mod kafka;
 pub mod rsyslog;
 pub mod siem;
+pub mod syslog;
+pub mod syslog_ng;
 
 /// The fixture line whose records have no usable time: over Event Hubs they would take the
 /// event's enqueued time (today), which moves the clock and empties every window, so the
