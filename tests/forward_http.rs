@@ -68,12 +68,7 @@ fn count(rows: &[Value]) -> BTreeMap<(i64, String), i64> {
 
 /// The sink's dead letters so far: the whole lines (one may be being written).
 fn dead_letters(dir: &Path) -> Vec<Value> {
-    let text =
-        std::fs::read_to_string(dir.join("buffers/siem/dead-letter.ndjson")).unwrap_or_default();
-    text[..text.rfind('\n').map_or(0, |i| i + 1)]
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    json_lines(&dir.join("buffers/siem/dead-letter.ndjson"))
 }
 
 /// A marker held by the rows of one event (its sequence number in `_hubwatch`).

@@ -411,6 +411,49 @@ impl Prometheus {
 }
 
 /// Polls `done` until it holds; fails the test after `limit`.
+/// The whole lines of a file another process is writing (it may be writing the last);
+/// none when the file is not there yet.
+pub fn whole_lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text[..text.rfind('\n').map_or(0, |i| i + 1)]
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Each whole line of `path` as JSON (a line that is not fails the test, naming it).
+pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    whole_lines(path)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display())))
+        .collect()
+}
+
+/// Reads `get` until it holds at least `n` items, at most `limit`; then returns them. The
+/// failure shows what was read and `context()` (a receiver's log).
+pub fn wait_for_items<T: std::fmt::Debug>(
+    what: &str,
+    n: usize,
+    limit: Duration,
+    mut get: impl FnMut() -> Vec<T>,
+    context: impl Fn() -> String,
+) -> Vec<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let got = get();
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} of {n} within {limit:?}: {got:#?}\n{}",
+            got.len(),
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() {

@@ -178,36 +178,23 @@ impl Rsyslog {
 
     /// The messages written so far (by [`Rsyslog::start_with`]), as rsyslog parsed them.
     pub fn messages(&self) -> Vec<serde_json::Value> {
-        self.lines()
-            .iter()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect()
+        super::json_lines(&self.out)
     }
 
     /// Waits (at most `timeout`) until `n` messages were written; then returns them.
     pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let got = self.messages();
-            if got.len() >= n {
-                return got;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "rsyslog wrote {} of {n} messages within {timeout:?}: {got:#?}",
-                got.len()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        super::wait_for_items(
+            "messages rsyslog wrote",
+            n,
+            timeout,
+            || self.messages(),
+            String::new,
+        )
     }
 
     /// The lines written so far: the whole ones (rsyslog may be writing the last).
     pub fn lines(&self) -> Vec<String> {
-        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
-        text[..text.rfind('\n').map_or(0, |i| i + 1)]
-            .lines()
-            .map(str::to_string)
-            .collect()
+        super::whole_lines(&self.out)
     }
 }
 

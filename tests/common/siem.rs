@@ -92,13 +92,7 @@ impl SiemReceiver {
     /// The lines of `out/<name>.ndjson` so far, parsed: the whole ones (the receiver may
     /// be writing the last while it is read).
     pub fn records(&self, name: &str) -> Vec<Value> {
-        let text =
-            std::fs::read_to_string(self.out.join(format!("{name}.ndjson"))).unwrap_or_default();
-        let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-        whole
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
-            .collect()
+        super::json_lines(&self.out.join(format!("{name}.ndjson")))
     }
 
     /// HEC events accepted: `{"endpoint", "channel", "ackId", "event"}`.

@@ -178,30 +178,18 @@ impl SyslogNg {
 
     /// The messages written so far, as syslog-ng parsed them.
     pub fn messages(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
-        // Whole lines only: syslog-ng may be writing the last.
-        text[..text.rfind('\n').map_or(0, |i| i + 1)]
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-            .collect()
+        super::json_lines(&self.out)
     }
 
     /// Waits (at most `timeout`) until `n` messages were written; then returns them.
     pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let got = self.messages();
-            if got.len() >= n {
-                return got;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "syslog-ng wrote {} of {n} messages within {timeout:?}: {got:#?}\nits log:\n{}",
-                got.len(),
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::wait_for_items(
+            "messages syslog-ng wrote",
+            n,
+            timeout,
+            || self.messages(),
+            || format!("its log:\n{}", self.log()),
+        )
     }
 
     /// What syslog-ng said on stderr so far, for failure messages.
