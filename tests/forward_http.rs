@@ -391,16 +391,26 @@ fn an_http_sink_posts_gzipped_ndjson_with_headers_from_the_environment() {
     assert!(stats["gzip_requests"].as_u64().unwrap_or(0) > 0, "{stats}");
 }
 
-/// HEC's raw endpoint with `output = "record"`: each selected record as it was in its
-/// body, one a line, with the sink's fixed sourcetype and index as query parameters.
+/// HEC's raw endpoint with `output = "record"` and indexer acknowledgement: each selected
+/// record as it was in its body, one a line, with the sink's fixed sourcetype and index
+/// as query parameters, each request on the sink's channel and confirmed by an ack poll.
 #[test]
-fn splunk_hec_raw_takes_the_original_records_as_lines() {
+fn splunk_hec_raw_takes_the_original_records_as_lines_with_indexer_ack() {
     let dir = tempfile::tempdir().unwrap();
     let input = fixture();
     let want: i64 = expected_rows(&input).values().sum();
     let rx_dir = dir.path().join("rx");
     std::fs::create_dir_all(&rx_dir).unwrap();
-    let rx = SiemReceiver::start(&rx_dir, &["--hec-token", "raw-token"]);
+    let rx = SiemReceiver::start(
+        &rx_dir,
+        &[
+            "--hec-token",
+            "raw-token",
+            "--hec-ack",
+            "--ack-delay-ms",
+            "200",
+        ],
+    );
     let config = dir.path().join("hubwatch.toml");
     std::fs::write(
         &config,
@@ -409,6 +419,7 @@ fn splunk_hec_raw_takes_the_original_records_as_lines() {
              [[sources]]\ntype = \"file\"\nname = \"exports\"\npaths = [{:?}]\n\
              [[sinks]]\ntype = \"splunk_hec\"\nname = \"siem\"\nendpoint = \"http://{}\"\n\
              token = \"raw-token\"\napi = \"raw\"\nsourcetype = \"mscs:azure:eventhub\"\nindex = \"azure\"\n\
+             indexer_ack = true\n\
              [[routes]]\nname = \"jobs\"\nsinks = [\"siem\"]\noutput = \"record\"\nkql = \"{ROUTE}\"\n",
             input.display().to_string(),
             rx.addr
@@ -429,5 +440,18 @@ fn splunk_hec_raw_takes_the_original_records_as_lines() {
         assert!(bodies.contains(line), "the record as it was: {line}");
         assert_eq!(e["event"]["sourcetype"], "mscs:azure:eventhub");
         assert_eq!(e["event"]["index"], "azure");
+        assert!(e["ackId"].as_u64().is_some(), "acknowledged: {e}");
+        assert_eq!(e["channel"].as_str().map(str::len), Some(36), "{e}");
     }
+    // A batch counts as sent once its ack poll says it is indexed.
+    wait_until("every record confirmed", Duration::from_secs(30), || {
+        let (_, metrics) = svc.get("/metrics");
+        metric(&metrics, "hubwatch_forward_sink_sent_total{sink=\"siem\"}") == Some(want as f64)
+    });
+    let polls = rx.stats()["requests"]["hec_ack"].as_u64().unwrap_or(0);
+    assert!(
+        polls >= 1,
+        "the sink polled /services/collector/ack: {}",
+        rx.stats()
+    );
 }
