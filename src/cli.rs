@@ -120,7 +120,14 @@ pub fn describe_sink(sink: &SinkSettings) -> String {
         }
         SinkSettings::Buffered { name, kind, .. } => (name, kind),
     };
-    let unverified = |tls: &crate::forward::http::Tls| (!tls.verify).then_some("TLS NOT VERIFIED");
+    let tls_notes = |tls: &crate::forward::http::Tls| {
+        [
+            tls.client.is_some().then_some("client cert"),
+            (!tls.verify).then_some("TLS NOT VERIFIED"),
+        ]
+        .into_iter()
+        .flatten()
+    };
     let (kind, target, notes): (&str, String, Vec<&str>) = match kind {
         Buffered::Syslog(s) => {
             let protocol = match s.protocol {
@@ -140,7 +147,7 @@ pub fn describe_sink(sink: &SinkSettings) -> String {
             };
             let mut notes = vec![protocol, rfc, format];
             if s.protocol == syslog::Protocol::Tls {
-                notes.extend(unverified(&s.tls));
+                notes.extend(tls_notes(&s.tls));
             }
             ("syslog", s.address.clone(), notes)
         }
@@ -156,7 +163,7 @@ pub fn describe_sink(sink: &SinkSettings) -> String {
                 crate::forward::hec::Endpoint::Raw => "raw",
             }];
             notes.extend(ack.as_ref().map(|_| "indexer ack"));
-            notes.extend(unverified(tls));
+            notes.extend(tls_notes(tls));
             (
                 "splunk_hec",
                 crate::forward::http::shown_url(endpoint),
@@ -177,7 +184,7 @@ pub fn describe_sink(sink: &SinkSettings) -> String {
                 None => "no auth",
             }];
             notes.extend(ecs.then_some("ecs"));
-            notes.extend(unverified(tls));
+            notes.extend(tls_notes(tls));
             (
                 "elasticsearch",
                 crate::forward::http::shown_url(endpoint),
@@ -191,7 +198,7 @@ pub fn describe_sink(sink: &SinkSettings) -> String {
                 crate::forward::http::BodyFormat::Ndjson => "ndjson",
                 crate::forward::http::BodyFormat::JsonArray => "json_array",
             }];
-            notes.extend(unverified(tls));
+            notes.extend(tls_notes(tls));
             ("http", crate::forward::http::shown_url(url.expose()), notes)
         }
         Buffered::Kafka {

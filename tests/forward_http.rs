@@ -455,3 +455,92 @@ fn splunk_hec_raw_takes_the_original_records_as_lines_with_indexer_ack() {
         rx.stats()
     );
 }
+
+/// A HEC endpoint over HTTPS that requires a client certificate (mutual TLS): the sink
+/// with `tls.cert_file` and `tls.key_file` delivers every row; the one without is refused
+/// at every attempt, and keeps its rows, counting the failures.
+#[test]
+fn splunk_hec_over_mutual_tls_takes_rows_only_from_the_sink_with_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture();
+    let want: i64 = expected_rows(&input).values().sum();
+    let (server_dir, client_dir) = (dir.path().join("server"), dir.path().join("client"));
+    std::fs::create_dir_all(&server_dir).unwrap();
+    std::fs::create_dir_all(&client_dir).unwrap();
+    let (cert, key) = common::rsyslog::self_signed(&server_dir);
+    let (client_cert, client_key) = common::rsyslog::self_signed(&client_dir);
+    let rx_dir = dir.path().join("rx");
+    std::fs::create_dir_all(&rx_dir).unwrap();
+    let path = |p: &Path| p.display().to_string();
+    let rx = SiemReceiver::start(
+        &rx_dir,
+        &[
+            "--hec-token",
+            "mtls-token",
+            "--tls-cert",
+            &path(&cert),
+            "--tls-key",
+            &path(&key),
+            "--tls-client-ca",
+            &path(&client_cert),
+        ],
+    );
+    let port = rx.addr.rsplit(':').next().unwrap();
+    let sink = |name: &str, client: &str| {
+        format!(
+            "[[sinks]]\ntype = \"splunk_hec\"\nname = \"{name}\"\nendpoint = \"https://localhost:{port}\"\n\
+             token = \"mtls-token\"\nindex = \"{name}\"\ntls = {{ ca_file = {:?}{client} }}\n",
+            path(&cert)
+        )
+    };
+    let config = dir.path().join("hubwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[export]\nlisten = \"127.0.0.1:0\"\n\
+             [[sources]]\ntype = \"file\"\nname = \"exports\"\npaths = [{:?}]\n{}{}\
+             [[routes]]\nname = \"jobs\"\nsinks = [\"mtls\", \"anon\"]\nkql = \"{ROUTE}\"\n",
+            input.display().to_string(),
+            sink(
+                "mtls",
+                &format!(
+                    ", cert_file = {:?}, key_file = {:?}",
+                    path(&client_cert),
+                    path(&client_key)
+                )
+            ),
+            sink("anon", ""),
+        ),
+    )
+    .unwrap();
+    let mut svc = Service::start(&config);
+    svc.wait_for_line("all sources finished", Duration::from_secs(30));
+    wait_until("every row over mutual TLS", Duration::from_secs(60), || {
+        rx.hec_events().len() as i64 >= want
+    });
+    let failures = |svc: &Service| {
+        let (_, metrics) = svc.get("/metrics");
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("hubwatch_forward_sink_delivery_failures_total")
+                    && l.contains("sink=\"anon\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    wait_until(
+        "the sink without a certificate refused twice",
+        Duration::from_secs(30),
+        || failures(&svc) >= 2.0,
+    );
+    let events = rx.hec_events();
+    assert_eq!(events.len() as i64, want, "each row once, from one sink");
+    assert!(
+        events.iter().all(|e| e["event"]["index"] == "mtls"),
+        "nothing from the sink without a certificate"
+    );
+    let (_, verbose) = svc.get("/readyz?verbose");
+    assert!(verbose.contains("sink mtls: ok"), "{verbose}");
+    assert!(verbose.contains("sink anon: failing"), "{verbose}");
+}

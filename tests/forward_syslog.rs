@@ -134,6 +134,7 @@ fn tls_to_a_self_signed_receiver_is_trusted_through_ca_file_and_refused_without_
         tls: Tls {
             verify: true,
             ca_file: Some(cert),
+            client: None,
         },
         ..settings(format!("localhost:{port}"))
     };

@@ -10,8 +10,10 @@ mod common;
 
 use std::time::Duration;
 
-use hubwatch::forward::http::Tls;
+use hubwatch::forward::buffered::Status;
+use hubwatch::forward::http::{ClientCert, Tls};
 use hubwatch::forward::syslog::{Format, Framing, Protocol, SyslogSettings};
+use hubwatch::forward::Sink;
 use serde_json::{json, Value as Json};
 
 use common::syslog::{failed_job, read_cef, send, settings, sink, Row};
@@ -135,6 +137,7 @@ fn rfc_5424_over_tls_to_a_self_signed_syslog_ng_is_trusted_through_ca_file() {
         tls: Tls {
             verify: true,
             ca_file: Some(syslog_ng.cert.clone()),
+            client: None,
         },
         ..settings(format!("localhost:{}", syslog_ng.tls))
     };
@@ -151,6 +154,57 @@ fn rfc_5424_over_tls_to_a_self_signed_syslog_ng_is_trusted_through_ca_file() {
         assert_header(m, row, "s_tls", (3, "err"));
         assert_eq!(payload(m), row.value(), "the row arrived whole");
     }
+}
+
+/// A receiver that requires a client certificate: the sink presents the one its
+/// `tls.cert_file` and `tls.key_file` name, and syslog-ng checks it against its CA file;
+/// without one, the handshake fails and nothing arrives.
+#[test]
+fn mutual_tls_presents_the_configured_client_certificate_and_without_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let syslog_ng = SyslogNg::start(dir.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let with = |client| SyslogSettings {
+        protocol: Protocol::Tls,
+        tls: Tls {
+            verify: true,
+            ca_file: Some(syslog_ng.cert.clone()),
+            client,
+        },
+        ..settings(format!("localhost:{}", syslog_ng.mtls))
+    };
+    let mut anonymous = sink(&rt, &dir.path().join("anonymous"), &with(None));
+    send(&mut anonymous, &[&failed_job(1, "mallory")]);
+    let health = anonymous.health().unwrap();
+    common::wait_until("the client without a certificate was refused", WAIT, || {
+        matches!(health.status(), Status::Failing { .. })
+    });
+    let Status::Failing { error, .. } = health.status() else {
+        unreachable!()
+    };
+    assert!(error.contains("after the handshake"), "{error}");
+
+    let client = ClientCert {
+        cert_file: syslog_ng.client_cert.clone(),
+        key_file: syslog_ng.client_key.clone(),
+    };
+    let mut sink = sink(&rt, &dir.path().join("client"), &with(Some(client)));
+    let row = failed_job(7, "ana@contoso.com");
+    send(&mut sink, &[&row]);
+    let got = syslog_ng.wait_for(1, WAIT);
+    assert_header(&got[0], &row, "s_mtls", (3, "err"));
+    assert_eq!(
+        got[0]["peer_cn"], "localhost",
+        "the certificate presented: {}",
+        got[0]
+    );
+    assert_eq!(payload(&got[0]), row.value());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        syslog_ng.messages().len(),
+        1,
+        "the anonymous sink sent nothing"
+    );
 }
 
 #[test]

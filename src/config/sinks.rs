@@ -192,6 +192,10 @@ pub struct TlsConfig {
     /// PEM certificates to trust besides the system's, relative to the configuration's
     /// folder.
     pub ca_file: Option<String>,
+    /// A client certificate (PEM) for a receiver that requires one, with `key_file`.
+    pub cert_file: Option<String>,
+    /// The client certificate's private key (PEM).
+    pub key_file: Option<String>,
 }
 
 /// A sink, checked.
@@ -576,9 +580,27 @@ impl Check<'_> {
             Some(t) => t,
             None => return Tls::default(),
         };
+        let cert = self.opt("tls.cert_file", &t.cert_file);
+        let key = self.opt("tls.key_file", &t.key_file);
+        let client = match (cert, key) {
+            (Some(c), Some(k)) => Some(crate::forward::http::ClientCert {
+                cert_file: base.join(c),
+                key_file: base.join(k),
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                self.error("tls.key_file", "missing (cert_file needs its key)");
+                None
+            }
+            (None, Some(_)) => {
+                self.error("tls.cert_file", "missing (key_file needs its certificate)");
+                None
+            }
+        };
         Tls {
             verify: t.verify.unwrap_or(true),
             ca_file: self.opt("tls.ca_file", &t.ca_file).map(|f| base.join(f)),
+            client,
         }
     }
 

@@ -6,6 +6,7 @@ use super::*;
 use crate::config::{load, ConfigErrors, Settings};
 use crate::forward::elastic::BulkEncode;
 use crate::forward::hec::{Endpoint, HecEvent, IndexerAck};
+use crate::forward::http::ClientCert;
 use crate::schema::Schemas;
 
 #[path = "sinks_shown_tests.rs"]
@@ -224,7 +225,7 @@ facility = 4
 hostname = "hw-1"
 fields = { usrName = "Caller", src = "CallerIpAddress" }
 leef_delimiter = "x5E"
-tls = { verify = false, ca_file = "ca/test.pem" }
+tls = { verify = false, ca_file = "ca/test.pem", cert_file = "tls/hw.pem", key_file = "tls/hw.key" }
 timeout = "3s"
 buffer = { dir = "${HW_SINKS_RT_SPOOL}/sys", max_bytes = 16777216, when_full = "drop_newest" }
 batch = { max_events = 10, max_bytes = 2048, timeout = "50ms", max_in_flight = 2 }
@@ -333,6 +334,10 @@ batch = { max_events = 100 }
             tls: Tls {
                 verify: false,
                 ca_file: Some(d.join("ca/test.pem")),
+                client: Some(ClientCert {
+                    cert_file: d.join("tls/hw.pem"),
+                    key_file: d.join("tls/hw.key"),
+                }),
             },
             // A table's keys in order.
             fields: vec![
@@ -402,6 +407,7 @@ batch = { max_events = 100 }
         &Tls {
             verify: true,
             ca_file: Some(d.join("splunk-ca.pem")),
+            client: None,
         }
     );
     assert_eq!(*timeout, Duration::from_secs(5));
@@ -580,7 +586,7 @@ buffer = { when_full = "drop_oldest" }
 type = "syslog"
 name = "sys2"
 address = "collector:514"
-tls = { verify = false }
+tls = { verify = false, cert_file = "client.pem" }
 fields = { suser = "Caller" }
 leef_delimiter = ";"
 
@@ -675,6 +681,7 @@ kql = "AmlComputeJobEvent"
             "sys",
             "buffer.when_full: 'drop_oldest' is not one of block, drop_newest",
         ),
+        sink("sys2", "tls.key_file: missing (cert_file needs its key)"),
         sink("sys2", "tls: applies to protocol \"tls\" only"),
         sink(
             "sys2",
@@ -732,7 +739,7 @@ fn unknown_keys_types_and_missing_fields_are_refused_by_name() {
         ),
         (
             "token = \"t\"\ntls = { insecure = true }\n",
-            "unknown field `insecure`, expected `verify` or `ca_file`",
+            "unknown field `insecure`, expected one of `verify`, `ca_file`, `cert_file`, `key_file`",
         ),
         (
             "token = \"t\"\nframing = \"lf\"\n",

@@ -17,6 +17,53 @@ pub struct Tls {
     pub verify: bool,
     /// PEM certificates to trust besides the system's (a private CA).
     pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM, the chain from the leaf) and its private key (PEM), for
+    /// a receiver that requires one (mutual TLS).
+    pub client: Option<ClientCert>,
+}
+
+/// Where a client certificate and its key are; their contents are read when the sink
+/// starts and never shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl ClientCert {
+    /// The certificate chain and the key, read and checked.
+    pub fn load(
+        &self,
+    ) -> std::io::Result<(
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )> {
+        use rustls::pki_types::pem::PemObject;
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("reading {}: {e}", path.display()))
+            })
+        };
+        let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&read(&self.cert_file)?)
+            .collect::<Result<Vec<_>, _>>()
+            .ok()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| {
+                std::io::Error::other(format!(
+                    "tls.cert_file {} holds no PEM certificate",
+                    self.cert_file.display()
+                ))
+            })?;
+        // Only the key's kind goes in a message, never its bytes.
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&read(&self.key_file)?)
+            .map_err(|_| {
+                std::io::Error::other(format!(
+                    "tls.key_file {} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)",
+                    self.key_file.display()
+                ))
+            })?;
+        Ok((certs, key))
+    }
 }
 
 impl Default for Tls {
@@ -24,6 +71,7 @@ impl Default for Tls {
         Tls {
             verify: true,
             ca_file: None,
+            client: None,
         }
     }
 }
@@ -104,6 +152,22 @@ impl Client {
                 std::io::Error::other(format!("{} holds no PEM certificate: {e}", ca.display()))
             })?;
             b = b.tls_certs_merge(certs);
+        }
+        if let Some(client) = &tls.client {
+            // Checked here with a message that names the files; reqwest takes them as one
+            // PEM bundle.
+            client.load()?;
+            let mut pem = std::fs::read(&client.cert_file)?;
+            pem.push(b'\n');
+            pem.extend(std::fs::read(&client.key_file)?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|_| {
+                std::io::Error::other(format!(
+                    "tls.cert_file {} and tls.key_file {} are not a certificate and its key",
+                    client.cert_file.display(),
+                    client.key_file.display()
+                ))
+            })?;
+            b = b.identity(identity);
         }
         let http = b
             .build()
@@ -288,5 +352,80 @@ pub fn answered(answer: &Answer, receiver: &str, messages: usize) -> Result<Repo
         refused(answer, receiver, messages)
     } else {
         Err(status_failure(answer, receiver))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate and its key, by openssl.
+    fn make_cert(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+        let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
+        let out = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args([
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=hw",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (cert, key)
+    }
+
+    #[test]
+    fn a_client_certificate_loads_and_a_wrong_file_is_named_without_its_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = make_cert(dir.path());
+        let good = ClientCert {
+            cert_file: cert.clone(),
+            key_file: key.clone(),
+        };
+        let (chain, _) = good.load().unwrap();
+        assert_eq!(chain.len(), 1);
+        let tls = Tls {
+            client: Some(good),
+            ..Tls::default()
+        };
+        assert!(Client::new("https://x:1", &tls, Duration::from_secs(1), false).is_ok());
+
+        // The certificate where the key should be, and the key where the certificate should.
+        let swapped = ClientCert {
+            cert_file: key.clone(),
+            key_file: cert.clone(),
+        };
+        let e = swapped.load().unwrap_err().to_string();
+        assert!(e.contains("tls.cert_file") && e.contains("k.pem"), "{e}");
+        let key_text = std::fs::read_to_string(&key).unwrap();
+        let body = key_text.lines().nth(1).unwrap();
+        assert!(!e.contains(body), "no key material in messages: {e}");
+        let no_key = ClientCert {
+            cert_file: cert.clone(),
+            key_file: cert.clone(),
+        };
+        let e = no_key.load().unwrap_err().to_string();
+        assert!(
+            e.contains("tls.key_file") && e.contains("holds no PEM private key"),
+            "{e}"
+        );
+        let missing = ClientCert {
+            cert_file: dir.path().join("nope.pem"),
+            key_file: key,
+        };
+        let e = missing.load().unwrap_err().to_string();
+        assert!(e.contains("nope.pem"), "{e}");
     }
 }

@@ -563,6 +563,7 @@ pub(crate) mod tests {
             tls: Tls {
                 verify: false,
                 ca_file: None,
+                client: None,
             },
             timeout: Duration::ZERO,
             ..SyslogSettings::new("", "h")
@@ -581,6 +582,7 @@ pub(crate) mod tests {
             tls: Tls {
                 verify: true,
                 ca_file: Some("ca.pem".into()),
+                client: None,
             },
             ..SyslogSettings::new("host:2514", "h")
         };

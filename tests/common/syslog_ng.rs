@@ -106,6 +106,11 @@ pub struct SyslogNg {
     /// The TLS listener's self-signed certificate (for `127.0.0.1` and `localhost`): the CA
     /// a client must trust.
     pub cert: PathBuf,
+    /// RFC 5424 over TLS that requires a client certificate: the one below (mutual TLS).
+    pub mtls: u16,
+    /// The client certificate [`SyslogNg::mtls`] trusts (self-signed) and its key.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
     /// One JSON object a line, one line a message.
     pub out: PathBuf,
     stderr: PathBuf,
@@ -125,10 +130,19 @@ impl SyslogNg {
     pub fn start(dir: &Path) -> SyslogNg {
         let bin = bin();
         let (cert, key) = self_signed(dir);
-        let (tcp, udp, tls) = (free_port(), free_udp_port(), free_port());
+        let client_dir = dir.join("client");
+        std::fs::create_dir_all(&client_dir).unwrap();
+        let (client_cert, client_key) = self_signed(&client_dir);
+        let (tcp, udp, tls, mtls) = (free_port(), free_udp_port(), free_port(), free_port());
         let out = dir.join("syslog-ng.json");
         let conf = dir.join("syslog-ng.conf");
-        std::fs::write(&conf, config(tcp, udp, tls, &cert, &key, &out)).unwrap();
+        let ports = Ports {
+            tcp,
+            udp,
+            tls,
+            mtls,
+        };
+        std::fs::write(&conf, config(&ports, &cert, &key, &client_cert, &out)).unwrap();
         let stderr = dir.join("syslog-ng.stderr");
         let mut child = Command::new(bin)
             // In the foreground, its own messages to stderr, as the current user (no
@@ -171,6 +185,9 @@ impl SyslogNg {
             udp,
             tls,
             cert,
+            mtls,
+            client_cert,
+            client_key,
             out,
             stderr,
         }
@@ -198,8 +215,21 @@ impl SyslogNg {
     }
 }
 
-/// The configuration: three listeners into one file, with no `@include` (no SCL).
-fn config(tcp: u16, udp: u16, tls: u16, cert: &Path, key: &Path, out: &Path) -> String {
+struct Ports {
+    tcp: u16,
+    udp: u16,
+    tls: u16,
+    mtls: u16,
+}
+
+/// The configuration: four listeners into one file, with no `@include` (no SCL).
+fn config(ports: &Ports, cert: &Path, key: &Path, client_cert: &Path, out: &Path) -> String {
+    let Ports {
+        tcp,
+        udp,
+        tls,
+        mtls,
+    } = ports;
     format!(
         r#"@version: 3.38
 # The host as the message says; timestamps to the microsecond in UTC; messages to 256 KiB
@@ -209,15 +239,19 @@ source s_tcp {{ syslog(ip("127.0.0.1") port({tcp}) transport("tcp") flags(syslog
 source s_udp {{ syslog(ip("127.0.0.1") port({udp}) transport("udp") flags(syslog-protocol)); }};
 source s_tls {{ syslog(ip("127.0.0.1") port({tls}) transport("tls") flags(syslog-protocol)
     tls(cert-file("{cert}") key-file("{key}") peer-verify(optional-untrusted))); }};
+source s_mtls {{ syslog(ip("127.0.0.1") port({mtls}) transport("tls") flags(syslog-protocol)
+    tls(cert-file("{cert}") key-file("{key}") ca-file("{client_cert}") peer-verify(required-trusted))); }};
 destination d_json {{ file("{out}" template("$(format-json
     input=${{SOURCE}} pri=int(${{PRI}}) facility=${{FACILITY}} facility_num=int(${{FACILITY_NUM}})
     severity=${{SEVERITY}} severity_num=int(${{LEVEL_NUM}}) timestamp=${{S_ISODATE}} host=${{HOST}}
     app_name=${{PROGRAM}} procid=${{PID}} msgid=${{MSGID}} structured_data=${{SDATA}} message=${{MSG}}
+    peer_cn=${{.tls.x509_cn}}
     --key .SDATA.* --rekey .SDATA.* --replace-prefix .SDATA.=sd.)\n")); }};
-log {{ source(s_tcp); source(s_udp); source(s_tls); destination(d_json); }};
+log {{ source(s_tcp); source(s_udp); source(s_tls); source(s_mtls); destination(d_json); }};
 "#,
         cert = cert.display(),
         key = key.display(),
+        client_cert = client_cert.display(),
         out = out.display(),
     )
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UdpSocket};
 
 use super::{host_and_port, Framing};
@@ -96,12 +96,38 @@ async fn connect(
             format!("{host:?} is no name to check a certificate for: {e}"),
         )
     })?;
-    let stream = tls
+    let mut stream = tls
         .connect(name, tcp)
         .await
         .map_err(|e| Failure::new("tls", format!("TLS with {address}: {e}")))?;
+    // In TLS 1.3 the client's handshake ends before the receiver has checked the client's
+    // certificate (or its absence): a refusal comes as an alert after it, and whatever was
+    // written meanwhile would be lost unnoticed. A receiver that refuses does so at once,
+    // so the connection is used only after it stayed quiet for a moment (a syslog receiver
+    // sends no data; its session tickets are taken in passing).
+    if stream.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(REFUSAL_WAIT, stream.read(&mut byte)).await {
+            Err(_) | Ok(Ok(1..)) => {}
+            Ok(Ok(0)) => {
+                return Err(Failure::new(
+                    "tls",
+                    format!("TLS with {address}: closed right after the handshake (did it refuse the client certificate, or its absence?)"),
+                ))
+            }
+            Ok(Err(e)) => {
+                return Err(Failure::new(
+                    "tls",
+                    format!("TLS with {address}: refused after the handshake: {e}"),
+                ))
+            }
+        }
+    }
     Ok(Box::new(stream))
 }
+
+/// How long a new TLS 1.3 connection must stay quiet before it is written to.
+const REFUSAL_WAIT: Duration = Duration::from_millis(300);
 
 #[async_trait::async_trait]
 impl Deliver for TcpDeliver {
@@ -301,10 +327,10 @@ pub fn client_config(tls: &Tls) -> std::io::Result<rustls::ClientConfig> {
         .map_err(|e| std::io::Error::other(format!("TLS: {e}")))?;
     if !tls.verify {
         tracing::warn!("syslog over TLS without checking the receiver's certificate (tls.verify = false): for test receivers only");
-        return Ok(builder
+        let builder = builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-            .with_no_client_auth());
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)));
+        return with_client_auth(builder, tls);
     }
     let mut roots = rustls::RootCertStore::empty();
     let system = system_roots_file();
@@ -340,7 +366,27 @@ pub fn client_config(tls: &Tls) -> std::io::Result<rustls::ClientConfig> {
             }
         )));
     }
-    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+    with_client_auth(builder.with_root_certificates(roots), tls)
+}
+
+/// The client certificate `tls` names, or none.
+fn with_client_auth(
+    builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    tls: &Tls,
+) -> std::io::Result<rustls::ClientConfig> {
+    match &tls.client {
+        None => Ok(builder.with_no_client_auth()),
+        Some(client) => {
+            let (certs, key) = client.load()?;
+            builder.with_client_auth_cert(certs, key).map_err(|e| {
+                std::io::Error::other(format!(
+                    "tls.cert_file {} with tls.key_file {}: {e}",
+                    client.cert_file.display(),
+                    client.key_file.display()
+                ))
+            })
+        }
+    }
 }
 
 /// Accepts any certificate (`tls.verify = false`); handshake signatures are still checked,
@@ -405,12 +451,14 @@ mod tests {
         let tls = Tls {
             verify: true,
             ca_file: Some(empty),
+            client: None,
         };
         let e = client_config(&tls).unwrap_err().to_string();
         assert!(e.contains("holds no PEM certificate"), "{e}");
         assert!(client_config(&Tls {
             verify: false,
-            ca_file: None
+            ca_file: None,
+            client: None,
         })
         .is_ok());
     }
