@@ -135,6 +135,7 @@ pub fn describe_sink(sink: &SinkSettings) -> String {
                 syslog::Protocol::Tls => "tls",
                 syslog::Protocol::Udp => "udp",
                 syslog::Protocol::Relp => "relp",
+                syslog::Protocol::RelpTls => "relp_tls",
             };
             let rfc = match s.rfc {
                 syslog::Rfc::Rfc5424 => "rfc 5424",
@@ -146,7 +147,10 @@ pub fn describe_sink(sink: &SinkSettings) -> String {
                 syslog::Format::Leef => "leef",
             };
             let mut notes = vec![protocol, rfc, format];
-            if s.protocol == syslog::Protocol::Tls {
+            if matches!(
+                s.protocol,
+                syslog::Protocol::Tls | syslog::Protocol::RelpTls
+            ) {
                 notes.extend(tls_notes(&s.tls));
             }
             ("syslog", s.address.clone(), notes)

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use hubwatch::forward::buffered::{BufferedSink, Delivery, Status};
-use hubwatch::forward::http::Tls;
+use hubwatch::forward::http::{ClientCert, Tls};
 use hubwatch::forward::syslog::{parts, Format, Framing, Protocol, Rfc, SyslogSettings};
 use hubwatch::forward::Sink;
 use hubwatch::telemetry::{Metrics, SinkMetrics};
@@ -356,11 +356,21 @@ fn relp_sink(
         timeout: Duration::from_secs(5),
         ..settings(format!("127.0.0.1:{port}"))
     };
+    counted_sink(rt, dir, &s, tune)
+}
+
+/// A sink with `s`, and its counter of messages delivered.
+fn counted_sink(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    s: &SyslogSettings,
+    tune: impl FnOnce(&mut Delivery),
+) -> (BufferedSink, prometheus::IntCounter) {
     let metrics = Metrics::new();
     let sink_metrics = SinkMetrics::of(&metrics.forward, "siem");
     let sent = sink_metrics.sent.clone();
     let _in = rt.enter();
-    let (encode, deliver) = parts(&s).unwrap();
+    let (encode, deliver) = parts(s).unwrap();
     let mut delivery = Delivery::new(dir.to_path_buf());
     tune(&mut delivery);
     let sink = BufferedSink::start("siem", delivery, encode, deliver, Some(sink_metrics)).unwrap();
@@ -407,6 +417,54 @@ fn rfc_5424_over_relp_arrives_field_by_field_and_is_counted_once_acknowledged() 
     }
     wait_until("both were counted as delivered", WAIT, || sent.get() == 2);
     assert_eq!(sink.health().unwrap().status(), Status::Ok);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rsyslog.messages().len(), 2, "each once");
+}
+
+/// RELP inside TLS to rsyslog's imrelp, which checks the client certificate hubwatch
+/// presents (`certvalid`) as hubwatch checks rsyslog's through `ca_file`: every message
+/// acknowledged, each once.
+#[test]
+fn rfc_5424_over_relp_inside_mutual_tls_is_acknowledged_by_rsyslog() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let port = free_port();
+    let rsyslog = Rsyslog::start_with(
+        dir.path(),
+        &Inputs {
+            relp_tls: Some(TlsInput {
+                port,
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            ..Default::default()
+        },
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s = SyslogSettings {
+        protocol: Protocol::RelpTls,
+        timeout: Duration::from_secs(5),
+        tls: Tls {
+            verify: true,
+            ca_file: Some(cert.clone()),
+            client: Some(ClientCert {
+                cert_file: cert,
+                key_file: key,
+            }),
+        },
+        ..settings(format!("localhost:{port}"))
+    };
+    let (mut sink, sent) = counted_sink(&rt, &dir.path().join("buffer"), &s, |_| {});
+    let rows = [failed_job(7, "ana@contoso.com"), failed_job(8, "bob")];
+    send(&mut sink, &[&rows[0], &rows[1]]);
+    let got = rsyslog.wait_for(2, WAIT);
+    for (m, row) in got.iter().zip(&rows) {
+        assert_eq!(m["inputname"], "imrelp");
+        assert_eq!(m["msgid"], "failed-jobs");
+        let body: Json = serde_json::from_str(msg(m)).unwrap();
+        assert_eq!(body, row.value(), "the row arrived whole");
+    }
+    wait_until("both acknowledged", WAIT, || sent.get() == 2);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(rsyslog.messages().len(), 2, "each once");
 }

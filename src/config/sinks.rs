@@ -44,7 +44,8 @@ pub enum SinkConfig {
         name: String,
         /// The receiver, `host:port`.
         address: String,
-        /// `tcp` (default), `tls`, `udp` or `relp` (acknowledged by the receiver).
+        /// `tcp` (default), `tls`, `udp`, `relp` (acknowledged by the receiver) or
+        /// `relp_tls` (RELP inside TLS).
         protocol: Option<String>,
         /// For TCP and TLS: `octet_counting` (RFC 6587, default) or `lf`.
         framing: Option<String>,
@@ -684,10 +685,12 @@ fn one_sink(s: &SinkConfig, name: &str, base: &Path, c: &mut Check<'_>) -> SinkS
             let address = c.text("address", address);
             let unset = address.is_none();
             let address = address.unwrap_or_default();
-            let protocol = match c.choice("protocol", protocol, &["tcp", "tls", "udp", "relp"]) {
+            let protocols = ["tcp", "tls", "udp", "relp", "relp_tls"];
+            let protocol = match c.choice("protocol", protocol, &protocols) {
                 "tls" => Protocol::Tls,
                 "udp" => Protocol::Udp,
                 "relp" => Protocol::Relp,
+                "relp_tls" => Protocol::RelpTls,
                 _ => Protocol::Tcp,
             };
             let framing = match c.choice("framing", framing, &["octet_counting", "lf"]) {

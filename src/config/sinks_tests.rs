@@ -671,7 +671,7 @@ kql = "AmlComputeJobEvent"
             "batch.timeout: 'later' is not a timespan (e.g. 200ms, 30s)",
         ),
         format!("{f}: sink 'web' is defined twice"),
-        sink("sys", "protocol: 'tcpx' is not one of tcp, tls, udp, relp"),
+        sink("sys", "protocol: 'tcpx' is not one of tcp, tls, udp, relp, relp_tls"),
         sink("sys", "framing: 'newline' is not one of octet_counting, lf"),
         sink("sys", "rfc: '5425' is not one of 5424, 3164"),
         sink("sys", "format: 'gelf' is not one of json, cef, leef"),
@@ -682,7 +682,7 @@ kql = "AmlComputeJobEvent"
             "buffer.when_full: 'drop_oldest' is not one of block, drop_newest",
         ),
         sink("sys2", "tls.key_file: missing (cert_file needs its key)"),
-        sink("sys2", "tls: applies to protocol \"tls\" only"),
+        sink("sys2", "tls: applies to protocol \"tls\" or \"relp_tls\" only"),
         sink(
             "sys2",
             "fields: apply to format \"cef\" or \"leef\" (the JSON row holds every column)",

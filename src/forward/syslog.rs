@@ -127,6 +127,18 @@ pub enum Protocol {
     Tls,
     /// RELP: each message acknowledged by the receiver.
     Relp,
+    /// RELP inside TLS (rsyslog's `imrelp` with `tls="on"`).
+    RelpTls,
+}
+
+impl Protocol {
+    fn is_tls(self) -> bool {
+        matches!(self, Protocol::Tls | Protocol::RelpTls)
+    }
+
+    fn is_relp(self) -> bool {
+        matches!(self, Protocol::Relp | Protocol::RelpTls)
+    }
 }
 
 /// How messages are delimited on a stream.
@@ -195,13 +207,12 @@ impl SyslogSettings {
         if self.timeout.is_zero() {
             problems.push("timeout: must be more than zero".to_string());
         }
-        if self.protocol != Protocol::Tls && self.tls != Tls::default() {
-            problems.push("tls: applies to protocol \"tls\" only".to_string());
+        if !self.protocol.is_tls() && self.tls != Tls::default() {
+            problems.push("tls: applies to protocol \"tls\" or \"relp_tls\" only".to_string());
         }
-        if self.protocol == Protocol::Relp && self.framing != Framing::default() {
+        if self.protocol.is_relp() && self.framing != Framing::default() {
             problems.push(
-                "framing: does not apply to protocol \"relp\" (RELP frames each message itself)"
-                    .to_string(),
+                "framing: does not apply to RELP (RELP frames each message itself)".to_string(),
             );
         }
         if self.format != Format::Leef && self.leef_delimiter != super::leef::TAB {
@@ -266,6 +277,7 @@ pub fn parts(s: &SyslogSettings) -> std::io::Result<(Box<dyn Encode>, Box<dyn De
         )?),
         Protocol::Udp => Box::new(UdpDeliver::new(s.address.clone(), s.timeout)),
         Protocol::Relp => Box::new(RelpDeliver::new(s.address.clone(), s.timeout)),
+        Protocol::RelpTls => Box::new(RelpDeliver::tls(s.address.clone(), s.timeout, &s.tls)?),
     };
     Ok((encode, deliver))
 }
@@ -589,8 +601,8 @@ pub(crate) mod tests {
         assert_eq!(
             relp.problems(),
             [
-                "tls: applies to protocol \"tls\" only",
-                "framing: does not apply to protocol \"relp\" (RELP frames each message itself)"
+                "tls: applies to protocol \"tls\" or \"relp_tls\" only",
+                "framing: does not apply to RELP (RELP frames each message itself)"
             ]
         );
         for good in ["host:514", "[::1]:6514", "10.0.0.1:1"] {

@@ -98,7 +98,7 @@ impl Rsyslog {
             );
         }
         conf += ")\n";
-        if inputs.relp.is_some() {
+        if inputs.relp.is_some() || inputs.relp_tls.is_some() {
             assert!(
                 module("imrelp.so").is_some(),
                 "rsyslog's RELP input (imrelp.so) is not installed: run scripts/setup-test-deps.sh (Debian package rsyslog-relp)"
@@ -125,6 +125,15 @@ impl Rsyslog {
         if let Some(port) = inputs.relp {
             conf += &format!(
                 "input(type=\"imrelp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"siem\")\n"
+            );
+        }
+        if let Some(tls) = &inputs.relp_tls {
+            conf += &format!(
+                "input(type=\"imrelp\" address=\"127.0.0.1\" port=\"{}\" ruleset=\"siem\" tls=\"on\" \
+                 tls.caCert=\"{cert}\" tls.myCert=\"{cert}\" tls.myPrivKey=\"{key}\" tls.authMode=\"certvalid\")\n",
+                tls.port,
+                cert = tls.cert.display(),
+                key = tls.key.display()
             );
         }
         if let Some(tls) = &inputs.tls {
@@ -156,10 +165,15 @@ impl Rsyslog {
         let said = || std::fs::read_to_string(&errors).unwrap_or_default();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let tcp_up = [inputs.tcp, inputs.tls.as_ref().map(|t| t.port), inputs.relp]
-                .into_iter()
-                .flatten()
-                .all(|port| TcpStream::connect(("127.0.0.1", port)).is_ok());
+            let tcp_up = [
+                inputs.tcp,
+                inputs.tls.as_ref().map(|t| t.port),
+                inputs.relp,
+                inputs.relp_tls.as_ref().map(|t| t.port),
+            ]
+            .into_iter()
+            .flatten()
+            .all(|port| TcpStream::connect(("127.0.0.1", port)).is_ok());
             let udp_up = inputs.udp.is_none_or(udp_bound);
             if tcp_up && udp_up {
                 break;
@@ -206,6 +220,9 @@ pub struct Inputs {
     pub tls: Option<TlsInput>,
     /// RELP (imrelp).
     pub relp: Option<u16>,
+    /// RELP inside TLS (imrelp with `tls="on"`), requiring a client certificate that the
+    /// input's own certificate (self-signed, its own CA) validates: the same one.
+    pub relp_tls: Option<TlsInput>,
 }
 
 /// A TLS input (RFC 5425) with a certificate and its key (PEM), also trusted as the CA.

@@ -24,12 +24,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::forward::buffered::{Deliver, Failure, Rejection, Report};
 
 mod frame;
 
+use super::transport::Stream;
 use frame::{answer, command, next_txnr, offers, parse, Frame, MAX_DATALEN, MAX_TXNR};
 
 /// Commands sent and not yet answered, at most (librelp's own default). It bounds what the
@@ -44,6 +44,8 @@ pub struct RelpDeliver {
     pub address: String,
     /// For connecting with the `open` handshake, each write, and each wait for an answer.
     pub timeout: Duration,
+    /// RELP inside TLS (rsyslog's `imrelp` with `tls="on"`).
+    tls: Option<tokio_rustls::TlsConnector>,
     session: Option<Session>,
 }
 
@@ -52,15 +54,31 @@ impl RelpDeliver {
         RelpDeliver {
             address,
             timeout,
+            tls: None,
             session: None,
         }
+    }
+
+    /// RELP inside TLS, trusting what [`super::transport::client_config`] trusts.
+    pub fn tls(
+        address: String,
+        timeout: Duration,
+        tls: &crate::forward::http::Tls,
+    ) -> std::io::Result<RelpDeliver> {
+        let config = super::transport::client_config(tls)?;
+        Ok(RelpDeliver {
+            tls: Some(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+                config,
+            ))),
+            ..RelpDeliver::new(address, timeout)
+        })
     }
 }
 
 /// An open session: the connection, what was read of it and not yet parsed, and the next
 /// transaction number.
 struct Session {
-    stream: TcpStream,
+    stream: Stream,
     inbox: Vec<u8>,
     next: u32,
 }
@@ -70,12 +88,13 @@ type Answered = Option<Result<(), String>>;
 
 impl Session {
     /// Connects and opens a session; fails unless the receiver takes `syslog` commands.
-    async fn open(address: &str, timeout: Duration) -> Result<Session, Failure> {
+    async fn open(
+        address: &str,
+        timeout: Duration,
+        tls: Option<&tokio_rustls::TlsConnector>,
+    ) -> Result<Session, Failure> {
         let opening = async {
-            let stream = TcpStream::connect(address)
-                .await
-                .map_err(|e| Failure::new("connect", format!("connecting to {address}: {e}")))?;
-            let _ = stream.set_nodelay(true);
+            let stream = super::transport::connect(address, tls).await?;
             let mut s = Session {
                 stream,
                 inbox: Vec::new(),
@@ -167,14 +186,8 @@ impl Session {
     /// (a `serverclose` hint, or end of stream) nor sent anything else unasked. Reads only
     /// what has arrived.
     fn still_open(&mut self) -> bool {
-        let mut buf = [0u8; 4096];
-        loop {
-            match self.stream.try_read(&mut buf) {
-                Ok(0) => return false,
-                Ok(n) => self.inbox.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(_) => return false,
-            }
+        if !super::transport::read_ready(&mut self.stream, &mut self.inbox) {
+            return false;
         }
         loop {
             match parse(&self.inbox, MAX_ANSWER) {
@@ -324,7 +337,8 @@ impl Deliver for RelpDeliver {
             }
         }
         if self.session.is_none() {
-            self.session = Some(Session::open(&self.address, self.timeout).await?);
+            self.session =
+                Some(Session::open(&self.address, self.timeout, self.tls.as_ref()).await?);
         }
         let session = self.session.as_mut().expect("opened above");
         let batch: Vec<&[u8]> = send.iter().map(|&i| messages[i]).collect();
@@ -376,7 +390,7 @@ impl Deliver for RelpDeliver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     fn frame(txnr: u32, command: &str, data: &str) -> Frame {
         Frame {

@@ -15,26 +15,33 @@ use crate::forward::buffered::{Deliver, Failure, Rejection, Report};
 use crate::forward::http::Tls;
 
 /// A connection, plain or TLS.
-trait Conn: AsyncRead + AsyncWrite + Send + Unpin {}
+pub(super) trait Conn: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Conn for T {}
-type Stream = Box<dyn Conn>;
+pub(super) type Stream = Box<dyn Conn>;
 
-/// Whether the receiver has closed the connection (or broken it) since the last batch. A
-/// write into a connection the peer already closed succeeds locally and is lost, so a
-/// kept connection is checked before it is used again. Reads without waiting: whatever
-/// the receiver sent (TLS session tickets, say) is consumed and ignored.
-fn peer_closed(stream: &mut Stream) -> bool {
+/// Reads what has arrived, without waiting, into `into`; `false` once the peer closed the
+/// connection (or broke it).
+pub(super) fn read_ready(stream: &mut Stream, into: &mut Vec<u8>) -> bool {
     let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
-    let mut scratch = [0u8; 1024];
+    let mut scratch = [0u8; 4096];
     loop {
         let mut buf = ReadBuf::new(&mut scratch);
         match std::pin::Pin::new(&mut **stream).poll_read(&mut cx, &mut buf) {
-            std::task::Poll::Pending => return false,
-            std::task::Poll::Ready(Ok(())) if buf.filled().is_empty() => return true,
-            std::task::Poll::Ready(Ok(())) => continue,
-            std::task::Poll::Ready(Err(_)) => return true,
+            std::task::Poll::Pending => return true,
+            std::task::Poll::Ready(Ok(())) if buf.filled().is_empty() => return false,
+            std::task::Poll::Ready(Ok(())) => into.extend_from_slice(buf.filled()),
+            std::task::Poll::Ready(Err(_)) => return false,
         }
     }
+}
+
+/// Whether the receiver has closed the connection (or broken it) since the last batch. A
+/// write into a connection the peer already closed succeeds locally and is lost, so a
+/// kept connection is checked before it is used again. Whatever the receiver sent (TLS
+/// session tickets, say) is ignored.
+fn peer_closed(stream: &mut Stream) -> bool {
+    let mut ignored = Vec::new();
+    !read_ready(stream, &mut ignored)
 }
 
 /// Writes messages to a TCP connection, plain or inside TLS, opened (and reopened after a
@@ -76,7 +83,7 @@ impl TcpDeliver {
 
 /// A connection to `address`, inside TLS when given a connector (the stream is not
 /// `Sync`, so this borrows no `TcpDeliver` across its awaits).
-async fn connect(
+pub(super) async fn connect(
     address: &str,
     tls: Option<&tokio_rustls::TlsConnector>,
 ) -> Result<Stream, Failure> {
