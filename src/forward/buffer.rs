@@ -9,7 +9,11 @@
 //! each a run of frames `len u32 LE | bytes | crc32 u32 LE`, and `acked`, the position of the
 //! first frame not yet delivered (`<segment> <offset>`, replaced atomically). A segment is
 //! removed once everything in it is acknowledged; a torn frame at the end of the last
-//! segment (a crash mid-write) is cut off when the buffer opens.
+//! segment (a crash mid-write) is cut off when the buffer opens. A frame that fails its
+//! checksum with more after it (a damaged disk or file) is reported to the sender, which
+//! dead-letters it, and reading goes on after it — or, when its length was what was
+//! damaged and nothing after it can be framed, at the next segment, the lost bytes
+//! counted ([`Damage`]).
 //!
 //! Bounded: `max_bytes` over every segment. When full, `append` reports it, and the caller's
 //! policy applies (`when_full = "block"`: the batch waits, reading pauses, nothing is lost).
@@ -63,17 +67,44 @@ pub fn segments(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(v)
 }
 
-/// Reads frames of a segment from `offset`: (frame, next offset) each; stops at the end or at
-/// a torn or corrupt frame.
-pub fn read_frames(path: &Path, offset: u64, max: usize) -> io::Result<Vec<(Vec<u8>, u64)>> {
+/// What reading a segment found: its good frames, each with the offset after it, and —
+/// where a frame failed its checksum with more after it — that damage, ending the run.
+#[derive(Debug, Default)]
+pub struct SegmentRead {
+    pub frames: Vec<(Vec<u8>, u64)>,
+    pub damage: Option<Damage>,
+}
+
+/// A frame that failed its checksum with more after it in its segment (a disk that
+/// flipped bits, a file edited). A torn last frame is not damage: it is what a crash
+/// mid-write leaves, and the writer cuts it when it opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// Where the frame starts.
+    pub offset: u64,
+    /// Its bytes as they are (at most [`DAMAGE_KEPT`]).
+    pub bytes: Vec<u8>,
+    /// Where reading goes on: after it when the next frame reads well, else the segment's
+    /// end (its length was what was damaged, and nothing after it can be framed).
+    pub resume: u64,
+    /// Bytes after the frame that could not be framed, and are lost with it.
+    pub lost: u64,
+}
+
+/// The most of a damaged frame kept for the dead-letter file.
+pub const DAMAGE_KEPT: usize = 64 << 10;
+
+/// Reads up to `max` frames of a segment from `offset`; stops at the end, at a torn last
+/// frame or unwritten (zero) tail, or at damage.
+pub fn read_frames(path: &Path, offset: u64, max: usize) -> io::Result<SegmentRead> {
     let mut f = File::open(path)?;
     let len = f.metadata()?.len();
     f.seek(SeekFrom::Start(offset))?;
     // Three reads a frame: buffered, they are a few system calls a batch, not per frame.
     let mut f = io::BufReader::with_capacity(1 << 16, f);
-    let mut out = Vec::new();
+    let mut out = SegmentRead::default();
     let mut at = offset;
-    while out.len() < max && at + 8 <= len {
+    while out.frames.len() < max && at + 8 <= len {
         let mut head = [0u8; 4];
         f.read_exact(&mut head)?;
         let n = u32::from_le_bytes(head) as u64;
@@ -89,15 +120,45 @@ pub fn read_frames(path: &Path, offset: u64, max: usize) -> io::Result<Vec<(Vec<
         let mut crc = [0u8; 4];
         f.read_exact(&mut crc)?;
         if crc32fast::hash(&bytes) != u32::from_le_bytes(crc) {
-            if at + 8 + n < len {
-                tracing::error!(segment = %path.display(), offset = at, "a frame in the sink's buffer fails its checksum with more after it: it and what follows in this segment are not delivered");
+            let next = at + 8 + n;
+            if next == len {
+                break; // the last frame, torn
             }
+            let resume = if frame_at(path, next, len)? {
+                next
+            } else {
+                len
+            };
+            bytes.truncate(DAMAGE_KEPT);
+            out.damage = Some(Damage {
+                offset: at,
+                bytes,
+                resume,
+                lost: resume - next,
+            });
             break;
         }
         at += 8 + n;
-        out.push((bytes, at));
+        out.frames.push((bytes, at));
     }
     Ok(out)
+}
+
+/// Whether a frame that passes its checksum starts at `at` of a segment `len` bytes long.
+fn frame_at(path: &Path, at: u64, len: u64) -> io::Result<bool> {
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::Start(at))?;
+    let mut head = [0u8; 4];
+    f.read_exact(&mut head)?;
+    let n = u32::from_le_bytes(head) as u64;
+    if n == 0 || at + 8 + n > len {
+        return Ok(false);
+    }
+    let mut bytes = vec![0u8; n as usize];
+    f.read_exact(&mut bytes)?;
+    let mut crc = [0u8; 4];
+    f.read_exact(&mut crc)?;
+    Ok(crc32fast::hash(&bytes) == u32::from_le_bytes(crc))
 }
 
 /// The stored acknowledgement; `None` when there is none yet — or when it cannot be read
@@ -122,13 +183,16 @@ fn read_acked(dir: &Path) -> io::Result<Option<Cursor>> {
 }
 
 /// The length of a segment's whole frames (what a crash may have torn is after it).
+/// Damage is stepped over, as the reader steps over it (and reports it).
 fn whole_length(path: &Path) -> io::Result<u64> {
     let mut at = 0;
     loop {
-        let frames = read_frames(path, at, 1024)?;
-        match frames.last() {
-            Some((_, next)) => at = *next,
-            None => return Ok(at),
+        let read = read_frames(path, at, 1024)?;
+        match (read.frames.last(), read.damage) {
+            (_, Some(d)) if d.lost == 0 => at = d.resume,
+            (_, Some(d)) => return Ok(d.offset),
+            (Some((_, next)), None) => at = *next,
+            (None, None) => return Ok(at),
         }
     }
 }
@@ -241,6 +305,10 @@ pub struct BufferReader {
     at: Cursor,
     /// The first frame not yet read (batches in flight lie between).
     read: Cursor,
+    /// Damage found since the last [`take_damage`](Self::take_damage), each once.
+    damage: Vec<(u64, Damage)>,
+    /// Where the last damage reported was (damage before it was reported already).
+    damage_seen: Option<Cursor>,
 }
 
 impl BufferReader {
@@ -258,6 +326,8 @@ impl BufferReader {
             dir: dir.to_path_buf(),
             at,
             read: at,
+            damage: Vec::new(),
+            damage_seen: None,
         })
     }
 
@@ -269,11 +339,33 @@ impl BufferReader {
         max: usize,
         max_bytes: usize,
     ) -> io::Result<Vec<(Vec<u8>, Cursor)>> {
-        let frames = self.peek(durable, max, max_bytes)?;
+        let (frames, damage) = self.peek(durable, max, max_bytes)?;
         if let Some((_, c)) = frames.last() {
             self.read = *c;
         }
+        for (segment, d) in damage {
+            let at = Cursor {
+                segment,
+                offset: d.offset,
+            };
+            // Past it from now on; reported once, however often it is read again.
+            self.read = self.read.max(Cursor {
+                segment,
+                offset: d.resume,
+            });
+            if self.damage_seen.is_none_or(|seen| at > seen) {
+                self.damage_seen = Some(at);
+                self.damage.push((segment, d));
+            }
+        }
         Ok(frames)
+    }
+
+    /// The damage found since the last call, with the segment of each: frames that failed
+    /// their checksum, stepped over (and what could not be framed after them), to be
+    /// dead-lettered and counted by the caller.
+    pub fn take_damage(&mut self) -> Vec<(u64, Damage)> {
+        std::mem::take(&mut self.damage)
     }
 
     /// Puts `frames` (the last ones read) back, to be read again.
@@ -288,42 +380,60 @@ impl BufferReader {
         }
     }
 
+    /// Frames after those read (see [`next`](Self::next)), and the damage stepped over
+    /// on the way (with its segment).
+    #[allow(clippy::type_complexity)]
     fn peek(
         &self,
         durable: Cursor,
         max: usize,
         max_bytes: usize,
-    ) -> io::Result<Vec<(Vec<u8>, Cursor)>> {
+    ) -> io::Result<(Vec<(Vec<u8>, Cursor)>, Vec<(u64, Damage)>)> {
         let mut out = Vec::new();
+        let mut damage = Vec::new();
         let mut bytes = 0;
         let first = self.read.segment;
         for seg in segments(&self.dir)?.into_iter().filter(|s| *s >= first) {
             if seg > durable.segment || out.len() >= max {
                 break;
             }
-            let from = if seg == self.read.segment {
+            let mut from = if seg == self.read.segment {
                 self.read.offset
             } else {
                 0
             };
-            for (frame, next) in read_frames(&seg_path(&self.dir, seg), from, max - out.len())? {
-                if seg == durable.segment && next > durable.offset {
-                    return Ok(out);
+            loop {
+                let read = read_frames(&seg_path(&self.dir, seg), from, max - out.len())?;
+                for (frame, next) in read.frames {
+                    if seg == durable.segment && next > durable.offset {
+                        return Ok((out, damage));
+                    }
+                    bytes += frame.len();
+                    if bytes > max_bytes && !out.is_empty() {
+                        return Ok((out, damage));
+                    }
+                    out.push((
+                        frame,
+                        Cursor {
+                            segment: seg,
+                            offset: next,
+                        },
+                    ));
                 }
-                bytes += frame.len();
-                if bytes > max_bytes && !out.is_empty() {
-                    return Ok(out);
+                match read.damage {
+                    // Only what is durable: the writer may still be extending this segment.
+                    Some(d) if seg < durable.segment || d.resume <= durable.offset => {
+                        from = d.resume;
+                        damage.push((seg, d));
+                        if out.len() >= max {
+                            return Ok((out, damage));
+                        }
+                    }
+                    _ => break,
                 }
-                out.push((
-                    frame,
-                    Cursor {
-                        segment: seg,
-                        offset: next,
-                    },
-                ));
             }
         }
-        Ok(out)
+        Ok((out, damage))
     }
 
     /// The receiver took everything before `to`: it is stored as acknowledged, and the
@@ -438,6 +548,68 @@ mod tests {
         assert_eq!(removed, 12, "segment 0 is done and removed");
         w.released(removed);
         assert_eq!(segments(dir.path()).unwrap(), vec![1]);
+    }
+
+    #[test]
+    fn a_damaged_frame_is_stepped_over_and_reported_once_and_a_damaged_length_loses_only_its_segments_rest(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = BufferWriter::open(dir.path(), 64 << 20).unwrap();
+        for m in ["one", "two", "three", "four"] {
+            w.append(m.as_bytes()).unwrap().unwrap();
+        }
+        let durable = w.flush().unwrap();
+        drop(w);
+        // A bit flipped in "two"'s bytes (frame 2 starts at 4 + 3 + 4 = 11; its bytes at 15).
+        let seg = seg_path(dir.path(), 0);
+        let mut bytes = fs::read(&seg).unwrap();
+        bytes[15] ^= 0x20;
+        fs::write(&seg, &bytes).unwrap();
+        let mut r = BufferReader::open(dir.path()).unwrap();
+        let got = r.next(durable, 10, usize::MAX).unwrap();
+        assert_eq!(lines(&got), ["one", "three", "four"]);
+        let damage = r.take_damage();
+        assert_eq!(damage.len(), 1);
+        let (segment, d) = &damage[0];
+        assert_eq!((*segment, d.offset, d.lost), (0, 11, 0));
+        assert_eq!(d.bytes, b"Two");
+        // Read again (a batch put back): the damage is not reported twice.
+        r.unread(&got);
+        assert_eq!(
+            lines(&r.next(durable, 10, usize::MAX).unwrap()),
+            ["one", "three", "four"]
+        );
+        assert!(r.take_damage().is_empty());
+        // The writer reopening keeps the frames after the damage.
+        let len = fs::metadata(&seg).unwrap().len();
+        drop(BufferWriter::open(dir.path(), 64 << 20).unwrap());
+        assert_eq!(fs::metadata(&seg).unwrap().len(), len);
+
+        // A damaged length: what follows in the segment cannot be framed.
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = BufferWriter::open(dir.path(), 64 << 20).unwrap();
+        for m in ["one", "two", "three"] {
+            w.append(m.as_bytes()).unwrap().unwrap();
+        }
+        w.rotate().unwrap();
+        w.append(b"next segment").unwrap().unwrap();
+        let durable = w.flush().unwrap();
+        let seg = seg_path(dir.path(), 0);
+        let mut bytes = fs::read(&seg).unwrap();
+        bytes[11] = 2; // "two" claims 2 bytes
+        fs::write(&seg, &bytes).unwrap();
+        let mut r = BufferReader::open(dir.path()).unwrap();
+        let got = r.next(durable, 10, usize::MAX).unwrap();
+        assert_eq!(lines(&got), ["one", "next segment"]);
+        let damage = r.take_damage();
+        assert_eq!(damage.len(), 1);
+        let d = &damage[0].1;
+        assert_eq!(d.offset, 11);
+        assert_eq!(
+            d.lost,
+            bytes.len() as u64 - (11 + 8 + 2),
+            "the rest of segment 0"
+        );
     }
 
     #[test]

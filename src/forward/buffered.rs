@@ -407,6 +407,9 @@ impl Sender {
                         continue;
                     }
                 };
+                for (segment, damage) in self.reader.take_damage() {
+                    self.shared.damaged(segment, &damage);
+                }
             }
             if !frames.is_empty() {
                 // A small batch waits a little for more (the source's next batch is often
@@ -617,6 +620,51 @@ impl Flights {
         }
     }
 
+    /// A frame of the buffer that failed its checksum: it goes to the dead-letter file as
+    /// it is (it cannot be trusted to be what was written, so it is not delivered), with
+    /// what could not be framed after it, and both are counted.
+    fn damaged(&self, segment: u64, d: &super::buffer::Damage) {
+        let path = &self.dead_letter;
+        tracing::error!(sink = %self.name, segment, offset = d.offset, lost_bytes = d.lost, file = %path.display(), "a message in the sink's buffer fails its checksum (the disk or the file was damaged): it goes to the dead-letter file instead of the receiver");
+        let line = serde_json::json!({
+            "reason": "buffer_corrupt",
+            "sink": self.name,
+            "detail": format!(
+                "segment {segment}, offset {}: checksum mismatch; {} bytes after it could not be read",
+                d.offset, d.lost
+            ),
+            "message": String::from_utf8_lossy(&d.bytes),
+        });
+        let mut text = line.to_string().into_bytes();
+        text.push(b'\n');
+        if let Err(e) = self.append_dead(&text) {
+            tracing::error!(sink = %self.name, file = %path.display(), error = %e, "writing the damaged message to the dead-letter file failed");
+        }
+        if let Some(m) = &self.metrics {
+            m.dead_lettered("buffer_corrupt");
+            if d.lost > 0 {
+                m.dropped("buffer_corrupt");
+            }
+        }
+    }
+
+    /// Appends `lines` to the dead-letter file and syncs it.
+    fn append_dead(&self, lines: &[u8]) -> std::io::Result<()> {
+        let mut dead = self.dead.lock().unwrap_or_else(|p| p.into_inner());
+        let written = (|| {
+            if dead.is_none() {
+                *dead = Some(crate::pipeline::dead_letter::open_lines(&self.dead_letter)?);
+            }
+            let f = dead.as_mut().expect("opened above");
+            f.write_all(lines)?;
+            f.sync_data()
+        })();
+        if written.is_err() {
+            *dead = None;
+        }
+        written
+    }
+
     /// Writes refused messages to the dead-letter file, synced before the delivery is
     /// acknowledged; `false` when it cannot be written (the caller waits and tries again).
     fn dead_letter(&self, rejected: &[Rejection], messages: &[&[u8]]) -> bool {
@@ -637,16 +685,7 @@ impl Flights {
             lines.extend_from_slice(line.to_string().as_bytes());
             lines.push(b'\n');
         }
-        let mut dead = self.dead.lock().unwrap_or_else(|p| p.into_inner());
-        let written = (|| {
-            if dead.is_none() {
-                *dead = Some(crate::pipeline::dead_letter::open_lines(path)?);
-            }
-            let f = dead.as_mut().expect("opened above");
-            f.write_all(&lines)?;
-            f.sync_data()
-        })();
-        match written {
+        match self.append_dead(&lines) {
             Ok(()) => {
                 if let Some(m) = &self.metrics {
                     for r in rejected {
@@ -656,7 +695,6 @@ impl Flights {
                 true
             }
             Err(e) => {
-                *dead = None;
                 tracing::error!(sink = %self.name, file = %path.display(), error = %e, "writing the sink's dead-letter file failed; the sink waits and tries again");
                 false
             }
@@ -759,38 +797,102 @@ mod tests {
         sink.write(&row).unwrap();
     }
 
+    /// A sink delivering to [`Picky`], after `texts` were written to it and it delivered
+    /// three messages (within 10 s).
+    struct PickySink {
+        sink: BufferedSink,
+        took: Arc<StdMutex<Vec<String>>>,
+        delivery: Delivery,
+        metrics: crate::telemetry::Metrics,
+    }
+
+    impl PickySink {
+        async fn start(mut delivery: Delivery, texts: &[&str]) -> PickySink {
+            let took = Arc::new(StdMutex::new(Vec::new()));
+            delivery.linger = Duration::ZERO;
+            let metrics = crate::telemetry::Metrics::new();
+            let mut sink = BufferedSink::start(
+                "siem",
+                delivery.clone(),
+                Box::new(Plain),
+                Box::new(Picky {
+                    took: took.clone(),
+                    calls: 0,
+                }),
+                Some(SinkMetrics::of(&metrics.forward, "siem")),
+            )
+            .unwrap();
+            for t in texts {
+                write(&mut sink, t);
+            }
+            sink.flush().unwrap();
+            sink.sync().unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while took.lock().unwrap().len() < 3 {
+                assert!(
+                    Instant::now() < deadline,
+                    "took only {:?}",
+                    took.lock().unwrap()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            PickySink {
+                sink,
+                took,
+                delivery,
+                metrics,
+            }
+        }
+    }
+
+    /// A message damaged on disk is dead-lettered as it is, counted, and stepped over: the
+    /// ones around it are delivered.
+    #[tokio::test]
+    async fn a_message_damaged_in_the_buffer_is_dead_lettered_and_the_rest_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let buf = dir.path().join("buf");
+        {
+            let mut w = super::super::buffer::BufferWriter::open(&buf, 64 << 20).unwrap();
+            for m in ["a", "bb", "c"] {
+                w.append(m.as_bytes()).unwrap().unwrap();
+            }
+            w.flush().unwrap();
+        }
+        let seg = buf.join(format!("{:020}.seg", 0));
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes[4 + 1 + 4 + 4] ^= 0x01; // "bb" -> "cb"
+        std::fs::write(&seg, &bytes).unwrap();
+
+        let picky = PickySink::start(Delivery::new(buf), &["d"]).await;
+        let (took, delivery, metrics) = (&picky.took, &picky.delivery, &picky.metrics);
+        assert_eq!(*took.lock().unwrap(), ["a", "c", "d"]);
+        let dead = std::fs::read_to_string(&delivery.dead_letter).unwrap();
+        let line: serde_json::Value = serde_json::from_str(dead.trim()).unwrap();
+        assert_eq!(line["reason"], "buffer_corrupt");
+        assert_eq!(line["message"], "cb", "as it is on disk");
+        assert!(
+            line["detail"]
+                .as_str()
+                .unwrap()
+                .contains("segment 0, offset 9"),
+            "{line}"
+        );
+        let text = gather(metrics);
+        let series =
+            r#"hubwatch_forward_sink_dead_letters_total{reason="buffer_corrupt",sink="siem"} 1"#;
+        assert!(text.contains(series), "{series} missing from:\n{text}");
+    }
+
     #[tokio::test]
     async fn a_refused_batch_is_split_and_only_the_record_at_fault_is_dead_lettered() {
         let dir = tempfile::tempdir().unwrap();
-        let took = Arc::new(StdMutex::new(Vec::new()));
-        let mut delivery = Delivery::new(dir.path().join("buf"));
-        delivery.linger = Duration::ZERO;
-        let metrics = crate::telemetry::Metrics::new();
-        let mut sink = BufferedSink::start(
-            "siem",
-            delivery.clone(),
-            Box::new(Plain),
-            Box::new(Picky {
-                took: took.clone(),
-                calls: 0,
-            }),
-            Some(SinkMetrics::of(&metrics.forward, "siem")),
+        let picky = PickySink::start(
+            Delivery::new(dir.path().join("buf")),
+            &["a", "b", "POISON c", "d"],
         )
-        .unwrap();
-        for t in ["a", "b", "POISON c", "d"] {
-            write(&mut sink, t);
-        }
-        sink.flush().unwrap();
-        sink.sync().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while took.lock().unwrap().len() < 3 {
-            assert!(
-                Instant::now() < deadline,
-                "took only {:?}",
-                took.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        .await;
+        let (took, delivery, metrics, sink) =
+            (&picky.took, &picky.delivery, &picky.metrics, &picky.sink);
         assert_eq!(
             *took.lock().unwrap(),
             ["a", "b", "d"],
@@ -802,7 +904,7 @@ mod tests {
         assert_eq!(line["kind"], "status_400");
         assert_eq!(line["message"], "POISON c");
         assert_eq!(line["detail"], "field [x] cannot be parsed");
-        let text = gather(&metrics);
+        let text = gather(metrics);
         for series in [
             r#"hubwatch_forward_sink_sent_total{sink="siem"} 3"#,
             r#"hubwatch_forward_sink_dead_letters_total{reason="status_400",sink="siem"} 1"#,
