@@ -342,11 +342,23 @@ fn a_corrupt_or_foreign_snapshot_stops_the_start_with_its_path_and_is_left_as_it
 
     let refused = |bytes: &[u8]| -> String {
         std::fs::write(&state, bytes).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_hubwatch"))
+        // Bounded: a snapshot it wrongly accepts would have it serve until stopped.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hubwatch"))
             .args(["run", "--config"])
             .arg(&config)
-            .output()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .expect("run hubwatch");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("started with an unusable snapshot (still running after 30 s)");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
         assert!(!out.status.success(), "started with an unusable snapshot");
         assert_eq!(
             std::fs::read(&state).unwrap(),
@@ -365,10 +377,11 @@ fn a_corrupt_or_foreign_snapshot_stops_the_start_with_its_path_and_is_left_as_it
             && err.contains("move the file aside"),
         "{err}"
     );
-    let newer = as_format_version(&good, 2);
+    let next = hubwatch::state::FORMAT_VERSION + 1;
+    let newer = as_format_version(&good, next);
     let err = refused(&newer);
     assert!(
-        err.contains("has state format version 2") && err.contains("retention"),
+        err.contains(&format!("has state format version {next}")) && err.contains("retention"),
         "{err}"
     );
 
