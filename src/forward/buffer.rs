@@ -275,6 +275,20 @@ impl BufferWriter {
         })
     }
 
+    /// What [`sync`](Self::sync) does, as a job for another thread: the segments left since
+    /// the last sync and (a second handle of) the current one, flushed.
+    pub fn sync_job(&mut self) -> io::Result<impl FnOnce() -> io::Result<()> + Send> {
+        self.out.flush()?;
+        let current = self.out.get_ref().try_clone()?;
+        let left = std::mem::take(&mut self.unsynced);
+        Ok(move || {
+            for f in &left {
+                f.sync_data()?;
+            }
+            current.sync_data()
+        })
+    }
+
     /// Makes everything flushed durable: the segments left since the last sync, then the
     /// current one.
     pub fn sync(&mut self) -> io::Result<()> {

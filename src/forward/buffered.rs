@@ -351,6 +351,13 @@ impl Sink for BufferedSink {
         }
         Ok(())
     }
+
+    fn sync_job(&mut self) -> std::io::Result<Option<super::SyncJob>> {
+        if !std::mem::take(&mut self.unsynced) {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(self.buffer.sync_job()?)))
+    }
 }
 
 /// The sender task: reads what is durable, in order, and hands each batch to a free

@@ -82,6 +82,16 @@ impl Sink for FileSink {
         self.pending = 0;
         Ok(())
     }
+
+    fn sync_job(&mut self) -> io::Result<Option<super::SyncJob>> {
+        if self.pending == 0 {
+            return Ok(None);
+        }
+        self.out.flush()?;
+        let file = self.out.get_ref().try_clone()?;
+        self.pending = 0;
+        Ok(Some(Box::new(move || file.sync_data())))
+    }
 }
 
 #[cfg(test)]

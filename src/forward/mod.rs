@@ -190,6 +190,9 @@ impl Level {
     }
 }
 
+/// Makes what a sink flushed durable, on any thread ([`Sink::sync_job`]).
+pub type SyncJob = Box<dyn FnOnce() -> std::io::Result<()> + Send>;
+
 /// Where a route's rows go. Owned by the engine's thread.
 pub trait Sink: Send {
     /// The sink's configured name.
@@ -203,6 +206,13 @@ pub trait Sink: Send {
     /// succeeds: once per snapshot round (one sync covers many batches), or after each
     /// batch without a checkpoint store.
     fn sync(&mut self) -> std::io::Result<()>;
+    /// [`sync`](Self::sync) in two steps: here, on the engine's thread, what was flushed is
+    /// handed to files that can be synced elsewhere; the job returned makes it durable off
+    /// that thread (a commit round runs it while the engine goes on: an fsync of seconds
+    /// of rows would stall it). The default syncs here and returns no job.
+    fn sync_job(&mut self) -> std::io::Result<Option<SyncJob>> {
+        self.sync().map(|()| None)
+    }
     /// Bytes waiting in the sink's disk buffer for delivery (`None`: it has none).
     fn buffered_bytes(&self) -> Option<u64> {
         None

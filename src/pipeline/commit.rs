@@ -34,6 +34,8 @@ pub struct Saved {
     held: Vec<(Arc<str>, AckToken)>,
     started: Instant,
     result: Result<(), StateError>,
+    /// A sink could not make the round's rows durable (nothing was stored then).
+    sync_error: Option<std::io::Error>,
 }
 
 pub struct StateCommitter {
@@ -90,24 +92,46 @@ impl StateCommitter {
         self.saving.is_some()
     }
 
-    /// Starts a round: the sinks sync what the held batches routed (one sync for the
-    /// round), the engine encodes what changed (this holds the engine, so it is measured),
-    /// and the store writes it on the runtime. A sink that cannot sync is an error: the held
-    /// batches stay unacknowledged.
+    /// Starts a round: the engine hands the sinks' flushed rows over for syncing and
+    /// encodes what changed (this holds the engine, so it is measured); then, on the
+    /// runtime while the engine goes on, the sinks sync what the held batches routed (one
+    /// sync for the round, on a blocking thread) and only then the store writes the
+    /// snapshots — so a stored snapshot never covers rows a sink could still lose. A sink
+    /// that cannot sync stops the service ([`take_fatal`](Self::take_fatal)) with the
+    /// held batches unacknowledged: after a failed fsync the kernel may have dropped the
+    /// rows, and no retry can tell.
     pub fn start(&mut self, engine: &mut Engine) -> std::io::Result<()> {
-        engine.sync_sinks()?;
+        let jobs = engine.sync_jobs()?;
         let started = Instant::now();
         self.last = started;
         let snapshots: Arc<[Snapshot]> = engine.snapshot().into();
         let held = std::mem::take(&mut self.held);
         let store = self.store.clone();
         self.saving = Some(tokio::spawn(async move {
-            let result = store.save(snapshots.clone()).await;
+            let synced = if jobs.is_empty() {
+                Ok(())
+            } else {
+                tokio::task::spawn_blocking(move || {
+                    for (name, job) in jobs {
+                        job().map_err(|e| {
+                            std::io::Error::new(e.kind(), format!("sink '{name}': syncing: {e}"))
+                        })?;
+                    }
+                    Ok(())
+                })
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+            };
+            let (result, sync_error) = match synced {
+                Ok(()) => (store.save(snapshots.clone()).await, None),
+                Err(e) => (Ok(()), Some(e)),
+            };
             Saved {
                 snapshots,
                 held,
                 started,
                 result,
+                sync_error,
             }
         }));
         Ok(())
@@ -128,6 +152,7 @@ impl StateCommitter {
                         op: "saving",
                         source: std::io::Error::other(e.to_string()),
                     }),
+                    sync_error: None,
                 })
             }
             None => std::future::pending().await,
@@ -137,6 +162,19 @@ impl StateCommitter {
     /// Settles a round: its batches are acknowledged, or on failure held for the next round
     /// (which writes its partitions again). Returns whether it was stored.
     pub fn settled(&mut self, saved: Saved, engine: &mut Engine) -> bool {
+        if let Some(e) = saved.sync_error {
+            tracing::error!(error = %e, "a sink could not make its rows durable; the batches since the last round stay unacknowledged and the service stops");
+            self.fatal.get_or_insert(StateError::Io {
+                location: "a sink's buffer".to_string(),
+                op: "syncing",
+                source: e,
+            });
+            engine.unsaved(&saved.snapshots);
+            let mut held = saved.held;
+            held.append(&mut self.held);
+            self.held = held;
+            return false;
+        }
         let m = &self.metrics.state;
         match saved.result {
             Ok(()) => {
@@ -432,6 +470,149 @@ mod tests {
         }
         async fn peek(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>, StateError> {
             Ok(None)
+        }
+    }
+
+    /// A sink whose sync happens in its job, on another thread: `synced` says it ran; with
+    /// `fail` it fails.
+    struct SyncSpy {
+        synced: Arc<std::sync::atomic::AtomicBool>,
+        fail: bool,
+        pending: bool,
+    }
+
+    impl crate::forward::Sink for SyncSpy {
+        fn name(&self) -> &str {
+            "spy"
+        }
+        fn write(&mut self, _: &crate::forward::Routed<'_>) -> std::io::Result<()> {
+            self.pending = true;
+            Ok(())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn sync(&mut self) -> std::io::Result<()> {
+            unreachable!("a commit round syncs through the job")
+        }
+        fn sync_job(&mut self) -> std::io::Result<Option<crate::forward::SyncJob>> {
+            if !std::mem::take(&mut self.pending) {
+                return Ok(None);
+            }
+            let (synced, fail) = (self.synced.clone(), self.fail);
+            let engine_thread = std::thread::current().id();
+            Ok(Some(Box::new(move || {
+                assert_ne!(
+                    std::thread::current().id(),
+                    engine_thread,
+                    "off the engine's thread"
+                );
+                if fail {
+                    return Err(std::io::Error::other("disk gone"));
+                }
+                synced.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            })))
+        }
+    }
+
+    /// A store that notes, at each save, whether the sink had synced.
+    #[derive(Debug, Default)]
+    struct Noting {
+        synced: Arc<std::sync::atomic::AtomicBool>,
+        saves: std::sync::Mutex<Vec<bool>>,
+    }
+
+    #[async_trait::async_trait]
+    impl StateStore for Noting {
+        async fn partitions(&self, _: &str) -> Result<Vec<String>, StateError> {
+            Ok(Vec::new())
+        }
+        async fn load(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>, StateError> {
+            Ok(None)
+        }
+        async fn save(&self, _: Arc<[Snapshot]>) -> Result<(), StateError> {
+            let synced = self.synced.load(std::sync::atomic::Ordering::SeqCst);
+            self.saves.lock().unwrap().push(synced);
+            Ok(())
+        }
+        fn location(&self, _: &str, _: &str) -> String {
+            "noting".into()
+        }
+        async fn versions(&self, _: &str) -> Result<Vec<(String, String)>, StateError> {
+            Ok(Vec::new())
+        }
+        async fn peek(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>, StateError> {
+            Ok(None)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sinks_sync_off_the_engine_thread_before_the_snapshot_is_stored_and_a_failed_sync_stops(
+    ) {
+        for fail in [false, true] {
+            let store = Arc::new(Noting::default());
+            let spy = SyncSpy {
+                synced: store.synced.clone(),
+                fail,
+                pending: false,
+            };
+            let schemas = Schemas::embedded();
+            let plan = compile("AmlComputeJobEvent", &schemas).unwrap();
+            let route = crate::forward::RouteSpec::new(
+                "all",
+                "AmlComputeJobEvent",
+                plan,
+                vec![0],
+                Default::default(),
+            );
+            let forwarding = crate::pipeline::engine::Forwarding {
+                routes: vec![route],
+                sinks: vec![Box::new(spy)],
+            };
+            let mut engine = Engine::with_forwarding(
+                schemas,
+                vec![spec("jobs", JOBS)],
+                forwarding,
+                EngineOptions::default(),
+            );
+            let mut c = StateCommitter::new(
+                store.clone(),
+                Duration::from_secs(1),
+                Arc::new(Metrics::new()),
+            );
+            let body = br#"{"records":[{"time":"2024-05-20T10:00:00Z","category":"AmlComputeJobEvent","resourceId":"/x","properties":{"ClusterName":"c"}}]}"#;
+            let position = Position {
+                partition: Arc::from("0"),
+                offset: 0,
+                sequence_number: 0,
+                enqueued_time: None,
+            };
+            engine.ingest("eh", &Event::new(body.to_vec(), position));
+            engine.end_batch().unwrap();
+            let (tx, mut outcomes) = tokio::sync::mpsc::unbounded_channel();
+            c.hold(Arc::from("eh"), AckToken::new(1, tx));
+            let stored = c.flush(&mut engine).await;
+            if fail {
+                assert!(!stored, "nothing is stored after a failed sync");
+                assert!(store.saves.lock().unwrap().is_empty());
+                let fatal = c
+                    .take_fatal()
+                    .expect("a failed sync stops the service")
+                    .to_string();
+                assert!(
+                    fatal.contains("sink 'spy'") && fatal.contains("disk gone"),
+                    "{fatal}"
+                );
+                assert!(
+                    outcomes.try_recv().is_err(),
+                    "the batch stays unacknowledged"
+                );
+            } else {
+                assert!(stored);
+                assert_eq!(*store.saves.lock().unwrap(), [true], "synced, then stored");
+                assert!(c.take_fatal().is_none());
+            }
         }
     }
 

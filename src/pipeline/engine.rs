@@ -661,6 +661,27 @@ impl Engine {
         Ok(())
     }
 
+    /// [`sync_sinks`](Self::sync_sinks) as jobs for another thread, each with its sink's
+    /// name: a commit round runs them before it stores the snapshot, while the engine
+    /// goes on.
+    pub fn sync_jobs(&mut self) -> std::io::Result<Vec<(String, crate::forward::SyncJob)>> {
+        let mut jobs = Vec::new();
+        for (i, sink) in self.forwarding.sinks.iter_mut().enumerate() {
+            match sink.sync_job() {
+                Ok(Some(job)) => jobs.push((sink.name().to_string(), job)),
+                Ok(None) => {}
+                Err(e) => {
+                    self.forward_counts.failures[i] += 1;
+                    return Err(std::io::Error::new(
+                        e.kind(),
+                        format!("sink '{}': syncing: {e}", sink.name()),
+                    ));
+                }
+            }
+        }
+        Ok(jobs)
+    }
+
     /// End of input: closes every open bin, for the results served from now on. Not a
     /// change to snapshot: were the input to grow and the service to start again, those
     /// bins must still be open.
