@@ -110,6 +110,48 @@ fn trim_line(line: &[u8]) -> &[u8] {
     &line[..end]
 }
 
+/// What `check` says of each route, by name (a `union` compiles once per table):
+/// `route jobs: 2 tables -> siem, soc` (`every record`, `, original records`), or
+/// `route alerts: results of failures, each bin once -> siem`.
+pub fn describe_routes(settings: &crate::config::Settings) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut names: Vec<&str> = Vec::new();
+    for r in &settings.routes {
+        if !names.contains(&&*r.name) {
+            names.push(&r.name);
+        }
+    }
+    for name in names {
+        let pieces: Vec<_> = settings
+            .routes
+            .iter()
+            .filter(|r| &*r.name == name)
+            .collect();
+        let first = pieces[0];
+        let what = match first.results {
+            Some(q) => format!("results of {}, each bin once", settings.queries[q].name),
+            None if pieces.iter().any(|r| r.unknown) => "every record".to_string(),
+            None if pieces.len() == 1 => "1 table".to_string(),
+            None => format!("{} tables", pieces.len()),
+        };
+        let output = if first.record {
+            ", original records"
+        } else {
+            ""
+        };
+        let sinks: Vec<&str> = first
+            .sinks
+            .iter()
+            .map(|&i| settings.sinks[i].name())
+            .collect();
+        out.push(format!(
+            "route {name}: {what}{output} -> {}",
+            sinks.join(", ")
+        ));
+    }
+    out
+}
+
 /// What `check` says of a sink: its name, type and target, and how it sends — never a
 /// token, key, password, header value or URL query:
 /// `sink siem: splunk_hec -> https://splunk:8088 (event, indexer ack)`.

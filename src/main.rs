@@ -158,16 +158,14 @@ fn main() -> ExitCode {
                     config.display(),
                     s.queries.len(),
                     s.sources.len(),
-                    {
-                        // A `union` route compiles once per table: count routes by name.
-                        let mut names: Vec<&str> = s.routes.iter().map(|r| &*r.name).collect();
-                        names.dedup();
-                        names.len()
-                    },
+                    cli::describe_routes(&s).len(),
                     s.sinks.len()
                 );
                 for sink in &s.sinks {
                     println!("{}", cli::describe_sink(sink));
+                }
+                for route in cli::describe_routes(&s) {
+                    println!("{route}");
                 }
                 ExitCode::SUCCESS
             }

@@ -789,6 +789,19 @@ fn the_siem_example_config_loads() {
     assert!(!debug.contains("11111111-2222"), "{debug}");
     assert!(!debug.contains("ZXhhbXBsZTprZXk="), "{debug}");
 
+    assert_eq!(
+        crate::cli::describe_routes(&s),
+        [
+            "route failed_jobs: 1 table -> splunk",
+            "route failed_runs: 1 table -> splunk",
+            "route activity: 1 table -> soc",
+            &format!(
+                "route aml: {} tables -> elastic",
+                s.routes.iter().filter(|r| &*r.name == "aml").count()
+            ),
+            "route failure_alerts: results of failures_per_cluster, each bin once -> splunk",
+        ]
+    );
     // Failed jobs and an alert feed to Splunk, the Activity log to syslog, every Azure ML
     // table to Elasticsearch.
     let to = |sink: &str| -> Vec<String> {

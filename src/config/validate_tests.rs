@@ -713,9 +713,16 @@ kql = "* | where Level == 'Error'"
         "ok.toml",
         "[[sinks]]\ntype = \"file\"\nname = \"siem\"\npath = \"out/routed.ndjson\"\n\
          [[routes]]\nname = \"aml\"\nsinks = [\"siem\"]\nkql = \"union Aml*\"\n\
-         [[routes]]\nname = \"every\"\nsinks = [\"siem\"]\nkql = \"*\"\n",
+         [[routes]]\nname = \"every\"\nsinks = [\"siem\"]\nkql = \"*\"\noutput = \"record\"\n",
     );
     let s = load(&ok, &Schemas::embedded()).unwrap();
+    assert_eq!(
+        crate::cli::describe_routes(&s),
+        [
+            "route aml: 20 tables -> siem",
+            "route every: every record, original records -> siem"
+        ]
+    );
     let aml = s.routes.iter().filter(|r| &*r.name == "aml").count();
     assert_eq!(aml, 20, "one pipeline per Aml* table");
     assert!(s.routes.iter().filter(|r| &*r.name == "every").count() > aml);
