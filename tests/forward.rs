@@ -126,23 +126,44 @@ fn a_route_forwards_exactly_the_rows_its_kql_selects_with_their_origin() {
     assert!(meta["sequence_number"].as_i64().is_some());
 }
 
+/// The fixture's bodies, written to a file a first part at a time: an input that grows.
+struct Growing {
+    path: PathBuf,
+    lines: Vec<Vec<u8>>,
+}
+
+impl Growing {
+    fn new(path: &Path) -> Growing {
+        let all = std::fs::read(fixture()).unwrap();
+        let lines = all
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        Growing {
+            path: path.to_path_buf(),
+            lines,
+        }
+    }
+
+    /// The file holds the first `n` bodies.
+    fn write_upto(&self, n: usize) {
+        let mut text = Vec::new();
+        for l in &self.lines[..n] {
+            text.extend_from_slice(l);
+            text.push(b'\n');
+        }
+        std::fs::write(&self.path, text).unwrap();
+    }
+}
+
 #[test]
 fn killed_and_restarted_every_row_arrives_and_a_rebuild_forwards_nothing_again() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("bodies.ndjson");
-    let all = std::fs::read(fixture()).unwrap();
-    let lines: Vec<&[u8]> = all
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .collect();
-    let write_upto = |n: usize| {
-        let mut text = Vec::new();
-        for l in &lines[..n] {
-            text.extend_from_slice(l);
-            text.push(b'\n');
-        }
-        std::fs::write(&input, text).unwrap();
-    };
+    let growing = Growing::new(&input);
+    let write_upto = |n: usize| growing.write_upto(n);
+    let lines = &growing.lines;
 
     // The input grows while hubwatch is killed twice.
     write_upto(lines.len() / 3);
@@ -513,19 +534,9 @@ fn results(dir: &Path) -> BTreeMap<(String, String), Vec<i64>> {
 fn routed_results_are_each_closed_bin_once_and_kills_change_none_of_them() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("bodies.ndjson");
-    let all = std::fs::read(fixture()).unwrap();
-    let lines: Vec<&[u8]> = all
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .collect();
-    let write_upto = |n: usize| {
-        let mut text = Vec::new();
-        for l in &lines[..n] {
-            text.extend_from_slice(l);
-            text.push(b'\n');
-        }
-        std::fs::write(&input, text).unwrap();
-    };
+    let growing = Growing::new(&input);
+    let write_upto = |n: usize| growing.write_upto(n);
+    let lines = &growing.lines;
     write_upto(lines.len());
 
     // One uninterrupted run over the whole input.

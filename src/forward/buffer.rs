@@ -275,8 +275,8 @@ impl BufferWriter {
         })
     }
 
-    /// What [`sync`](Self::sync) does, as a job for another thread: the segments left since
-    /// the last sync and (a second handle of) the current one, flushed.
+    /// Makes everything flushed durable, as a job for any thread: the segments left since
+    /// the last sync, then (a second handle of) the current one, flushed.
     pub fn sync_job(&mut self) -> io::Result<impl FnOnce() -> io::Result<()> + Send> {
         self.out.flush()?;
         let current = self.out.get_ref().try_clone()?;
@@ -287,17 +287,6 @@ impl BufferWriter {
             }
             current.sync_data()
         })
-    }
-
-    /// Makes everything flushed durable: the segments left since the last sync, then the
-    /// current one.
-    pub fn sync(&mut self) -> io::Result<()> {
-        for f in &self.unsynced {
-            f.sync_data()?;
-        }
-        self.unsynced.clear();
-        self.out.flush()?;
-        self.out.get_ref().sync_data()
     }
 
     /// Bytes on disk, delivered or not (the sender's removals lower it: `released`).

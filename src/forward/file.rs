@@ -2,7 +2,7 @@
 //! (so a batch is acknowledged only once its rows are on disk). For a collector that tails
 //! files (Filebeat, the Splunk forwarder, Fluent Bit), or for inspection.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -17,22 +17,11 @@ pub struct FileSink {
 }
 
 impl FileSink {
-    /// Opens (creating, appending to) the file.
+    /// Opens (creating, appending to) the file. A line a killed process left torn is
+    /// ended first, so that only it is lost to a reader (the rows it held are sent again,
+    /// never having been acknowledged).
     pub fn open(name: &str, path: &Path) -> io::Result<FileSink> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(path)?;
-        // A process killed while writing can leave half a line at the end: the next line
-        // starts on a line of its own, so that only the torn one is lost to a reader (the
-        // rows it held are sent again, not yet being acknowledged).
-        if ends_mid_line(&mut file)? {
-            file.write_all(b"\n")?;
-        }
+        let file = crate::pipeline::dead_letter::open_lines(path)?;
         Ok(FileSink {
             name: name.to_string(),
             path: path.to_path_buf(),
@@ -44,17 +33,6 @@ impl FileSink {
     pub fn path(&self) -> &Path {
         &self.path
     }
-}
-
-fn ends_mid_line(file: &mut File) -> io::Result<bool> {
-    use std::io::{Read, Seek, SeekFrom};
-    if file.metadata()?.len() == 0 {
-        return Ok(false);
-    }
-    file.seek(SeekFrom::End(-1))?;
-    let mut last = [0u8];
-    file.read_exact(&mut last)?;
-    Ok(last[0] != b'\n')
 }
 
 impl Sink for FileSink {
@@ -71,16 +49,6 @@ impl Sink for FileSink {
 
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
-    }
-
-    fn sync(&mut self) -> io::Result<()> {
-        if self.pending == 0 {
-            return Ok(());
-        }
-        self.out.flush()?;
-        self.out.get_ref().sync_data()?;
-        self.pending = 0;
-        Ok(())
     }
 
     fn sync_job(&mut self) -> io::Result<Option<super::SyncJob>> {

@@ -30,6 +30,7 @@
 //!   producer exists; creating it, it quotes the value of a property it does not know
 //!   (a misspelled `sasl.pasword`), so that error is scrubbed of every value.
 
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -93,8 +94,10 @@ impl Encode for RecordEncode {
                 header(out, "hubwatch.route", row.route.as_bytes());
                 header(out, "hubwatch.source", source.as_bytes());
                 header(out, "hubwatch.partition", position.partition.as_bytes());
-                let seq = position.sequence_number.to_string();
-                header(out, "hubwatch.sequence_number", seq.as_bytes());
+                // The topic was copied out: its scratch holds the number (no allocation a row).
+                self.scratch.clear();
+                let _ = write!(self.scratch, "{}", position.sequence_number);
+                header(out, "hubwatch.sequence_number", self.scratch.as_bytes());
             }
             super::Origin::Result { query, bin } => {
                 out.push(3);
@@ -499,28 +502,9 @@ mod tests {
         assert_eq!(decode(&g[..3]), None);
 
         // As this version encodes a row.
-        let position = crate::source::Position {
-            partition: "3".into(),
-            offset: 40,
-            sequence_number: 17,
-            enqueued_time: None,
-        };
-        let row = crate::forward::Routed {
-            json: b"{\"x\":1}",
-            route: "aml",
-            origin: crate::forward::Origin::Record {
-                source: "eh",
-                position: &position,
-            },
-            time: 0,
-            values: &[],
-            columns: &[],
-            known: &Default::default(),
-            meta: &Default::default(),
-            table: "AmlComputeJobEvent",
-            ordinal: 0,
-            original: true,
-        };
+        let test_row =
+            crate::forward::syslog::tests::Row::new("2024-05-20T10:00:00Z", &[], "{\"x\":1}");
+        let row = test_row.routed();
         let mut enc = RecordEncode::new(Template::parse("azure-{table}", false).unwrap(), None);
         let mut frame = Vec::new();
         enc.encode(&row, &mut frame);
@@ -530,10 +514,10 @@ mod tests {
                 "azure-AmlComputeJobEvent",
                 None,
                 vec![
-                    ("hubwatch.route", &b"aml"[..]),
+                    ("hubwatch.route", &b"failed jobs"[..]),
                     ("hubwatch.source", b"eh"),
-                    ("hubwatch.partition", b"3"),
-                    ("hubwatch.sequence_number", b"17"),
+                    ("hubwatch.partition", b"a\"b]"),
+                    ("hubwatch.sequence_number", b"7"),
                 ],
                 &b"{\"x\":1}"[..]
             ))

@@ -6,7 +6,7 @@
 //!   `union T1, T2* | …` runs it over several tables (one compiled pipeline each), and `*`
 //!   takes every record, unknown categories included ([`route::expand`]).
 //! - A **sink** ([`Sink`]) takes each selected row and makes what it took durable when
-//!   asked ([`Sink::sync`]). The file sink ([`mod@file`]) appends NDJSON. The network sinks —
+//!   asked ([`Sink::sync_job`]). The file sink ([`mod@file`]) appends NDJSON. The network sinks —
 //!   syslog ([`syslog`]: RFC 5424/3164 over TCP, TLS, UDP or RELP; JSON, [`cef`] or
 //!   [`leef`]), Splunk HEC ([`hec`]), Elasticsearch ([`elastic`]), HTTP ([`http`]) and
 //!   Kafka ([`kafka`]) — encode each row into their own disk buffer ([`buffer`]), from
@@ -202,17 +202,14 @@ pub trait Sink: Send {
     /// Hands everything taken so far to the operating system (the end of each batch): a
     /// network sink's sender may deliver it from then on.
     fn flush(&mut self) -> std::io::Result<()>;
-    /// Makes everything flushed durable on disk. Batches are acknowledged only after this
-    /// succeeds: once per snapshot round (one sync covers many batches), or after each
-    /// batch without a checkpoint store.
-    fn sync(&mut self) -> std::io::Result<()>;
-    /// [`sync`](Self::sync) in two steps: here, on the engine's thread, what was flushed is
-    /// handed to files that can be synced elsewhere; the job returned makes it durable off
-    /// that thread (a commit round runs it while the engine goes on: an fsync of seconds
-    /// of rows would stall it). The default syncs here and returns no job.
-    fn sync_job(&mut self) -> std::io::Result<Option<SyncJob>> {
-        self.sync().map(|()| None)
-    }
+    /// Makes everything flushed durable on disk, in two steps: here, on the engine's
+    /// thread, what was flushed is handed to files that can be synced elsewhere; the job
+    /// returned (`None`: nothing to sync) makes it durable on any thread — a commit round
+    /// runs it off the engine's (an fsync of seconds of rows would stall it), without a
+    /// checkpoint store it runs at once. Batches are acknowledged only after it succeeds:
+    /// once per snapshot round (one sync covers many batches), or after each batch
+    /// without a checkpoint store.
+    fn sync_job(&mut self) -> std::io::Result<Option<SyncJob>>;
     /// Bytes waiting in the sink's disk buffer for delivery (`None`: it has none).
     fn buffered_bytes(&self) -> Option<u64> {
         None

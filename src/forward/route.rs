@@ -106,13 +106,20 @@ pub fn check_results_route(plan: &Plan) -> Result<(), String> {
 }
 
 impl RouteSpec {
-    pub fn new(name: &str, kql: &str, plan: Plan, sinks: Vec<usize>, meta: RouteMeta) -> RouteSpec {
+    pub fn new(
+        name: &str,
+        kql: &str,
+        plan: impl Into<Arc<Plan>>,
+        sinks: Vec<usize>,
+        meta: RouteMeta,
+    ) -> RouteSpec {
+        let plan = plan.into();
         let keys = super::format::keys(&plan.output).into();
         let known = Known::of(&plan.output);
         RouteSpec {
             name: Arc::from(name),
             kql: kql.to_string(),
-            plan: Arc::new(plan),
+            plan,
             sinks,
             keys,
             known,
@@ -134,17 +141,8 @@ impl RouteSpec {
         meta: RouteMeta,
     ) -> RouteSpec {
         RouteSpec {
-            keys: super::format::keys(&plan.output).into(),
-            known: Known::of(&plan.output),
-            name: Arc::from(name),
-            kql: String::new(),
-            plan,
-            sinks,
-            meta,
-            nulls: false,
-            record: false,
-            unknown: false,
             results: Some(query),
+            ..RouteSpec::new(name, "", plan, sinks, meta)
         }
     }
 

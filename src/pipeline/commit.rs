@@ -111,16 +111,9 @@ impl StateCommitter {
             let synced = if jobs.is_empty() {
                 Ok(())
             } else {
-                tokio::task::spawn_blocking(move || {
-                    for (name, job) in jobs {
-                        job().map_err(|e| {
-                            std::io::Error::new(e.kind(), format!("sink '{name}': syncing: {e}"))
-                        })?;
-                    }
-                    Ok(())
-                })
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+                tokio::task::spawn_blocking(move || jobs.into_iter().try_for_each(|job| job()))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
             };
             let (result, sync_error) = match synced {
                 Ok(()) => (store.save(snapshots.clone()).await, None),
@@ -169,10 +162,7 @@ impl StateCommitter {
                 op: "syncing",
                 source: e,
             });
-            engine.unsaved(&saved.snapshots);
-            let mut held = saved.held;
-            held.append(&mut self.held);
-            self.held = held;
+            self.keep_held(saved.held, &saved.snapshots, engine);
             return false;
         }
         let m = &self.metrics.state;
@@ -217,13 +207,23 @@ impl StateCommitter {
                     tracing::error!(error = %e, "storing window state failed for good");
                     self.fatal.get_or_insert(e);
                 }
-                engine.unsaved(&saved.snapshots);
-                let mut held = saved.held;
-                held.append(&mut self.held);
-                self.held = held;
+                self.keep_held(saved.held, &saved.snapshots, engine);
                 false
             }
         }
+    }
+
+    /// After a round that stored nothing: its batches wait for the next round, before the
+    /// ones held since, and its partitions are written again.
+    fn keep_held(
+        &mut self,
+        mut held: Vec<(Arc<str>, AckToken)>,
+        snapshots: &[Snapshot],
+        engine: &mut Engine,
+    ) {
+        engine.unsaved(snapshots);
+        held.append(&mut self.held);
+        self.held = held;
     }
 
     /// A failure retrying cannot fix, once: the caller stops the service with it. The
@@ -491,9 +491,6 @@ mod tests {
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
-        }
-        fn sync(&mut self) -> std::io::Result<()> {
-            unreachable!("a commit round syncs through the job")
         }
         fn sync_job(&mut self) -> std::io::Result<Option<crate::forward::SyncJob>> {
             if !std::mem::take(&mut self.pending) {

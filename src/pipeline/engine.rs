@@ -649,26 +649,24 @@ impl Engine {
     /// Makes every sink's flushed rows durable: before the batches that produced them are
     /// acknowledged.
     pub fn sync_sinks(&mut self) -> std::io::Result<()> {
-        for (i, sink) in self.forwarding.sinks.iter_mut().enumerate() {
-            if let Err(e) = sink.sync() {
-                self.forward_counts.failures[i] += 1;
-                return Err(std::io::Error::new(
-                    e.kind(),
-                    format!("sink '{}': syncing: {e}", sink.name()),
-                ));
-            }
-        }
-        Ok(())
+        self.sync_jobs()?.into_iter().try_for_each(|job| job())
     }
 
-    /// [`sync_sinks`](Self::sync_sinks) as jobs for another thread, each with its sink's
-    /// name: a commit round runs them before it stores the snapshot, while the engine
+    /// [`sync_sinks`](Self::sync_sinks) as jobs for another thread (an error names its
+    /// sink): a commit round runs them before it stores the snapshot, while the engine
     /// goes on.
-    pub fn sync_jobs(&mut self) -> std::io::Result<Vec<(String, crate::forward::SyncJob)>> {
-        let mut jobs = Vec::new();
+    pub fn sync_jobs(&mut self) -> std::io::Result<Vec<crate::forward::SyncJob>> {
+        let mut jobs: Vec<crate::forward::SyncJob> = Vec::new();
         for (i, sink) in self.forwarding.sinks.iter_mut().enumerate() {
             match sink.sync_job() {
-                Ok(Some(job)) => jobs.push((sink.name().to_string(), job)),
+                Ok(Some(job)) => {
+                    let name = sink.name().to_string();
+                    jobs.push(Box::new(move || {
+                        job().map_err(|e| {
+                            std::io::Error::new(e.kind(), format!("sink '{name}': syncing: {e}"))
+                        })
+                    }));
+                }
                 Ok(None) => {}
                 Err(e) => {
                     self.forward_counts.failures[i] += 1;

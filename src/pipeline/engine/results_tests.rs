@@ -40,8 +40,8 @@ impl Sink for Capture {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-    fn sync(&mut self) -> std::io::Result<()> {
-        Ok(())
+    fn sync_job(&mut self) -> std::io::Result<Option<crate::forward::SyncJob>> {
+        Ok(None)
     }
 }
 
