@@ -5,7 +5,8 @@
 # Receivers: the HEC test receiver (tests/peers/siem_receiver.py, parsing and counting
 # every event, keeping none) and rsyslog (installed by setup-test-deps.sh; receiving and
 # parsing every message, writing it to /dev/null), each on a free port, stopped on exit;
-# their CPU time is printed at the end, as they share the machine's cores with hubwatch.
+# their CPU time is printed at the end, as they share the machine's cores with hubwatch,
+# with the ceiling that sharing puts on the ratio.
 #   [HEC_COMPRESSION=none] scripts/bench-forward.sh file|hec|syslog|hec+syslog [--repeat 100]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,5 +68,15 @@ EOF
 esac
 [ ${#names[@]} -gt 0 ] || { echo "usage: $0 file|hec|syslog|hec+syslog [bench args]" >&2; exit 2; }
 printf '[[routes]]\nname = "aml"\nsinks = [%s]\nkql = "union Aml*"\n' "$(IFS=,; echo "${names[*]}")" >>"$config"
-cargo run --release --quiet -- bench --forward --config "$config" "$@"
-receivers_cpu
+cargo run --release --quiet -- bench --forward --config "$config" "$@" | tee "$work/report"
+receivers_cpu | tee "$work/receivers"
+# The best ratio any forwarder could reach here: the receivers' CPU time and replay's own
+# must fit on this machine's cores, so the forwarding run cannot take less wall time than
+# (replay CPU + receivers' CPU) / cores, even if routing and sending cost nothing.
+awk -v cores="$(nproc)" '
+  FILENAME ~ /report$/ && /^no routes:/ { wall = $3; cpu = $(NF - 1) }
+  FILENAME ~ /receivers$/ { rx += $(NF - 1) }
+  END {
+    floor = (cpu + rx) / cores
+    if (wall > 0) printf "ceiling:      %.2fx on %d cores with these receivers beside hubwatch (replay CPU %.2f s + receivers %.2f s)\n", wall / (floor > wall ? floor : wall), cores, cpu, rx
+  }' "$work/report" "$work/receivers"
