@@ -194,3 +194,16 @@ if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(0 if m
     "elasticsearch==$PY_ELASTICSEARCH_VERSION" "elastic-transport==$PY_ELASTIC_TRANSPORT_VERSION"
 fi
 echo "setup: elasticsearch $PY_ELASTICSEARCH_VERSION, elastic-transport $PY_ELASTIC_TRANSPORT_VERSION ready in $VENV"
+
+# The Helm chart's offline checks (tests/chart.rs → tests/helm/check_chart.py): the Helm SDK
+# (helm-python-sdk bundles libhelm over Helm v4: lint and render, no helm binary needed),
+# kubernetes-validate (the Kubernetes versions' OpenAPI schemas, bundled) and PyYAML.
+PY_HELM_VERSION=0.2.2
+PY_KUBERNETES_VALIDATE_VERSION=1.37.0
+PY_YAML_VERSION=6.0.3
+if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(0 if m.version('helm-python-sdk') == '$PY_HELM_VERSION' and m.version('kubernetes-validate') == '$PY_KUBERNETES_VALIDATE_VERSION' and m.version('PyYAML') >= '$PY_YAML_VERSION' else 1)" >/dev/null 2>&1; then
+  echo "setup: installing helm-python-sdk==$PY_HELM_VERSION, kubernetes-validate==$PY_KUBERNETES_VALIDATE_VERSION and PyYAML into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check \
+    "helm-python-sdk==$PY_HELM_VERSION" "kubernetes-validate==$PY_KUBERNETES_VALIDATE_VERSION" "PyYAML>=$PY_YAML_VERSION"
+fi
+echo "setup: helm-python-sdk $PY_HELM_VERSION, kubernetes-validate $PY_KUBERNETES_VALIDATE_VERSION ready in $VENV"

@@ -1,0 +1,44 @@
+{{/*
+What values.schema.json cannot say (conditions across keys): checked when the chart
+renders, so `helm install` fails with the reason instead of a pod that crashes.
+*/}}
+{{- define "hubwatch.validate" -}}
+{{- $v := .Values }}
+{{- if and (eq $v.source.type "amqp") $v.source.fullyQualifiedNamespace (not $v.source.amqp.eventHub) }}
+{{- fail "source.amqp.eventHub is required with source.fullyQualifiedNamespace (a connection string names its hub in EntityPath; a namespace does not)" }}
+{{- end }}
+{{- if and (eq $v.source.type "kafka") (not $v.source.kafka.topics) }}
+{{- fail "source.kafka.topics: name at least one event hub to read" }}
+{{- end }}
+{{- if and $v.serviceAccount.workloadIdentity.enabled (not $v.serviceAccount.workloadIdentity.clientId) }}
+{{- fail "serviceAccount.workloadIdentity.clientId: the managed identity's (or app's) client id is required with workload identity" }}
+{{- end }}
+{{- if and (or $v.source.fullyQualifiedNamespace $v.checkpoint.blob.containerUrl) (not $v.serviceAccount.workloadIdentity.enabled) (not $v.secrets.existingSecret) }}
+{{- fail "Entra ID without workload identity needs credentials: enable serviceAccount.workloadIdentity, or give secrets.existingSecret with AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET" }}
+{{- end }}
+{{- if and (not $v.config.override) (or (not $v.source.fullyQualifiedNamespace) (not $v.checkpoint.blob.containerUrl)) (not $v.secrets.existingSecret) }}
+{{- fail "secrets.existingSecret is required: without source.fullyQualifiedNamespace and checkpoint.blob.containerUrl (Entra ID), hubwatch reads EVENTHUB_CONNECTION_STRING and AZURE_STORAGE_CONNECTION_STRING from a Secret you create" }}
+{{- end }}
+{{- $names := dict }}
+{{- range $v.sinks }}
+{{- if hasKey $names .name }}{{ fail (printf "sinks: the name %q is used twice" .name) }}{{ end }}
+{{- $_ := set $names .name true }}
+{{- end }}
+{{- range $v.routes }}
+{{- range .sinks }}
+{{- if not (hasKey $names .) }}{{ fail (printf "routes: sink %q is not among sinks[].name" .) }}{{ end }}
+{{- end }}
+{{- end }}
+{{- if and (include "hubwatch.networkSinks" .) (not $v.persistence.enabled) }}
+{{- fail (printf "sinks %s keep a disk buffer of rows whose positions are already committed: enable persistence (a volume per replica) so that a rescheduled pod does not lose it" (include "hubwatch.networkSinks" .)) }}
+{{- end }}
+{{- if and $v.keda.enabled (ne $v.source.type "amqp") }}
+{{- fail "keda.enabled: the Event Hubs scaler reads blob checkpoints, which hubwatch writes for source.type amqp; with kafka, scale on consumer lag with KEDA's kafka scaler yourself" }}
+{{- end }}
+{{- if and $v.keda.enabled $v.serviceAccount.workloadIdentity.enabled (not $v.keda.storageAccountName) }}
+{{- fail "keda.storageAccountName is required with workload identity (the scaler reads the checkpoints with the identity)" }}
+{{- end }}
+{{- if and $v.serviceMonitor.enabled $v.podMonitor.enabled }}
+{{- fail "serviceMonitor and podMonitor both scrape every pod: enable one" }}
+{{- end }}
+{{- end }}
