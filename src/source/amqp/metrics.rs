@@ -293,6 +293,28 @@ impl AmqpSourceMetrics {
             .clone()
     }
 
+    /// A partition another replica owns now: its series leave with it (as a Kafka
+    /// partition's do at a revoke). Kept, its lag would keep growing from the last event
+    /// this replica acknowledged, as if the partition were stuck. If it comes back, its
+    /// counters start again from zero, which `rate()` reads as a reset.
+    pub(super) fn forget(&self, id: &str) {
+        let mut map = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(id);
+        if let Some(m) = &self.prom {
+            let l = &[self.source.as_str(), id];
+            let _ = m.events.remove_label_values(l);
+            let _ = m.bytes.remove_label_values(l);
+            let _ = m.processed_sequence_number.remove_label_values(l);
+            let _ = m.last_enqueued_sequence_number.remove_label_values(l);
+            let _ = m.lag_events.remove_label_values(l);
+            let _ = m.lag_seconds.remove_label_values(l);
+            let _ = m.reconnects.remove_label_values(l);
+            for k in KINDS {
+                let _ = m.errors.remove_label_values(&[self.source.as_str(), id, k]);
+            }
+        }
+    }
+
     /// Every partition, sorted by id, with lags as of now.
     pub fn snapshot(&self) -> Vec<PartitionStats> {
         let now = SystemTime::now();
@@ -369,5 +391,43 @@ mod tests {
             1
         );
         assert_eq!(prom.lag_events.with_label_values(&["s", "0"]).get(), 0);
+    }
+
+    #[test]
+    fn a_forgotten_partition_leaves_no_series_behind() {
+        let metrics = crate::telemetry::Metrics::new();
+        let m = AmqpSourceMetrics::new("s", Some(metrics.amqp.clone()));
+        for id in ["0", "1"] {
+            let p = m.partition(id);
+            p.enqueued(0, 99);
+            p.received(10, 1000, 9);
+            p.processed(9, Some(ticks(SystemTime::now() - Duration::from_secs(60))));
+            p.error(FailureKind::Stolen);
+        }
+        m.refresh();
+        let series = |partition: &str| {
+            metrics
+                .registry
+                .gather()
+                .iter()
+                .filter(|f| f.name().starts_with("hubwatch_amqp_"))
+                .flat_map(|f| f.get_metric().iter())
+                .filter(|s| {
+                    s.get_label()
+                        .iter()
+                        .any(|l| l.name() == "partition" && l.value() == partition)
+                })
+                .count()
+        };
+        assert!(series("1") >= 8, "every series of a read partition");
+
+        m.forget("1");
+        m.refresh();
+        assert_eq!(series("1"), 0, "a lost partition's lag must not linger");
+        assert!(series("0") >= 8, "the partitions still read keep theirs");
+        assert_eq!(m.snapshot().len(), 1);
+        // Taken back later: it starts again.
+        m.partition("1").received(1, 10, 100);
+        assert_eq!(m.snapshot()[1].events, 1);
     }
 }

@@ -76,11 +76,13 @@ impl Readers {
         self.stops.insert(id.to_string(), (stop, task));
     }
 
-    /// Tells a partition's reader to stop (it closes its connection in bounded time).
+    /// Tells the reader of a partition this replica gave up to stop (it closes its
+    /// connection in bounded time); the partition's series go with it.
     pub fn stop(&mut self, id: &str) {
         if let Some((stop, _)) = self.stops.remove(id) {
             stop.trigger();
         }
+        self.metrics.forget(id);
     }
 
     pub fn stop_all(&mut self) {
