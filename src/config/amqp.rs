@@ -3,15 +3,18 @@
 
 use std::time::Duration;
 
-use super::env::interpolate;
+use super::env::Scope;
 use super::validate::{entra_kind, set_span};
 use super::SourceConfig;
 use crate::source::amqp::{AmqpSourceConfig, Auth, EntraKind, StartPosition};
 use crate::time;
 
-/// An `amqp` source's settings; every problem goes to `error(field, message)`.
+/// An `amqp` source's settings; every problem goes to `error(field, message)`, and a
+/// `${VAR}` that cannot be expanded to `env` (with its place). A field whose variable is
+/// missing counts as given but unknown: nothing else is said about it.
 pub(super) fn amqp_source(
     s: &SourceConfig,
+    env: &Scope<'_>,
     error: &mut dyn FnMut(&str, String),
 ) -> AmqpSourceConfig {
     let SourceConfig::Amqp {
@@ -41,16 +44,14 @@ pub(super) fn amqp_source(
     let mut cfg = AmqpSourceConfig::new(name.clone(), String::new());
     // `${ENV}` in every text field. Errors name the variable, never its value (the
     // connection string's is the secret).
-    let mut env = |what: &str, v: &Option<String>| -> Option<String> {
-        v.as_ref()
-            .and_then(|t| interpolate(t).map_err(|e| error(what, e)).ok())
-    };
-    cfg.connection_string = env("connection_string", connection_string);
-    let fully_qualified_namespace = env("fully_qualified_namespace", fully_qualified_namespace);
-    let event_hub = env("event_hub", event_hub);
-    let consumer_group = env("consumer_group", consumer_group);
-    let client_id = env("client_id", client_id);
-    cfg.custom_endpoint = env("custom_endpoint", custom_endpoint);
+    cfg.connection_string = env.opt("connection_string", connection_string);
+    let namespace_given = fully_qualified_namespace.is_some();
+    let fully_qualified_namespace = env.opt("fully_qualified_namespace", fully_qualified_namespace);
+    let event_hub_given = event_hub.is_some();
+    let event_hub = env.opt("event_hub", event_hub);
+    let consumer_group = env.opt("consumer_group", consumer_group);
+    let client_id = env.opt("client_id", client_id);
+    cfg.custom_endpoint = env.opt("custom_endpoint", custom_endpoint);
     if let Some(endpoint) = &cfg.custom_endpoint {
         if let Err(e) = check_endpoint(endpoint) {
             error("custom_endpoint", e);
@@ -61,6 +62,9 @@ pub(super) fn amqp_source(
             .map_err(|e| error("connection_string", e.to_string()))
             .ok()
     });
+    // Given, but its variable is missing or it does not parse (both reported): whether it
+    // names the hub is unknown.
+    let connection_unknown = connection_string.is_some() && parsed.is_none();
     cfg.fully_qualified_namespace = fully_qualified_namespace.clone();
     cfg.auth = match (auth.as_deref(), connection_string.is_some()) {
         (None, true) | (Some("connection_string"), _) => Auth::ConnectionString,
@@ -79,11 +83,7 @@ pub(super) fn amqp_source(
             }
         }
     };
-    match (
-        &cfg.auth,
-        connection_string.is_some(),
-        fully_qualified_namespace.is_some(),
-    ) {
+    match (&cfg.auth, connection_string.is_some(), namespace_given) {
         (Auth::ConnectionString, false, _) => error(
             "connection_string",
             "is required with auth = \"connection_string\"".into(),
@@ -109,6 +109,8 @@ pub(super) fn amqp_source(
         }
         (Some(h), _) => h,
         (None, Some(e)) => e,
+        // The hub may be in the string, or is the missing variable: said already.
+        (None, None) if connection_unknown || event_hub_given => String::new(),
         (None, None) => {
             error(
                 "event_hub",
@@ -169,12 +171,10 @@ pub(super) fn amqp_source(
             ),
         );
     }
-    if let Some(id) = owner_id {
-        match interpolate(id) {
-            Ok(id) if !id.trim().is_empty() => cfg.ownership.owner_id = id.trim().to_string(),
-            // `${POD_NAME:-}` outside Kubernetes: the default id.
-            Ok(_) => {}
-            Err(e) => error("owner_id", e),
+    // `${POD_NAME:-}` outside Kubernetes expands to nothing: the default id.
+    if let Some(id) = env.opt("owner_id", owner_id) {
+        if !id.trim().is_empty() {
+            cfg.ownership.owner_id = id.trim().to_string();
         }
     }
     cfg

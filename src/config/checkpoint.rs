@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::env::interpolate;
+use super::env::{Env, Scope};
 use super::validate::{entra_kind, set_span};
 use super::{BlobConfig, CheckpointConfig, SourceSettings};
 use crate::blob::{BlobContainer, StorageConnectionString};
@@ -155,12 +155,15 @@ impl BlobSettings {
 }
 
 /// `[checkpoint]` into settings; problems go to `errors` as `file: checkpoint.<field>: …`.
+/// A `${VAR}` that cannot be expanded goes to `env`, with its place.
 pub(super) fn checkpoint_settings(
     c: &CheckpointConfig,
     base: &Path,
     file: &str,
+    env: &Env,
     errors: &mut Vec<String>,
 ) -> CheckpointSettings {
+    let env = env.scope(&["checkpoint"], "checkpoint.");
     let mut error = |what: &str, e: String| errors.push(format!("{file}: checkpoint.{what}: {e}"));
     let mut interval = CheckpointSettings::DEFAULT_INTERVAL;
     set_span("interval", &c.interval, &mut interval, &mut error);
@@ -169,17 +172,14 @@ pub(super) fn checkpoint_settings(
         interval = CheckpointSettings::DEFAULT_INTERVAL;
     }
     let store = match (&c.dir, &c.blob) {
-        (Some(dir), None) => match interpolate(dir) {
-            Ok(d) => StoreSettings::Dir(base.join(d)),
-            Err(e) => {
-                error("dir", e);
-                StoreSettings::Dir(base.to_path_buf())
-            }
+        (Some(dir), None) => match env.text(&["dir"], dir) {
+            Some(d) => StoreSettings::Dir(base.join(d)),
+            None => StoreSettings::Dir(base.to_path_buf()),
         },
-        (None, Some(b)) => StoreSettings::Blob(blob_settings(b, &mut error)),
+        (None, Some(b)) => StoreSettings::Blob(blob_settings(b, &env, &mut error)),
         (Some(_), Some(b)) => {
             error("dir", "give `dir` or `[checkpoint.blob]`, not both".into());
-            StoreSettings::Blob(blob_settings(b, &mut error))
+            StoreSettings::Blob(blob_settings(b, &env, &mut error))
         }
         (None, None) => {
             error(
@@ -200,43 +200,56 @@ pub(super) fn checkpoint_settings(
     }
 }
 
-fn blob_settings(b: &BlobConfig, error: &mut dyn FnMut(&str, String)) -> BlobSettings {
-    let mut env = |what: &str, v: &Option<String>| -> Option<String> {
-        v.as_ref().and_then(|t| {
-            interpolate(t)
-                .map_err(|e| error(&format!("blob.{what}"), e))
-                .ok()
-        })
+/// `[checkpoint.blob]`. What is given is judged by the file (`b`), so that a missing
+/// variable (reported by `env`) is not reported again as a missing setting.
+fn blob_settings(
+    b: &BlobConfig,
+    env: &Scope<'_>,
+    error: &mut dyn FnMut(&str, String),
+) -> BlobSettings {
+    let text = |key: &str, v: &Option<String>| env.text(&["blob", key], v.as_ref()?);
+    let connection_string = text("connection_string", &b.connection_string);
+    let container = text("container", &b.container);
+    let container_url = text("container_url", &b.container_url);
+    let client_id = text("client_id", &b.client_id);
+    let prefix = match &b.prefix {
+        Some(p) => text("prefix", &Some(p.clone())).unwrap_or_else(|| "hubwatch".into()),
+        None => "hubwatch".into(),
     };
-    let connection_string = env("connection_string", &b.connection_string);
-    let container = env("container", &b.container);
-    let container_url = env("container_url", &b.container_url);
-    let client_id = env("client_id", &b.client_id);
-    let prefix = env("prefix", &b.prefix).unwrap_or_else(|| "hubwatch".into());
     let mut timeout = Duration::from_secs(30);
     set_span("blob.timeout", &b.timeout, &mut timeout, error);
     let prefix = prefix.trim_matches('/').to_string();
     if prefix.is_empty() {
         error("blob.prefix", "must not be empty".into());
     }
-    let access = match (connection_string, container_url) {
-        (Some(cs), None) => {
-            if let Err(e) = cs.parse::<StorageConnectionString>() {
+    let access = match (&b.connection_string, &b.container_url) {
+        (Some(_), None) => {
+            // `None`: its variable is missing, reported.
+            if let Some(Err(e)) = connection_string
+                .as_ref()
+                .map(|cs| cs.parse::<StorageConnectionString>())
+            {
                 error("blob.connection_string", e.to_string());
             }
+            let cs = connection_string.unwrap_or_default();
             if b.auth.is_some() {
                 error(
                     "blob.auth",
                     "goes with `container_url`; a connection string carries its key".into(),
                 );
             }
-            let container = container.unwrap_or_else(|| {
-                error(
-                    "blob.container",
-                    "missing: the container's name, with `connection_string`".into(),
-                );
-                String::new()
-            });
+            let container = match (&b.container, container) {
+                (_, Some(c)) => c,
+                // Its variable is missing: reported.
+                (Some(_), None) => String::new(),
+                (None, None) => {
+                    error(
+                        "blob.container",
+                        "missing: the container's name, with `connection_string`".into(),
+                    );
+                    String::new()
+                }
+            };
             if !valid_container(&container) && !container.is_empty() {
                 error("blob.container", format!("'{container}' is not a container name (3–63 lowercase letters, digits and single hyphens)"));
             }
@@ -245,17 +258,21 @@ fn blob_settings(b: &BlobConfig, error: &mut dyn FnMut(&str, String)) -> BlobSet
                 container,
             }
         }
-        (None, Some(url)) => {
-            if container.is_some() {
+        (None, Some(_)) => {
+            if b.container.is_some() {
                 error(
                     "blob.container",
                     "goes with `connection_string`; `container_url` names the container".into(),
                 );
             }
-            let has_sas = crate::blob::check_url(&url).unwrap_or_else(|e| {
-                error("blob.container_url", e.to_string());
-                false
+            // `None`: its variable is missing, reported.
+            let has_sas = container_url.as_ref().is_some_and(|url| {
+                crate::blob::check_url(url).unwrap_or_else(|e| {
+                    error("blob.container_url", e.to_string());
+                    false
+                })
             });
+            let url = container_url.unwrap_or_default();
             let entra = match (&b.auth, has_sas) {
                 (Some(k), false) => match entra_kind(k) {
                     Some(kind) => Some((kind, client_id)),

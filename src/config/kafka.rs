@@ -4,15 +4,18 @@
 
 use std::time::Duration;
 
-use super::env::interpolate;
+use super::env::Scope;
 use super::validate::{entra_kind, set_span};
 use super::SourceConfig;
 use crate::source::amqp::{EntraKind, Redacted};
 use crate::source::kafka::{Connection, KafkaSourceConfig, Security, StartOffset};
 
-/// A `kafka` source's settings; every problem goes to `error(field, message)`.
+/// A `kafka` source's settings; every problem goes to `error(field, message)`, and a
+/// `${VAR}` that cannot be expanded to `env` (with its place). A field whose variable is
+/// missing counts as given but unknown: nothing else is said about it.
 pub(super) fn kafka_source(
     s: &SourceConfig,
+    env: &Scope<'_>,
     error: &mut dyn FnMut(&str, String),
 ) -> KafkaSourceConfig {
     let SourceConfig::Kafka {
@@ -40,51 +43,49 @@ pub(super) fn kafka_source(
     else {
         unreachable!("called for kafka sources only")
     };
-    // `${ENV}` in every text field; errors name the field, never its value.
-    let mut env = |what: &str, v: &Option<String>| -> Option<String> {
-        v.as_ref()
-            .and_then(|t| interpolate(t).map_err(|e| error(what, e)).ok())
-    };
-    let connection_string = env("connection_string", connection_string);
-    let namespace = env("fully_qualified_namespace", fully_qualified_namespace);
-    let client_id = env("client_id", client_id);
-    let servers = env("bootstrap_servers", bootstrap_servers);
-    let protocol = env("security_protocol", security_protocol);
-    let mechanism = env("sasl_mechanism", sasl_mechanism);
-    let username = env("sasl_username", sasl_username);
-    let password = env("sasl_password", sasl_password);
-    let ca = env("ssl_ca_location", ssl_ca_location);
-    let strategy = env("assignment_strategy", assignment_strategy);
-    let group = env("group_id", &Some(group_id.clone())).unwrap_or_default();
-    let topics: Vec<String> = topics
+    // `${ENV}` in every text field; errors name the field, never its value. Checks of
+    // what is given look at the file (`…_given`), not at what could be expanded.
+    let connection_given = connection_string.is_some();
+    let connection_string = env.opt("connection_string", connection_string);
+    let namespace_given = fully_qualified_namespace.is_some();
+    let namespace = env.opt("fully_qualified_namespace", fully_qualified_namespace);
+    let client_id = env.opt("client_id", client_id);
+    let servers_given = bootstrap_servers.is_some();
+    let servers = env.opt("bootstrap_servers", bootstrap_servers);
+    let protocol = env.opt("security_protocol", security_protocol);
+    let mechanism = env.opt("sasl_mechanism", sasl_mechanism);
+    let username = env.opt("sasl_username", sasl_username);
+    let password = env.opt("sasl_password", sasl_password);
+    let ca = env.opt("ssl_ca_location", ssl_ca_location);
+    let strategy = env.opt("assignment_strategy", assignment_strategy);
+    let group = env.text(&["group_id"], group_id);
+    let topic_list: Vec<String> = topics
         .iter()
-        .filter_map(|t| env("topics", &Some(t.clone())))
+        .enumerate()
+        .filter_map(|(i, t)| env.text(&["topics", &i.to_string()], t))
         .collect();
     let mut props = Vec::new();
     for (k, v) in properties {
-        if let Some(v) = env(&format!("properties.{k}"), &Some(v.clone())) {
+        if let Some(v) = env.text(&["properties", k], v) {
             props.push((k.clone(), v));
         }
     }
 
-    let mut cfg = KafkaSourceConfig::new(name.clone(), "", topics, group);
-    if cfg.topics.is_empty() {
+    let group_unknown = group.is_none();
+    let mut cfg = KafkaSourceConfig::new(name.clone(), "", topic_list, group.unwrap_or_default());
+    if topics.is_empty() {
         error("topics", "name at least one event hub (topic)".into());
     }
-    if cfg.group_id.is_empty() {
+    if cfg.group_id.is_empty() && !group_unknown {
         error("group_id", "must not be empty".into());
     }
     let plain_only = [
-        ("security_protocol", protocol.is_some()),
-        ("sasl_mechanism", mechanism.is_some()),
-        ("sasl_username", username.is_some()),
-        ("sasl_password", password.is_some()),
+        ("security_protocol", security_protocol.is_some()),
+        ("sasl_mechanism", sasl_mechanism.is_some()),
+        ("sasl_username", sasl_username.is_some()),
+        ("sasl_password", sasl_password.is_some()),
     ];
-    let chosen = [
-        connection_string.is_some(),
-        namespace.is_some(),
-        servers.is_some(),
-    ];
+    let chosen = [connection_given, namespace_given, servers_given];
     if chosen.iter().filter(|c| **c).count() != 1 {
         error(
             "connection",
@@ -126,7 +127,7 @@ pub(super) fn kafka_source(
                         format!("'{mechanism}' is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
                     );
                 }
-                if username.is_none() || password.is_none() {
+                if sasl_username.is_none() || sasl_password.is_none() {
                     error(
                         "sasl_username",
                         "sasl_username and sasl_password are required with SASL".into(),
@@ -153,14 +154,14 @@ pub(super) fn kafka_source(
             security,
         };
     }
-    if servers.is_none() {
+    if !servers_given {
         for (field, set) in plain_only {
             if set {
                 error(field, "is only used with bootstrap_servers".into());
             }
         }
     }
-    if auth.is_some() && namespace.is_none() {
+    if auth.is_some() && !namespace_given {
         error("auth", "is only used with fully_qualified_namespace".into());
     }
     cfg.start = match start.trim().to_ascii_lowercase().as_str() {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::env::interpolate;
+use super::env::{Env, Scope};
 use super::validate::set_span;
 use crate::forward::buffered::{BufferedSink, Deliver, Delivery, Encode, WhenFull};
 use crate::forward::http::{BodyFormat, Client, Tls};
@@ -420,15 +420,17 @@ impl Buffered {
     }
 }
 
-/// `[[sinks]]` into settings; problems go to `errors` as `file: sink 'name': field: …`.
+/// `[[sinks]]` into settings; problems go to `errors` as `file: sink 'name': field: …`,
+/// and a `${VAR}` that cannot be expanded to `env` (with its place).
 pub(super) fn sink_settings(
     raw: &[SinkConfig],
     base: &Path,
     file: &str,
+    env: &Env,
     errors: &mut Vec<String>,
 ) -> Vec<SinkSettings> {
     let mut sinks: Vec<SinkSettings> = Vec::new();
-    for s in raw {
+    for (i, s) in raw.iter().enumerate() {
         let name = sink_name(s);
         let twice = sinks.iter().any(|k| k.name() == name);
         if twice {
@@ -437,6 +439,7 @@ pub(super) fn sink_settings(
         let mut c = Check {
             errors: &mut *errors,
             prefix: format!("{file}: sink '{name}'"),
+            env: env.scope(&["sinks", &i.to_string()], format!("sink '{name}': ")),
         };
         if !valid_sink_name(name) {
             c.error(
@@ -491,6 +494,7 @@ fn sink_name(s: &SinkConfig) -> &str {
 struct Check<'a> {
     errors: &'a mut Vec<String>,
     prefix: String,
+    env: Scope<'a>,
 }
 
 impl Check<'_> {
@@ -498,10 +502,16 @@ impl Check<'_> {
         self.errors.push(format!("{}: {field}: {e}", self.prefix));
     }
 
-    /// `${ENV}` filled in; the error names the field and the variable, never a value.
-    /// `None` once reported, so that no second error follows from the same mistake.
+    /// `${ENV}` filled in; the error names the field, the variable and its place, never a
+    /// value. `None` once reported, so that no second error follows from the same mistake.
+    /// `field` is a dotted key (`tls.ca_file`); see [`Check::text_at`] for keys with dots.
     fn text(&mut self, field: &str, v: &str) -> Option<String> {
-        interpolate(v).map_err(|e| self.error(field, e)).ok()
+        self.env.text(&field.split('.').collect::<Vec<_>>(), v)
+    }
+
+    /// [`Check::text`] of the key path `key` (`["properties", "sasl.password"]`).
+    fn text_at(&mut self, key: &[&str], v: &str) -> Option<String> {
+        self.env.text(key, v)
     }
 
     fn opt(&mut self, field: &str, v: &Option<String>) -> Option<String> {
@@ -589,6 +599,8 @@ impl Check<'_> {
                 key_file: base.join(k),
             }),
             (None, None) => None,
+            // Given, but its variable is missing: reported.
+            _ if t.cert_file.is_some() && t.key_file.is_some() => None,
             (Some(_), None) => {
                 self.error("tls.key_file", "missing (cert_file needs its key)");
                 None
@@ -713,7 +725,7 @@ fn one_sink(s: &SinkConfig, name: &str, base: &Path, c: &mut Check<'_>) -> SinkS
             };
             let fields = fields
                 .iter()
-                .filter_map(|(k, v)| Some((k.clone(), c.text(&format!("fields.{k}"), v)?)))
+                .filter_map(|(k, v)| Some((k.clone(), c.text_at(&["fields", k], v)?)))
                 .collect();
             let leef_delimiter = match leef_delimiter {
                 None => crate::forward::leef::TAB,
@@ -890,7 +902,7 @@ fn one_sink(s: &SinkConfig, name: &str, base: &Path, c: &mut Check<'_>) -> SinkS
             let headers = headers
                 .iter()
                 .filter_map(|(k, v)| {
-                    let v = c.text(&format!("headers.{k}"), v)?;
+                    let v = c.text_at(&["headers", k], v)?;
                     Some((k.clone(), Redacted::new(v)))
                 })
                 .collect();
@@ -938,7 +950,7 @@ fn one_sink(s: &SinkConfig, name: &str, base: &Path, c: &mut Check<'_>) -> SinkS
             let properties = properties
                 .iter()
                 .filter_map(|(k, v)| {
-                    let v = c.text(&format!("properties.{k}"), v)?;
+                    let v = c.text_at(&["properties", k], v)?;
                     Some((k.clone(), Redacted::new(v)))
                 })
                 .collect();

@@ -168,9 +168,15 @@ token = "{hec}${{HW_SINKS_SECRET_UNSET}}"
         )),
         "{text}"
     );
+    // At the `${`, after the literal part of the token (which is not shown).
+    let line = 1 + bad
+        .lines()
+        .position(|l| l.contains("HW_SINKS_SECRET_UNSET"))
+        .unwrap();
+    let col = "token = \"".len() + hec.len() + 1;
     assert!(
         text.contains(&format!(
-            "{f}: sink 'missing': token: environment variable HW_SINKS_SECRET_UNSET is not set"
+            "{f}:{line}:{col}: sink 'missing': token: environment variable HW_SINKS_SECRET_UNSET is not set"
         )),
         "{text}"
     );
@@ -224,26 +230,32 @@ name = "f"
 path = "${HW_SINKS_UNSET_PATH}"
 "#,
     );
-    let unset = |sink: &str, field: &str, var: &str| {
-        format!("{f}: sink '{sink}': {field}: environment variable {var} is not set")
+    // Each at the line and column of its `${`, in the order of the file.
+    let unset = |at: &str, sink: &str, field: &str, var: &str| {
+        format!("{f}:{at}: sink '{sink}': {field}: environment variable {var} is not set")
     };
-    assert_errors(
-        &s.unwrap_err().0,
-        &[
-            unset("hec", "endpoint", "HW_SINKS_UNSET_URL"),
-            unset("hec", "token", "HW_SINKS_UNSET_TOKEN"),
-            unset("hec", "index", "HW_SINKS_UNSET_INDEX"),
-            unset("es", "username", "HW_SINKS_UNSET_USER"),
-            unset("es", "password", "HW_SINKS_UNSET_PASSWORD"),
-            unset("sys", "address", "HW_SINKS_UNSET_ADDRESS"),
-            unset("sys", "fields.suser", "HW_SINKS_UNSET_COLUMN"),
-            unset("sys", "buffer.dir", "HW_SINKS_UNSET_DIR"),
-            unset("web", "headers.X-Key", "HW_SINKS_UNSET_HEADER"),
-            unset("k", "bootstrap_servers", "HW_SINKS_UNSET_SERVERS"),
-            unset("k", "properties.sasl.password", "HW_SINKS_UNSET_KAFKA"),
-            unset("f", "path", "HW_SINKS_UNSET_PATH"),
-        ],
-    );
+    let want = [
+        unset("5:13", "hec", "endpoint", "HW_SINKS_UNSET_URL"),
+        unset("6:10", "hec", "token", "HW_SINKS_UNSET_TOKEN"),
+        unset("7:10", "hec", "index", "HW_SINKS_UNSET_INDEX"),
+        unset("13:13", "es", "username", "HW_SINKS_UNSET_USER"),
+        unset("14:13", "es", "password", "HW_SINKS_UNSET_PASSWORD"),
+        unset("19:12", "sys", "address", "HW_SINKS_UNSET_ADDRESS"),
+        unset("21:21", "sys", "fields.suser", "HW_SINKS_UNSET_COLUMN"),
+        unset("22:19", "sys", "buffer.dir", "HW_SINKS_UNSET_DIR"),
+        unset("28:22", "web", "headers.X-Key", "HW_SINKS_UNSET_HEADER"),
+        unset("33:22", "k", "bootstrap_servers", "HW_SINKS_UNSET_SERVERS"),
+        unset(
+            "35:35",
+            "k",
+            "properties.sasl.password",
+            "HW_SINKS_UNSET_KAFKA",
+        ),
+        unset("40:9", "f", "path", "HW_SINKS_UNSET_PATH"),
+    ];
+    let errors = s.unwrap_err().0;
+    assert_errors(&errors, &want);
+    assert_eq!(errors, want, "in the order of the file");
 }
 
 #[test]

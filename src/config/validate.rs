@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::checkpoint::CheckpointSettings;
-use super::env::interpolate;
+use super::env::Env;
 use super::{QueryConfig, QueryFile, RawConfig, SourceConfig};
 use crate::forward::RouteSpec;
 use crate::kql::check::compile;
@@ -109,21 +109,22 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
         parser.max_body_bytes = b;
     }
 
-    let env = |what: &str, v: &str, errors: &mut Vec<String>| -> String {
-        interpolate(v).unwrap_or_else(|e| {
-            errors.push(format!("{file}: {what}: {e}"));
-            String::new()
-        })
-    };
-    let listen = env("export.listen", &raw.export.listen, &mut errors);
-    let dead_letter = raw
-        .dead_letter
-        .as_ref()
-        .map(|d| dir.join(env("dead_letter.path", &d.path, &mut errors)));
+    // `${VAR}` errors are kept apart, with their places, and listed first.
+    let env = Env::new(&file, &text);
+    let top = env.scope(&[], "");
+    let listen = top
+        .text(&["export", "listen"], &raw.export.listen)
+        .unwrap_or_default();
+    let dead_letter = raw.dead_letter.as_ref().map(|d| {
+        dir.join(
+            top.text(&["dead_letter", "path"], &d.path)
+                .unwrap_or_default(),
+        )
+    });
     let checkpoint = raw
         .checkpoint
         .as_ref()
-        .map(|c| super::checkpoint::checkpoint_settings(c, &dir, &file, &mut errors));
+        .map(|c| super::checkpoint::checkpoint_settings(c, &dir, &file, &env, &mut errors));
     let mut sources = Vec::new();
     let mut source_names = HashSet::new();
     for (i, s) in raw.sources.iter().enumerate() {
@@ -145,7 +146,8 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
                     .iter()
                     .enumerate()
                     .map(|(j, p)| {
-                        let p = env(&format!("sources[{i}].paths[{j}]"), p, &mut errors);
+                        let key = ["sources", &i.to_string(), "paths", &j.to_string()];
+                        let p = top.text(&key, p).unwrap_or_default();
                         if p == "-" {
                             PathBuf::from("-")
                         } else {
@@ -169,11 +171,15 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
                 let mut error = |what: &str, e: String| {
                     errors.push(format!("{file}: sources[{i}] '{name}': {what}: {e}"))
                 };
+                let scope = env.scope(
+                    &["sources", &i.to_string()],
+                    format!("sources[{i}] '{name}': "),
+                );
                 let settings = match s {
                     SourceConfig::Amqp { .. } => {
-                        SourceSettings::Amqp(super::amqp::amqp_source(s, &mut error))
+                        SourceSettings::Amqp(super::amqp::amqp_source(s, &scope, &mut error))
                     }
-                    _ => SourceSettings::Kafka(super::kafka::kafka_source(s, &mut error)),
+                    _ => SourceSettings::Kafka(super::kafka::kafka_source(s, &scope, &mut error)),
                 };
                 if errors.len() == before {
                     sources.push(settings);
@@ -188,8 +194,12 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
         .into_iter()
         .map(|q| (file.clone(), text.clone(), q))
         .collect();
-    for qf in &raw.query_files {
-        let p = dir.join(env("query_files", qf, &mut errors));
+    for (j, qf) in raw.query_files.iter().enumerate() {
+        // A name that could not be expanded was reported; there is nothing to read.
+        let Some(qf) = top.text(&["query_files", &j.to_string()], qf) else {
+            continue;
+        };
+        let p = dir.join(qf);
         let name = p.display().to_string();
         match std::fs::read_to_string(&p) {
             Err(e) => errors.push(format!("{file}: query_files: {name}: {e}")),
@@ -237,9 +247,13 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
         }
     }
     // Sinks, then the routes that name them.
-    let sinks = super::sinks::sink_settings(&raw.sinks, &dir, &file, &mut errors);
+    let sinks = super::sinks::sink_settings(&raw.sinks, &dir, &file, &env, &mut errors);
     let mut routes: Vec<RouteSpec> = Vec::new();
-    for r in &raw.routes {
+    for (ri, r) in raw.routes.iter().enumerate() {
+        let scope = env.scope(
+            &["routes", &ri.to_string()],
+            format!("route '{}': ", r.name),
+        );
         if !valid_name(&r.name) {
             errors.push(format!(
                 "{file}: route '{}': a name must start with a letter or '_' and hold only letters, digits and '_'",
@@ -266,11 +280,7 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
             }
         }
         let mut template = |field: &str, v: &Option<String>, lowercase: bool| {
-            let text = env(
-                &format!("route '{}': {field}", r.name),
-                v.as_ref()?,
-                &mut errors,
-            );
+            let text = scope.opt(field, v)?;
             crate::forward::template::Template::parse(&text, lowercase)
                 .map_err(|e| errors.push(format!("{file}: route '{}': {field}: {e}", r.name)))
                 .ok()
@@ -416,8 +426,10 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
             }
         }
     }
-    if !errors.is_empty() {
-        return Err(ConfigErrors(errors));
+    let mut all = env.take_errors();
+    all.extend(errors);
+    if !all.is_empty() {
+        return Err(ConfigErrors(all));
     }
     Ok(Settings {
         listen,

@@ -733,3 +733,88 @@ kql = "* | where Level == 'Error'"
     );
     assert!(s.routes.iter().all(|r| &*r.name != "aml" || !r.unknown));
 }
+
+/// A variable that is not set: one error per value, at the line and column of its `${`,
+/// naming the key and the variable (never a value), listed first in the order of the file;
+/// and nothing else said about the field (no "event_hub is required", no "set exactly one
+/// of connection_string …", no "give connection_string and container"), while unrelated
+/// mistakes in the same tables are still reported.
+#[test]
+fn a_missing_variable_is_one_error_at_its_place_and_brings_no_knock_on_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::env::set_var("HUBWATCH_TEST_SET_SECRET", "s3cret-value-5d1e");
+    let p = write(
+        dir.path(),
+        "c.toml",
+        r#"query_files = ["${HUBWATCH_TEST_UNSET_QF}.toml"]
+[export]
+listen = "${HUBWATCH_TEST_UNSET_LISTEN:-127.0.0.1:9393}"
+[dead_letter]
+path = "${HUBWATCH_TEST_UNSET_DL}/dead.ndjson"
+
+[checkpoint]
+[checkpoint.blob]
+connection_string = "${HUBWATCH_TEST_UNSET_STORAGE}"
+container = "${HUBWATCH_TEST_UNSET_CONTAINER}"
+
+[[sources]]
+type = "amqp"
+name = "eh"
+connection_string = "${HUBWATCH_TEST_SET_SECRET};${HUBWATCH_TEST_UNSET_EH}"
+start = "earliest"
+
+[[sources]]
+type = "amqp"
+name = "entra"
+fully_qualified_namespace = "${HUBWATCH_TEST_UNSET_NS}"
+auth = "workload_identity"
+event_hub = "${HUBWATCH_TEST_UNSET_HUB}"
+start = "soon"
+
+[[sources]]
+type = "kafka"
+name = "k"
+topics = ["a", "${HUBWATCH_TEST_UNSET_TOPIC}"]
+group_id = "${HUBWATCH_TEST_UNSET_GROUP}"
+bootstrap_servers = "${HUBWATCH_TEST_UNSET_SERVERS}"
+security_protocol = "sasl_ssl"
+sasl_username = "u"
+sasl_password = "${HUBWATCH_TEST_UNSET_PASSWORD}"
+start = "earliest"
+
+[[sources]]
+type = "kafka"
+name = "k2"
+topics = ["a"]
+group_id = "g"
+connection_string = "${HUBWATCH_TEST_UNSET_EH}"
+start = "earliest"
+"#,
+    );
+    let e = load(&p, &Schemas::embedded()).unwrap_err();
+    let f = p.display().to_string();
+    let unset = |at: &str, key: &str, var: &str| {
+        format!("{f}:{at}: {key}: environment variable HUBWATCH_TEST_UNSET_{var} is not set")
+    };
+    assert_eq!(
+        e.0,
+        [
+            unset("1:17", "query_files[0]", "QF"),
+            unset("5:9", "dead_letter.path", "DL"),
+            unset("9:22", "checkpoint.blob.connection_string", "STORAGE"),
+            unset("10:14", "checkpoint.blob.container", "CONTAINER"),
+            unset("15:50", "sources[0] 'eh': connection_string", "EH"),
+            unset("21:30", "sources[1] 'entra': fully_qualified_namespace", "NS"),
+            unset("23:14", "sources[1] 'entra': event_hub", "HUB"),
+            unset("29:17", "sources[2] 'k': topics[1]", "TOPIC"),
+            unset("30:13", "sources[2] 'k': group_id", "GROUP"),
+            unset("31:22", "sources[2] 'k': bootstrap_servers", "SERVERS"),
+            unset("34:18", "sources[2] 'k': sasl_password", "PASSWORD"),
+            unset("42:22", "sources[3] 'k2': connection_string", "EH"),
+            // Unrelated to the variables: still said.
+            format!("{f}: sources[1] 'entra': start: 'soon' is not earliest, latest, sequence_number:<n> or enqueued_time:<RFC 3339>"),
+        ],
+        "{e}"
+    );
+    assert!(!e.to_string().contains("s3cret-value-5d1e"), "{e}");
+}
