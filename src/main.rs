@@ -64,12 +64,17 @@ enum Command {
         /// Admin server address (/metrics, /api/v1/queries).
         #[arg(long, default_value = "127.0.0.1:9393")]
         listen: String,
-        /// Event-time seconds simulated per wall-clock second.
+        /// Event-time seconds simulated per wall-clock second while the estate catches up
+        /// with the wall clock (about ten minutes); then it follows the wall clock.
         #[arg(long, default_value_t = 10)]
         speed: u32,
         /// Stop after this many seconds (default: until Ctrl-C).
         #[arg(long)]
         seconds: Option<u64>,
+        /// Keep the demo's temporary folder (its configuration and dead-letter file) on
+        /// exit; it is removed by default.
+        #[arg(long)]
+        keep_temp: bool,
     },
     /// End-to-end replay benchmark: the service path against the raw JSON parse floor, on
     /// the same bytes in the same run.
@@ -210,11 +215,13 @@ fn main() -> ExitCode {
             listen,
             speed,
             seconds,
+            keep_temp,
         } => {
             let opts = hubwatch::demo::DemoOptions {
                 listen,
                 speed: speed.max(1),
                 run_for: seconds.map(std::time::Duration::from_secs),
+                keep_temp,
                 ..hubwatch::demo::DemoOptions::default()
             };
             match runtime()

@@ -707,6 +707,9 @@ impl Metrics {
                 &["source"],
             ),
         };
+        // The standard process_* metrics, read at scrape time.
+        r.register(Box::new(super::process::ProcessCollector::new()))
+            .expect("registered once");
         let amqp = AmqpMetrics::new(&r);
         let kafka = KafkaMetrics::new(&r);
         let state = StateMetrics::new(&r);
@@ -885,6 +888,19 @@ mod tests {
             .map(|f| f.name().to_string())
             .collect();
         names.sort();
+        // Where /proc is there: the standard process metrics (telemetry/process.rs).
+        let process: &[&str] = if cfg!(target_os = "linux") {
+            &[
+                "process_cpu_seconds_total",
+                "process_max_fds",
+                "process_open_fds",
+                "process_resident_memory_bytes",
+                "process_start_time_seconds",
+                "process_virtual_memory_bytes",
+            ]
+        } else {
+            &[]
+        };
         assert_eq!(
             names,
             [
@@ -963,6 +979,10 @@ mod tests {
                 "hubwatch_state_snapshots_total",
                 "hubwatch_up",
             ]
+            .iter()
+            .chain(process)
+            .copied()
+            .collect::<Vec<&str>>()
         );
     }
 }
