@@ -207,3 +207,12 @@ if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(0 if m
     "helm-python-sdk==$PY_HELM_VERSION" "kubernetes-validate==$PY_KUBERNETES_VALIDATE_VERSION" "PyYAML>=$PY_YAML_VERSION"
 fi
 echo "setup: helm-python-sdk $PY_HELM_VERSION, kubernetes-validate $PY_KUBERNETES_VALIDATE_VERSION ready in $VENV"
+
+# matplotlib in .venv for scripts/render-dashboards.py, which draws the Grafana dashboards'
+# panels from a running Prometheus (docs/screenshots/); no test needs it.
+PY_MATPLOTLIB_VERSION=3.11.2
+if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(0 if m.version('matplotlib') == '$PY_MATPLOTLIB_VERSION' else 1)" >/dev/null 2>&1; then
+  echo "setup: installing matplotlib==$PY_MATPLOTLIB_VERSION into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "matplotlib==$PY_MATPLOTLIB_VERSION"
+fi
+echo "setup: matplotlib $PY_MATPLOTLIB_VERSION ready in $VENV"

@@ -272,7 +272,10 @@ impl Workload {
             let Some(job) = self.clusters[c].queued.pop_front() else {
                 break;
             };
-            let minutes = 1 + self.rng.below(12) as i64;
+            // 1–4 minutes: with 1.5 submissions a minute a cluster then needs about four
+            // nodes on average, so clusters scale up and down, idle nodes appear, and only
+            // the smallest stay saturated (longer jobs queued without end on every cluster).
+            let minutes = 1 + self.rng.below(4) as i64;
             self.jobs[job].state = JobState::Running {
                 until: self.now + minutes * TICKS_PER_MINUTE,
             };
@@ -437,6 +440,10 @@ impl Workload {
             let cls: Vec<&Cluster> = self.clusters.iter().filter(|c| c.workspace == w).collect();
             let active: i64 = cls.iter().map(|c| c.running.len() as i64).sum();
             let total: i64 = cls.iter().map(|c| c.current).sum();
+            let unusable: i64 = cls.iter().map(|c| c.unusable).sum();
+            // Online endpoints are not simulated: a deployment fails now and then (about
+            // one minute in 20 per workspace), which the alert pack watches for.
+            let deploy_failed = if self.rng.chance(0.05) { 1.0 } else { 0.0 };
             let quota: f64 = {
                 let alloc: i64 = cls.iter().map(|c| c.max_nodes * c.cores_per_node).sum();
                 let used: i64 = cls.iter().map(|c| c.current * c.cores_per_node).sum();
@@ -453,6 +460,8 @@ impl Workload {
                 ("Failed Runs", self.failed_since_metrics[w] as f64),
                 ("Completed Runs", self.completed_since_metrics[w] as f64),
                 ("Quota Utilization Percentage", quota),
+                ("Unusable Nodes", unusable as f64),
+                ("Model Deploy Failed", deploy_failed),
             ] {
                 let mut r = String::new();
                 let _ = write!(
@@ -570,6 +579,35 @@ mod tests {
         }
         assert!(p.stats.repaired(crate::parse::RepairKind::NumberFromString) > 0);
         assert!(p.stats.repaired(crate::parse::RepairKind::PropertiesString) > 0);
+    }
+
+    #[test]
+    fn platform_metrics_include_unusable_nodes_and_failed_deployments() {
+        let mut w = Workload::new(WorkloadConfig::default(), 0);
+        let bodies = w.step(120 * TICKS_PER_MINUTE);
+        // metricName -> the values of its records, over every workspace.
+        let mut values: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+        for b in &bodies {
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(b) else {
+                continue; // a deliberately broken body
+            };
+            for r in v["records"].as_array().unwrap() {
+                if let Some(name) = r["metricName"].as_str() {
+                    let total = r["total"].as_f64().unwrap();
+                    values.entry(name.to_string()).or_default().push(total);
+                }
+            }
+        }
+        let unusable = &values["Unusable Nodes"];
+        assert!(unusable.iter().all(|v| *v >= 0.0 && v.fract() == 0.0));
+        let failed = &values["Model Deploy Failed"];
+        let ones = failed.iter().filter(|v| **v == 1.0).count();
+        assert!(failed.iter().all(|v| *v == 0.0 || *v == 1.0));
+        assert!(
+            ones > 0 && ones * 5 < failed.len(),
+            "occasionally 1, mostly 0: {ones} of {}",
+            failed.len()
+        );
     }
 
     #[test]
