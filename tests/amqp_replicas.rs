@@ -38,7 +38,7 @@ fn body(i: usize) -> Vec<u8> {
     let cluster = CLUSTERS[i % CLUSTERS.len()];
     let records: Vec<String> = (0..RECORDS)
         .map(|r| {
-            let event = if r == RECORDS - 1 && i % 4 == 0 {
+            let event = if r == RECORDS - 1 && i.is_multiple_of(4) {
                 "JobFailed"
             } else {
                 "JobRunning"

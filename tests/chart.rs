@@ -33,6 +33,9 @@ fn the_chart_renders_valid_manifests_and_configuration() {
         .collect::<Vec<_>>()
         .join("\n");
     println!("{stdout}");
-    assert!(out.status.success(), "chart checks failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "chart checks failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("chart OK:"), "{stdout}");
 }

@@ -170,7 +170,7 @@ const CLUSTERS: usize = 5;
 /// Body `i`: one AmlComputeJobEvent on cluster `c{i % 5}`, failed for every third body
 /// (times within a few minutes, so no window question arises).
 fn job_body(i: usize) -> Vec<u8> {
-    let event = if i % 3 == 0 {
+    let event = if i.is_multiple_of(3) {
         "JobFailed"
     } else {
         "JobSucceeded"
@@ -347,7 +347,7 @@ async fn a_replica_killed_mid_stream_loses_nothing_and_duplicates_only_its_uncom
                 let i = (offset * PARTITIONS as i64 + *p as i64) as usize;
                 let e = dup.entry(format!("c{}", i % CLUSTERS)).or_default();
                 e.0 += 1;
-                e.1 += (i % 3 == 0) as i64;
+                e.1 += i.is_multiple_of(3) as i64;
             }
         }
         let a_counts = job_counts(&a_rows);

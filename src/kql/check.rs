@@ -1148,7 +1148,7 @@ impl Checker {
                 }
             }
             Func::Case => {
-                if args.len() % 2 == 0 {
+                if args.len().is_multiple_of(2) {
                     self.err(
                         span,
                         "case() takes condition/value pairs and a final else value",
