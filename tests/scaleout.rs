@@ -427,19 +427,6 @@ fn recording_rules_combine_two_replicas_into_the_single_process_answer() {
 
 #[test]
 fn the_rules_pass_promtool_check_and_their_unit_tests() {
-    let promtool = which("promtool");
-    for args in [["check", "rules", RULES], ["test", "rules", RULE_TESTS]] {
-        let out = Command::new(&promtool)
-            .args(args)
-            .current_dir(repo())
-            .output()
-            .expect("run promtool");
-        assert!(
-            out.status.success(),
-            "promtool {}: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    promtool(&["check", "rules", RULES]);
+    promtool(&["test", "rules", RULE_TESTS]);
 }

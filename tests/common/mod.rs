@@ -217,6 +217,23 @@ impl Service {
 }
 
 /// A component the test needs: its absence fails the test loudly (the test command installs it).
+/// Runs `promtool ARGS` from the repository's root and fails with its output unless it
+/// succeeds.
+pub fn promtool(args: &[&str]) {
+    let out = std::process::Command::new(which("promtool"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("run promtool");
+    assert!(
+        out.status.success(),
+        "promtool {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn which(name: &str) -> String {
     let found = std::env::var_os("PATH")
         .and_then(|p| {
