@@ -216,3 +216,16 @@ if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(0 if m
   "$VENV/bin/pip" install -q --disable-pip-version-check "matplotlib==$PY_MATPLOTLIB_VERSION"
 fi
 echo "setup: matplotlib $PY_MATPLOTLIB_VERSION ready in $VENV"
+
+# Grafana's dashboard schema, as Grafana publishes it: the TypeScript types of
+# @grafana/schema, checked with the TypeScript compiler (tests/dashboards.rs).
+TYPESCRIPT_VERSION=5.9.3
+GRAFANA_SCHEMA_VERSION=13.2.3
+if [ "$(node -p "try{require('./tools/node_modules/typescript/package.json').version}catch(e){''}" 2>/dev/null)" != "$TYPESCRIPT_VERSION" ] \
+  || [ "$(node -p "try{require('./tools/node_modules/@grafana/schema/package.json').version}catch(e){''}" 2>/dev/null)" != "$GRAFANA_SCHEMA_VERSION" ]; then
+  echo "setup: installing typescript@$TYPESCRIPT_VERSION and @grafana/schema@$GRAFANA_SCHEMA_VERSION into tools/node_modules"
+  mkdir -p tools
+  [ -f tools/package.json ] || echo '{"private": true}' > tools/package.json
+  npm install --prefix tools --no-audit --no-fund --silent "typescript@$TYPESCRIPT_VERSION" "@grafana/schema@$GRAFANA_SCHEMA_VERSION" >/dev/null
+fi
+echo "setup: typescript $TYPESCRIPT_VERSION, @grafana/schema $GRAFANA_SCHEMA_VERSION ready in tools/node_modules"

@@ -14,9 +14,11 @@
 //! With HUBWATCH_DASHBOARDS_HOLD=<seconds> the stack keeps running that long after the
 //! checks and prints Prometheus's address, for scripts/render-dashboards.py.
 //!
-//! No JSON Schema of Grafana's dashboard model is published on npm or PyPI (`@grafana/schema`
-//! ships TypeScript types only), so the model is checked here: ids, grid positions,
-//! datasources, targets, variables.
+//! No JSON Schema of Grafana's dashboard model is published on npm or PyPI; Grafana
+//! publishes it as TypeScript types (`@grafana/schema`, generated from its CUE schema). So
+//! each dashboard is type-checked as a literal of that `Dashboard` type by the TypeScript
+//! compiler (unknown fields and wrong types fail), and what types cannot say is checked
+//! here: ids, grid positions, datasources, targets, variables.
 
 mod common;
 
@@ -150,7 +152,6 @@ fn check_model(path: &str) -> (Vec<Query>, Vec<String>) {
         let q = v["query"]["query"]
             .as_str()
             .unwrap_or_else(|| panic!("{path}: variable {name} has a query"));
-        assert_eq!(v["definition"].as_str(), Some(q), "{path}: variable {name}");
         assert!(
             v["multi"] == true && v["includeAll"] == true && v["allValue"] == ".*",
             "{path}: variable {name} is multi-value with All"
@@ -283,6 +284,70 @@ fn the_dashboards_are_valid_grafana_models() {
         assert!(uids.insert(load(path)["uid"].as_str().unwrap().to_string()));
     }
     assert!(panels >= 40, "{panels} panels");
+}
+
+/// Grafana's own schema: each dashboard as a literal of `@grafana/schema`'s `Dashboard`
+/// type, compiled with `tsc --strict` (installed in tools/ by scripts/setup-test-deps.sh).
+/// Its string enums (`FieldColorModeId`, …) are read as the unions of their values, which
+/// is what a JSON file can hold.
+#[test]
+fn the_dashboards_type_check_against_grafanas_published_schema() {
+    let tools = repo().join("tools");
+    let tsc = tools.join("node_modules/.bin/tsc");
+    assert!(
+        tsc.exists()
+            && tools
+                .join("node_modules/@grafana/schema/package.json")
+                .exists(),
+        "typescript and @grafana/schema are missing from tools/: run scripts/setup-test-deps.sh"
+    );
+    // Inside tools/, so that the files resolve @grafana/schema from tools/node_modules.
+    let dir = tempfile::Builder::new()
+        .prefix(".dashboards-")
+        .tempdir_in(&tools)
+        .unwrap();
+    let mut files = Vec::new();
+    for path in DASHBOARDS {
+        let json = std::fs::read_to_string(repo().join(path)).unwrap();
+        let name = Path::new(path)
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let file = dir.path().join(format!("{name}.ts"));
+        std::fs::write(
+            &file,
+            format!(
+                "import type {{ Dashboard }} from \"@grafana/schema/dist/types/raw/dashboard/x/types.gen\";\n\
+                 type Json<T> = T extends string ? `${{T}}` : T extends number | boolean | null | undefined ? T\n\
+                 \x20 : T extends readonly (infer U)[] ? Json<U>[] : T extends object ? {{ [K in keyof T]: Json<T[K]> }} : T;\n\
+                 // What Grafana's export for sharing adds around the model.\n\
+                 type Export = {{ __inputs?: unknown[]; __requires?: {{ type: string; id: string; name: string; version: string }}[] }};\n\
+                 export const dashboard: Json<Dashboard> & Export = {json};\n"
+            ),
+        )
+        .unwrap();
+        files.push(file);
+    }
+    let out = std::process::Command::new(&tsc)
+        .args([
+            "--noEmit",
+            "--strict",
+            "--skipLibCheck",
+            "--target",
+            "es2020",
+            "--moduleResolution",
+            "node",
+        ])
+        .args(&files)
+        .output()
+        .expect("run tsc");
+    assert!(
+        out.status.success(),
+        "the dashboards do not fit Grafana's Dashboard type:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
