@@ -27,7 +27,7 @@ RUN cargo build --release --locked --bin hubwatch \
  && install -D -s -m 0755 target/release/hubwatch /out/usr/local/bin/hubwatch \
  && install -d -m 0755 /out/etc/hubwatch \
  && install -m 0644 deploy/config/*.toml /out/etc/hubwatch/ \
- && install -d -m 0750 -o 65532 -g 65532 /out/var/lib/hubwatch
+ && install -d -m 0750 /out/var/lib/hubwatch
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 ARG VERSION=0.1.0
@@ -40,7 +40,9 @@ LABEL org.opencontainers.image.title="hubwatch" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.base.name="gcr.io/distroless/cc-debian12:nonroot"
-COPY --from=build /out/ /
+COPY --from=build /out/usr/local/bin/hubwatch /usr/local/bin/hubwatch
+COPY --from=build /out/etc/hubwatch/ /etc/hubwatch/
+COPY --from=build --chown=65532:65532 /out/var/lib/hubwatch/ /var/lib/hubwatch/
 USER 65532:65532
 WORKDIR /var/lib/hubwatch
 VOLUME ["/var/lib/hubwatch"]
