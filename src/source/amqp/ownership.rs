@@ -70,6 +70,12 @@ impl Claims {
             .unwrap_or(0)
             ^ (std::process::id() as u64).rotate_left(32);
         metrics.partitions.with_label_values(&[source]).set(0);
+        // Every kind of change exported from 0, so that increase() sees the first claims
+        // (a counter series born at 4 shows no increase).
+        for change in ["claimed", "stolen", "lost", "relinquished"] {
+            metrics.changes.with_label_values(&[source, change]);
+        }
+        metrics.failures.with_label_values(&[source]);
         Claims {
             store,
             source: source.to_string(),
