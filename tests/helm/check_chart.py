@@ -29,8 +29,9 @@ import yaml
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "hubwatch"
 VALUE_SETS = sorted((REPO / "tests" / "helm").glob("*.yaml"))
-# Kubernetes minor versions with upstream support in late 2026 (and AKS's oldest GA one).
-KUBE_VERSIONS = ["1.34.0", "1.35.0", "1.36.0", "1.37.0"]
+# From the chart's kubeVersion floor (AKS long-term support reaches back that far) to the
+# newest release.
+KUBE_VERSIONS = [f"1.{minor}.0" for minor in range(30, 38)]
 # Strings that only a secret would contain.
 SECRET_MARKS = ["SharedAccessKey=", "AccountKey=", "SharedAccessSignature", "sig="]
 
@@ -174,12 +175,42 @@ def check_value_set(path, hubwatch, promtool):
             (trigger,) = so["spec"]["triggers"]
             check(trigger["type"] == "azure-eventhub" and trigger["metadata"]["checkpointStrategy"] == "blobMetadata",
                   f"{label}: KEDA does not read the SDK-layout checkpoints: {trigger}")
-            check(trigger["metadata"]["blobContainer"] == "hubwatch", f"{label}: KEDA's container {trigger['metadata']['blobContainer']!r}")
+            meta = trigger["metadata"]
+            check(meta["blobContainer"] == "hubwatch", f"{label}: KEDA's container {meta['blobContainer']!r}")
+            if "authenticationRef" in trigger:
+                # Entra ID: the scaler needs the namespace, the hub and the account by name.
+                check({"eventHubNamespace", "eventHubName", "storageAccountName"} <= meta.keys(),
+                      f"{label}: KEDA with Entra ID lacks names: {meta}")
+                (auth,) = kind(docs, "TriggerAuthentication")
+                check(auth["spec"]["podIdentity"] == {"provider": "azure-workload", "identityId": wi.get("clientId")},
+                      f"{label}: TriggerAuthentication {auth['spec']}")
+            else:
+                check("connectionFromEnv" in meta and "storageConnectionFromEnv" in meta, f"{label}: KEDA without credentials: {meta}")
+            # hubwatch names checkpoint blobs with the hub lowercased, as the SDKs do.
+            hub = meta.get("eventHubName")
+            check(hub is None or hub == hub.lower(), f"{label}: KEDA looks for the checkpoints of {hub!r}")
     for monitor in kind(docs, "ServiceMonitor"):
-        (svc,) = [s for s in kind(docs, "Service") if "clusterIP" not in s["spec"]]
-        check(monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items(),
-              f"{label}: the ServiceMonitor selects no Service")
-        check(monitor["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"], f"{label}: the ServiceMonitor's port")
+        # Exactly one Service: the StatefulSet's headless one has the same pods, and
+        # selecting it too would scrape every replica twice.
+        selected = [s for s in kind(docs, "Service") if selects(monitor["spec"]["selector"], s["metadata"]["labels"])]
+        check(len(selected) == 1, f"{label}: the ServiceMonitor selects {len(selected)} Services")
+        for svc in selected:
+            check(monitor["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"], f"{label}: the ServiceMonitor's port")
+
+
+def selects(selector, labels):
+    """A Kubernetes label selector (matchLabels and the matchExpressions used here)."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for e in selector.get("matchExpressions", []):
+        present = e["key"] in labels
+        if e["operator"] == "DoesNotExist" and present or e["operator"] == "Exists" and not present:
+            return False
+        if e["operator"] == "In" and labels.get(e["key"]) not in e["values"]:
+            return False
+        if e["operator"] == "NotIn" and labels.get(e["key"]) in e["values"]:
+            return False
+    return True
 
 
 def must_refuse(name, change, reason):
@@ -217,8 +248,21 @@ def main():
     must_refuse("Entra ID for AMQP without a hub",
                 lambda v: v["source"].update(fullyQualifiedNamespace="ns.servicebus.windows.net"), "eventHub")
     must_refuse("an unknown value", lambda v: v.update(replicas=3), "replicas")
+    must_refuse("KEDA with network sinks", lambda v: v.update(keda={"enabled": True}), "strand")
+    must_refuse("a file sink outside the volume",
+                lambda v: v["sinks"].append({"type": "file", "name": "out", "path": "out.ndjson"}), "only /var/lib/hubwatch/")
+    must_refuse("recording rules with global results",
+                lambda v: v["checkpoint"]["blob"].update(globalResults=True), "once per replica")
+    must_refuse("a SAS in the container URL",
+                lambda v: v["checkpoint"]["blob"].update(containerUrl="https://a.blob.core.windows.net/c?sv=1&sig=x"), "/checkpoint/blob/containerUrl")
+    must_refuse("a route name that is not an identifier", lambda v: v["routes"][0].update(name="failed-jobs"), "/routes/0/name")
+    must_refuse("a misspelt limit", lambda v: v.update(limits={"max_serie": 5}), "max_serie")
+    must_refuse("a sequence number start for Kafka",
+                lambda v: v.update(source={"type": "kafka", "start": "sequence_number:5", "kafka": {"topics": ["t"]}}), "/source/start")
+    must_refuse("KEDA scaling to zero", lambda v: v.update(keda={"minReplicas": 0}), "/keda/minReplicas")
     must_refuse("KEDA with Kafka",
-                lambda v: v.update(keda={"enabled": True}, source={"type": "kafka", "kafka": {"topics": ["t"]}}), "kafka scaler")
+                lambda v: v.update(keda={"enabled": True}, source={"type": "kafka", "kafka": {"topics": ["t"]}}, sinks=[], routes=[]),
+                "kafka scaler")
 
     if failures:
         print(f"\n{len(failures)} check(s) failed", flush=True)

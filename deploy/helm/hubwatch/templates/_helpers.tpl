@@ -105,6 +105,11 @@ integers. Strings print as JSON strings, which are TOML basic strings.
 # Rendered by the hubwatch Helm chart ({{ .Chart.Version }}); values: source, checkpoint,
 # limits, sinks, routes, config.extra. Secrets come from the environment (${NAME}).
 query_files = [{{ if $v.config.amlQueries }}"aml-queries.toml"{{ if $v.config.queryPacks }}, {{ end }}{{ end }}{{ range $i, $k := keys $v.config.queryPacks | sortAlpha }}{{ if $i }}, {{ end }}{{ printf "%s.toml" $k | toJson }}{{ end }}]
+{{- with $v.config.extra }}
+
+# config.extra (its top-level keys stay top-level: the tables below start after it)
+{{ . | trim }}
+{{- end }}
 
 [export]
 listen = "0.0.0.0:{{ $v.service.port }}"
@@ -172,8 +177,4 @@ commit_interval = {{ .commitInterval | toJson }}
 {{- end }}
 {{- include "hubwatch.tomlTables" (list "sinks" $sinks) }}
 {{- include "hubwatch.tomlTables" (list "routes" $v.routes) }}
-{{- with $v.config.extra }}
-
-{{ . }}
-{{- end }}
 {{- end }}

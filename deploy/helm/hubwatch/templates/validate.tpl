@@ -29,14 +29,28 @@ renders, so `helm install` fails with the reason instead of a pod that crashes.
 {{- if not (hasKey $names .) }}{{ fail (printf "routes: sink %q is not among sinks[].name" .) }}{{ end }}
 {{- end }}
 {{- end }}
-{{- if and (include "hubwatch.networkSinks" .) (not $v.persistence.enabled) }}
-{{- fail (printf "sinks %s keep a disk buffer of rows whose positions are already committed: enable persistence (a volume per replica) so that a rescheduled pod does not lose it" (include "hubwatch.networkSinks" .)) }}
+{{- if and $v.sinks (not $v.persistence.enabled) }}
+{{- fail "sinks write rows whose positions are already committed (network sinks to their disk buffer, file sinks to their file): enable persistence (a volume per replica) so that a rescheduled pod does not lose them" }}
+{{- end }}
+{{- range $v.sinks }}
+{{- if and (eq (toString .type) "file") (not (hasPrefix "/var/lib/hubwatch/" (toString .path))) }}
+{{- fail (printf "sinks: file sink %q writes %q; only /var/lib/hubwatch/ is writable (the volume)" .name (toString .path)) }}
+{{- end }}
+{{- end }}
+{{- if and $v.keda.enabled (include "hubwatch.networkSinks" .) }}
+{{- fail (printf "keda.enabled with network sinks (%s): scaling in would strand a removed replica's disk buffer until that replica comes back; scale such a release with replicaCount, draining a replica's buffer before removing it" (include "hubwatch.networkSinks" .)) }}
+{{- end }}
+{{- if and $v.keda.enabled (or $v.source.fullyQualifiedNamespace $v.checkpoint.blob.containerUrl) (not $v.serviceAccount.workloadIdentity.enabled) }}
+{{- fail "keda.enabled with Entra ID but without workload identity: KEDA's scaler authenticates with workload identity or connection strings only" }}
+{{- end }}
+{{- if and $v.prometheusRule.recordingRules $v.checkpoint.blob.globalResults }}
+{{- fail "prometheusRule.recordingRules combine replicas' partial results; with checkpoint.blob.globalResults every replica exports the whole result and the combined sums would count it once per replica" }}
+{{- end }}
+{{- if and $v.serviceAccount.workloadIdentity.enabled (not $v.serviceAccount.create) }}
+{{- fail "serviceAccount.workloadIdentity needs the chart's service account (serviceAccount.create), which it annotates; with your own, annotate it and label the pods (podLabels) yourself" }}
 {{- end }}
 {{- if and $v.keda.enabled (ne $v.source.type "amqp") }}
 {{- fail "keda.enabled: the Event Hubs scaler reads blob checkpoints, which hubwatch writes for source.type amqp; with kafka, scale on consumer lag with KEDA's kafka scaler yourself" }}
-{{- end }}
-{{- if and $v.keda.enabled $v.serviceAccount.workloadIdentity.enabled (not $v.keda.storageAccountName) }}
-{{- fail "keda.storageAccountName is required with workload identity (the scaler reads the checkpoints with the identity)" }}
 {{- end }}
 {{- if and $v.serviceMonitor.enabled $v.podMonitor.enabled }}
 {{- fail "serviceMonitor and podMonitor both scrape every pod: enable one" }}
