@@ -145,14 +145,29 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
     let admin_addr = listener.local_addr()?;
     let (req_tx, req_rx) = mpsc::channel::<Request>(64);
     let ready = Arc::new(AtomicBool::new(false));
-    let admin = AdminState {
-        requests: req_tx.clone(),
-        metrics: metrics.clone(),
-        ready: ready.clone(),
-        sinks: sink_health,
-    };
-    let server = tokio::spawn(http::serve(listener, admin, shutdown.clone()));
-    tracing::info!(%admin_addr, "admin server listening (/metrics, /api/v1/queries, /healthz, /readyz)");
+    let admin = AdminState::new(
+        req_tx.clone(),
+        metrics.clone(),
+        ready.clone(),
+        sink_health,
+        &settings.export,
+    )
+    .context("registering the admin server's metrics")?;
+    // Bounded: capped connections, header and idle timeouts, and a drain of at most
+    // `drain_timeout` once shutdown begins (it runs beside the pipeline's drain, so a client
+    // cannot hold the exit).
+    let limits = settings.export.limits();
+    let server = tokio::spawn(http::serve(
+        listener,
+        admin,
+        limits.clone(),
+        shutdown.clone(),
+    ));
+    tracing::info!(
+        %admin_addr,
+        max_connections = limits.max_connections,
+        "admin server listening (/metrics, /api/v1/queries, /healthz, /readyz)"
+    );
 
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(BATCH_QUEUE);
     let cx = SourceContext {

@@ -751,6 +751,7 @@ fn produce(
 fn clone_settings(s: &Settings) -> anyhow::Result<Settings> {
     Ok(Settings {
         listen: s.listen.clone(),
+        export: s.export.clone(),
         engine: s.engine.clone(),
         dead_letter: s.dead_letter.clone(),
         checkpoint: s.checkpoint.clone(),

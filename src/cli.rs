@@ -1,16 +1,24 @@
 //! The `query` and `check` commands: one query over files, or a configuration checked.
+//!
+//! `query` reads its input with the file source's line reader ([`Lines`]), so a line costs
+//! at most `max_line_bytes` of memory however long it is, and says what it could not use:
+//! [`Summary`] is what `main` prints on stderr and turns into the exit status.
 
-use std::io::{BufRead, BufReader, Read};
+use std::fmt::Write as _;
+use std::io::{BufReader, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::{Buffered, SinkSettings};
 use crate::forward::syslog;
 use crate::kql::check::compile;
+use crate::kql::plan::Stage;
+use crate::parse::{ParseStats, RejectReason, RepairKind};
 use crate::pipeline::{Engine, EngineOptions, QuerySpec};
 use crate::schema::Schemas;
+use crate::source::file::{Lines, DEFAULT_MAX_LINE_BYTES};
 use crate::source::{Event, Position};
-use crate::window::{QueryLimits, ResultTable};
+use crate::window::{QueryLimits, QueryStats, ResultTable};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -68,32 +76,30 @@ pub fn run_query(
         };
         let mut reader = BufReader::with_capacity(1 << 20, reader);
         let partition: Arc<str> = Arc::from(name.as_str());
-        let mut line = Vec::new();
-        let (mut offset, mut n) = (0i64, 0i64);
-        loop {
-            line.clear();
-            let read = reader.read_until(b'\n', &mut line).map_err(err)?;
-            if read == 0 {
-                break;
-            }
-            let body = trim_line(&line);
-            if !body.is_empty() {
-                let event = Event::new(
-                    body.to_vec(),
-                    Position {
-                        partition: partition.clone(),
-                        offset,
-                        sequence_number: n,
-                        enqueued_time: None,
-                    },
-                );
-                engine.ingest("query", &event);
-                if n % 1024 == 0 {
-                    let _ = engine.end_batch();
-                }
-            }
-            offset += read as i64;
+        // The same reader as the file source: at most `max_line_bytes` of a line is held
+        // (a longer one is rejected with its real size), and the line's buffer becomes the
+        // event's body without a copy.
+        let mut lines = Lines::new();
+        let mut n = 0u64;
+        while let Some(line) = lines
+            .next(&mut reader, DEFAULT_MAX_LINE_BYTES, true)
+            .map_err(err)?
+        {
+            let mut event = Event::new(
+                line.body,
+                Position {
+                    partition: partition.clone(),
+                    offset: line.offset,
+                    sequence_number: line.number,
+                    enqueued_time: None,
+                },
+            );
+            event.cut_from = line.cut_from;
+            engine.ingest("query", &event);
             n += 1;
+            if n.is_multiple_of(1024) {
+                let _ = engine.end_batch();
+            }
         }
     }
     let _ = engine.end_batch();
@@ -102,12 +108,111 @@ pub fn run_query(
     Ok((result, engine))
 }
 
-fn trim_line(line: &[u8]) -> &[u8] {
-    let mut end = line.len();
-    while end > 0 && (line[end - 1] == b'\n' || line[end - 1] == b'\r') {
-        end -= 1;
+/// What a `query` run could not use: rejected input, repairs, and rows its caps or its
+/// tumbling bins dropped.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub parse: ParseStats,
+    pub query: QueryStats,
+    pub limits: QueryLimits,
+    /// Rows the `max_rows` cap pushed out (not `take`'s own, which are the query's answer).
+    pub rows_capped: u64,
+    /// How far behind the clock a tumbling bin closes (ticks).
+    pub allowed_lateness: i64,
+}
+
+impl Summary {
+    /// The counts of the engine's one query, after [`run_query`].
+    pub fn of(engine: &Engine, opts: &EngineOptions) -> Summary {
+        let spec = &engine.specs()[0];
+        let query = engine.query_totals()[0].clone();
+        // `take n` under the cap keeps n rows by design; otherwise what was pushed out is
+        // missing from the result.
+        let capped = match spec.plan.stage {
+            Stage::Rows { limit } => limit.is_none_or(|l| l > spec.limits.max_rows),
+            Stage::Summarize(_) => false,
+        };
+        Summary {
+            parse: engine.parse_totals().clone(),
+            rows_capped: if capped { query.rows_evicted } else { 0 },
+            query,
+            limits: spec.limits.clone(),
+            allowed_lateness: opts.allowed_lateness,
+        }
     }
-    &line[..end]
+
+    pub fn rejected(&self) -> u64 {
+        self.parse.rejected.iter().sum()
+    }
+
+    /// A cap dropped rows: the result is not the query's whole answer.
+    pub fn incomplete(&self) -> bool {
+        self.query.series_dropped > 0 || self.rows_capped > 0
+    }
+
+    /// Anything was left out: a cap's drops, rejected input, or rows too late for their bin.
+    pub fn lost_anything(&self) -> bool {
+        self.incomplete() || self.rejected() > 0 || self.query.late > 0
+    }
+
+    /// The lines printed on stderr (each ends with `\n`).
+    pub fn render(&self) -> String {
+        let p = &self.parse;
+        let mut out = format!(
+            "summary: {} bodies read, {} records accepted\n",
+            p.bodies,
+            p.records_total()
+        );
+        let list = |body: bool| -> Vec<String> {
+            RejectReason::ALL
+                .into_iter()
+                .filter(|r| r.is_body() == body && p.rejected(*r) > 0)
+                .map(|r| format!("{} {}", r.as_str(), p.rejected(r)))
+                .collect()
+        };
+        let (bodies, records) = (list(true), list(false));
+        if !bodies.is_empty() {
+            let _ = writeln!(out, "  rejected bodies: {}", bodies.join(", "));
+        }
+        if !records.is_empty() {
+            let _ = writeln!(out, "  rejected records: {}", records.join(", "));
+        }
+        let repairs: Vec<String> = RepairKind::ALL
+            .into_iter()
+            .filter(|k| p.repaired(*k) > 0)
+            .map(|k| format!("{} {}", k.as_str(), p.repaired(k)))
+            .collect();
+        if !repairs.is_empty() {
+            let _ = writeln!(out, "  repaired: {}", repairs.join(", "));
+        }
+        let q = &self.query;
+        if q.series_dropped > 0 {
+            let _ = writeln!(
+                out,
+                "  dropped: {} rows of groups beyond --max-series {} (per input file): those groups are missing from the result",
+                q.series_dropped, self.limits.max_series
+            );
+        }
+        if self.rows_capped > 0 {
+            let _ = writeln!(
+                out,
+                "  dropped: {} rows beyond --max-rows {}: the result holds the most recent rows only",
+                self.rows_capped, self.limits.max_rows
+            );
+        }
+        if q.late > 0 {
+            let _ = writeln!(
+                out,
+                "  late: {} rows for bins already closed (more than {} behind the newest record): not counted",
+                q.late,
+                crate::time::format_timespan(self.allowed_lateness)
+            );
+        }
+        if self.incomplete() {
+            out.push_str("  the result is incomplete\n");
+        }
+        out
+    }
 }
 
 /// What `check` says of each route, by name (a `union` compiles once per table):

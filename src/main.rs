@@ -25,7 +25,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one KQL query over files of bodies (one per line; `-` is stdin) and print the
-    /// result when the input ends.
+    /// result when the input ends. Whatever was rejected or dropped is summed up on stderr.
+    /// Exit status: 0 the result is complete, 1 the input cannot be read, 2 the query does
+    /// not compile, 3 a cap dropped rows (the result is incomplete) or, with --strict,
+    /// anything was rejected or too late for its bin.
     Query {
         /// Input file (repeatable); standard input when none.
         #[arg(long = "input", short = 'i')]
@@ -38,6 +41,10 @@ enum Command {
         /// Rows kept by a query without summarize.
         #[arg(long, default_value_t = 100_000)]
         max_rows: usize,
+        /// Exit with status 3 when anything of the input was rejected or arrived too late
+        /// for its bin, not only when a cap dropped rows.
+        #[arg(long)]
+        strict: bool,
         /// The query.
         kql: String,
     },
@@ -107,6 +114,9 @@ enum Command {
     },
 }
 
+/// `query`'s exit status when its result is not the whole answer (see `Command::Query`).
+const INCOMPLETE: u8 = 3;
+
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -129,6 +139,7 @@ fn main() -> ExitCode {
             format: fmt,
             max_series,
             max_rows,
+            strict,
             kql,
         } => {
             let limits = QueryLimits {
@@ -136,15 +147,24 @@ fn main() -> ExitCode {
                 max_rows,
                 ..QueryLimits::default()
             };
-            match cli::run_query(&kql, &inputs, limits, EngineOptions::default()) {
-                Ok((result, _)) => {
+            let opts = EngineOptions::default();
+            match cli::run_query(&kql, &inputs, limits, opts.clone()) {
+                Ok((result, engine)) => {
                     let text = match fmt {
                         Format::Json => format::json(&result) + "\n",
                         Format::Csv => format::csv(&result),
                         Format::Table => format::table(&result),
                     };
                     print!("{text}");
-                    ExitCode::SUCCESS
+                    let summary = cli::Summary::of(&engine, &opts);
+                    if summary.lost_anything() {
+                        eprint!("{}", summary.render());
+                    }
+                    if summary.incomplete() || (strict && summary.lost_anything()) {
+                        ExitCode::from(INCOMPLETE)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
                 }
                 Err(cli::QueryError::Query(d)) => {
                     eprintln!("error: the query does not compile:\n{d}");

@@ -269,7 +269,12 @@ fn corrupt_truncated_and_foreign_snapshots_are_refused_with_the_reason() {
     let newer = as_format_version(&good, 99);
     let msg = refused(&newer);
     assert!(
-        msg.contains("format version 99") && msg.contains("reads versions 1 to 2"),
+        msg.contains("format version 99")
+            && msg.contains(&format!(
+                "reads versions {} to {}",
+                hubwatch::state::OLDEST_READ,
+                hubwatch::state::FORMAT_VERSION
+            )),
         "{msg}"
     );
     assert!(msg.contains("retention"), "the way out: {msg}");

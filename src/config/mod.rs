@@ -84,13 +84,86 @@ pub struct ExportConfig {
     /// Address of the admin HTTP server. Default `0.0.0.0:9393`.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Admin connections open at once. At the cap a new connection is still taken, and the
+    /// one that has waited longest without a request in progress is closed to make room;
+    /// when all are busy answering, new ones wait in the backlog. Default 256, but at most a
+    /// quarter of the process's open-file limit (`ulimit -n`), so that scrapers can never
+    /// take the descriptors ingestion and checkpoints need.
+    pub max_connections: Option<usize>,
+    /// A request's head (request line and headers) must arrive within this of its first
+    /// byte, or the connection is closed (timespan). Default `10s`.
+    pub header_read_timeout: Option<String>,
+    /// A connection waiting this long for a request, or whose response has not moved for
+    /// this long, is closed (timespan). Default `90s` (keeps a scraper's connection
+    /// across a 1 m scrape interval).
+    pub idle_timeout: Option<String>,
+    /// At shutdown, requests in progress get this long to finish; then their connections
+    /// are dropped (timespan). Connections waiting for a request close at once. Default `5s`.
+    pub drain_timeout: Option<String>,
+    /// A `/metrics` answer rendered less than this long ago is served again instead of
+    /// asking the engine for a new copy (timespan, up to `1m`), and for four times as long as
+    /// its render took if that is longer (about 3 s per render at 1 M series): renders then
+    /// take at most a quarter of the engine's time however many scrape. `0s`: only that,
+    /// and scrapes that arrive while a render runs share it. The query API shares only
+    /// overlapping requests' answers. Default `1s`.
+    pub metrics_max_age: Option<String>,
 }
 
 impl Default for ExportConfig {
     fn default() -> Self {
         ExportConfig {
             listen: default_listen(),
+            max_connections: None,
+            header_read_timeout: None,
+            idle_timeout: None,
+            drain_timeout: None,
+            metrics_max_age: None,
         }
+    }
+}
+
+impl ExportConfig {
+    /// The admin server's typed settings (`listen` is read with the other `${VAR}`s).
+    pub fn settings(&self, file: &str, errors: &mut Vec<String>) -> crate::export::AdminSettings {
+        let mut s = crate::export::AdminSettings::default();
+        let mut error = |what: &str, e: String| errors.push(format!("{file}: export.{what}: {e}"));
+        if self.max_connections == Some(0) {
+            error("max_connections", "must be at least 1".into());
+        } else {
+            s.max_connections = self.max_connections;
+        }
+        let defaults = s.clone();
+        let (h, i, d, r) = (
+            &mut s.header_read_timeout,
+            &mut s.idle_timeout,
+            &mut s.drain_timeout,
+            &mut s.metrics_max_age,
+        );
+        validate::set_span(
+            "header_read_timeout",
+            &self.header_read_timeout,
+            h,
+            &mut error,
+        );
+        validate::set_span("idle_timeout", &self.idle_timeout, i, &mut error);
+        validate::set_span("drain_timeout", &self.drain_timeout, d, &mut error);
+        validate::set_span("metrics_max_age", &self.metrics_max_age, r, &mut error);
+        if h.is_zero() {
+            error("header_read_timeout", "must be longer than 0".into());
+            *h = defaults.header_read_timeout;
+        }
+        if i.is_zero() {
+            error("idle_timeout", "must be longer than 0".into());
+            *i = defaults.idle_timeout;
+        }
+        if s.metrics_max_age > std::time::Duration::from_secs(60) {
+            error(
+                "metrics_max_age",
+                "must be at most 1m (metrics older than a scrape interval mislead)".into(),
+            );
+            s.metrics_max_age = defaults.metrics_max_age;
+        }
+        s
     }
 }
 
@@ -112,6 +185,12 @@ pub struct LimitsConfig {
     pub max_rows: Option<usize>,
     /// Panes per series of a sliding window before neighbours merge. Default 512.
     pub max_panes: Option<usize>,
+    /// How far ahead a record's time may be and still move the event-time clock (KQL
+    /// timespan, more than 0). A record more than this after its event arrived (the enqueued
+    /// time; the wall clock for files) is kept out of the windows; one more than this ahead
+    /// of the clock is held, and moves it only once a second record confirms the jump. Both
+    /// are counted in `hubwatch_event_time_future_records_total`. Default `1h`.
+    pub max_future: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -308,4 +387,52 @@ pub struct QueryConfig {
 pub struct QueryFile {
     #[serde(default)]
     pub queries: Vec<QueryConfig>,
+}
+
+#[cfg(test)]
+mod export_tests {
+    use super::ExportConfig;
+    use crate::export::AdminSettings;
+    use std::time::Duration;
+
+    fn settings(toml_text: &str) -> (AdminSettings, Vec<String>) {
+        let c: ExportConfig = toml::from_str(toml_text).unwrap();
+        let mut errors = Vec::new();
+        (c.settings("f.toml", &mut errors), errors)
+    }
+
+    #[test]
+    fn export_bounds_default_and_parse() {
+        let (s, errors) = settings("");
+        assert!(errors.is_empty());
+        assert_eq!(s, AdminSettings::default());
+        let (s, errors) = settings(
+            "max_connections = 32\nheader_read_timeout = \"3s\"\nidle_timeout = \"2m\"\ndrain_timeout = \"0s\"\nmetrics_max_age = \"500ms\"\n",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(s.max_connections, Some(32));
+        assert_eq!(s.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(s.idle_timeout, Duration::from_secs(120));
+        assert_eq!(s.drain_timeout, Duration::ZERO);
+        assert_eq!(s.metrics_max_age, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn every_bad_export_bound_is_reported_at_once() {
+        let (s, errors) = settings(
+            "max_connections = 0\nheader_read_timeout = \"0s\"\nidle_timeout = \"soon\"\nmetrics_max_age = \"5m\"\n",
+        );
+        assert_eq!(
+            errors,
+            [
+                "f.toml: export.max_connections: must be at least 1",
+                "f.toml: export.idle_timeout: 'soon' is not a timespan (e.g. 200ms, 30s)",
+                "f.toml: export.header_read_timeout: must be longer than 0",
+                "f.toml: export.metrics_max_age: must be at most 1m (metrics older than a scrape interval mislead)",
+            ]
+        );
+        // The defaults stand in, so that the rest of the check goes on.
+        assert_eq!(s, AdminSettings::default());
+        assert!(toml::from_str::<ExportConfig>("max_conections = 3").is_err());
+    }
 }

@@ -25,6 +25,8 @@ use crate::window::QueryLimits;
 #[derive(Debug)]
 pub struct Settings {
     pub listen: String,
+    /// The admin server's bounds (`[export]` besides `listen`).
+    pub export: crate::export::AdminSettings,
     pub engine: EngineOptions,
     pub dead_letter: Option<PathBuf>,
     pub checkpoint: Option<CheckpointSettings>,
@@ -98,6 +100,19 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
         10 * time::TICKS_PER_MINUTE,
         &mut errors,
     );
+    let max_future = ts(
+        "limits.max_future",
+        &raw.limits.max_future,
+        crate::pipeline::engine::DEFAULT_MAX_FUTURE,
+        &mut errors,
+    );
+    if max_future == 0 {
+        // 0 would hold every record later than the clock until a second one confirmed it,
+        // and refuse any stamped a tick after its event arrived.
+        errors.push(format!(
+            "{file}: limits.max_future: must be longer than 0 (e.g. 1h)"
+        ));
+    }
     let defaults = QueryLimits::default();
     let base_limits = QueryLimits {
         max_series: raw.limits.max_series.unwrap_or(defaults.max_series),
@@ -115,6 +130,7 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
     let listen = top
         .text(&["export", "listen"], &raw.export.listen)
         .unwrap_or_default();
+    let export = raw.export.settings(&file, &mut errors);
     let dead_letter = raw.dead_letter.as_ref().map(|d| {
         dir.join(
             top.text(&["dead_letter", "path"], &d.path)
@@ -433,9 +449,11 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
     }
     Ok(Settings {
         listen,
+        export,
         engine: EngineOptions {
             parser,
             allowed_lateness: lateness,
+            max_future,
         },
         dead_letter,
         checkpoint,

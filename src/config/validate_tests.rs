@@ -818,3 +818,36 @@ start = "earliest"
     );
     assert!(!e.to_string().contains("s3cret-value-5d1e"), "{e}");
 }
+
+#[test]
+fn max_future_is_a_timespan_longer_than_0_and_1h_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let max_future = |limits: &str| {
+        let p = write(dir.path(), "c.toml", &format!("[limits]\n{limits}\n"));
+        load(&p, &Schemas::embedded()).map(|s| s.engine.max_future)
+    };
+    assert_eq!(max_future("").unwrap(), time::TICKS_PER_HOUR);
+    assert_eq!(
+        max_future("max_future = \"90m\"").unwrap(),
+        90 * time::TICKS_PER_MINUTE
+    );
+    assert_eq!(
+        max_future("max_future = \"2d\"").unwrap(),
+        2 * time::TICKS_PER_DAY
+    );
+    let text = max_future("max_future = \"0s\"").unwrap_err().to_string();
+    assert!(
+        text.contains("limits.max_future: must be longer than 0"),
+        "{text}"
+    );
+    let text = max_future("max_future = \"later\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("limits.max_future: 'later' is not a timespan"),
+        "{text}"
+    );
+    // A number is not taken as seconds: the place is shown.
+    let text = max_future("max_future = 3600").unwrap_err().to_string();
+    assert!(text.contains("c.toml:2:14: invalid type"), "{text}");
+}

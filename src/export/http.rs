@@ -1,20 +1,23 @@
-//! The admin HTTP server. Query state is owned by the engine task; handlers ask it for a
-//! snapshot over a channel (bounded, with a timeout) instead of sharing a lock, so a scrape
-//! never blocks ingestion for longer than one batch.
+//! The admin HTTP server's routes. Query state is owned by the engine task; a render asks
+//! it for a copy of the results over a channel (bounded, with a timeout) instead of sharing
+//! a lock, and writes the answer elsewhere (`render.rs`), once for all the requests that
+//! want it at about the same time. Connections are capped and timed out by `server.rs`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use prometheus::Encoder;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OnceCell};
+use tokio::time::Instant;
 
-use super::{format, prom};
+use super::events::AdminMetrics;
+use super::render::{self, Body, Failure, Shared};
+use super::{format, prom, server, AdminSettings};
 use crate::pipeline::QuerySpec;
 use crate::shutdown::Shutdown;
 use crate::telemetry::Metrics;
@@ -39,8 +42,58 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// The delivering sinks' health, for `/readyz?verbose`.
     pub sinks: Vec<(String, Arc<crate::forward::buffered::Health>)>,
+    /// The server's own metrics (registered with `metrics`).
+    pub admin: Arc<AdminMetrics>,
+    renders: Arc<Renders>,
 }
 
+/// The renders requests share.
+struct Renders {
+    metrics: Shared<Body>,
+    results: Shared<Results>,
+}
+
+/// A copy of every query's full result, and its JSON written once per answer asked for.
+struct Results {
+    snapshot: Snapshot,
+    /// `/api/v1/queries`.
+    all: OnceCell<Arc<Body>>,
+    /// `/api/v1/queries/{name}`, in the snapshot's order.
+    each: Vec<OnceCell<Arc<Body>>>,
+}
+
+impl AdminState {
+    /// Registers the server's metrics with `metrics`' registry.
+    pub fn new(
+        requests: mpsc::Sender<Request>,
+        metrics: Arc<Metrics>,
+        ready: Arc<AtomicBool>,
+        sinks: Vec<(String, Arc<crate::forward::buffered::Health>)>,
+        settings: &AdminSettings,
+    ) -> prometheus::Result<AdminState> {
+        let admin = Arc::new(AdminMetrics::register(&metrics.registry)?);
+        Ok(AdminState {
+            requests,
+            metrics,
+            ready,
+            sinks,
+            admin,
+            renders: Arc::new(Renders {
+                // Also reused for 4 times as long as it took: renders take at most a quarter
+                // of the engine's time however many scrape (1 M series: ~3 s each).
+                metrics: Shared::new(settings.metrics_max_age, METRICS_SPACING),
+                // Only requests that overlap share: an API answer is never older than the
+                // request (a client that just sent events expects to see them).
+                results: Shared::new(Duration::ZERO, 0),
+            }),
+        })
+    }
+}
+
+/// A `/metrics` render is reused for at least this many times its duration.
+const METRICS_SPACING: u32 = 4;
+
+/// How long a render waits for the engine (which answers between batches).
 const ENGINE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn router(state: AdminState) -> Router {
@@ -53,72 +106,88 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// Serves until shutdown.
+/// Serves until shutdown, then drains within `limits.drain_timeout`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AdminState,
-    mut shutdown: Shutdown,
+    limits: server::Limits,
+    shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
+    let admin = state.admin.clone();
+    server::serve(listener, router(state), limits, admin, shutdown).await
 }
 
+/// Asks the engine for a copy of the results.
 async fn ask(
-    state: &AdminState,
+    requests: &mpsc::Sender<Request>,
     make: fn(oneshot::Sender<Snapshot>) -> Request,
-) -> Result<Snapshot, Response> {
+) -> Result<Snapshot, Failure> {
     let (tx, rx) = oneshot::channel();
-    let unavailable = || {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the engine is not running\n",
-        )
-            .into_response()
+    let asked = async {
+        requests
+            .send(make(tx))
+            .await
+            .map_err(|_| Failure::EngineGone)?;
+        rx.await.map_err(|_| Failure::EngineGone)
     };
-    state
-        .requests
-        .send(make(tx))
+    tokio::time::timeout(ENGINE_TIMEOUT, asked)
         .await
-        .map_err(|_| unavailable())?;
-    match tokio::time::timeout(ENGINE_TIMEOUT, rx).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(_)) => Err(unavailable()),
-        Err(_) => Err((
-            StatusCode::GATEWAY_TIMEOUT,
-            "the engine did not answer in time\n",
-        )
-            .into_response()),
-    }
+        .unwrap_or(Err(Failure::EngineTimeout))
 }
 
-async fn metrics(State(state): State<AdminState>) -> Response {
-    let exports = match ask(&state, Request::Exports).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let mut buf = Vec::new();
-    if let Err(e) =
-        prometheus::TextEncoder::new().encode(&state.metrics.registry.gather(), &mut buf)
+async fn metrics(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    let gzip = render::accepts_gzip(&headers);
+    let s = state.clone();
+    let body = match state
+        .renders
+        .metrics
+        .get(move |previous| render_metrics(s, previous))
+        .await
     {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("encoding metrics: {e}\n"),
-        )
-            .into_response();
+        Ok(b) => b,
+        Err(f) => return f.into_response(),
+    };
+    let response = body.respond(gzip).await;
+    if let Some(n) = body.gzip_len() {
+        state
+            .admin
+            .body_bytes
+            .with_label_values(&["gzip"])
+            .set(n as f64);
     }
-    let mut text = String::from_utf8(buf).unwrap_or_default();
-    for (spec, table) in &exports {
-        prom::render_query(&mut text, spec, table);
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    response
+}
+
+/// The engine's copy of the exported results, then the text on a blocking thread (in the
+/// previous body's buffer when it is free): hubwatch's own metrics, then the query gauges.
+async fn render_metrics(state: AdminState, previous: Option<Body>) -> Result<Body, Failure> {
+    let started = Instant::now();
+    let exports = ask(&state.requests, Request::Exports).await?;
+    state.admin.rendering("metrics");
+    let (text, spare) = previous.map(Body::into_buffers).unwrap_or_default();
+    let registry = state.metrics.clone();
+    let text = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, Failure> {
+        let mut text = String::from_utf8(text.unwrap_or_default()).unwrap_or_default();
+        prometheus::TextEncoder::new()
+            .encode_utf8(&registry.registry.gather(), &mut text)
+            .map_err(|e| Failure::Internal(format!("encoding metrics: {e}")))?;
+        for (spec, table) in &exports {
+            prom::render_query(&mut text, spec, table);
+        }
+        Ok(text.into_bytes())
+    })
+    .await
+    .map_err(|e| Failure::Internal(format!("rendering metrics: {e}")))??;
+    let body = Body::new(render::PROMETHEUS_TEXT, text, spare);
+    state
+        .admin
+        .rendered("metrics", started.elapsed().as_secs_f64());
+    state
+        .admin
+        .body_bytes
+        .with_label_values(&["identity"])
+        .set(body.len() as f64);
+    Ok(body)
 }
 
 /// Ready once started (and, with global results, once the first copies are in). With
@@ -162,37 +231,103 @@ async fn readyz(
     (status, text).into_response()
 }
 
-fn json_response(body: String) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-async fn queries(State(state): State<AdminState>) -> Response {
-    let results = match ask(&state, Request::Results).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let list: Vec<serde_json::Value> = results
-        .iter()
-        .map(|(spec, table)| {
-            serde_json::json!({
-                "name": &*spec.name,
-                "description": spec.description,
-                "kql": spec.kql,
-                "columns": table.columns.iter().map(|c| serde_json::json!({"name": &*c.name, "type": c.ty.name()})).collect::<Vec<_>>(),
-                "rows": format::json_rows(table),
+/// Every query's full result: the engine's copy, shared like the metrics'.
+async fn results(state: &AdminState) -> Result<Arc<Results>, Failure> {
+    let s = state.clone();
+    state
+        .renders
+        .results
+        .get(move |_| async move {
+            let started = Instant::now();
+            let snapshot = ask(&s.requests, Request::Results).await?;
+            s.admin.rendering("queries");
+            s.admin.rendered("queries", started.elapsed().as_secs_f64());
+            let each = snapshot.iter().map(|_| OnceCell::new()).collect();
+            Ok(Results {
+                snapshot,
+                all: OnceCell::new(),
+                each,
             })
         })
-        .collect();
-    json_response(serde_json::Value::Array(list).to_string())
+        .await
 }
 
-async fn query(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
-    let results = match ask(&state, Request::Results).await {
-        Ok(v) => v,
-        Err(r) => return r,
+/// A JSON body of `results`, written once on a blocking thread.
+async fn json_body(
+    results: &Arc<Results>,
+    cell: &OnceCell<Arc<Body>>,
+    write: impl FnOnce(&Results) -> String + Send + 'static,
+) -> Result<Arc<Body>, Failure> {
+    let r = results.clone();
+    cell.get_or_try_init(|| async move {
+        tokio::task::spawn_blocking(move || {
+            Arc::new(Body::new(render::JSON, write(&r).into_bytes(), None))
+        })
+        .await
+        .map_err(|e| Failure::Internal(format!("rendering results: {e}")))
+    })
+    .await
+    .cloned()
+}
+
+async fn queries(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    let gzip = render::accepts_gzip(&headers);
+    let results = match results(&state).await {
+        Ok(r) => r,
+        Err(f) => return f.into_response(),
     };
-    match results.iter().find(|(s, _)| *s.name == *name) {
-        Some((_, table)) => json_response(format::json(table)),
-        None => (StatusCode::NOT_FOUND, format!("no query named '{name}'\n")).into_response(),
+    match json_body(&results, &results.all, list_json).await {
+        Ok(body) => body.respond(gzip).await,
+        Err(f) => f.into_response(),
+    }
+}
+
+/// `[{"name", "description", "kql", "columns": [{"name", "type"}], "rows": [...]}, ...]`,
+/// rows as `format::json` writes them.
+fn list_json(results: &Results) -> String {
+    let text = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let mut out = String::from("[");
+    for (i, (spec, table)) in results.snapshot.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let columns: Vec<serde_json::Value> = table
+            .columns
+            .iter()
+            .map(|c| serde_json::json!({"name": &*c.name, "type": c.ty.name()}))
+            .collect();
+        out.push_str(&format!(
+            "{{\"name\":{},\"description\":{},\"kql\":{},\"columns\":{},\"rows\":{}}}",
+            text(&spec.name),
+            text(&spec.description),
+            text(&spec.kql),
+            serde_json::Value::Array(columns),
+            format::json(table)
+        ));
+    }
+    out.push(']');
+    out
+}
+
+async fn query(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let gzip = render::accepts_gzip(&headers);
+    let results = match results(&state).await {
+        Ok(r) => r,
+        Err(f) => return f.into_response(),
+    };
+    let Some(i) = results.snapshot.iter().position(|(s, _)| *s.name == *name) else {
+        return (StatusCode::NOT_FOUND, format!("no query named '{name}'\n")).into_response();
+    };
+    let body = json_body(&results, &results.each[i], move |r| {
+        format::json(&r.snapshot[i].1)
+    })
+    .await;
+    match body {
+        Ok(body) => body.respond(gzip).await,
+        Err(f) => f.into_response(),
     }
 }

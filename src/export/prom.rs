@@ -41,10 +41,28 @@ pub fn snake_case(name: &str) -> String {
     }
 }
 
-fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// Appends a label value, escaped (`\\`, `"`, newline), without a copy when it needs none.
+fn push_label(out: &mut String, v: &str) {
+    if !v.contains(['\\', '"', '\n']) {
+        out.push_str(v);
+        return;
+    }
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn push_label_value(out: &mut String, v: &Value) {
+    match v {
+        Value::Str(s) => push_label(out, s),
+        Value::Null => {}
+        other => push_label(out, &other.to_text()),
+    }
 }
 
 fn escape_help(v: &str) -> String {
@@ -63,17 +81,22 @@ fn sample(v: &Value) -> Option<f64> {
     }
 }
 
-fn number(v: f64) -> String {
+/// Appends a sample value as `value::format_real` writes it (integers without a fraction),
+/// with Prometheus' spellings of NaN and the infinities.
+fn push_number(out: &mut String, v: f64) {
     if v.is_nan() {
-        "NaN".into()
+        out.push_str("NaN");
     } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        let _ = write!(out, "{}", v as i64);
     } else {
-        crate::value::format_real(v)
+        let _ = write!(out, "{v}");
     }
 }
 
-/// Appends the gauges of one query's (export) result.
+/// Appends the gauges of one query's (export) result. Called for every scrape over every
+/// series: it writes straight into `out`, with no allocation per sample.
 pub fn render_query(out: &mut String, spec: &QuerySpec, table: &ResultTable) {
     // Queries without `summarize` hold rows (for the API and, later, forwarding), not series.
     if !matches!(spec.plan.stage, crate::kql::plan::Stage::Summarize(_)) {
@@ -119,12 +142,18 @@ pub fn render_query(out: &mut String, spec: &QuerySpec, table: &ResultTable) {
                     if k > 0 {
                         out.push(',');
                     }
-                    let text = row.get(*li).map(Value::to_text).unwrap_or_default();
-                    let _ = write!(out, "{lname}=\"{}\"", escape_label(&text));
+                    out.push_str(lname);
+                    out.push_str("=\"");
+                    if let Some(v) = row.get(*li) {
+                        push_label_value(out, v);
+                    }
+                    out.push('"');
                 }
                 out.push('}');
             }
-            let _ = writeln!(out, " {}", number(v));
+            out.push(' ');
+            push_number(out, v);
+            out.push('\n');
         }
     }
 }
@@ -144,5 +173,36 @@ mod tests {
         assert_eq!(snake_case("percentile_X_95"), "percentile_x_95");
         assert_eq!(snake_case("VmSize"), "vm_size");
         assert_eq!(snake_case("node2Count"), "node2_count");
+    }
+
+    #[test]
+    fn labels_are_escaped_and_numbers_written_as_before() {
+        let mut out = String::new();
+        push_label(&mut out, "plain");
+        push_label(&mut out, "a\\b\"c\nd");
+        assert_eq!(out, "plaina\\\\b\\\"c\\nd");
+        for v in [
+            0.0,
+            3.0,
+            -7.0,
+            0.25,
+            1e15,
+            1e20,
+            1.5e-7,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ] {
+            let mut out = String::new();
+            push_number(&mut out, v);
+            let want = if v.is_nan() {
+                "NaN".to_string()
+            } else if v.is_infinite() {
+                if v > 0.0 { "+Inf" } else { "-Inf" }.to_string()
+            } else {
+                crate::value::format_real(v)
+            };
+            assert_eq!(out, want);
+        }
     }
 }

@@ -50,8 +50,17 @@ pub struct Reject<'a> {
     pub reason: RejectReason,
     /// What was wrong and where (`line 1, column 17: expected value`, `record 3: a number, not an object`).
     pub detail: String,
-    /// The rejected bytes: the whole body, or the one record.
+    /// The rejected bytes: the whole body, or the one record; only the first part of a body
+    /// the source cut short (then `raw.len() < bytes`).
     pub raw: &'a [u8],
+    /// The size of what was rejected (body or record) as the source had it.
+    pub bytes: u64,
+    /// For a record's reject, its place in the body (1-based, in document order, counting
+    /// every element of `records` and of bare arrays); `None` for a whole body.
+    pub record: Option<usize>,
+    /// This reject's place among its body's rejects (1-based). Parsing is deterministic, so
+    /// the body's position and this number identify a reject across re-reads.
+    pub ordinal: usize,
 }
 
 /// Where the parser delivers its results.
@@ -137,6 +146,8 @@ pub struct Parser {
     want_unknown: bool,
     limits: ParserLimits,
     pub stats: ParseStats,
+    /// Rejects of the body being parsed so far ([`Reject::ordinal`]).
+    body_rejects: usize,
 }
 
 impl Parser {
@@ -160,6 +171,7 @@ impl Parser {
             want_unknown: needs.unknown,
             limits,
             stats,
+            body_rejects: 0,
         }
     }
 
@@ -170,8 +182,40 @@ impl Parser {
     /// Parses one body. `enqueued` is the event's enqueued time (ticks), the fallback for
     /// records without a usable time.
     pub fn parse_body(&mut self, body: &[u8], enqueued: Option<i64>, sink: &mut dyn ParseSink) {
+        self.parse_event(body, None, enqueued, sink)
+    }
+
+    /// Parses one body of which the source may have kept only the first part: `cut_from` is
+    /// then its real size (a file line longer than the source's `max_line_bytes`). A cut
+    /// body is rejected as `body_too_large` with its real size, whatever the parser's own
+    /// limit: what is missing cannot be parsed.
+    pub fn parse_event(
+        &mut self,
+        body: &[u8],
+        cut_from: Option<u64>,
+        enqueued: Option<i64>,
+        sink: &mut dyn ParseSink,
+    ) {
+        let size = cut_from.map_or(body.len() as u64, |n| n.max(body.len() as u64));
+        self.body_rejects = 0;
         self.stats.bodies += 1;
-        self.stats.bytes += body.len() as u64;
+        self.stats.bytes += size;
+        if size > body.len() as u64 {
+            let detail = format!(
+                "body of {size} bytes was cut by the source to its first {} bytes (a line \
+                 longer than max_line_bytes){}",
+                body.len(),
+                if size > self.limits.max_body_bytes as u64 {
+                    format!(
+                        "; larger than limits.max_body_bytes ({})",
+                        self.limits.max_body_bytes
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            return self.reject_cut(sink, detail, body, size);
+        }
         if body.len() > self.limits.max_body_bytes {
             let detail = format!(
                 "body of {} bytes is larger than limits.max_body_bytes ({})",
@@ -240,6 +284,18 @@ impl Parser {
                 body,
             ),
             Top::Object {
+                records: Some(Records::Repeated(n)),
+                ..
+            } => self.reject(
+                sink,
+                RejectReason::DuplicateKey,
+                format!(
+                    "\"records\" appears {n} times in one object: which holds the records is \
+                     ambiguous (JSON parsers keep only the last), so none is read"
+                ),
+                body,
+            ),
+            Top::Object {
                 fields,
                 records: None,
             } => {
@@ -284,25 +340,28 @@ impl Parser {
         let kind = json::kind(raw);
         if kind != json::RawKind::Object {
             let detail = format!("record {}: {:?}, not an object", index, kind).to_lowercase();
-            return self.reject(
+            return self.reject_record(
                 sink,
                 RejectReason::RecordNotObject,
                 detail,
                 raw.get().as_bytes(),
+                *index,
             );
         }
         match serde_json::from_str::<json::Fields>(raw.get()) {
             Ok(fields) => self.record_fields(&fields, raw.get().as_bytes(), enqueued, *index, sink),
             // Unreachable in practice: the raw value was already validated as an object.
-            Err(e) => self.reject(
+            Err(e) => self.reject_record(
                 sink,
                 RejectReason::InvalidJson,
                 format!("record {index}: {e}"),
                 raw.get().as_bytes(),
+                *index,
             ),
         }
     }
 
+    /// Rejects a whole body (or a whole envelope of an array of them).
     fn reject(
         &mut self,
         sink: &mut dyn ParseSink,
@@ -310,11 +369,45 @@ impl Parser {
         detail: String,
         raw: &[u8],
     ) {
+        self.emit(sink, reason, detail, raw, raw.len() as u64, None);
+    }
+
+    /// Rejects a body the source cut short: `raw` is its first part, `bytes` its real size.
+    fn reject_cut(&mut self, sink: &mut dyn ParseSink, detail: String, raw: &[u8], bytes: u64) {
+        self.emit(sink, RejectReason::BodyTooLarge, detail, raw, bytes, None);
+    }
+
+    /// Rejects one record (`index`, 1-based) of a body; the body's other records still count.
+    fn reject_record(
+        &mut self,
+        sink: &mut dyn ParseSink,
+        reason: RejectReason,
+        detail: String,
+        raw: &[u8],
+        index: usize,
+    ) {
+        self.emit(sink, reason, detail, raw, raw.len() as u64, Some(index));
+    }
+
+    /// Counts a reject and hands it to the sink, numbered within its body.
+    fn emit(
+        &mut self,
+        sink: &mut dyn ParseSink,
+        reason: RejectReason,
+        detail: String,
+        raw: &[u8],
+        bytes: u64,
+        record: Option<usize>,
+    ) {
         self.stats.reject(reason);
+        self.body_rejects += 1;
         sink.reject(Reject {
             reason,
             detail,
             raw,
+            bytes,
+            record,
+            ordinal: self.body_rejects,
         });
     }
 }

@@ -3,6 +3,8 @@
 //! the top level, unless a column names its own paths or is derived).
 
 use std::borrow::Cow;
+use std::cell::Cell;
+use std::collections::hash_map::{Entry, HashMap};
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
@@ -70,6 +72,9 @@ const TIME_FIELDS: [&str; 5] = [
 ];
 
 impl Parser {
+    /// One record: a row, an unknown-category row, or a reject. A record in which a key
+    /// that was read occurs twice with different values counts one `duplicate_key` repair
+    /// (the last value was taken, see [`Fields::get_ci`]).
     pub(super) fn record_fields(
         &mut self,
         fields: &Fields<'_>,
@@ -78,6 +83,20 @@ impl Parser {
         index: usize,
         sink: &mut dyn ParseSink,
     ) {
+        if self.record(fields, raw, enqueued, index, sink) && fields.conflict.get() {
+            self.stats.repair(RepairKind::DuplicateKey);
+        }
+    }
+
+    /// [`record_fields`](Self::record_fields); `false` when the record was rejected.
+    fn record(
+        &mut self,
+        fields: &Fields<'_>,
+        raw: &[u8],
+        enqueued: Option<i64>,
+        index: usize,
+        sink: &mut dyn ParseSink,
+    ) -> bool {
         if fields.empty_keys > 0 {
             self.stats.repairs[RepairKind::EmptyKey as usize] += fields.empty_keys as u64;
         }
@@ -93,7 +112,8 @@ impl Parser {
                         "record {index}: no parseable time (looked for {}) and no enqueued time to fall back to",
                         TIME_FIELDS.join(", ")
                     );
-                    return self.reject(sink, RejectReason::NoTime, detail, raw);
+                    self.reject_record(sink, RejectReason::NoTime, detail, raw, index);
+                    return false;
                 }
             },
         };
@@ -104,11 +124,11 @@ impl Parser {
             if self.want_unknown {
                 sink.unknown(unknown_row(fields, time), raw);
             }
-            return;
+            return true;
         };
         self.stats.record(table);
         let Some(plan) = &self.plans[table] else {
-            return;
+            return true;
         };
 
         // `properties` may be an object, a JSON-encoded string, or (rarely) single-quoted
@@ -157,16 +177,19 @@ impl Parser {
                         .as_ref()
                         .and_then(|p| p.get_ci(&col.name))
                         .or_else(|| fields.get_ci(&col.name));
-                    raw.map(|r| coerce(r, col.ty, &mut self.stats))
+                    raw.map(|r| coerce(r, col.ty, &mut self.stats, &fields.conflict))
                         .unwrap_or(Value::Null)
                 }
                 ColumnSource::Paths(paths) => paths
                     .iter()
                     .find_map(|path| lookup_path(path, fields, props.as_ref()))
-                    .map(|raw| coerce(raw, col.ty, &mut self.stats))
+                    .map(|raw| coerce(raw, col.ty, &mut self.stats, &fields.conflict))
                     .unwrap_or(Value::Null),
             };
             values[col.index] = value;
+        }
+        if let Some(p) = &props {
+            fields.absorb_conflict(p);
         }
         sink.row(
             Row {
@@ -176,6 +199,7 @@ impl Parser {
             },
             raw,
         );
+        true
     }
 
     /// The record's time, from the first time field that parses.
@@ -228,13 +252,18 @@ fn lookup_path<'a>(
     if first == "properties" {
         return match rest.split_first() {
             None => fields.get_ci("properties"),
-            Some((second, tail)) => descend(props?.get_ci(second)?, tail),
+            Some((second, tail)) => descend(props?.get_ci(second)?, tail, fields),
         };
     }
-    descend(fields.get_ci(first)?, rest)
+    descend(fields.get_ci(first)?, rest, fields)
 }
 
-fn descend<'a>(current: &'a RawValue, rest: &[String]) -> Option<&'a RawValue> {
+/// Follows `rest` into `current`; a repeated key met on the way is noted on `record`.
+fn descend<'a>(
+    current: &'a RawValue,
+    rest: &[String],
+    record: &Fields<'_>,
+) -> Option<&'a RawValue> {
     if rest.is_empty() {
         return Some(current);
     }
@@ -246,15 +275,24 @@ fn descend<'a>(current: &'a RawValue, rest: &[String]) -> Option<&'a RawValue> {
     // as one key is tried before splitting it.
     if rest.len() > 1 {
         if let Some(v) = inner.get_ci(&rest.join(".")) {
+            record.absorb_conflict(&inner);
             return Some(v);
         }
     }
-    descend(inner.get_ci(&rest[0])?, &rest[1..])
+    let next = inner.get_ci(&rest[0]);
+    record.absorb_conflict(&inner);
+    descend(next?, &rest[1..], record)
 }
 
 /// Converts a raw JSON value to a column's type, leniently: numbers in strings become
-/// numbers in numeric columns, numbers become their text in string columns.
-pub(crate) fn coerce(raw: &RawValue, ty: Type, stats: &mut super::ParseStats) -> Value {
+/// numbers in numeric columns, numbers become their text in string columns. A `dynamic`
+/// value with a repeated key keeps its last value and sets `conflict`.
+pub(crate) fn coerce(
+    raw: &RawValue,
+    ty: Type,
+    stats: &mut super::ParseStats,
+    conflict: &Cell<bool>,
+) -> Value {
     let kind = json::kind(raw);
     if kind == RawKind::Null {
         return Value::Null;
@@ -314,11 +352,11 @@ pub(crate) fn coerce(raw: &RawValue, ty: Type, stats: &mut super::ParseStats) ->
             _ => None,
         },
         Type::Dynamic => {
-            let v = serde_json::from_str::<serde_json::Value>(text).ok();
+            let v = json::value(text, conflict);
             // A JSON-encoded object or array in a string (`"properties": "{…}"`) is decoded.
             let v = match v {
                 Some(serde_json::Value::String(s)) if s.trim_start().starts_with(['{', '[']) => {
-                    Some(serde_json::from_str(&s).unwrap_or(serde_json::Value::String(s)))
+                    Some(json::value(&s, conflict).unwrap_or(serde_json::Value::String(s)))
                 }
                 other => other,
             };
@@ -388,18 +426,43 @@ fn derive(
 }
 
 /// The columns of a record of an unknown category: its top-level fields and its properties.
+/// One column per name (ignoring ASCII case): a name in `properties` wins over the same name
+/// at the top level, as for known tables' columns; a name repeated within one of the two
+/// keeps its last value, as [`Fields::get_ci`] reads it, and different values set the
+/// record's conflict.
 fn unknown_row(fields: &Fields<'_>, time: i64) -> UnknownRow {
     let category: Arc<str> = fields
         .get_ci("category")
         .and_then(json::raw_str)
         .map(|s| Arc::from(&*s))
         .unwrap_or_else(|| Arc::from(""));
-    let mut columns = Vec::new();
-    let mut push = |name: &str, raw: &RawValue| {
-        let v = serde_json::from_str::<serde_json::Value>(raw.get())
+    let mut columns: Vec<(Arc<str>, Value)> = Vec::new();
+    // Lower-cased name → (index in `columns`, from `properties`): a map, not a scan, so
+    // that an object of a million keys costs a million lookups, not a million squared.
+    let mut seen: HashMap<String, (usize, bool)> = HashMap::new();
+    let mut push = |name: &str, raw: &RawValue, in_props: bool| {
+        let v = json::value(raw.get(), &fields.conflict)
             .map(|v| Value::from_json(&v))
             .unwrap_or_default();
-        columns.push((Arc::from(name), v));
+        match seen.entry(name.to_ascii_lowercase()) {
+            Entry::Occupied(mut at) => {
+                let (i, was_in_props) = *at.get();
+                let old = &mut columns[i].1;
+                if in_props == was_in_props {
+                    if *old != v {
+                        fields.conflict.set(true);
+                    }
+                    *old = v;
+                } else if in_props {
+                    *old = v;
+                    at.insert((i, true));
+                }
+            }
+            Entry::Vacant(at) => {
+                at.insert((columns.len(), in_props));
+                columns.push((Arc::from(name), v));
+            }
+        }
     };
     for (k, v) in &fields.items {
         if k.0.eq_ignore_ascii_case("properties") {
@@ -413,11 +476,11 @@ fn unknown_row(fields: &Fields<'_>, time: i64) -> UnknownRow {
                 .and_then(|t| serde_json::from_str::<Fields>(t).ok())
             {
                 for (pk, pv) in &props.items {
-                    push(&pk.0, pv);
+                    push(&pk.0, pv, true);
                 }
             }
         } else {
-            push(&k.0, v);
+            push(&k.0, v, false);
         }
     }
     UnknownRow {

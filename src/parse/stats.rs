@@ -18,10 +18,13 @@ pub enum RejectReason {
     RecordNotObject,
     /// A record with no parseable time and no enqueued time to fall back to.
     NoTime,
+    /// An envelope with `records` more than once (`{"records":[…],"records":[…]}`): which
+    /// array holds the body's records is ambiguous, so none is guessed.
+    DuplicateKey,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 7] = [
+    pub const ALL: [RejectReason; 8] = [
         RejectReason::InvalidUtf8,
         RejectReason::InvalidJson,
         RejectReason::BodyTooLarge,
@@ -29,6 +32,7 @@ impl RejectReason {
         RejectReason::WrongShape,
         RejectReason::RecordNotObject,
         RejectReason::NoTime,
+        RejectReason::DuplicateKey,
     ];
 
     /// The `reason` label value.
@@ -41,6 +45,7 @@ impl RejectReason {
             RejectReason::WrongShape => "wrong_shape",
             RejectReason::RecordNotObject => "record_not_object",
             RejectReason::NoTime => "no_time",
+            RejectReason::DuplicateKey => "duplicate_key",
         }
     }
 
@@ -73,10 +78,13 @@ pub enum RepairKind {
     UncoercibleValue,
     /// An empty key (`"": …`) was dropped.
     EmptyKey,
+    /// A record held a key it was read by more than once (ignoring ASCII case), with
+    /// different values: the last one was used. Counted once per record.
+    DuplicateKey,
 }
 
 impl RepairKind {
-    pub const ALL: [RepairKind; 10] = [
+    pub const ALL: [RepairKind; 11] = [
         RepairKind::PropertiesString,
         RepairKind::PropertiesSingleQuotes,
         RepairKind::PropertiesUnreadable,
@@ -87,6 +95,7 @@ impl RepairKind {
         RepairKind::NumberFromString,
         RepairKind::UncoercibleValue,
         RepairKind::EmptyKey,
+        RepairKind::DuplicateKey,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -101,6 +110,7 @@ impl RepairKind {
             RepairKind::NumberFromString => "number_from_string",
             RepairKind::UncoercibleValue => "uncoercible_value",
             RepairKind::EmptyKey => "empty_key",
+            RepairKind::DuplicateKey => "duplicate_key",
         }
     }
 }

@@ -370,3 +370,128 @@ fn no_input_panics() {
     }
     assert!(p.stats.bodies > 2000);
 }
+
+/// A reject reason or repair kind by its label (the tests name them as the metrics do).
+fn reason(label: &str) -> RejectReason {
+    RejectReason::ALL
+        .into_iter()
+        .find(|r| r.as_str() == label)
+        .unwrap_or_else(|| panic!("no reject reason {label}"))
+}
+
+fn repairs(p: &Parser, label: &str) -> u64 {
+    let kind = RepairKind::ALL
+        .into_iter()
+        .find(|k| k.as_str() == label)
+        .unwrap_or_else(|| panic!("no repair kind {label}"));
+    p.stats.repaired(kind)
+}
+
+#[test]
+fn a_repeated_records_key_rejects_the_body_whole() {
+    let other = CLUSTER.replace("\"gpu\"", "\"cpu\"");
+    for body in [
+        format!(r#"{{"records":[{CLUSTER}],"records":[{other}]}}"#),
+        format!(r#"{{"records":[{CLUSTER}],"Records":[{other}]}}"#),
+        format!(r#"{{"Records":[{other}],"records":[{CLUSTER}]}}"#),
+        format!(r#"{{"records":[{CLUSTER}],"records":5}}"#),
+    ] {
+        let (p, c) = parse(&body);
+        assert!(c.rows.is_empty(), "no array is guessed: {body}");
+        assert_eq!(c.rejects.len(), 1, "{body}");
+        assert_eq!(c.rejects[0].0, reason("duplicate_key"), "{body}");
+        assert!(c.rejects[0].1.contains("\"records\" appears 2 times"));
+        assert_eq!(c.rejects[0].2, body.as_bytes(), "the whole body is kept");
+        assert_eq!(p.stats.rejected(reason("duplicate_key")), 1);
+        assert_eq!(p.stats.records_total(), 0);
+    }
+    // In an array of envelopes, only the ambiguous envelope is rejected.
+    let (_, c) = parse(&format!(
+        r#"[{{"records":[{CLUSTER}],"records":[{other}]}},{{"records":[{other}]}}]"#
+    ));
+    assert_eq!(c.rows.len(), 1);
+    assert_eq!(c.rejects.len(), 1);
+    assert_eq!(c.rejects[0].0, reason("duplicate_key"));
+}
+
+#[test]
+fn a_repeated_column_takes_the_last_value_and_is_counted_once_per_record() {
+    let body = r#"{"time":"2024-03-01T10:00:00Z","category":"AmlComputeClusterEvent","properties":{"ClusterName":"a","VmSize":"s","clustername":"b","VmSize":"s","TargetNodeCount":1,"TargetNodeCount":2}}"#;
+    let (p, c) = parse(body);
+    assert_eq!(c.rows.len(), 1);
+    assert_eq!(
+        col(&p, &c.rows[0], "ClusterName"),
+        &Value::str("b"),
+        "the last, as JSON.parse and the dynamic columns keep it"
+    );
+    assert_eq!(col(&p, &c.rows[0], "TargetNodeCount"), &Value::Long(2));
+    assert_eq!(col(&p, &c.rows[0], "VmSize"), &Value::str("s"));
+    assert_eq!(repairs(&p, "duplicate_key"), 1, "one per record");
+
+    // The same value twice loses nothing: not counted.
+    let body = r#"{"time":"2024-03-01T10:00:00Z","category":"AmlComputeClusterEvent","properties":{"ClusterName":"a","ClusterName":"a"}}"#;
+    let (p, c) = parse(body);
+    assert_eq!(col(&p, &c.rows[0], "ClusterName"), &Value::str("a"));
+    assert_eq!(repairs(&p, "duplicate_key"), 0);
+
+    // The record's time, too.
+    let body = r#"{"time":"2024-03-01T10:00:00Z","time":"2024-03-02T10:00:00Z","category":"AmlComputeClusterEvent"}"#;
+    let (p, c) = parse(body);
+    assert_eq!(
+        format_datetime(c.rows[0].time),
+        "2024-03-02T10:00:00.0000000Z"
+    );
+    assert_eq!(repairs(&p, "duplicate_key"), 1);
+}
+
+#[test]
+fn a_repeated_key_nobody_reads_is_not_counted() {
+    let s = Schemas::embedded();
+    let t = s.table("AmlComputeClusterEvent").unwrap();
+    let mut needs = Needs::none(&s);
+    needs.add(&s, t, s.tables[t].column("ClusterName").unwrap());
+    let mut p = Parser::new(s, &needs, ParserLimits::default());
+    let mut c = Collect::default();
+    let body = br#"{"time":"2024-03-01T10:00:00Z","category":"AmlComputeClusterEvent","properties":{"ClusterName":"a","VmSize":"x","VmSize":"y"}}"#;
+    p.parse_body(body, None, &mut c);
+    assert_eq!(c.rows.len(), 1);
+    assert_eq!(repairs(&p, "duplicate_key"), 0, "no query reads VmSize");
+}
+
+#[test]
+fn repeated_keys_in_dynamic_and_unknown_category_records_are_counted() {
+    // Properties_d is dynamic: serde_json keeps the last value; the loss is counted.
+    let activity = r#"{"time":"2019-01-21T22:14:26Z","category":"Write","properties":{"statusCode":"Created","statusCode":"OK"}}"#;
+    let (p, c) = parse(activity);
+    match col(&p, &c.rows[0], "Properties_d") {
+        Value::Dynamic(d) => assert_eq!(d["statusCode"], "OK"),
+        other => panic!("Properties_d: {other:?}"),
+    }
+    assert_eq!(repairs(&p, "duplicate_key"), 1);
+
+    // A record of an unknown category: one column per name (ignoring case), the last value.
+    let (p, c) = parse(
+        r#"{"time":"2024-01-01T00:00:00Z","category":"SomethingNew","properties":{"A":1,"a":2,"B":"x"}}"#,
+    );
+    let cols: Vec<(&str, &Value)> = c.unknown[0]
+        .columns
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("a"))
+        .map(|(k, v)| (&**k, v))
+        .collect();
+    assert_eq!(cols, [("A", &Value::Long(2))]);
+    assert_eq!(repairs(&p, "duplicate_key"), 1);
+
+    // A name in properties wins over the top level, as for known tables: not a repeat.
+    let (p, c) = parse(
+        r#"{"time":"2024-01-01T00:00:00Z","category":"SomethingNew","B":"top","properties":{"b":"props"}}"#,
+    );
+    let b: Vec<&Value> = c.unknown[0]
+        .columns
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("b"))
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(b, [&Value::str("props")]);
+    assert_eq!(repairs(&p, "duplicate_key"), 0);
+}

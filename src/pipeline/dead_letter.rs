@@ -1,5 +1,12 @@
 //! The dead-letter output: every rejected body or record as one NDJSON line with its reason,
 //! what was wrong, where it came from, and its raw bytes, so nothing is silently lost.
+//!
+//! At least once: a line is written when its event is first read, and made durable before
+//! the event's position is stored, so a crash between the two writes it again when the
+//! event is read again. Its key — (`source`, `partition`, `sequence_number`, `ordinal`) —
+//! is the same each time, so a consumer can drop the repeats. What a partition re-reads
+//! at or before a stored position (a rebuild of its windows) is not written again: the
+//! engine hands this file only the rejects of events new to their partition.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -8,7 +15,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde::Serialize;
 
-use crate::parse::RejectReason;
+use crate::parse::Reject;
 use crate::source::Position;
 
 #[derive(Serialize)]
@@ -19,6 +26,18 @@ struct Line<'a> {
     partition: &'a str,
     offset: i64,
     sequence_number: i64,
+    /// This reject's place among its event's rejects (1-based): with the position, what
+    /// identifies the line when a restart writes it again.
+    ordinal: usize,
+    /// A record's place in its body (1-based); absent for a whole body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record: Option<usize>,
+    /// The size of the rejected body or record as the source had it.
+    bytes: u64,
+    /// `raw` holds only the first bytes (a line longer than the file source's
+    /// `max_line_bytes`, which is all that was read of it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    raw_truncated: bool,
     /// The raw bytes as text when they are valid UTF-8 …
     #[serde(skip_serializing_if = "Option::is_none")]
     raw: Option<&'a str>,
@@ -47,15 +66,18 @@ impl DeadLetter {
         &self.path
     }
 
-    pub fn write(
-        &mut self,
-        reason: RejectReason,
-        detail: &str,
-        source: &str,
-        pos: &Position,
-        raw: &[u8],
-    ) -> std::io::Result<()> {
-        let (raw_text, raw_base64) = match std::str::from_utf8(raw) {
+    /// Appends one reject of the event at `pos` of `source` (buffered: see [`flush`](Self::flush)).
+    pub fn write(&mut self, r: &Reject<'_>, source: &str, pos: &Position) -> std::io::Result<()> {
+        let raw = r.raw;
+        // A cut body may end inside a UTF-8 sequence: it is text up to there.
+        let text = match std::str::from_utf8(raw) {
+            Ok(t) => Ok(t),
+            Err(e) if r.bytes > raw.len() as u64 && e.error_len().is_none() => {
+                Ok(std::str::from_utf8(&raw[..e.valid_up_to()]).unwrap_or_default())
+            }
+            Err(e) => Err(e),
+        };
+        let (raw_text, raw_base64) = match text {
             Ok(t) => (Some(t), None),
             Err(_) => (
                 None,
@@ -63,12 +85,16 @@ impl DeadLetter {
             ),
         };
         let line = Line {
-            reason: reason.as_str(),
-            detail,
+            reason: r.reason.as_str(),
+            detail: &r.detail,
             source,
             partition: &pos.partition,
             offset: pos.offset,
             sequence_number: pos.sequence_number,
+            ordinal: r.ordinal,
+            record: r.record,
+            bytes: r.bytes,
+            raw_truncated: r.bytes > raw.len() as u64,
             raw: raw_text,
             raw_base64,
         };
@@ -119,6 +145,7 @@ fn ends_torn(file: &mut File) -> std::io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parse::RejectReason;
     use std::sync::Arc;
 
     #[test]
@@ -133,8 +160,15 @@ mod tests {
             sequence_number: 1,
             enqueued_time: None,
         };
-        dl.write(RejectReason::EmptyBody, "empty", "s", &pos, b" ")
-            .unwrap();
+        let r = Reject {
+            reason: RejectReason::EmptyBody,
+            detail: "empty".into(),
+            raw: b" ",
+            bytes: 1,
+            record: None,
+            ordinal: 1,
+        };
+        dl.write(&r, "s", &pos).unwrap();
         dl.flush().unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
@@ -147,5 +181,42 @@ mod tests {
         let before = std::fs::read(&path).unwrap();
         DeadLetter::open(&path).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn a_cut_body_says_so_and_keeps_whole_characters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.ndjson");
+        let mut dl = DeadLetter::open(&path).unwrap();
+        let pos = Position {
+            partition: Arc::from("f"),
+            offset: 0,
+            sequence_number: 0,
+            enqueued_time: None,
+        };
+        let text = "aé".as_bytes();
+        let reject = |raw: &'static [u8], bytes: u64| Reject {
+            reason: RejectReason::BodyTooLarge,
+            detail: "cut".into(),
+            raw,
+            bytes,
+            record: None,
+            ordinal: 1,
+        };
+        // Cut inside `é`: the text up to it.
+        dl.write(&reject(&text[..2], 100), "s", &pos).unwrap();
+        // Not cut, not UTF-8: base64 of all of it.
+        dl.write(&reject(&text[..2], 2), "s", &pos).unwrap();
+        dl.flush().unwrap();
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["raw"], "a");
+        assert_eq!(lines[0]["raw_truncated"], true);
+        assert_eq!(lines[0]["bytes"], 100);
+        assert_eq!(lines[1]["raw_base64"], "YcM=");
+        assert!(lines[1].get("raw_truncated").is_none());
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! State is held per source partition ([`PartitionState`]): each partition's rows go to its
 //! own share of every query's state, and results merge the shares. The clock stays global
-//! (the largest record time of any partition), as Log Analytics has one `now()`.
+//! (the largest record time of any partition), as Log Analytics has one `now()`; `clock.rs`
+//! decides which record times may move it, so that one from the future cannot.
 
 use std::sync::Arc;
 
@@ -37,6 +38,9 @@ pub struct EngineOptions {
     /// How far behind the clock the watermark trails (ticks): tumbling bins close this
     /// long after their end.
     pub allowed_lateness: i64,
+    /// How far ahead of its event's arrival, and of the clock, a record's time may be and
+    /// still move the clock (ticks; `clock.rs`).
+    pub max_future: i64,
 }
 
 impl Default for EngineOptions {
@@ -44,15 +48,18 @@ impl Default for EngineOptions {
         EngineOptions {
             parser: ParserLimits::default(),
             allowed_lateness: 10 * crate::time::TICKS_PER_MINUTE,
+            max_future: clock::DEFAULT_MAX_FUTURE,
         }
     }
 }
 
+pub mod clock;
 mod decode;
 mod peers;
 #[cfg(test)]
 mod results_tests;
 
+pub use clock::{Ahead, AheadCounts, DEFAULT_MAX_FUTURE};
 pub use decode::{decode_partition, Decoded, Decoder};
 
 /// One source partition's share of every query's state, and the position it reflects.
@@ -74,8 +81,11 @@ pub struct PartitionState {
     /// The smallest of `positions` (`None` if any query has none): events at or before it
     /// are duplicates for every query.
     floor: Option<i64>,
-    /// The largest record time absorbed from this partition.
+    /// The largest time a record of this partition moved the clock to (records held
+    /// ahead of the clock are not counted: `clock.rs`).
     pub clock: Option<i64>,
+    /// A held record's time, waiting for a second record to confirm the jump (`clock.rs`).
+    pub pending: Option<i64>,
     /// One per query, in the engine's query order.
     pub queries: Vec<QueryState>,
     /// Absorbed something since the last snapshot.
@@ -137,6 +147,15 @@ pub struct Engine {
     by_table: Vec<Vec<usize>>,
     clock: Option<i64>,
     lateness: i64,
+    /// `limits.max_future` (`clock.rs`).
+    max_future: i64,
+    /// Records that did not move the clock, since the last batch and since start.
+    ahead: AheadCounts,
+    ahead_totals: AheadCounts,
+    /// Refused records not yet logged, and when they last were (one line a minute at
+    /// most: a skewed resource sends them all the time).
+    refused_unlogged: u64,
+    refused_logged: Option<std::time::Instant>,
     dead_letter: Option<DeadLetter>,
     metrics: Option<Arc<Metrics>>,
     table_names: Vec<Arc<str>>,
@@ -238,6 +257,11 @@ impl Engine {
             by_table,
             clock: None,
             lateness: opts.allowed_lateness,
+            max_future: opts.max_future,
+            ahead: AheadCounts::default(),
+            ahead_totals: AheadCounts::default(),
+            refused_unlogged: 0,
+            refused_logged: None,
             dead_letter: None,
             metrics: None,
             table_names,
@@ -264,6 +288,10 @@ impl Engine {
     }
 
     pub fn with_metrics(mut self, m: Arc<Metrics>) -> Engine {
+        // Every reason from 0, so that increase() sees the first one.
+        for why in Ahead::ALL {
+            m.future_records.with_label_values(&[why.as_str()]);
+        }
         self.metrics = Some(m);
         self
     }
@@ -314,9 +342,16 @@ impl Engine {
         self.duplicates
     }
 
-    /// The event-time clock: the largest record time seen.
+    /// The event-time clock: the largest record time seen, of those allowed to move it
+    /// (`clock.rs`).
     pub fn clock(&self) -> Option<i64> {
         self.clock
+    }
+
+    /// Records that did not move the clock when they arrived, since start (up to the last
+    /// `end_batch`), by reason.
+    pub fn ahead_totals(&self) -> AheadCounts {
+        self.ahead_totals
     }
 
     pub fn watermark(&self) -> Option<i64> {
@@ -348,6 +383,7 @@ impl Engine {
                         positions: vec![None; self.specs.len()],
                         floor: None,
                         clock: None,
+                        pending: None,
                         queries,
                         dirty: false,
                     },
@@ -374,6 +410,8 @@ impl Engine {
         if event.rewound {
             part.positions.iter_mut().for_each(|p| *p = None);
             part.floor = None;
+            // Other content: nothing it held says where this one's stream is.
+            part.pending = None;
         } else if part.floor.is_some_and(|f| seq <= f) {
             self.duplicates += 1;
             return;
@@ -420,10 +458,25 @@ impl Engine {
             queries: &mut part.queries,
             only: behind.as_deref(),
             by_table: &self.by_table,
-            clock: &mut self.clock,
-            part_clock: &mut part.clock,
+            guard: clock::Guard::new(
+                &mut self.clock,
+                &mut part.clock,
+                &mut part.pending,
+                event.position.enqueued_time,
+                self.max_future,
+                &mut self.ahead,
+            ),
+            verdict: clock::Verdict::Now,
             lateness: self.lateness,
-            dead_letter: self.dead_letter.as_mut(),
+            // Dead letters, like forwarded rows, only for events new to the partition: one
+            // at or before the position its stored state reflects, or its source's
+            // checkpoint, was read in an earlier run, and its dead letters were on disk
+            // before that position was stored (`end_batch` syncs them first).
+            dead_letter: if forward {
+                self.dead_letter.as_mut()
+            } else {
+                None
+            },
             dead_letter_error: &mut self.dead_letter_error,
             source,
             position: &event.position,
@@ -436,8 +489,12 @@ impl Engine {
                 ordinal: 0,
             }),
         };
-        self.parser
-            .parse_body(&event.body, event.position.enqueued_time, &mut route);
+        self.parser.parse_event(
+            &event.body,
+            event.cut_from,
+            event.position.enqueued_time,
+            &mut route,
+        );
     }
 
     /// Snapshots of the partitions that absorbed something since the last call (each with
@@ -469,7 +526,10 @@ impl Engine {
                 &part.source,
                 &part.partition,
                 position,
-                part.clock,
+                snapshot::PartClock {
+                    clock: part.clock,
+                    pending: part.pending,
+                },
                 written,
                 queries,
             );
@@ -607,6 +667,21 @@ impl Engine {
         }
         let stats = self.parser.stats.take();
         self.totals.add(&stats);
+        let ahead = std::mem::take(&mut self.ahead);
+        self.ahead_totals.add(&ahead);
+        self.refused_unlogged += ahead.get(Ahead::Arrival);
+        if self.refused_unlogged > 0
+            && self
+                .refused_logged
+                .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60))
+        {
+            tracing::warn!(
+                records = std::mem::take(&mut self.refused_unlogged),
+                max_future = %crate::time::format_timespan(self.max_future),
+                "records dated more than max_future after their event arrived were kept out of the windows (a clock-skewed resource or a corrupt time; routes still forward them)"
+            );
+            self.refused_logged = Some(std::time::Instant::now());
+        }
         let mut deltas = vec![QueryStats::default(); self.specs.len()];
         for part in &mut self.parts {
             for (delta, q) in deltas.iter_mut().zip(&mut part.queries) {
@@ -628,6 +703,14 @@ impl Engine {
             for (i, (spec, delta)) in self.specs.iter().zip(&deltas).enumerate() {
                 let series = self.parts.iter().map(|p| p.queries[i].series()).sum();
                 m.add_query(&spec.name, delta, series);
+            }
+            for why in Ahead::ALL {
+                let n = ahead.get(why);
+                if n > 0 {
+                    m.future_records
+                        .with_label_values(&[why.as_str()])
+                        .inc_by(n);
+                }
             }
             if let Some(c) = self.clock {
                 m.clock.set(c as f64 / crate::time::TICKS_PER_SECOND as f64);
@@ -837,8 +920,10 @@ struct Route<'a> {
     /// When only some queries take this event: which.
     only: Option<&'a [bool]>,
     by_table: &'a [Vec<usize>],
-    clock: &'a mut Option<i64>,
-    part_clock: &'a mut Option<i64>,
+    /// Moves the clock, or not (`clock.rs`).
+    guard: clock::Guard<'a>,
+    /// What the guard made of the current record's time.
+    verdict: clock::Verdict,
     lateness: i64,
     dead_letter: Option<&'a mut DeadLetter>,
     dead_letter_error: &'a mut Option<std::io::Error>,
@@ -999,16 +1084,21 @@ impl ParseSink for Route<'_> {
     }
 
     fn accepted(&mut self, time: i64) {
-        *self.clock = Some(self.clock.map_or(time, |c| c.max(time)));
-        *self.part_clock = Some(self.part_clock.map_or(time, |c| c.max(time)));
+        self.verdict = self.guard.judge(time);
+        if self.verdict != clock::Verdict::Now {
+            tracing::debug!(source = self.source, partition = &*self.position.partition, offset = self.position.offset, time = %crate::time::format_datetime(time), verdict = ?self.verdict, "record ahead of the clock");
+        }
     }
 
     fn row(&mut self, row: Row, raw: &[u8]) {
-        let clock = self.clock.unwrap_or(row.time);
+        let clock = self.guard.clock.unwrap_or(row.time);
         let wm = clock.saturating_sub(self.lateness);
-        for &i in &self.by_table[row.table] {
-            if self.only.is_none_or(|only| only[i]) {
-                self.queries[i].ingest(&row, clock, wm);
+        // A refused record stays out of the windows; a held one goes to its place in them.
+        if self.verdict != clock::Verdict::Refused {
+            for &i in &self.by_table[row.table] {
+                if self.only.is_none_or(|only| only[i]) {
+                    self.queries[i].ingest(&row, clock, wm);
+                }
             }
         }
         if let Some(f) = &mut self.forward {
@@ -1019,7 +1109,7 @@ impl ParseSink for Route<'_> {
     fn reject(&mut self, r: Reject<'_>) {
         tracing::debug!(source = self.source, partition = &*self.position.partition, offset = self.position.offset, reason = r.reason.as_str(), detail = %r.detail, "rejected");
         if let Some(dl) = self.dead_letter.as_deref_mut() {
-            if let Err(e) = dl.write(r.reason, &r.detail, self.source, self.position, r.raw) {
+            if let Err(e) = dl.write(&r, self.source, self.position) {
                 self.dead_letter_error.get_or_insert(e);
             }
         }

@@ -15,6 +15,7 @@
 //! caller's (bounded), and the task stops taking batches while `max_outstanding_batches`
 //! await their outcome.
 
+mod lines;
 mod reader;
 
 use std::collections::HashMap;
@@ -31,6 +32,7 @@ use crate::ack::AckOutcome;
 use crate::checkpoint::{CheckpointError, CheckpointStore, CommitError};
 use crate::shutdown::Shutdown;
 use crate::state::Resume;
+pub use lines::{Line, Lines, DEFAULT_MAX_LINE_BYTES};
 use reader::{Reader, ReaderMsg};
 
 #[derive(Debug, Clone)]
@@ -54,8 +56,9 @@ pub struct FileSourceConfig {
     /// follow, files are read at disk speed and only the last batch is partial.
     pub batch_max_wait: Duration,
     /// Bytes buffered per line (default 64 MiB). A longer line is still delivered, cut to
-    /// this many bytes (the rest is skipped, positions stay exact), and the parser rejects it
-    /// as too large; this bounds memory against a file without newlines.
+    /// this many bytes (the rest is skipped but counted, positions stay exact), and the
+    /// parser rejects it as `body_too_large` with its real size; this bounds memory against
+    /// a file without newlines.
     pub max_line_bytes: usize,
     /// How often acknowledged positions are committed (default 1 s).
     pub commit_interval: Duration,
@@ -81,7 +84,7 @@ impl FileSourceConfig {
             batch_max_events: 256,
             batch_max_bytes: 4 << 20,
             batch_max_wait: Duration::from_millis(200),
-            max_line_bytes: 64 << 20,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             commit_interval: Duration::from_secs(1),
             max_outstanding_batches: 16_384,
             ack_wait: Duration::from_secs(5),

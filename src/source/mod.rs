@@ -48,6 +48,9 @@ pub struct Event {
     /// again to rebuild window state, already forwarded in an earlier run, so it updates
     /// windows only.
     pub replayed: bool,
+    /// The body's real size when the source kept only its first bytes (a file line longer
+    /// than `max_line_bytes`): the parser rejects it with this size.
+    pub cut_from: Option<u64>,
 }
 
 impl Event {
@@ -57,6 +60,7 @@ impl Event {
             position,
             rewound: false,
             replayed: false,
+            cut_from: None,
         }
     }
 }

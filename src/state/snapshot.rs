@@ -12,7 +12,11 @@
 //! crc32    u32       of version, length and payload (CRC-32/ISO-HDLC)
 //! payload  source str, partition str,
 //!          position: offset ivar, sequence number ivar,
-//!          clock: option<ivar> (the largest record time absorbed from the partition),
+//!          clock: option<ivar> (the largest time a record of the partition moved the
+//!            event-time clock to),
+//!          pending: option<ivar> (version 3 on: the time of a record held ahead of the
+//!            clock, waiting for a second record to confirm the jump; see
+//!            `pipeline/engine/clock.rs`),
 //!          written: ivar (wall clock, 100 ns ticks; for operators),
 //!          queries: uvar, then per query: name str, fingerprint u64,
 //!            position: option<offset ivar, sequence number ivar> (the last event the
@@ -22,7 +26,8 @@
 //!            snapshot was stored), state bytes
 //! ```
 //!
-//! Version 1 is version 2 without `routed`; it is still read.
+//! Version 2 is version 3 without `pending`, version 1 version 2 without `routed`; both are
+//! still read (no pending jump; no bin routed).
 //!
 //! Each query's state is its own length-prefixed block, so a query that was removed or
 //! changed since is skipped (and rebuilt) without being decoded.
@@ -37,7 +42,7 @@ use crate::codec::{Decode, Encode, Reader, Writer};
 pub const MAGIC: &[u8; 8] = b"HUBWSNAP";
 /// The state format this build writes and reads. Bump it on any change to the layout or to
 /// what a query's state holds; older snapshots are then refused with the way out.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format version this build still reads.
 pub const OLDEST_READ: u32 = 1;
 const HEADER: usize = 8 + 4 + 8 + 4;
@@ -68,6 +73,8 @@ pub struct Decoded<'a> {
     pub partition: &'a str,
     pub position: Checkpoint,
     pub clock: Option<i64>,
+    /// The partition's pending clock jump (see the layout).
+    pub pending: Option<i64>,
     pub written: i64,
     pub queries: Vec<QueryBlob<'a>>,
 }
@@ -102,12 +109,21 @@ pub struct Snapshot {
     pub bytes: Vec<u8>,
 }
 
+/// The partition's event-time clock as its snapshot keeps it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PartClock {
+    /// The largest time a record of the partition moved the clock to.
+    pub clock: Option<i64>,
+    /// A held record's time waiting to be confirmed.
+    pub pending: Option<i64>,
+}
+
 /// Encodes one partition: its position, clock, and each query's entry.
 pub fn encode<'q>(
     source: &str,
     partition: &str,
     position: &Checkpoint,
-    clock: Option<i64>,
+    clock: PartClock,
     written: i64,
     queries: impl ExactSizeIterator<Item = QueryEntry<'q>>,
 ) -> Vec<u8> {
@@ -128,7 +144,7 @@ fn encode_version<'q>(
     source: &str,
     partition: &str,
     position: &Checkpoint,
-    clock: Option<i64>,
+    clock: PartClock,
     written: i64,
     queries: impl ExactSizeIterator<Item = QueryEntry<'q>>,
 ) -> Vec<u8> {
@@ -140,7 +156,10 @@ fn encode_version<'q>(
     w.put_str(partition);
     w.put_ivar(position.offset);
     w.put_ivar(position.sequence_number);
-    clock.encode(&mut w);
+    clock.clock.encode(&mut w);
+    if version >= 3 {
+        clock.pending.encode(&mut w);
+    }
     w.put_ivar(written);
     w.put_uvar(queries.len() as u64);
     for q in queries {
@@ -213,6 +232,11 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, SnapshotError> {
         sequence_number: r.get_ivar()?,
     };
     let clock = Option::<i64>::decode(&mut r)?;
+    let pending = if version >= 3 {
+        Option::<i64>::decode(&mut r)?
+    } else {
+        None
+    };
     let written = r.get_ivar()?;
     let n = r.get_len(10)?;
     let mut queries = Vec::with_capacity(n);
@@ -235,6 +259,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, SnapshotError> {
         partition,
         position,
         clock,
+        pending,
         written,
         queries,
     })
@@ -287,13 +312,35 @@ mod tests {
             routed,
             state: q,
         };
-        encode_version(version, "s", "0", &at, Some(5), 1, std::iter::once(entry))
+        let clock = PartClock {
+            clock: Some(5),
+            pending: Some(9),
+        };
+        encode_version(version, "s", "0", &at, clock, 1, std::iter::once(entry))
+    }
+
+    #[test]
+    fn the_pending_clock_jump_is_kept_and_a_version_2_snapshot_still_reads_without_one() {
+        let q = state();
+        let now = write(FORMAT_VERSION, Some(-42), &q);
+        let d = decode(&now).unwrap();
+        assert_eq!((d.clock, d.pending), (Some(5), Some(9)));
+        let v2 = write(2, Some(-42), &q);
+        assert_eq!(
+            v2.len() + 2,
+            now.len(),
+            "v2 lacks the option's tag and value"
+        );
+        let d2 = decode(&v2).unwrap();
+        assert_eq!((d2.clock, d2.pending), (Some(5), None));
+        assert_eq!(d2.queries[0].routed, Some(-42));
+        assert_eq!(d2.queries[0].state, d.queries[0].state);
     }
 
     #[test]
     fn the_routed_bin_is_kept_and_a_version_1_snapshot_still_reads_without_one() {
         let q = state();
-        let now = write(FORMAT_VERSION, Some(-42), &q);
+        let now = write(2, Some(-42), &q);
         let d = decode(&now).unwrap();
         assert_eq!(d.queries[0].routed, Some(-42));
         assert_eq!(d.queries[0].position.as_ref().unwrap().sequence_number, 3);

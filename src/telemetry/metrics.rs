@@ -588,6 +588,10 @@ pub struct Metrics {
     pub forward: ForwardMetrics,
     pub clock: Gauge,
     pub watermark: Gauge,
+    /// Records that did not move the clock when they arrived, by `reason`
+    /// (`ahead_of_arrival`, `ahead_of_clock`: `pipeline/engine/clock.rs`, which
+    /// pre-registers both).
+    pub future_records: IntCounterVec,
     pub up: IntGauge,
 }
 
@@ -732,6 +736,12 @@ impl Metrics {
                 &r,
                 "hubwatch_event_time_watermark_seconds",
                 "The watermark: clock minus allowed lateness (Unix seconds).",
+            ),
+            future_records: counter_vec(
+                &r,
+                "hubwatch_event_time_future_records_total",
+                "Records dated more than limits.max_future ahead that did not move the clock, by reason: ahead_of_arrival (after their event's enqueued time: kept out of the windows), ahead_of_clock (ahead of the clock: held until it gets there).",
+                &["reason"],
             ),
             up: {
                 let g =
@@ -881,6 +891,7 @@ mod tests {
         o.changes.with_label_values(&["s", "claimed"]);
         o.acquired.with_label_values(&["s", "0"]);
         o.failures.with_label_values(&["s"]);
+        m.future_records.with_label_values(&["ahead_of_clock"]);
         let mut names: Vec<String> = m
             .registry
             .gather()
@@ -913,6 +924,7 @@ mod tests {
                 "hubwatch_amqp_processed_sequence_number",
                 "hubwatch_amqp_reconnects_total",
                 "hubwatch_event_time_clock_seconds",
+                "hubwatch_event_time_future_records_total",
                 "hubwatch_event_time_watermark_seconds",
                 "hubwatch_forward_rows_total",
                 "hubwatch_forward_sink_buffer_bytes",

@@ -13,6 +13,9 @@
 //!   (clock − allowed lateness) passes their end; a record for a closed bin is late, ignored
 //!   and counted. The result shows closed bins; metrics export the last closed bin.
 //! - Without a time filter a query covers everything since start.
+//! - A record ahead of the clock (one the clock's guard held: `pipeline/engine/clock.rs`)
+//!   waits in its place: results show its pane or row once the clock gets there, and its bin
+//!   closes with the watermark as any other. Only a total since start counts it at once.
 //! - State is bounded: at most `max_series` series (new ones beyond are dropped and
 //!   counted) and `max_rows` retained rows for queries without `summarize`.
 
@@ -177,7 +180,11 @@ impl QueryState {
     }
 
     /// Offers one row of the query's table. `clock` is the event-time clock after this
-    /// record, `watermark` the clock less the allowed lateness.
+    /// record, `watermark` the clock less the allowed lateness. A row may be ahead of the
+    /// clock: one the clock's guard held (`pipeline/engine/clock.rs`). It takes its place
+    /// like any other — a tumbling bin that stays open until the watermark passes it, a
+    /// sliding pane or a retained row that results show once the clock gets there — and only
+    /// a query without a time filter counts it at once.
     pub fn ingest(&mut self, row: &Row, clock: i64, watermark: i64) {
         self.stats.rows_in += 1;
         if let Some(w) = self.plan.window {
@@ -432,8 +439,9 @@ impl QueryState {
                 let mut all: Vec<(i64, usize, u64, &Vec<Value>)> = Vec::new();
                 for (i, part) in parts.iter().enumerate() {
                     if let Store::Rows(rows) = &part.store {
+                        // Rows ahead of the clock (held: see `ingest`) wait for it.
                         all.extend(
-                            rows.iter()
+                            rows.range(..=(clock, u64::MAX))
                                 .filter(|((t, _), _)| window.is_none_or(|w| w.contains(*t, clock)))
                                 .map(|((t, seq), r)| (*t, i, *seq, r)),
                         );
@@ -479,7 +487,10 @@ fn partials<'a>(
                 return Box::new(std::iter::empty());
             };
             Box::new(map.iter().filter_map(move |(k, panes)| {
-                let mut live = panes.iter().filter(|p| w.contains(p.max, clock));
+                // Panes ahead of the clock (held records) wait for it.
+                let mut live = panes
+                    .iter()
+                    .filter(|p| w.contains(p.max, clock) && p.min <= clock);
                 let first = live.next()?;
                 let mut acc: Option<States> = None;
                 for p in live {

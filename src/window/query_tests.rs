@@ -674,3 +674,53 @@ fn count_without_by_over_nothing_is_one_row_of_zero() {
         assert_eq!(r.rows[0][0], Value::Long(0), "{kql}");
     }
 }
+
+// ---- rows ahead of the clock (held by the clock's guard) -------------------------------
+
+#[test]
+fn a_row_ahead_of_the_clock_waits_in_its_place_until_the_clock_gets_there() {
+    // The clock reads 30 (the watermark 20); a row at 90 (held: it did not move the clock)
+    // arrives.
+    let (clock, ahead) = (at(30), at(90));
+    let feed = |query: &str| {
+        let mut q = state(query);
+        q.ingest(&named(at(25), "gpu"), clock, at(20));
+        q.ingest(&named(ahead, "gpu"), clock, at(20));
+        q
+    };
+
+    // A sliding window shows it only once the clock reaches it, then as any other row.
+    let mut q = feed(LAST_10M);
+    assert_eq!(q.stats.outside_window, 0, "absorbed, not dropped");
+    assert_eq!(rows(q.result(clock)), vec![vec![s("gpu"), n(1)]]);
+    assert_eq!(rows(q.result(ahead - 1)), Vec::<Vec<Value>>::new());
+    q.advance(ahead, ahead);
+    assert_eq!(rows(q.result(ahead)), vec![vec![s("gpu"), n(1)]]);
+
+    // Retained rows, with a window or without one, likewise.
+    for query in [
+        "AmlComputeClusterEvent | where TimeGenerated > ago(10m) | project TimeGenerated",
+        "AmlComputeClusterEvent | project TimeGenerated",
+    ] {
+        let q = feed(query);
+        let shown = |c: i64| rows(q.result(c)).len();
+        assert_eq!(shown(clock), 1, "{query}");
+        assert_eq!(
+            shown(ahead),
+            if query.contains("ago") { 1 } else { 2 },
+            "{query}"
+        );
+    }
+
+    // A tumbling bin holds it, open until the watermark passes the bin's end.
+    let mut q =
+        feed("AmlComputeClusterEvent | summarize count() by ClusterName, bin(TimeGenerated, 10m)");
+    q.advance(clock, clock);
+    assert_eq!(q.closed_bins(None).collect::<Vec<_>>(), vec![at(20)]);
+    q.advance(at(100), at(100));
+    assert_eq!(q.closed_bins(None).collect::<Vec<_>>(), vec![at(20), ahead]);
+
+    // A total since start has no time to wait for: it counts the row at once.
+    let q = feed("AmlComputeClusterEvent | summarize count() by ClusterName");
+    assert_eq!(rows(q.result(clock)), vec![vec![s("gpu"), n(2)]]);
+}

@@ -149,11 +149,19 @@ impl Service {
 
     /// Like [`Service::start`], with these environment variables set for the process.
     pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Service {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hubwatch"))
-            .args(["run", "--config"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hubwatch"));
+        cmd.args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        Service::spawn(cmd, None).0
+    }
+
+    /// Starts `cmd` (a hubwatch `run`, perhaps under a wrapper) and waits for its admin
+    /// server; stderr lines are echoed, except those containing `mute`. Also returns the
+    /// "admin server listening" line.
+    pub fn spawn(mut cmd: Command, mute: Option<&'static str>) -> (Service, String) {
+        let mut child = cmd
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -162,7 +170,9 @@ impl Service {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[hubwatch] {line}");
+                if mute.is_none_or(|m| !line.contains(m)) {
+                    eprintln!("[hubwatch] {line}");
+                }
                 if tx.send(line).is_err() {
                     break;
                 }
@@ -176,7 +186,7 @@ impl Service {
         let line = svc.wait_for_line("admin server listening", Duration::from_secs(30));
         let at = line.find("admin_addr=").expect("address in the log line") + "admin_addr=".len();
         svc.addr = line[at..].split_whitespace().next().unwrap().to_string();
-        svc
+        (svc, line)
     }
 
     pub fn wait_for_line(&mut self, needle: &str, limit: Duration) -> String {

@@ -72,6 +72,7 @@ pub fn decode_partition(
         positions,
         floor: None,
         clock: d.clock,
+        pending: d.pending,
         queries,
         dirty: false,
     };

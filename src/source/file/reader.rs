@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::lines::Lines;
 use super::{FileSourceConfig, FileSourceError};
 use crate::ack::{AckOutcome, AckToken};
 use crate::checkpoint::Checkpoint;
@@ -191,6 +192,17 @@ impl Reader {
             Start::Oldest => {
                 tracing::info!(source = %self.source, partition = %cursor.partition,
                     "reading the file from its start to rebuild window state the checkpoint directory lacks");
+                // Up to the file's own checkpoint, lines were read in an earlier run: their
+                // rows were forwarded and their rejects dead-lettered before it was
+                // committed. They rebuild windows only (`Event::replayed`), unless the file
+                // no longer matches the checkpoint (replaced): then every line is new.
+                if let Some(cp) = &own {
+                    let same = check_resume(&mut file, meta.len(), cp)
+                        .map_err(io_error(&path, "checking the checkpoint"))?;
+                    if same.is_ok() {
+                        cursor.replay_through = Some(cp.sequence_number);
+                    }
+                }
                 None
             }
         };
@@ -303,7 +315,7 @@ impl Reader {
                 }
             }
         }
-        let before = self.cursors[i].pos;
+        let before = self.cursors[i].pos();
         let mut read = 0;
         while read < LINES_PER_TURN {
             match self.read_line(i, false) {
@@ -329,7 +341,7 @@ impl Reader {
             }
         }
         // Progress is bytes consumed, so a file that only looks changed cannot spin the loop.
-        Ok(if self.cursors[i].pos != before {
+        Ok(if self.cursors[i].pos() != before {
             Turn::Read
         } else {
             Turn::Idle
@@ -499,21 +511,14 @@ struct Cursor {
     from_dir: bool,
     reader: Option<Box<dyn BufRead + Send>>,
     identity: Option<(u64, u64)>,
-    /// Bytes consumed.
-    pos: u64,
-    /// Offset of the current line's first byte.
-    line_start: u64,
-    /// Number of the current line (every line counts, empty ones too).
-    line_no: i64,
-    /// The current line, at most `max_line_bytes`.
-    line: Vec<u8>,
-    /// Bytes of the current line seen so far, kept or not, without the `\n`.
-    line_seen: u64,
-    /// The current line is the checkpointed one: consume it without emitting it.
-    discard: bool,
+    /// Where splitting stands: bytes consumed, the current line.
+    lines: Lines,
     /// Reading started over (truncated or replaced): the next event says so, so that the
     /// window state does not take the new lines for ones it already absorbed.
     rewound: bool,
+    /// Read from the start to rebuild window state: lines up to this number are marked
+    /// replayed (read before the checkpoint was committed). Cleared when the file starts over.
+    replay_through: Option<i64>,
     /// Standard input reached its end.
     done: bool,
     /// A read failed and was logged; cleared by the next success (one log per outage).
@@ -545,12 +550,8 @@ impl Cursor {
             from_dir,
             reader: None,
             identity: None,
-            pos: 0,
-            line_start: 0,
-            line_no: 0,
-            line: Vec::new(),
-            line_seen: 0,
-            discard: false,
+            lines: Lines::new(),
+            replay_through: None,
             rewound: false,
             done: false,
             failing: false,
@@ -568,20 +569,19 @@ impl Cursor {
 
     /// Continue at the checkpointed line, which is consumed without being emitted.
     fn resume_after(&mut self, cp: &Checkpoint) {
-        self.pos = cp.offset as u64;
-        self.line_start = self.pos;
-        self.line_no = cp.sequence_number;
-        self.discard = true;
+        self.lines
+            .resume_after(cp.offset as u64, cp.sequence_number);
+    }
+
+    /// Bytes consumed.
+    fn pos(&self) -> u64 {
+        self.lines.pos()
     }
 
     fn restart(&mut self) {
-        self.pos = 0;
-        self.line_start = 0;
-        self.line_no = 0;
-        self.line.clear();
-        self.line_seen = 0;
-        self.discard = false;
+        self.lines.restart();
         self.rewound = true;
+        self.replay_through = None;
     }
 
     /// Opens the file at the position reached, starting over if it was truncated or
@@ -596,13 +596,13 @@ impl Cursor {
         if self.identity.is_some() && id != self.identity {
             tracing::info!(partition = %self.partition, "the file was replaced; reading the new one from its start");
             self.restart();
-        } else if meta.len() < self.pos {
-            tracing::warn!(partition = %self.partition, was = self.pos, now = meta.len(),
+        } else if meta.len() < self.pos() {
+            tracing::warn!(partition = %self.partition, was = self.pos(), now = meta.len(),
                 "the file shrank; reading it again from the start");
             self.restart();
         }
         self.identity = id;
-        file.seek(SeekFrom::Start(self.pos))?;
+        file.seek(SeekFrom::Start(self.pos()))?;
         self.reader = Some(Box::new(BufReader::with_capacity(READ_BUFFER, file)));
         Ok(())
     }
@@ -615,7 +615,7 @@ impl Cursor {
         match fs::metadata(path) {
             Ok(meta) => {
                 self.missing_logged = false;
-                let changed = meta.len() != self.pos
+                let changed = meta.len() != self.pos()
                     || (self.identity.is_some() && identity(&meta) != self.identity);
                 if changed {
                     Poll::Grew
@@ -641,81 +641,29 @@ impl Cursor {
         }
     }
 
-    /// The next non-empty line, or `None` at the end of the data there is now. At the end, a
-    /// last line without `\n` is a line if `final_at_eof` (the input is complete); otherwise
-    /// it stays buffered until its `\n` arrives.
+    /// The next non-empty line as an event, or `None` at the end of the data there is now
+    /// (see [`Lines::next`]). A line over `max_line` is delivered cut, saying its real size.
     fn next_line(&mut self, max_line: usize, final_at_eof: bool) -> io::Result<Option<Event>> {
-        loop {
-            let Some(reader) = self.reader.as_mut() else {
-                return Ok(None);
-            };
-            let buf = match reader.fill_buf() {
-                Ok(b) => b,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            if buf.is_empty() {
-                if final_at_eof && (self.line_seen > 0 || self.discard) {
-                    if let Some(event) = self.finish_line() {
-                        return Ok(Some(event));
-                    }
-                }
-                return Ok(None);
-            }
-            let (len, newline) = match buf.iter().position(|&b| b == b'\n') {
-                Some(i) => (i, true),
-                None => (buf.len(), false),
-            };
-            // An overlong line is cut, not refused: only `max_line_bytes` are kept and the
-            // rest is skipped, so memory stays bounded while positions stay exact, and the cut
-            // body still reaches the parser, which rejects it (as too large when
-            // `max_line_bytes` exceeds the parser's `max_body_bytes`, as the defaults do).
-            if !self.discard {
-                let keep = len.min(max_line.saturating_sub(self.line.len()));
-                self.line.extend_from_slice(&buf[..keep]);
-            }
-            self.line_seen += len as u64;
-            let used = len + usize::from(newline);
-            reader.consume(used);
-            self.pos += used as u64;
-            if newline {
-                if let Some(event) = self.finish_line() {
-                    return Ok(Some(event));
-                }
-            }
-        }
-    }
-
-    /// Ends the current line: an event, or `None` for an empty or skipped one.
-    fn finish_line(&mut self) -> Option<Event> {
-        let offset = self.line_start as i64;
-        let line_no = self.line_no;
-        self.line_start = self.pos;
-        self.line_no += 1;
-        let seen = std::mem::replace(&mut self.line_seen, 0);
-        let mut body = std::mem::take(&mut self.line);
-        if std::mem::replace(&mut self.discard, false) {
-            return None;
-        }
-        let cut = seen > body.len() as u64;
-        if !cut && body.last() == Some(&b'\r') {
-            body.pop();
-        }
-        if body.is_empty() {
-            return None;
-        }
-        if cut {
-            tracing::warn!(partition = %self.partition, line = line_no, bytes = seen, kept = body.len(),
-                "line longer than max_line_bytes: delivered cut short");
+        let Some(reader) = self.reader.as_mut() else {
+            return Ok(None);
+        };
+        let Some(line) = self.lines.next(&mut **reader, max_line, final_at_eof)? else {
+            return Ok(None);
+        };
+        if let Some(bytes) = line.cut_from {
+            tracing::warn!(partition = %self.partition, line = line.number, bytes, kept = line.body.len(),
+                "line longer than max_line_bytes: delivered cut short, to be rejected with its real size");
         }
         let position = Position {
             partition: self.partition.clone(),
-            offset,
-            sequence_number: line_no,
+            offset: line.offset,
+            sequence_number: line.number,
             enqueued_time: None,
         };
-        let mut event = Event::new(body, position);
+        let mut event = Event::new(line.body, position);
+        event.cut_from = line.cut_from;
         event.rewound = std::mem::take(&mut self.rewound);
-        Some(event)
+        event.replayed = self.replay_through.is_some_and(|n| line.number <= n);
+        Ok(Some(event))
     }
 }

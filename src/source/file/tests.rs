@@ -475,3 +475,55 @@ async fn overlong_lines_are_cut_but_positions_stay_exact() {
         .collect();
     assert_eq!(seen, [("0123", 0, 0), ("ok", 12, 1)]);
 }
+
+/// Every event of a non-follow source that rebuilds window state (`Resume` enabled, no
+/// snapshot restored), as (body, replayed).
+async fn rebuild(c: FileSourceConfig, store: Arc<dyn CheckpointStore>) -> Vec<(String, bool)> {
+    let (tx, mut rx) = mpsc::channel(2);
+    let (_trigger, shutdown) = crate::shutdown::channel();
+    let mut src = FileSource::new(c, Some(store));
+    src.resume = Arc::new(Resume::enabled());
+    let task = tokio::spawn(Box::new(src).run(tx, shutdown));
+    let mut got = Vec::new();
+    while let Some(batch) = tokio::time::timeout(BOUND, rx.recv())
+        .await
+        .expect("a batch or the end in time")
+    {
+        for e in &batch.events {
+            got.push((String::from_utf8(e.body.clone()).unwrap(), e.replayed));
+        }
+        batch.ack.ack();
+    }
+    tokio::time::timeout(BOUND, task)
+        .await
+        .expect("returns in time")
+        .unwrap()
+        .unwrap();
+    got
+}
+
+#[tokio::test]
+async fn a_rebuild_from_the_start_marks_the_lines_its_checkpoint_covers_as_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("in");
+    std::fs::write(&file, "a\nb\nc\nd\n").unwrap();
+    let cp = store(dir.path());
+    let at_b = Checkpoint {
+        offset: 2,
+        sequence_number: 1,
+    };
+    cp.save("s", &[(key(&file), at_b.clone())]).await.unwrap();
+
+    // The checkpoint directory has no window state: the file is read from its start, and
+    // what the checkpoint covers was forwarded and dead-lettered in an earlier run.
+    let got = rebuild(cfg(vec![file.clone()]), cp.clone()).await;
+    let want = [("a", true), ("b", true), ("c", false), ("d", false)];
+    assert_eq!(got, want.map(|(b, r)| (b.to_string(), r)));
+
+    // A file that no longer matches its checkpoint is new throughout.
+    std::fs::write(&file, "xxxxxx\nz\n").unwrap();
+    cp.save("s", &[(key(&file), at_b)]).await.unwrap();
+    let got = rebuild(cfg(vec![file.clone()]), cp).await;
+    let want = [("xxxxxx", false), ("z", false)];
+    assert_eq!(got, want.map(|(b, r)| (b.to_string(), r)));
+}
