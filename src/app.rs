@@ -139,6 +139,14 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
         commit = Some(c);
     }
 
+    // Before binding: a certificate that cannot be served stops the start, with its reason.
+    let tls = settings
+        .export
+        .tls
+        .clone()
+        .map(crate::export::tls::Reloading::load)
+        .transpose()?
+        .map(Arc::new);
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("binding the admin server to {}", settings.listen))?;
@@ -157,16 +165,25 @@ pub async fn start(settings: Settings, outer: Shutdown) -> anyhow::Result<Runnin
     // `drain_timeout` once shutdown begins (it runs beside the pipeline's drain, so a client
     // cannot hold the exit).
     let limits = settings.export.limits();
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let server = tokio::spawn(http::serve(
         listener,
         admin,
         limits.clone(),
+        tls,
         shutdown.clone(),
     ));
+    let paths = if settings.export.query_api {
+        "/metrics, /api/v1/queries, /healthz, /readyz"
+    } else {
+        "/metrics, /healthz, /readyz; query API off"
+    };
     tracing::info!(
         %admin_addr,
+        scheme,
+        basic_auth = !settings.export.basic_auth_users.is_empty(),
         max_connections = limits.max_connections,
-        "admin server listening (/metrics, /api/v1/queries, /healthz, /readyz)"
+        "admin server listening ({paths})"
     );
 
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(BATCH_QUEUE);

@@ -105,8 +105,33 @@ pub struct ExportConfig {
     /// its render took if that is longer (about 3 s per render at 1 M series): renders then
     /// take at most a quarter of the engine's time however many scrape. `0s`: only that,
     /// and scrapes that arrive while a render runs share it. The query API shares only
-    /// overlapping requests' answers. Default `1s`.
+    /// overlapping requests' answers. Default `0s`.
     pub metrics_max_age: Option<String>,
+    /// Serve `/api/v1/queries` (every query's rows as JSON). Default true; `false` leaves
+    /// `/metrics` and the probes only.
+    pub query_api: Option<bool>,
+    /// Serve HTTPS (exporter-toolkit's `tls_server_config`).
+    pub tls: Option<ExportTls>,
+    /// User → bcrypt hash (`htpasswd -nBC 10 USER`): every path but `/healthz` and
+    /// `/readyz` then asks for basic authentication (exporter-toolkit's `basic_auth_users`).
+    pub basic_auth_users: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// `[export.tls]`: the names are exporter-toolkit's. Paths are relative to the
+/// configuration file and may use `${VAR}`; the files are loaded again when they change.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ExportTls {
+    /// The server's certificate chain (PEM), leaf first.
+    pub cert_file: Option<String>,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<String>,
+    /// CA certificates (PEM) client certificates must chain to.
+    pub client_ca_file: Option<String>,
+    /// `NoClientCert` (default), `VerifyClientCertIfGiven` or `RequireAndVerifyClientCert`.
+    pub client_auth_type: Option<String>,
+    /// `TLS12` (default) or `TLS13`.
+    pub min_version: Option<String>,
 }
 
 impl Default for ExportConfig {
@@ -118,6 +143,9 @@ impl Default for ExportConfig {
             idle_timeout: None,
             drain_timeout: None,
             metrics_max_age: None,
+            query_api: None,
+            tls: None,
+            basic_auth_users: None,
         }
     }
 }
@@ -163,7 +191,106 @@ impl ExportConfig {
             );
             s.metrics_max_age = defaults.metrics_max_age;
         }
+        s.query_api = self.query_api.unwrap_or(true);
         s
+    }
+}
+
+impl ExportConfig {
+    /// `basic_auth_users`, checked; `expand` reads a value's `${VAR}`s (a hash can come from
+    /// a Secret's environment variable; a hash itself has no `${`).
+    pub fn users(
+        &self,
+        file: &str,
+        expand: impl Fn(&str, &str) -> Option<String>,
+        errors: &mut Vec<String>,
+    ) -> Vec<(String, String)> {
+        let mut users = Vec::new();
+        for (user, value) in self.basic_auth_users.iter().flatten() {
+            let error = |e: String| format!("{file}: export.basic_auth_users: user {user:?}: {e}");
+            let Some(hash) = expand(user, value) else {
+                continue;
+            };
+            // The hash is never quoted: it is as good as a password to anyone with time.
+            if user.is_empty() || user.contains(':') {
+                errors.push(error("must be non-empty and without ':'".into()));
+            } else if hash.parse::<bcrypt::HashParts>().is_err() {
+                errors.push(error(format!(
+                    "the value is not a bcrypt hash (make one with `htpasswd -nBC 10 {user}`)"
+                )));
+            } else {
+                users.push((user.clone(), hash));
+            }
+        }
+        users
+    }
+}
+
+impl ExportTls {
+    /// The checked settings; `None` (with errors) when incomplete. `path` expands `${VAR}`s
+    /// and resolves a path against the configuration file's folder.
+    pub fn settings(
+        &self,
+        file: &str,
+        path: impl Fn(&str, &str) -> Option<std::path::PathBuf>,
+        errors: &mut Vec<String>,
+    ) -> Option<crate::export::tls::TlsSettings> {
+        use crate::export::tls::{ClientAuth, TlsSettings};
+        let n = errors.len();
+        let mut error =
+            |what: &str, e: String| errors.push(format!("{file}: export.tls.{what}: {e}"));
+        let mut required = |key: &str, v: &Option<String>| match v {
+            Some(v) => path(key, v),
+            None => {
+                error(key, "required with [export.tls]".into());
+                None
+            }
+        };
+        let cert_file = required("cert_file", &self.cert_file);
+        let key_file = required("key_file", &self.key_file);
+        let client_ca_file = self
+            .client_ca_file
+            .as_ref()
+            .and_then(|v| path("client_ca_file", v));
+        let client_auth = match self
+            .client_auth_type
+            .as_deref()
+            .map(str::parse::<ClientAuth>)
+        {
+            None => ClientAuth::NoClientCert,
+            Some(Ok(a)) => a,
+            Some(Err(e)) => {
+                error("client_auth_type", e);
+                ClientAuth::NoClientCert
+            }
+        };
+        if client_auth != ClientAuth::NoClientCert && self.client_ca_file.is_none() {
+            error(
+                "client_ca_file",
+                "required when client_auth_type checks client certificates".into(),
+            );
+        }
+        let tls13_only = match self.min_version.as_deref() {
+            None | Some("TLS12") => false,
+            Some("TLS13") => true,
+            Some(v) => {
+                error(
+                    "min_version",
+                    format!("{v:?}: TLS12 or TLS13 (older versions are not offered)"),
+                );
+                false
+            }
+        };
+        if errors.len() > n {
+            return None;
+        }
+        Some(TlsSettings {
+            cert_file: cert_file?,
+            key_file: key_file?,
+            client_ca_file,
+            client_auth,
+            tls13_only,
+        })
     }
 }
 
@@ -434,5 +561,68 @@ mod export_tests {
         // The defaults stand in, so that the rest of the check goes on.
         assert_eq!(s, AdminSettings::default());
         assert!(toml::from_str::<ExportConfig>("max_conections = 3").is_err());
+    }
+
+    #[test]
+    fn tls_and_users_are_checked_and_hashes_never_quoted() {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let (s, _) = settings("query_api = false\n");
+        assert!(!s.query_api);
+        let c: ExportConfig = toml::from_str(&format!(
+            "[basic_auth_users]\nprometheus = {hash:?}\n\"a:b\" = {hash:?}\nbob = \"$2y$10$not-a-hash\"\nenv = \"${{H}}\"\n"
+        ))
+        .unwrap();
+        let mut errors = Vec::new();
+        let users = c.users("f.toml", |_, v| Some(v.replace("${H}", &hash)), &mut errors);
+        assert_eq!(
+            users,
+            [
+                ("env".to_string(), hash.clone()),
+                ("prometheus".to_string(), hash)
+            ]
+        );
+        assert_eq!(
+            errors,
+            [
+                "f.toml: export.basic_auth_users: user \"a:b\": must be non-empty and without ':'",
+                "f.toml: export.basic_auth_users: user \"bob\": the value is not a bcrypt hash (make one with `htpasswd -nBC 10 bob`)",
+            ]
+        );
+        let tls = |text: &str| {
+            let c: super::ExportTls = toml::from_str(text).unwrap();
+            let mut errors = Vec::new();
+            let dir = std::path::Path::new("/etc/hubwatch");
+            let got = c.settings("f.toml", |_, v| Some(dir.join(v)), &mut errors);
+            (got, errors)
+        };
+        let (got, errors) =
+            tls("cert_file = \"tls.crt\"\nkey_file = \"/k\"\nmin_version = \"TLS13\"\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        let got = got.unwrap();
+        assert_eq!(got.cert_file, std::path::Path::new("/etc/hubwatch/tls.crt"));
+        assert_eq!(got.key_file, std::path::Path::new("/k"));
+        assert!(got.tls13_only);
+        let (got, errors) = tls(
+            "cert_file = \"c\"\nclient_auth_type = \"RequireAnyClientCert\"\nmin_version = \"TLS11\"\n",
+        );
+        assert!(got.is_none());
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert_eq!(
+            errors[0],
+            "f.toml: export.tls.key_file: required with [export.tls]"
+        );
+        assert!(
+            errors[1].contains("RequireAnyClientCert is not supported"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[2].contains("\"TLS11\": TLS12 or TLS13"),
+            "{errors:?}"
+        );
+        let (_, errors) = tls("cert_file = \"c\"\nkey_file = \"k\"\nclient_auth_type = \"RequireAndVerifyClientCert\"\n");
+        assert_eq!(
+            errors,
+            ["f.toml: export.tls.client_ca_file: required when client_auth_type checks client certificates"]
+        );
     }
 }

@@ -130,7 +130,16 @@ pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
     let listen = top
         .text(&["export", "listen"], &raw.export.listen)
         .unwrap_or_default();
-    let export = raw.export.settings(&file, &mut errors);
+    let mut export = raw.export.settings(&file, &mut errors);
+    export.basic_auth_users = raw.export.users(
+        &file,
+        |user, v| top.text(&["export", "basic_auth_users", user], v),
+        &mut errors,
+    );
+    if let Some(tls) = &raw.export.tls {
+        let path = |key: &str, v: &str| Some(dir.join(top.text(&["export", "tls", key], v)?));
+        export.tls = tls.settings(&file, path, &mut errors);
+    }
     let dead_letter = raw.dead_letter.as_ref().map(|d| {
         dir.join(
             top.text(&["dead_letter", "path"], &d.path)

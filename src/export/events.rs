@@ -19,14 +19,18 @@ pub enum Closed {
     /// At shutdown: waiting for a request (closed at once), or still busy after
     /// `drain_timeout`.
     Shutdown,
+    /// The TLS handshake failed (not TLS, no or a wrong client certificate, no common
+    /// version) or did not finish within `header_read_timeout`.
+    TlsHandshake,
 }
 
 impl Closed {
-    pub const ALL: [Closed; 4] = [
+    pub const ALL: [Closed; 5] = [
         Closed::Idle,
         Closed::HeaderTimeout,
         Closed::Evicted,
         Closed::Shutdown,
+        Closed::TlsHandshake,
     ];
 
     pub fn label(self) -> &'static str {
@@ -35,6 +39,27 @@ impl Closed {
             Closed::HeaderTimeout => "header_timeout",
             Closed::Evicted => "evicted",
             Closed::Shutdown => "shutdown",
+            Closed::TlsHandshake => "tls_handshake",
+        }
+    }
+}
+
+/// Why a request was refused for want of credentials (the `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unauthorized {
+    /// No `Authorization: Basic` header, or one that does not decode.
+    Missing,
+    /// An unknown user or a wrong password.
+    Invalid,
+}
+
+impl Unauthorized {
+    pub const ALL: [Unauthorized; 2] = [Unauthorized::Missing, Unauthorized::Invalid];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Unauthorized::Missing => "missing",
+            Unauthorized::Invalid => "invalid",
         }
     }
 }
@@ -50,6 +75,8 @@ pub struct AdminMetrics {
     pub render_seconds: GaugeVec,
     pub body_bytes: GaugeVec,
     pub max_connections: Gauge,
+    pub unauthorized: IntCounterVec,
+    pub tls_reloads: IntCounterVec,
 }
 
 impl AdminMetrics {
@@ -95,6 +122,20 @@ impl AdminMetrics {
                 ),
                 &["encoding"],
             )?,
+            unauthorized: IntCounterVec::new(
+                Opts::new(
+                    "hubwatch_admin_unauthorized_total",
+                    "Admin requests refused with 401: missing (no Basic credentials) or invalid (unknown user or wrong password).",
+                ),
+                &["reason"],
+            )?,
+            tls_reloads: IntCounterVec::new(
+                Opts::new(
+                    "hubwatch_admin_tls_reloads_total",
+                    "Times the admin server's TLS files changed and were loaded (ok) or could not be (failed: the files loaded before are still served).",
+                ),
+                &["result"],
+            )?,
         };
         r.register(Box::new(m.connections.clone()))?;
         r.register(Box::new(m.max_connections.clone()))?;
@@ -103,6 +144,14 @@ impl AdminMetrics {
         r.register(Box::new(m.renders.clone()))?;
         r.register(Box::new(m.render_seconds.clone()))?;
         r.register(Box::new(m.body_bytes.clone()))?;
+        r.register(Box::new(m.unauthorized.clone()))?;
+        r.register(Box::new(m.tls_reloads.clone()))?;
+        for u in Unauthorized::ALL {
+            m.unauthorized.with_label_values(&[u.label()]);
+        }
+        for r in ["ok", "failed"] {
+            m.tls_reloads.with_label_values(&[r]);
+        }
         for c in Closed::ALL {
             m.closed.with_label_values(&[c.label()]);
         }
@@ -126,6 +175,21 @@ impl AdminMetrics {
     pub fn closed(&self, why: Closed) {
         tracing::debug!(reason = why.label(), "admin connection closed");
         self.closed.with_label_values(&[why.label()]).inc();
+    }
+
+    /// A request was refused for want of credentials.
+    pub fn unauthorized(&self, why: Unauthorized) {
+        tracing::debug!(reason = why.label(), "admin request unauthorized");
+        self.unauthorized.with_label_values(&[why.label()]).inc();
+    }
+
+    /// The TLS files changed: what loading them did.
+    pub fn tls_reloaded(&self, result: super::tls::Reload) {
+        let label = match result {
+            super::tls::Reload::Ok => "ok",
+            super::tls::Reload::Failed => "failed",
+        };
+        self.tls_reloads.with_label_values(&[label]).inc();
     }
 
     /// `accept` failed; the server waits a moment and goes on.

@@ -15,8 +15,10 @@ use axum::Router;
 use tokio::sync::{mpsc, oneshot, OnceCell};
 use tokio::time::Instant;
 
+use super::auth::{self, BasicAuth};
 use super::events::AdminMetrics;
 use super::render::{self, Body, Failure, Shared};
+use super::tls::Reloading;
 use super::{format, prom, server, AdminSettings};
 use crate::pipeline::QuerySpec;
 use crate::shutdown::Shutdown;
@@ -45,6 +47,9 @@ pub struct AdminState {
     /// The server's own metrics (registered with `metrics`).
     pub admin: Arc<AdminMetrics>,
     renders: Arc<Renders>,
+    /// Basic authentication, when users are configured.
+    auth: Option<Arc<BasicAuth>>,
+    query_api: bool,
 }
 
 /// The renders requests share.
@@ -72,12 +77,16 @@ impl AdminState {
         settings: &AdminSettings,
     ) -> prometheus::Result<AdminState> {
         let admin = Arc::new(AdminMetrics::register(&metrics.registry)?);
+        let auth = (!settings.basic_auth_users.is_empty())
+            .then(|| Arc::new(BasicAuth::new(&settings.basic_auth_users, admin.clone())));
         Ok(AdminState {
             requests,
             metrics,
             ready,
             sinks,
             admin,
+            auth,
+            query_api: settings.query_api,
             renders: Arc::new(Renders {
                 // Also reused for 4 times as long as it took: renders take at most a quarter
                 // of the engine's time however many scrape (1 M series: ~3 s each).
@@ -97,24 +106,33 @@ const METRICS_SPACING: u32 = 4;
 const ENGINE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn router(state: AdminState) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/api/v1/queries", get(queries))
-        .route("/api/v1/queries/{name}", get(query))
-        .with_state(state)
+        .route("/readyz", get(readyz));
+    if state.query_api {
+        router = router
+            .route("/api/v1/queries", get(queries))
+            .route("/api/v1/queries/{name}", get(query));
+    }
+    let auth = state.auth.clone();
+    let router = router.with_state(state);
+    match auth {
+        Some(auth) => router.layer(axum::middleware::from_fn_with_state(auth, auth::require)),
+        None => router,
+    }
 }
 
-/// Serves until shutdown, then drains within `limits.drain_timeout`.
+/// Serves until shutdown, then drains within `limits.drain_timeout`; over TLS with `tls`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AdminState,
     limits: server::Limits,
+    tls: Option<Arc<Reloading>>,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let admin = state.admin.clone();
-    server::serve(listener, router(state), limits, admin, shutdown).await
+    server::serve(listener, router(state), limits, tls, admin, shutdown).await
 }
 
 /// Asks the engine for a copy of the results.

@@ -3,15 +3,18 @@
 //!
 //! The admin server shares the process with ingestion, so it is bounded: connections are
 //! capped and timed out (`server.rs`), and answers are rendered once for all the clients
-//! that ask at about the same time, away from the engine (`render.rs`). Its settings are
-//! `[export]`'s ([`AdminSettings`]).
+//! that ask at about the same time, away from the engine (`render.rs`). It can serve over
+//! TLS, with client certificates (`tls.rs`), and ask for basic authentication (`auth.rs`).
+//! Its settings are `[export]`'s ([`AdminSettings`]).
 
+pub mod auth;
 pub mod events;
 pub mod format;
 pub mod http;
 pub mod prom;
 pub mod render;
 pub mod server;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -30,6 +33,12 @@ pub struct AdminSettings {
     pub drain_timeout: Duration,
     /// A `/metrics` render this young is served again instead of asking the engine.
     pub metrics_max_age: Duration,
+    /// `[export.tls]`: serve HTTPS.
+    pub tls: Option<tls::TlsSettings>,
+    /// `[export.basic_auth_users]`: user and bcrypt hash; empty: no authentication.
+    pub basic_auth_users: Vec<(String, String)>,
+    /// Serve `/api/v1/queries` (the query results as JSON).
+    pub query_api: bool,
 }
 
 impl Default for AdminSettings {
@@ -40,6 +49,9 @@ impl Default for AdminSettings {
             idle_timeout: Duration::from_secs(90),
             drain_timeout: Duration::from_secs(5),
             metrics_max_age: Duration::ZERO,
+            tls: None,
+            basic_auth_users: Vec::new(),
+            query_api: true,
         }
     }
 }

@@ -39,6 +39,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::events::{AdminMetrics, Closed};
+use super::tls::Reloading;
 use crate::shutdown::Shutdown;
 
 /// The bounds, resolved (see [`super::AdminSettings`]).
@@ -64,6 +65,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<Arc<Reloading>>,
     metrics: Arc<AdminMetrics>,
     mut shutdown: Shutdown,
 ) -> io::Result<()> {
@@ -112,10 +114,22 @@ pub async fn serve(
             metrics: metrics.clone(),
             _slot: permit,
         };
-        let (app, limits, metrics) = (app.clone(), limits.clone(), metrics.clone());
+        let (app, limits, metrics, tls) =
+            (app.clone(), limits.clone(), metrics.clone(), tls.clone());
         tasks.spawn(async move {
             let _registered = registered;
-            drive(stream, conn, app, &limits, &metrics).await;
+            let io = Watched {
+                io: stream,
+                conn: conn.clone(),
+            };
+            match tls {
+                None => drive(io, conn, app, &limits, &metrics).await,
+                Some(tls) => {
+                    if let Some(io) = handshake(&tls, io, &conn, &limits, &metrics).await {
+                        drive(io, conn, app, &limits, &metrics).await
+                    }
+                }
+            }
         });
     }
     // New connections are refused from here on.
@@ -267,14 +281,55 @@ impl Conn {
     }
 }
 
-/// Serves one connection until it ends, times out, or is asked to close.
-async fn drive(
-    stream: TcpStream,
-    conn: Arc<Conn>,
-    app: Router,
+/// The TLS handshake of a new connection, within `header_read_timeout` (its bytes are the
+/// first of the first request) and given up when the connection is asked to close.
+async fn handshake(
+    tls: &Reloading,
+    io: Watched,
+    conn: &Conn,
     limits: &Limits,
     metrics: &AdminMetrics,
-) {
+) -> Option<tokio_rustls::server::TlsStream<Watched>> {
+    let (acceptor, reload) = tls.acceptor();
+    if let Some(r) = reload {
+        metrics.tls_reloaded(r);
+    }
+    let mut accept = pin!(acceptor.accept(io));
+    let deadline = Instant::now() + limits.header_read_timeout;
+    loop {
+        tokio::select! {
+            biased;
+            done = accept.as_mut() => {
+                return match done {
+                    Ok(stream) => Some(stream),
+                    Err(error) => {
+                        tracing::debug!(%error, "admin TLS handshake failed");
+                        metrics.closed(Closed::TlsHandshake);
+                        None
+                    }
+                };
+            }
+            _ = conn.wake.notified() => {
+                match conn.asked.load(Ordering::Acquire) {
+                    KEEP => {}
+                    EVICT => { metrics.closed(Closed::Evicted); return None; }
+                    _ => { metrics.closed(Closed::Shutdown); return None; }
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::debug!("admin TLS handshake did not finish within header_read_timeout");
+                metrics.closed(Closed::TlsHandshake);
+                return None;
+            }
+        }
+    }
+}
+
+/// Serves one connection until it ends, times out, or is asked to close.
+async fn drive<I>(io: I, conn: Arc<Conn>, app: Router, limits: &Limits, metrics: &AdminMetrics)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let router = TowerToHyperService::new(app);
     let on_request = conn.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
@@ -286,10 +341,7 @@ async fn drive(
             answer.await
         }
     });
-    let io = TokioIo::new(Watched {
-        io: stream,
-        conn: conn.clone(),
-    });
+    let io = TokioIo::new(io);
     let mut http = hyper::server::conn::http1::Builder::new();
     // The watchdog below times heads; hyper's own timer would need one of hyper's `Timer`s
     // and could not tell idle from slow.
@@ -477,7 +529,14 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let (stop, shutdown) = crate::shutdown::channel();
         let metrics = Arc::new(AdminMetrics::unregistered());
-        let task = tokio::spawn(serve(listener, app, limits, metrics.clone(), shutdown));
+        let task = tokio::spawn(serve(
+            listener,
+            app,
+            limits,
+            None,
+            metrics.clone(),
+            shutdown,
+        ));
         Server {
             addr,
             stop,
