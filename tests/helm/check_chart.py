@@ -105,6 +105,8 @@ def check_value_set(path, hubwatch, promtool):
                 "AZURE_STORAGE_CONNECTION_STRING": "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=a2V5;EndpointSuffix=core.windows.net",
                 "SPLUNK_HEC_TOKEN": "00000000-0000-0000-0000-000000000000",
                 "ES_API_KEY": "a2V5",
+                # A bcrypt hash, as `htpasswd -nBC 10 prometheus` makes them.
+                "PROMETHEUS_SCRAPE_HASH": "$2b$10$7x3SPYHRszgXINSBUtY3z.6cPhFrPBSrPnsXosKUMgiVhCKgRYSsq",
             })
             run = subprocess.run([hubwatch, "check", "--config", str(etc / "hubwatch.toml")],
                                  capture_output=True, text=True, env=env)
@@ -189,6 +191,29 @@ def check_value_set(path, hubwatch, promtool):
             # hubwatch names checkpoint blobs with the hub lowercased, as the SDKs do.
             hub = meta.get("eventHubName")
             check(hub is None or hub == hub.lower(), f"{label}: KEDA looks for the checkpoints of {hub!r}")
+    web = values.get("web", {})
+    tls = web.get("tls", {}).get("secretName")
+    for w in workloads:
+        (c,) = w["spec"]["template"]["spec"]["containers"]
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            scheme = c[probe]["httpGet"].get("scheme", "HTTP")
+            check(scheme == ("HTTPS" if tls else "HTTP"), f"{label}: {probe} over {scheme}")
+        mounts = {m["mountPath"] for m in c["volumeMounts"]}
+        check(("/etc/hubwatch-tls" in mounts) == bool(tls), f"{label}: the TLS Secret's mount: {sorted(mounts)}")
+        if tls:
+            (vol,) = [v for v in w["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls"]
+            check(vol["secret"]["secretName"] == tls, f"{label}: TLS volume {vol}")
+    if config:
+        toml = config["data"]["hubwatch.toml"]
+        check(("[export.tls]" in toml) == bool(tls), f"{label}: [export.tls] in the config: {bool(tls)}")
+        check(("query_api = false" in toml) == (web.get("queryApi") is False), f"{label}: query_api")
+        for user, var in web.get("basicAuthUsers", {}).items():
+            check(f'{user} = "${{{var}}}"' in toml, f"{label}: basic_auth_users.{user} from ${{{var}}}")
+    for monitor in kind(docs, "ServiceMonitor") + kind(docs, "PodMonitor"):
+        endpoint = (monitor["spec"].get("endpoints") or monitor["spec"]["podMetricsEndpoints"])[0]
+        check(endpoint.get("scheme", "http") == ("https" if tls else "http"), f"{label}: {monitor['kind']} scheme")
+        if web.get("basicAuthUsers"):
+            check("basicAuth" in endpoint, f"{label}: {monitor['kind']} without basicAuth")
     for monitor in kind(docs, "ServiceMonitor"):
         # Exactly one Service: the StatefulSet's headless one has the same pods, and
         # selecting it too would scrape every replica twice.
@@ -259,6 +284,14 @@ def main():
     must_refuse("a misspelt limit", lambda v: v.update(limits={"max_serie": 5}), "max_serie")
     must_refuse("a sequence number start for Kafka",
                 lambda v: v.update(source={"type": "kafka", "start": "sequence_number:5", "kafka": {"topics": ["t"]}}), "/source/start")
+    must_refuse("client certificates required (the probes have none)",
+                lambda v: v["web"]["tls"].update(clientAuthType="RequireAndVerifyClientCert"), "kubelet's probes")
+    must_refuse("basic auth without the monitor's credentials",
+                lambda v: v["podMonitor"].pop("basicAuth"), "podMonitor.basicAuth")
+    must_refuse("basic auth users without a Secret",
+                lambda v: v["secrets"].update(existingSecret=""), "variables holding bcrypt hashes")
+    must_refuse("a basic auth user given a hash instead of a variable",
+                lambda v: v["web"]["basicAuthUsers"].update(prometheus="$2b$10$abc"), "/web/basicAuthUsers")
     must_refuse("KEDA scaling to zero", lambda v: v.update(keda={"minReplicas": 0}), "/keda/minReplicas")
     must_refuse("KEDA with Kafka",
                 lambda v: v.update(keda={"enabled": True}, source={"type": "kafka", "kafka": {"topics": ["t"]}}, sinks=[], routes=[]),

@@ -113,6 +113,28 @@ query_files = [{{ if $v.config.amlQueries }}"aml-queries.toml"{{ if $v.config.qu
 
 [export]
 listen = "0.0.0.0:{{ $v.service.port }}"
+{{- if not $v.web.queryApi }}
+query_api = false
+{{- end }}
+{{- with $v.web.tls.secretName }}
+
+[export.tls]
+cert_file = "/etc/hubwatch-tls/tls.crt"
+key_file = "/etc/hubwatch-tls/tls.key"
+{{- if ne $v.web.tls.clientAuthType "NoClientCert" }}
+client_ca_file = "/etc/hubwatch-tls/ca.crt"
+client_auth_type = {{ $v.web.tls.clientAuthType | toJson }}
+{{- end }}
+min_version = {{ $v.web.tls.minVersion | toJson }}
+{{- end }}
+{{- with $v.web.basicAuthUsers }}
+
+# Hashes from the environment (secrets.existingSecret).
+[export.basic_auth_users]
+{{- range $u := keys . | sortAlpha }}
+{{ include "hubwatch.tomlKey" $u }} = "${ {{- get $v.web.basicAuthUsers $u -}} }"
+{{- end }}
+{{- end }}
 
 [dead_letter]
 path = "/var/lib/hubwatch/dead-letter.ndjson"
@@ -177,4 +199,31 @@ commit_interval = {{ .commitInterval | toJson }}
 {{- end }}
 {{- include "hubwatch.tomlTables" (list "sinks" $sinks) }}
 {{- include "hubwatch.tomlTables" (list "routes" $v.routes) }}
+{{- end }}
+
+{{/* A probe from values, over HTTPS when the admin port serves TLS. Args: (list $ probe). */}}
+{{- define "hubwatch.probe" -}}
+{{- $root := index . 0 -}}
+{{- $probe := deepCopy (index . 1) -}}
+{{- if and $root.Values.web.tls.secretName $probe.httpGet -}}
+{{- $_ := set $probe.httpGet "scheme" "HTTPS" -}}
+{{- end -}}
+{{- toYaml $probe -}}
+{{- end }}
+
+{{/* The scrape endpoint's scheme, tlsConfig and basicAuth. Args: (list $ monitor-values). */}}
+{{- define "hubwatch.scrapeSecurity" -}}
+{{- $root := index . 0 -}}
+{{- $m := index . 1 -}}
+{{- if $root.Values.web.tls.secretName }}
+scheme: https
+{{- with $m.tlsConfig }}
+tlsConfig:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+{{- with $m.basicAuth }}
+basicAuth:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}

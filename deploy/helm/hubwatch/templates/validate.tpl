@@ -4,6 +4,15 @@ renders, so `helm install` fails with the reason instead of a pod that crashes.
 */}}
 {{- define "hubwatch.validate" -}}
 {{- $v := .Values }}
+{{- if eq $v.web.tls.clientAuthType "RequireAndVerifyClientCert" }}
+{{- fail "web.tls.clientAuthType: RequireAndVerifyClientCert would refuse the kubelet's probes (they have no client certificate): use VerifyClientCertIfGiven with web.basicAuthUsers" }}
+{{- end }}
+{{- if and $v.web.basicAuthUsers (not $v.secrets.existingSecret) }}
+{{- fail "web.basicAuthUsers name environment variables holding bcrypt hashes: give secrets.existingSecret with those keys" }}
+{{- end }}
+{{- if and (or $v.serviceMonitor.enabled $v.podMonitor.enabled) $v.web.basicAuthUsers (not (or $v.serviceMonitor.basicAuth $v.podMonitor.basicAuth)) }}
+{{- fail "web.basicAuthUsers asks scrapes for a password: give serviceMonitor.basicAuth (or podMonitor.basicAuth), or Prometheus gets 401" }}
+{{- end }}
 {{- if and (eq $v.source.type "amqp") $v.source.fullyQualifiedNamespace (not $v.source.amqp.eventHub) }}
 {{- fail "source.amqp.eventHub is required with source.fullyQualifiedNamespace (a connection string names its hub in EntityPath; a namespace does not)" }}
 {{- end }}
