@@ -20,7 +20,8 @@
 //! | `msg` | the whole row as JSON |
 //! | configured `fields` | `key=<column>` for each `(key, column)`, in order, after `msg` |
 //!
-//! Header fields escape `\` and `|`; extension values escape `\`, `=` and line breaks.
+//! Header fields escape `\` and `|` (control characters become spaces); extension values
+//! escape `\`, `=` and line breaks, and the other control characters but tab become spaces.
 //! A configured key is alphanumeric (CEF's rule for extension keys) and none of the fixed
 //! ones above; a column the row lacks, or holds null or empty, adds nothing.
 
@@ -42,7 +43,7 @@ fn header(out: &mut Vec<u8>, v: &str) {
         if matches!(b, b'\\' | b'|') {
             out.push(b'\\');
         }
-        out.push(if b == b'\n' || b == b'\r' { b' ' } else { b });
+        out.push(if b.is_ascii_control() { b' ' } else { b });
     }
 }
 
@@ -55,6 +56,10 @@ fn value(out: &mut Vec<u8>, v: &[u8]) {
             }
             b'\n' => out.extend_from_slice(b"\\n"),
             b'\r' => out.extend_from_slice(b"\\r"),
+            // CEF has no escape for the other control characters; a NUL ends the message for
+            // receivers written in C. A tab is left as it is.
+            b'\t' => out.push(b),
+            _ if b.is_ascii_control() => out.push(b' '),
             _ => out.push(b),
         }
     }
@@ -179,6 +184,30 @@ mod tests {
             format!(
                 "CEF:0|Microsoft|AmlComputeJobEvent|hubwatch {version}|Microsoft.MachineLearningServices/workspaces/jobs\\|write|JobFailed|7|rt=1716199200000 cs1Label=ResourceId cs1=/subscriptions/s/ws\\=1 cs2Label=Route cs2=failed jobs cs3Label=Origin cs3=eh/a\"b]@7 msg={{\"a\":\"x\\=y\\\\\\\\z\"}}"
             )
+        );
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_line() {
+        // Found by fuzz/fuzz_targets/encoders.rs: a NUL or an escape sequence in a value
+        // passed through, and a NUL ends the message for receivers written in C.
+        let row = Row::new(
+            "2024-05-20T10:00:00Z",
+            &[
+                ("OperationName", Some("op\u{0}\u{1b}[2J")),
+                ("Caller", Some("a\u{0}b\tc\u{7f}")),
+            ],
+            "{}",
+        );
+        let cef = Cef::new(vec![("suser".into(), "Caller".into())]).unwrap();
+        let mut out = Vec::new();
+        cef.encode(&row.routed(), &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("|op  [2J|"), "{text}");
+        assert!(text.ends_with(" suser=a b\tc "), "{text}");
+        assert!(
+            !text.bytes().any(|b| b.is_ascii_control() && b != b'\t'),
+            "{text:?}"
         );
     }
 

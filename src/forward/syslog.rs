@@ -318,13 +318,14 @@ fn pri(out: &mut Vec<u8>, facility: u8, row: &Routed<'_>) {
     let _ = write!(out, "<{pri}>");
 }
 
-/// A PARAM-VALUE of structured data: `"`, `\` and `]` escaped (RFC 5424 §6.3.3).
+/// A PARAM-VALUE of structured data: `"`, `\` and `]` escaped (RFC 5424 §6.3.3), control
+/// characters (which have no escape there, and a line break would end the message) as spaces.
 fn sd_value(out: &mut Vec<u8>, v: &str) {
     for b in v.bytes() {
         if matches!(b, b'"' | b'\\' | b']') {
             out.push(b'\\');
         }
-        out.push(b);
+        out.push(if b.is_ascii_control() { b' ' } else { b });
     }
 }
 
@@ -564,6 +565,29 @@ pub(crate) mod tests {
             ..s
         };
         assert!(encode(&s, &row).starts_with("<38>Dec 31 23:59:59 pod1 hubwatch: CEF:0|Microsoft|"));
+    }
+
+    #[test]
+    fn a_line_break_in_structured_data_cannot_end_the_message() {
+        // Found by fuzz/fuzz_targets/encoders.rs: a source name with a line break or a NUL
+        // went into a PARAM-VALUE as it was.
+        let row = Row::new("2024-05-20T10:00:00Z", &[], "{}");
+        let mut routed = row.routed();
+        routed.origin = Origin::Record {
+            source: "e\nh\u{0}",
+            position: &row.position,
+        };
+        let mut out = Vec::new();
+        Rfc5424 {
+            facility: 1,
+            hostname: "pod1".into(),
+        }
+        .header(&routed, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("[hubwatch@32473 source=\"e h \" partition=\"a\\\"b\\]\""),
+            "{text}"
+        );
     }
 
     #[test]
