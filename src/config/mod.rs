@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 pub use checkpoint::{BlobAccess, BlobSettings, CheckpointSettings, StoreSettings, Stores};
 pub use sinks::{Buffered, SinkConfig, SinkSettings};
-pub use validate::{load, ConfigErrors, Settings, SourceSettings};
+pub use validate::{load, load_text, ConfigErrors, Settings, SourceSettings};
 
 /// The whole file.
 #[derive(Debug, Deserialize, Default)]

@@ -74,6 +74,12 @@ impl std::error::Error for ConfigErrors {}
 pub fn load(path: &Path, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
+    load_text(path, &text, schemas)
+}
+
+/// [`load`] of `text`, as if read from `path` (whose folder relative paths start from).
+pub fn load_text(path: &Path, text: &str, schemas: &Schemas) -> Result<Settings, ConfigErrors> {
+    let text = text.to_string();
     let raw: RawConfig =
         toml::from_str(&text).map_err(|e| ConfigErrors(vec![toml_error(path, &text, &e)]))?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();

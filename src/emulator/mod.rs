@@ -46,6 +46,18 @@ mod server;
 mod tcp;
 mod tls;
 
+/// What the emulator makes of the text and bytes a client sends, for the fuzz targets
+/// (`fuzz/`): entity addresses, selector filters, and transferred messages (batches
+/// unpacked, annotations read and stamped). Frames themselves are fe2o3-amqp's.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::address::parse as parse_address;
+    pub use super::filter::parse as parse_filter;
+    pub use super::message::{
+        encoded_size, for_delivery, partition_key, unpack, AmqpMessage, BATCH_FORMAT,
+    };
+}
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
