@@ -98,14 +98,11 @@ fn every_agg_state() -> Vec<AggState> {
         AggState::Max(Some(Value::Real(f64::INFINITY))),
         AggState::DCount(Box::new(dcount(12, 10))),
         AggState::DCount(Box::new(dcount(6, 1_000))),
-        AggState::Arg {
-            best: None,
-            carried: Vec::new(),
-        },
-        AggState::Arg {
+        AggState::Arg(Box::default()),
+        AggState::Arg(Box::new(crate::window::agg::Arg {
             best: Some(Value::Long(7)),
             carried: vec![Value::str("x"), Value::Null, Value::TimeSpan(5)],
-        },
+        })),
         AggState::Percentile(Box::new(quantiles(20, 1))),
         AggState::Percentile(Box::new(quantiles(500, 2))),
     ]

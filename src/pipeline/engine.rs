@@ -337,6 +337,14 @@ impl Engine {
         &self.query_totals
     }
 
+    /// Series (or retained rows) each query holds now, summed over the partitions, in query
+    /// order (what `hubwatch_query_series` exports).
+    pub fn series_held(&self) -> Vec<usize> {
+        (0..self.specs.len())
+            .map(|i| self.parts.iter().map(|p| p.queries[i].series()).sum())
+            .collect()
+    }
+
     /// Events skipped since start because their partition's state already held them.
     pub fn duplicates(&self) -> u64 {
         self.duplicates
@@ -700,8 +708,8 @@ impl Engine {
                     m.parse.dead_letters.inc_by(written - before);
                 }
             }
-            for (i, (spec, delta)) in self.specs.iter().zip(&deltas).enumerate() {
-                let series = self.parts.iter().map(|p| p.queries[i].series()).sum();
+            let held = self.series_held();
+            for ((spec, delta), series) in self.specs.iter().zip(&deltas).zip(held) {
                 m.add_query(&spec.name, delta, series);
             }
             for why in Ahead::ALL {

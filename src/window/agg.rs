@@ -24,11 +24,16 @@ pub enum AggState {
     Min(Option<Value>),
     Max(Option<Value>),
     DCount(Box<DistinctCount>),
-    Arg {
-        best: Option<Value>,
-        carried: Vec<Value>,
-    },
+    /// Boxed: it is the largest state, and every other one of every pane would pay for it.
+    Arg(Box<Arg>),
     Percentile(Box<Quantiles>),
+}
+
+/// `arg_max` / `arg_min`: the best value so far and the columns it carries.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Arg {
+    pub best: Option<Value>,
+    pub carried: Vec<Value>,
 }
 
 impl AggState {
@@ -45,10 +50,7 @@ impl AggState {
             AggFunc::DCount { precision } => {
                 AggState::DCount(Box::new(DistinctCount::new(precision)))
             }
-            AggFunc::ArgMax | AggFunc::ArgMin => AggState::Arg {
-                best: None,
-                carried: Vec::new(),
-            },
+            AggFunc::ArgMax | AggFunc::ArgMin => AggState::Arg(Box::default()),
             AggFunc::Percentile { .. } => AggState::Percentile(Box::default()),
         }
     }
@@ -97,7 +99,8 @@ impl AggState {
                     d.insert_hash(hash_value(&v));
                 }
             }
-            AggState::Arg { best, carried } => {
+            AggState::Arg(a) => {
+                let Arg { best, carried } = &mut **a;
                 let v = arg();
                 if v.is_null() {
                     return;
@@ -146,13 +149,10 @@ impl AggState {
                 }
             }
             (AggState::DCount(a), AggState::DCount(b)) => a.merge(b),
-            (
-                AggState::Arg { best, carried },
-                AggState::Arg {
-                    best: Some(b),
-                    carried: c,
-                },
-            ) => {
+            (AggState::Arg(a), AggState::Arg(o)) => {
+                let Arg { best, carried } = &mut **a;
+                let Some(b) = &o.best else { return };
+                let c = &o.carried;
                 let want = if func == AggFunc::ArgMax {
                     Ordering::Greater
                 } else {
@@ -167,7 +167,6 @@ impl AggState {
                     *carried = c.clone();
                 }
             }
-            (AggState::Arg { .. }, AggState::Arg { best: None, .. }) => {}
             (AggState::Percentile(a), AggState::Percentile(b)) => a.merge(b),
             _ => debug_assert!(false, "merging states of different aggregates"),
         }
@@ -192,7 +191,8 @@ impl AggState {
             }),
             AggState::Min(v) | AggState::Max(v) => out.push(v.clone().unwrap_or_default()),
             AggState::DCount(d) => out.push(Value::Long(d.estimate() as i64)),
-            AggState::Arg { best, carried } => {
+            AggState::Arg(a) => {
+                let Arg { best, carried } = &**a;
                 out.push(best.clone().unwrap_or_default());
                 if carried.is_empty() {
                     out.extend(std::iter::repeat_n(Value::Null, agg.carried.len()));

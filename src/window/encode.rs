@@ -50,10 +50,10 @@ impl Encode for AggState {
                 w.put_u8(AGG_DCOUNT);
                 d.encode(w);
             }
-            AggState::Arg { best, carried } => {
+            AggState::Arg(a) => {
                 w.put_u8(AGG_ARG);
-                best.encode(w);
-                carried.encode(w);
+                a.best.encode(w);
+                a.carried.encode(w);
             }
             AggState::Percentile(q) => {
                 w.put_u8(AGG_PERCENTILE);
@@ -77,10 +77,10 @@ impl Decode for AggState {
             AGG_MIN => AggState::Min(Option::decode(r)?),
             AGG_MAX => AggState::Max(Option::decode(r)?),
             AGG_DCOUNT => AggState::DCount(Box::new(DistinctCount::decode(r)?)),
-            AGG_ARG => AggState::Arg {
+            AGG_ARG => AggState::Arg(Box::new(super::agg::Arg {
                 best: Option::decode(r)?,
                 carried: Vec::decode(r)?,
-            },
+            })),
             AGG_PERCENTILE => AggState::Percentile(Box::new(Quantiles::decode(r)?)),
             tag => return Err(r.invalid(at, format!("unknown aggregate tag {tag}"))),
         })

@@ -724,3 +724,40 @@ fn a_row_ahead_of_the_clock_waits_in_its_place_until_the_clock_gets_there() {
     let q = feed("AmlComputeClusterEvent | summarize count() by ClusterName");
     assert_eq!(rows(q.result(clock)), vec![vec![s("gpu"), n(2)]]);
 }
+
+#[test]
+fn sliding_series_leave_when_their_last_pane_does_though_most_batches_visit_none() {
+    // `advance` skips the series while the oldest pane is inside the window; each series
+    // still leaves exactly when its newest pane does, as a visit on every batch had it.
+    let mut q = state(&format!(
+        "{CLUSTER} | where TimeGenerated > ago(1h) | summarize n = count() by ClusterName"
+    ));
+    q.ingest(&named(at(0), "a"), at(0), at(0));
+    q.ingest(&named(at(30), "b"), at(30), at(30));
+    q.ingest(&named(at(50), "a"), at(50), at(50));
+    for clock in [at(31), at(55), at(59)] {
+        q.advance(clock, clock);
+        assert_eq!(q.series(), 2, "at minute {}", (clock - t0()) / min(1));
+    }
+    // a's first pane leaves at 60, a itself at 110; b at 90.
+    q.advance(at(61), at(61));
+    assert_eq!(q.series(), 2);
+    q.advance(at(91), at(91));
+    assert_eq!(q.series(), 1, "b left");
+    // A series that arrives later takes part in the bound as well.
+    q.ingest(&named(at(80), "c"), at(91), at(91));
+    q.advance(at(105), at(105));
+    assert_eq!(q.series(), 2, "a (pane of minute 50) and c");
+    q.advance(at(111), at(111));
+    assert_eq!(q.series(), 1, "a left");
+    q.advance(at(141), at(141));
+    assert_eq!(q.series(), 0, "c left");
+}
+
+#[test]
+fn aggregate_states_and_panes_stay_small() {
+    // Every pane of every series holds a state per aggregate: what a live series costs
+    // (benches/series_memory.rs) grows with these.
+    assert!(std::mem::size_of::<AggState>() <= 32, "{}", std::mem::size_of::<AggState>());
+    assert!(std::mem::size_of::<super::query::Pane>() <= 32);
+}
