@@ -20,14 +20,24 @@ struct Check<'a> {
 
 impl ParseSink for Check<'_> {
     fn row(&mut self, _row: Row, raw: &[u8]) {
-        assert!(raw.len() <= self.body.len(), "a record larger than its body");
+        assert!(
+            raw.len() <= self.body.len(),
+            "a record larger than its body"
+        );
         self.rows += 1;
     }
 
     fn reject(&mut self, r: Reject<'_>) {
-        assert!(r.raw.len() as u64 <= r.bytes, "raw beyond the reject's size");
+        assert!(
+            r.raw.len() as u64 <= r.bytes,
+            "raw beyond the reject's size"
+        );
         assert!(!r.detail.is_empty(), "a reject without a reason");
-        assert_eq!(r.ordinal, self.last_ordinal + 1, "rejects numbered in order");
+        assert_eq!(
+            r.ordinal,
+            self.last_ordinal + 1,
+            "rejects numbered in order"
+        );
         self.last_ordinal = r.ordinal;
         self.rejects += 1;
     }

@@ -62,8 +62,16 @@ const CEF_FIXED: [&str; 9] = [
     "rt", "outcome", "cs1Label", "cs1", "cs2Label", "cs2", "cs3Label", "cs3", "msg",
 ];
 const LEEF_FIXED: [&str; 10] = [
-    "devTime", "devTimeFormat", "sev", "cat", "eventType", "resource", "result", "route",
-    "origin", "msg",
+    "devTime",
+    "devTimeFormat",
+    "sev",
+    "cat",
+    "eventType",
+    "resource",
+    "result",
+    "route",
+    "origin",
+    "msg",
 ];
 
 /// Ticks of 0001-01-01 relative to the Unix epoch, and the span up to 9999-12-31.
@@ -129,7 +137,10 @@ fuzz_target!(|input: Input| {
     }
     .header(&row, &mut out);
     let rest = check_rfc5424(&out, input.result_row);
-    assert!(rest.is_empty(), "RFC 5424 header ends after its structured data");
+    assert!(
+        rest.is_empty(),
+        "RFC 5424 header ends after its structured data"
+    );
 
     out.clear();
     Rfc3164 {
@@ -147,7 +158,15 @@ fuzz_target!(|input: Input| {
         .copied()
         .chain(input.fields.iter().map(|(k, _)| k.as_str()))
         .collect();
-    check_cef(&out, &input.table, if Cef::new(input.fields.clone()).is_ok() { &allowed } else { &CEF_FIXED });
+    check_cef(
+        &out,
+        &input.table,
+        if Cef::new(input.fields.clone()).is_ok() {
+            &allowed
+        } else {
+            &CEF_FIXED
+        },
+    );
 
     let delimiter = input.delimiter;
     if let Ok(leef) = Leef::new(input.fields.clone(), delimiter) {
@@ -194,15 +213,27 @@ fn check_rfc5424(m: &[u8], result_row: bool) -> &[u8] {
     assert!(pri <= 191);
     let mut fields = text[close + 1..].splitn(7, ' ');
     assert_eq!(fields.next(), Some("1"), "VERSION");
-    for (name, max) in [("TIMESTAMP", 32), ("HOSTNAME", 255), ("APP-NAME", 48), ("PROCID", 128), ("MSGID", 32)] {
+    for (name, max) in [
+        ("TIMESTAMP", 32),
+        ("HOSTNAME", 255),
+        ("APP-NAME", 48),
+        ("PROCID", 128),
+        ("MSGID", 32),
+    ] {
         let f = fields.next().unwrap_or_else(|| panic!("{name} missing"));
         assert!(!f.is_empty() && f.len() <= max, "{name} {f:?}");
-        assert!(f.bytes().all(|b| (33..=126).contains(&b)), "{name} {f:?} not PRINTUSASCII");
+        assert!(
+            f.bytes().all(|b| (33..=126).contains(&b)),
+            "{name} {f:?} not PRINTUSASCII"
+        );
     }
     let sd = fields.next().expect("STRUCTURED-DATA");
     let sd = sd.as_bytes();
     assert_eq!(sd.first(), Some(&b'['));
-    let id_end = sd.iter().position(|b| *b == b' ').expect("SD-ID then params");
+    let id_end = sd
+        .iter()
+        .position(|b| *b == b' ')
+        .expect("SD-ID then params");
     assert_eq!(&sd[1..id_end], b"hubwatch@32473");
     let mut i = id_end;
     let want: &[&[u8]] = if result_row {
@@ -213,14 +244,21 @@ fn check_rfc5424(m: &[u8], result_row: bool) -> &[u8] {
     for name in want {
         assert_eq!(sd[i], b' ', "a space before each SD-PARAM");
         i += 1;
-        assert!(sd[i..].starts_with(name), "SD-PARAM {:?} expected", String::from_utf8_lossy(name));
+        assert!(
+            sd[i..].starts_with(name),
+            "SD-PARAM {:?} expected",
+            String::from_utf8_lossy(name)
+        );
         i += name.len();
         assert_eq!(&sd[i..i + 2], b"=\"");
         i += 2;
         loop {
             match sd[i] {
                 b'\\' => {
-                    assert!(matches!(sd[i + 1], b'"' | b'\\' | b']'), "a backslash escapes only \" \\ ]");
+                    assert!(
+                        matches!(sd[i + 1], b'"' | b'\\' | b']'),
+                        "a backslash escapes only \" \\ ]"
+                    );
                     i += 2;
                 }
                 b'"' => {
@@ -232,7 +270,11 @@ fn check_rfc5424(m: &[u8], result_row: bool) -> &[u8] {
             }
         }
     }
-    assert_eq!(&sd[i..i + 2], b"] ", "the SD-ELEMENT closes after its params");
+    assert_eq!(
+        &sd[i..i + 2],
+        b"] ",
+        "the SD-ELEMENT closes after its params"
+    );
     &sd[i + 2..]
 }
 
@@ -244,8 +286,14 @@ fn check_rfc3164(m: &[u8]) {
     let rest = &text[close + 1..];
     assert_eq!(rest.as_bytes()[3], b' ', "Mmm then the day: {rest:?}");
     let host = rest[16..].split(' ').next().unwrap();
-    assert!(!host.is_empty() && host.bytes().all(|b| (33..=126).contains(&b)), "HOSTNAME {host:?}");
-    assert!(rest[16 + host.len()..] == *" hubwatch: ", "TAG after HOSTNAME: {rest:?}");
+    assert!(
+        !host.is_empty() && host.bytes().all(|b| (33..=126).contains(&b)),
+        "HOSTNAME {host:?}"
+    );
+    assert!(
+        rest[16 + host.len()..] == *" hubwatch: ",
+        "TAG after HOSTNAME: {rest:?}"
+    );
 }
 
 /// The message split at unescaped `sep` bytes (a backslash escapes the next byte), at most
@@ -286,7 +334,12 @@ fn unescape(field: &[u8]) -> Vec<u8> {
 fn check_cef(m: &[u8], table: &str, allowed: &[&str]) {
     one_line(m);
     let parts = split_escaped(m, b'|', 8);
-    assert_eq!(parts.len(), 8, "CEF has 7 header fields and an extension: {:?}", String::from_utf8_lossy(m));
+    assert_eq!(
+        parts.len(),
+        8,
+        "CEF has 7 header fields and an extension: {:?}",
+        String::from_utf8_lossy(m)
+    );
     assert_eq!(parts[0], b"CEF:0");
     assert_eq!(parts[1], b"Microsoft");
     let product: Vec<u8> = table
@@ -294,7 +347,10 @@ fn check_cef(m: &[u8], table: &str, allowed: &[&str]) {
         .map(|b| if b.is_ascii_control() { b' ' } else { b })
         .collect();
     assert_eq!(unescape(parts[2]), product, "the product is the table");
-    let severity: u8 = std::str::from_utf8(parts[6]).unwrap().parse().expect("severity");
+    let severity: u8 = std::str::from_utf8(parts[6])
+        .unwrap()
+        .parse()
+        .expect("severity");
     assert!(severity <= 10);
     let ext = parts[7];
     // Every unescaped `=` ends a key: the bytes since the previous space (or the start).
@@ -305,7 +361,11 @@ fn check_cef(m: &[u8], table: &str, allowed: &[&str]) {
             b'\\' => i += 2,
             b'=' => {
                 let key = std::str::from_utf8(&ext[token..i]).expect("a key is text");
-                assert!(allowed.contains(&key), "extension key {key:?} was not written by the encoder: {:?}", String::from_utf8_lossy(ext));
+                assert!(
+                    allowed.contains(&key),
+                    "extension key {key:?} was not written by the encoder: {:?}",
+                    String::from_utf8_lossy(ext)
+                );
                 keys.push(key);
                 i += 1;
             }
@@ -317,7 +377,11 @@ fn check_cef(m: &[u8], table: &str, allowed: &[&str]) {
         }
     }
     assert_eq!(keys.first(), Some(&"rt"));
-    assert_eq!(keys.iter().filter(|k| **k == "msg").count(), 1, "one msg: {keys:?}");
+    assert_eq!(
+        keys.iter().filter(|k| **k == "msg").count(),
+        1,
+        "one msg: {keys:?}"
+    );
 }
 
 /// `LEEF:2.0|Vendor|Product|Version|EventID|Delimiter|attributes`: attributes split at the
@@ -325,20 +389,39 @@ fn check_cef(m: &[u8], table: &str, allowed: &[&str]) {
 fn check_leef(m: &[u8], delimiter: u8, allowed: &[&str]) {
     one_line(m);
     let parts = split_escaped(m, b'|', 7);
-    assert_eq!(parts.len(), 7, "LEEF has 6 header fields and attributes: {:?}", String::from_utf8_lossy(m));
+    assert_eq!(
+        parts.len(),
+        7,
+        "LEEF has 6 header fields and attributes: {:?}",
+        String::from_utf8_lossy(m)
+    );
     assert_eq!(parts[0], b"LEEF:2.0");
     let spec = parts[5];
-    assert!(spec == b"x09" && delimiter == b'\t' || spec == [delimiter], "delimiter field {spec:?}");
+    assert!(
+        spec == b"x09" && delimiter == b'\t' || spec == [delimiter],
+        "delimiter field {spec:?}"
+    );
     let mut keys = Vec::new();
     for attr in parts[6].split(|b| *b == delimiter) {
-        let eq = attr.iter().position(|b| *b == b'=').unwrap_or_else(|| panic!("attribute without '=': {:?}", String::from_utf8_lossy(attr)));
+        let eq = attr.iter().position(|b| *b == b'=').unwrap_or_else(|| {
+            panic!("attribute without '=': {:?}", String::from_utf8_lossy(attr))
+        });
         let key = std::str::from_utf8(&attr[..eq]).expect("a key is text");
-        assert!(allowed.contains(&key), "attribute key {key:?} was not written by the encoder");
         assert!(
-            !attr[eq + 1..].iter().any(|b| b.is_ascii_control() || *b == delimiter),
+            allowed.contains(&key),
+            "attribute key {key:?} was not written by the encoder"
+        );
+        assert!(
+            !attr[eq + 1..]
+                .iter()
+                .any(|b| b.is_ascii_control() || *b == delimiter),
             "a control byte or the delimiter in the value of {key}"
         );
         keys.push(key);
     }
-    assert_eq!(keys.iter().filter(|k| **k == "msg").count(), 1, "one msg: {keys:?}");
+    assert_eq!(
+        keys.iter().filter(|k| **k == "msg").count(),
+        1,
+        "one msg: {keys:?}"
+    );
 }

@@ -40,7 +40,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(plan) => plan,
         Err(diagnostics) => {
             for d in &diagnostics.items {
-                assert!(d.span.start <= d.span.end && d.span.end <= text.len(), "{d:?} outside the text");
+                assert!(
+                    d.span.start <= d.span.end && d.span.end <= text.len(),
+                    "{d:?} outside the text"
+                );
             }
             return;
         }

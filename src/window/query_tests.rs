@@ -758,6 +758,10 @@ fn sliding_series_leave_when_their_last_pane_does_though_most_batches_visit_none
 fn aggregate_states_and_panes_stay_small() {
     // Every pane of every series holds a state per aggregate: what a live series costs
     // (benches/series_memory.rs) grows with these.
-    assert!(std::mem::size_of::<AggState>() <= 32, "{}", std::mem::size_of::<AggState>());
+    assert!(
+        std::mem::size_of::<AggState>() <= 32,
+        "{}",
+        std::mem::size_of::<AggState>()
+    );
     assert!(std::mem::size_of::<super::query::Pane>() <= 32);
 }
