@@ -22,7 +22,7 @@ import tempfile
 import time
 import urllib.request
 
-from hwlib import REPO, free_port, metrics, rss_mib, total
+from hwlib import REPO, free_port, metrics, rss_mib, total, write_config
 
 
 def main():
@@ -39,28 +39,7 @@ def main():
     open(input_path, "wb").close()
     hec_port, admin_port = free_port(), free_port()
     config = os.path.join(work, "hubwatch.toml")
-    with open(config, "w") as f:
-        f.write(f"""query_files = ["{REPO}/deploy/config/aml-queries.toml"]
-[export]
-listen = "127.0.0.1:{admin_port}"
-[checkpoint]
-dir = "checkpoint"
-[[sources]]
-type = "file"
-name = "aml"
-paths = ["{input_path}"]
-follow = true
-[[sinks]]
-type = "splunk_hec"
-name = "splunk"
-endpoint = "http://127.0.0.1:{hec_port}"
-token = "outage-token"
-buffer = {{ max_bytes = 4294967296 }}
-[[routes]]
-name = "aml"
-sinks = ["splunk"]
-kql = "union Aml*"
-""")
+    write_config(config, admin_port, input_path, hec=(hec_port, "outage-token", 4294967296))
     addr = f"127.0.0.1:{admin_port}"
     hub = subprocess.Popen([binary, "run", "--config", config], cwd=work,
                            stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "hubwatch.log"), "w"))

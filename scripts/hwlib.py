@@ -12,6 +12,45 @@ import urllib.request
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def write_config(path, admin_port, input_path, hec=None, out=None, follow=True):
+    """hubwatch.toml for a followed (or read-once) copy of the AML sample with the default
+    pack, every AML record routed either to the HEC receiver (`hec` = (port, token,
+    buffer bytes)) or to the file `out`."""
+    text = f"""query_files = ["{REPO}/deploy/config/aml-queries.toml"]
+[export]
+listen = "127.0.0.1:{admin_port}"
+[checkpoint]
+dir = "checkpoint"
+[[sources]]
+type = "file"
+name = "aml"
+paths = ["{input_path}"]
+follow = {"true" if follow else "false"}
+"""
+    if hec:
+        port, token, buffer_bytes = hec
+        text += f"""[[sinks]]
+type = "splunk_hec"
+name = "splunk"
+endpoint = "http://127.0.0.1:{port}"
+token = "{token}"
+buffer = {{ max_bytes = {buffer_bytes} }}
+"""
+    else:
+        text += f"""[[sinks]]
+type = "file"
+name = "rows"
+path = "{out}"
+"""
+    text += f"""[[routes]]
+name = "aml"
+sinks = ["{'splunk' if hec else 'rows'}"]
+kql = "union Aml*"
+"""
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

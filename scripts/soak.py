@@ -35,45 +35,10 @@ import time
 import urllib.request
 
 from hwlib import (REPO, free_port, hec_receiver, metrics, open_fds, queries, receiver_stats,
-                   rss_mib, total, wait_for_admin)
+                   rss_mib, total, wait_for_admin, write_config)
 
 STAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
 TOKEN = "soak-token"
-
-
-def config(path, admin_port, input_path, hec_port=None, out=None):
-    text = f"""query_files = ["{REPO}/deploy/config/aml-queries.toml"]
-[export]
-listen = "127.0.0.1:{admin_port}"
-[checkpoint]
-dir = "checkpoint"
-[[sources]]
-type = "file"
-name = "aml"
-paths = ["{input_path}"]
-follow = {"true" if hec_port else "false"}
-"""
-    if hec_port:
-        text += f"""[[sinks]]
-type = "splunk_hec"
-name = "splunk"
-endpoint = "http://127.0.0.1:{hec_port}"
-token = "{TOKEN}"
-buffer = {{ max_bytes = 8589934592 }}
-"""
-    else:
-        text += f"""[[sinks]]
-type = "file"
-name = "rows"
-path = "{out}"
-"""
-    text += f"""[[routes]]
-name = "aml"
-sinks = ["{'splunk' if hec_port else 'rows'}"]
-kql = "union Aml*"
-"""
-    with open(path, "w") as f:
-        f.write(text)
 
 
 class Rounds:
@@ -148,7 +113,7 @@ def main():
     admin, hec = free_port(), free_port()
     addr = f"127.0.0.1:{admin}"
     cfg, log = os.path.join(soak, "hubwatch.toml"), os.path.join(soak, "hubwatch.log")
-    config(cfg, admin, input_path, hec_port=hec)
+    write_config(cfg, admin, input_path, hec=(hec, TOKEN, 8589934592))
 
     rx = hec_receiver(hec, os.path.join(work, "rx"), TOKEN)
     hub = start(binary, cfg, soak, log)
@@ -214,7 +179,7 @@ def main():
         # One uninterrupted run over the same input: the answer.
         ref_admin = free_port()
         ref_cfg, ref_log, ref_rows = os.path.join(ref, "hubwatch.toml"), os.path.join(ref, "hubwatch.log"), os.path.join(ref, "rows.ndjson")
-        config(ref_cfg, ref_admin, input_path, out=ref_rows)
+        write_config(ref_cfg, ref_admin, input_path, out=ref_rows, follow=False)
         reference = start(binary, ref_cfg, ref, ref_log)
         procs.append(reference)
         wait_for_admin(reference, f"127.0.0.1:{ref_admin}", ref_log)

@@ -43,9 +43,9 @@ impl Pki {
             "-addext",
             "keyUsage=critical,keyCertSign,cRLSign",
             "-keyout",
-            path(&ca_key),
+            arg(&ca_key),
             "-out",
-            path(&ca),
+            arg(&ca),
         ]);
         Pki {
             dir: dir.to_path_buf(),
@@ -77,45 +77,29 @@ impl Pki {
             "-subj",
             &format!("/CN={name}"),
             "-keyout",
-            path(&key),
+            arg(&key),
             "-out",
-            path(&csr),
+            arg(&csr),
         ]);
         openssl(&[
             "x509",
             "-req",
             "-in",
-            path(&csr),
+            arg(&csr),
             "-CA",
-            path(&self.ca),
+            arg(&self.ca),
             "-CAkey",
-            path(&self.ca_key),
+            arg(&self.ca_key),
             "-CAcreateserial",
             "-days",
             "2",
             "-extfile",
-            path(&ext),
+            arg(&ext),
             "-out",
-            path(&cert),
+            arg(&cert),
         ]);
         (cert, key)
     }
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn openssl(args: &[&str]) {
-    let out = Command::new(which("openssl"))
-        .args(args)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn config(dir: &Path, export: &str) -> PathBuf {
@@ -147,9 +131,9 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_a_client_certificate() {
             "[export]\nlisten = \"127.0.0.1:0\"\n\
              [export.tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\nclient_auth_type = \"RequireAndVerifyClientCert\"\n\
              [export.basic_auth_users]\nprometheus = {:?}\n",
-            path(&server_cert),
-            path(&server_key),
-            path(&pki.ca),
+            arg(&server_cert),
+            arg(&server_key),
+            arg(&pki.ca),
             hash("scrape-secret"),
         ),
     );
@@ -160,15 +144,15 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_a_client_certificate() {
         let cert = if with_cert {
             format!(
                 "      cert_file: {}\n      key_file: {}\n",
-                path(&client_cert),
-                path(&client_key)
+                arg(&client_cert),
+                arg(&client_key)
             )
         } else {
             String::new()
         };
         format!(
             "  - job_name: {name}\n    scheme: https\n    tls_config:\n      ca_file: {}\n{cert}    basic_auth:\n      username: prometheus\n      password: {password}\n    static_configs:\n      - targets: ['{}']\n",
-            path(&pki.ca),
+            arg(&pki.ca),
             svc.addr
         )
     };
@@ -390,8 +374,8 @@ fn tls_settings_that_cannot_work_stop_the_start_with_the_reason() {
         dir.path(),
         &format!(
             "[export]\nlisten = \"127.0.0.1:0\"\n[export.tls]\ncert_file = {:?}\nkey_file = {:?}\n",
-            path(&cert),
-            path(&other_key)
+            arg(&cert),
+            arg(&other_key)
         ),
     );
     let out = Command::new(env!("CARGO_BIN_EXE_hubwatch"))

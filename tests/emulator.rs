@@ -13,7 +13,7 @@ use azure_messaging_eventhubs::{
     ConsumerClient, EventDataBatchOptions, EventReceiver, OpenReceiverOptions, ProducerClient,
     RetryOptions, SendEventOptions, StartLocation, StartPosition,
 };
-use common::{cs_field, which, with_signature};
+use common::{arg, cs_field, openssl, with_signature};
 use futures_util::StreamExt;
 use hubwatch::emulator::{partition_for_key, Emulator, EmulatorConfig};
 
@@ -362,25 +362,25 @@ async fn run_peer(script: &str, args: &[String]) -> serde_json::Value {
 /// as (certificate, key) paths in `dir`.
 fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let status = std::process::Command::new(which("openssl"))
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl runs");
-    assert!(status.success(), "openssl made the certificate");
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        "-keyout",
+        arg(&key),
+        "-out",
+        arg(&cert),
+    ]);
     (cert, key)
 }
 

@@ -259,6 +259,26 @@ pub fn which(name: &str) -> String {
     found.display().to_string()
 }
 
+/// Runs the `openssl` tool (test certificates); fails the test with its stderr otherwise.
+#[allow(dead_code)]
+pub fn openssl(args: &[&str]) {
+    let out = Command::new(which("openssl"))
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A path as an argument for [`openssl`].
+#[allow(dead_code)]
+pub fn arg(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
 pub trait OutputWithStdin {
     fn output_with_stdin(&mut self, input: &[u8]) -> (std::process::ExitStatus, String);
 }

@@ -265,32 +265,25 @@ fn udp_bound(port: u16) -> bool {
 /// in `dir`: `(cert.pem, key.pem)`. Marked as no CA: WebPKI clients (rustls) refuse a CA
 /// certificate as the server's own, which is what `req -x509` makes by default.
 pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
-    let openssl = super::which("openssl");
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = Command::new(openssl)
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl could not make a certificate: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    super::openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+        "-keyout",
+        super::arg(&key),
+        "-out",
+        super::arg(&cert),
+    ]);
     (cert, key)
 }
