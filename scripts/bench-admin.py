@@ -237,7 +237,8 @@ def run_scrapers(addr, k, paced, gzip_ok, stop, stats):
     asyncio.run(main())
 
 
-def ingest(binary, repeat, scrapers, paced, workdir):
+def repeated_fixture(workdir, repeat):
+    """The golden fixture `repeat` times in one file (made once), and its body count."""
     data = os.path.join(workdir, f"input-{repeat}.ndjson")
     if not os.path.exists(data):
         with open(FIXTURE, "rb") as f:
@@ -245,7 +246,11 @@ def ingest(binary, repeat, scrapers, paced, workdir):
         with open(data, "wb") as f:
             for _ in range(repeat):
                 f.write(one)
-    bodies = sum(1 for l in open(data, "rb") if l.strip())
+    return data, sum(1 for l in open(data, "rb") if l.strip())
+
+
+def ingest(binary, repeat, scrapers, paced, workdir):
+    data, bodies = repeated_fixture(workdir, repeat)
     config = (
         f'query_files = ["{PACK}"]\n[export]\nlisten = "127.0.0.1:PORT"\n'
         f'[[sources]]\ntype = "file"\nname = "replay"\npaths = ["{data}"]\n'
@@ -368,14 +373,7 @@ def big_ingest(binary, repeat, scrapers, paced, workdir):
         hw = Hubwatch(binary, head + f'[checkpoint]\ndir = "{template}"\n' + big_src + query, workdir)
         hw.wait("all sources finished", 1200)
         hw.stop()
-    data = os.path.join(workdir, f"input-{repeat}.ndjson")
-    if not os.path.exists(data):
-        with open(FIXTURE, "rb") as f:
-            one = f.read()
-        with open(data, "wb") as f:
-            for _ in range(repeat):
-                f.write(one)
-    bodies = sum(1 for l in open(data, "rb") if l.strip())
+    data, bodies = repeated_fixture(workdir, repeat)
     cp = os.path.join(workdir, "cp-run")
     shutil.rmtree(cp, ignore_errors=True)
     shutil.copytree(template, cp)
