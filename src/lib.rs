@@ -29,6 +29,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod deep_stack;
 pub mod demo;
 pub mod emulator;
 pub mod export;

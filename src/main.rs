@@ -220,9 +220,15 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let result = runtime()
+            // Deep stacks: fe2o3 decodes every published message by recursion.
+            let result = hubwatch::deep_stack::builder("hubwatch-emulator")
+                .build()
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(hubwatch::emulator::run_command(cfg)));
+                .and_then(|rt| {
+                    // Spawned, so that the stored events are dropped on a deep stack too.
+                    let emulator = rt.spawn(hubwatch::emulator::run_command(cfg));
+                    rt.block_on(emulator)?
+                });
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -72,7 +72,11 @@ impl Readers {
             metrics: self.metrics.partition(id),
             shutdown,
         };
-        let task = self.tasks.spawn(reader.run()).id();
+        // On deep stacks: the SDK decodes each message by recursion (see `deep_stack`).
+        let task = self
+            .tasks
+            .spawn_on(reader.run(), crate::deep_stack::handle())
+            .id();
         self.stops.insert(id.to_string(), (stop, task));
     }
 
