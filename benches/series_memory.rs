@@ -7,13 +7,15 @@
 //!   ClusterName` over n distinct series, each seen twice, six hours apart (two panes), all
 //!   within the window: bytes per live series, everything included (the key, its strings,
 //!   the panes and their aggregate states, the hash table).
+//! - `sliding-unique`: the same with a cluster name per series (as a job id would be), so
+//!   that the second column's strings never repeat.
 //! - `capped`: the same query with `max_series` = 1 M fed 10 M distinct series: memory
 //!   stays that of 1 M, and the 9 M beyond the cap are counted as dropped.
 //!
 //! Every figure comes from the real path: JSON bodies parsed by the engine, the query
 //! compiled from KQL.
 //!
-//!     cargo bench --bench series_memory              # 100 k, 1 M series; 10 M against the cap
+//!     cargo bench --bench series_memory              # 100 k, 1 M (twice); 10 M against the cap
 //!     cargo bench --bench series_memory -- 250000    # one size
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -80,8 +82,18 @@ fn engine(max_series: usize) -> Engine {
     Engine::new(Schemas::embedded(), vec![spec], EngineOptions::default())
 }
 
-/// Series `s` (workspace `s / 100`, cluster `s % 100`) at `secs` after 2024-05-10T00:00Z.
-fn record(out: &mut String, s: usize, secs: usize) {
+/// Which values the second key column takes.
+#[derive(Clone, Copy)]
+enum Clusters {
+    /// A hundred names, each in every workspace (key strings repeat).
+    Shared,
+    /// A name per series, as a job id would be (they never repeat).
+    Unique,
+}
+
+/// Series `s` (workspace `s / 100`, cluster `s % 100` or `s`) at `secs` after
+/// 2024-05-10T00:00Z.
+fn record(out: &mut String, s: usize, secs: usize, clusters: Clusters) {
     use std::fmt::Write as _;
     let _ = write!(
         out,
@@ -94,13 +106,16 @@ fn record(out: &mut String, s: usize, secs: usize) {
         secs / 60 % 60,
         secs % 60,
         s / 100,
-        s % 100,
+        match clusters {
+            Clusters::Shared => s % 100,
+            Clusters::Unique => s,
+        },
     );
 }
 
 /// Feeds every series `0..n` once at each of `times` (seconds into the day), in bodies of
 /// 100 records; the time moves on by a second every 10,000 series, so the clock advances.
-fn feed(engine: &mut Engine, n: usize, times: &[usize]) {
+fn feed(engine: &mut Engine, n: usize, times: &[usize], clusters: Clusters) {
     let partition: Arc<str> = Arc::from("0");
     let mut seq = 0i64;
     for &t in times {
@@ -111,7 +126,7 @@ fn feed(engine: &mut Engine, n: usize, times: &[usize]) {
                 if i > s {
                     body.push(',');
                 }
-                record(&mut body, i, t + i / 10_000);
+                record(&mut body, i, t + i / 10_000, clusters);
             }
             body.push_str("]}");
             s += RECORDS_PER_BODY;
@@ -140,17 +155,21 @@ fn series(engine: &Engine) -> (u64, u64) {
     (held as u64, m.series_dropped)
 }
 
-fn sliding(n: usize) {
+fn sliding(n: usize, clusters: Clusters) {
     let before = live();
     let mut e = engine(n.max(1));
     let empty = live();
     let started = Instant::now();
-    feed(&mut e, n, &[3600, 6 * 3600 + 3600]);
+    feed(&mut e, n, &[3600, 6 * 3600 + 3600], clusters);
     let held = live() - empty;
     let (series, dropped) = series(&e);
     assert_eq!((series, dropped), (n as u64, 0), "every series held");
+    let name = match clusters {
+        Clusters::Shared => "sliding",
+        Clusters::Unique => "sliding-unique",
+    };
     println!(
-        "sliding/{n}: {series} series, {:.1} MB held, {:.0} B per series (engine alone {} kB); fed in {:.1} s",
+        "{name}/{n}: {series} series, {:.1} MB held, {:.0} B per series (engine alone {} kB); fed in {:.1} s",
         held as f64 / 1e6,
         held as f64 / n as f64,
         (empty - before) / 1000,
@@ -162,7 +181,7 @@ fn capped(n: usize, cap: usize) {
     let mut e = engine(cap);
     let empty = live();
     let started = Instant::now();
-    feed(&mut e, n, &[3600]);
+    feed(&mut e, n, &[3600], Clusters::Shared);
     let held = live() - empty;
     let (series, dropped) = series(&e);
     assert_eq!(series, cap as u64, "the cap is full");
@@ -184,12 +203,13 @@ fn main() {
     let sizes: Vec<usize> = std::env::args().filter_map(|a| a.parse().ok()).collect();
     if !sizes.is_empty() {
         for n in sizes {
-            sliding(n);
+            sliding(n, Clusters::Shared);
         }
         return;
     }
     for n in [100_000, 1_000_000] {
-        sliding(n);
+        sliding(n, Clusters::Shared);
     }
+    sliding(1_000_000, Clusters::Unique);
     capped(10_000_000, 1_000_000);
 }

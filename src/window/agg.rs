@@ -29,6 +29,59 @@ pub enum AggState {
     Percentile(Box<Quantiles>),
 }
 
+/// The aggregate states of one series, pane or bin: one per aggregate of the query, in the
+/// query's order. Most queries have a single aggregate, and its state is held inline: a
+/// boxed slice of one would allocate as much again, for every pane of every series.
+#[derive(Debug, Clone)]
+pub enum States {
+    One(AggState),
+    Many(Box<[AggState]>),
+}
+
+impl States {
+    pub fn into_vec(self) -> Vec<AggState> {
+        match self {
+            States::One(s) => vec![s],
+            States::Many(all) => all.into_vec(),
+        }
+    }
+}
+
+impl From<Vec<AggState>> for States {
+    fn from(mut all: Vec<AggState>) -> States {
+        match all.len() {
+            1 => States::One(all.pop().expect("one state")),
+            _ => States::Many(all.into_boxed_slice()),
+        }
+    }
+}
+
+impl FromIterator<AggState> for States {
+    fn from_iter<I: IntoIterator<Item = AggState>>(iter: I) -> States {
+        States::from(iter.into_iter().collect::<Vec<_>>())
+    }
+}
+
+impl std::ops::Deref for States {
+    type Target = [AggState];
+
+    fn deref(&self) -> &[AggState] {
+        match self {
+            States::One(s) => std::slice::from_ref(s),
+            States::Many(all) => all,
+        }
+    }
+}
+
+impl std::ops::DerefMut for States {
+    fn deref_mut(&mut self) -> &mut [AggState] {
+        match self {
+            States::One(s) => std::slice::from_mut(s),
+            States::Many(all) => all,
+        }
+    }
+}
+
 /// `arg_max` / `arg_min`: the best value so far and the columns it carries.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Arg {

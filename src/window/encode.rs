@@ -4,7 +4,7 @@
 
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 
-use super::agg::AggState;
+use super::agg::{AggState, States};
 use super::sketch::{DistinctCount, DistinctParts, HistogramParts, QuantileParts, Quantiles};
 
 // AggState: one tag byte, then the fields. Never renumber.
@@ -84,6 +84,19 @@ impl Decode for AggState {
             AGG_PERCENTILE => AggState::Percentile(Box::new(Quantiles::decode(r)?)),
             tag => return Err(r.invalid(at, format!("unknown aggregate tag {tag}"))),
         })
+    }
+}
+
+// States: as a slice of them (a count, then each), however they are held.
+impl Encode for States {
+    fn encode(&self, w: &mut Writer) {
+        (**self).encode(w);
+    }
+}
+
+impl Decode for States {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Vec::decode(r).map(States::from)
     }
 }
 

@@ -6,6 +6,7 @@ pub mod agg;
 pub(crate) mod encode;
 mod persist;
 pub mod query;
+mod series;
 pub mod sketch;
 
 pub use query::{Bins, QueryLimits, QueryState, QueryStats, ResultTable};

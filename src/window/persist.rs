@@ -10,12 +10,13 @@
 //! recomputed from what was read; the counters (`stats`) start from zero, as every
 //! Prometheus counter does after a restart.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::mem::discriminant;
 use std::sync::Arc;
 
 use super::agg::AggState;
-use super::query::{ClosedBin, Key, Pane, QueryLimits, QueryState, States, Store};
+use super::agg::States;
+use super::query::{ClosedBin, Key, Pane, QueryLimits, QueryState, Store};
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::kql::plan::{Plan, Stage, Summarize};
 use crate::value::Value;
@@ -42,7 +43,7 @@ impl QueryState {
             Store::Total(map) => {
                 w.put_u8(TOTAL);
                 w.put_uvar(map.len() as u64);
-                for (key, states) in map {
+                for (key, states) in map.iter() {
                     key.encode(w);
                     states.encode(w);
                 }
@@ -50,7 +51,7 @@ impl QueryState {
             Store::Sliding(map) => {
                 w.put_u8(SLIDING);
                 w.put_uvar(map.len() as u64);
-                for (key, panes) in map {
+                for (key, panes) in map.iter() {
                     key.encode(w);
                     w.put_uvar(panes.len() as u64);
                     for p in panes {
@@ -124,9 +125,12 @@ impl QueryState {
                 let n = r.get_len(2)?;
                 map.reserve(n);
                 for _ in 0..n {
+                    let at = r.position();
                     let key = check.key(r)?;
                     let states = check.states(r)?;
-                    map.insert(key, states);
+                    if !map.insert_new(key, states) {
+                        return Err(r.invalid(at, "a series twice"));
+                    }
                 }
                 state.series = map.len();
             }
@@ -134,20 +138,21 @@ impl QueryState {
                 let n = r.get_len(3)?;
                 map.reserve(n);
                 for _ in 0..n {
+                    let series_at = r.position();
                     let key = check.key(r)?;
                     let count = r.get_len(3)?;
-                    let mut panes = VecDeque::with_capacity(count);
+                    let mut panes = Vec::with_capacity(count);
                     for _ in 0..count {
                         let at = r.position();
                         let (min, max) = (r.get_ivar()?, r.get_ivar()?);
-                        if min > max || panes.back().is_some_and(|p: &Pane| p.max >= min) {
+                        if min > max || panes.last().is_some_and(|p: &Pane| p.max >= min) {
                             return Err(r.invalid(at, "panes out of order"));
                         }
                         let states = check.states(r)?;
-                        panes.push_back(Pane { min, max, states });
+                        panes.push(Pane { min, max, states });
                     }
-                    if !panes.is_empty() {
-                        map.insert(key, panes);
+                    if !panes.is_empty() && !map.insert_new(key, panes.into_boxed_slice()) {
+                        return Err(r.invalid(series_at, "a series twice"));
                     }
                 }
                 state.series = map.len();
@@ -354,15 +359,15 @@ mod tests {
         let kql = "AmlComputeClusterEvent | where TimeGenerated > ago(1h) | summarize count() by ClusterName";
         let mut q = QueryState::new(plan(kql), QueryLimits::default());
         if let Store::Sliding(map) = &mut q.store {
-            let states: States = vec![AggState::Count(1)].into_boxed_slice();
+            let states: States = States::One(AggState::Count(1));
             let pane = |t| Pane {
                 min: t,
                 max: t,
                 states: states.clone(),
             };
-            map.insert(
+            map.insert_new(
                 vec![Value::str("a")].into_boxed_slice(),
-                VecDeque::from([pane(20), pane(10)]),
+                Box::new([pane(20), pane(10)]),
             );
         }
         let mut w = Writer::new();

@@ -21,7 +21,7 @@
 
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use rustc_hash::FxBuildHasher;
@@ -32,7 +32,8 @@ use crate::parse::Row;
 use crate::time;
 use crate::value::{compare_for_sort, Value};
 
-use super::agg::AggState;
+use super::agg::{AggState, States};
+use super::series::SeriesTable;
 
 #[derive(Debug, Clone)]
 pub struct QueryLimits {
@@ -104,7 +105,9 @@ pub struct ResultTable {
 }
 
 pub(super) type Key = Box<[Value]>;
-pub(super) type States = Box<[AggState]>;
+/// A sliding series' panes, oldest first. A boxed slice, grown and shrunk exactly: most
+/// series hold one pane or two, and spare room would be paid by each of a million.
+pub(super) type Panes = Box<[Pane]>;
 /// A closed tumbling bin: each series' key and its aggregate states. States rather than
 /// finished values, so that the same bin of several partitions still merges exactly.
 pub(super) type ClosedBin = Vec<(Key, States)>;
@@ -121,9 +124,9 @@ pub(super) enum Store {
     /// No `summarize`: rows by (time, arrival).
     Rows(BTreeMap<(i64, u64), Vec<Value>>),
     /// `summarize` without window or bins.
-    Total(HashMap<Key, States, FxBuildHasher>),
+    Total(SeriesTable<States>),
     /// `summarize` over a sliding window.
-    Sliding(HashMap<Key, VecDeque<Pane>, FxBuildHasher>),
+    Sliding(SeriesTable<Panes>),
     /// `summarize … by bin(TimeGenerated, X)`.
     Tumbling {
         open: BTreeMap<i64, HashMap<Key, States, FxBuildHasher>>,
@@ -158,8 +161,8 @@ impl QueryState {
                     closed: BTreeMap::new(),
                     width,
                 },
-                (None, Some(_)) => Store::Sliding(HashMap::default()),
-                (None, None) => Store::Total(HashMap::default()),
+                (None, Some(_)) => Store::Sliding(SeriesTable::default()),
+                (None, None) => Store::Total(SeriesTable::default()),
             },
         };
         QueryState {
@@ -243,55 +246,43 @@ impl QueryState {
             }
         };
         let max_series = self.limits.max_series;
+        let series = &mut self.series;
+        let dropped = &mut self.stats.series_dropped;
+        // A new series within the cap is counted; one beyond is dropped, and counted.
+        let admit = |series: &mut usize, dropped: &mut u64| {
+            if *series >= max_series {
+                *dropped += 1;
+                return false;
+            }
+            *series += 1;
+            true
+        };
         match &mut self.store {
-            // One hash lookup per row: the entry API, with the key moved in for a new series.
-            Store::Total(map) => match map.entry(key) {
-                Entry::Occupied(e) => update(e.into_mut()),
-                Entry::Vacant(v) => {
-                    if self.series >= max_series {
-                        self.stats.series_dropped += 1;
-                        return;
-                    }
-                    self.series += 1;
-                    update(v.insert(new_states()));
+            Store::Total(table) => {
+                match table.get_or_insert(key, || admit(series, dropped), new_states) {
+                    Some(states) => update(states),
+                    None => return,
                 }
-            },
-            Store::Sliding(map) => {
-                let panes = match map.entry(key) {
-                    Entry::Occupied(e) => e.into_mut(),
-                    Entry::Vacant(v) => {
-                        if self.series >= max_series {
-                            self.stats.series_dropped += 1;
-                            return;
-                        }
-                        self.series += 1;
-                        // Most series hold one pane or two: the default first capacity of
-                        // four would be a third of the series' memory.
-                        v.insert(VecDeque::with_capacity(1))
-                    }
+            }
+            Store::Sliding(table) => {
+                let Some(panes) =
+                    table.get_or_insert(key, || admit(series, dropped), Panes::default)
+                else {
+                    return;
                 };
                 let at = panes.partition_point(|p| p.max < time);
-                let pane = match panes.get_mut(at) {
-                    Some(p) if p.min <= time => p,
-                    _ => {
-                        self.oldest = self.oldest.min(time);
-                        // Exactly one more: doubling would leave up to half of every
-                        // series' panes unused (a million series, two panes each: 64 MB).
-                        panes.reserve_exact(1);
-                        panes.insert(
-                            at,
-                            Pane {
-                                min: time,
-                                max: time,
-                                states: new_states(),
-                            },
-                        );
-                        &mut panes[at]
-                    }
-                };
-                update(&mut pane.states);
+                if panes.get(at).is_none_or(|p| p.min > time) {
+                    self.oldest = self.oldest.min(time);
+                    let pane = Pane {
+                        min: time,
+                        max: time,
+                        states: new_states(),
+                    };
+                    reshape(panes, |v| v.insert(at, pane));
+                }
+                update(&mut panes[at].states);
                 if panes.len() > self.limits.max_panes {
-                    coarsen(panes, &s.aggregates);
+                    reshape(panes, |v| coarsen(v, &s.aggregates));
                     self.stats.pane_merges += 1;
                 }
             }
@@ -313,17 +304,15 @@ impl QueryState {
                     Entry::Vacant(v) => {
                         // Finished bins yield to live ones (as in `advance`): otherwise a query
                         // without a window would stop counting once its history filled the cap.
-                        while self.series >= max_series {
+                        while *series >= max_series {
                             match closed.pop_first() {
-                                Some((_, rows)) => self.series -= rows.len(),
+                                Some((_, rows)) => *series -= rows.len(),
                                 None => break,
                             }
                         }
-                        if self.series >= max_series {
-                            self.stats.series_dropped += 1;
+                        if !admit(series, dropped) {
                             return;
                         }
-                        self.series += 1;
                         update(v.insert(new_states()));
                     }
                 }
@@ -348,25 +337,29 @@ impl QueryState {
                 }
             }
             Store::Total(_) => {}
-            Store::Sliding(map) => {
+            Store::Sliding(table) => {
                 let Some(w) = window else { return };
                 // Panes only merge into later ones, so a front pane's end never moves back.
                 if self.oldest != i64::MIN && w.contains(self.oldest, clock) {
                     return;
                 }
-                let before = map.len();
+                let before = table.len();
                 let mut oldest = i64::MAX;
-                map.retain(|_, panes| {
-                    while panes.front().is_some_and(|p| !w.contains(p.max, clock)) {
-                        panes.pop_front();
+                table.retain(|_, panes| {
+                    let gone = panes
+                        .iter()
+                        .take_while(|p| !w.contains(p.max, clock))
+                        .count();
+                    if gone > 0 {
+                        reshape(panes, |v| drop(v.drain(..gone)));
                     }
-                    if let Some(p) = panes.front() {
+                    if let Some(p) = panes.first() {
                         oldest = oldest.min(p.max);
                     }
                     !panes.is_empty()
                 });
                 self.oldest = oldest;
-                self.series -= before - map.len();
+                self.series -= before - table.len();
             }
             Store::Tumbling {
                 open,
@@ -499,15 +492,16 @@ fn partials<'a>(
     only: Option<i64>,
 ) -> Box<dyn Iterator<Item = Partial<'a>> + 'a> {
     match &part.store {
-        Store::Total(map) => Box::new(
-            map.iter()
+        Store::Total(table) => Box::new(
+            table
+                .iter()
                 .map(|(k, st)| (None, &k[..], Cow::Borrowed(&st[..]))),
         ),
-        Store::Sliding(map) => {
+        Store::Sliding(table) => {
             let Some(w) = window else {
                 return Box::new(std::iter::empty());
             };
-            Box::new(map.iter().filter_map(move |(k, panes)| {
+            Box::new(table.iter().filter_map(move |(k, panes)| {
                 // Panes ahead of the clock (held records) wait for it.
                 let mut live = panes
                     .iter()
@@ -586,7 +580,7 @@ fn summarized(
                 match merged.entry((bin, key)) {
                     Entry::Occupied(e) => merge_states(e.into_mut(), &states, aggs),
                     Entry::Vacant(v) => {
-                        v.insert(states.into_owned().into_boxed_slice());
+                        v.insert(States::from(states.into_owned()));
                     }
                 }
             }
@@ -695,8 +689,18 @@ fn compare_rows(a: &[Value], b: &[Value]) -> std::cmp::Ordering {
         .unwrap_or(std::cmp::Ordering::Equal)
 }
 
+/// Changes a series' panes as a vector, and boxes them again without spare room.
+fn reshape(panes: &mut Panes, change: impl FnOnce(&mut Vec<Pane>)) {
+    let mut v = std::mem::take(panes).into_vec();
+    // Growing by exactly one: doubling would leave up to half of every series' panes
+    // unused (a million series, two panes each: 64 MB).
+    v.reserve_exact(1);
+    change(&mut v);
+    *panes = v.into_boxed_slice();
+}
+
 /// Halves a series' panes by merging neighbours, so that its memory stays bounded.
-fn coarsen(panes: &mut VecDeque<Pane>, aggs: &[Aggregate]) {
+fn coarsen(panes: &mut Vec<Pane>, aggs: &[Aggregate]) {
     let old = std::mem::take(panes);
     let mut it = old.into_iter();
     while let Some(mut a) = it.next() {
@@ -704,6 +708,6 @@ fn coarsen(panes: &mut VecDeque<Pane>, aggs: &[Aggregate]) {
             merge_states(&mut a.states, &b.states, aggs);
             a.max = b.max;
         }
-        panes.push_back(a);
+        panes.push(a);
     }
 }
