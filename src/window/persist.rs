@@ -336,6 +336,29 @@ mod tests {
     }
 
     #[test]
+    fn a_series_named_twice_is_refused() {
+        let as_bytes = |v: &str| {
+            let mut w = Writer::new();
+            Value::str(v).encode(&mut w);
+            w.into_inner()
+        };
+        let (a, b) = (as_bytes("a"), as_bytes("b"));
+        for kql in [
+            BY_CLUSTER,
+            "AmlComputeClusterEvent | where TimeGenerated > ago(1h) | summarize count() by ClusterName",
+        ] {
+            let mut bytes = encoded(kql);
+            let at = bytes
+                .windows(b.len())
+                .position(|w| w == &b[..])
+                .expect("series b");
+            bytes[at..at + b.len()].copy_from_slice(&a);
+            let err = refused(kql, &bytes);
+            assert!(err.contains("a series twice"), "{kql}: {err}");
+        }
+    }
+
+    #[test]
     fn a_state_that_does_not_fit_the_plan_is_refused_with_the_reason() {
         let bytes = encoded(BY_CLUSTER);
         let kind = refused("AmlComputeClusterEvent | project ClusterName", &bytes);
