@@ -346,6 +346,7 @@ async fn a_renewed_certificate_is_served_without_a_restart_and_the_probes_stay_o
     for want in [
         "hubwatch_admin_tls_reloads_total{result=\"ok\"} 1",
         "hubwatch_admin_tls_reloads_total{result=\"failed\"} 1",
+        "hubwatch_admin_tls_last_reload_successful 0",
     ] {
         assert!(metrics.contains(want), "{want} in {metrics}");
     }
@@ -355,6 +356,25 @@ async fn a_renewed_certificate_is_served_without_a_restart_and_the_probes_stay_o
     )
     .unwrap();
     assert!(handshakes >= 1.0, "the plain-HTTP client was counted");
+
+    // The matching key put back: loaded at the next connection, and the gauge says so.
+    std::fs::copy(&second_key, tls_dir.join("new.key")).unwrap();
+    std::fs::rename(tls_dir.join("new.key"), &key).unwrap();
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        // /metrics may reuse a render for a few of its durations: ask until a new one.
+        metrics = get("/metrics", Some(("ops", "s3cret"))).await.1;
+        if metrics.contains("hubwatch_admin_tls_last_reload_successful 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for want in [
+        "hubwatch_admin_tls_reloads_total{result=\"ok\"} 2",
+        "hubwatch_admin_tls_last_reload_successful 1",
+    ] {
+        assert!(metrics.contains(want), "{want} in {metrics}");
+    }
     tokio::task::block_in_place(|| {
         svc.wait_for_line(
             "TLS files changed but cannot be used",

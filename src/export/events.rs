@@ -77,6 +77,7 @@ pub struct AdminMetrics {
     pub max_connections: Gauge,
     pub unauthorized: IntCounterVec,
     pub tls_reloads: IntCounterVec,
+    pub tls_last_reload_ok: IntGauge,
 }
 
 impl AdminMetrics {
@@ -136,6 +137,10 @@ impl AdminMetrics {
                 ),
                 &["result"],
             )?,
+            tls_last_reload_ok: IntGauge::new(
+                "hubwatch_admin_tls_last_reload_successful",
+                "0 while the admin server's TLS files, changed, do not load (it serves the ones loaded before until they do); 1 otherwise.",
+            )?,
         };
         r.register(Box::new(m.connections.clone()))?;
         r.register(Box::new(m.max_connections.clone()))?;
@@ -146,6 +151,8 @@ impl AdminMetrics {
         r.register(Box::new(m.body_bytes.clone()))?;
         r.register(Box::new(m.unauthorized.clone()))?;
         r.register(Box::new(m.tls_reloads.clone()))?;
+        r.register(Box::new(m.tls_last_reload_ok.clone()))?;
+        m.tls_last_reload_ok.set(1);
         for u in Unauthorized::ALL {
             m.unauthorized.with_label_values(&[u.label()]);
         }
@@ -185,11 +192,12 @@ impl AdminMetrics {
 
     /// The TLS files changed: what loading them did.
     pub fn tls_reloaded(&self, result: super::tls::Reload) {
-        let label = match result {
-            super::tls::Reload::Ok => "ok",
-            super::tls::Reload::Failed => "failed",
+        let (label, ok) = match result {
+            super::tls::Reload::Ok => ("ok", 1),
+            super::tls::Reload::Failed => ("failed", 0),
         };
         self.tls_reloads.with_label_values(&[label]).inc();
+        self.tls_last_reload_ok.set(ok);
     }
 
     /// `accept` failed; the server waits a moment and goes on.
