@@ -573,12 +573,20 @@ async fn window_state_the_store_lacks_is_rebuilt_from_the_oldest_retained_event(
             MESSAGE_TIME_MS,
         )
     };
+    // One broken body per partition, dead-lettered once: a rebuild re-reads them, and they
+    // lie before the group's commit, so they are not written again.
+    let broken: Vec<Vec<u8>> = (0..PARTITIONS)
+        .map(|p| format!("{{\"records\": [broken {p}").into_bytes())
+        .collect();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
+    let dead = dir.path().join("dead-letter.ndjson");
     let checkpoint = format!(
-        "[checkpoint]\ndir = {:?}\ninterval = \"200ms\"\n",
-        state.display().to_string()
+        "[checkpoint]\ndir = {:?}\ninterval = \"200ms\"\n[dead_letter]\npath = {:?}\n",
+        state.display().to_string(),
+        dead.display().to_string()
     );
+    let dead_letters = || json_lines(&dead).len();
     let jobs = job_query();
     let mut both = jobs.clone();
     both.push((
@@ -608,12 +616,14 @@ async fn window_state_the_store_lacks_is_rebuilt_from_the_oldest_retained_event(
     tokio::task::block_in_place(|| {
         // One query reads the first 1500 events and the group commits all of them.
         produce_range(0..1500);
+        produce(&bootstrap, "rebuild", PARTITIONS, &broken, MESSAGE_TIME_MS);
         let mut svc = Service::start(&first_cfg);
         wait_until(
-            "the first run read and committed 1500",
+            "the first run read and committed 1504",
             Duration::from_secs(90),
-            || total(&svc) == 1500 && committed(&svc) == 1500,
+            || total(&svc) == 1500 && committed(&svc) == 1504,
         );
+        assert_eq!(dead_letters(), 4);
         svc.terminate(Duration::from_secs(30));
 
         // A query is added. The group's commit covers everything, yet the new query counts
@@ -650,9 +660,14 @@ async fn window_state_the_store_lacks_is_rebuilt_from_the_oldest_retained_event(
             None
         );
         wait_until(
-            "the second run committed 2500",
+            "the second run committed 2504",
             Duration::from_secs(30),
-            || committed(&svc) == 2500,
+            || committed(&svc) == 2504,
+        );
+        assert_eq!(
+            dead_letters(),
+            4,
+            "the restored query's position covers them"
         );
         svc.terminate(Duration::from_secs(30));
 
@@ -669,6 +684,11 @@ async fn window_state_the_store_lacks_is_rebuilt_from_the_oldest_retained_event(
         std::thread::sleep(Duration::from_millis(500));
         assert_eq!(combined(&[&svc]), oracle_counts(3000));
         assert_eq!(failure_counts(&svc), oracle_failures(3000));
+        assert_eq!(
+            dead_letters(),
+            4,
+            "read again before the group's commit: windows only, no second dead letter"
+        );
     });
 }
 

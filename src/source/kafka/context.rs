@@ -358,6 +358,9 @@ impl HubContext {
         };
         drop(core);
         let committed = self.committed(consumer, tpl, &resume);
+        // What lies before a commit was handled in full before it was made (forwarded,
+        // dead-lettered): read again from the oldest event, it only rebuilds windows.
+        self.core().seed_commits(&committed);
         let mut starts = Vec::with_capacity(keys.len());
         let elements: Vec<(String, i32)> = tpl
             .elements()
@@ -366,7 +369,7 @@ impl HubContext {
             .collect();
         for (topic, partition) in elements {
             let key = format!("{topic}/{partition}");
-            let start = resume.start(&self.source, &key, committed.contains(&key));
+            let start = resume.start(&self.source, &key, committed.iter().any(|(k, _)| *k == key));
             let offset = match &start {
                 Start::Own => None,
                 Start::After(cp) => Some(Offset::Offset(cp.offset + 1)),
@@ -383,14 +386,15 @@ impl HubContext {
     }
 
     /// The assigned partitions whose start depends on the group having a commit for them
-    /// (state is kept, and none was restored), that have one. Asked of the group only then;
-    /// if it cannot answer, they start from its commit without their history.
+    /// (state is kept, and none was restored), that have one, with the offset it names.
+    /// Asked of the group only then; if it cannot answer, they start from its commit
+    /// without their history.
     fn committed(
         &self,
         consumer: &BaseConsumer<HubContext>,
         tpl: &TopicPartitionList,
         resume: &Resume,
-    ) -> Vec<String> {
+    ) -> Vec<(String, i64)> {
         let mut ask = TopicPartitionList::new();
         for e in tpl.elements() {
             if resume.needs_checkpoint(&self.source, &format!("{}/{}", e.topic(), e.partition())) {
@@ -404,8 +408,12 @@ impl HubContext {
             Ok(got) => got
                 .elements()
                 .iter()
-                .filter(|e| matches!(e.offset(), Offset::Offset(o) if o >= 0))
-                .map(|e| format!("{}/{}", e.topic(), e.partition()))
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) if o >= 0 => {
+                        Some((format!("{}/{}", e.topic(), e.partition()), o))
+                    }
+                    _ => None,
+                })
                 .collect(),
             Err(e) => {
                 tracing::warn!(source = %self.source, error = %self.scrub(&e.to_string()),

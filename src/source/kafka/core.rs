@@ -151,6 +151,8 @@ impl Core {
     ) {
         let i = self.own(topic, partition);
         let o = &mut self.owned[i];
+        // Below the group's commit: read again to rebuild windows (see `seed_commits`).
+        let replayed = o.committed.is_some_and(|c| offset < c);
         o.position = Some(offset + 1);
         o.last_timestamp_ms = timestamp_ms.or(o.last_timestamp_ms);
         o.events.inc();
@@ -158,7 +160,7 @@ impl Core {
         if self.building.is_empty() {
             self.building_since = Some(now);
         }
-        self.building.push(Event::new(
+        let mut event = Event::new(
             payload.to_vec(),
             Position {
                 partition: o.key.clone(),
@@ -166,7 +168,28 @@ impl Core {
                 sequence_number: offset,
                 enqueued_time: timestamp_ms.map(|ms| ms.saturating_mul(TICKS_PER_MILLISECOND)),
             },
-        ));
+        );
+        event.replayed = replayed;
+        self.building.push(event);
+    }
+
+    /// The group's commits for partitions just assigned (`topic/partition` → the offset
+    /// after the last event handled), known before any of their events is read. An event
+    /// before its commit was forwarded and dead-lettered before the commit was made: read
+    /// again (a rebuild from the oldest event) it is marked replayed and updates windows
+    /// only. Nothing is committed at or behind it either (see `commit`).
+    pub fn seed_commits(&mut self, commits: &[(String, i64)]) {
+        for (key, offset) in commits {
+            if let Some(o) = self.owned.iter_mut().find(|o| &*o.key == key.as_str()) {
+                if o.committed.is_none_or(|c| c < *offset) {
+                    o.committed = Some(*offset);
+                    self.prom
+                        .committed_offset
+                        .with_label_values(&[&*self.source, &o.topic, &o.label])
+                        .set(*offset);
+                }
+            }
+        }
     }
 
     /// Settles the outcomes that arrived.
