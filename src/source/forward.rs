@@ -116,17 +116,23 @@ impl Forwarder {
 
     /// Takes a batch to forward (only when [`wants`](Self::wants) said so). Events at or
     /// before their partition's floor (the checkpoint found when reading began) are marked
-    /// replayed: they rebuild windows and are not forwarded to sinks again.
+    /// replayed: they rebuild windows and are not forwarded to sinks again. An event its
+    /// source marked replayed (a file read from its start, up to its own checkpoint)
+    /// raises the floor to itself, so that the checkpoint does not move back while it is
+    /// read again; an event that starts its partition over (a replaced file) clears it.
     pub fn offer(&mut self, mut batch: Batch) {
-        if !self.floor.is_empty() {
-            for e in &mut batch.events {
-                if self
-                    .floor
-                    .get(&*e.position.partition)
-                    .is_some_and(|f| e.position.sequence_number <= *f)
-                {
-                    e.replayed = true;
+        for e in &mut batch.events {
+            let (partition, seq) = (&*e.position.partition, e.position.sequence_number);
+            if e.rewound {
+                self.floor.remove(partition);
+            }
+            match self.floor.get_mut(partition) {
+                Some(floor) if seq <= *floor => e.replayed = true,
+                Some(floor) if e.replayed => *floor = seq,
+                None if e.replayed => {
+                    self.floor.insert(partition.to_string(), seq);
                 }
+                _ => {}
             }
         }
         self.ledger.offer(batch);
@@ -450,6 +456,59 @@ mod tests {
         let started = Instant::now();
         fwd.finish(true).await.unwrap();
         assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_read_again_before_the_checkpoint_do_not_move_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FileCheckpointStore::open(dir.path().join("cp.json")).unwrap());
+        let counters = Arc::new(ForwardCounters::default());
+        let (out, mut rx) = mpsc::channel(8);
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        let mut fwd = Forwarder::new(
+            settings(Some(store.clone()), 10),
+            out,
+            ack_rx,
+            Box::new(NoProgress),
+            counters.clone(),
+        );
+        // A file read from its start whose checkpoint was at line 5: lines up to 5 come
+        // marked replayed by the reader.
+        let mut again = batch(1, "0", &[1, 2, 3], &ack_tx);
+        again.events.iter_mut().for_each(|e| e.replayed = true);
+        let again = send(&mut fwd, &mut rx, again).await;
+        again.ack.ack();
+        let mut commits = counters.snapshot().commits;
+        for _ in 0..5 {
+            fwd.drive().await;
+        }
+        assert_eq!(
+            store.load_sync("eh").get("0"),
+            None,
+            "nothing behind line 5"
+        );
+
+        let mut rest = batch(2, "0", &[4, 5, 6, 7], &ack_tx);
+        rest.events[..2].iter_mut().for_each(|e| e.replayed = true);
+        let rest = send(&mut fwd, &mut rx, rest).await;
+        rest.ack.ack();
+        while counters.snapshot().commits == commits {
+            fwd.drive().await;
+        }
+        assert_eq!(store.load_sync("eh")["0"].sequence_number, 7, "past it");
+
+        // The file replaced: it starts over, and its first lines are committed again.
+        let mut over = batch(3, "0", &[1, 2], &ack_tx);
+        over.events[0].rewound = true;
+        let over = send(&mut fwd, &mut rx, over).await;
+        assert!(over.events.iter().all(|e| !e.replayed));
+        over.ack.ack();
+        commits = counters.snapshot().commits;
+        while counters.snapshot().commits == commits {
+            fwd.drive().await;
+        }
+        assert_eq!(store.load_sync("eh")["0"].sequence_number, 2);
+        fwd.finish(true).await.unwrap();
     }
 
     #[tokio::test]
