@@ -423,13 +423,19 @@ fn a_record_route_forwards_each_selected_record_byte_for_byte() {
 fn star_and_union_routes_take_every_table_and_unknown_categories() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("bodies.ndjson");
+    // And one record of 100,000 fields: each is a column (a field named like the time
+    // column is not), in time linear in their number.
+    let wide: Vec<String> = (0..100_000).map(|i| format!(r#""f{i}":{i}"#)).collect();
     std::fs::write(
         &input,
-        concat!(
+        format!(
+            "{}{}{}\n{}{}{}\n",
             r#"{"records":[{"time":"2024-05-20T10:00:00Z","resourceId":"/SUBSCRIPTIONS/S/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.MACHINELEARNINGSERVICES/WORKSPACES/W","category":"AmlComputeJobEvent","operationName":"x","level":"Error","properties":{"ClusterName":"gpu","EventType":"JobFailed"}},"#,
             r#"{"time":"2024-05-20T10:00:01Z","resourceId":"/SUBSCRIPTIONS/S/RESOURCEGROUPS/RG","category":"Administrative","operationName":"MICROSOFT.RESOURCES/DEPLOYMENTS/WRITE","level":"Informational","resultType":"Success"},"#,
             r#"{"time":"2024-05-20T10:00:02Z","resourceId":"/SUBSCRIPTIONS/S/X","category":"BrandNewCategory","level":"Warning","properties":{"Widget":"w1","Count":3}}]}"#,
-            "\n"
+            r#"{"records":[{"time":"2024-05-20T10:00:03Z","category":"Wide","properties":{"timeGenerated":"no","#,
+            wide.join(","),
+            "}}]}"
         ),
     )
     .unwrap();
@@ -459,7 +465,15 @@ fn star_and_union_routes_take_every_table_and_unknown_categories() {
             .collect()
     };
     let all = read("all.ndjson");
-    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!(all.len(), 4);
+    let wide = all[3].as_object().unwrap();
+    assert_eq!(wide["TimeGenerated"], "2024-05-20T10:00:03.0000000Z");
+    assert_eq!(
+        (wide["f0"].clone(), wide["f99999"].clone()),
+        (0.into(), 99_999.into())
+    );
+    assert!(!wide.contains_key("timeGenerated"));
+    let all = &all[..3];
     assert_eq!(all[0]["Type"], "AmlComputeJobEvent");
     assert_eq!(all[1]["Type"], "AzureActivity");
     let unknown = &all[2];
@@ -470,7 +484,7 @@ fn star_and_union_routes_take_every_table_and_unknown_categories() {
     assert_eq!(unknown["_hubwatch"]["route"], "every");
     let raw = std::fs::read_to_string(dir.path().join("raw.ndjson")).unwrap();
     let body = std::fs::read_to_string(&input).unwrap();
-    assert_eq!(raw.lines().count(), 3);
+    assert_eq!(raw.lines().count(), 4);
     assert!(raw.lines().all(|l| body.contains(l)), "{raw}");
     let some = read("some.ndjson");
     assert_eq!(some.len(), 2, "{some:?}");
@@ -481,7 +495,7 @@ fn star_and_union_routes_take_every_table_and_unknown_categories() {
     let (_, metrics) = svc.get("/metrics");
     assert_eq!(
         metric(&metrics, "hubwatch_forward_rows_total{route=\"every\"}"),
-        Some(3.0)
+        Some(4.0)
     );
 }
 

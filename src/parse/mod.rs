@@ -41,6 +41,8 @@ pub struct Row {
 pub struct UnknownRow {
     pub category: Arc<str>,
     pub time: i64,
+    /// No two names equal ignoring ASCII case (a field in `properties` wins over the same
+    /// name at the top level).
     pub columns: Vec<(Arc<str>, Value)>,
 }
 

@@ -1006,8 +1006,10 @@ impl Forward<'_> {
             is_key: false,
         }];
         let mut values = vec![crate::value::Value::DateTime(row.time)];
+        // The row's names are unique ignoring case already; only `TimeGenerated` is taken.
+        // (A scan of the columns so far would cost a record of n fields n² comparisons.)
         for (name, v) in &row.columns {
-            if columns.iter().any(|c| c.name.eq_ignore_ascii_case(name)) {
+            if name.eq_ignore_ascii_case("TimeGenerated") {
                 continue;
             }
             columns.push(crate::kql::plan::OutColumn {
