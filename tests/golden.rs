@@ -90,21 +90,8 @@ fn input_is_counted_like_the_oracle_counts_it() {
 
 #[test]
 fn the_query_command_prints_json_and_exits_0() {
-    let exe = env!("CARGO_BIN_EXE_hubwatch");
     for (name, kql) in golden_queries() {
-        let out = Command::new(exe)
-            .args(["query", "--format", "json", "--input"])
-            .arg(fixture())
-            .arg(&kql)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_same_rows(&name, &got, &expected(&name));
+        assert_same_rows(&name, &query_command(&name, &kql), &expected(&name));
     }
 }
 

@@ -300,8 +300,9 @@ async fn queries(State(state): State<AdminState>, headers: HeaderMap) -> Respons
     }
 }
 
-/// `[{"name", "description", "kql", "columns": [{"name", "type"}], "rows": [...]}, ...]`,
-/// rows as `format::json` writes them.
+/// `[{"name", "description", "kql", "columns": [{"name", "type"}], "render", "rows": [...]},
+/// ...]`, rows as `format::json` writes them; `render` is the chart of a final `render`
+/// operator (`null` without one), a hint for whatever draws the result.
 fn list_json(results: &Results) -> String {
     let text = |s: &str| serde_json::to_string(s).unwrap_or_default();
     let mut out = String::from("[");
@@ -314,12 +315,14 @@ fn list_json(results: &Results) -> String {
             .iter()
             .map(|c| serde_json::json!({"name": &*c.name, "type": c.ty.name()}))
             .collect();
+        let render = spec.plan.render.as_deref().map_or("null".to_string(), text);
         out.push_str(&format!(
-            "{{\"name\":{},\"description\":{},\"kql\":{},\"columns\":{},\"rows\":{}}}",
+            "{{\"name\":{},\"description\":{},\"kql\":{},\"columns\":{},\"render\":{},\"rows\":{}}}",
             text(&spec.name),
             text(&spec.description),
             text(&spec.kql),
             serde_json::Value::Array(columns),
+            render,
             format::json(table)
         ));
     }

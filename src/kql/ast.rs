@@ -65,6 +65,25 @@ pub enum OperatorKind {
     Count,
     /// `take N` / `limit N`
     Take(Expr),
+    /// `sort by Key, ...` / `order by Key, ...`
+    Sort(Vec<SortKey>),
+    /// `top N by Key, ...`: `sort` then `take`.
+    Top { count: Expr, by: Vec<SortKey> },
+    /// `project-rename New = Old, ...`
+    ProjectRename(Vec<(Ident, Ident)>),
+    /// `render Chart [with (...)]`: how Log Analytics draws the result; a hint here, the
+    /// result is the same.
+    Render(Ident),
+}
+
+/// A sort key: `Expr [asc | desc] [nulls first | nulls last]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SortKey {
+    pub expr: Expr,
+    /// Kusto sorts descending unless told `asc`.
+    pub desc: bool,
+    /// Given, or Kusto's default: nulls first ascending, last descending.
+    pub nulls_first: bool,
 }
 
 /// `Name = Expr` or a bare `Expr` (the name is then derived from the expression).

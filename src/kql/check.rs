@@ -7,8 +7,30 @@ use std::sync::Arc;
 use super::ast::{self, BinaryOp, ExprKind, Literal, LiteralType, OperatorKind, Span};
 use super::diag::{Diagnostic, Diagnostics};
 use super::plan::{
-    AggFunc, Aggregate, Expr, Func, OutColumn, Plan, RowOp, Stage, Summarize, TableOp, Window,
+    AggFunc, Aggregate, Expr, Func, OutColumn, Plan, RowOp, SortBy, Stage, Summarize, TableOp,
+    Window,
 };
+
+/// The chart kinds `render` takes (Kusto's list).
+const CHARTS: &[&str] = &[
+    "anomalychart",
+    "areachart",
+    "barchart",
+    "card",
+    "columnchart",
+    "graph",
+    "ladderchart",
+    "linechart",
+    "piechart",
+    "pivotchart",
+    "plotly",
+    "scatterchart",
+    "stackedareachart",
+    "table",
+    "timechart",
+    "timepivot",
+    "treemap",
+];
 use crate::schema::Schemas;
 use crate::time;
 use crate::value::{Type, Value};
@@ -99,6 +121,9 @@ impl Checker {
         let mut pre = Vec::new();
         let mut post = Vec::new();
         let mut stage = Stage::Rows { limit: None };
+        let mut render = None;
+        // Whether the result phase began with a sort of raw rows (not a `summarize`).
+        let mut rows_sorted = false;
 
         for op in &q.ops {
             match &op.kind {
@@ -205,6 +230,13 @@ impl Checker {
                     }
                 }
                 OperatorKind::Summarize { aggregates, by } => {
+                    if rows_sorted {
+                        self.err(
+                            op.span,
+                            "'summarize' after 'sort' or 'top' is not supported: sort its result instead (move the sort after it)",
+                        );
+                        continue;
+                    }
                     if phase == Phase::Post {
                         self.err(
                             op.span,
@@ -250,18 +282,61 @@ impl Checker {
                     }
                 },
                 OperatorKind::Take(n) => {
-                    let limit = match &n.kind {
-                        ExprKind::Literal(Literal::Long(v)) if *v >= 0 => *v as usize,
-                        _ => {
-                            self.err(n.span, "'take' needs a non-negative whole number");
-                            continue;
-                        }
+                    let Some(limit) = self.row_count(n, "take") else {
+                        continue;
                     };
                     match (phase, &mut stage) {
                         (Phase::Pre, Stage::Rows { limit: l }) => {
                             *l = Some(l.map_or(limit, |x| x.min(limit)))
                         }
                         _ => post.push(TableOp::Take(limit)),
+                    }
+                }
+                // On raw rows, a sort orders the rows the query retains (its window, within
+                // `max_rows`) when the result is read: what follows it works on the result.
+                OperatorKind::Sort(keys) => {
+                    if let Some(keys) = self.sort_keys(keys, &scope) {
+                        post.push(TableOp::Sort(keys));
+                    }
+                    rows_sorted |= phase == Phase::Pre;
+                    phase = Phase::Post;
+                }
+                OperatorKind::Top { count, by } => {
+                    let limit = self.row_count(count, "top");
+                    if let (Some(keys), Some(limit)) = (self.sort_keys(by, &scope), limit) {
+                        post.push(TableOp::Sort(keys));
+                        post.push(TableOp::Take(limit));
+                    }
+                    rows_sorted |= phase == Phase::Pre;
+                    phase = Phase::Post;
+                }
+                OperatorKind::ProjectRename(pairs) => {
+                    for (new, old) in pairs {
+                        match scope.iter().position(|c| *c.name == *old.name) {
+                            Some(i) => scope[i].name = Arc::from(new.name.as_str()),
+                            None => self.unknown_column(old.span, &old.name, &scope),
+                        }
+                    }
+                    let mut seen = std::collections::HashSet::new();
+                    if let Some(c) = scope.iter().find(|c| !seen.insert(c.name.clone())) {
+                        self.err(
+                            op.span,
+                            format!("'project-rename' makes two columns named '{}'", c.name),
+                        );
+                    }
+                }
+                OperatorKind::Render(chart) => {
+                    if CHARTS.contains(&chart.name.as_str()) {
+                        render = Some(Arc::from(chart.name.as_str()));
+                    } else {
+                        self.err(
+                            chart.span,
+                            format!(
+                                "unknown chart '{}' (known: {})",
+                                chart.name,
+                                CHARTS.join(", ")
+                            ),
+                        );
                     }
                 }
             }
@@ -287,7 +362,32 @@ impl Checker {
             stage,
             post,
             output,
+            render,
         })
+    }
+
+    /// The number of rows of `take` or `top`: a whole number, not negative.
+    fn row_count(&mut self, n: &ast::Expr, op: &str) -> Option<usize> {
+        match &n.kind {
+            ExprKind::Literal(Literal::Long(v)) if *v >= 0 => Some(*v as usize),
+            _ => {
+                self.err(n.span, format!("'{op}' needs a non-negative whole number"));
+                None
+            }
+        }
+    }
+
+    fn sort_keys(&mut self, keys: &[ast::SortKey], scope: &Scope) -> Option<Vec<SortBy>> {
+        let mut out = Vec::new();
+        for k in keys {
+            let t = self.expr(&k.expr, scope)?;
+            out.push(SortBy {
+                expr: t.expr,
+                desc: k.desc,
+                nulls_first: k.nulls_first,
+            });
+        }
+        Some(out)
     }
 
     /// `TimeGenerated > ago(X)`, `>= ago(X)`, `ago(X) < TimeGenerated`, and

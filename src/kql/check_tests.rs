@@ -976,3 +976,61 @@ fn mixed_numeric_branches_take_the_checked_type() {
         crate::value::Value::Real(7.0)
     );
 }
+
+#[test]
+fn sort_top_rename_and_render_compile_to_result_operators() {
+    let p = plan(&format!(
+        "{CLUSTER} | summarize n = count() by ClusterName | top 2 by n | project-rename Cluster = ClusterName | render piechart"
+    ));
+    assert!(matches!(
+        &p.post[..],
+        [TableOp::Sort(keys), TableOp::Take(2)] if keys.len() == 1 && keys[0].desc && !keys[0].nulls_first
+    ));
+    let names: Vec<&str> = p.output.iter().map(|c| &*c.name).collect();
+    assert_eq!(names, ["Cluster", "n"]);
+    assert_eq!(p.render.as_deref(), Some("piechart"));
+    // On raw rows a sort orders what the query retains; what follows works on the result.
+    let p = plan(&format!(
+        "{CLUSTER} | where TimeGenerated > ago(1h) | sort by TimeGenerated asc | where ClusterName == 'a' | take 3"
+    ));
+    assert!(matches!(&p.stage, Stage::Rows { limit: None }));
+    assert!(matches!(
+        &p.post[..],
+        [TableOp::Sort(k), TableOp::Filter(_), TableOp::Take(3)] if !k[0].desc && k[0].nulls_first
+    ));
+    assert!(
+        p.window.is_some(),
+        "the time filter before the sort is still the window"
+    );
+}
+
+#[test]
+fn sort_top_rename_and_render_mistakes_are_named() {
+    assert_eq!(
+        error(&format!("{CLUSTER} | render spaghettichart")),
+        (1, 33, "unknown chart 'spaghettichart' (known: anomalychart, areachart, barchart, card, columnchart, graph, ladderchart, linechart, piechart, pivotchart, plotly, scatterchart, stackedareachart, table, timechart, timepivot, treemap)".to_string())
+    );
+    assert_eq!(
+        error(&format!(
+            "{CLUSTER} | project-rename A = ClusterName, A = VmSize"
+        ))
+        .2,
+        "'project-rename' makes two columns named 'A'"
+    );
+    assert_eq!(
+        error(&format!("{CLUSTER} | project-rename A = ClusterNam")).2,
+        "unknown column 'ClusterNam'"
+    );
+    assert_eq!(
+        error(&format!("{CLUSTER} | top -1 by ClusterName")).2,
+        "'top' needs a non-negative whole number"
+    );
+    assert_eq!(
+        error(&format!("{CLUSTER} | sort by Nope")).2,
+        "unknown column 'Nope'"
+    );
+    assert_eq!(
+        error(&format!("{CLUSTER} | top 5 by TimeGenerated | summarize count()")).2,
+        "'summarize' after 'sort' or 'top' is not supported: sort its result instead (move the sort after it)"
+    );
+}

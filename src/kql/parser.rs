@@ -11,7 +11,7 @@ use super::diag::Diagnostic;
 use super::lexer::{lex, position, Token, TokenKind as T};
 
 /// The operators the engine runs, as named in the "unsupported operator" message.
-const SUPPORTED: &str = "where, extend, project, project-away, summarize, count, take, limit";
+const SUPPORTED: &str = "where, extend, project, project-away, project-rename, summarize, count, take, limit, sort, order, top, render";
 
 /// The comparisons the engine runs, as named in the "unsupported operator" message.
 const COMPARISONS: &str = "== != < <= > >= =~ !~, has contains startswith endswith and their ! and _cs forms, in, !in, in~, !in~, between, !between";
@@ -260,6 +260,20 @@ impl Parser<'_> {
             "summarize" => self.summarize()?,
             "count" => OperatorKind::Count,
             "take" | "limit" => OperatorKind::Take(self.top_expr()?),
+            "sort" | "order" => {
+                self.expect_word("by", &format!("'by' after '{name}'"))?;
+                OperatorKind::Sort(self.sort_keys()?)
+            }
+            "top" => {
+                let count = self.top_expr()?;
+                self.expect_word("by", "'by' after the number of rows of 'top'")?;
+                OperatorKind::Top {
+                    count,
+                    by: self.sort_keys()?,
+                }
+            }
+            "project-rename" => OperatorKind::ProjectRename(self.renames()?),
+            "render" => self.render()?,
             _ => {
                 return self.fail(
                     name_span,
@@ -292,6 +306,102 @@ impl Parser<'_> {
             span = span.to(self.bump());
         }
         (self.text(span).to_string(), span)
+    }
+
+    fn expect_word(&mut self, word: &str, what: &str) -> PResult<Span> {
+        if self.at_word(word) {
+            return Ok(self.bump());
+        }
+        self.expected(what)
+    }
+
+    /// `Expr [asc | desc] [nulls first | nulls last], ...`
+    fn sort_keys(&mut self) -> PResult<Vec<SortKey>> {
+        let mut keys = Vec::new();
+        loop {
+            let expr = self.top_expr()?;
+            let desc = if self.at_word("asc") {
+                self.bump();
+                false
+            } else {
+                if self.at_word("desc") {
+                    self.bump();
+                }
+                true
+            };
+            let nulls_first = if self.at_word("nulls") {
+                self.bump();
+                if self.at_word("first") {
+                    self.bump();
+                    true
+                } else {
+                    self.expect_word("last", "'first' or 'last' after 'nulls'")?;
+                    false
+                }
+            } else {
+                !desc
+            };
+            keys.push(SortKey {
+                expr,
+                desc,
+                nulls_first,
+            });
+            if !self.eat(&T::Comma) {
+                return Ok(keys);
+            }
+        }
+    }
+
+    /// `New = Old, ...` for `project-rename`.
+    fn renames(&mut self) -> PResult<Vec<(Ident, Ident)>> {
+        let mut list = Vec::new();
+        loop {
+            let Some(new) = self.name() else {
+                return self.expected("a new column name");
+            };
+            self.expect(
+                T::Assign,
+                "'=' after the new name ('project-rename New = Old')",
+            )?;
+            let Some(old) = self.name() else {
+                return self.expected("the column to rename");
+            };
+            list.push((new, old));
+            if !self.eat(&T::Comma) {
+                return Ok(list);
+            }
+        }
+    }
+
+    /// `render Chart [with (Name = Value, ...)]`. The properties only shape the chart, so
+    /// they are read past (balanced parentheses) and not kept.
+    fn render(&mut self) -> PResult<OperatorKind> {
+        let Some(chart) = self.name() else {
+            return self.expected(
+                "a chart kind after 'render' (timechart, barchart, piechart, table, ...)",
+            );
+        };
+        if self.at_word("with") {
+            self.bump();
+            self.expect(T::LParen, "'(' after 'with'")?;
+            let mut depth = 1;
+            while depth > 0 {
+                match self.peek() {
+                    T::LParen => depth += 1,
+                    T::RParen => depth -= 1,
+                    T::Eof => return self.expected("')' closing the 'render' properties"),
+                    _ => {}
+                }
+                self.bump();
+            }
+        }
+        if *self.peek() == T::Pipe {
+            return self.fail(
+                self.span(),
+                "'render' must be the last operator of the query",
+            );
+        }
+        Ok(OperatorKind::Render(chart))
     }
 
     fn summarize(&mut self) -> PResult<OperatorKind> {
@@ -788,6 +898,20 @@ mod tests {
         list.iter().map(one).collect::<Vec<_>>().join(", ")
     }
 
+    fn show_keys(keys: &[SortKey]) -> String {
+        keys.iter()
+            .map(|k| {
+                format!(
+                    "{} {} nulls {}",
+                    show(&k.expr),
+                    if k.desc { "desc" } else { "asc" },
+                    if k.nulls_first { "first" } else { "last" }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     fn show_query(q: &Query) -> String {
         let mut out = q.table.name.clone();
         for op in &q.ops {
@@ -813,6 +937,19 @@ mod tests {
                 }
                 OperatorKind::Count => " | count".to_string(),
                 OperatorKind::Take(e) => format!(" | take {}", show(e)),
+                OperatorKind::Sort(keys) => format!(" | sort by {}", show_keys(keys)),
+                OperatorKind::Top { count, by } => {
+                    format!(" | top {} by {}", show(count), show_keys(by))
+                }
+                OperatorKind::ProjectRename(pairs) => format!(
+                    " | project-rename {}",
+                    pairs
+                        .iter()
+                        .map(|(n, o)| format!("{}={}", n.name, o.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                OperatorKind::Render(chart) => format!(" | render {}", chart.name),
             };
         }
         out
@@ -1100,11 +1237,11 @@ mod tests {
             )
         );
         assert_eq!(
-            one_error("T | project-rename a = b"),
+            one_error("T | project-reorder a"),
             (
                 1,
                 5,
-                format!("unsupported operator 'project-rename' {supported}")
+                format!("unsupported operator 'project-reorder' {supported}")
             )
         );
         assert_eq!(
@@ -1378,5 +1515,45 @@ mod tests {
         );
         assert!(parse(&chain(MAX_NODES)).is_ok());
         let _ = parse(&format!("T | where {}", "f(".repeat(10_000)));
+    }
+
+    #[test]
+    fn sort_top_rename_and_render_parse_with_kustos_defaults() {
+        assert_eq!(
+            shape("T | sort by a, b asc | order by c desc nulls first, d asc nulls last"),
+            "T | sort by a desc nulls last, b asc nulls first | sort by c desc nulls first, d asc nulls last"
+        );
+        assert_eq!(
+            shape("T | top 3 by n | project-rename Nodes = n, ['w x'] = w | render timechart with (title = \"a (b)\", ytitle = 'n')"),
+            "T | top 3 by n desc nulls last | project-rename Nodes=n, w x=w | render timechart"
+        );
+    }
+
+    #[test]
+    fn sort_top_and_render_mistakes_are_named() {
+        assert_eq!(
+            one_error("T | sort a").2,
+            "expected 'by' after 'sort', found 'a'"
+        );
+        assert_eq!(
+            one_error("T | top 3 n").2,
+            "expected 'by' after the number of rows of 'top', found 'n'"
+        );
+        assert_eq!(
+            one_error("T | sort by a nulls middle").2,
+            "expected 'first' or 'last' after 'nulls', found 'middle'"
+        );
+        assert_eq!(
+            one_error("T | render timechart | take 1"),
+            (
+                1,
+                22,
+                "'render' must be the last operator of the query".to_string()
+            )
+        );
+        assert_eq!(
+            one_error("T | project-rename a b").2,
+            "expected '=' after the new name ('project-rename New = Old'), found 'b'"
+        );
     }
 }

@@ -28,6 +28,9 @@ pub struct Plan {
     pub post: Vec<TableOp>,
     /// The result's columns, in order.
     pub output: Vec<OutColumn>,
+    /// The chart of a final `render` (`timechart`, …): a hint for those who draw the
+    /// result, which it does not change.
+    pub render: Option<Arc<str>>,
 }
 
 /// A sliding window: rows with `TimeGenerated > clock - length` (or `>=` when inclusive).
@@ -123,6 +126,16 @@ pub enum TableOp {
     Project(Vec<Expr>),
     Take(usize),
     Count,
+    /// `sort`/`order by` (and the first half of `top`): stable, so ties keep their order.
+    Sort(Vec<SortBy>),
+}
+
+/// One key of a sort: its expression, direction, and where nulls go.
+#[derive(Debug, Clone)]
+pub struct SortBy {
+    pub expr: Expr,
+    pub desc: bool,
+    pub nulls_first: bool,
 }
 
 /// A typed scalar expression over a row.

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use rustc_hash::FxBuildHasher;
 
 use crate::kql::eval::{eval, is_true, Context};
-use crate::kql::plan::{Aggregate, OutColumn, Plan, RowOp, Stage, Summarize, TableOp};
+use crate::kql::plan::{Aggregate, OutColumn, Plan, RowOp, SortBy, Stage, Summarize, TableOp};
 use crate::parse::Row;
 use crate::time;
 use crate::value::{compare_for_sort, Value};
@@ -659,6 +659,34 @@ fn apply_post(op: &TableOp, rows: Vec<Vec<Value>>, cx: &Context) -> Vec<Vec<Valu
             .collect(),
         TableOp::Take(n) => rows.into_iter().take(*n).collect(),
         TableOp::Count => vec![vec![Value::Long(rows.len() as i64)]],
+        TableOp::Sort(keys) => {
+            let mut keyed: Vec<(Vec<Value>, Vec<Value>)> = rows
+                .into_iter()
+                .map(|r| (keys.iter().map(|k| eval(&k.expr, &r, cx)).collect(), r))
+                .collect();
+            keyed.sort_by(|(a, _), (b, _)| {
+                keys.iter()
+                    .zip(a.iter().zip(b))
+                    .map(|(k, (x, y))| sort_order(k, x, y))
+                    .find(|o| o.is_ne())
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            });
+            keyed.into_iter().map(|(_, r)| r).collect()
+        }
+    }
+}
+
+/// Kusto's order for one sort key: nulls where the key says, the rest by value, reversed
+/// when descending.
+fn sort_order(key: &SortBy, a: &Value, b: &Value) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (a.is_null(), b.is_null()) {
+        (true, true) => Ordering::Equal,
+        (true, false) if key.nulls_first => Ordering::Less,
+        (true, false) => Ordering::Greater,
+        (false, true) => sort_order(key, b, a).reverse(),
+        (false, false) if key.desc => compare_for_sort(a, b).reverse(),
+        (false, false) => compare_for_sort(a, b),
     }
 }
 

@@ -20,21 +20,71 @@ pub fn fixture() -> PathBuf {
     repo().join("tests/fixtures/aml/bodies.ndjson")
 }
 
+/// The entries of a query list in `tests/expected/` (`[{"name", "kql", ...}]`).
+fn query_list(file: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(repo().join("tests/expected").join(file)).expect(file);
+    let v: Value = serde_json::from_str(&text).expect("a query list is JSON");
+    v.as_array().expect("an array").clone()
+}
+
+fn text_of(q: &Value, key: &str) -> String {
+    q[key].as_str().unwrap().to_string()
+}
+
 /// `(name, kql)` of the golden queries, from `tests/expected/queries.json`.
 pub fn golden_queries() -> Vec<(String, String)> {
-    let text =
-        std::fs::read_to_string(repo().join("tests/expected/queries.json")).expect("queries.json");
-    let v: Value = serde_json::from_str(&text).expect("queries.json is JSON");
-    v.as_array()
-        .expect("an array")
+    query_list("queries.json")
+        .iter()
+        .map(|q| (text_of(q, "name"), text_of(q, "kql")))
+        .collect()
+}
+
+/// The KQL-breadth queries (`tests/expected/breadth_queries.json`): name, KQL, and whether
+/// their rows come in a defined order.
+pub fn breadth_queries() -> Vec<(String, String, bool)> {
+    query_list("breadth_queries.json")
         .iter()
         .map(|q| {
             (
-                q["name"].as_str().unwrap().to_string(),
-                q["kql"].as_str().unwrap().to_string(),
+                text_of(q, "name"),
+                text_of(q, "kql"),
+                q["ordered"].as_bool().unwrap(),
             )
         })
         .collect()
+}
+
+/// `hubwatch query --format json` over the golden fixture: the rows it prints (it must
+/// exit 0).
+pub fn query_command(name: &str, kql: &str) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hubwatch"))
+        .args(["query", "--format", "json", "--input"])
+        .arg(fixture())
+        .arg(kql)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Asserts two result arrays hold the same rows in the same order.
+pub fn assert_same_rows_in_order(name: &str, got: &Value, want: &Value) {
+    let rows = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .expect("an array of rows")
+            .iter()
+            .map(|x| canonical(x).to_string())
+            .collect()
+    };
+    assert_eq!(rows(got), rows(want), "{name}: rows or their order differ");
+    assert!(
+        !rows(want).is_empty(),
+        "{name}: the expected answer is empty"
+    );
 }
 
 pub fn expected(name: &str) -> Value {
