@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::ast::{self, BinaryOp, ExprKind, Literal, LiteralType, OperatorKind, Span};
-use super::diag::{Diagnostic, Diagnostics};
+use super::diag::{nearest, Diagnostic, Diagnostics};
 use super::plan::{
     AggFunc, Aggregate, Expr, Func, OutColumn, Plan, RowOp, SortBy, Stage, Summarize, TableOp,
     Window,
@@ -91,7 +91,10 @@ impl Checker {
                     " (did you mean '{}'? table names are case-sensitive)",
                     t.name
                 ),
-                None => " (add a definition under schemas/tables/ to query it)".to_string(),
+                None => match nearest(&q.table.name, schemas.tables.iter().map(|t| &*t.name)) {
+                    Some(near) => format!(" (did you mean '{near}'?)"),
+                    None => " (add a definition under schemas/tables/ to query it)".to_string(),
+                },
             };
             self.err(
                 q.table.span,
@@ -574,7 +577,13 @@ impl Checker {
         keys: &Scope,
     ) -> Option<(Aggregate, Vec<Col>)> {
         let ExprKind::Call { name, args } = &item.expr.kind else {
-            self.err(item.expr.span, "expected an aggregation function (count, countif, sum, sumif, avg, avgif, min, max, dcount, arg_max, arg_min, percentile)");
+            self.err(
+                item.expr.span,
+                format!(
+                    "expected an aggregation function ({})",
+                    AGGREGATES.join(", ")
+                ),
+            );
             return None;
         };
         let fname = name.name.as_str();
@@ -814,7 +823,14 @@ impl Checker {
                 let msg = if scalar_func(other).is_some() {
                     format!("'{other}' is not an aggregation function; summarize needs count, sum, avg, min, max, dcount, arg_max, percentile, …")
                 } else {
-                    format!("unknown aggregation function '{other}'")
+                    match nearest(other, AGGREGATES.iter().copied()) {
+                        Some(near) => {
+                            format!(
+                                "unknown aggregation function '{other}' (did you mean '{near}'?)"
+                            )
+                        }
+                        None => format!("unknown aggregation function '{other}'"),
+                    }
                 };
                 self.err(name.span, msg);
                 None
@@ -831,16 +847,16 @@ impl Checker {
     }
 
     fn unknown_column(&mut self, span: Span, name: &str, scope: &Scope) {
-        let hint = scope
-            .iter()
-            .find(|c| c.name.eq_ignore_ascii_case(name))
-            .map(|c| {
-                format!(
-                    " (did you mean '{}'? column names are case-sensitive)",
-                    c.name
-                )
-            })
-            .unwrap_or_default();
+        let hint = match scope.iter().find(|c| c.name.eq_ignore_ascii_case(name)) {
+            Some(c) => format!(
+                " (did you mean '{}'? column names are case-sensitive)",
+                c.name
+            ),
+            None => match nearest(name, scope.iter().map(|c| &*c.name)) {
+                Some(near) => format!(" (did you mean '{near}'?)"),
+                None => String::new(),
+            },
+        };
         self.err(span, format!("unknown column '{name}'{hint}"));
     }
 
@@ -1167,7 +1183,11 @@ impl Checker {
             let msg = if is_aggregate(fname) {
                 format!("aggregation function '{fname}' is only allowed in 'summarize'")
             } else {
-                format!("unknown function '{fname}'")
+                let names = SCALARS.iter().map(|(n, ..)| *n).chain(["now"]);
+                match nearest(fname, names) {
+                    Some(near) => format!("unknown function '{fname}' (did you mean '{near}'?)"),
+                    None => format!("unknown function '{fname}'"),
+                }
             };
             self.err(name.span, msg);
             return None;
@@ -1375,53 +1395,63 @@ fn conjuncts(e: &ast::Expr) -> Vec<&ast::Expr> {
     }
 }
 
-/// Scalar functions: (function, min args, max args).
+/// Scalar functions: (name, function, min args, max args). `now` is handled apart.
+const SCALARS: &[(&str, Func, usize, usize)] = &[
+    ("ago", Func::Ago, 1, 1),
+    ("bin", Func::Bin, 2, 2),
+    ("floor", Func::Floor, 2, 2),
+    ("iif", Func::Iif, 3, 3),
+    ("iff", Func::Iif, 3, 3),
+    ("case", Func::Case, 3, usize::MAX),
+    ("not", Func::Not, 1, 1),
+    ("tostring", Func::ToString, 1, 1),
+    ("toint", Func::ToLong, 1, 1),
+    ("tolong", Func::ToLong, 1, 1),
+    ("todouble", Func::ToReal, 1, 1),
+    ("toreal", Func::ToReal, 1, 1),
+    ("tobool", Func::ToBool, 1, 1),
+    ("toboolean", Func::ToBool, 1, 1),
+    ("todatetime", Func::ToDateTime, 1, 1),
+    ("totimespan", Func::ToTimeSpan, 1, 1),
+    ("split", Func::Split, 2, 3),
+    ("strcat", Func::StrCat, 1, 64),
+    ("tolower", Func::ToLower, 1, 1),
+    ("toupper", Func::ToUpper, 1, 1),
+    ("isempty", Func::IsEmpty, 1, 1),
+    ("isnotempty", Func::IsNotEmpty, 1, 1),
+    ("isnull", Func::IsNull, 1, 1),
+    ("isnotnull", Func::IsNotNull, 1, 1),
+    ("strlen", Func::StrLen, 1, 1),
+    ("abs", Func::Abs, 1, 1),
+    ("round", Func::Round, 1, 2),
+    ("coalesce", Func::Coalesce, 2, 64),
+];
+
 fn scalar_func(name: &str) -> Option<(Func, usize, usize)> {
-    Some(match name {
-        "ago" => (Func::Ago, 1, 1),
-        "bin" => (Func::Bin, 2, 2),
-        "floor" => (Func::Floor, 2, 2),
-        "iif" | "iff" => (Func::Iif, 3, 3),
-        "case" => (Func::Case, 3, usize::MAX),
-        "not" => (Func::Not, 1, 1),
-        "tostring" => (Func::ToString, 1, 1),
-        "toint" | "tolong" => (Func::ToLong, 1, 1),
-        "todouble" | "toreal" => (Func::ToReal, 1, 1),
-        "tobool" | "toboolean" => (Func::ToBool, 1, 1),
-        "todatetime" => (Func::ToDateTime, 1, 1),
-        "totimespan" => (Func::ToTimeSpan, 1, 1),
-        "split" => (Func::Split, 2, 3),
-        "strcat" => (Func::StrCat, 1, 64),
-        "tolower" => (Func::ToLower, 1, 1),
-        "toupper" => (Func::ToUpper, 1, 1),
-        "isempty" => (Func::IsEmpty, 1, 1),
-        "isnotempty" => (Func::IsNotEmpty, 1, 1),
-        "isnull" => (Func::IsNull, 1, 1),
-        "isnotnull" => (Func::IsNotNull, 1, 1),
-        "strlen" => (Func::StrLen, 1, 1),
-        "abs" => (Func::Abs, 1, 1),
-        "round" => (Func::Round, 1, 2),
-        "coalesce" => (Func::Coalesce, 2, 64),
-        _ => return None,
-    })
+    SCALARS
+        .iter()
+        .find(|(n, ..)| *n == name)
+        .map(|&(_, f, lo, hi)| (f, lo, hi))
 }
 
+/// Aggregation functions (allowed in `summarize` only).
+const AGGREGATES: &[&str] = &[
+    "count",
+    "countif",
+    "sum",
+    "sumif",
+    "avg",
+    "avgif",
+    "min",
+    "max",
+    "dcount",
+    "arg_max",
+    "arg_min",
+    "percentile",
+];
+
 fn is_aggregate(name: &str) -> bool {
-    matches!(
-        name,
-        "count"
-            | "countif"
-            | "sum"
-            | "sumif"
-            | "avg"
-            | "avgif"
-            | "min"
-            | "max"
-            | "dcount"
-            | "arg_max"
-            | "arg_min"
-            | "percentile"
-    )
+    AGGREGATES.contains(&name)
 }
 
 fn tyname(t: Option<Type>) -> &'static str {

@@ -1019,7 +1019,7 @@ fn sort_top_rename_and_render_mistakes_are_named() {
     );
     assert_eq!(
         error(&format!("{CLUSTER} | project-rename A = ClusterNam")).2,
-        "unknown column 'ClusterNam'"
+        "unknown column 'ClusterNam' (did you mean 'ClusterName'?)"
     );
     assert_eq!(
         error(&format!("{CLUSTER} | top -1 by ClusterName")).2,
@@ -1032,5 +1032,35 @@ fn sort_top_rename_and_render_mistakes_are_named() {
     assert_eq!(
         error(&format!("{CLUSTER} | top 5 by TimeGenerated | summarize count()")).2,
         "'summarize' after 'sort' or 'top' is not supported: sort its result instead (move the sort after it)"
+    );
+}
+
+#[test]
+fn typos_get_the_nearest_name_as_a_suggestion() {
+    let msg = |q: &str| error(q).2;
+    assert_eq!(
+        msg("AmlComputeClustrEvent | take 1"),
+        "unknown table 'AmlComputeClustrEvent' (did you mean 'AmlComputeClusterEvent'?)"
+    );
+    assert_eq!(
+        msg(&format!("{CLUSTER} | where ClustreName == 'a'")),
+        "unknown column 'ClustreName' (did you mean 'ClusterName'?)"
+    );
+    assert_eq!(
+        msg(&format!("{CLUSTER} | extend s = tostrin(VmSize)")),
+        "unknown function 'tostrin' (did you mean 'tostring'?)"
+    );
+    assert_eq!(
+        msg(&format!("{CLUSTER} | summarize dcont(ClusterName)")),
+        "unknown aggregation function 'dcont' (did you mean 'dcount'?)"
+    );
+    // Too far from anything: no guess.
+    assert_eq!(
+        msg(&format!("{CLUSTER} | where Zebra == 1")),
+        "unknown column 'Zebra'"
+    );
+    assert_eq!(
+        msg("Nothing | take 1"),
+        "unknown table 'Nothing' (add a definition under schemas/tables/ to query it)"
     );
 }

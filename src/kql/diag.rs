@@ -4,6 +4,44 @@
 use super::ast::Span;
 use std::fmt;
 
+/// The candidate nearest to a mistyped `name` (edit distance, ignoring ASCII case), if it is
+/// near enough to be the one meant: within 1 edit for names of up to 4 characters, 2 up to
+/// 8, 3 beyond. The first of equally near ones.
+pub fn nearest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = match name.chars().count() {
+        0..=4 => 1,
+        5..=8 => 2,
+        _ => 3,
+    };
+    let name: Vec<char> = name.chars().map(|c| c.to_ascii_lowercase()).collect();
+    let mut best: Option<(usize, &str)> = None;
+    for c in candidates {
+        let d = distance(&name, c);
+        if d <= limit && best.is_none_or(|(b, _)| d < b) {
+            best = Some((d, c));
+        }
+    }
+    best.map(|(_, c)| c)
+}
+
+/// Levenshtein distance between `a` (lower-cased) and `b` (lowered here), in one row.
+fn distance(a: &[char], b: &str) -> usize {
+    let b: Vec<char> = b.chars().map(|c| c.to_ascii_lowercase()).collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1)
+                .min(row[j] + 1)
+                .min(diag + usize::from(ca != cb));
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Diagnostic {
     pub message: String,
@@ -82,6 +120,22 @@ impl std::error::Error for Diagnostics {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_nearest_name_within_a_distance_that_grows_with_length() {
+        let names = ["ClusterName", "ClusterType", "VmSize", "Type"];
+        assert_eq!(nearest("ClusterNam", names), Some("ClusterName"));
+        assert_eq!(
+            nearest("clustername", names),
+            Some("ClusterName"),
+            "case is free"
+        );
+        assert_eq!(nearest("ClsterTpe", names), Some("ClusterType"));
+        assert_eq!(nearest("Typo", names), Some("Type"));
+        assert_eq!(nearest("Tpoe", names), None, "two edits in four letters");
+        assert_eq!(nearest("VmSizeXYZ1", names), None);
+        assert_eq!(distance(&['k', 'i', 't', 't', 'e', 'n'], "sitting"), 3);
+    }
 
     #[test]
     fn line_and_column_are_one_based_and_count_chars() {
