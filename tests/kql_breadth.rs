@@ -1,5 +1,5 @@
-//! The operators Log Analytics users add to their queries (`sort`/`order by`, `top`,
-//! `project-rename`, `render`), verbatim over the golden fixtures: the answers, in their
+//! The operators Log Analytics users add to their queries (`let`, `sort`/`order by`,
+//! `top`, `project-rename`, `render`), verbatim over the golden fixtures: the answers, in their
 //! order, equal the independent Python oracle's (`breadth_answers` in
 //! `tests/fixtures/gen_fixtures.py`), through the library, the `query` command and the
 //! running service.

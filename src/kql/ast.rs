@@ -35,6 +35,8 @@ pub struct Ident {
 /// `Table | op | op ...`
 #[derive(Debug, Clone, PartialEq)]
 pub struct Query {
+    /// `let Name = Expr;` statements before the query, in order (scalars only).
+    pub lets: Vec<(Ident, Expr)>,
     pub table: Ident,
     pub ops: Vec<Operator>,
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::ast::{self, BinaryOp, ExprKind, Literal, LiteralType, OperatorKind, Span};
 use super::diag::{nearest, Diagnostic, Diagnostics};
+use super::parser::{MAX_DEPTH, MAX_NODES};
 use super::plan::{
     AggFunc, Aggregate, Expr, Func, OutColumn, Plan, RowOp, SortBy, Stage, Summarize, TableOp,
     Window,
@@ -128,7 +129,14 @@ impl Checker {
         // Whether the result phase began with a sort of raw rows (not a `summarize`).
         let mut rows_sorted = false;
 
-        for op in &q.ops {
+        let inlined;
+        let ops = if q.lets.is_empty() {
+            &q.ops
+        } else {
+            inlined = self.inline_lets(q, &scope)?;
+            &inlined
+        };
+        for op in ops {
             match &op.kind {
                 OperatorKind::Where(pred) => {
                     let mut rest = Vec::new();
@@ -367,6 +375,95 @@ impl Checker {
             output,
             render,
         })
+    }
+
+    /// The query's operators with every `let` name replaced by its expression (each `let`
+    /// sees those before it; a later one of the same name wins), so that
+    /// `TimeGenerated > ago(window)` is a sliding window as `ago(1d)` is. A name that is
+    /// also a column of the table, or that an operator gives to a column, is refused
+    /// rather than guessed at; so is an expansion past the parser's size limits.
+    fn inline_lets(&mut self, q: &ast::Query, columns: &Scope) -> Option<Vec<ast::Operator>> {
+        let mut lets: Vec<(String, ast::Expr)> = Vec::new();
+        let before = self.diags.len();
+        for (name, expr) in &q.lets {
+            if columns.iter().any(|c| *c.name == name.name) {
+                self.err(
+                    name.span,
+                    format!(
+                        "'let' name '{}' is also a column of {}: rename it",
+                        name.name, q.table.name
+                    ),
+                );
+            }
+            let mut expr = expr.clone();
+            inline(&mut expr, &lets);
+            let (nodes, depth) = extent(&expr);
+            if nodes > MAX_NODES || depth > MAX_DEPTH {
+                self.err(
+                    name.span,
+                    format!("'let' {} expands to too large an expression", name.name),
+                );
+                return None;
+            }
+            lets.push((name.name.clone(), expr));
+        }
+        let is_let = |n: &ast::Ident| lets.iter().any(|(l, _)| *l == n.name);
+        let taken = |n: &Option<ast::Ident>| {
+            n.as_ref()
+                .filter(|n| is_let(n))
+                .map(|n| (n.name.clone(), n.span))
+        };
+        let mut ops = q.ops.clone();
+        for op in &mut ops {
+            let mut exprs: Vec<&mut ast::Expr> = Vec::new();
+            let mut names: Vec<(String, Span)> = Vec::new();
+            match &mut op.kind {
+                OperatorKind::Where(e) | OperatorKind::Take(e) => exprs.push(e),
+                OperatorKind::Extend(items) | OperatorKind::Project(items) => {
+                    for item in items {
+                        names.extend(taken(&item.name));
+                        exprs.push(&mut item.expr);
+                    }
+                }
+                OperatorKind::Summarize { aggregates, by } => {
+                    for item in aggregates.iter_mut().chain(by) {
+                        names.extend(taken(&item.name));
+                        exprs.push(&mut item.expr);
+                    }
+                }
+                OperatorKind::Sort(keys) => exprs.extend(keys.iter_mut().map(|k| &mut k.expr)),
+                OperatorKind::Top { count, by } => {
+                    exprs.push(count);
+                    exprs.extend(by.iter_mut().map(|k| &mut k.expr));
+                }
+                OperatorKind::ProjectRename(pairs) => {
+                    names.extend(
+                        pairs
+                            .iter()
+                            .filter(|(new, _)| is_let(new))
+                            .map(|(new, _)| (new.name.clone(), new.span)),
+                    );
+                }
+                OperatorKind::ProjectAway(_) | OperatorKind::Count | OperatorKind::Render(_) => {}
+            }
+            for (name, span) in names {
+                self.diags.push(Diagnostic::new(
+                    span,
+                    format!("'{name}' names a 'let' and a column: rename one of them"),
+                ));
+            }
+            for e in exprs {
+                inline(e, &lets);
+                let (nodes, depth) = extent(e);
+                if nodes > 10 * MAX_NODES || depth > 2 * MAX_DEPTH {
+                    self.diags.push(Diagnostic::new(
+                        e.span,
+                        "with its 'let' names replaced, this expression is too large",
+                    ));
+                }
+            }
+        }
+        (self.diags.len() == before).then_some(ops)
     }
 
     /// The number of rows of `take` or `top`: a whole number, not negative.
@@ -1393,6 +1490,58 @@ fn conjuncts(e: &ast::Expr) -> Vec<&ast::Expr> {
         }
         _ => vec![e],
     }
+}
+
+/// Replaces the `let` names in `e` by their expressions (the last binding of a name wins).
+fn inline(e: &mut ast::Expr, lets: &[(String, ast::Expr)]) {
+    match &mut e.kind {
+        ExprKind::Column(name) => {
+            if let Some((_, v)) = lets.iter().rev().find(|(n, _)| n == name) {
+                *e = v.clone();
+            }
+        }
+        ExprKind::Literal(_) | ExprKind::Star => {}
+        ExprKind::Call { args, .. } => args.iter_mut().for_each(|a| inline(a, lets)),
+        ExprKind::Unary { expr, .. } | ExprKind::Member { expr, .. } => inline(expr, lets),
+        ExprKind::Binary { lhs, rhs, .. } => {
+            inline(lhs, lets);
+            inline(rhs, lets);
+        }
+        ExprKind::In { expr, list, .. } => {
+            inline(expr, lets);
+            list.iter_mut().for_each(|a| inline(a, lets));
+        }
+        ExprKind::Between {
+            expr, low, high, ..
+        } => {
+            inline(expr, lets);
+            inline(low, lets);
+            inline(high, lets);
+        }
+        ExprKind::Index { expr, index } => {
+            inline(expr, lets);
+            inline(index, lets);
+        }
+    }
+}
+
+/// (nodes, depth) of an expression tree.
+fn extent(e: &ast::Expr) -> (usize, usize) {
+    let children: Vec<&ast::Expr> = match &e.kind {
+        ExprKind::Column(_) | ExprKind::Literal(_) | ExprKind::Star => Vec::new(),
+        ExprKind::Call { args, .. } => args.iter().collect(),
+        ExprKind::Unary { expr, .. } | ExprKind::Member { expr, .. } => vec![expr],
+        ExprKind::Binary { lhs, rhs, .. } => vec![lhs, rhs],
+        ExprKind::In { expr, list, .. } => std::iter::once(&**expr).chain(list).collect(),
+        ExprKind::Between {
+            expr, low, high, ..
+        } => vec![expr, low, high],
+        ExprKind::Index { expr, index } => vec![expr, index],
+    };
+    children
+        .into_iter()
+        .map(extent)
+        .fold((1, 1), |(n, d), (cn, cd)| (n + cn, d.max(cd + 1)))
 }
 
 /// Scalar functions: (name, function, min args, max args). `now` is handled apart.

@@ -1064,3 +1064,47 @@ fn typos_get_the_nearest_name_as_a_suggestion() {
         "unknown table 'Nothing' (add a definition under schemas/tables/ to query it)"
     );
 }
+
+#[test]
+fn let_statements_are_inlined_and_a_let_window_is_a_window() {
+    let with_lets = plan(&format!(
+        "let window = 1d;\nlet since = ago(window); // each sees those before it\nlet top_n = 2;\n\
+         {CLUSTER} | where TimeGenerated > since | summarize n = count() by ClusterName | top top_n by n"
+    ));
+    let plain = plan(&format!(
+        "{CLUSTER} | where TimeGenerated > ago(1d) | summarize n = count() by ClusterName | top 2 by n"
+    ));
+    assert_eq!(with_lets.window, plain.window);
+    assert_eq!(with_lets.window.map(|w| w.length), Some(TICKS_PER_DAY));
+    assert!(matches!(
+        &with_lets.post[..],
+        [TableOp::Sort(_), TableOp::Take(2)]
+    ));
+    // A later let of the same name wins.
+    let p = plan(&format!("let n = 1; let n = 5; {CLUSTER} | take n"));
+    assert!(matches!(&p.stage, Stage::Rows { limit: Some(5) }));
+}
+
+#[test]
+fn let_names_that_clash_or_explode_are_refused() {
+    assert_eq!(
+        error(&format!("let ClusterName = 'a'; {CLUSTER} | take 1")),
+        (
+            1,
+            5,
+            "'let' name 'ClusterName' is also a column of AmlComputeClusterEvent: rename it"
+                .to_string()
+        )
+    );
+    assert_eq!(
+        error(&format!("let x = 1; {CLUSTER} | extend x = 2")).2,
+        "'x' names a 'let' and a column: rename one of them"
+    );
+    // Each let doubles the one before: a9 has 2^10 - 1 nodes, past the 1,000 of a query.
+    let mut q = String::from("let a0 = 1;");
+    for i in 1..=12 {
+        q.push_str(&format!(" let a{i} = a{} + a{};", i - 1, i - 1));
+    }
+    q.push_str(&format!(" {CLUSTER} | where a12 > 0"));
+    assert_eq!(error(&q).2, "'let' a9 expands to too large an expression");
+}

@@ -20,8 +20,8 @@ const COMPARISONS: &str = "== != < <= > >= =~ !~, has contains startswith endswi
 /// Parsing recurses once per level of parentheses, calls and signs (several frames each);
 /// and a tree is dropped, compared and checked recursively, so its depth — at most its count
 /// of operator nodes, since `a or b or ...` chains deepen it without nesting — is capped too.
-const MAX_DEPTH: usize = 100;
-const MAX_NODES: usize = 1_000;
+pub(super) const MAX_DEPTH: usize = 100;
+pub(super) const MAX_NODES: usize = 1_000;
 
 /// An error whose diagnostic is already recorded (by the parser, or by the lexer for an
 /// error token), so callers only unwind.
@@ -182,10 +182,23 @@ impl Parser<'_> {
     // ---- query and operators ----
 
     fn query(&mut self) -> PResult<Query> {
+        let mut ok = true;
+        let mut lets = Vec::new();
+        while self.at_word("let") {
+            match self.let_statement() {
+                Ok(binding) => lets.push(binding),
+                Err(Reported) => {
+                    ok = false;
+                    while !matches!(self.peek(), T::Semicolon | T::Eof) {
+                        self.bump();
+                    }
+                    self.eat(&T::Semicolon);
+                }
+            }
+        }
         if *self.peek() == T::Eof {
             return self.fail(self.span(), "empty query: expected a table name");
         }
-        let mut ok = true;
         let table = self.table();
         if table.is_err() {
             ok = false;
@@ -211,18 +224,29 @@ impl Parser<'_> {
             self.report_expected("end of query after ';' (only one query is supported)");
         }
         match table {
-            Ok(table) if ok => Ok(Query { table, ops }),
+            Ok(table) if ok => Ok(Query { lets, table, ops }),
             _ => Err(Reported),
         }
     }
 
-    fn table(&mut self) -> PResult<Ident> {
-        if self.at_word("let") {
-            return self.fail(
-                self.span(),
-                "'let' statements are not supported: start the query with a table name",
+    /// `let Name = Expr;` (a scalar: tabular `let`s and functions are not supported).
+    fn let_statement(&mut self) -> PResult<(Ident, Expr)> {
+        self.bump();
+        let Some(name) = self.name() else {
+            return self.expected("a name after 'let'");
+        };
+        self.expect(T::Assign, "'=' after the name of the 'let'")?;
+        let expr = self.top_expr()?;
+        if *self.peek() != T::Semicolon {
+            return self.expected(
+                "';' after the 'let' statement (only scalar 'let' statements are supported)",
             );
         }
+        self.bump();
+        Ok((name, expr))
+    }
+
+    fn table(&mut self) -> PResult<Ident> {
         match self.name() {
             Some(ident) => Ok(ident),
             None => self.expected("a table name"),
@@ -1329,12 +1353,8 @@ mod tests {
             )
         );
         assert_eq!(
-            one_error("let x = 1; T"),
-            (
-                1,
-                1,
-                "'let' statements are not supported: start the query with a table name".to_string()
-            )
+            one_error("let x = 1;"),
+            (1, 11, "empty query: expected a table name".to_string())
         );
         assert_eq!(
             one_error("T | count; T"),
@@ -1554,6 +1574,22 @@ mod tests {
         assert_eq!(
             one_error("T | project-rename a b").2,
             "expected '=' after the new name ('project-rename New = Old'), found 'b'"
+        );
+    }
+
+    #[test]
+    fn let_statements_come_first_each_ended_by_a_semicolon() {
+        let q = parsed("let a = 1d;\nlet ['b c'] = strcat('x', 'y'); // note\nT | take 1");
+        let names: Vec<&str> = q.lets.iter().map(|(n, _)| n.name.as_str()).collect();
+        assert_eq!(names, ["a", "b c"]);
+        assert_eq!(show(&q.lets[1].1), "(strcat \"x\" \"y\")");
+        assert_eq!(
+            one_error("let t = T | where x; t | take 1").2,
+            "expected ';' after the 'let' statement (only scalar 'let' statements are supported), found '|'"
+        );
+        assert_eq!(
+            one_error("let a 1; T").2,
+            "expected '=' after the name of the 'let', found '1'"
         );
     }
 }
