@@ -1,5 +1,5 @@
 //! The operators Log Analytics users add to their queries (`let`, `sort`/`order by`,
-//! `top`, `project-rename`, `render`), verbatim over the golden fixtures: the answers, in their
+//! `top`, `distinct`, `project-rename`, `render`), verbatim over the golden fixtures: the answers, in their
 //! order, equal the independent Python oracle's (`breadth_answers` in
 //! `tests/fixtures/gen_fixtures.py`), through the library, the `query` command and the
 //! running service.
@@ -78,5 +78,9 @@ fn through_the_running_service_with_the_chart_as_a_hint() {
         render.contains(&("recent_failures_5d", &Value::Null)),
         "{render:?}"
     );
+    // Every query is exported too (a `distinct` has no value column: no gauge, no error).
+    let (status, metrics) = svc.get("/metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("top_clusters_8d_events{"), "{metrics}");
     svc.terminate(Duration::from_secs(20));
 }

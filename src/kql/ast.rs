@@ -73,6 +73,8 @@ pub enum OperatorKind {
     Top { count: Expr, by: Vec<SortKey> },
     /// `project-rename New = Old, ...`
     ProjectRename(Vec<(Ident, Ident)>),
+    /// `distinct Col, ...`
+    Distinct(Vec<Ident>),
     /// `render Chart [with (...)]`: how Log Analytics draws the result; a hint here, the
     /// result is the same.
     Render(Ident),

@@ -336,6 +336,35 @@ impl Checker {
                         );
                     }
                 }
+                // On raw rows `distinct` is `summarize by` its columns: a series per distinct
+                // combination, windowed and capped like any other. On a result, it keeps the
+                // first of equal rows.
+                OperatorKind::Distinct(cols) => {
+                    let by: Vec<ast::NamedExpr> = cols
+                        .iter()
+                        .map(|c| ast::NamedExpr {
+                            name: None,
+                            expr: ast::Expr {
+                                kind: ExprKind::Column(c.name.clone()),
+                                span: c.span,
+                            },
+                        })
+                        .collect();
+                    match phase {
+                        Phase::Pre => {
+                            let (s, new_scope) = self.summarize(&[], &by, &scope);
+                            stage = Stage::Summarize(s);
+                            scope = new_scope;
+                            phase = Phase::Post;
+                        }
+                        Phase::Post => {
+                            let (exprs, new_scope) = self.project(&by, &scope);
+                            scope = new_scope;
+                            post.push(TableOp::Project(exprs));
+                            post.push(TableOp::Distinct);
+                        }
+                    }
+                }
                 OperatorKind::Render(chart) => {
                     if CHARTS.contains(&chart.name.as_str()) {
                         render = Some(Arc::from(chart.name.as_str()));
@@ -444,7 +473,10 @@ impl Checker {
                             .map(|(new, _)| (new.name.clone(), new.span)),
                     );
                 }
-                OperatorKind::ProjectAway(_) | OperatorKind::Count | OperatorKind::Render(_) => {}
+                OperatorKind::ProjectAway(_)
+                | OperatorKind::Count
+                | OperatorKind::Render(_)
+                | OperatorKind::Distinct(_) => {}
             }
             for (name, span) in names {
                 self.diags.push(Diagnostic::new(

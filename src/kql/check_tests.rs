@@ -1108,3 +1108,26 @@ fn let_names_that_clash_or_explode_are_refused() {
     q.push_str(&format!(" {CLUSTER} | where a12 > 0"));
     assert_eq!(error(&q).2, "'let' a9 expands to too large an expression");
 }
+
+#[test]
+fn distinct_on_rows_is_a_summarize_by_and_on_a_result_keeps_the_first() {
+    let p = plan(&format!("{CLUSTER} | distinct ClusterName, VmSize"));
+    match &p.stage {
+        Stage::Summarize(s) => assert_eq!((s.keys.len(), s.aggregates.len()), (2, 0)),
+        other => panic!("{other:?}"),
+    }
+    let names: Vec<&str> = p.output.iter().map(|c| &*c.name).collect();
+    assert_eq!(names, ["ClusterName", "VmSize"]);
+    let p = plan(&format!(
+        "{CLUSTER} | summarize n = count() by ClusterName, VmSize | distinct VmSize"
+    ));
+    assert!(matches!(
+        &p.post[..],
+        [TableOp::Project(_), TableOp::Distinct]
+    ));
+    assert_eq!(p.output.len(), 1);
+    assert_eq!(
+        error(&format!("{CLUSTER} | distinct VmSiz")).2,
+        "unknown column 'VmSiz' (did you mean 'VmSize'?)"
+    );
+}

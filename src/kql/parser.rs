@@ -11,7 +11,7 @@ use super::diag::Diagnostic;
 use super::lexer::{lex, position, Token, TokenKind as T};
 
 /// The operators the engine runs, as named in the "unsupported operator" message.
-const SUPPORTED: &str = "where, extend, project, project-away, project-rename, summarize, count, take, limit, sort, order, top, render";
+const SUPPORTED: &str = "where, extend, project, project-away, project-rename, summarize, count, distinct, take, limit, sort, order, top, render";
 
 /// The comparisons the engine runs, as named in the "unsupported operator" message.
 const COMPARISONS: &str = "== != < <= > >= =~ !~, has contains startswith endswith and their ! and _cs forms, in, !in, in~, !in~, between, !between";
@@ -297,6 +297,7 @@ impl Parser<'_> {
                 }
             }
             "project-rename" => OperatorKind::ProjectRename(self.renames()?),
+            "distinct" => OperatorKind::Distinct(self.column_list()?),
             "render" => self.render()?,
             _ => {
                 return self.fail(
@@ -974,6 +975,13 @@ mod tests {
                         .join(", ")
                 ),
                 OperatorKind::Render(chart) => format!(" | render {}", chart.name),
+                OperatorKind::Distinct(cols) => format!(
+                    " | distinct {}",
+                    cols.iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             };
         }
         out

@@ -128,6 +128,8 @@ pub enum TableOp {
     Count,
     /// `sort`/`order by` (and the first half of `top`): stable, so ties keep their order.
     Sort(Vec<SortBy>),
+    /// `distinct` of a result: the first of equal rows.
+    Distinct,
 }
 
 /// One key of a sort: its expression, direction, and where nulls go.

@@ -659,6 +659,12 @@ fn apply_post(op: &TableOp, rows: Vec<Vec<Value>>, cx: &Context) -> Vec<Vec<Valu
             .collect(),
         TableOp::Take(n) => rows.into_iter().take(*n).collect(),
         TableOp::Count => vec![vec![Value::Long(rows.len() as i64)]],
+        TableOp::Distinct => {
+            let mut seen = std::collections::HashSet::new();
+            rows.into_iter()
+                .filter(|r| seen.insert(r.clone()))
+                .collect()
+        }
         TableOp::Sort(keys) => {
             let mut keyed: Vec<(Vec<Value>, Vec<Value>)> = rows
                 .into_iter()
