@@ -255,9 +255,10 @@ impl Checker {
                         );
                         continue;
                     }
-                    let (s, new_scope) = self.summarize(aggregates, by, &scope);
+                    let (s, new_scope, after) = self.summarize(aggregates, by, &scope);
                     stage = Stage::Summarize(s);
                     scope = new_scope;
+                    post.extend(after);
                     phase = Phase::Post;
                 }
                 OperatorKind::Count => match phase {
@@ -352,7 +353,7 @@ impl Checker {
                         .collect();
                     match phase {
                         Phase::Pre => {
-                            let (s, new_scope) = self.summarize(&[], &by, &scope);
+                            let (s, new_scope, _) = self.summarize(&[], &by, &scope);
                             stage = Stage::Summarize(s);
                             scope = new_scope;
                             phase = Phase::Post;
@@ -637,7 +638,7 @@ impl Checker {
         aggregates: &[ast::NamedExpr],
         by: &[ast::NamedExpr],
         scope: &Scope,
-    ) -> (Summarize, Scope) {
+    ) -> (Summarize, Scope, Vec<TableOp>) {
         let mut out: Scope = Vec::new();
         let mut keys = Vec::new();
         let mut bin = None;
@@ -677,16 +678,115 @@ impl Checker {
         }
         let mut aggs = Vec::new();
         let mut widths = Vec::new();
+        // Aggregates inside expressions (`round(avg(x), 1)`, `100.0 * countif(p) / count()`)
+        // are computed as hidden columns; the expressions over them run on the result, which
+        // stays mergeable since only the aggregates are kept per series.
+        let key_count = out.len();
+        // Per aggregate item, in order: the columns it shows (direct aggregates), or the
+        // index of its expression in `computed`.
+        let mut shows: Vec<Result<Vec<usize>, usize>> = Vec::new();
+        let mut computed: Vec<(Arc<str>, ast::Expr)> = Vec::new();
+        let mut hidden = 0;
         for item in aggregates {
-            let Some((agg, cols)) = self.aggregate(item, scope, &out) else {
+            if is_aggregate_call(&item.expr) {
+                let Some((agg, cols)) = self.aggregate(item, scope, &out) else {
+                    continue;
+                };
+                widths.push(cols.len());
+                let mut at = Vec::new();
+                for c in cols {
+                    let name = unique(&out, c.name.clone());
+                    at.push(out.len());
+                    out.push(Col { name, ..c });
+                }
+                shows.push(Ok(at));
+                aggs.push(agg);
                 continue;
-            };
-            widths.push(cols.len());
-            for c in cols {
-                let name = unique(&out, c.name.clone());
-                out.push(Col { name, ..c });
             }
-            aggs.push(agg);
+            let mut expr = item.expr.clone();
+            let mut inner = Vec::new();
+            lift_aggregates(&mut expr, &mut hidden, &mut inner);
+            if inner.is_empty() && matches!(item.expr.kind, ExprKind::Call { .. }) {
+                // Not an aggregation (a typo, a scalar function): its own message says so.
+                let _ = self.aggregate(item, scope, &out);
+                continue;
+            }
+            if inner.is_empty() {
+                self.err(
+                    item.expr.span,
+                    format!(
+                        "expected an aggregation function ({}), or an expression of them",
+                        AGGREGATES.join(", ")
+                    ),
+                );
+                continue;
+            }
+            let mut lifted = true;
+            for (name, call) in inner {
+                let hidden_item = ast::NamedExpr {
+                    name: Some(ast::Ident {
+                        name,
+                        span: call.span,
+                    }),
+                    expr: call,
+                };
+                let Some((agg, cols)) = self.aggregate(&hidden_item, scope, &out) else {
+                    lifted = false;
+                    continue;
+                };
+                if cols.len() != 1 {
+                    self.err(
+                        hidden_item.expr.span,
+                        "arg_max() and arg_min() cannot be part of an expression",
+                    );
+                    lifted = false;
+                    continue;
+                }
+                widths.push(1);
+                out.extend(cols);
+                aggs.push(agg);
+            }
+            if !lifted {
+                continue;
+            }
+            let name = match &item.name {
+                Some(n) => Arc::from(n.name.as_str()),
+                None => derive_name(&item.expr)
+                    .map(Arc::from)
+                    .unwrap_or_else(|| Arc::from(format!("Column{}", computed.len() + 1))),
+            };
+            shows.push(Err(computed.len()));
+            computed.push((name, expr));
+        }
+        let mut after = Vec::new();
+        if !computed.is_empty() {
+            let mut extend = Vec::new();
+            let mut columns = Vec::new();
+            for (name, expr) in &computed {
+                let t = self.expr(expr, &out);
+                let ty = t.as_ref().and_then(|t| t.ty);
+                extend.push((None, t.map_or(Expr::Literal(Value::Null), |t| t.expr)));
+                columns.push(out.len());
+                let name = unique(&out, name.clone());
+                out.push(Col {
+                    name,
+                    ty,
+                    is_time: false,
+                    is_key: false,
+                });
+            }
+            // Keys first, then every aggregate column in the order written.
+            let order: Vec<usize> = (0..key_count)
+                .chain(shows.iter().flat_map(|s| match s {
+                    Ok(at) => at.clone(),
+                    Err(k) => vec![columns[*k]],
+                }))
+                .collect();
+            after.push(TableOp::Extend(extend));
+            after.push(TableOp::Project(
+                order.iter().map(|&i| Expr::Column(i)).collect(),
+            ));
+            out = order.iter().map(|&i| out[i].clone()).collect();
         }
         (
             Summarize {
@@ -696,6 +796,7 @@ impl Checker {
                 widths,
             },
             out,
+            after,
         )
     }
 
@@ -1521,6 +1622,59 @@ fn conjuncts(e: &ast::Expr) -> Vec<&ast::Expr> {
             v
         }
         _ => vec![e],
+    }
+}
+
+/// Whether an expression is one aggregation call (not an expression of several).
+fn is_aggregate_call(e: &ast::Expr) -> bool {
+    matches!(&e.kind, ExprKind::Call { name, .. } if is_aggregate(&name.name))
+}
+
+/// Moves every aggregation call inside `e` out, as `(hidden name, call)`, leaving a column
+/// reference to its hidden name in its place.
+fn lift_aggregates(e: &mut ast::Expr, hidden: &mut usize, out: &mut Vec<(String, ast::Expr)>) {
+    if is_aggregate_call(e) {
+        let name = format!("__aggregate{}", *hidden);
+        *hidden += 1;
+        let span = e.span;
+        let call = std::mem::replace(
+            e,
+            ast::Expr {
+                kind: ExprKind::Column(name.clone()),
+                span,
+            },
+        );
+        out.push((name, call));
+        return;
+    }
+    match &mut e.kind {
+        ExprKind::Column(_) | ExprKind::Literal(_) | ExprKind::Star => {}
+        ExprKind::Call { args, .. } => args
+            .iter_mut()
+            .for_each(|a| lift_aggregates(a, hidden, out)),
+        ExprKind::Unary { expr, .. } | ExprKind::Member { expr, .. } => {
+            lift_aggregates(expr, hidden, out)
+        }
+        ExprKind::Binary { lhs, rhs, .. } => {
+            lift_aggregates(lhs, hidden, out);
+            lift_aggregates(rhs, hidden, out);
+        }
+        ExprKind::In { expr, list, .. } => {
+            lift_aggregates(expr, hidden, out);
+            list.iter_mut()
+                .for_each(|a| lift_aggregates(a, hidden, out));
+        }
+        ExprKind::Between {
+            expr, low, high, ..
+        } => {
+            lift_aggregates(expr, hidden, out);
+            lift_aggregates(low, hidden, out);
+            lift_aggregates(high, hidden, out);
+        }
+        ExprKind::Index { expr, index } => {
+            lift_aggregates(expr, hidden, out);
+            lift_aggregates(index, hidden, out);
+        }
     }
 }
 

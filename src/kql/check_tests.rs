@@ -1131,3 +1131,38 @@ fn distinct_on_rows_is_a_summarize_by_and_on_a_result_keeps_the_first() {
         "unknown column 'VmSiz' (did you mean 'VmSize'?)"
     );
 }
+
+#[test]
+fn aggregates_inside_expressions_are_computed_on_the_result() {
+    let p = plan(&format!(
+        "{CLUSTER} | summarize n = count(), share = 100.0 * countif(VmPriority == 'LowPriority') / count(), max(TargetNodeCount) by ClusterName"
+    ));
+    let names: Vec<(&str, Type)> = p.output.iter().map(|c| (&*c.name, c.ty)).collect();
+    assert_eq!(
+        names,
+        [
+            ("ClusterName", Type::String),
+            ("n", Type::Long),
+            ("share", Type::Real),
+            ("max_TargetNodeCount", Type::Long)
+        ]
+    );
+    match &p.stage {
+        Stage::Summarize(s) => assert_eq!(s.aggregates.len(), 4, "two hidden for share"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        matches!(&p.post[..], [TableOp::Extend(e), TableOp::Project(cols)] if e.len() == 1 && cols.len() == 4)
+    );
+    assert_eq!(
+        error(&format!("{CLUSTER} | summarize x = 1 + 2")).2,
+        "expected an aggregation function (count, countif, sum, sumif, avg, avgif, min, max, dcount, arg_max, arg_min, percentile), or an expression of them"
+    );
+    assert_eq!(
+        error(&format!(
+            "{CLUSTER} | summarize x = 1 + arg_max(TargetNodeCount, ClusterName)"
+        ))
+        .2,
+        "arg_max() and arg_min() cannot be part of an expression"
+    );
+}
