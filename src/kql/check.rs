@@ -1570,6 +1570,22 @@ impl Checker {
                     _ => Some(Type::Real),
                 }
             }
+            Func::ParseJson => Some(Type::Dynamic),
+            Func::StartOfDay => {
+                if !matches!(ty(0), Some(Type::DateTime) | None) {
+                    bad(self, 0, "a datetime");
+                    return None;
+                }
+                Some(Type::DateTime)
+            }
+            Func::ReplaceString => Some(Type::String),
+            Func::StrCatArray => {
+                if !matches!(ty(0), Some(Type::Dynamic) | None) {
+                    bad(self, 0, "an array (dynamic)");
+                    return None;
+                }
+                Some(Type::String)
+            }
             Func::Coalesce => {
                 let mut t = None;
                 for i in 0..args.len() {
@@ -1760,6 +1776,13 @@ const SCALARS: &[(&str, Func, usize, usize)] = &[
     ("abs", Func::Abs, 1, 1),
     ("round", Func::Round, 1, 2),
     ("coalesce", Func::Coalesce, 2, 64),
+    ("todecimal", Func::ToReal, 1, 1),
+    ("parse_json", Func::ParseJson, 1, 1),
+    ("todynamic", Func::ParseJson, 1, 1),
+    ("parsejson", Func::ParseJson, 1, 1),
+    ("startofday", Func::StartOfDay, 1, 1),
+    ("replace_string", Func::ReplaceString, 3, 3),
+    ("strcat_array", Func::StrCatArray, 2, 2),
 ];
 
 fn scalar_func(name: &str) -> Option<(Func, usize, usize)> {

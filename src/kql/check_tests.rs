@@ -1166,3 +1166,42 @@ fn aggregates_inside_expressions_are_computed_on_the_result() {
         "arg_max() and arg_min() cannot be part of an expression"
     );
 }
+
+#[test]
+fn json_day_and_string_functions_of_the_gallery() {
+    // parse_json: JSON text parsed; not JSON kept as a string; a dynamic as it is.
+    assert_eq!(v(r#"parse_json('{"a": [1, 2]}').a[1]"#), Value::Long(2));
+    assert_eq!(v("todynamic('not json')"), json(r#""not json""#));
+    assert_eq!(v("parse_json(dynamic({\"k\": 1}))"), json(r#"{"k": 1}"#));
+    assert_eq!(v("parse_json(CurrentNodeCount)"), Value::Null);
+    assert_eq!(ty("parsejson('1')"), Type::Dynamic);
+    // todecimal: a real (hubwatch has no decimal type).
+    assert_eq!(v("todecimal('2.5')"), Value::Real(2.5));
+    // startofday: midnight UTC of the day, before the epoch too.
+    assert_eq!(
+        v("startofday(TimeGenerated)"),
+        Value::DateTime(dt("2024-03-01T00:00:00Z"))
+    );
+    assert_eq!(
+        v("startofday(datetime(1969-12-31T23:59:59Z))"),
+        Value::DateTime(dt("1969-12-31T00:00:00Z"))
+    );
+    assert_eq!(v("startofday(todatetime(CurrentNodeCount))"), Value::Null);
+    // replace_string: every occurrence; an empty lookup changes nothing.
+    assert_eq!(v("replace_string(VmSize, '_', '-')"), s("STANDARD-NC6"));
+    assert_eq!(v("replace_string('aaa', 'aa', 'b')"), s("ba"));
+    assert_eq!(v("replace_string('abc', '', 'x')"), s("abc"));
+    // strcat_array: elements joined, strings unquoted.
+    assert_eq!(
+        v(r#"strcat_array(dynamic(["a", 1, null, "b"]), "/")"#),
+        s("a/1//b")
+    );
+    assert_eq!(
+        v("strcat_array(split(_ResourceId, '/'), '.')"),
+        s(".subscriptions.s1.resourcegroups.rg.providers.p.workspaces.ws1")
+    );
+    assert_eq!(
+        error(&format!("{CLUSTER} | extend d = startofday(ClusterName)")).2,
+        "startofday() needs a datetime here, got string"
+    );
+}

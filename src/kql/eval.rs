@@ -435,6 +435,47 @@ fn call(func: Func, args: &[Expr], row: &[Value], cx: &Context) -> Value {
             .map(|e| eval(e, row, cx))
             .find(|v| !v.is_null() && !matches!(v, Value::Str(s) if s.is_empty()))
             .unwrap_or_default(),
+        // A dynamic as it is; a string parsed, or kept as a string when it is not JSON.
+        Func::ParseJson => match arg(0) {
+            Value::Null => Value::Null,
+            d @ Value::Dynamic(_) => d,
+            Value::Str(s) => Value::Dynamic(Arc::new(
+                serde_json::from_str(&s)
+                    .unwrap_or_else(|_| serde_json::Value::String(s.to_string())),
+            )),
+            other => Value::Dynamic(Arc::new(other.to_json())),
+        },
+        Func::StartOfDay => match plain(arg(0)) {
+            Value::DateTime(t) => Value::DateTime(t - t.rem_euclid(crate::time::TICKS_PER_DAY)),
+            _ => Value::Null,
+        },
+        Func::ReplaceString => {
+            let (text, lookup, rewrite) = (arg(0), arg(1), arg(2));
+            let lookup = lookup.to_text();
+            if lookup.is_empty() {
+                return text_map(text, |s| s.to_string());
+            }
+            let rewrite = rewrite.to_text();
+            text_map(text, |s| s.replace(&*lookup, &rewrite))
+        }
+        Func::StrCatArray => match arg(0) {
+            Value::Dynamic(d) => match &*d {
+                serde_json::Value::Array(items) => {
+                    let delim = arg(1).to_text();
+                    let parts: Vec<String> = items
+                        .iter()
+                        .map(|v| match v {
+                            serde_json::Value::String(s) => s.clone(),
+                            serde_json::Value::Null => String::new(),
+                            other => other.to_string(),
+                        })
+                        .collect();
+                    Value::str(&parts.join(&*delim))
+                }
+                _ => Value::Null,
+            },
+            _ => Value::Null,
+        },
     }
 }
 

@@ -211,6 +211,10 @@ pub enum Func {
     Round,
     Floor,
     Coalesce,
+    ParseJson,
+    StartOfDay,
+    ReplaceString,
+    StrCatArray,
 }
 
 impl Plan {
