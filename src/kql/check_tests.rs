@@ -1205,3 +1205,12 @@ fn json_day_and_string_functions_of_the_gallery() {
         "startofday() needs a datetime here, got string"
     );
 }
+
+#[test]
+fn has_any_and_has_all_match_whole_terms_ignoring_case() {
+    assert_eq!(v("VmSize has_any ('nc12', 'NC6')"), T);
+    assert_eq!(v("VmSize has_any ('NC', 'gpu')"), Value::Bool(false));
+    assert_eq!(v("VmSize has_all ('standard', 'nc6')"), T);
+    assert_eq!(v("VmSize has_all ('standard', 'nc12')"), Value::Bool(false));
+    assert_eq!(ty("ClusterName has_any ('a')"), Type::Bool);
+}

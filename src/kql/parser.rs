@@ -14,7 +14,7 @@ use super::lexer::{lex, position, Token, TokenKind as T};
 const SUPPORTED: &str = "where, extend, project, project-away, project-rename, summarize, count, distinct, take, limit, sort, order, top, render";
 
 /// The comparisons the engine runs, as named in the "unsupported operator" message.
-const COMPARISONS: &str = "== != < <= > >= =~ !~, has contains startswith endswith and their ! and _cs forms, in, !in, in~, !in~, between, !between";
+const COMPARISONS: &str = "== != < <= > >= =~ !~, has contains startswith endswith and their ! and _cs forms, has_any, has_all, in, !in, in~, !in~, between, !between";
 
 /// Limits that keep any query from overflowing the stack, which would crash the service.
 /// Parsing recurses once per level of parentheses, calls and signs (several frames each);
@@ -60,9 +60,14 @@ enum Comparison {
     Between {
         negated: bool,
     },
+    /// `has_any (…)` / `has_all (…)`: `has` against each term, joined by `or` / `and`.
+    HasList {
+        all: bool,
+        cs: bool,
+    },
     /// `=` where `==` was meant.
     Assign,
-    /// A string operator KQL has but this engine does not (`has_any`, `matches regex`, ...).
+    /// A string operator KQL has but this engine does not (`hasprefix`, `matches regex`, ...).
     Unsupported,
     /// `!` glued to a word that is no operator.
     Unknown,
@@ -559,6 +564,39 @@ impl Parser<'_> {
                 };
                 self.node(kind, span)?
             }
+            Comparison::HasList { all, cs } => {
+                let open = self.expect(T::LParen, &format!("'(' after '{op_text}'"))?;
+                let mut terms = vec![self.expr()?];
+                while self.eat(&T::Comma) {
+                    terms.push(self.expr()?);
+                }
+                let close = self.close(T::RParen, open, &format!("{op_text} ("))?;
+                let span = lhs.span.to(close);
+                let join = if all { BinaryOp::And } else { BinaryOp::Or };
+                let mut joined: Option<Expr> = None;
+                for term in terms {
+                    let has = BinaryOp::Str {
+                        op: StrOp::Has,
+                        negated: false,
+                        cs,
+                    };
+                    let one = self.binary(has, lhs.clone(), term)?;
+                    joined = Some(match joined {
+                        None => one,
+                        Some(prev) => {
+                            let kind = ExprKind::Binary {
+                                op: join,
+                                lhs: Box::new(prev),
+                                rhs: Box::new(one),
+                            };
+                            self.node(kind, span)?
+                        }
+                    });
+                }
+                let mut joined = joined.expect("at least one term");
+                joined.span = span;
+                joined
+            }
             Comparison::Between { negated } => {
                 let open = self.expect(T::LParen, &format!("'(' after '{op_text}'"))?;
                 let low = Box::new(self.additive()?);
@@ -638,7 +676,13 @@ impl Parser<'_> {
             "contains" => StrOp::Contains,
             "startswith" => StrOp::StartsWith,
             "endswith" => StrOp::EndsWith,
-            "has_any" | "has_all" | "hasprefix" | "hassuffix" | "matches" | "like" | "notlike" => {
+            "has_any" | "has_all" if !negated && !cs => {
+                return Some(Comparison::HasList {
+                    all: base == "has_all",
+                    cs,
+                })
+            }
+            "hasprefix" | "hassuffix" | "matches" | "like" | "notlike" => {
                 return Some(Comparison::Unsupported)
             }
             // `!` glued to a word only ever means a negated operator.
@@ -1344,8 +1388,8 @@ mod tests {
             )
         );
         assert_eq!(
-            one_error("T | where a has_any (\"x\")").2,
-            format!("unsupported operator 'has_any' (supported: {COMPARISONS})")
+            one_error("T | where a hasprefix \"x\"").2,
+            format!("unsupported operator 'hasprefix' (supported: {COMPARISONS})")
         );
         assert_eq!(
             one_error("T | where a !foo b").2,
@@ -1598,6 +1642,20 @@ mod tests {
         assert_eq!(
             one_error("let a 1; T").2,
             "expected '=' after the name of the 'let', found '1'"
+        );
+    }
+
+    #[test]
+    fn has_any_and_has_all_are_has_against_each_term() {
+        assert_eq!(expr("a has_any (\"x\", b)"), "(or (has a \"x\") (has a b))");
+        assert_eq!(
+            expr("a has_all (\"x\", \"y\", \"z\")"),
+            "(and (and (has a \"x\") (has a \"y\")) (has a \"z\"))"
+        );
+        assert_eq!(expr("f(a) has_any (\"x\")"), "(has (f a) \"x\")");
+        assert_eq!(
+            one_error("T | where a has_any \"x\"").2,
+            "expected '(' after 'has_any', found '\"x\"'"
         );
     }
 }
