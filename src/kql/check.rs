@@ -916,7 +916,8 @@ impl Checker {
                     vec![col(name, out_ty)],
                 ))
             }
-            "min" | "max" => {
+            // `take_any`: any value of the group; the least is one, and merges exactly.
+            "min" | "max" | "take_any" => {
                 if !arity(self, 1, 1) {
                     return None;
                 }
@@ -929,35 +930,67 @@ impl Checker {
                     );
                     return None;
                 }
-                let func = if fname == "min" {
-                    AggFunc::Min
-                } else {
+                let func = if fname == "max" {
                     AggFunc::Max
+                } else {
+                    AggFunc::Min
                 };
-                let name = named(format!("{fname}_{}", arg_name(0)));
+                let prefix = if fname == "take_any" { "any" } else { fname };
+                let name = named(format!("{prefix}_{}", arg_name(0)));
                 Some((mk(func, Some(a.expr), None, Some(ty)), vec![col(name, ty)]))
             }
-            "dcount" => {
-                if !arity(self, 1, 2) {
+            "dcount" | "dcountif" => {
+                let is_if = fname == "dcountif";
+                if !arity(self, 1 + is_if as usize, 2 + is_if as usize) {
                     return None;
                 }
                 let a = self.expr(&args[0], scope)?;
-                let level = match args.get(1).map(|e| &e.kind) {
+                let predicate = if is_if {
+                    let p = self.expr(&args[1], scope)?;
+                    self.expect_bool(&p, args[1].span, "dcountif()'s predicate");
+                    Some(p.expr)
+                } else {
+                    None
+                };
+                let level_at = 1 + is_if as usize;
+                let level = match args.get(level_at).map(|e| &e.kind) {
                     None => 1,
                     Some(ExprKind::Literal(Literal::Long(l))) if (0..=4).contains(l) => *l,
                     Some(_) => {
                         self.err(
-                            args[1].span,
-                            "dcount()'s accuracy must be a whole number from 0 to 4",
+                            args[level_at].span,
+                            format!("{fname}()'s accuracy must be a whole number from 0 to 4"),
                         );
                         return None;
                     }
                 };
                 let precision = DistinctCount::precision_for_accuracy(level);
-                let name = named(format!("dcount_{}", arg_name(0)));
+                let name = named(format!("{fname}_{}", arg_name(0)));
                 Some((
-                    mk(AggFunc::DCount { precision }, Some(a.expr), None, a.ty),
+                    mk(AggFunc::DCount { precision }, Some(a.expr), predicate, a.ty),
                     vec![col(name, Type::Long)],
+                ))
+            }
+            "stdev" | "stdevp" | "variance" | "variancep" => {
+                if !arity(self, 1, 1) {
+                    return None;
+                }
+                let a = self.expr(&args[0], scope)?;
+                if !matches!(a.ty, Some(Type::Long | Type::Real | Type::Dynamic) | None) {
+                    self.err(
+                        args[0].span,
+                        format!("{fname}() needs a number, got {}", tyname(a.ty)),
+                    );
+                    return None;
+                }
+                let func = AggFunc::Spread {
+                    root: fname.starts_with("stdev"),
+                    sample: !fname.ends_with('p'),
+                };
+                let name = named(format!("{fname}_{}", arg_name(0)));
+                Some((
+                    mk(func, Some(a.expr), None, a.ty),
+                    vec![col(name, Type::Real)],
                 ))
             }
             "percentile" => {
@@ -1802,10 +1835,16 @@ const AGGREGATES: &[&str] = &[
     "avgif",
     "min",
     "max",
+    "take_any",
     "dcount",
+    "dcountif",
     "arg_max",
     "arg_min",
     "percentile",
+    "stdev",
+    "stdevp",
+    "variance",
+    "variancep",
 ];
 
 fn is_aggregate(name: &str) -> bool {

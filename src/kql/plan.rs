@@ -113,10 +113,19 @@ pub enum AggFunc {
     AvgIf,
     Min,
     Max,
-    DCount { precision: u8 },
+    DCount {
+        precision: u8,
+    },
     ArgMax,
     ArgMin,
-    Percentile { p: f64 },
+    Percentile {
+        p: f64,
+    },
+    /// `stdev`/`variance` (sample, Bessel's correction) and `stdevp`/`variancep`.
+    Spread {
+        root: bool,
+        sample: bool,
+    },
 }
 
 #[derive(Debug, Clone)]

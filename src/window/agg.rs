@@ -27,6 +27,12 @@ pub enum AggState {
     /// Boxed: it is the largest state, and every other one of every pane would pay for it.
     Arg(Box<Arg>),
     Percentile(Box<Quantiles>),
+    /// Count, mean and sum of squared deviations (Welford), merged with Chan's formula.
+    Spread {
+        n: u64,
+        mean: f64,
+        m2: f64,
+    },
 }
 
 /// The aggregate states of one series, pane or bin: one per aggregate of the query, in the
@@ -105,6 +111,11 @@ impl AggState {
             }
             AggFunc::ArgMax | AggFunc::ArgMin => AggState::Arg(Box::default()),
             AggFunc::Percentile { .. } => AggState::Percentile(Box::default()),
+            AggFunc::Spread { .. } => AggState::Spread {
+                n: 0,
+                mean: 0.0,
+                m2: 0.0,
+            },
         }
     }
 
@@ -178,6 +189,14 @@ impl AggState {
                     q.insert(x);
                 }
             }
+            AggState::Spread { n, mean, m2 } => {
+                if let Some(x) = numeric(&arg()) {
+                    *n += 1;
+                    let delta = x - *mean;
+                    *mean += delta / *n as f64;
+                    *m2 += delta * (x - *mean);
+                }
+            }
         }
     }
 
@@ -221,6 +240,24 @@ impl AggState {
                 }
             }
             (AggState::Percentile(a), AggState::Percentile(b)) => a.merge(b),
+            (
+                AggState::Spread { n, mean, m2 },
+                AggState::Spread {
+                    n: nb,
+                    mean: mb,
+                    m2: m2b,
+                },
+            ) => {
+                if *nb == 0 {
+                    return;
+                }
+                let total = *n + nb;
+                let delta = mb - *mean;
+                let (na, nb) = (*n as f64, *nb as f64);
+                *mean += delta * nb / total as f64;
+                *m2 += m2b + delta * delta * na * nb / total as f64;
+                *n = total;
+            }
             _ => debug_assert!(false, "merging states of different aggregates"),
         }
     }
@@ -262,6 +299,23 @@ impl AggState {
                     Some(x) if agg.arg_type == Some(Type::Long) => Value::Long(x.round() as i64),
                     Some(x) => Value::Real(x),
                 })
+            }
+            AggState::Spread { n, m2, .. } => {
+                let AggFunc::Spread { root, sample } = agg.func else {
+                    unreachable!("spread state")
+                };
+                // No value: null. One value spreads nowhere: 0, sample or not.
+                let variance = match (*n, sample) {
+                    (0, _) => None,
+                    (1, _) => Some(0.0),
+                    (n, true) => Some(m2 / (n - 1) as f64),
+                    (n, false) => Some(m2 / n as f64),
+                };
+                out.push(match variance {
+                    None => Value::Null,
+                    Some(v) if root => Value::Real(v.max(0.0).sqrt()),
+                    Some(v) => Value::Real(v.max(0.0)),
+                });
             }
         }
     }

@@ -17,6 +17,7 @@ const AGG_MAX: u8 = 5;
 const AGG_DCOUNT: u8 = 6;
 const AGG_ARG: u8 = 7;
 const AGG_PERCENTILE: u8 = 8;
+const AGG_SPREAD: u8 = 9;
 
 impl Encode for AggState {
     fn encode(&self, w: &mut Writer) {
@@ -59,6 +60,12 @@ impl Encode for AggState {
                 w.put_u8(AGG_PERCENTILE);
                 q.encode(w);
             }
+            AggState::Spread { n, mean, m2 } => {
+                w.put_u8(AGG_SPREAD);
+                w.put_uvar(*n);
+                w.put_f64(*mean);
+                w.put_f64(*m2);
+            }
         }
     }
 }
@@ -82,6 +89,11 @@ impl Decode for AggState {
                 carried: Vec::decode(r)?,
             })),
             AGG_PERCENTILE => AggState::Percentile(Box::new(Quantiles::decode(r)?)),
+            AGG_SPREAD => AggState::Spread {
+                n: r.get_uvar()?,
+                mean: r.get_f64()?,
+                m2: r.get_f64()?,
+            },
             tag => return Err(r.invalid(at, format!("unknown aggregate tag {tag}"))),
         })
     }
