@@ -1156,7 +1156,7 @@ fn aggregates_inside_expressions_are_computed_on_the_result() {
     );
     assert_eq!(
         error(&format!("{CLUSTER} | summarize x = 1 + 2")).2,
-        "expected an aggregation function (count, countif, sum, sumif, avg, avgif, min, max, dcount, arg_max, arg_min, percentile), or an expression of them"
+        "expected an aggregation function (count, countif, sum, sumif, avg, avgif, min, max, take_any, dcount, dcountif, arg_max, arg_min, percentile, stdev, stdevp, variance, variancep), or an expression of them"
     );
     assert_eq!(
         error(&format!(
