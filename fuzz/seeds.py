@@ -42,14 +42,16 @@ for q in QUIRKS:
     put("body", b"\x00" + q.encode())
     put("body", b"\x01" + q.encode())
 
-# kql: every query of the packs and the golden set, and the README's cheat-sheet lines.
+# kql: every query of the packs, the golden and breadth sets, and the README's cheat-sheet
+# lines.
 for f in [ROOT / "deploy/config/aml-queries.toml", *sorted((ROOT / "deploy/config").glob("*.toml"))]:
     doc = tomllib.loads(f.read_text())
     for q in doc.get("queries", []):
         if "kql" in q:
             put("kql", q["kql"])
-for q in json.loads((ROOT / "tests/expected/queries.json").read_text()):
-    put("kql", q["kql"])
+for name in ["queries.json", "breadth_queries.json"]:
+    for q in json.loads((ROOT / "tests/expected" / name).read_text()):
+        put("kql", q["kql"])
 readme = (ROOT / "README.md").read_text()
 for block in re.findall(r"```kusto\n(.*?)```", readme, re.S):
     for query in block.split("\n\n"):
