@@ -149,6 +149,11 @@ pub enum ExprKind {
         expr: Box<Expr>,
         index: Box<Expr>,
     },
+    /// `x matches regex "pattern"`.
+    MatchesRegex {
+        expr: Box<Expr>,
+        pattern: Box<Expr>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1123,9 +1123,46 @@ impl Checker {
         self.err(span, format!("unknown column '{name}'{hint}"));
     }
 
+    /// A regular expression given as a string literal, compiled (RE2 syntax, as Kusto's).
+    fn regex(&mut self, pattern: &ast::Expr, what: &str) -> Option<Arc<regex::Regex>> {
+        let ExprKind::Literal(Literal::String(text)) = &pattern.kind else {
+            self.err(
+                pattern.span,
+                format!("{what} needs its pattern as a string literal"),
+            );
+            return None;
+        };
+        match regex::RegexBuilder::new(text).size_limit(1 << 20).build() {
+            Ok(re) => Some(Arc::new(re)),
+            Err(e) => {
+                let why = e
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
+                self.err(pattern.span, format!("invalid regular expression: {why}"));
+                None
+            }
+        }
+    }
+
     fn expr(&mut self, e: &ast::Expr, scope: &Scope) -> Option<Typed> {
         let typed = |expr, ty| Some(Typed { expr, ty });
         match &e.kind {
+            ExprKind::MatchesRegex { expr, pattern } => {
+                let text = self.expr(expr, scope)?;
+                let re = self.regex(pattern, "'matches regex'")?;
+                typed(
+                    Expr::Regex {
+                        re,
+                        text: Box::new(text.expr),
+                        group: None,
+                    },
+                    Some(Type::Bool),
+                )
+            }
             ExprKind::Literal(lit) => {
                 let (v, ty) = self.literal(lit, e.span)?;
                 typed(Expr::Literal(v), ty)
@@ -1432,6 +1469,43 @@ impl Checker {
         scope: &Scope,
     ) -> Option<Typed> {
         let fname = name.name.as_str();
+        if fname == "extract" {
+            // extract(regex, group, text): the group's text in the first match, or null.
+            if args.len() != 3 {
+                self.err(
+                    span,
+                    format!("extract() takes 3 argument(s), got {}", args.len()),
+                );
+                return None;
+            }
+            let re = self.regex(&args[0], "extract()")?;
+            let group = match &args[1].kind {
+                ExprKind::Literal(Literal::Long(g))
+                    if (0..=re.captures_len() as i64 - 1).contains(g) =>
+                {
+                    *g as usize
+                }
+                _ => {
+                    self.err(
+                        args[1].span,
+                        format!(
+                            "extract()'s group must be a whole number from 0 to {}",
+                            re.captures_len() - 1
+                        ),
+                    );
+                    return None;
+                }
+            };
+            let text = self.expr(&args[2], scope)?;
+            return Some(Typed {
+                expr: Expr::Regex {
+                    re,
+                    text: Box::new(text.expr),
+                    group: Some(group),
+                },
+                ty: Some(Type::String),
+            });
+        }
         if fname == "now" {
             if !args.is_empty() {
                 self.err(span, "now() takes no arguments (offsets: now() - 1h)");
@@ -1446,7 +1520,7 @@ impl Checker {
             let msg = if is_aggregate(fname) {
                 format!("aggregation function '{fname}' is only allowed in 'summarize'")
             } else {
-                let names = SCALARS.iter().map(|(n, ..)| *n).chain(["now"]);
+                let names = SCALARS.iter().map(|(n, ..)| *n).chain(["now", "extract"]);
                 match nearest(fname, names) {
                     Some(near) => format!("unknown function '{fname}' (did you mean '{near}'?)"),
                     None => format!("unknown function '{fname}'"),
@@ -1720,7 +1794,11 @@ fn lift_aggregates(e: &mut ast::Expr, hidden: &mut usize, out: &mut Vec<(String,
             lift_aggregates(low, hidden, out);
             lift_aggregates(high, hidden, out);
         }
-        ExprKind::Index { expr, index } => {
+        ExprKind::Index { expr, index }
+        | ExprKind::MatchesRegex {
+            expr,
+            pattern: index,
+        } => {
             lift_aggregates(expr, hidden, out);
             lift_aggregates(index, hidden, out);
         }
@@ -1753,7 +1831,11 @@ fn inline(e: &mut ast::Expr, lets: &[(String, ast::Expr)]) {
             inline(low, lets);
             inline(high, lets);
         }
-        ExprKind::Index { expr, index } => {
+        ExprKind::Index { expr, index }
+        | ExprKind::MatchesRegex {
+            expr,
+            pattern: index,
+        } => {
             inline(expr, lets);
             inline(index, lets);
         }
@@ -1771,7 +1853,11 @@ fn extent(e: &ast::Expr) -> (usize, usize) {
         ExprKind::Between {
             expr, low, high, ..
         } => vec![expr, low, high],
-        ExprKind::Index { expr, index } => vec![expr, index],
+        ExprKind::Index { expr, index }
+        | ExprKind::MatchesRegex {
+            expr,
+            pattern: index,
+        } => vec![expr, index],
     };
     children
         .into_iter()
@@ -2020,5 +2106,6 @@ fn walk(e: &Expr, f: &mut impl FnMut(usize)) {
             walk(high, f)
         }
         Expr::Call { args, .. } => args.iter().for_each(|e| walk(e, f)),
+        Expr::Regex { text, .. } => walk(text, f),
     }
 }

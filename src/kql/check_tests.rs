@@ -1214,3 +1214,37 @@ fn has_any_and_has_all_match_whole_terms_ignoring_case() {
     assert_eq!(v("VmSize has_all ('standard', 'nc12')"), Value::Bool(false));
     assert_eq!(ty("ClusterName has_any ('a')"), Type::Bool);
 }
+
+#[test]
+fn extract_and_matches_regex_use_re2_patterns() {
+    assert_eq!(v(r#"extract("NC([0-9]+)", 1, VmSize)"#), s("6"));
+    assert_eq!(v(r#"extract("NC[0-9]+", 0, VmSize)"#), s("NC6"));
+    assert_eq!(v(r#"extract("ND([0-9]+)", 1, VmSize)"#), Value::Null);
+    assert_eq!(
+        v(r#"extract("workspaces/([^/]+)", 1, _ResourceId)"#),
+        s("ws1")
+    );
+    assert_eq!(v(r#"VmSize matches regex "^STANDARD_N[CD][0-9]+$""#), T);
+    assert_eq!(v(r#"VmSize matches regex "(?i)^standard_nc6$""#), T);
+    assert_eq!(v(r#"ClusterName matches regex "^cpu""#), Value::Bool(false));
+    assert_eq!(ty(r#"extract("a", 0, VmSize)"#), Type::String);
+    assert_eq!(
+        error(&format!(
+            r#"{CLUSTER} | where VmSize matches regex ClusterName"#
+        ))
+        .2,
+        "'matches regex' needs its pattern as a string literal"
+    );
+    assert!(error(&format!(
+        r#"{CLUSTER} | where VmSize matches regex "(unclosed""#
+    ))
+    .2
+    .starts_with("invalid regular expression: "));
+    assert_eq!(
+        error(&format!(
+            r#"{CLUSTER} | extend x = extract("(a)", 2, VmSize)"#
+        ))
+        .2,
+        "extract()'s group must be a whole number from 0 to 1"
+    );
+}

@@ -49,6 +49,16 @@ pub fn eval(expr: &Expr, row: &[Value], cx: &Context) -> Value {
             },
         },
         Expr::Binary { op, lhs, rhs } => binary(*op, eval(lhs, row, cx), eval(rhs, row, cx)),
+        Expr::Regex { re, text, group } => {
+            let text = eval(text, row, cx).to_text();
+            match group {
+                None => Value::Bool(re.is_match(&text)),
+                Some(g) => re
+                    .captures(&text)
+                    .and_then(|c| c.get(*g))
+                    .map_or(Value::Null, |m| Value::str(m.as_str())),
+            }
+        }
         Expr::In {
             expr,
             list,

@@ -14,7 +14,7 @@ use super::lexer::{lex, position, Token, TokenKind as T};
 const SUPPORTED: &str = "where, extend, project, project-away, project-rename, summarize, count, distinct, take, limit, sort, order, top, render";
 
 /// The comparisons the engine runs, as named in the "unsupported operator" message.
-const COMPARISONS: &str = "== != < <= > >= =~ !~, has contains startswith endswith and their ! and _cs forms, has_any, has_all, in, !in, in~, !in~, between, !between";
+const COMPARISONS: &str = "== != < <= > >= =~ !~, has contains startswith endswith and their ! and _cs forms, has_any, has_all, matches regex, in, !in, in~, !in~, between, !between";
 
 /// Limits that keep any query from overflowing the stack, which would crash the service.
 /// Parsing recurses once per level of parentheses, calls and signs (several frames each);
@@ -60,6 +60,8 @@ enum Comparison {
     Between {
         negated: bool,
     },
+    /// `matches regex "…"`.
+    MatchesRegex,
     /// `has_any (…)` / `has_all (…)`: `has` against each term, joined by `or` / `and`.
     HasList {
         all: bool,
@@ -564,6 +566,16 @@ impl Parser<'_> {
                 };
                 self.node(kind, span)?
             }
+            Comparison::MatchesRegex => {
+                self.expect_word("regex", "'regex' after 'matches'")?;
+                let pattern = self.additive()?;
+                let span = lhs.span.to(pattern.span);
+                let kind = ExprKind::MatchesRegex {
+                    expr: Box::new(lhs),
+                    pattern: Box::new(pattern),
+                };
+                self.node(kind, span)?
+            }
             Comparison::HasList { all, cs } => {
                 let open = self.expect(T::LParen, &format!("'(' after '{op_text}'"))?;
                 let mut terms = vec![self.expr()?];
@@ -682,9 +694,8 @@ impl Parser<'_> {
                     cs,
                 })
             }
-            "hasprefix" | "hassuffix" | "matches" | "like" | "notlike" => {
-                return Some(Comparison::Unsupported)
-            }
+            "matches" if !negated && !cs => return Some(Comparison::MatchesRegex),
+            "hasprefix" | "hassuffix" | "like" | "notlike" => return Some(Comparison::Unsupported),
             // `!` glued to a word only ever means a negated operator.
             _ if negated => return Some(Comparison::Unknown),
             _ => return None,
@@ -921,6 +932,9 @@ mod tests {
             }
             ExprKind::Member { expr, name } => format!("(. {} {name})", show(expr)),
             ExprKind::Index { expr, index } => format!("([] {} {})", show(expr), show(index)),
+            ExprKind::MatchesRegex { expr, pattern } => {
+                format!("(matches-regex {} {})", show(expr), show(pattern))
+            }
         }
     }
 
@@ -1656,6 +1670,18 @@ mod tests {
         assert_eq!(
             one_error("T | where a has_any \"x\"").2,
             "expected '(' after 'has_any', found '\"x\"'"
+        );
+    }
+
+    #[test]
+    fn matches_regex_takes_a_pattern() {
+        assert_eq!(
+            expr(r#"a matches regex "^gpu-[0-9]+$" and b"#),
+            r#"(and (matches-regex a "^gpu-[0-9]+$") b)"#
+        );
+        assert_eq!(
+            one_error("T | where a matches \"x\"").2,
+            "expected 'regex' after 'matches', found '\"x\"'"
         );
     }
 }

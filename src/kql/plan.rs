@@ -191,6 +191,12 @@ pub enum Expr {
         func: Func,
         args: Vec<Expr>,
     },
+    /// `text matches regex "…"` (a bool), or `extract("…", group, text)` (the group's text).
+    Regex {
+        re: Arc<regex::Regex>,
+        text: Box<Expr>,
+        group: Option<usize>,
+    },
 }
 
 /// Built-in scalar functions.
