@@ -971,6 +971,34 @@ impl Checker {
                     vec![col(name, Type::Long)],
                 ))
             }
+            "make_set" | "make_list" => {
+                if !arity(self, 1, 2) {
+                    return None;
+                }
+                let a = self.expr(&args[0], scope)?;
+                let cap = match args.get(1).map(|e| &e.kind) {
+                    None => DEFAULT_COLLECT,
+                    Some(ExprKind::Literal(Literal::Long(n)))
+                        if (1..=MAX_COLLECT as i64).contains(n) =>
+                    {
+                        *n as u32
+                    }
+                    Some(_) => {
+                        self.err(
+                            args[1].span,
+                            format!("{fname}()'s size must be a whole number from 1 to {MAX_COLLECT} (hubwatch keeps it per series)"),
+                        );
+                        return None;
+                    }
+                };
+                let distinct = fname == "make_set";
+                let prefix = if distinct { "set" } else { "list" };
+                let name = named(format!("{prefix}_{}", arg_name(0)));
+                Some((
+                    mk(AggFunc::Collect { distinct, cap }, Some(a.expr), None, a.ty),
+                    vec![col(name, Type::Dynamic)],
+                ))
+            }
             "stdev" | "stdevp" | "variance" | "variancep" => {
                 if !arity(self, 1, 1) {
                     return None;
@@ -1931,7 +1959,15 @@ const AGGREGATES: &[&str] = &[
     "stdevp",
     "variance",
     "variancep",
+    "make_set",
+    "make_list",
 ];
+
+/// How many values `make_set` and `make_list` keep per series without a size (Kusto's
+/// default, 1,048,576, would let one series hold megabytes), and the most they may be
+/// asked to keep.
+const DEFAULT_COLLECT: u32 = 1024;
+const MAX_COLLECT: u32 = 65_536;
 
 fn is_aggregate(name: &str) -> bool {
     AGGREGATES.contains(&name)

@@ -1154,9 +1154,11 @@ fn aggregates_inside_expressions_are_computed_on_the_result() {
     assert!(
         matches!(&p.post[..], [TableOp::Extend(e), TableOp::Project(cols)] if e.len() == 1 && cols.len() == 4)
     );
-    assert_eq!(
-        error(&format!("{CLUSTER} | summarize x = 1 + 2")).2,
-        "expected an aggregation function (count, countif, sum, sumif, avg, avgif, min, max, take_any, dcount, dcountif, arg_max, arg_min, percentile, stdev, stdevp, variance, variancep), or an expression of them"
+    let msg = error(&format!("{CLUSTER} | summarize x = 1 + 2")).2;
+    assert!(
+        msg.starts_with("expected an aggregation function (count, countif, sum,")
+            && msg.ends_with("), or an expression of them"),
+        "{msg}"
     );
     assert_eq!(
         error(&format!(

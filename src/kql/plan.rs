@@ -126,6 +126,11 @@ pub enum AggFunc {
         root: bool,
         sample: bool,
     },
+    /// `make_set` (`distinct`) and `make_list`: at most `cap` values, in arrival order.
+    Collect {
+        distinct: bool,
+        cap: u32,
+    },
 }
 
 #[derive(Debug, Clone)]

@@ -27,6 +27,8 @@ pub enum AggState {
     /// Boxed: it is the largest state, and every other one of every pane would pay for it.
     Arg(Box<Arg>),
     Percentile(Box<Quantiles>),
+    /// `make_set` / `make_list`: the values so far (boxed: most states are 32 bytes).
+    Collect(Box<Vec<Value>>),
     /// Count, mean and sum of squared deviations (Welford), merged with Chan's formula.
     Spread {
         n: u64,
@@ -111,6 +113,7 @@ impl AggState {
             }
             AggFunc::ArgMax | AggFunc::ArgMin => AggState::Arg(Box::default()),
             AggFunc::Percentile { .. } => AggState::Percentile(Box::default()),
+            AggFunc::Collect { .. } => AggState::Collect(Box::default()),
             AggFunc::Spread { .. } => AggState::Spread {
                 n: 0,
                 mean: 0.0,
@@ -189,6 +192,15 @@ impl AggState {
                     q.insert(x);
                 }
             }
+            AggState::Collect(items) => {
+                let AggFunc::Collect { distinct, cap } = agg.func else {
+                    unreachable!("collect state")
+                };
+                let v = arg();
+                if !v.is_null() {
+                    collect(items, v, distinct, cap);
+                }
+            }
             AggState::Spread { n, mean, m2 } => {
                 if let Some(x) = numeric(&arg()) {
                     *n += 1;
@@ -240,6 +252,14 @@ impl AggState {
                 }
             }
             (AggState::Percentile(a), AggState::Percentile(b)) => a.merge(b),
+            (AggState::Collect(a), AggState::Collect(b)) => {
+                let AggFunc::Collect { distinct, cap } = func else {
+                    unreachable!("collect state")
+                };
+                for v in b.iter() {
+                    collect(a, v.clone(), distinct, cap);
+                }
+            }
             (
                 AggState::Spread { n, mean, m2 },
                 AggState::Spread {
@@ -300,6 +320,9 @@ impl AggState {
                     Some(x) => Value::Real(x),
                 })
             }
+            AggState::Collect(items) => out.push(Value::Dynamic(std::sync::Arc::new(
+                serde_json::Value::Array(items.iter().map(Value::to_json).collect()),
+            ))),
             AggState::Spread { n, m2, .. } => {
                 let AggFunc::Spread { root, sample } = agg.func else {
                     unreachable!("spread state")
@@ -389,4 +412,12 @@ pub fn hash_value(v: &Value) -> u64 {
         }
     }
     hash64(&buf)
+}
+
+/// Adds `v` to a `make_set` / `make_list` state: once for a set, and while under `cap`.
+fn collect(items: &mut Vec<Value>, v: Value, distinct: bool, cap: u32) {
+    if items.len() >= cap as usize || (distinct && items.contains(&v)) {
+        return;
+    }
+    items.push(v);
 }

@@ -18,6 +18,7 @@ const AGG_DCOUNT: u8 = 6;
 const AGG_ARG: u8 = 7;
 const AGG_PERCENTILE: u8 = 8;
 const AGG_SPREAD: u8 = 9;
+const AGG_COLLECT: u8 = 10;
 
 impl Encode for AggState {
     fn encode(&self, w: &mut Writer) {
@@ -60,6 +61,10 @@ impl Encode for AggState {
                 w.put_u8(AGG_PERCENTILE);
                 q.encode(w);
             }
+            AggState::Collect(items) => {
+                w.put_u8(AGG_COLLECT);
+                items.encode(w);
+            }
             AggState::Spread { n, mean, m2 } => {
                 w.put_u8(AGG_SPREAD);
                 w.put_uvar(*n);
@@ -89,6 +94,7 @@ impl Decode for AggState {
                 carried: Vec::decode(r)?,
             })),
             AGG_PERCENTILE => AggState::Percentile(Box::new(Quantiles::decode(r)?)),
+            AGG_COLLECT => AggState::Collect(Box::new(Vec::decode(r)?)),
             AGG_SPREAD => AggState::Spread {
                 n: r.get_uvar()?,
                 mean: r.get_f64()?,

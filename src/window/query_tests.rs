@@ -167,7 +167,7 @@ const EVERY_AGGREGATE: &str = "count(), countif(TargetNodeCount > 3), \
     percentile(TargetNodeCount, 95), percentile(todouble(TargetNodeCount), 100), \
     take_any(ClusterName), dcountif(ClusterName, TargetNodeCount > 3), \
     stdev(TargetNodeCount), stdevp(TargetNodeCount), variance(TargetNodeCount), \
-    variancep(TargetNodeCount)";
+    variancep(TargetNodeCount), make_set(ClusterName), make_list(TargetNodeCount, 3)";
 
 fn every_expected() -> Vec<Value> {
     vec![
@@ -201,11 +201,17 @@ fn every_expected() -> Vec<Value> {
         s("a"),                 // take_any: any value of the group (the least)
         n(3),                   // dcountif: c, d, a have a row above 3
         // 3 7 1 7 4: mean 4.4, squared deviations sum to 27.2.
-        Value::Real(6.8f64.sqrt()),  // stdev: 27.2 / 4
-        Value::Real(5.44f64.sqrt()), // stdevp: 27.2 / 5
-        Value::Real(6.8),            // variance
-        Value::Real(5.44),           // variancep
+        Value::Real(6.8f64.sqrt()),         // stdev: 27.2 / 4
+        Value::Real(5.44f64.sqrt()),        // stdevp: 27.2 / 5
+        Value::Real(6.8),                   // variance
+        Value::Real(5.44),                  // variancep
+        dynamic(r#"["a", "b", "c", "d"]"#), // make_set: first seen first, nulls left out
+        dynamic("[3, 7, 1]"),               // make_list(…, 3): the first three values
     ]
+}
+
+fn dynamic(text: &str) -> Value {
+    Value::Dynamic(Arc::new(serde_json::from_str(text).unwrap()))
 }
 
 /// Reals to 12 significant digits: states merged in another order add in another order.
@@ -257,6 +263,7 @@ fn aggregates_of_no_rows() {
     want.extend(vec![Value::Null; 13]);
     want.extend([Value::Null, n(0)]); // take_any, dcountif
     want.extend(vec![Value::Null; 4]); // stdev, stdevp, variance, variancep
+    want.extend([dynamic("[]"), dynamic("[]")]); // make_set, make_list
     assert_eq!(got, want);
 }
 
@@ -807,4 +814,29 @@ fn a_spread_state_survives_a_snapshot_and_one_value_spreads_nowhere() {
     let bytes = w.into_inner();
     let back = AggState::decode(&mut Reader::new(&bytes)).unwrap();
     assert_eq!(finish(&aggs, &[back]), finish(&aggs, &all));
+}
+
+#[test]
+fn a_collect_state_survives_a_snapshot_and_sizes_are_bounded() {
+    use crate::codec::{Decode, Encode, Reader, Writer};
+    let aggs = aggregates("make_set(ClusterName, 2)");
+    let all = absorb(&aggs, &sample());
+    assert_eq!(finish(&aggs, &all), vec![dynamic(r#"["a", "b"]"#)]);
+    let mut w = Writer::new();
+    all[0].encode(&mut w);
+    let bytes = w.into_inner();
+    let back = AggState::decode(&mut Reader::new(&bytes)).unwrap();
+    assert_eq!(finish(&aggs, &[back]), finish(&aggs, &all));
+    for bad in ["make_set(ClusterName, 0)", "make_list(ClusterName, 65537)"] {
+        let err = compile(
+            &format!("{CLUSTER} | summarize {bad}"),
+            &Schemas::embedded(),
+        )
+        .expect_err("refused")
+        .to_string();
+        assert!(
+            err.contains("size must be a whole number from 1 to 65536"),
+            "{err}"
+        );
+    }
 }
