@@ -156,6 +156,48 @@ pub enum ExprKind {
     },
 }
 
+impl Expr {
+    /// The expressions directly inside this one, to walk the tree.
+    pub fn children(&self) -> Vec<&Expr> {
+        match &self.kind {
+            ExprKind::Column(_) | ExprKind::Literal(_) | ExprKind::Star => Vec::new(),
+            ExprKind::Call { args, .. } => args.iter().collect(),
+            ExprKind::Unary { expr, .. } | ExprKind::Member { expr, .. } => vec![expr],
+            ExprKind::Binary { lhs, rhs, .. } => vec![lhs, rhs],
+            ExprKind::In { expr, list, .. } => std::iter::once(&**expr).chain(list).collect(),
+            ExprKind::Between {
+                expr, low, high, ..
+            } => vec![expr, low, high],
+            ExprKind::Index { expr, index }
+            | ExprKind::MatchesRegex {
+                expr,
+                pattern: index,
+            } => vec![expr, index],
+        }
+    }
+
+    /// [`children`](Self::children), to change them.
+    pub fn children_mut(&mut self) -> Vec<&mut Expr> {
+        match &mut self.kind {
+            ExprKind::Column(_) | ExprKind::Literal(_) | ExprKind::Star => Vec::new(),
+            ExprKind::Call { args, .. } => args.iter_mut().collect(),
+            ExprKind::Unary { expr, .. } | ExprKind::Member { expr, .. } => vec![expr],
+            ExprKind::Binary { lhs, rhs, .. } => vec![lhs, rhs],
+            ExprKind::In { expr, list, .. } => std::iter::once(&mut **expr)
+                .chain(list.iter_mut())
+                .collect(),
+            ExprKind::Between {
+                expr, low, high, ..
+            } => vec![expr, low, high],
+            ExprKind::Index { expr, index }
+            | ExprKind::MatchesRegex {
+                expr,
+                pattern: index,
+            } => vec![expr, index],
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Literal {
     /// `long(null)`, `datetime(null)`, ... typed nulls; `dynamic(null)` is `Null(None)`.

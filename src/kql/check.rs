@@ -1784,110 +1784,37 @@ fn is_aggregate_call(e: &ast::Expr) -> bool {
 /// Moves every aggregation call inside `e` out, as `(hidden name, call)`, leaving a column
 /// reference to its hidden name in its place.
 fn lift_aggregates(e: &mut ast::Expr, hidden: &mut usize, out: &mut Vec<(String, ast::Expr)>) {
-    if is_aggregate_call(e) {
-        let name = format!("__aggregate{}", *hidden);
-        *hidden += 1;
-        let span = e.span;
-        let call = std::mem::replace(
-            e,
-            ast::Expr {
-                kind: ExprKind::Column(name.clone()),
-                span,
-            },
-        );
-        out.push((name, call));
+    if !is_aggregate_call(e) {
+        for c in e.children_mut() {
+            lift_aggregates(c, hidden, out);
+        }
         return;
     }
-    match &mut e.kind {
-        ExprKind::Column(_) | ExprKind::Literal(_) | ExprKind::Star => {}
-        ExprKind::Call { args, .. } => args
-            .iter_mut()
-            .for_each(|a| lift_aggregates(a, hidden, out)),
-        ExprKind::Unary { expr, .. } | ExprKind::Member { expr, .. } => {
-            lift_aggregates(expr, hidden, out)
-        }
-        ExprKind::Binary { lhs, rhs, .. } => {
-            lift_aggregates(lhs, hidden, out);
-            lift_aggregates(rhs, hidden, out);
-        }
-        ExprKind::In { expr, list, .. } => {
-            lift_aggregates(expr, hidden, out);
-            list.iter_mut()
-                .for_each(|a| lift_aggregates(a, hidden, out));
-        }
-        ExprKind::Between {
-            expr, low, high, ..
-        } => {
-            lift_aggregates(expr, hidden, out);
-            lift_aggregates(low, hidden, out);
-            lift_aggregates(high, hidden, out);
-        }
-        ExprKind::Index { expr, index }
-        | ExprKind::MatchesRegex {
-            expr,
-            pattern: index,
-        } => {
-            lift_aggregates(expr, hidden, out);
-            lift_aggregates(index, hidden, out);
-        }
-    }
+    let name = format!("__aggregate{}", *hidden);
+    *hidden += 1;
+    let column = ast::Expr {
+        kind: ExprKind::Column(name.clone()),
+        span: e.span,
+    };
+    out.push((name, std::mem::replace(e, column)));
 }
 
 /// Replaces the `let` names in `e` by their expressions (the last binding of a name wins).
 fn inline(e: &mut ast::Expr, lets: &[(String, ast::Expr)]) {
-    match &mut e.kind {
-        ExprKind::Column(name) => {
-            if let Some((_, v)) = lets.iter().rev().find(|(n, _)| n == name) {
-                *e = v.clone();
-            }
+    if let ExprKind::Column(name) = &e.kind {
+        if let Some((_, v)) = lets.iter().rev().find(|(n, _)| n == name) {
+            *e = v.clone();
         }
-        ExprKind::Literal(_) | ExprKind::Star => {}
-        ExprKind::Call { args, .. } => args.iter_mut().for_each(|a| inline(a, lets)),
-        ExprKind::Unary { expr, .. } | ExprKind::Member { expr, .. } => inline(expr, lets),
-        ExprKind::Binary { lhs, rhs, .. } => {
-            inline(lhs, lets);
-            inline(rhs, lets);
-        }
-        ExprKind::In { expr, list, .. } => {
-            inline(expr, lets);
-            list.iter_mut().for_each(|a| inline(a, lets));
-        }
-        ExprKind::Between {
-            expr, low, high, ..
-        } => {
-            inline(expr, lets);
-            inline(low, lets);
-            inline(high, lets);
-        }
-        ExprKind::Index { expr, index }
-        | ExprKind::MatchesRegex {
-            expr,
-            pattern: index,
-        } => {
-            inline(expr, lets);
-            inline(index, lets);
-        }
+        return;
+    }
+    for c in e.children_mut() {
+        inline(c, lets);
     }
 }
 
 /// (nodes, depth) of an expression tree.
 fn extent(e: &ast::Expr) -> (usize, usize) {
-    let children: Vec<&ast::Expr> = match &e.kind {
-        ExprKind::Column(_) | ExprKind::Literal(_) | ExprKind::Star => Vec::new(),
-        ExprKind::Call { args, .. } => args.iter().collect(),
-        ExprKind::Unary { expr, .. } | ExprKind::Member { expr, .. } => vec![expr],
-        ExprKind::Binary { lhs, rhs, .. } => vec![lhs, rhs],
-        ExprKind::In { expr, list, .. } => std::iter::once(&**expr).chain(list).collect(),
-        ExprKind::Between {
-            expr, low, high, ..
-        } => vec![expr, low, high],
-        ExprKind::Index { expr, index }
-        | ExprKind::MatchesRegex {
-            expr,
-            pattern: index,
-        } => vec![expr, index],
-    };
-    children
+    e.children()
         .into_iter()
         .map(extent)
         .fold((1, 1), |(n, d), (cn, cd)| (n + cn, d.max(cd + 1)))

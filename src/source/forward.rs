@@ -382,21 +382,39 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn commits_the_delivered_prefix_per_partition_and_publishes_progress() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(FileCheckpointStore::open(dir.path().join("cp.json")).unwrap());
-        let metrics = Arc::new(AmqpSourceMetrics::new("eh", None));
+    /// A forwarder over a checkpoint file in `dir`: it, its store and counters, the
+    /// pipeline's end, and the sender of acknowledgements.
+    #[allow(clippy::type_complexity)]
+    fn with_store(
+        dir: &std::path::Path,
+        progress: Box<dyn Progress>,
+    ) -> (
+        Forwarder,
+        Arc<FileCheckpointStore>,
+        Arc<ForwardCounters>,
+        mpsc::Receiver<Batch>,
+        mpsc::UnboundedSender<AckOutcome>,
+    ) {
+        let store = Arc::new(FileCheckpointStore::open(dir.join("cp.json")).unwrap());
         let counters = Arc::new(ForwardCounters::default());
-        let (out, mut rx) = mpsc::channel(8);
+        let (out, rx) = mpsc::channel(8);
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-        let mut fwd = Forwarder::new(
+        let fwd = Forwarder::new(
             settings(Some(store.clone()), 10),
             out,
             ack_rx,
-            Box::new(AmqpProgress::new(metrics.clone())),
+            progress,
             counters.clone(),
         );
+        (fwd, store, counters, rx, ack_tx)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn commits_the_delivered_prefix_per_partition_and_publishes_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(AmqpSourceMetrics::new("eh", None));
+        let (mut fwd, store, counters, mut rx, ack_tx) =
+            with_store(dir.path(), Box::new(AmqpProgress::new(metrics.clone())));
         let b1 = send(&mut fwd, &mut rx, batch(1, "0", &[0, 1], &ack_tx)).await;
         let b2 = send(&mut fwd, &mut rx, batch(2, "0", &[2, 3], &ack_tx)).await;
         let b3 = send(&mut fwd, &mut rx, batch(3, "1", &[7], &ack_tx)).await;
@@ -461,17 +479,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn events_read_again_before_the_checkpoint_do_not_move_it_back() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(FileCheckpointStore::open(dir.path().join("cp.json")).unwrap());
-        let counters = Arc::new(ForwardCounters::default());
-        let (out, mut rx) = mpsc::channel(8);
-        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-        let mut fwd = Forwarder::new(
-            settings(Some(store.clone()), 10),
-            out,
-            ack_rx,
-            Box::new(NoProgress),
-            counters.clone(),
-        );
+        let (mut fwd, store, counters, mut rx, ack_tx) =
+            with_store(dir.path(), Box::new(NoProgress));
         // A file read from its start whose checkpoint was at line 5: lines up to 5 come
         // marked replayed by the reader.
         let mut again = batch(1, "0", &[1, 2, 3], &ack_tx);
