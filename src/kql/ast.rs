@@ -75,6 +75,10 @@ pub enum OperatorKind {
     ProjectRename(Vec<(Ident, Ident)>),
     /// `distinct Col, ...`
     Distinct(Vec<Ident>),
+    /// `project-reorder Col, ...`: those first, in that order, then the others as they were.
+    ProjectReorder(Vec<Ident>),
+    /// `as Name`: names the result for later statements; a single query has none.
+    As(Ident),
     /// `render Chart [with (...)]`: how Log Analytics draws the result; a hint here, the
     /// result is the same.
     Render(Ident),

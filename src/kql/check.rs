@@ -366,6 +366,28 @@ impl Checker {
                         }
                     }
                 }
+                OperatorKind::ProjectReorder(cols) => {
+                    let mut first: Vec<usize> = Vec::new();
+                    for c in cols {
+                        match scope.iter().position(|s| *s.name == *c.name) {
+                            Some(i) if !first.contains(&i) => first.push(i),
+                            Some(_) => {}
+                            None => self.unknown_column(c.span, &c.name, &scope),
+                        }
+                    }
+                    let order: Vec<usize> = first
+                        .iter()
+                        .copied()
+                        .chain((0..scope.len()).filter(|i| !first.contains(i)))
+                        .collect();
+                    let exprs: Vec<Expr> = order.iter().map(|&i| Expr::Column(i)).collect();
+                    scope = order.iter().map(|&i| scope[i].clone()).collect();
+                    match phase {
+                        Phase::Pre => pre.push(RowOp::Project(exprs)),
+                        Phase::Post => post.push(TableOp::Project(exprs)),
+                    }
+                }
+                OperatorKind::As(_) => {}
                 OperatorKind::Render(chart) => {
                     if CHARTS.contains(&chart.name.as_str()) {
                         render = Some(Arc::from(chart.name.as_str()));
@@ -477,7 +499,9 @@ impl Checker {
                 OperatorKind::ProjectAway(_)
                 | OperatorKind::Count
                 | OperatorKind::Render(_)
-                | OperatorKind::Distinct(_) => {}
+                | OperatorKind::Distinct(_)
+                | OperatorKind::ProjectReorder(_)
+                | OperatorKind::As(_) => {}
             }
             for (name, span) in names {
                 self.diags.push(Diagnostic::new(

@@ -1250,3 +1250,23 @@ fn extract_and_matches_regex_use_re2_patterns() {
         "extract()'s group must be a whole number from 0 to 1"
     );
 }
+
+#[test]
+fn project_reorder_puts_columns_first_and_as_names_nothing() {
+    let p = plan(&format!(
+        "{CLUSTER} | summarize n = count() by ClusterName, VmSize | project-reorder n, VmSize | as Counts"
+    ));
+    let names: Vec<&str> = p.output.iter().map(|c| &*c.name).collect();
+    assert_eq!(names, ["n", "VmSize", "ClusterName"]);
+    // On raw rows the time column stays the window's.
+    let p = plan(&format!(
+        "{CLUSTER} | where TimeGenerated > ago(1h) | project-reorder ClusterName, TimeGenerated"
+    ));
+    assert_eq!(&*p.output[0].name, "ClusterName");
+    assert_eq!(&*p.output[1].name, "TimeGenerated");
+    assert!(p.window.is_some());
+    assert_eq!(
+        error(&format!("{CLUSTER} | project-reorder ClusterNme")).2,
+        "unknown column 'ClusterNme' (did you mean 'ClusterName'?)"
+    );
+}

@@ -11,7 +11,7 @@ use super::diag::Diagnostic;
 use super::lexer::{lex, position, Token, TokenKind as T};
 
 /// The operators the engine runs, as named in the "unsupported operator" message.
-const SUPPORTED: &str = "where, extend, project, project-away, project-rename, summarize, count, distinct, take, limit, sort, order, top, render";
+const SUPPORTED: &str = "where, extend, project, project-away, project-rename, project-reorder, summarize, count, distinct, take, limit, sort, order, top, as, render";
 
 /// The comparisons the engine runs, as named in the "unsupported operator" message.
 const COMPARISONS: &str = "== != < <= > >= =~ !~, has contains startswith endswith and their ! and _cs forms, has_any, has_all, matches regex, in, !in, in~, !in~, between, !between";
@@ -305,6 +305,11 @@ impl Parser<'_> {
             }
             "project-rename" => OperatorKind::ProjectRename(self.renames()?),
             "distinct" => OperatorKind::Distinct(self.column_list()?),
+            "project-reorder" => OperatorKind::ProjectReorder(self.column_list()?),
+            "as" => match self.name() {
+                Some(name) => OperatorKind::As(name),
+                None => return self.expected("a name after 'as'"),
+            },
             "render" => self.render()?,
             _ => {
                 return self.fail(
@@ -1033,6 +1038,14 @@ mod tests {
                         .join(", ")
                 ),
                 OperatorKind::Render(chart) => format!(" | render {}", chart.name),
+                OperatorKind::ProjectReorder(cols) => format!(
+                    " | project-reorder {}",
+                    cols.iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                OperatorKind::As(name) => format!(" | as {}", name.name),
                 OperatorKind::Distinct(cols) => format!(
                     " | distinct {}",
                     cols.iter()
@@ -1327,12 +1340,8 @@ mod tests {
             )
         );
         assert_eq!(
-            one_error("T | project-reorder a"),
-            (
-                1,
-                5,
-                format!("unsupported operator 'project-reorder' {supported}")
-            )
+            one_error("T | mv-apply a"),
+            (1, 5, format!("unsupported operator 'mv-apply' {supported}"))
         );
         assert_eq!(
             one_error("T\n| extend s = tostring(x\n| count"),
@@ -1682,6 +1691,18 @@ mod tests {
         assert_eq!(
             one_error("T | where a matches \"x\"").2,
             "expected 'regex' after 'matches', found '\"x\"'"
+        );
+    }
+
+    #[test]
+    fn project_reorder_and_as_parse() {
+        assert_eq!(
+            shape("T | project-reorder b, a | as Result"),
+            "T | project-reorder b, a | as Result"
+        );
+        assert_eq!(
+            one_error("T | as").2,
+            "expected a name after 'as', found end of query"
         );
     }
 }
