@@ -1730,6 +1730,44 @@ impl Checker {
                 }
             }
             Func::ParseJson => Some(Type::Dynamic),
+            Func::BinAt => {
+                let ok = match (ty(0), ty(1), ty(2)) {
+                    (Some(Type::DateTime), Some(Type::TimeSpan), Some(Type::DateTime))
+                    | (Some(Type::TimeSpan), Some(Type::TimeSpan), Some(Type::TimeSpan)) => true,
+                    (a, b, c) => [a, b, c]
+                        .iter()
+                        .all(|t| matches!(t, Some(Type::Long | Type::Real) | None)),
+                };
+                if !ok {
+                    bad(self, 1, "a bin size and a fixed point matching the value (a timespan and a datetime for datetimes)");
+                    return None;
+                }
+                match (ty(0), ty(1), ty(2)) {
+                    (Some(Type::Long), Some(Type::Long), Some(Type::Long)) => Some(Type::Long),
+                    (Some(t @ (Type::DateTime | Type::TimeSpan)), _, _) => Some(t),
+                    _ => Some(Type::Real),
+                }
+            }
+            Func::DateTimeDiff => {
+                let known = matches!(&args[0].kind, ExprKind::Literal(Literal::String(p)) if DATETIME_PARTS.contains(&p.as_str()));
+                if !known {
+                    self.err(
+                        args[0].span,
+                        format!(
+                            "datetime_diff() needs its period as a string literal, one of {}",
+                            DATETIME_PARTS.join(", ")
+                        ),
+                    );
+                    return None;
+                }
+                for i in [1, 2] {
+                    if !matches!(ty(i), Some(Type::DateTime) | None) {
+                        bad(self, i, "a datetime");
+                        return None;
+                    }
+                }
+                Some(Type::Long)
+            }
             Func::StartOfDay => {
                 if !matches!(ty(0), Some(Type::DateTime) | None) {
                     bad(self, 0, "a datetime");
@@ -1881,6 +1919,8 @@ const SCALARS: &[(&str, Func, usize, usize)] = &[
     ("startofday", Func::StartOfDay, 1, 1),
     ("replace_string", Func::ReplaceString, 3, 3),
     ("strcat_array", Func::StrCatArray, 2, 2),
+    ("bin_at", Func::BinAt, 3, 3),
+    ("datetime_diff", Func::DateTimeDiff, 3, 3),
 ];
 
 fn scalar_func(name: &str) -> Option<(Func, usize, usize)> {
@@ -1889,6 +1929,21 @@ fn scalar_func(name: &str) -> Option<(Func, usize, usize)> {
         .find(|(n, ..)| *n == name)
         .map(|&(_, f, lo, hi)| (f, lo, hi))
 }
+
+/// The periods `datetime_diff` counts.
+pub(crate) const DATETIME_PARTS: &[&str] = &[
+    "year",
+    "quarter",
+    "month",
+    "week",
+    "day",
+    "hour",
+    "minute",
+    "second",
+    "millisecond",
+    "microsecond",
+    "nanosecond",
+];
 
 /// Aggregation functions (allowed in `summarize` only).
 const AGGREGATES: &[&str] = &[

@@ -1270,3 +1270,68 @@ fn project_reorder_puts_columns_first_and_as_names_nothing() {
         "unknown column 'ClusterNme' (did you mean 'ClusterName'?)"
     );
 }
+
+#[test]
+fn datetime_diff_and_bin_at_as_kusto_documents_them() {
+    // The examples of Kusto's datetime_diff() page.
+    for (period, a, b, want) in [
+        ("year", "2017-01-01", "2000-12-31", 17),
+        ("quarter", "2017-07-01", "2017-03-30", 2),
+        ("month", "2017-01-01", "2015-12-30", 13),
+        ("week", "2017-10-29 00:00", "2017-09-30 23:59", 5),
+        ("day", "2017-10-29 00:00", "2017-09-30 23:59", 29),
+        ("hour", "2017-10-31 01:00", "2017-10-30 23:59", 2),
+        ("minute", "2017-10-30 23:05:01", "2017-10-30 23:00:59", 5),
+        (
+            "second",
+            "2017-10-30 23:00:10.100",
+            "2017-10-30 23:00:00.900",
+            10,
+        ),
+        (
+            "millisecond",
+            "2017-10-30 23:00:00.200100",
+            "2017-10-30 23:00:00.100900",
+            100,
+        ),
+        (
+            "microsecond",
+            "2017-10-30 23:00:00.1009001",
+            "2017-10-30 23:00:00.1008009",
+            100,
+        ),
+        (
+            "nanosecond",
+            "2017-10-30 23:00:00.0000000",
+            "2017-10-30 23:00:00.0000007",
+            -700,
+        ),
+    ] {
+        assert_eq!(
+            v(&format!(
+                "datetime_diff('{period}', datetime({a}), datetime({b}))"
+            )),
+            Value::Long(want),
+            "{period}"
+        );
+    }
+    // bin_at: bins anchored at the fixed point (Kusto's examples).
+    assert_eq!(v("bin_at(6.5, 2.5, 7)"), Value::Real(4.5));
+    assert_eq!(
+        v("bin_at(time(1h), 1d, 12h)"),
+        Value::TimeSpan(-12 * TICKS_PER_HOUR)
+    );
+    assert_eq!(
+        v("bin_at(datetime(2017-05-15 10:20:00.0), 1d, datetime(1970-01-01 12:00:00.0))"),
+        Value::DateTime(dt("2017-05-14T12:00:00Z"))
+    );
+    assert_eq!(
+        v("bin_at(datetime(2017-05-17 10:20:00.0), 7d, datetime(2017-06-04 00:00:00.0))"),
+        Value::DateTime(dt("2017-05-14T00:00:00Z"))
+    );
+    assert_eq!(v("bin_at(7, 3, 1)"), Value::Long(7));
+    assert_eq!(
+        error(&format!("{CLUSTER} | extend d = datetime_diff('fortnight', TimeGenerated, now())")).2,
+        "datetime_diff() needs its period as a string literal, one of year, quarter, month, week, day, hour, minute, second, millisecond, microsecond, nanosecond"
+    );
+}

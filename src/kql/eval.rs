@@ -455,6 +455,30 @@ fn call(func: Func, args: &[Expr], row: &[Value], cx: &Context) -> Value {
             )),
             other => Value::Dynamic(Arc::new(other.to_json())),
         },
+        // bin_at: bins of `bin` that start at `fixed` (and every `bin` before and after it).
+        Func::BinAt => match (plain(arg(0)), plain(arg(1)), plain(arg(2))) {
+            (Value::DateTime(t), Value::TimeSpan(w), Value::DateTime(f)) if w > 0 => {
+                Value::DateTime(time::bin(t.wrapping_sub(f), w).wrapping_add(f))
+            }
+            (Value::TimeSpan(t), Value::TimeSpan(w), Value::TimeSpan(f)) if w > 0 => {
+                Value::TimeSpan(time::bin(t.wrapping_sub(f), w).wrapping_add(f))
+            }
+            (Value::Long(x), Value::Long(w), Value::Long(f)) if w > 0 => {
+                Value::Long(time::bin(x.wrapping_sub(f), w).wrapping_add(f))
+            }
+            (x, w, f) => match (x.as_f64(), w.as_f64(), f.as_f64()) {
+                (Some(x), Some(w), Some(f)) if w > 0.0 => {
+                    Value::Real(((x - f) / w).floor() * w + f)
+                }
+                _ => Value::Null,
+            },
+        },
+        Func::DateTimeDiff => match (arg(0), plain(arg(1)), plain(arg(2))) {
+            (Value::Str(period), Value::DateTime(a), Value::DateTime(b)) => {
+                time::periods_between(&period, a, b).map_or(Value::Null, Value::Long)
+            }
+            _ => Value::Null,
+        },
         Func::StartOfDay => match plain(arg(0)) {
             Value::DateTime(t) => Value::DateTime(t - t.rem_euclid(crate::time::TICKS_PER_DAY)),
             _ => Value::Null,

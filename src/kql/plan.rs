@@ -235,6 +235,8 @@ pub enum Func {
     StartOfDay,
     ReplaceString,
     StrCatArray,
+    BinAt,
+    DateTimeDiff,
 }
 
 impl Plan {
