@@ -518,6 +518,36 @@ pub fn bin(ticks: i64, width: i64) -> i64 {
         .unwrap_or(i64::MIN)
 }
 
+/// `datetime_diff(period, a, b)`: how many period boundaries lie between `b` and `a`, as
+/// Kusto counts them (calendar years, quarters and months; weeks from Sunday; the rest by
+/// the clock). `None` for an unknown period.
+pub fn periods_between(period: &str, a: i64, b: i64) -> Option<i64> {
+    let day = |t: i64| t.div_euclid(TICKS_PER_DAY);
+    let civil = |t: i64| civil_from_days(day(t));
+    let units = |unit: i64| a.div_euclid(unit) - b.div_euclid(unit);
+    Some(match period {
+        "year" => civil(a).0 - civil(b).0,
+        "quarter" | "month" => {
+            let per = if period == "quarter" { 3 } else { 1 };
+            let index = |t: i64| {
+                let (y, m, _) = civil(t);
+                y * (12 / per) + i64::from(m - 1) / per
+            };
+            index(a) - index(b)
+        }
+        // 1970-01-01 was a Thursday: day 0 is 4 days into its Sunday-based week.
+        "week" => (day(a) + 4).div_euclid(7) - (day(b) + 4).div_euclid(7),
+        "day" => units(TICKS_PER_DAY),
+        "hour" => units(TICKS_PER_HOUR),
+        "minute" => units(TICKS_PER_MINUTE),
+        "second" => units(TICKS_PER_SECOND),
+        "millisecond" => units(TICKS_PER_MILLISECOND),
+        "microsecond" => units(TICKS_PER_MICROSECOND),
+        "nanosecond" => a.saturating_sub(b).saturating_mul(100),
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -968,34 +998,4 @@ mod tests {
             assert_eq!(parse_timespan(bad), None, "{bad:?} should be rejected");
         }
     }
-}
-
-/// `datetime_diff(period, a, b)`: how many period boundaries lie between `b` and `a`, as
-/// Kusto counts them (calendar years, quarters and months; weeks from Sunday; the rest by
-/// the clock). `None` for an unknown period.
-pub fn periods_between(period: &str, a: i64, b: i64) -> Option<i64> {
-    let day = |t: i64| t.div_euclid(TICKS_PER_DAY);
-    let civil = |t: i64| civil_from_days(day(t));
-    let units = |unit: i64| a.div_euclid(unit) - b.div_euclid(unit);
-    Some(match period {
-        "year" => civil(a).0 - civil(b).0,
-        "quarter" | "month" => {
-            let per = if period == "quarter" { 3 } else { 1 };
-            let index = |t: i64| {
-                let (y, m, _) = civil(t);
-                y * (12 / per) + i64::from(m - 1) / per
-            };
-            index(a) - index(b)
-        }
-        // 1970-01-01 was a Thursday: day 0 is 4 days into its Sunday-based week.
-        "week" => (day(a) + 4).div_euclid(7) - (day(b) + 4).div_euclid(7),
-        "day" => units(TICKS_PER_DAY),
-        "hour" => units(TICKS_PER_HOUR),
-        "minute" => units(TICKS_PER_MINUTE),
-        "second" => units(TICKS_PER_SECOND),
-        "millisecond" => units(TICKS_PER_MILLISECOND),
-        "microsecond" => units(TICKS_PER_MICROSECOND),
-        "nanosecond" => a.saturating_sub(b).saturating_mul(100),
-        _ => return None,
-    })
 }
