@@ -126,6 +126,10 @@ impl Forwarder {
             if e.rewound {
                 self.floor.remove(partition);
             }
+            // Most events: no floor anywhere, and not replayed; no lookup for them.
+            if self.floor.is_empty() && !e.replayed {
+                continue;
+            }
             match self.floor.get_mut(partition) {
                 Some(floor) if seq <= *floor => e.replayed = true,
                 Some(floor) if e.replayed => *floor = seq,

@@ -65,8 +65,20 @@ impl From<Vec<AggState>> for States {
 }
 
 impl FromIterator<AggState> for States {
+    /// One state without a vector in between: new panes and series are made per row.
     fn from_iter<I: IntoIterator<Item = AggState>>(iter: I) -> States {
-        States::from(iter.into_iter().collect::<Vec<_>>())
+        let mut iter = iter.into_iter();
+        let Some(first) = iter.next() else {
+            return States::Many(Box::default());
+        };
+        match iter.next() {
+            None => States::One(first),
+            Some(second) => {
+                let mut all = vec![first, second];
+                all.extend(iter);
+                States::Many(all.into_boxed_slice())
+            }
+        }
     }
 }
 

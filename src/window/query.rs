@@ -660,9 +660,14 @@ fn apply_post(op: &TableOp, rows: Vec<Vec<Value>>, cx: &Context) -> Vec<Vec<Valu
         TableOp::Take(n) => rows.into_iter().take(*n).collect(),
         TableOp::Count => vec![vec![Value::Long(rows.len() as i64)]],
         TableOp::Distinct => {
-            let mut seen = std::collections::HashSet::new();
+            // Which rows come first among their equals, without cloning any.
+            let first: Vec<bool> = {
+                let mut seen = std::collections::HashSet::new();
+                rows.iter().map(|r| seen.insert(&r[..])).collect()
+            };
             rows.into_iter()
-                .filter(|r| seen.insert(r.clone()))
+                .zip(first)
+                .filter_map(|(r, first)| first.then_some(r))
                 .collect()
         }
         TableOp::Sort(keys) => {
