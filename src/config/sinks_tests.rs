@@ -812,7 +812,9 @@ fn the_siem_example_config_loads() {
             .filter(|r| r.sinks.contains(&i))
             .map(|r| match r.results {
                 Some(q) => format!("results of {}", s.queries[q].name),
-                None => Schemas::embedded().tables[r.plan.table].name.to_string(),
+                None => Schemas::embedded().tables[r.plan.inputs[0].table]
+                    .name
+                    .to_string(),
             })
             .collect();
         tables.sort();

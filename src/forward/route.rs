@@ -149,16 +149,14 @@ impl RouteSpec {
     /// The row this route forwards for `row`, if it matches (the clock is `now()` for the
     /// route's expressions and the edge of a `TimeGenerated > ago(…)` filter).
     pub fn select<'a>(&self, row: &'a Row, clock: i64) -> Option<std::borrow::Cow<'a, [Value]>> {
-        if row.table != self.plan.table {
-            return None;
-        }
+        let input = self.plan.inputs.iter().find(|i| i.table == row.table)?;
         if let Some(w) = self.plan.window {
             if !w.contains(row.time, clock) {
                 return None;
             }
         }
         let cx = Context { now: clock };
-        crate::window::query::apply_pre(&self.plan.pre, &row.values, &cx)
+        crate::window::query::apply_pre(&input.pre, &row.values, &cx)
     }
 }
 

@@ -32,13 +32,95 @@ pub struct Ident {
     pub span: Span,
 }
 
-/// `Table | op | op ...`
+/// `let …; Tabular`
 #[derive(Debug, Clone, PartialEq)]
 pub struct Query {
-    /// `let Name = Expr;` statements before the query, in order (scalars only).
-    pub lets: Vec<(Ident, Expr)>,
-    pub table: Ident,
+    /// `let Name = …;` statements before the query, in order.
+    pub lets: Vec<Let>,
+    pub body: Tabular,
+}
+
+/// `let Name = Value;`
+#[derive(Debug, Clone, PartialEq)]
+pub struct Let {
+    pub name: Ident,
+    pub value: LetValue,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LetValue {
+    /// A scalar: `let window = 1d;`. A bare name (`let T = AzureMetrics;`) is parsed as one
+    /// and resolved by the checker, which knows the tables.
+    Scalar(Expr),
+    /// A tabular expression: `let failed = AmlComputeJobEvent | where …;`.
+    Tabular(Tabular),
+}
+
+/// A tabular expression: `Source | op | op …`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tabular {
+    pub source: Source,
     pub ops: Vec<Operator>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// A table, or the name of a tabular `let`.
+    Name(Ident),
+    /// `union …` at the start of a tabular expression.
+    Union(Union),
+    /// `( Tabular )`.
+    Sub(Box<Tabular>),
+}
+
+/// `union [kind = inner | outer] [withsource = Column] Leg, …`
+#[derive(Debug, Clone, PartialEq)]
+pub struct Union {
+    /// `kind=inner`: only the columns every leg has; by default (`outer`) all of them.
+    pub inner: bool,
+    /// A column naming the table each row came from.
+    pub withsource: Option<Ident>,
+    pub legs: Vec<Tabular>,
+}
+
+/// `join`'s and `lookup`'s kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    /// Kusto's default: the left side de-duplicated on the key, then `inner`.
+    InnerUnique,
+    Inner,
+    LeftOuter,
+    RightOuter,
+    FullOuter,
+    LeftAnti,
+    RightAnti,
+    LeftSemi,
+    RightSemi,
+}
+
+impl JoinKind {
+    pub const ALL: [(&'static str, JoinKind); 12] = [
+        ("innerunique", JoinKind::InnerUnique),
+        ("inner", JoinKind::Inner),
+        ("leftouter", JoinKind::LeftOuter),
+        ("rightouter", JoinKind::RightOuter),
+        ("fullouter", JoinKind::FullOuter),
+        ("leftanti", JoinKind::LeftAnti),
+        ("anti", JoinKind::LeftAnti),
+        ("leftantisemi", JoinKind::LeftAnti),
+        ("rightanti", JoinKind::RightAnti),
+        ("rightantisemi", JoinKind::RightAnti),
+        ("leftsemi", JoinKind::LeftSemi),
+        ("rightsemi", JoinKind::RightSemi),
+    ];
+}
+
+/// One equality of a join's `on`: `Col` (the same name on both sides) or
+/// `$left.A == $right.B`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinKey {
+    pub left: Ident,
+    pub right: Ident,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +164,21 @@ pub enum OperatorKind {
     /// `render Chart [with (...)]`: how Log Analytics draws the result; a hint here, the
     /// result is the same.
     Render(Ident),
+    /// `| union Leg, …`: the rows piped in, then each leg's.
+    Union(Union),
+    /// `join [kind = K] (Right) on Key, …`
+    Join {
+        kind: JoinKind,
+        right: Tabular,
+        on: Vec<JoinKey>,
+    },
+    /// `lookup [kind = leftouter | inner] (Right) on Key, …`: a join whose right side is a
+    /// (small) dimension table; its key columns are not repeated in the result.
+    Lookup {
+        kind: JoinKind,
+        right: Tabular,
+        on: Vec<JoinKey>,
+    },
 }
 
 /// A sort key: `Expr [asc | desc] [nulls first | nulls last]`.

@@ -4,12 +4,14 @@
 
 use std::sync::Arc;
 
-use super::ast::{self, BinaryOp, ExprKind, Literal, LiteralType, OperatorKind, Span};
+use super::ast::{
+    self, BinaryOp, ExprKind, JoinKind, Literal, LiteralType, OperatorKind, Source, Span,
+};
 use super::diag::{nearest, Diagnostic, Diagnostics};
 use super::parser::{MAX_DEPTH, MAX_NODES};
 use super::plan::{
-    AggFunc, Aggregate, Expr, Func, OutColumn, Plan, RowOp, SortBy, Stage, Summarize, TableOp,
-    Window,
+    AggFunc, Aggregate, Expr, Func, Input, Join, OutColumn, Plan, RowOp, SortBy, Stage, Summarize,
+    TableOp, Window,
 };
 
 /// The chart kinds `render` takes (Kusto's list).
@@ -32,7 +34,7 @@ const CHARTS: &[&str] = &[
     "timepivot",
     "treemap",
 ];
-use crate::schema::Schemas;
+use crate::schema::{Schemas, TableId};
 use crate::time;
 use crate::value::{Type, Value};
 use crate::window::sketch::DistinctCount;
@@ -44,8 +46,16 @@ pub fn compile(source: &str, schemas: &Schemas) -> Result<Plan, Diagnostics> {
         items,
     };
     let query = super::parser::parse(source).map_err(fail)?;
-    let mut checker = Checker { diags: Vec::new() };
-    let plan = checker.query(&query, schemas);
+    let mut checker = Checker {
+        schemas,
+        diags: Vec::new(),
+        scalars: Vec::new(),
+        scalar_spans: Vec::new(),
+        tabulars: Vec::new(),
+        inputs: Vec::new(),
+        side_windows: Vec::new(),
+    };
+    let plan = checker.query(&query);
     match plan {
         Some(plan) if checker.diags.is_empty() => Ok(plan),
         _ => Err(fail(checker.diags)),
@@ -70,8 +80,88 @@ struct Typed {
     ty: Option<Type>,
 }
 
-struct Checker {
+struct Checker<'a> {
+    schemas: &'a Schemas,
     diags: Vec<Diagnostic>,
+    /// Scalar `let`s so far, each with the earlier ones already put in, and where each
+    /// was named.
+    scalars: Vec<(String, ast::Expr)>,
+    scalar_spans: Vec<Span>,
+    /// Tabular `let`s so far, with the earlier ones already put in.
+    tabulars: Vec<(String, ast::Tabular)>,
+    /// The plan's inputs, as they are found.
+    inputs: Vec<Input>,
+    /// The windows of the right sides of joins, as they are found.
+    side_windows: Vec<Option<Window>>,
+}
+
+/// How a tabular expression's operators compile.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Mode {
+    /// The query's own rows, streamed: a `summarize` keeps its series as rows arrive.
+    Stream,
+    /// Rows are kept as they arrive, and what follows the row-by-row operators runs on
+    /// them when the result is read: a query with a join, and the right side of one.
+    Batch,
+    /// A leg of a `union`: row-by-row operators only.
+    Leg,
+}
+
+/// A compiled tabular expression.
+struct Piped {
+    /// Its inputs (indexes into `Checker::inputs`).
+    inputs: Vec<usize>,
+    window: Option<Window>,
+    /// `take` before any operator that needs all rows: the rows kept.
+    limit: Option<usize>,
+    /// The streamed `summarize` (`Mode::Stream` only).
+    stage: Option<Summarize>,
+    post: Vec<TableOp>,
+    scope: Scope,
+    render: Option<Arc<str>>,
+}
+
+/// Most tables one query reads (`union` legs and join sides together, `let`s expanded).
+const MAX_INPUTS: usize = 32;
+
+/// `t` with parenthesized sources opened: `(T | a) | b` is `T | a | b`.
+fn flatten(t: &ast::Tabular) -> ast::Tabular {
+    match &t.source {
+        Source::Sub(inner) => {
+            let mut out = flatten(inner);
+            out.ops.extend(t.ops.iter().cloned());
+            out
+        }
+        _ => t.clone(),
+    }
+}
+
+/// How many table names a tabular expression holds (its size after expansion).
+fn sources(t: &ast::Tabular) -> usize {
+    let source = match &t.source {
+        Source::Name(_) => 1,
+        Source::Sub(inner) => sources(inner),
+        Source::Union(u) => u.legs.iter().map(sources).sum(),
+    };
+    let ops: usize = t
+        .ops
+        .iter()
+        .map(|op| match &op.kind {
+            OperatorKind::Union(u) => u.legs.iter().map(sources).sum(),
+            OperatorKind::Join { right, .. } | OperatorKind::Lookup { right, .. } => sources(right),
+            _ => 0,
+        })
+        .sum();
+    source.saturating_add(ops)
+}
+
+/// Where a leg of a union starts, for messages.
+fn leg_span(t: &ast::Tabular) -> Span {
+    match &t.source {
+        Source::Name(n) => n.span,
+        Source::Sub(inner) => leg_span(inner),
+        Source::Union(u) => u.legs.first().map_or(Span::default(), leg_span),
+    }
 }
 
 #[derive(PartialEq, Clone, Copy)]
@@ -80,63 +170,211 @@ enum Phase {
     Post,
 }
 
-impl Checker {
+impl Checker<'_> {
     fn err(&mut self, span: Span, msg: impl Into<String>) {
         self.diags.push(Diagnostic::new(span, msg));
     }
 
-    fn query(&mut self, q: &ast::Query, schemas: &Schemas) -> Option<Plan> {
-        let Some(table_id) = schemas.table(&q.table.name) else {
-            let hint = match schemas.table_ignore_case(&q.table.name) {
-                Some(t) => format!(
-                    " (did you mean '{}'? table names are case-sensitive)",
-                    t.name
-                ),
-                None => match nearest(&q.table.name, schemas.tables.iter().map(|t| &*t.name)) {
-                    Some(near) => format!(" (did you mean '{near}'?)"),
-                    None => " (add a definition under schemas/tables/ to query it)".to_string(),
-                },
-            };
-            self.err(
-                q.table.span,
-                format!("unknown table '{}'{hint}", q.table.name),
-            );
+    fn query(&mut self, q: &ast::Query) -> Option<Plan> {
+        for l in &q.lets {
+            self.define(l);
+        }
+        if !self.diags.is_empty() {
             return None;
+        }
+        let mut body = q.body.clone();
+        self.expand(&mut body)?;
+        let body = flatten(&body);
+        // A join keeps its sides' rows and runs on them when the result is read, and so does
+        // everything after the rows arrive in a query that has one.
+        let joins = body.ops.iter().any(|op| {
+            matches!(
+                op.kind,
+                OperatorKind::Join { .. } | OperatorKind::Lookup { .. }
+            )
+        });
+        let mode = if joins { Mode::Batch } else { Mode::Stream };
+        let p = self.tabular(&body, 0, mode)?;
+        let stage = match p.stage {
+            Some(s) => Stage::Summarize(s),
+            None => Stage::Rows { limit: p.limit },
         };
-        let table = &schemas.tables[table_id];
-        let time_column = table.time_column();
-        let mut scope: Scope = table
-            .columns
+        let mut inputs = std::mem::take(&mut self.inputs);
+        for input in &mut inputs {
+            let table = &self.schemas.tables[input.table];
+            let mut reads = vec![false; table.columns.len()];
+            reads[table.time_column()] = true;
+            let stage = match input.side {
+                0 => &stage,
+                _ => &Stage::Rows { limit: None },
+            };
+            mark_reads(&input.pre, stage, reads.len(), &mut reads);
+            input.reads = reads;
+        }
+        let output = p
+            .scope
             .iter()
-            .enumerate()
-            .map(|(i, c)| Col {
+            .map(|c| OutColumn {
                 name: c.name.clone(),
-                ty: Some(c.ty),
-                is_time: i == time_column,
-                is_key: false,
+                ty: c.ty.unwrap_or(Type::String),
+                is_key: c.is_key,
             })
             .collect();
-        let source_width = scope.len();
-        let mut reads = vec![false; source_width];
-        reads[time_column] = true;
+        Some(Plan {
+            inputs,
+            window: p.window,
+            side_windows: std::mem::take(&mut self.side_windows),
+            stage,
+            post: p.post,
+            output,
+            render: p.render,
+        })
+    }
+
+    /// Records a `let`: a scalar (inlined into the expressions after it), or a tabular
+    /// expression (put in place of its name). `let T = AzureMetrics;` names a table.
+    fn define(&mut self, l: &ast::Let) {
+        let name = l.name.name.clone();
+        let tabular = match &l.value {
+            ast::LetValue::Scalar(e) => match &e.kind {
+                ExprKind::Column(n)
+                    if self.schemas.table(n).is_some() || self.tabular_let(n).is_some() =>
+                {
+                    ast::Tabular {
+                        source: Source::Name(ast::Ident {
+                            name: n.clone(),
+                            span: e.span,
+                        }),
+                        ops: Vec::new(),
+                    }
+                }
+                _ => {
+                    let mut e = e.clone();
+                    inline(&mut e, &self.scalars);
+                    let (nodes, depth) = extent(&e);
+                    if nodes > MAX_NODES || depth > MAX_DEPTH {
+                        self.err(
+                            l.name.span,
+                            format!("'let' {name} expands to too large an expression"),
+                        );
+                        return;
+                    }
+                    self.scalars.push((name, e));
+                    self.scalar_spans.push(l.name.span);
+                    return;
+                }
+            },
+            ast::LetValue::Tabular(t) => t.clone(),
+        };
+        let mut t = tabular;
+        if self.expand(&mut t).is_some() {
+            if sources(&t) > MAX_INPUTS {
+                self.err(
+                    l.name.span,
+                    format!("'let' {name} reads more than {MAX_INPUTS} tables"),
+                );
+                return;
+            }
+            self.tabulars.push((name, t));
+        }
+    }
+
+    fn tabular_let(&self, name: &str) -> Option<&ast::Tabular> {
+        self.tabulars
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t)
+    }
+
+    /// Puts each tabular `let`'s expression in place of its name, in `t` and in every
+    /// expression inside it (union legs, join sides).
+    fn expand(&mut self, t: &mut ast::Tabular) -> Option<()> {
+        match &mut t.source {
+            Source::Name(n) => {
+                if let Some(def) = self.tabular_let(&n.name) {
+                    t.source = Source::Sub(Box::new(def.clone()));
+                }
+            }
+            Source::Sub(inner) => self.expand(inner)?,
+            Source::Union(u) => {
+                for leg in &mut u.legs {
+                    self.expand(leg)?;
+                }
+            }
+        }
+        for op in &mut t.ops {
+            match &mut op.kind {
+                OperatorKind::Union(u) => {
+                    for leg in &mut u.legs {
+                        self.expand(leg)?;
+                    }
+                }
+                OperatorKind::Join { right, .. } | OperatorKind::Lookup { right, .. } => {
+                    self.expand(right)?
+                }
+                _ => {}
+            }
+        }
+        Some(())
+    }
+
+    /// Compiles a tabular expression (flattened: see [`flatten`]) whose rows belong to
+    /// `side`.
+    fn tabular(&mut self, t: &ast::Tabular, side: usize, mode: Mode) -> Option<Piped> {
+        let t = flatten(t);
+        let (mut inputs, mut scope, mut window) = match &t.source {
+            Source::Name(n) => {
+                let table = self.table(n)?;
+                (
+                    vec![self.input(table, side)?],
+                    self.table_scope(table),
+                    None,
+                )
+            }
+            Source::Union(u) => self.union(None, u, side)?,
+            Source::Sub(_) => unreachable!("flattened"),
+        };
+        let source_name: Arc<str> = match &t.source {
+            Source::Name(n) if t.ops.is_empty() || mode != Mode::Leg => Arc::from(n.name.as_str()),
+            _ => Arc::from("union_arg0"),
+        };
 
         let mut phase = Phase::Pre;
-        let mut window: Option<Window> = None;
-        let mut pre = Vec::new();
+        let mut stage: Option<Summarize> = None;
+        let mut limit: Option<usize> = None;
         let mut post = Vec::new();
-        let mut stage = Stage::Rows { limit: None };
         let mut render = None;
         // Whether the result phase began with a sort of raw rows (not a `summarize`).
         let mut rows_sorted = false;
 
         let inlined;
-        let ops = if q.lets.is_empty() {
-            &q.ops
+        let ops = if self.scalars.is_empty() {
+            &t.ops
         } else {
-            inlined = self.inline_lets(q, &scope)?;
+            inlined = self.inline_lets(&t.ops, &scope, &source_name)?;
             &inlined
         };
         for op in ops {
+            // A union leg filters and shapes rows; what needs all of them comes after it.
+            let row_op = matches!(
+                op.kind,
+                OperatorKind::Where(_)
+                    | OperatorKind::Extend(_)
+                    | OperatorKind::Project(_)
+                    | OperatorKind::ProjectAway(_)
+                    | OperatorKind::ProjectRename(_)
+                    | OperatorKind::ProjectReorder(_)
+                    | OperatorKind::As(_)
+                    | OperatorKind::Union(_)
+            );
+            if mode == Mode::Leg && !row_op {
+                self.err(
+                    op.span,
+                    "inside a 'union', only row-by-row operators (where, extend, project, …) are supported: put this one after the union",
+                );
+                continue;
+            }
             match &op.kind {
                 OperatorKind::Where(pred) => {
                     let mut rest = Vec::new();
@@ -164,10 +402,7 @@ impl Checker {
                         });
                     }
                     if let Some(e) = compiled {
-                        match phase {
-                            Phase::Pre => pre.push(RowOp::Filter(e)),
-                            Phase::Post => post.push(TableOp::Filter(e)),
-                        }
+                        self.emit(phase, &inputs, &mut post, RowOp::Filter(e));
                     }
                 }
                 OperatorKind::Extend(items) => {
@@ -200,20 +435,12 @@ impl Checker {
                         }
                         out.push((existing, t.expr));
                     }
-                    match phase {
-                        Phase::Pre => pre.push(RowOp::Extend(out)),
-                        Phase::Post => post.push(TableOp::Extend(out)),
-                    }
+                    self.emit(phase, &inputs, &mut post, RowOp::Extend(out));
                 }
                 OperatorKind::Project(items) => {
                     let (exprs, new_scope) = self.project(items, &scope);
                     scope = new_scope;
-                    match phase {
-                        Phase::Pre => {
-                            pre.push(RowOp::Project(exprs));
-                        }
-                        Phase::Post => post.push(TableOp::Project(exprs)),
-                    }
+                    self.emit(phase, &inputs, &mut post, RowOp::Project(exprs));
                 }
                 OperatorKind::ProjectAway(names) => {
                     let mut keep: Vec<bool> = vec![true; scope.len()];
@@ -233,37 +460,30 @@ impl Checker {
                         .filter(|(_, k)| *k)
                         .map(|(c, _)| c)
                         .collect();
-                    match phase {
-                        Phase::Pre => {
-                            pre.push(RowOp::Project(exprs));
-                        }
-                        Phase::Post => post.push(TableOp::Project(exprs)),
-                    }
+                    self.emit(phase, &inputs, &mut post, RowOp::Project(exprs));
                 }
                 OperatorKind::Summarize { aggregates, by } => {
-                    if rows_sorted {
+                    if rows_sorted && mode == Mode::Stream {
                         self.err(
                             op.span,
                             "'summarize' after 'sort' or 'top' is not supported: sort its result instead (move the sort after it)",
                         );
                         continue;
                     }
-                    if phase == Phase::Post {
-                        self.err(
-                            op.span,
-                            "only one 'summarize' (or 'count') per query is supported",
-                        );
-                        continue;
+                    let (mut s, new_scope, after) = self.summarize(aggregates, by, &scope);
+                    if phase == Phase::Pre && mode == Mode::Stream {
+                        stage = Some(s);
+                    } else {
+                        s.bin = None;
+                        post.push(TableOp::Summarize(s));
                     }
-                    let (s, new_scope, after) = self.summarize(aggregates, by, &scope);
-                    stage = Stage::Summarize(s);
                     scope = new_scope;
                     post.extend(after);
                     phase = Phase::Post;
                 }
-                OperatorKind::Count => match phase {
-                    Phase::Pre => {
-                        stage = Stage::Summarize(Summarize {
+                OperatorKind::Count => {
+                    if phase == Phase::Pre && mode == Mode::Stream {
+                        stage = Some(Summarize {
                             keys: vec![],
                             bin: None,
                             aggregates: vec![Aggregate {
@@ -275,33 +495,24 @@ impl Checker {
                             }],
                             widths: vec![1],
                         });
-                        scope = vec![Col {
-                            name: Arc::from("Count"),
-                            ty: Some(Type::Long),
-                            is_time: false,
-                            is_key: false,
-                        }];
-                        phase = Phase::Post;
-                    }
-                    Phase::Post => {
+                    } else {
                         post.push(TableOp::Count);
-                        scope = vec![Col {
-                            name: Arc::from("Count"),
-                            ty: Some(Type::Long),
-                            is_time: false,
-                            is_key: false,
-                        }];
                     }
-                },
+                    scope = vec![Col {
+                        name: Arc::from("Count"),
+                        ty: Some(Type::Long),
+                        is_time: false,
+                        is_key: false,
+                    }];
+                    phase = Phase::Post;
+                }
                 OperatorKind::Take(n) => {
-                    let Some(limit) = self.row_count(n, "take") else {
+                    let Some(n) = self.row_count(n, "take") else {
                         continue;
                     };
-                    match (phase, &mut stage) {
-                        (Phase::Pre, Stage::Rows { limit: l }) => {
-                            *l = Some(l.map_or(limit, |x| x.min(limit)))
-                        }
-                        _ => post.push(TableOp::Take(limit)),
+                    match phase {
+                        Phase::Pre => limit = Some(limit.map_or(n, |x| x.min(n))),
+                        Phase::Post => post.push(TableOp::Take(n)),
                     }
                 }
                 // On raw rows, a sort orders the rows the query retains (its window, within
@@ -314,10 +525,10 @@ impl Checker {
                     phase = Phase::Post;
                 }
                 OperatorKind::Top { count, by } => {
-                    let limit = self.row_count(count, "top");
-                    if let (Some(keys), Some(limit)) = (self.sort_keys(by, &scope), limit) {
+                    let n = self.row_count(count, "top");
+                    if let (Some(keys), Some(n)) = (self.sort_keys(by, &scope), n) {
                         post.push(TableOp::Sort(keys));
-                        post.push(TableOp::Take(limit));
+                        post.push(TableOp::Take(n));
                     }
                     rows_sorted |= phase == Phase::Pre;
                     phase = Phase::Post;
@@ -353,8 +564,13 @@ impl Checker {
                         .collect();
                     match phase {
                         Phase::Pre => {
-                            let (s, new_scope, _) = self.summarize(&[], &by, &scope);
-                            stage = Stage::Summarize(s);
+                            let (mut s, new_scope, _) = self.summarize(&[], &by, &scope);
+                            if mode == Mode::Stream {
+                                stage = Some(s);
+                            } else {
+                                s.bin = None;
+                                post.push(TableOp::Summarize(s));
+                            }
                             scope = new_scope;
                             phase = Phase::Post;
                         }
@@ -382,10 +598,7 @@ impl Checker {
                         .collect();
                     let exprs: Vec<Expr> = order.iter().map(|&i| Expr::Column(i)).collect();
                     scope = order.iter().map(|&i| scope[i].clone()).collect();
-                    match phase {
-                        Phase::Pre => pre.push(RowOp::Project(exprs)),
-                        Phase::Post => post.push(TableOp::Project(exprs)),
-                    }
+                    self.emit(phase, &inputs, &mut post, RowOp::Project(exprs));
                 }
                 OperatorKind::As(_) => {}
                 OperatorKind::Render(chart) => {
@@ -402,62 +615,323 @@ impl Checker {
                         );
                     }
                 }
+                OperatorKind::Union(u) => {
+                    if phase == Phase::Post || limit.is_some() {
+                        self.err(
+                            op.span,
+                            "'union' after 'summarize', 'sort', 'top' or 'take' is not supported: union the rows first",
+                        );
+                        continue;
+                    }
+                    let first = (inputs, scope, window, source_name.clone());
+                    (inputs, scope, window) = self.union(Some(first), u, side)?;
+                }
+                OperatorKind::Join { kind, right, on }
+                | OperatorKind::Lookup { kind, right, on } => {
+                    if mode != Mode::Batch {
+                        self.err(op.span, "a join inside a 'union' leg is not supported");
+                        continue;
+                    }
+                    if let Some(n) = limit.take() {
+                        post.push(TableOp::Take(n));
+                    }
+                    let lookup = matches!(op.kind, OperatorKind::Lookup { .. });
+                    let (join, new_scope) = self.join(*kind, right, on, lookup, &scope)?;
+                    post.push(TableOp::Join(join));
+                    scope = new_scope;
+                    phase = Phase::Post;
+                }
             }
         }
-
-        // What the parser must fill: every source column referenced before the first project.
-        mark_reads(&pre, &stage, source_width, &mut reads);
-
-        let output = scope
-            .iter()
-            .map(|c| OutColumn {
-                name: c.name.clone(),
-                ty: c.ty.unwrap_or(Type::String),
-                is_key: c.is_key,
-            })
-            .collect();
-        Some(Plan {
-            table: table_id,
-            reads,
-            time_column,
+        if mode != Mode::Stream && side > 0 {
+            // The right side of a join: its `take` is one more operator on its rows.
+            if let Some(n) = limit.take() {
+                post.insert(0, TableOp::Take(n));
+            }
+        }
+        Some(Piped {
+            inputs,
             window,
-            pre,
+            limit,
             stage,
             post,
-            output,
+            scope,
             render,
         })
     }
 
-    /// The query's operators with every `let` name replaced by its expression (each `let`
+    /// A row-at-a-time operator: on every input's rows as they arrive, or on the result.
+    fn emit(&mut self, phase: Phase, inputs: &[usize], post: &mut Vec<TableOp>, op: RowOp) {
+        match phase {
+            Phase::Pre => {
+                for &i in inputs {
+                    self.inputs[i].pre.push(op.clone());
+                }
+            }
+            Phase::Post => post.push(match op {
+                RowOp::Filter(e) => TableOp::Filter(e),
+                RowOp::Extend(items) => TableOp::Extend(items),
+                RowOp::Project(exprs) => TableOp::Project(exprs),
+            }),
+        }
+    }
+
+    fn table(&mut self, n: &ast::Ident) -> Option<TableId> {
+        if let Some(id) = self.schemas.table(&n.name) {
+            return Some(id);
+        }
+        let names = self
+            .schemas
+            .tables
+            .iter()
+            .map(|t| &*t.name)
+            .chain(self.tabulars.iter().map(|(n, _)| n.as_str()));
+        let hint = match self.schemas.table_ignore_case(&n.name) {
+            Some(t) => format!(
+                " (did you mean '{}'? table names are case-sensitive)",
+                t.name
+            ),
+            None => match nearest(&n.name, names) {
+                Some(near) => format!(" (did you mean '{near}'?)"),
+                None => " (add a definition under schemas/tables/ to query it)".to_string(),
+            },
+        };
+        self.err(n.span, format!("unknown table '{}'{hint}", n.name));
+        None
+    }
+
+    fn input(&mut self, table: TableId, side: usize) -> Option<usize> {
+        if self.inputs.len() >= MAX_INPUTS {
+            self.err(
+                Span::default(),
+                format!("the query reads more than {MAX_INPUTS} tables"),
+            );
+            return None;
+        }
+        self.inputs.push(Input {
+            table,
+            reads: Vec::new(),
+            pre: Vec::new(),
+            side,
+        });
+        Some(self.inputs.len() - 1)
+    }
+
+    fn table_scope(&self, table: TableId) -> Scope {
+        let table = &self.schemas.tables[table];
+        let time_column = table.time_column();
+        table
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Col {
+                name: c.name.clone(),
+                ty: Some(c.ty),
+                is_time: i == time_column,
+                is_key: false,
+            })
+            .collect()
+    }
+
+    /// The legs of a `union` (after `first`, the rows piped into `| union`), each projected
+    /// onto the union's columns: all of them by name (`kind=outer`), null where a leg has
+    /// none, or those every leg has (`kind=inner`); `withsource=` first.
+    #[allow(clippy::type_complexity)]
+    fn union(
+        &mut self,
+        first: Option<(Vec<usize>, Scope, Option<Window>, Arc<str>)>,
+        u: &ast::Union,
+        side: usize,
+    ) -> Option<(Vec<usize>, Scope, Option<Window>)> {
+        let mut legs: Vec<(Vec<usize>, Scope, Option<Window>, Arc<str>)> =
+            first.into_iter().collect();
+        for (i, leg) in u.legs.iter().enumerate() {
+            let p = self.tabular(leg, side, Mode::Leg)?;
+            let name = match (&leg.source, leg.ops.is_empty()) {
+                (Source::Name(n), true) => Arc::from(n.name.as_str()),
+                _ => Arc::from(format!("union_arg{}", legs.len().max(i))),
+            };
+            legs.push((p.inputs, p.scope, p.window, name));
+        }
+        let window = legs[0].2;
+        if legs.iter().any(|l| l.2 != window) {
+            let span = u.legs.first().map_or(Span::default(), leg_span);
+            self.err(
+                span,
+                "the legs of this 'union' filter 'TimeGenerated > ago(…)' differently: filter once, after the union",
+            );
+            return None;
+        }
+        let mut cols: Scope = Vec::new();
+        if let Some(ws) = &u.withsource {
+            cols.push(Col {
+                name: Arc::from(ws.name.as_str()),
+                ty: Some(Type::String),
+                is_time: false,
+                is_key: false,
+            });
+        }
+        let from = cols.len();
+        for (_, scope, _, _) in &legs {
+            for c in scope {
+                match cols[from..].iter_mut().find(|k| k.name == c.name) {
+                    None => cols.push(Col {
+                        is_key: false,
+                        ..c.clone()
+                    }),
+                    Some(k) => match unify(k.ty, c.ty) {
+                        Ok(ty) => k.ty = ty,
+                        Err(()) => {
+                            let span = u.legs.first().map_or(Span::default(), leg_span);
+                            self.err(
+                                span,
+                                format!(
+                                    "column '{}' is {} in one leg of this 'union' and {} in another: convert one of them",
+                                    c.name,
+                                    tyname(k.ty),
+                                    tyname(c.ty)
+                                ),
+                            );
+                            return None;
+                        }
+                    },
+                }
+            }
+        }
+        // A column is the event time only if every leg's is.
+        for c in &mut cols[from..] {
+            c.is_time = legs
+                .iter()
+                .all(|(_, scope, _, _)| scope.iter().any(|s| s.name == c.name && s.is_time));
+        }
+        if u.inner {
+            let mut kept: Scope = cols[..from].to_vec();
+            kept.extend(
+                cols[from..]
+                    .iter()
+                    .filter(|c| {
+                        legs.iter()
+                            .all(|(_, scope, _, _)| scope.iter().any(|s| s.name == c.name))
+                    })
+                    .cloned(),
+            );
+            cols = kept;
+        }
+        let mut all = Vec::new();
+        for (inputs, scope, _, name) in legs {
+            let exprs: Vec<Expr> = cols
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i < from {
+                        return Expr::Literal(Value::Str(name.clone()));
+                    }
+                    match scope.iter().position(|s| s.name == c.name) {
+                        Some(at) => Expr::Column(at),
+                        None => Expr::Literal(Value::Null),
+                    }
+                })
+                .collect();
+            for &i in &inputs {
+                self.inputs[i].pre.push(RowOp::Project(exprs.clone()));
+            }
+            all.extend(inputs);
+        }
+        Some((all, cols, window))
+    }
+
+    /// `join`/`lookup` of the rows so far (`left`) with `right`, whose rows are kept as a
+    /// side of their own.
+    fn join(
+        &mut self,
+        kind: JoinKind,
+        right: &ast::Tabular,
+        on: &[ast::JoinKey],
+        lookup: bool,
+        left: &Scope,
+    ) -> Option<(Join, Scope)> {
+        let side = self.side_windows.len() + 1;
+        self.side_windows.push(None);
+        let r = self.tabular(right, side, Mode::Batch)?;
+        self.side_windows[side - 1] = r.window;
+        let mut keys = Vec::new();
+        for k in on {
+            let l = left.iter().position(|c| *c.name == *k.left.name);
+            let ri = r.scope.iter().position(|c| *c.name == *k.right.name);
+            if l.is_none() {
+                self.unknown_column(k.left.span, &k.left.name, left);
+            }
+            if ri.is_none() {
+                self.unknown_column(k.right.span, &k.right.name, &r.scope);
+            }
+            let (Some(l), Some(ri)) = (l, ri) else {
+                continue;
+            };
+            let (lt, rt) = (left[l].ty, r.scope[ri].ty);
+            if lt.is_some() && rt.is_some() && lt != rt && unify(lt, rt).is_err() {
+                self.err(
+                    k.left.span,
+                    format!(
+                        "join key '{}' is {} on the left and {} on the right",
+                        k.left.name,
+                        tyname(lt),
+                        tyname(rt)
+                    ),
+                );
+            }
+            keys.push((l, ri));
+        }
+        let (scope, right_columns) = match kind {
+            JoinKind::LeftSemi | JoinKind::LeftAnti => (left.clone(), Vec::new()),
+            JoinKind::RightSemi | JoinKind::RightAnti => (r.scope.clone(), Vec::new()),
+            _ => {
+                let mut scope = left.clone();
+                let mut cols = Vec::new();
+                for (i, c) in r.scope.iter().enumerate() {
+                    if lookup && keys.iter().any(|(_, ri)| *ri == i) {
+                        continue;
+                    }
+                    scope.push(Col {
+                        name: unique(&scope, c.name.clone()),
+                        ty: c.ty,
+                        is_time: false,
+                        is_key: c.is_key,
+                    });
+                    cols.push(i);
+                }
+                (scope, cols)
+            }
+        };
+        let join = Join {
+            kind,
+            side,
+            right: r.post,
+            keys,
+            right_columns,
+        };
+        Some((join, scope))
+    }
+
+    /// Operators with every scalar `let` name replaced by its expression (each `let`
     /// sees those before it; a later one of the same name wins), so that
     /// `TimeGenerated > ago(window)` is a sliding window as `ago(1d)` is. A name that is
     /// also a column of the table, or that an operator gives to a column, is refused
     /// rather than guessed at; so is an expansion past the parser's size limits.
-    fn inline_lets(&mut self, q: &ast::Query, columns: &Scope) -> Option<Vec<ast::Operator>> {
-        let mut lets: Vec<(String, ast::Expr)> = Vec::new();
+    fn inline_lets(
+        &mut self,
+        ops: &[ast::Operator],
+        columns: &Scope,
+        table: &str,
+    ) -> Option<Vec<ast::Operator>> {
         let before = self.diags.len();
-        for (name, expr) in &q.lets {
-            if columns.iter().any(|c| *c.name == name.name) {
-                self.err(
-                    name.span,
-                    format!(
-                        "'let' name '{}' is also a column of {}: rename it",
-                        name.name, q.table.name
-                    ),
-                );
+        let lets = std::mem::take(&mut self.scalars);
+        for ((name, _), span) in lets.iter().zip(&self.scalar_spans) {
+            if columns.iter().any(|c| *c.name == **name) {
+                self.diags.push(Diagnostic::new(
+                    *span,
+                    format!("'let' name '{name}' is also a column of {table}: rename it"),
+                ));
             }
-            let mut expr = expr.clone();
-            inline(&mut expr, &lets);
-            let (nodes, depth) = extent(&expr);
-            if nodes > MAX_NODES || depth > MAX_DEPTH {
-                self.err(
-                    name.span,
-                    format!("'let' {} expands to too large an expression", name.name),
-                );
-                return None;
-            }
-            lets.push((name.name.clone(), expr));
         }
         let is_let = |n: &ast::Ident| lets.iter().any(|(l, _)| *l == n.name);
         let taken = |n: &Option<ast::Ident>| {
@@ -465,7 +939,7 @@ impl Checker {
                 .filter(|n| is_let(n))
                 .map(|n| (n.name.clone(), n.span))
         };
-        let mut ops = q.ops.clone();
+        let mut ops = ops.to_vec();
         for op in &mut ops {
             let mut exprs: Vec<&mut ast::Expr> = Vec::new();
             let mut names: Vec<(String, Span)> = Vec::new();
@@ -496,7 +970,11 @@ impl Checker {
                             .map(|(new, _)| (new.name.clone(), new.span)),
                     );
                 }
-                OperatorKind::ProjectAway(_)
+                // Their own operators are inlined when they are compiled.
+                OperatorKind::Union(_)
+                | OperatorKind::Join { .. }
+                | OperatorKind::Lookup { .. }
+                | OperatorKind::ProjectAway(_)
                 | OperatorKind::Count
                 | OperatorKind::Render(_)
                 | OperatorKind::Distinct(_)
@@ -520,6 +998,7 @@ impl Checker {
                 }
             }
         }
+        self.scalars = lets;
         (self.diags.len() == before).then_some(ops)
     }
 

@@ -82,8 +82,8 @@ fn cluster_row() -> Vec<Value> {
 /// Compiles `table | project x = <expr>` and evaluates `x` over `row` at [`now`].
 fn eval_in(table: &str, row: &[Value], expr: &str) -> (Value, Type) {
     let p = plan(&format!("{table} | project x = {expr}"));
-    let RowOp::Project(exprs) = &p.pre[0] else {
-        panic!("expected a projection: {:?}", p.pre)
+    let RowOp::Project(exprs) = &p.inputs[0].pre[0] else {
+        panic!("expected a projection: {:?}", p.inputs[0].pre)
     };
     let cx = Context { now: now() };
     (eval(&exprs[0], row, &cx), p.output[0].ty)
@@ -543,8 +543,8 @@ fn and_or_three_valued() {
 fn numeric_string_literal_compares_with_an_int_column() {
     let q = "AmlOnlineEndpointTrafficLog | where ResponseCode != \"200\"";
     let p = plan(q);
-    let RowOp::Filter(pred) = &p.pre[0] else {
-        panic!("{:?}", p.pre)
+    let RowOp::Filter(pred) = &p.inputs[0].pre[0] else {
+        panic!("{:?}", p.inputs[0].pre)
     };
     let cx = Context { now: now() };
     let at = |code: Value| {
@@ -557,13 +557,13 @@ fn numeric_string_literal_compares_with_an_int_column() {
     assert_eq!(at(Value::Long(500)), T);
     assert_eq!(at(Value::Long(200)), F);
     assert!(
-        plan("AmlOnlineEndpointTrafficLog | where \"404\" == ResponseCode")
+        plan("AmlOnlineEndpointTrafficLog | where \"404\" == ResponseCode").inputs[0]
             .pre
             .len()
             == 1
     );
     assert!(
-        plan("AmlOnlineEndpointTrafficLog | where ResponseCode in (\"200\", \"201\")")
+        plan("AmlOnlineEndpointTrafficLog | where ResponseCode in (\"200\", \"201\")").inputs[0]
             .pre
             .len()
             == 1
@@ -670,14 +670,12 @@ fn misplaced_unknown_and_misapplied_functions() {
         error("AmlComputeClusterEvent | summarize count(ClusterName)"),
         (1, 36, "count() takes 0 argument(s), got 1".to_string())
     );
-    assert_eq!(
-        error("AmlComputeClusterEvent\n| summarize count() by ClusterName\n| summarize count()"),
-        (
-            3,
-            3,
-            "only one 'summarize' (or 'count') per query is supported".to_string()
-        )
-    );
+    // A second summarize runs on the first one's result.
+    let p = plan("AmlComputeClusterEvent\n| summarize n = count() by ClusterName\n| summarize clusters = count(), events = sum(n)");
+    assert!(matches!(&p.stage, Stage::Summarize(_)));
+    assert!(matches!(&p.post[..], [TableOp::Summarize(s)] if s.bin.is_none()));
+    let names: Vec<&str> = p.output.iter().map(|c| &*c.name).collect();
+    assert_eq!(names, ["clusters", "events"]);
 }
 
 #[test]
@@ -823,7 +821,7 @@ fn unnamed_and_duplicate_columns() {
 
 fn window(query: &str) -> (Option<Window>, usize) {
     let p = plan(query);
-    (p.window, p.pre.len())
+    (p.window, p.inputs[0].pre.len())
 }
 
 const HOUR_GT: Option<Window> = Some(Window {
@@ -858,9 +856,9 @@ fn the_rest_of_a_conjunction_stays_a_filter() {
     let p =
         plan("AmlComputeClusterEvent | where TimeGenerated > ago(1h) and ClusterName == \"gpu\"");
     assert_eq!(p.window, HOUR_GT);
-    assert_eq!(p.pre.len(), 1);
-    let RowOp::Filter(pred) = &p.pre[0] else {
-        panic!("{:?}", p.pre)
+    assert_eq!(p.inputs[0].pre.len(), 1);
+    let RowOp::Filter(pred) = &p.inputs[0].pre[0] else {
+        panic!("{:?}", p.inputs[0].pre)
     };
     let cx = Context { now: now() };
     let gpu = row_of(CLUSTER, &[("ClusterName", s("gpu"))]);
@@ -905,8 +903,8 @@ fn time_filters_that_are_not_windows_stay_predicates() {
 fn older_than_filter_keeps_only_old_rows() {
     // `ago(1h) > TimeGenerated` is `TimeGenerated < ago(1h)`.
     let p = plan("AmlComputeClusterEvent | where ago(1h) > TimeGenerated");
-    let RowOp::Filter(pred) = &p.pre[0] else {
-        panic!("{:?}", p.pre)
+    let RowOp::Filter(pred) = &p.inputs[0].pre[0] else {
+        panic!("{:?}", p.inputs[0].pre)
     };
     let cx = Context { now: now() };
     let at = |t: i64| {
@@ -952,7 +950,10 @@ fn now_minus_a_timespan_is_a_window_too() {
         plan.window.map(|w| (w.length, w.inclusive)),
         Some((crate::time::TICKS_PER_HOUR, false))
     );
-    assert!(plan.pre.is_empty(), "lifted, not a per-row predicate");
+    assert!(
+        plan.inputs[0].pre.is_empty(),
+        "lifted, not a per-row predicate"
+    );
 }
 
 #[test]
@@ -963,7 +964,7 @@ fn mixed_numeric_branches_take_the_checked_type() {
         &schemas,
     )
     .unwrap();
-    let crate::kql::plan::RowOp::Extend(items) = &plan.pre[0] else {
+    let crate::kql::plan::RowOp::Extend(items) = &plan.inputs[0].pre[0] else {
         panic!("extend")
     };
     let cx = crate::kql::eval::Context { now: 0 };

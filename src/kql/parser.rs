@@ -11,7 +11,7 @@ use super::diag::Diagnostic;
 use super::lexer::{lex, position, Token, TokenKind as T};
 
 /// The operators the engine runs, as named in the "unsupported operator" message.
-const SUPPORTED: &str = "where, extend, project, project-away, project-rename, project-reorder, summarize, count, distinct, take, limit, sort, order, top, as, render";
+const SUPPORTED: &str = "where, extend, project, project-away, project-rename, project-reorder, summarize, count, distinct, take, limit, sort, order, top, as, render, union, join, lookup";
 
 /// The comparisons the engine runs, as named in the "unsupported operator" message.
 const COMPARISONS: &str = "== != < <= > >= =~ !~, has contains startswith endswith and their ! and _cs forms, has_any, has_all, matches regex, in, !in, in~, !in~, between, !between";
@@ -22,6 +22,8 @@ const COMPARISONS: &str = "== != < <= > >= =~ !~, has contains startswith endswi
 /// of operator nodes, since `a or b or ...` chains deepen it without nesting — is capped too.
 pub(super) const MAX_DEPTH: usize = 100;
 pub(super) const MAX_NODES: usize = 1_000;
+/// Parenthesized tabular expressions (`union`, `join` sides) inside one another.
+const MAX_TABULAR_DEPTH: usize = 16;
 
 /// An error whose diagnostic is already recorded (by the parser, or by the lexer for an
 /// error token), so callers only unwind.
@@ -39,6 +41,7 @@ pub fn parse(source: &str) -> Result<Query, Vec<Diagnostic>> {
         last_end: 0,
         depth: 0,
         nodes: 0,
+        tabular_depth: 0,
         diags: Vec::new(),
     };
     let query = parser.query();
@@ -86,6 +89,8 @@ struct Parser<'a> {
     depth: usize,
     /// Operator nodes built in the current top-level expression (see [`MAX_NODES`]).
     nodes: usize,
+    /// Current nesting of tabular expressions (see [`MAX_TABULAR_DEPTH`]).
+    tabular_depth: usize,
     diags: Vec<Diagnostic>,
 }
 
@@ -206,13 +211,85 @@ impl Parser<'_> {
         if *self.peek() == T::Eof {
             return self.fail(self.span(), "empty query: expected a table name");
         }
-        let table = self.table();
-        if table.is_err() {
+        let body = self.tabular(true);
+        ok &= body.is_ok();
+        if *self.peek() == T::RParen {
             ok = false;
-            self.recover();
-        } else if !matches!(self.peek(), T::Pipe | T::Semicolon | T::Eof) {
+            self.report_expected("'|' or the end of the query");
+        } else if self.eat(&T::Semicolon) && *self.peek() != T::Eof {
+            ok = false;
+            self.report_expected("end of query after ';' (only one query is supported)");
+        }
+        match body {
+            Ok(body) if ok => Ok(Query { lets, body }),
+            _ => Err(Reported),
+        }
+    }
+
+    /// `let Name = Expr;` or `let Name = Tabular;`. A bare name stays a scalar here: whether
+    /// it is a table is for the checker to say.
+    fn let_statement(&mut self) -> PResult<Let> {
+        self.bump();
+        let Some(name) = self.name() else {
+            return self.expected("a name after 'let'");
+        };
+        self.expect(T::Assign, "'=' after the name of the 'let'")?;
+        let tabular = match (self.peek(), self.peek_at(1)) {
+            (T::Word(w), _) if w == "union" => true,
+            (T::Word(_), T::Pipe) => true,
+            (T::LParen, _) => self.paren_is_tabular(),
+            _ => false,
+        };
+        let value = if tabular {
+            LetValue::Tabular(self.tabular(false)?)
+        } else {
+            LetValue::Scalar(self.top_expr()?)
+        };
+        if *self.peek() != T::Semicolon {
+            return self.expected("';' after the 'let' statement");
+        }
+        self.bump();
+        Ok(Let { name, value })
+    }
+
+    /// Whether the `(` here opens a tabular expression (`(T | where …)`) rather than a
+    /// scalar one (`(1d)`): a name followed by `|`, `)` and then `|`, or `union`.
+    fn paren_is_tabular(&self) -> bool {
+        match (self.peek_at(1), self.peek_at(2)) {
+            (T::Word(w), _) if w == "union" => true,
+            (T::Word(_), T::Pipe) => true,
+            (T::LParen, _) => true,
+            _ => false,
+        }
+    }
+
+    /// `Source | op | op …`. At the top of the query an operator's error skips to the next
+    /// `|`, so that the operators after it are still checked; inside parentheses the first
+    /// error ends the expression.
+    fn tabular(&mut self, top: bool) -> PResult<Tabular> {
+        self.tabular_depth += 1;
+        if self.tabular_depth > MAX_TABULAR_DEPTH {
+            return self.fail(
+                self.span(),
+                format!("tabular expressions nested deeper than {MAX_TABULAR_DEPTH}"),
+            );
+        }
+        let mut ok = true;
+        let source = match self.source() {
+            Ok(source) => Some(source),
+            Err(Reported) if top => {
+                ok = false;
+                self.recover();
+                None
+            }
+            Err(Reported) => return Err(Reported),
+        };
+        if source.is_some() && !matches!(self.peek(), T::Pipe | T::Semicolon | T::Eof | T::RParen) {
             ok = false;
             self.report_expected("'|' after the table name");
+            if !top {
+                return Err(Reported);
+            }
             self.recover();
         }
         let mut ops = Vec::new();
@@ -220,43 +297,159 @@ impl Parser<'_> {
             let pipe = self.bump();
             match self.operator(pipe) {
                 Ok(op) => ops.push(op),
-                Err(Reported) => {
+                Err(Reported) if top => {
                     ok = false;
                     self.recover();
                 }
+                Err(Reported) => return Err(Reported),
             }
         }
-        if self.eat(&T::Semicolon) && *self.peek() != T::Eof {
-            ok = false;
-            self.report_expected("end of query after ';' (only one query is supported)");
-        }
-        match table {
-            Ok(table) if ok => Ok(Query { lets, table, ops }),
+        self.tabular_depth -= 1;
+        match source {
+            Some(source) if ok => Ok(Tabular { source, ops }),
             _ => Err(Reported),
         }
     }
 
-    /// `let Name = Expr;` (a scalar: tabular `let`s and functions are not supported).
-    fn let_statement(&mut self) -> PResult<(Ident, Expr)> {
-        self.bump();
-        let Some(name) = self.name() else {
-            return self.expected("a name after 'let'");
-        };
-        self.expect(T::Assign, "'=' after the name of the 'let'")?;
-        let expr = self.top_expr()?;
-        if *self.peek() != T::Semicolon {
-            return self.expected(
-                "';' after the 'let' statement (only scalar 'let' statements are supported)",
-            );
+    /// A table (or tabular `let`) name, `union …`, or `( Tabular )`.
+    fn source(&mut self) -> PResult<Source> {
+        if self.at_word("union") && !matches!(self.peek_at(1), T::Pipe | T::Eof) {
+            self.bump();
+            return Ok(Source::Union(self.union_args()?));
         }
-        self.bump();
-        Ok((name, expr))
+        if *self.peek() == T::LParen {
+            let open = self.bump();
+            let inner = self.tabular(false)?;
+            self.close(T::RParen, open, "(")?;
+            return Ok(Source::Sub(Box::new(inner)));
+        }
+        match self.name() {
+            Some(ident) => Ok(Source::Name(ident)),
+            None => self.expected("a table name"),
+        }
     }
 
-    fn table(&mut self) -> PResult<Ident> {
+    /// What follows `union`: its options, then the legs.
+    fn union_args(&mut self) -> PResult<Union> {
+        let mut union = Union {
+            inner: false,
+            withsource: None,
+            legs: Vec::new(),
+        };
+        while let (T::Word(option), T::Assign) = (self.peek().clone(), self.peek_at(1)) {
+            let at = self.bump();
+            self.bump();
+            match option.as_str() {
+                "kind" => match self.name() {
+                    Some(k) if k.name == "inner" => union.inner = true,
+                    Some(k) if k.name == "outer" => union.inner = false,
+                    _ => return self.fail(at, "'kind' of 'union' is 'inner' or 'outer'"),
+                },
+                "withsource" => match self.name() {
+                    Some(n) => union.withsource = Some(n),
+                    None => return self.expected("a column name after 'withsource='"),
+                },
+                "isfuzzy" => {
+                    if !matches!(self.peek(), T::Literal(Literal::Bool(_))) {
+                        return self.expected("true or false after 'isfuzzy='");
+                    }
+                    self.bump();
+                }
+                _ => {
+                    return self.fail(
+                        at,
+                        format!(
+                            "unknown 'union' option '{option}' (known: kind, withsource, isfuzzy)"
+                        ),
+                    )
+                }
+            }
+        }
+        loop {
+            union.legs.push(self.leg("a table or '(' after 'union'")?);
+            if !self.eat(&T::Comma) {
+                return Ok(union);
+            }
+        }
+    }
+
+    /// One input of `union`, `join` or `lookup`: a name or a parenthesized expression.
+    fn leg(&mut self, what: &str) -> PResult<Tabular> {
+        if *self.peek() == T::LParen {
+            let open = self.bump();
+            let inner = self.tabular(false)?;
+            self.close(T::RParen, open, "(")?;
+            return Ok(inner);
+        }
         match self.name() {
-            Some(ident) => Ok(ident),
-            None => self.expected("a table name"),
+            Some(ident) => Ok(Tabular {
+                source: Source::Name(ident),
+                ops: Vec::new(),
+            }),
+            None => self.expected(what),
+        }
+    }
+
+    /// What follows `join` or `lookup`: `[kind = K] [hint.… = …] Right on Key, …`.
+    fn join_args(&mut self, lookup: bool) -> PResult<(JoinKind, Tabular, Vec<JoinKey>)> {
+        let op = if lookup { "lookup" } else { "join" };
+        let mut kind = if lookup {
+            JoinKind::LeftOuter
+        } else {
+            JoinKind::InnerUnique
+        };
+        while let (T::Word(option), T::Assign) = (self.peek().clone(), self.peek_at(1)) {
+            let at = self.bump();
+            self.bump();
+            if option == "kind" {
+                let found = self.name();
+                let known = found
+                    .as_ref()
+                    .and_then(|k| JoinKind::ALL.iter().find(|(n, _)| *n == k.name));
+                match known {
+                    Some((_, k))
+                        if !lookup || matches!(k, JoinKind::LeftOuter | JoinKind::Inner) =>
+                    {
+                        kind = *k
+                    }
+                    _ if lookup => {
+                        return self.fail(at, "'kind' of 'lookup' is 'leftouter' or 'inner'")
+                    }
+                    _ => {
+                        let names: Vec<&str> = JoinKind::ALL.iter().map(|(n, _)| *n).collect();
+                        return self.fail(
+                            at,
+                            format!("unknown join kind (known: {})", names.join(", ")),
+                        );
+                    }
+                }
+            } else if option.starts_with("hint.") {
+                // Hints tune Kusto's distribution strategy; they never change the result.
+                self.bump();
+            } else {
+                return self.fail(
+                    at,
+                    format!("unknown '{op}' option '{option}' (known: kind, hint.*)"),
+                );
+            }
+        }
+        let right = self.leg(&format!("the right side of '{op}': a table or '(…)'"))?;
+        self.expect_word("on", &format!("'on' after the right side of '{op}'"))?;
+        let mut on = Vec::new();
+        loop {
+            let e = self.top_expr()?;
+            match join_key(&e) {
+                Some(key) => on.push(key),
+                None => {
+                    return self.fail(
+                        e.span,
+                        format!("'{op} on' takes column names or '$left.A == $right.B'"),
+                    )
+                }
+            }
+            if !self.eat(&T::Comma) {
+                return Ok((kind, right, on));
+            }
         }
     }
 
@@ -311,6 +504,15 @@ impl Parser<'_> {
                 None => return self.expected("a name after 'as'"),
             },
             "render" => self.render()?,
+            "union" => OperatorKind::Union(self.union_args()?),
+            "join" => {
+                let (kind, right, on) = self.join_args(false)?;
+                OperatorKind::Join { kind, right, on }
+            }
+            "lookup" => {
+                let (kind, right, on) = self.join_args(true)?;
+                OperatorKind::Lookup { kind, right, on }
+            }
             _ => {
                 return self.fail(
                     name_span,
@@ -318,7 +520,7 @@ impl Parser<'_> {
                 )
             }
         };
-        if !matches!(self.peek(), T::Pipe | T::Semicolon | T::Eof) {
+        if !matches!(self.peek(), T::Pipe | T::Semicolon | T::Eof | T::RParen) {
             return self.expected(&format!(
                 "'|' or the end of the query after the '{name}' operator"
             ));
@@ -874,6 +1076,46 @@ impl Parser<'_> {
     }
 }
 
+/// A join key from its expression: `Col`, or `$left.A == $right.B` either way round.
+fn join_key(e: &Expr) -> Option<JoinKey> {
+    let side = |e: &Expr| match &e.kind {
+        ExprKind::Member { expr, name } => match &expr.kind {
+            ExprKind::Column(s) if s == "$left" || s == "$right" => Some((
+                s == "$left",
+                Ident {
+                    name: name.clone(),
+                    span: e.span,
+                },
+            )),
+            _ => None,
+        },
+        _ => None,
+    };
+    match &e.kind {
+        ExprKind::Column(name) if !name.starts_with('$') => Some(JoinKey {
+            left: Ident {
+                name: name.clone(),
+                span: e.span,
+            },
+            right: Ident {
+                name: name.clone(),
+                span: e.span,
+            },
+        }),
+        ExprKind::Binary {
+            op: BinaryOp::Eq,
+            lhs,
+            rhs,
+        } => match (side(lhs)?, side(rhs)?) {
+            ((true, left), (false, right)) | ((false, right), (true, left)) => {
+                Some(JoinKey { left, right })
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1001,8 +1243,43 @@ mod tests {
     }
 
     fn show_query(q: &Query) -> String {
-        let mut out = q.table.name.clone();
-        for op in &q.ops {
+        show_tabular(&q.body)
+    }
+
+    fn show_union(u: &Union) -> String {
+        let mut out = String::new();
+        if u.inner {
+            out += "kind=inner ";
+        }
+        if let Some(w) = &u.withsource {
+            out += &format!("withsource={} ", w.name);
+        }
+        let legs: Vec<String> = u.legs.iter().map(show_leg).collect();
+        out + &legs.join(", ")
+    }
+
+    fn show_leg(t: &Tabular) -> String {
+        match (&t.source, t.ops.is_empty()) {
+            (Source::Name(n), true) => n.name.clone(),
+            _ => format!("({})", show_tabular(t)),
+        }
+    }
+
+    fn show_join(kind: JoinKind, right: &Tabular, on: &[JoinKey]) -> String {
+        let keys: Vec<String> = on
+            .iter()
+            .map(|k| format!("{}={}", k.left.name, k.right.name))
+            .collect();
+        format!("kind={kind:?} {} on {}", show_leg(right), keys.join(", "))
+    }
+
+    fn show_tabular(t: &Tabular) -> String {
+        let mut out = match &t.source {
+            Source::Name(n) => n.name.clone(),
+            Source::Union(u) => format!("union {}", show_union(u)),
+            Source::Sub(inner) => format!("({})", show_tabular(inner)),
+        };
+        for op in &t.ops {
             out += &match &op.kind {
                 OperatorKind::Where(e) => format!(" | where {}", show(e)),
                 OperatorKind::Extend(l) => format!(" | extend {}", show_named(l)),
@@ -1046,6 +1323,13 @@ mod tests {
                         .join(", ")
                 ),
                 OperatorKind::As(name) => format!(" | as {}", name.name),
+                OperatorKind::Union(u) => format!(" | union {}", show_union(u)),
+                OperatorKind::Join { kind, right, on } => {
+                    format!(" | join {}", show_join(*kind, right, on))
+                }
+                OperatorKind::Lookup { kind, right, on } => {
+                    format!(" | lookup {}", show_join(*kind, right, on))
+                }
                 OperatorKind::Distinct(cols) => format!(
                     " | distinct {}",
                     cols.iter()
@@ -1138,10 +1422,13 @@ mod tests {
         let src = DOCS[4];
         let q = parsed(src);
         assert_eq!(
-            &src[q.table.span.start..q.table.span.end],
+            match &q.body.source {
+                Source::Name(t) => &src[t.span.start..t.span.end],
+                other => panic!("{other:?}"),
+            },
             "AmlComputeClusterEvent"
         );
-        let summarize = &q.ops[1];
+        let summarize = &q.body.ops[1];
         assert!(
             src[summarize.span.start..summarize.span.end].starts_with("summarize avgRunningNodes")
         );
@@ -1159,7 +1446,7 @@ mod tests {
             &src[workspace.expr.span.start..workspace.expr.span.end],
             "tostring(split(_ResourceId, \"/\")[8])"
         );
-        let OperatorKind::Where(pred) = &q.ops[0].kind else {
+        let OperatorKind::Where(pred) = &q.body.ops[0].kind else {
             panic!()
         };
         assert_eq!(
@@ -1167,7 +1454,7 @@ mod tests {
             "TimeGenerated > ago(1d)"
         );
         assert_eq!(
-            &src[q.ops[0].span.start..q.ops[0].span.end],
+            &src[q.body.ops[0].span.start..q.body.ops[0].span.end],
             "where TimeGenerated > ago(1d)"
         );
     }
@@ -1231,7 +1518,7 @@ mod tests {
         let OperatorKind::Where(Expr {
             kind: ExprKind::Binary { lhs, .. },
             ..
-        }) = &q.ops[0].kind
+        }) = &q.body.ops[0].kind
         else {
             panic!()
         };
@@ -1297,12 +1584,13 @@ mod tests {
         let src = "T\n| project-away  A , B  \n| take 5 ";
         let q = parsed(src);
         let texts: Vec<&str> = q
+            .body
             .ops
             .iter()
             .map(|op| &src[op.span.start..op.span.end])
             .collect();
         assert_eq!(texts, ["project-away  A , B", "take 5"]);
-        let OperatorKind::ProjectAway(cols) = &q.ops[0].kind else {
+        let OperatorKind::ProjectAway(cols) = &q.body.ops[0].kind else {
             panic!()
         };
         assert_eq!(&src[cols[1].span.start..cols[1].span.end], "B");
@@ -1328,8 +1616,8 @@ mod tests {
     fn syntax_errors_point_at_the_offending_token() {
         let supported = format!("(supported: {SUPPORTED})");
         assert_eq!(
-            one_error("T\n| join (U) on Id"),
-            (2, 3, format!("unsupported operator 'join' {supported}"))
+            one_error("T\n| evaluate bag_unpack(x)"),
+            (2, 3, format!("unsupported operator 'evaluate' {supported}"))
         );
         assert_eq!(
             one_error("T | mv-expand x"),
@@ -1478,13 +1766,13 @@ mod tests {
     #[test]
     fn lexer_errors_are_reported_once_and_parsing_goes_on() {
         assert_eq!(
-            errors("T\n| where a == \"abc\n| join x"),
+            errors("T\n| where a == \"abc\n| evaluate x"),
             [
                 (2, 14, "unterminated string literal".to_string()),
                 (
                     3,
                     3,
-                    format!("unsupported operator 'join' (supported: {SUPPORTED})")
+                    format!("unsupported operator 'evaluate' (supported: {SUPPORTED})")
                 ),
             ]
         );
@@ -1655,12 +1943,21 @@ mod tests {
     #[test]
     fn let_statements_come_first_each_ended_by_a_semicolon() {
         let q = parsed("let a = 1d;\nlet ['b c'] = strcat('x', 'y'); // note\nT | take 1");
-        let names: Vec<&str> = q.lets.iter().map(|(n, _)| n.name.as_str()).collect();
+        let names: Vec<&str> = q.lets.iter().map(|l| l.name.name.as_str()).collect();
         assert_eq!(names, ["a", "b c"]);
-        assert_eq!(show(&q.lets[1].1), "(strcat \"x\" \"y\")");
+        let LetValue::Scalar(e) = &q.lets[1].value else {
+            panic!("{q:?}")
+        };
+        assert_eq!(show(e), "(strcat \"x\" \"y\")");
+        let q = parsed("let t = T | where x; let u = (T | take 2); let v = T; t | take 1");
+        assert!(matches!(&q.lets[0].value, LetValue::Tabular(t) if t.ops.len() == 1));
+        assert!(
+            matches!(&q.lets[1].value, LetValue::Tabular(t) if matches!(t.source, Source::Sub(_)))
+        );
+        assert!(matches!(&q.lets[2].value, LetValue::Scalar(e) if show(e) == "T"));
         assert_eq!(
-            one_error("let t = T | where x; t | take 1").2,
-            "expected ';' after the 'let' statement (only scalar 'let' statements are supported), found '|'"
+            one_error("let t = T | where x t; t | take 1").2,
+            "expected '|' or the end of the query after the 'where' operator, found 't'"
         );
         assert_eq!(
             one_error("let a 1; T").2,

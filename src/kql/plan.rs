@@ -13,17 +13,18 @@ use std::sync::Arc;
 use crate::schema::TableId;
 use crate::value::{Type, Value};
 
+pub use super::ast::JoinKind;
 use super::ast::{BinaryOp, StrOp};
 
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub table: TableId,
-    /// The table's columns this query reads (for the parser's projection).
-    pub reads: Vec<bool>,
-    /// Index of `TimeGenerated` in the source row.
-    pub time_column: usize,
+    /// Where rows come from: a table, each table of a `union`, and the inputs of the right
+    /// side of every `join`.
+    pub inputs: Vec<Input>,
+    /// The sliding window of the query's own rows (side 0).
     pub window: Option<Window>,
-    pub pre: Vec<RowOp>,
+    /// The windows of the right sides of joins: `side_windows[s - 1]` for side `s`.
+    pub side_windows: Vec<Option<Window>>,
     pub stage: Stage,
     pub post: Vec<TableOp>,
     /// The result's columns, in order.
@@ -31,6 +32,20 @@ pub struct Plan {
     /// The chart of a final `render` (`timechart`, …): a hint for those who draw the
     /// result, which it does not change.
     pub render: Option<Arc<str>>,
+}
+
+/// One table a query reads, and what happens to its rows before they are kept.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub table: TableId,
+    /// The table's columns this input reads (for the parser's projection).
+    pub reads: Vec<bool>,
+    /// Row-at-a-time operators, applied as records arrive: the input's own, the projection
+    /// onto a `union`'s columns, and those after it.
+    pub pre: Vec<RowOp>,
+    /// 0: the query's own rows, which go to its [`Stage`]; `s` ≥ 1: the rows of the right
+    /// side of a join, retained (within their window and `max_rows`) for [`TableOp::Join`].
+    pub side: usize,
 }
 
 /// A sliding window: rows with `TimeGenerated > clock - length` (or `>=` when inclusive).
@@ -144,6 +159,23 @@ pub enum TableOp {
     Sort(Vec<SortBy>),
     /// `distinct` of a result: the first of equal rows.
     Distinct,
+    /// A `summarize` of the rows so far (after a join, or a second one): its `bin` is
+    /// `None`, a bin key being an ordinary expression here.
+    Summarize(Summarize),
+    /// A join with the retained rows of `side`, after the operators `right` applies to
+    /// them.
+    Join(Join),
+}
+
+#[derive(Debug, Clone)]
+pub struct Join {
+    pub kind: JoinKind,
+    pub side: usize,
+    pub right: Vec<TableOp>,
+    /// Pairs of equal columns: (left, right).
+    pub keys: Vec<(usize, usize)>,
+    /// The right columns the result carries after the left ones (for kinds that keep both).
+    pub right_columns: Vec<usize>,
 }
 
 /// One key of a sort: its expression, direction, and where nulls go.
@@ -240,6 +272,19 @@ pub enum Func {
 }
 
 impl Plan {
+    /// The window of a side's rows.
+    pub fn side_window(&self, side: usize) -> Option<Window> {
+        match side {
+            0 => self.window,
+            s => self.side_windows[s - 1],
+        }
+    }
+
+    /// How many sides keep rows: 1 plus the right sides of joins.
+    pub fn sides(&self) -> usize {
+        1 + self.side_windows.len()
+    }
+
     /// The names of the result columns.
     pub fn column_names(&self) -> Vec<Arc<str>> {
         self.output.iter().map(|c| c.name.clone()).collect()

@@ -143,8 +143,8 @@ pub struct Engine {
     /// Index into `parts` of the partition of the last event (consecutive events mostly
     /// share one).
     last_part: usize,
-    /// Table id → indexes of the queries that read it.
-    by_table: Vec<Vec<usize>>,
+    /// Table id → the queries that read it: (query, input of its plan).
+    by_table: Vec<Vec<(usize, usize)>>,
     clock: Option<i64>,
     lateness: i64,
     /// `limits.max_future` (`clock.rs`).
@@ -220,10 +220,12 @@ impl Engine {
         let mut needs = Needs::none(&schemas);
         let mut by_table = vec![Vec::new(); schemas.tables.len()];
         for (i, spec) in specs.iter().enumerate() {
-            by_table[spec.plan.table].push(i);
-            for (col, read) in spec.plan.reads.iter().enumerate() {
-                if *read {
-                    needs.add(&schemas, spec.plan.table, col);
+            for (at, input) in spec.plan.inputs.iter().enumerate() {
+                by_table[input.table].push((i, at));
+                for (col, read) in input.reads.iter().enumerate() {
+                    if *read {
+                        needs.add(&schemas, input.table, col);
+                    }
                 }
             }
         }
@@ -236,10 +238,14 @@ impl Engine {
                 results_routes[q].push(i);
                 continue;
             }
-            routes_by_table[route.plan.table].push(i);
-            for (col, read) in route.plan.reads.iter().enumerate() {
-                if *read {
-                    needs.add(&schemas, route.plan.table, col);
+            for input in &route.plan.inputs {
+                if !routes_by_table[input.table].contains(&i) {
+                    routes_by_table[input.table].push(i);
+                }
+                for (col, read) in input.reads.iter().enumerate() {
+                    if *read {
+                        needs.add(&schemas, input.table, col);
+                    }
                 }
             }
         }
@@ -927,7 +933,7 @@ struct Route<'a> {
     queries: &'a mut [QueryState],
     /// When only some queries take this event: which.
     only: Option<&'a [bool]>,
-    by_table: &'a [Vec<usize>],
+    by_table: &'a [Vec<(usize, usize)>],
     /// Moves the clock, or not (`clock.rs`).
     guard: clock::Guard<'a>,
     /// What the guard made of the current record's time.
@@ -1105,9 +1111,9 @@ impl ParseSink for Route<'_> {
         let wm = clock.saturating_sub(self.lateness);
         // A refused record stays out of the windows; a held one goes to its place in them.
         if self.verdict != clock::Verdict::Refused {
-            for &i in &self.by_table[row.table] {
+            for &(i, input) in &self.by_table[row.table] {
                 if self.only.is_none_or(|only| only[i]) {
-                    self.queries[i].ingest(&row, clock, wm);
+                    self.queries[i].ingest_from(&row, input, clock, wm);
                 }
             }
         }

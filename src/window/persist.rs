@@ -30,14 +30,17 @@ impl QueryState {
     /// Appends this state to `w`.
     pub fn encode(&self, w: &mut Writer) {
         match &self.store {
-            Store::Rows(rows) => {
+            // One side's rows after another's: the plan says how many sides there are.
+            Store::Rows(sides) => {
                 w.put_u8(ROWS);
                 w.put_uvar(self.seq);
-                w.put_uvar(rows.len() as u64);
-                for ((time, seq), row) in rows {
-                    w.put_ivar(*time);
-                    w.put_uvar(*seq);
-                    row.encode(w);
+                for rows in sides {
+                    w.put_uvar(rows.len() as u64);
+                    for ((time, seq), row) in rows {
+                        w.put_ivar(*time);
+                        w.put_uvar(*seq);
+                        row.encode(w);
+                    }
                 }
             }
             Store::Total(map) => {
@@ -109,15 +112,17 @@ impl QueryState {
         }
         let check = Check::new(&plan);
         match &mut state.store {
-            Store::Rows(rows) => {
+            Store::Rows(sides) => {
                 let mut seq = r.get_uvar()?;
-                let n = r.get_len(3)?;
-                for _ in 0..n {
-                    let time = r.get_ivar()?;
-                    let s = r.get_uvar()?;
-                    let row = Vec::<Value>::decode(r)?;
-                    seq = seq.max(s);
-                    rows.insert((time, s), row);
+                for rows in sides {
+                    let n = r.get_len(3)?;
+                    for _ in 0..n {
+                        let time = r.get_ivar()?;
+                        let s = r.get_uvar()?;
+                        let row = Vec::<Value>::decode(r)?;
+                        seq = seq.max(s);
+                        rows.insert((time, s), row);
+                    }
                 }
                 state.seq = seq;
             }

@@ -27,7 +27,9 @@ use std::sync::Arc;
 use rustc_hash::FxBuildHasher;
 
 use crate::kql::eval::{eval, is_true, Context};
-use crate::kql::plan::{Aggregate, OutColumn, Plan, RowOp, SortBy, Stage, Summarize, TableOp};
+use crate::kql::plan::{
+    Aggregate, Join, JoinKind, OutColumn, Plan, RowOp, SortBy, Stage, Summarize, TableOp,
+};
 use crate::parse::Row;
 use crate::time;
 use crate::value::{compare_for_sort, Value};
@@ -105,6 +107,8 @@ pub struct ResultTable {
 }
 
 pub(super) type Key = Box<[Value]>;
+/// Retained rows by (event time, arrival).
+pub(super) type RowMap = BTreeMap<(i64, u64), Vec<Value>>;
 /// A sliding series' panes, oldest first. A boxed slice, grown and shrunk exactly: most
 /// series hold one pane or two, and spare room would be paid by each of a million.
 pub(super) type Panes = Box<[Pane]>;
@@ -121,8 +125,9 @@ pub(super) struct Pane {
 
 #[derive(Debug)]
 pub(super) enum Store {
-    /// No `summarize`: rows by (time, arrival).
-    Rows(BTreeMap<(i64, u64), Vec<Value>>),
+    /// No streamed `summarize`: each side's rows by (time, arrival). One side, or one
+    /// more per join, whose right side's rows are kept here too.
+    Rows(Vec<RowMap>),
     /// `summarize` without window or bins.
     Total(SeriesTable<States>),
     /// `summarize` over a sliding window.
@@ -154,7 +159,7 @@ pub struct QueryState {
 impl QueryState {
     pub fn new(plan: Arc<Plan>, limits: QueryLimits) -> QueryState {
         let store = match &plan.stage {
-            Stage::Rows { .. } => Store::Rows(BTreeMap::new()),
+            Stage::Rows { .. } => Store::Rows(vec![BTreeMap::new(); plan.sides()]),
             Stage::Summarize(s) => match (s.bin, plan.window) {
                 (Some((_, width)), _) => Store::Tumbling {
                     open: BTreeMap::new(),
@@ -183,7 +188,7 @@ impl QueryState {
     /// Series (or retained rows) held now.
     pub fn series(&self) -> usize {
         match &self.store {
-            Store::Rows(rows) => rows.len(),
+            Store::Rows(sides) => sides.iter().map(BTreeMap::len).sum(),
             _ => self.series,
         }
     }
@@ -195,23 +200,32 @@ impl QueryState {
     /// sliding pane or a retained row that results show once the clock gets there — and only
     /// a query without a time filter counts it at once.
     pub fn ingest(&mut self, row: &Row, clock: i64, watermark: i64) {
+        self.ingest_from(row, 0, clock, watermark)
+    }
+
+    /// [`ingest`](Self::ingest) from the plan's input `input`: a query may read a table
+    /// more than once (several `union` legs, both sides of a join), each its own way.
+    pub fn ingest_from(&mut self, row: &Row, input: usize, clock: i64, watermark: i64) {
         self.stats.rows_in += 1;
-        if let Some(w) = self.plan.window {
+        let plan = self.plan.clone();
+        let input = &plan.inputs[input];
+        if let Some(w) = plan.side_window(input.side) {
             if !w.contains(row.time, clock) {
                 self.stats.outside_window += 1;
                 return;
             }
         }
         let cx = Context { now: clock };
-        let Some(frame) = apply_pre(&self.plan.pre, &row.values, &cx) else {
+        let Some(frame) = apply_pre(&input.pre, &row.values, &cx) else {
             return;
         };
-        let plan = self.plan.clone();
         match (&plan.stage, &mut self.store) {
-            (Stage::Rows { limit }, Store::Rows(rows)) => {
+            (Stage::Rows { limit }, Store::Rows(sides)) => {
                 self.stats.matched += 1;
                 self.seq += 1;
+                let rows = &mut sides[input.side];
                 rows.insert((row.time, self.seq), frame.into_owned());
+                let limit = limit.filter(|_| input.side == 0);
                 let cap = limit.map_or(self.limits.max_rows, |l| l.min(self.limits.max_rows));
                 while rows.len() > cap {
                     rows.pop_first();
@@ -326,13 +340,15 @@ impl QueryState {
     pub fn advance(&mut self, clock: i64, watermark: i64) {
         let window = self.plan.window;
         match &mut self.store {
-            Store::Rows(rows) => {
-                if let Some(w) = window {
-                    while rows
-                        .first_key_value()
-                        .is_some_and(|((t, _), _)| !w.contains(*t, clock))
-                    {
-                        rows.pop_first();
+            Store::Rows(sides) => {
+                for (side, rows) in sides.iter_mut().enumerate() {
+                    if let Some(w) = self.plan.side_window(side) {
+                        while rows
+                            .first_key_value()
+                            .is_some_and(|((t, _), _)| !w.contains(*t, clock))
+                        {
+                            rows.pop_first();
+                        }
                     }
                 }
             }
@@ -446,36 +462,63 @@ impl QueryState {
         clock: i64,
         bins: Bins,
     ) -> ResultTable {
-        let window = plan.window;
         let mut rows: Vec<Vec<Value>> = match &plan.stage {
-            Stage::Rows { limit } => {
-                let cap = limit.map_or(limits.max_rows, |l| l.min(limits.max_rows));
-                let mut all: Vec<(i64, usize, u64, &Vec<Value>)> = Vec::new();
-                for (i, part) in parts.iter().enumerate() {
-                    if let Store::Rows(rows) = &part.store {
-                        // Rows ahead of the clock (held: see `ingest`) wait for it.
-                        all.extend(
-                            rows.range(..=(clock, u64::MAX))
-                                .filter(|((t, _), _)| window.is_none_or(|w| w.contains(*t, clock)))
-                                .map(|((t, seq), r)| (*t, i, *seq, r)),
-                        );
-                    }
-                }
-                all.sort_unstable_by_key(|(t, i, seq, _)| (*t, *i, *seq));
-                let skip = all.len().saturating_sub(cap);
-                all[skip..].iter().map(|(.., r)| (*r).clone()).collect()
-            }
+            Stage::Rows { limit } => retained(plan, limits, parts, clock, 0, *limit),
             Stage::Summarize(s) => summarized(s, plan, parts, clock, bins),
         };
-        let cx = Context { now: clock };
+        let read = Read {
+            plan,
+            limits,
+            parts,
+            cx: Context { now: clock },
+        };
         for op in &plan.post {
-            rows = apply_post(op, rows, &cx);
+            rows = apply_post(op, rows, &read);
         }
         ResultTable {
             columns: plan.output.clone(),
             rows,
         }
     }
+}
+
+/// What operators on a result may need besides its rows: the other sides' retained rows
+/// (a join) and the clock.
+struct Read<'a> {
+    plan: &'a Plan,
+    limits: &'a QueryLimits,
+    parts: &'a [&'a QueryState],
+    cx: Context,
+}
+
+/// The rows a side retains, over every part: merged by time (ties: partition order, then
+/// arrival), inside the side's window and not ahead of the clock, the most recent
+/// `max_rows` (or `limit`) of them.
+fn retained(
+    plan: &Plan,
+    limits: &QueryLimits,
+    parts: &[&QueryState],
+    clock: i64,
+    side: usize,
+    limit: Option<usize>,
+) -> Vec<Vec<Value>> {
+    let window = plan.side_window(side);
+    let cap = limit.map_or(limits.max_rows, |l| l.min(limits.max_rows));
+    let mut all: Vec<(i64, usize, u64, &Vec<Value>)> = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        if let Store::Rows(sides) = &part.store {
+            // Rows ahead of the clock (held: see `ingest`) wait for it.
+            all.extend(
+                sides[side]
+                    .range(..=(clock, u64::MAX))
+                    .filter(|((t, _), _)| window.is_none_or(|w| w.contains(*t, clock)))
+                    .map(|((t, seq), r)| (*t, i, *seq, r)),
+            );
+        }
+    }
+    all.sort_unstable_by_key(|(t, i, seq, _)| (*t, *i, *seq));
+    let skip = all.len().saturating_sub(cap);
+    all[skip..].iter().map(|(.., r)| (*r).clone()).collect()
 }
 
 /// One series' partial state in one partition: its bin (tumbling only), key and states.
@@ -643,8 +686,17 @@ fn extend(f: &mut Vec<Value>, items: &[(Option<usize>, crate::kql::plan::Expr)],
     }
 }
 
-fn apply_post(op: &TableOp, rows: Vec<Vec<Value>>, cx: &Context) -> Vec<Vec<Value>> {
+fn apply_post(op: &TableOp, rows: Vec<Vec<Value>>, read: &Read<'_>) -> Vec<Vec<Value>> {
+    let cx = &read.cx;
     match op {
+        TableOp::Summarize(s) => summarize_rows(s, &rows, cx),
+        TableOp::Join(j) => {
+            let mut right = retained(read.plan, read.limits, read.parts, cx.now, j.side, None);
+            for op in &j.right {
+                right = apply_post(op, right, read);
+            }
+            join(j, rows, right)
+        }
         TableOp::Filter(p) => rows.into_iter().filter(|r| is_true(p, r, cx)).collect(),
         TableOp::Extend(items) => rows
             .into_iter()
@@ -684,6 +736,117 @@ fn apply_post(op: &TableOp, rows: Vec<Vec<Value>>, cx: &Context) -> Vec<Vec<Valu
             });
             keyed.into_iter().map(|(_, r)| r).collect()
         }
+    }
+}
+
+/// `summarize` over a result's rows: its groups in key order, as a streamed one gives them.
+fn summarize_rows(s: &Summarize, rows: &[Vec<Value>], cx: &Context) -> Vec<Vec<Value>> {
+    let mut groups: HashMap<Key, States, FxBuildHasher> = HashMap::default();
+    for row in rows {
+        let key: Key = s.keys.iter().map(|e| eval(e, row, cx)).collect();
+        let states = groups
+            .entry(key)
+            .or_insert_with(|| s.aggregates.iter().map(AggState::new).collect());
+        for (st, agg) in states.iter_mut().zip(&s.aggregates) {
+            st.update(agg, row, cx);
+        }
+    }
+    if groups.is_empty() && s.keys.is_empty() {
+        let empty: States = s.aggregates.iter().map(AggState::new).collect();
+        return vec![finish(&empty, &s.aggregates)];
+    }
+    let mut out: Vec<Vec<Value>> = groups
+        .iter()
+        .map(|(key, states)| with_key(key, None, finish(states, &s.aggregates)))
+        .collect();
+    out.sort_by(|a, b| compare_rows(a, b));
+    out
+}
+
+/// A join of a result's rows (left) with a side's (right), by equal keys; a null key
+/// matches nothing. Left rows keep their order, each followed by its matches in the
+/// right's order; then (outer kinds) the right rows nothing matched.
+fn join(j: &Join, left: Vec<Vec<Value>>, right: Vec<Vec<Value>>) -> Vec<Vec<Value>> {
+    let key_of = |row: &[Value], left_side: bool| -> Option<Vec<Value>> {
+        j.keys
+            .iter()
+            .map(|&(l, r)| {
+                let v = &row[if left_side { l } else { r }];
+                (!v.is_null()).then(|| v.clone())
+            })
+            .collect()
+    };
+    let mut index: HashMap<Vec<Value>, Vec<usize>, FxBuildHasher> = HashMap::default();
+    for (i, r) in right.iter().enumerate() {
+        if let Some(k) = key_of(r, false) {
+            index.entry(k).or_default().push(i);
+        }
+    }
+    let left_width = left.first().map_or(0, Vec::len);
+    let pick = |r: Option<&Vec<Value>>| -> Vec<Value> {
+        j.right_columns
+            .iter()
+            .map(|&c| r.map_or(Value::Null, |r| r[c].clone()))
+            .collect()
+    };
+    let mut matched_right = vec![false; right.len()];
+    let mut out = Vec::new();
+    let mut seen: std::collections::HashSet<Vec<Value>> = Default::default();
+    for l in left {
+        let key = key_of(&l, true);
+        if j.kind == JoinKind::InnerUnique {
+            match &key {
+                Some(k) if !seen.insert(k.clone()) => continue,
+                _ => {}
+            }
+        }
+        let matches: &[usize] = key
+            .as_ref()
+            .and_then(|k| index.get(k))
+            .map_or(&[], |m| &m[..]);
+        for &m in matches {
+            matched_right[m] = true;
+        }
+        match j.kind {
+            JoinKind::LeftSemi if !matches.is_empty() => out.push(l),
+            JoinKind::LeftAnti if matches.is_empty() => out.push(l),
+            JoinKind::LeftSemi | JoinKind::LeftAnti | JoinKind::RightSemi | JoinKind::RightAnti => {
+            }
+            JoinKind::LeftOuter | JoinKind::FullOuter if matches.is_empty() => {
+                let mut row = l;
+                row.extend(pick(None));
+                out.push(row);
+            }
+            _ => {
+                for &m in matches {
+                    let mut row = l.clone();
+                    row.extend(pick(Some(&right[m])));
+                    out.push(row);
+                }
+            }
+        }
+    }
+    match j.kind {
+        JoinKind::RightSemi | JoinKind::RightAnti => {
+            let semi = j.kind == JoinKind::RightSemi;
+            right
+                .into_iter()
+                .zip(matched_right)
+                .filter(|(_, m)| *m == semi)
+                .map(|(r, _)| r)
+                .collect()
+        }
+        JoinKind::RightOuter | JoinKind::FullOuter => {
+            for (r, m) in right.iter().zip(matched_right) {
+                if !m {
+                    let mut row = vec![Value::Null; left_width];
+                    row.extend(pick(Some(r)));
+                    out.push(row);
+                }
+            }
+            out
+        }
+        _ => out,
     }
 }
 
