@@ -83,6 +83,26 @@ pub struct Union {
     pub legs: Vec<Tabular>,
 }
 
+/// `parse`: new columns cut out of a string by a pattern of literals and columns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parse {
+    pub expr: Expr,
+    /// `kind=regex`: the literals are regular expressions.
+    pub regex: bool,
+    /// `flags=` of `kind=regex` (`i`, `m`, `s`, `U`).
+    pub flags: String,
+    pub pattern: Vec<ParsePart>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParsePart {
+    /// `*`: any text, skipped.
+    Any,
+    Literal(String),
+    /// A new column, and its type when given (`Count:long`).
+    Column(Ident, Option<Ident>),
+}
+
 /// `join`'s and `lookup`'s kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinKind {
@@ -164,6 +184,8 @@ pub enum OperatorKind {
     /// `render Chart [with (...)]`: how Log Analytics draws the result; a hint here, the
     /// result is the same.
     Render(Ident),
+    /// `parse [kind = simple | regex [flags = …]] Expr with Pattern`
+    Parse(Parse),
     /// `| union Leg, …`: the rows piped in, then each leg's.
     Union(Union),
     /// `join [kind = K] (Right) on Key, …`

@@ -367,6 +367,7 @@ impl Checker<'_> {
                     | OperatorKind::ProjectReorder(_)
                     | OperatorKind::As(_)
                     | OperatorKind::Union(_)
+                    | OperatorKind::Parse(_)
             );
             if mode == Mode::Leg && !row_op {
                 self.err(
@@ -615,6 +616,11 @@ impl Checker<'_> {
                         );
                     }
                 }
+                OperatorKind::Parse(p) => {
+                    if let Some(items) = self.parse(p, &mut scope) {
+                        self.emit(phase, &inputs, &mut post, RowOp::Extend(items));
+                    }
+                }
                 OperatorKind::Union(u) => {
                     if phase == Phase::Post || limit.is_some() {
                         self.err(
@@ -658,6 +664,111 @@ impl Checker<'_> {
             scope,
             render,
         })
+    }
+
+    /// `parse`: one regular expression for the whole pattern, anchored at both ends (a `*`
+    /// or a final column takes the rest). Literals match as written (`kind=simple`) or as
+    /// regular expressions (`kind=regex`); a column takes the shortest text that lets the
+    /// rest match (the last one, all that is left), a `long` or `real` one only a number.
+    /// Each new column becomes one capture group, converted to its type; a string that does
+    /// not match gives nulls.
+    fn parse(&mut self, p: &ast::Parse, scope: &mut Scope) -> Option<Vec<(Option<usize>, Expr)>> {
+        let text = self.expr(&p.expr, scope)?;
+        let mut re = String::from("(?s)");
+        if p.regex && !p.flags.is_empty() {
+            re += &format!("(?{})", p.flags);
+        }
+        re.push('^');
+        let last = p.pattern.len() - 1;
+        let mut columns: Vec<(&ast::Ident, Type)> = Vec::new();
+        for (i, part) in p.pattern.iter().enumerate() {
+            match part {
+                ast::ParsePart::Any => re += ".*?",
+                ast::ParsePart::Literal(l) if p.regex => re += &format!("(?:{l})"),
+                ast::ParsePart::Literal(l) => re += &regex::escape(l),
+                ast::ParsePart::Column(name, ty) => {
+                    let ty = match ty {
+                        None => Type::String,
+                        Some(t) => match t.name.as_str() {
+                            "string" => Type::String,
+                            "long" | "int" => Type::Long,
+                            "real" | "double" => Type::Real,
+                            "datetime" | "date" => Type::DateTime,
+                            "timespan" | "time" => Type::TimeSpan,
+                            "bool" | "boolean" => Type::Bool,
+                            "dynamic" => Type::Dynamic,
+                            other => {
+                                self.err(t.span, format!("unknown type '{other}' (known: string, long, int, real, double, datetime, timespan, bool, dynamic)"));
+                                return None;
+                            }
+                        },
+                    };
+                    re += match ty {
+                        Type::Long => r"([-+]?\d+)",
+                        Type::Real => r"([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)",
+                        _ if i == last => "(.*)",
+                        _ => "(.*?)",
+                    };
+                    columns.push((name, ty));
+                }
+            }
+        }
+        re.push('$');
+        let compiled = match regex::RegexBuilder::new(&re).size_limit(1 << 20).build() {
+            Ok(r) => Arc::new(r),
+            Err(e) => {
+                let why = e
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
+                self.err(
+                    p.expr.span,
+                    format!("the pattern of 'parse' is not a valid regular expression: {why}"),
+                );
+                return None;
+            }
+        };
+        let mut items = Vec::new();
+        for (group, (name, ty)) in columns.into_iter().enumerate() {
+            let cut = Expr::Regex {
+                re: compiled.clone(),
+                text: Box::new(text.expr.clone()),
+                group: Some(group + 1),
+            };
+            let func = match ty {
+                Type::Long => Some(Func::ToLong),
+                Type::Real => Some(Func::ToReal),
+                Type::DateTime => Some(Func::ToDateTime),
+                Type::TimeSpan => Some(Func::ToTimeSpan),
+                Type::Bool => Some(Func::ToBool),
+                Type::Dynamic => Some(Func::ParseJson),
+                Type::String => None,
+            };
+            let expr = match func {
+                Some(func) => Expr::Call {
+                    func,
+                    args: vec![cut],
+                },
+                None => cut,
+            };
+            let name: Arc<str> = Arc::from(name.name.as_str());
+            let existing = scope.iter().position(|c| c.name == name);
+            let col = Col {
+                name,
+                ty: Some(ty),
+                is_time: false,
+                is_key: false,
+            };
+            match existing {
+                Some(i) => scope[i] = col,
+                None => scope.push(col),
+            }
+            items.push((existing, expr));
+        }
+        Some(items)
     }
 
     /// A row-at-a-time operator: on every input's rows as they arrive, or on the result.
@@ -945,6 +1056,14 @@ impl Checker<'_> {
             let mut names: Vec<(String, Span)> = Vec::new();
             match &mut op.kind {
                 OperatorKind::Where(e) | OperatorKind::Take(e) => exprs.push(e),
+                OperatorKind::Parse(p) => {
+                    exprs.push(&mut p.expr);
+                    for part in &p.pattern {
+                        if let ast::ParsePart::Column(c, _) = part {
+                            names.extend(taken(&Some(c.clone())));
+                        }
+                    }
+                }
                 OperatorKind::Extend(items) | OperatorKind::Project(items) => {
                     for item in items {
                         names.extend(taken(&item.name));
@@ -1708,7 +1827,7 @@ impl Checker<'_> {
             ExprKind::Star => {
                 self.err(
                     e.span,
-                    "'*' is only allowed as an argument of arg_max()/arg_min()",
+                    "'*' is only allowed as an argument of arg_max()/arg_min() and before a string operator ('* has \"x\"')",
                 );
                 None
             }
@@ -1895,6 +2014,30 @@ impl Checker<'_> {
         span: Span,
         scope: &Scope,
     ) -> Option<Typed> {
+        // `* has "x"`: any string column has it (`* !has "x"`: none has it).
+        if let (ExprKind::Star, Str { negated, .. }) = (&lhs.kind, op) {
+            let r = self.expr(rhs, scope)?;
+            let mut acc: Option<Expr> = None;
+            for (i, c) in scope.iter().enumerate() {
+                if c.ty != Some(Type::String) {
+                    continue;
+                }
+                let e = Expr::Binary {
+                    op,
+                    lhs: Box::new(Expr::Column(i)),
+                    rhs: Box::new(r.expr.clone()),
+                };
+                acc = Some(match acc {
+                    None => e,
+                    Some(a) if negated => Expr::And(Box::new(a), Box::new(e)),
+                    Some(a) => Expr::Or(Box::new(a), Box::new(e)),
+                });
+            }
+            return Some(Typed {
+                expr: acc.unwrap_or(Expr::Literal(Value::Bool(negated))),
+                ty: Some(Type::Bool),
+            });
+        }
         let l = self.expr(lhs, scope);
         let r = self.expr(rhs, scope);
         let (mut l, mut r) = (l?, r?);

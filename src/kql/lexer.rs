@@ -28,6 +28,8 @@ pub enum TokenKind {
     Pipe,
     Comma,
     Semicolon,
+    /// `:` (the type of a `parse` column: `Count:long`).
+    Colon,
     LParen,
     RParen,
     LBracket,
@@ -406,6 +408,7 @@ fn punctuation(b: u8, next: Option<u8>) -> Option<(TokenKind, usize)> {
         (b'|', _) => (T::Pipe, 1),
         (b',', _) => (T::Comma, 1),
         (b';', _) => (T::Semicolon, 1),
+        (b':', _) => (T::Colon, 1),
         (b'(', _) => (T::LParen, 1),
         (b')', _) => (T::RParen, 1),
         (b'[', _) => (T::LBracket, 1),

@@ -11,7 +11,7 @@ use super::diag::Diagnostic;
 use super::lexer::{lex, position, Token, TokenKind as T};
 
 /// The operators the engine runs, as named in the "unsupported operator" message.
-const SUPPORTED: &str = "where, extend, project, project-away, project-rename, project-reorder, summarize, count, distinct, take, limit, sort, order, top, as, render, union, join, lookup";
+const SUPPORTED: &str = "where, extend, project, project-away, project-rename, project-reorder, summarize, count, distinct, take, limit, sort, order, top, as, render, union, join, lookup, parse, search";
 
 /// The comparisons the engine runs, as named in the "unsupported operator" message.
 const COMPARISONS: &str = "== != < <= > >= =~ !~, has contains startswith endswith and their ! and _cs forms, has_any, has_all, matches regex, in, !in, in~, !in~, between, !between";
@@ -329,6 +329,110 @@ impl Parser<'_> {
         }
     }
 
+    /// `search [kind = case_sensitive | case_insensitive] Predicate`: a string alone is a
+    /// term any string column has (`* has "…"`); anything else is a `where`.
+    fn search(&mut self) -> PResult<OperatorKind> {
+        let mut cs = false;
+        if let (T::Word(option), T::Assign) = (self.peek().clone(), self.peek_at(1)) {
+            let at = self.bump();
+            self.bump();
+            match (option.as_str(), self.name()) {
+                ("kind", Some(k)) if k.name == "case_sensitive" => cs = true,
+                ("kind", Some(k)) if k.name == "case_insensitive" => cs = false,
+                _ => return self.fail(
+                    at,
+                    "the only option of 'search' is kind=case_sensitive or kind=case_insensitive",
+                ),
+            }
+        }
+        let e = self.top_expr()?;
+        let kind = match &e.kind {
+            ExprKind::Literal(Literal::String(_)) => ExprKind::Binary {
+                op: BinaryOp::Str {
+                    op: StrOp::Has,
+                    negated: false,
+                    cs,
+                },
+                lhs: Box::new(Expr {
+                    kind: ExprKind::Star,
+                    span: e.span,
+                }),
+                rhs: Box::new(e.clone()),
+            },
+            _ => return Ok(OperatorKind::Where(e)),
+        };
+        Ok(OperatorKind::Where(Expr { kind, span: e.span }))
+    }
+
+    /// What follows `parse`: `[kind = simple | regex] [flags = …] Expr with Pattern`.
+    fn parse_args(&mut self) -> PResult<Parse> {
+        let mut regex = false;
+        let mut flags = String::new();
+        while let (T::Word(option), T::Assign) = (self.peek().clone(), self.peek_at(1)) {
+            let at = self.bump();
+            self.bump();
+            match option.as_str() {
+                "kind" => match self.name() {
+                    Some(k) if k.name == "regex" => regex = true,
+                    Some(k) if k.name == "simple" => regex = false,
+                    _ => return self.fail(at, "'kind' of 'parse' is 'simple' or 'regex'"),
+                },
+                "flags" => match self.name() {
+                    Some(f) if f.name.chars().all(|c| "imsU".contains(c)) => flags = f.name,
+                    _ => return self.fail(at, "'flags' of 'parse' are letters of i, m, s and U"),
+                },
+                _ => {
+                    return self.fail(
+                        at,
+                        format!("unknown 'parse' option '{option}' (known: kind, flags)"),
+                    )
+                }
+            }
+        }
+        let expr = self.top_expr()?;
+        self.expect_word(
+            "with",
+            "'with' and a pattern after the expression of 'parse'",
+        )?;
+        let mut pattern = Vec::new();
+        loop {
+            match self.peek().clone() {
+                T::Star => {
+                    self.bump();
+                    pattern.push(ParsePart::Any);
+                }
+                T::Literal(Literal::String(text)) => {
+                    self.bump();
+                    pattern.push(ParsePart::Literal(text));
+                }
+                T::Word(_) | T::LBracket => {
+                    let Some(column) = self.name() else {
+                        return self.expected("a column name in the pattern of 'parse'");
+                    };
+                    let ty = if self.eat(&T::Colon) {
+                        match self.name() {
+                            Some(t) => Some(t),
+                            None => return self.expected("a type after ':'"),
+                        }
+                    } else {
+                        None
+                    };
+                    pattern.push(ParsePart::Column(column, ty));
+                }
+                _ if !pattern.is_empty() => break,
+                _ => return self.expected("a pattern after 'with': strings, columns and '*'"),
+            }
+            // `parse … with "a" x, "b" y` is written with commas too.
+            self.eat(&T::Comma);
+        }
+        Ok(Parse {
+            expr,
+            regex,
+            flags,
+            pattern,
+        })
+    }
+
     /// What follows `union`: its options, then the legs.
     fn union_args(&mut self) -> PResult<Union> {
         let mut union = Union {
@@ -505,6 +609,8 @@ impl Parser<'_> {
             },
             "render" => self.render()?,
             "union" => OperatorKind::Union(self.union_args()?),
+            "parse" => OperatorKind::Parse(self.parse_args()?),
+            "search" => self.search()?,
             "join" => {
                 let (kind, right, on) = self.join_args(false)?;
                 OperatorKind::Join { kind, right, on }
@@ -1003,6 +1109,14 @@ impl Parser<'_> {
 
     fn primary(&mut self) -> PResult<Expr> {
         let span = self.span();
+        // `* has "x"`: every string column (the checker expands it).
+        if *self.peek() == T::Star && matches!(self.peek_at(1), T::Word(_) | T::NotWord(_)) {
+            self.bump();
+            return Ok(Expr {
+                kind: ExprKind::Star,
+                span,
+            });
+        }
         match self.peek().clone() {
             T::Literal(literal) => {
                 self.bump();
@@ -1324,6 +1438,12 @@ mod tests {
                 ),
                 OperatorKind::As(name) => format!(" | as {}", name.name),
                 OperatorKind::Union(u) => format!(" | union {}", show_union(u)),
+                OperatorKind::Parse(p) => format!(
+                    " | parse regex={} {} with {:?}",
+                    p.regex,
+                    show(&p.expr),
+                    p.pattern
+                ),
                 OperatorKind::Join { kind, right, on } => {
                     format!(" | join {}", show_join(*kind, right, on))
                 }
