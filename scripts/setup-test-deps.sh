@@ -8,6 +8,7 @@
 #   - rsyslog (Debian package `rsyslog`): the receiver of the syslog sink's tests, with its
 #     TLS driver (Debian package `rsyslog-gnutls`) for the syslog-over-TLS test and its RELP
 #     input (Debian package `rsyslog-relp`, module imrelp) for the syslog-over-RELP tests.
+#   - Kusto.Language (npm, tools/kusto-check): the reference of tests/kusto_language.rs.
 #   - syslog-ng (Debian package `syslog-ng-core`, which conflicts with rsyslog, so not
 #     installed): its .deb and its missing libraries unpacked into tools/syslog-ng, the
 #     second receiver of the syslog sink's tests.
@@ -229,3 +230,9 @@ if [ "$(node -p "try{require('./tools/node_modules/typescript/package.json').ver
   npm install --prefix tools --no-audit --no-fund --silent "typescript@$TYPESCRIPT_VERSION" "@grafana/schema@$GRAFANA_SCHEMA_VERSION" >/dev/null
 fi
 echo "setup: typescript $TYPESCRIPT_VERSION, @grafana/schema $GRAFANA_SCHEMA_VERSION ready in tools/node_modules"
+
+# Kusto.Language, Microsoft's KQL parser and binder compiled to JavaScript (npm
+# @kusto/language-service-next, pinned in tools/kusto-check/package-lock.json): the reference
+# hubwatch's checker is compared with (tests/kusto_language.rs).
+tools/kusto-check/setup.sh
+echo "setup: Kusto.Language $(node -p "require('./tools/kusto-check/node_modules/@kusto/language-service-next/package.json').version") ready in tools/kusto-check"

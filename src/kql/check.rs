@@ -1557,8 +1557,12 @@ impl Checker<'_> {
                 } else {
                     AggFunc::Min
                 };
-                let prefix = if fname == "take_any" { "any" } else { fname };
-                let name = named(format!("{prefix}_{}", arg_name(0)));
+                // Kusto names `take_any(x)` after `x` itself.
+                let name = if fname == "take_any" {
+                    named(arg_name(0))
+                } else {
+                    named(format!("{fname}_{}", arg_name(0)))
+                };
                 Some((mk(func, Some(a.expr), None, Some(ty)), vec![col(name, ty)]))
             }
             "dcount" | "dcountif" => {
@@ -2659,21 +2663,49 @@ fn numeric_literal(s: &str) -> Option<(Value, Type)> {
 
 /// The column name Kusto gives an unnamed expression: a column's own name, `a_b` for `a.b`,
 /// and the name of the first argument of conversions and `bin()`.
+/// The name Kusto gives an unnamed column, as Kusto.Language derives it: a column's own;
+/// `x.a`, `x["a"]` and `x[8]` as `x_a`, `x_8`; the functions that keep their first
+/// argument's name (conversions, rounding, `bin`); `strlen_x`; an aggregation's own (`sum_x`,
+/// `count_`), also inside those functions. Anything else has none (`Column1`, …).
 fn derive_name(e: &ast::Expr) -> Option<String> {
     match &e.kind {
         ExprKind::Column(n) => Some(n.clone()),
         ExprKind::Member { expr, name } => Some(format!("{}_{name}", derive_name(expr)?)),
         ExprKind::Index { expr, index } => match &index.kind {
             ExprKind::Literal(Literal::String(k)) => Some(format!("{}_{k}", derive_name(expr)?)),
-            _ => None,
-        },
-        ExprKind::Call { name, args } => match name.name.as_str() {
-            "bin" | "floor" | "tostring" | "toint" | "tolong" | "todouble" | "toreal"
-            | "tobool" | "todatetime" | "totimespan" | "tolower" | "toupper" => {
-                args.first().and_then(derive_name)
+            ExprKind::Literal(Literal::Long(i)) if *i >= 0 => {
+                Some(format!("{}_{i}", derive_name(expr)?))
             }
-            _ => None,
+            _ => Some(format!("{}_", derive_name(expr)?)),
         },
+        ExprKind::Call { name, args } => {
+            let arg = |i: usize| args.get(i).and_then(derive_name).unwrap_or_default();
+            match name.name.as_str() {
+                "bin" | "bin_at" | "floor" | "ceiling" | "round" | "abs" | "sqrt" | "log"
+                | "exp" | "startofday" | "format_datetime" | "tostring" | "toint" | "tolong"
+                | "todouble" | "toreal" | "todecimal" | "tobool" | "toboolean" | "todatetime"
+                | "totimespan" | "todynamic" | "toobject" | "parse_json" | "parsejson"
+                | "split" => args.first().and_then(derive_name),
+                "strlen" => Some(format!("strlen_{}", arg(0))),
+                "count" => Some("count_".to_string()),
+                "countif" => Some("countif_".to_string()),
+                "take_any" => args.first().and_then(derive_name),
+                "make_set" => Some(format!("set_{}", arg(0))),
+                "make_list" => Some(format!("list_{}", arg(0))),
+                "percentile" => {
+                    let p = match args.get(1).map(|a| &a.kind) {
+                        Some(ExprKind::Literal(Literal::Long(p))) => p.to_string(),
+                        Some(ExprKind::Literal(Literal::Real(p))) => {
+                            p.to_string().replace('.', "_")
+                        }
+                        _ => String::new(),
+                    };
+                    Some(format!("percentile_{}_{p}", arg(0)))
+                }
+                f if is_aggregate(f) && !f.starts_with("arg_") => Some(format!("{f}_{}", arg(0))),
+                _ => None,
+            }
+        }
         _ => None,
     }
 }

@@ -759,13 +759,22 @@ fn by_columns_come_first_and_bins_keep_the_column_name() {
         names("AmlComputeClusterEvent | summarize count() by Workspace = tostring(split(_ResourceId, \"/\")[8])"),
         ["Workspace", "count_"]
     );
+    // As Kusto.Language names them (tests/kusto_language.rs checks many more).
     assert_eq!(
         names("AmlComputeClusterEvent | summarize count() by tolower(ClusterName)"),
-        ["ClusterName", "count_"]
+        ["Column1", "count_"]
     );
     assert_eq!(
         names("AmlComputeClusterEvent | summarize count() by strlen(ClusterName)"),
-        ["Column1", "count_"]
+        ["strlen_ClusterName", "count_"]
+    );
+    assert_eq!(
+        names("AmlComputeClusterEvent | summarize round(sum(CoreCount), 1), todouble(count()), take_any(VmSize)"),
+        ["sum_CoreCount", "count_", "VmSize"]
+    );
+    assert_eq!(
+        names("AmlComputeClusterEvent | project split(_ResourceId, '/')[8], split(_ResourceId, '/')[-1], round(CoreCount)"),
+        ["_ResourceId_8", "_ResourceId_", "CoreCount"]
     );
     assert_eq!(names("AmlComputeClusterEvent | count"), ["Count"]);
 }
@@ -796,12 +805,12 @@ fn arg_max_star_expands_to_the_other_columns() {
 #[test]
 fn unnamed_and_duplicate_columns() {
     assert_eq!(
-        names("AmlComputeClusterEvent | project ClusterName, strlen(VmSize), CoreCount + 1"),
+        names("AmlComputeClusterEvent | project ClusterName, strcat(VmSize, 'x'), CoreCount + 1"),
         ["ClusterName", "Column1", "Column2"]
     );
     assert_eq!(
         names("AmlComputeClusterEvent | project tolower(VmSize), Identity.x"),
-        ["VmSize", "Identity_x"]
+        ["Column1", "Identity_x"]
     );
     assert_eq!(
         names(
@@ -813,7 +822,7 @@ fn unnamed_and_duplicate_columns() {
         names("AmlComputeClusterEvent | summarize count() by count_ = ClusterName"),
         ["count_", "count_1"]
     );
-    let p = plan("AmlComputeClusterEvent | extend strlen(VmSize) | project Column1");
+    let p = plan("AmlComputeClusterEvent | extend strlen(VmSize) | project strlen_VmSize");
     assert_eq!(p.output[0].ty, Type::Long);
 }
 
