@@ -840,3 +840,159 @@ fn a_collect_state_survives_a_snapshot_and_sizes_are_bounded() {
         );
     }
 }
+
+// ---- joins ------------------------------------------------------------------------------
+
+/// Left rows (VmSize "L") and right rows (VmSize "R") of one table, each offered to both of
+/// the plan's inputs as the engine does: keys a, b, b, null on the left; b, c, b, null on
+/// the right (CoreCount tells them apart).
+fn joined(kind: &str) -> Vec<Vec<Value>> {
+    let kql = format!(
+        "{CLUSTER} | where VmSize == 'L' | project ClusterName, L = CoreCount \
+         | join kind={kind} ({CLUSTER} | where VmSize == 'R' | project ClusterName, R = CoreCount) on ClusterName"
+    );
+    let mut q = state(&kql);
+    assert_eq!(q.plan().inputs.len(), 2);
+    let side = |name: Option<&str>, size: &str, cores: i64, m: i64| {
+        let name = name.map_or(Value::Null, s);
+        row(
+            at(m),
+            &[
+                ("ClusterName", name),
+                ("VmSize", s(size)),
+                ("CoreCount", n(cores)),
+            ],
+        )
+    };
+    let input = [
+        side(Some("a"), "L", 1, 1),
+        side(Some("b"), "R", 10, 2),
+        side(Some("b"), "L", 2, 3),
+        side(Some("c"), "R", 20, 4),
+        side(Some("b"), "L", 3, 5),
+        side(Some("b"), "R", 11, 6),
+        side(None, "L", 4, 7),
+        side(None, "R", 30, 8),
+    ];
+    for r in &input {
+        for i in 0..2 {
+            q.ingest_from(r, i, r.time, r.time);
+        }
+    }
+    let mut out = rows(q.result(at(8)));
+    out.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    out
+}
+
+#[test]
+fn join_kinds_follow_kusto() {
+    let null = Value::Null;
+    let both = |l: Option<(&str, i64)>, r: Option<(&str, i64)>| -> Vec<Value> {
+        let (lk, lv) = l.map_or((null.clone(), null.clone()), |(k, v)| (s(k), n(v)));
+        let (rk, rv) = r.map_or((null.clone(), null.clone()), |(k, v)| (s(k), n(v)));
+        vec![lk, lv, rk, rv]
+    };
+    let sorted = |mut v: Vec<Vec<Value>>| {
+        v.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        v
+    };
+    let matched = vec![
+        both(Some(("b", 2)), Some(("b", 10))),
+        both(Some(("b", 2)), Some(("b", 11))),
+        both(Some(("b", 3)), Some(("b", 10))),
+        both(Some(("b", 3)), Some(("b", 11))),
+    ];
+    assert_eq!(joined("inner"), sorted(matched.clone()));
+    // innerunique (the default): one left row per key, the first to arrive.
+    assert_eq!(joined("innerunique"), sorted(matched[..2].to_vec()));
+    // A null key matches nothing, not even another null.
+    let mut left_outer = matched.clone();
+    left_outer.push(both(Some(("a", 1)), None));
+    left_outer.push(vec![null.clone(), n(4), null.clone(), null.clone()]);
+    assert_eq!(joined("leftouter"), sorted(left_outer.clone()));
+    let mut right_outer = matched.clone();
+    right_outer.push(both(None, Some(("c", 20))));
+    right_outer.push(vec![null.clone(), null.clone(), null.clone(), n(30)]);
+    assert_eq!(joined("rightouter"), sorted(right_outer.clone()));
+    let mut full = left_outer;
+    full.extend(right_outer.into_iter().skip(4));
+    assert_eq!(joined("fullouter"), sorted(full));
+    assert_eq!(
+        joined("leftsemi"),
+        sorted(vec![vec![s("b"), n(2)], vec![s("b"), n(3)]])
+    );
+    assert_eq!(
+        joined("leftanti"),
+        sorted(vec![vec![s("a"), n(1)], vec![null.clone(), n(4)]])
+    );
+    assert_eq!(
+        joined("rightsemi"),
+        sorted(vec![vec![s("b"), n(10)], vec![s("b"), n(11)]])
+    );
+    assert_eq!(
+        joined("rightanti"),
+        sorted(vec![vec![s("c"), n(20)], vec![null, n(30)]])
+    );
+}
+
+#[test]
+fn a_join_side_keeps_its_rows_for_its_own_window() {
+    // The right side keeps 10 minutes of rows, the left side everything.
+    let kql = format!(
+        "{CLUSTER} | where VmSize == 'L' | project ClusterName, L = CoreCount \
+         | join kind=leftouter ({CLUSTER} | where TimeGenerated > ago(10m) and VmSize == 'R' \
+         | project ClusterName, R = CoreCount) on ClusterName"
+    );
+    let mut q = state(&kql);
+    let r = |m: i64, size: &str, cores: i64| {
+        row(
+            at(m),
+            &[
+                ("ClusterName", s("x")),
+                ("VmSize", s(size)),
+                ("CoreCount", n(cores)),
+            ],
+        )
+    };
+    for x in [r(0, "L", 1), r(1, "R", 10)] {
+        for i in 0..2 {
+            q.ingest_from(&x, i, x.time, x.time);
+        }
+    }
+    assert_eq!(rows(q.result(at(5))), [vec![s("x"), n(1), s("x"), n(10)]]);
+    q.advance(at(12), at(12));
+    assert_eq!(
+        rows(q.result(at(12))),
+        [vec![s("x"), n(1), Value::Null, Value::Null]]
+    );
+    assert_eq!(q.series(), 1, "the right row left with its window");
+}
+
+#[test]
+fn a_join_state_round_trips_through_a_snapshot() {
+    use crate::codec::{Reader, Writer};
+    let kql = format!(
+        "{CLUSTER} | project ClusterName, L = CoreCount \
+         | join kind=inner ({CLUSTER} | summarize R = max(CoreCount) by ClusterName) on ClusterName"
+    );
+    let mut q = state(&kql);
+    for (m, name, cores) in [(1, "a", 1), (2, "a", 5), (3, "b", 2)] {
+        let x = row(at(m), &[("ClusterName", s(name)), ("CoreCount", n(cores))]);
+        for i in 0..2 {
+            q.ingest_from(&x, i, x.time, x.time);
+        }
+    }
+    let mut w = Writer::new();
+    q.encode(&mut w);
+    let bytes = w.into_inner();
+    let mut r = Reader::new(&bytes);
+    let back = QueryState::decode(plan(&kql), QueryLimits::default(), &mut r).unwrap();
+    r.expect_end().unwrap();
+    let want = vec![
+        vec![s("a"), n(1), s("a"), n(5)],
+        vec![s("a"), n(5), s("a"), n(5)],
+        vec![s("b"), n(2), s("b"), n(2)],
+    ];
+    assert_eq!(rows(q.result(at(3))), want);
+    assert_eq!(rows(back.result(at(3))), want);
+}
