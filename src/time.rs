@@ -548,6 +548,159 @@ pub fn periods_between(period: &str, a: i64, b: i64) -> Option<i64> {
     })
 }
 
+/// The calendar units of `startof…`/`endof…` and `datetime_add`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Calendar {
+    Year,
+    Quarter,
+    Month,
+    /// Weeks start on Sunday, as Kusto's do.
+    Week,
+    Day,
+}
+
+/// The start of the `unit` containing `t`, moved by `offset` units (`startofmonth(t, -1)`).
+pub fn start_of(unit: Calendar, t: i64, offset: i64) -> i64 {
+    let day = t.div_euclid(TICKS_PER_DAY);
+    let days = match unit {
+        Calendar::Day => day.saturating_add(offset),
+        // 1970-01-01 was a Thursday: 4 days after its week's Sunday.
+        Calendar::Week => (day + 4).div_euclid(7).saturating_add(offset) * 7 - 4,
+        Calendar::Month | Calendar::Quarter | Calendar::Year => {
+            let (y, m, _) = civil_from_days(day);
+            let per = match unit {
+                Calendar::Year => 12,
+                Calendar::Quarter => 3,
+                _ => 1,
+            };
+            let index = (y * 12 + i64::from(m - 1)) / per * per + offset.saturating_mul(per);
+            days_from_civil(index.div_euclid(12), index.rem_euclid(12) as u32 + 1, 1)
+        }
+    };
+    days.saturating_mul(TICKS_PER_DAY)
+}
+
+/// The last tick of the `unit` containing `t`, moved by `offset` units.
+pub fn end_of(unit: Calendar, t: i64, offset: i64) -> i64 {
+    start_of(unit, t, offset.saturating_add(1)).saturating_sub(1)
+}
+
+/// `datetime_add`: `t` moved by `amount` of `part`; a month (quarter, year) later keeps the
+/// day of the month, or the month's last day when it has fewer (Jan 31 + 1 month: Feb 28 or 29).
+pub fn add_periods(part: &str, amount: i64, t: i64) -> Option<i64> {
+    let fixed = |unit: i64| Some(t.saturating_add(amount.saturating_mul(unit)));
+    match part {
+        "year" | "quarter" | "month" => {
+            let months = amount.saturating_mul(match part {
+                "year" => 12,
+                "quarter" => 3,
+                _ => 1,
+            });
+            let day = t.div_euclid(TICKS_PER_DAY);
+            let within = t.rem_euclid(TICKS_PER_DAY);
+            let (y, m, d) = civil_from_days(day);
+            let index = (y * 12 + i64::from(m - 1)).checked_add(months)?;
+            let (y, m) = (index.div_euclid(12), index.rem_euclid(12) as u32 + 1);
+            let d = d.min(days_in_month(y, m));
+            days_from_civil(y, m, d)
+                .checked_mul(TICKS_PER_DAY)?
+                .checked_add(within)
+        }
+        "week" => fixed(7 * TICKS_PER_DAY),
+        "day" => fixed(TICKS_PER_DAY),
+        "hour" => fixed(TICKS_PER_HOUR),
+        "minute" => fixed(TICKS_PER_MINUTE),
+        "second" => fixed(TICKS_PER_SECOND),
+        "millisecond" => fixed(TICKS_PER_MILLISECOND),
+        "microsecond" => fixed(TICKS_PER_MICROSECOND),
+        "nanosecond" => Some(t.saturating_add(amount / 100)),
+        _ => None,
+    }
+}
+
+/// `datetime_part`: one field of `t` (`week_of_year` is the ISO 8601 week).
+pub fn date_part(part: &str, t: i64) -> Option<i64> {
+    let day = t.div_euclid(TICKS_PER_DAY);
+    let within = t.rem_euclid(TICKS_PER_DAY);
+    let (y, m, d) = civil_from_days(day);
+    Some(match part {
+        "year" => y,
+        "quarter" => i64::from(m - 1) / 3 + 1,
+        "month" => i64::from(m),
+        "week_of_year" | "weekofyear" => iso_week(day),
+        "day" => i64::from(d),
+        "dayofyear" => day - days_from_civil(y, 1, 1) + 1,
+        "hour" => within / TICKS_PER_HOUR,
+        "minute" => within / TICKS_PER_MINUTE % 60,
+        "second" => within / TICKS_PER_SECOND % 60,
+        "millisecond" => within / TICKS_PER_MILLISECOND % 1000,
+        "microsecond" => within / TICKS_PER_MICROSECOND % 1_000_000,
+        "nanosecond" => within % TICKS_PER_SECOND * 100,
+        _ => return None,
+    })
+}
+
+/// The ISO 8601 week number of a day since the epoch: weeks start on Monday, and week 1 is
+/// the one with the year's first Thursday.
+fn iso_week(day: i64) -> i64 {
+    // Monday = 0; 1970-01-01 was a Thursday (3).
+    let weekday = (day + 3).rem_euclid(7);
+    let thursday = day - weekday + 3;
+    let (y, _, _) = civil_from_days(thursday);
+    (thursday - days_from_civil(y, 1, 1)) / 7 + 1
+}
+
+/// `format_datetime(t, format)`: .NET-style specifiers (`yyyy yy MM M dd d HH H hh h mm m ss s
+/// f…fffffff F…FFFFFFF tt`); any other character is copied. `None` for a format longer than
+/// 100 characters.
+pub fn format_with(t: i64, format: &str) -> Option<String> {
+    if format.len() > 100 {
+        return None;
+    }
+    let day = t.div_euclid(TICKS_PER_DAY);
+    let within = t.rem_euclid(TICKS_PER_DAY);
+    let (y, mo, d) = civil_from_days(day);
+    let (h, mi, s) = (
+        within / TICKS_PER_HOUR,
+        within / TICKS_PER_MINUTE % 60,
+        within / TICKS_PER_SECOND % 60,
+    );
+    let fraction = within % TICKS_PER_SECOND;
+    let chars: Vec<char> = format.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let run = chars[i..].iter().take_while(|&&x| x == c).count();
+        let pad = |v: i64, width: usize| format!("{v:0width$}");
+        let text = match c {
+            'y' if run >= 4 => pad(y, run),
+            'y' if run == 1 => (y % 100).to_string(),
+            'y' => pad(y % 100, 2),
+            'M' => pad(i64::from(mo), run.min(2)),
+            'd' => pad(i64::from(d), run.min(2)),
+            'H' => pad(h, run.min(2)),
+            'h' => pad((h + 11) % 12 + 1, run.min(2)),
+            'm' => pad(mi, run.min(2)),
+            's' => pad(s, run.min(2)),
+            'f' | 'F' => {
+                let digits = run.min(7);
+                let text = pad(fraction / 10i64.pow(7 - digits as u32), digits);
+                if c == 'F' {
+                    text.trim_end_matches('0').to_string()
+                } else {
+                    text
+                }
+            }
+            't' => (if h < 12 { "AM" } else { "PM" })[..run.min(2)].to_string(),
+            other => std::iter::repeat_n(other, run).collect(),
+        };
+        out += &text;
+        i += run;
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -997,5 +1150,96 @@ mod tests {
         ] {
             assert_eq!(parse_timespan(bad), None, "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn calendar_periods_start_end_add_and_parts() {
+        let at = |s: &str| parse_datetime(s).unwrap().0;
+        // A Thursday of a leap year (day 60; ISO week 9), with a fraction of a second.
+        let t = at("2024-02-29T13:45:07.1234560Z");
+        let cases = [
+            (Calendar::Day, 0, "2024-02-29T00:00:00Z"),
+            (Calendar::Week, 0, "2024-02-25T00:00:00Z"),
+            (Calendar::Week, 1, "2024-03-03T00:00:00Z"),
+            (Calendar::Month, 0, "2024-02-01T00:00:00Z"),
+            (Calendar::Month, -1, "2024-01-01T00:00:00Z"),
+            (Calendar::Month, 11, "2025-01-01T00:00:00Z"),
+            (Calendar::Quarter, 0, "2024-01-01T00:00:00Z"),
+            (Calendar::Year, 0, "2024-01-01T00:00:00Z"),
+        ];
+        for (unit, offset, want) in cases {
+            assert_eq!(start_of(unit, t, offset), at(want), "{unit:?} {offset}");
+        }
+        assert_eq!(
+            end_of(Calendar::Day, t, 0),
+            at("2024-02-29T23:59:59.9999999Z")
+        );
+        assert_eq!(
+            end_of(Calendar::Month, t, 0),
+            at("2024-02-29T23:59:59.9999999Z")
+        );
+        assert_eq!(
+            end_of(Calendar::Year, t, 0),
+            at("2024-12-31T23:59:59.9999999Z")
+        );
+
+        let add = |part: &str, n: i64, from: &str| add_periods(part, n, at(from)).unwrap();
+        assert_eq!(
+            add("month", 1, "2024-01-31T10:00:00Z"),
+            at("2024-02-29T10:00:00Z")
+        );
+        assert_eq!(
+            add("year", 1, "2024-02-29T00:00:00Z"),
+            at("2025-02-28T00:00:00Z")
+        );
+        assert_eq!(
+            add("month", -1, "2024-03-31T00:00:00Z"),
+            at("2024-02-29T00:00:00Z")
+        );
+        assert_eq!(
+            add("quarter", 1, "2024-11-30T00:00:00Z"),
+            at("2025-02-28T00:00:00Z")
+        );
+        assert_eq!(
+            add("day", 2, "2024-02-29T13:45:07.1234560Z"),
+            at("2024-03-02T13:45:07.1234560Z")
+        );
+        assert_eq!(add_periods("fortnight", 1, t), None);
+
+        let parts = [
+            ("year", 2024),
+            ("quarter", 1),
+            ("month", 2),
+            ("week_of_year", 9),
+            ("day", 29),
+            ("dayofyear", 60),
+            ("hour", 13),
+            ("minute", 45),
+            ("second", 7),
+            ("millisecond", 123),
+            ("microsecond", 123_456),
+            ("nanosecond", 123_456_000),
+        ];
+        for (part, want) in parts {
+            assert_eq!(date_part(part, t), Some(want), "{part}");
+        }
+        // ISO weeks at a year's edges (checked with Python's isocalendar()).
+        for (day, week) in [
+            ("2021-01-03", 53),
+            ("2020-12-31", 53),
+            ("2021-01-04", 1),
+            ("2026-12-08", 50),
+        ] {
+            let t = at(&format!("{day}T12:00:00Z"));
+            assert_eq!(date_part("week_of_year", t), Some(week), "{day}");
+        }
+
+        assert_eq!(
+            format_with(t, "yyyy-MM-dd HH:mm:ss.fff").unwrap(),
+            "2024-02-29 13:45:07.123"
+        );
+        assert_eq!(format_with(t, "M/d/yy h:mm tt").unwrap(), "2/29/24 1:45 PM");
+        assert_eq!(format_with(t, "[yyyy] FFFFFFF").unwrap(), "[2024] 123456");
+        assert_eq!(format_with(t, &"y".repeat(101)), None);
     }
 }

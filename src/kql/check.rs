@@ -10,8 +10,8 @@ use super::ast::{
 use super::diag::{nearest, Diagnostic, Diagnostics};
 use super::parser::{MAX_DEPTH, MAX_NODES};
 use super::plan::{
-    AggFunc, Aggregate, Expr, Func, Input, Join, OutColumn, Plan, RowOp, SortBy, Stage, Summarize,
-    TableOp, Window,
+    AggFunc, Aggregate, Calendar, Expr, Func, Input, Join, MathFn, OutColumn, Plan, RowOp, SortBy,
+    Stage, Summarize, TableOp, Window,
 };
 
 /// The chart kinds `render` takes (Kusto's list).
@@ -1235,6 +1235,10 @@ impl Checker<'_> {
                     item.expr.span,
                 ),
             };
+            // A name derived from an expression gets a number when taken (Kusto's
+            // `CoreCount1`); one written, or a column projected twice, is an error.
+            let derived = item.name.is_none() && !matches!(item.expr.kind, ExprKind::Column(_));
+            let name = if derived { unique(&out, name) } else { name };
             if out.iter().any(|c: &Col| c.name == name) {
                 self.err(span, format!("column '{name}' is projected twice"));
                 continue;
@@ -2394,9 +2398,155 @@ impl Checker<'_> {
                 }
                 Some(Type::Long)
             }
-            Func::StartOfDay => {
+            Func::StartOf(_) | Func::EndOf(_) => {
                 if !matches!(ty(0), Some(Type::DateTime) | None) {
                     bad(self, 0, "a datetime");
+                    return None;
+                }
+                if args.len() == 2 && !matches!(ty(1), Some(Type::Long) | None) {
+                    bad(self, 1, "a whole number of periods");
+                    return None;
+                }
+                Some(Type::DateTime)
+            }
+            Func::DateTimePart | Func::DateTimeAdd => {
+                let parts: &[&str] = if func == Func::DateTimePart {
+                    &[
+                        "year",
+                        "quarter",
+                        "month",
+                        "week_of_year",
+                        "day",
+                        "dayofyear",
+                        "hour",
+                        "minute",
+                        "second",
+                        "millisecond",
+                        "microsecond",
+                        "nanosecond",
+                    ]
+                } else {
+                    DATETIME_PARTS
+                };
+                let known = matches!(&args[0].kind, ExprKind::Literal(Literal::String(p)) if parts.contains(&p.to_ascii_lowercase().as_str()));
+                if !known {
+                    self.err(
+                        args[0].span,
+                        format!(
+                            "{fname}() needs its part as a string literal, one of {}",
+                            parts.join(", ")
+                        ),
+                    );
+                    return None;
+                }
+                let at = if func == Func::DateTimeAdd {
+                    if !matches!(ty(1), Some(Type::Long) | None) {
+                        bad(self, 1, "a whole number");
+                        return None;
+                    }
+                    2
+                } else {
+                    1
+                };
+                if !matches!(ty(at), Some(Type::DateTime) | None) {
+                    bad(self, at, "a datetime");
+                    return None;
+                }
+                Some(if func == Func::DateTimeAdd {
+                    Type::DateTime
+                } else {
+                    Type::Long
+                })
+            }
+            Func::Part(_) | Func::DayOfWeek => {
+                if !matches!(ty(0), Some(Type::DateTime) | None) {
+                    bad(self, 0, "a datetime");
+                    return None;
+                }
+                Some(if func == Func::DayOfWeek {
+                    Type::TimeSpan
+                } else {
+                    Type::Long
+                })
+            }
+            Func::FormatDateTime => {
+                if !matches!(ty(0), Some(Type::DateTime) | None) {
+                    bad(self, 0, "a datetime");
+                    return None;
+                }
+                if !matches!(&args[1].kind, ExprKind::Literal(Literal::String(f)) if f.len() <= 100)
+                {
+                    self.err(
+                        args[1].span,
+                        "format_datetime() needs its format as a string literal (at most 100 characters)",
+                    );
+                    return None;
+                }
+                Some(Type::String)
+            }
+            Func::Math(m) => {
+                if !matches!(ty(0), Some(Type::Long | Type::Real | Type::Dynamic) | None) {
+                    bad(self, 0, "a number");
+                    return None;
+                }
+                match (m, ty(0)) {
+                    (MathFn::Ceiling, Some(Type::Long)) => Some(Type::Long),
+                    _ => Some(Type::Real),
+                }
+            }
+            Func::Pow => {
+                for i in 0..2 {
+                    if !matches!(ty(i), Some(Type::Long | Type::Real | Type::Dynamic) | None) {
+                        bad(self, i, "a number");
+                        return None;
+                    }
+                }
+                Some(Type::Real)
+            }
+            Func::MinOf | Func::MaxOf => {
+                let mut t = None;
+                for i in 0..args.len() {
+                    t = match unify(t, ty(i)) {
+                        Ok(t) => t,
+                        Err(()) => {
+                            bad(
+                                self,
+                                i,
+                                &format!("a value of the same type as the others ({})", tyname(t)),
+                            );
+                            return None;
+                        }
+                    };
+                }
+                t
+            }
+            Func::Substring | Func::IndexOf => {
+                let from = if func == Func::Substring { 1 } else { 2 };
+                for i in from..args.len() {
+                    if !matches!(ty(i), Some(Type::Long) | None) {
+                        bad(self, i, "a whole number");
+                        return None;
+                    }
+                }
+                Some(if func == Func::Substring {
+                    Type::String
+                } else {
+                    Type::Long
+                })
+            }
+            Func::Reverse => Some(Type::String),
+            Func::ArrayLength => Some(Type::Long),
+            Func::PackArray => Some(Type::Dynamic),
+            Func::BagPack => {
+                if !args.len().is_multiple_of(2) {
+                    self.err(span, format!("{fname}() takes key/value pairs"));
+                    return None;
+                }
+                Some(Type::Dynamic)
+            }
+            Func::FromUnixTime(_) => {
+                if !matches!(ty(0), Some(Type::Long | Type::Real | Type::Dynamic) | None) {
+                    bad(self, 0, "a number");
                     return None;
                 }
                 Some(Type::DateTime)
@@ -2542,7 +2692,62 @@ const SCALARS: &[(&str, Func, usize, usize)] = &[
     ("parse_json", Func::ParseJson, 1, 1),
     ("todynamic", Func::ParseJson, 1, 1),
     ("parsejson", Func::ParseJson, 1, 1),
-    ("startofday", Func::StartOfDay, 1, 1),
+    ("startofday", Func::StartOf(Calendar::Day), 1, 2),
+    ("startofweek", Func::StartOf(Calendar::Week), 1, 2),
+    ("startofmonth", Func::StartOf(Calendar::Month), 1, 2),
+    ("startofyear", Func::StartOf(Calendar::Year), 1, 2),
+    ("endofday", Func::EndOf(Calendar::Day), 1, 2),
+    ("endofweek", Func::EndOf(Calendar::Week), 1, 2),
+    ("endofmonth", Func::EndOf(Calendar::Month), 1, 2),
+    ("endofyear", Func::EndOf(Calendar::Year), 1, 2),
+    ("datetime_part", Func::DateTimePart, 2, 2),
+    ("getyear", Func::Part("year"), 1, 1),
+    ("getmonth", Func::Part("month"), 1, 1),
+    ("monthofyear", Func::Part("month"), 1, 1),
+    ("dayofmonth", Func::Part("day"), 1, 1),
+    ("dayofyear", Func::Part("dayofyear"), 1, 1),
+    ("hourofday", Func::Part("hour"), 1, 1),
+    ("week_of_year", Func::Part("week_of_year"), 1, 1),
+    ("weekofyear", Func::Part("week_of_year"), 1, 1),
+    ("dayofweek", Func::DayOfWeek, 1, 1),
+    ("datetime_add", Func::DateTimeAdd, 3, 3),
+    ("format_datetime", Func::FormatDateTime, 2, 2),
+    ("ceiling", Func::Math(MathFn::Ceiling), 1, 1),
+    ("sqrt", Func::Math(MathFn::Sqrt), 1, 1),
+    ("log", Func::Math(MathFn::Ln), 1, 1),
+    ("log10", Func::Math(MathFn::Log10), 1, 1),
+    ("log2", Func::Math(MathFn::Log2), 1, 1),
+    ("exp", Func::Math(MathFn::Exp), 1, 1),
+    ("exp2", Func::Math(MathFn::Exp2), 1, 1),
+    ("exp10", Func::Math(MathFn::Exp10), 1, 1),
+    ("pow", Func::Pow, 2, 2),
+    ("min_of", Func::MinOf, 2, 64),
+    ("max_of", Func::MaxOf, 2, 64),
+    ("substring", Func::Substring, 2, 3),
+    ("indexof", Func::IndexOf, 2, 3),
+    ("reverse", Func::Reverse, 1, 1),
+    ("array_length", Func::ArrayLength, 1, 1),
+    ("pack_array", Func::PackArray, 1, 64),
+    ("bag_pack", Func::BagPack, 2, 64),
+    ("pack", Func::BagPack, 2, 64),
+    (
+        "unixtime_seconds_todatetime",
+        Func::FromUnixTime(crate::time::TICKS_PER_SECOND),
+        1,
+        1,
+    ),
+    (
+        "unixtime_milliseconds_todatetime",
+        Func::FromUnixTime(crate::time::TICKS_PER_MILLISECOND),
+        1,
+        1,
+    ),
+    (
+        "unixtime_microseconds_todatetime",
+        Func::FromUnixTime(crate::time::TICKS_PER_MICROSECOND),
+        1,
+        1,
+    ),
     ("replace_string", Func::ReplaceString, 3, 3),
     ("strcat_array", Func::StrCatArray, 2, 2),
     ("bin_at", Func::BinAt, 3, 3),
@@ -2682,10 +2887,12 @@ fn derive_name(e: &ast::Expr) -> Option<String> {
             let arg = |i: usize| args.get(i).and_then(derive_name).unwrap_or_default();
             match name.name.as_str() {
                 "bin" | "bin_at" | "floor" | "ceiling" | "round" | "abs" | "sqrt" | "log"
-                | "exp" | "startofday" | "format_datetime" | "tostring" | "toint" | "tolong"
-                | "todouble" | "toreal" | "todecimal" | "tobool" | "toboolean" | "todatetime"
-                | "totimespan" | "todynamic" | "toobject" | "parse_json" | "parsejson"
-                | "split" => args.first().and_then(derive_name),
+                | "log10" | "log2" | "exp" | "exp2" | "exp10" | "pow" | "startofday"
+                | "format_datetime" | "tostring" | "toint" | "tolong" | "todouble" | "toreal"
+                | "todecimal" | "tobool" | "toboolean" | "todatetime" | "totimespan"
+                | "todynamic" | "toobject" | "parse_json" | "parsejson" | "split" => {
+                    args.first().and_then(derive_name)
+                }
                 "strlen" => Some(format!("strlen_{}", arg(0))),
                 "count" => Some("count_".to_string()),
                 "countif" => Some("countif_".to_string()),

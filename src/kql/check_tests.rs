@@ -1345,3 +1345,73 @@ fn datetime_diff_and_bin_at_as_kusto_documents_them() {
         "datetime_diff() needs its period as a string literal, one of year, quarter, month, week, day, hour, minute, second, millisecond, microsecond, nanosecond"
     );
 }
+
+#[test]
+fn calendar_math_string_and_dynamic_functions_of_the_samples() {
+    // The row's TimeGenerated is 2024-03-01T11:55:00Z, a Friday.
+    assert_eq!(
+        v("startofweek(TimeGenerated)"),
+        Value::DateTime(dt("2024-02-25T00:00:00Z"))
+    );
+    assert_eq!(
+        v("startofmonth(TimeGenerated, -1)"),
+        Value::DateTime(dt("2024-02-01T00:00:00Z"))
+    );
+    assert_eq!(
+        v("endofday(TimeGenerated)"),
+        Value::DateTime(dt("2024-03-01T23:59:59.9999999Z"))
+    );
+    assert_eq!(
+        v("startofday(TimeGenerated, 1)"),
+        Value::DateTime(dt("2024-03-02T00:00:00Z"))
+    );
+    assert_eq!(v("getyear(TimeGenerated)"), Value::Long(2024));
+    assert_eq!(v("datetime_part('Month', TimeGenerated)"), Value::Long(3));
+    assert_eq!(v("hourofday(TimeGenerated)"), Value::Long(11));
+    assert_eq!(v("dayofweek(TimeGenerated)"), v("5d"));
+    assert_eq!(
+        v("datetime_add('month', -1, TimeGenerated)"),
+        Value::DateTime(dt("2024-02-01T11:55:00Z"))
+    );
+    assert_eq!(
+        v("format_datetime(TimeGenerated, 'yyyy-MM-dd HH:mm')"),
+        s("2024-03-01 11:55")
+    );
+    assert_eq!(
+        v("unixtime_seconds_todatetime(86400)"),
+        Value::DateTime(dt("1970-01-02T00:00:00Z"))
+    );
+    assert_eq!(ty("getmonth(TimeGenerated)"), Type::Long);
+    assert_eq!(
+        error(&format!("{CLUSTER} | extend x = datetime_part('fortnight', TimeGenerated)")).2,
+        "datetime_part() needs its part as a string literal, one of year, quarter, month, week_of_year, day, dayofyear, hour, minute, second, millisecond, microsecond, nanosecond"
+    );
+    // Math: a real, null when not a number; ceiling keeps a whole number whole.
+    assert_eq!(v("sqrt(16)"), Value::Real(4.0));
+    assert_eq!(v("sqrt(-1)"), Value::Null);
+    assert_eq!(v("ceiling(1.2)"), Value::Real(2.0));
+    assert_eq!(v("ceiling(7)"), Value::Long(7));
+    assert_eq!(v("pow(2, 10)"), Value::Real(1024.0));
+    assert_eq!(v("log10(1000)"), Value::Real(3.0));
+    assert_eq!(v("min_of(3, long(null), 1)"), Value::Long(1));
+    assert_eq!(v("max_of('a', 'c', 'b')"), s("c"));
+    // Strings: characters, not bytes.
+    assert_eq!(v("substring('héllo', 1, 3)"), s("éll"));
+    assert_eq!(v("substring('abc', 5)"), s(""));
+    assert_eq!(v("indexof('héllo', 'l')"), Value::Long(2));
+    assert_eq!(v("indexof('abc', 'x')"), Value::Long(-1));
+    assert_eq!(v("indexof('abcabc', 'a', 1)"), Value::Long(3));
+    assert_eq!(v("reverse('abc')"), s("cba"));
+    // Dynamic: arrays and bags built and measured.
+    assert_eq!(v("array_length(split('a/b/c', '/'))"), Value::Long(3));
+    assert_eq!(v("array_length('not an array')"), Value::Null);
+    assert_eq!(v("pack_array(1, 'x')"), json(r#"[1, "x"]"#));
+    assert_eq!(
+        v("bag_pack('k', 1, 'v', 'x')"),
+        json(r#"{"k": 1, "v": "x"}"#)
+    );
+    assert_eq!(
+        error(&format!("{CLUSTER} | extend x = bag_pack('k', 1, 'v')")).2,
+        "bag_pack() takes key/value pairs"
+    );
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::ast::BinaryOp;
-use super::plan::{str_op_matches, Expr, Func};
+use super::plan::{str_op_matches, Expr, Func, MathFn};
 use crate::time;
 use crate::value::Value;
 
@@ -479,8 +479,171 @@ fn call(func: Func, args: &[Expr], row: &[Value], cx: &Context) -> Value {
             }
             _ => Value::Null,
         },
-        Func::StartOfDay => match plain(arg(0)) {
-            Value::DateTime(t) => Value::DateTime(t - t.rem_euclid(crate::time::TICKS_PER_DAY)),
+        Func::StartOf(unit) | Func::EndOf(unit) => {
+            let offset = match arg(1) {
+                Value::Long(n) => n,
+                _ => 0,
+            };
+            match plain(arg(0)) {
+                Value::DateTime(t) if matches!(func, Func::StartOf(_)) => {
+                    Value::DateTime(time::start_of(unit, t, offset))
+                }
+                Value::DateTime(t) => Value::DateTime(time::end_of(unit, t, offset)),
+                _ => Value::Null,
+            }
+        }
+        Func::DateTimePart => match (arg(0), plain(arg(1))) {
+            (Value::Str(part), Value::DateTime(t)) => {
+                time::date_part(&part.to_ascii_lowercase(), t).map_or(Value::Null, Value::Long)
+            }
+            _ => Value::Null,
+        },
+        Func::Part(part) => match plain(arg(0)) {
+            Value::DateTime(t) => time::date_part(part, t).map_or(Value::Null, Value::Long),
+            _ => Value::Null,
+        },
+        // 1970-01-01 was a Thursday, 4 days after a Sunday.
+        Func::DayOfWeek => match plain(arg(0)) {
+            Value::DateTime(t) => Value::TimeSpan(
+                (t.div_euclid(time::TICKS_PER_DAY) + 4).rem_euclid(7) * time::TICKS_PER_DAY,
+            ),
+            _ => Value::Null,
+        },
+        Func::DateTimeAdd => match (arg(0), plain(arg(1)), plain(arg(2))) {
+            (Value::Str(part), Value::Long(n), Value::DateTime(t)) => {
+                time::add_periods(&part.to_ascii_lowercase(), n, t)
+                    .map_or(Value::Null, Value::DateTime)
+            }
+            _ => Value::Null,
+        },
+        Func::FormatDateTime => match (plain(arg(0)), arg(1)) {
+            (Value::DateTime(t), Value::Str(f)) => {
+                time::format_with(t, &f).map_or(Value::Null, |s| Value::str(&s))
+            }
+            _ => Value::Null,
+        },
+        Func::Math(m) => {
+            let v = plain(arg(0));
+            if let (MathFn::Ceiling, Value::Long(x)) = (m, &v) {
+                return Value::Long(*x);
+            }
+            let Some(x) = v.as_f64() else {
+                return Value::Null;
+            };
+            let y = match m {
+                MathFn::Ceiling => x.ceil(),
+                MathFn::Sqrt => x.sqrt(),
+                MathFn::Ln => x.ln(),
+                MathFn::Log10 => x.log10(),
+                MathFn::Log2 => x.log2(),
+                MathFn::Exp => x.exp(),
+                MathFn::Exp2 => x.exp2(),
+                MathFn::Exp10 => 10f64.powf(x),
+            };
+            // Kusto: a result that is not a number is null.
+            if y.is_nan() {
+                Value::Null
+            } else {
+                Value::Real(y)
+            }
+        }
+        Func::Pow => match (plain(arg(0)).as_f64(), plain(arg(1)).as_f64()) {
+            (Some(x), Some(y)) if !x.powf(y).is_nan() => Value::Real(x.powf(y)),
+            _ => Value::Null,
+        },
+        // The least (greatest) of the values that are not null.
+        Func::MinOf | Func::MaxOf => {
+            let mut best: Option<Value> = None;
+            for e in args {
+                let v = plain(eval(e, row, cx));
+                if v.is_null() {
+                    continue;
+                }
+                let better = match &best {
+                    None => true,
+                    Some(b) => {
+                        let o = crate::value::compare_for_sort(&v, b);
+                        if func == Func::MinOf {
+                            o.is_lt()
+                        } else {
+                            o.is_gt()
+                        }
+                    }
+                };
+                if better {
+                    best = Some(v);
+                }
+            }
+            best.unwrap_or_default()
+        }
+        // Characters, not bytes; a start before the text is its start.
+        Func::Substring => {
+            let text = arg(0);
+            if text.is_null() {
+                return Value::Null;
+            }
+            let text = text.to_text();
+            let start = match plain(arg(1)) {
+                Value::Long(n) => n.max(0) as usize,
+                _ => return Value::Null,
+            };
+            let len = match args.get(2).map(|_| plain(arg(2))) {
+                None => usize::MAX,
+                Some(Value::Long(n)) => n.max(0) as usize,
+                Some(_) => return Value::Null,
+            };
+            Value::str(&text.chars().skip(start).take(len).collect::<String>())
+        }
+        Func::IndexOf => {
+            let (text, lookup) = (arg(0), arg(1));
+            if text.is_null() || lookup.is_null() {
+                return Value::Null;
+            }
+            let (text, lookup) = (text.to_text(), lookup.to_text());
+            let start = match args.get(2).map(|_| plain(arg(2))) {
+                None => 0,
+                Some(Value::Long(n)) if n >= 0 => n as usize,
+                Some(_) => return Value::Null,
+            };
+            let Some((from, _)) = text
+                .char_indices()
+                .nth(start)
+                .or((start == text.chars().count()).then_some((text.len(), ' ')))
+            else {
+                return Value::Long(-1);
+            };
+            match text[from..].find(&lookup) {
+                Some(at) => Value::Long((start + text[from..from + at].chars().count()) as i64),
+                None => Value::Long(-1),
+            }
+        }
+        Func::Reverse => match arg(0) {
+            Value::Null => Value::str(""),
+            v => Value::str(&v.to_text().chars().rev().collect::<String>()),
+        },
+        Func::ArrayLength => match arg(0) {
+            Value::Dynamic(d) => match &*d {
+                serde_json::Value::Array(a) => Value::Long(a.len() as i64),
+                _ => Value::Null,
+            },
+            _ => Value::Null,
+        },
+        Func::PackArray => Value::Dynamic(Arc::new(serde_json::Value::Array(
+            args.iter().map(|e| eval(e, row, cx).to_json()).collect(),
+        ))),
+        Func::BagPack => {
+            let mut bag = serde_json::Map::new();
+            for pair in args.chunks(2) {
+                let key = eval(&pair[0], row, cx).to_text();
+                bag.insert(key, eval(&pair[1], row, cx).to_json());
+            }
+            Value::Dynamic(Arc::new(serde_json::Value::Object(bag)))
+        }
+        Func::FromUnixTime(unit) => match plain(arg(0)) {
+            Value::Long(n) => n.checked_mul(unit).map_or(Value::Null, Value::DateTime),
+            Value::Real(x) if (x * unit as f64).abs() < 9.2e18 => {
+                Value::DateTime((x * unit as f64).round() as i64)
+            }
             _ => Value::Null,
         },
         Func::ReplaceString => {

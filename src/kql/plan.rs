@@ -15,6 +15,7 @@ use crate::value::{Type, Value};
 
 pub use super::ast::JoinKind;
 use super::ast::{BinaryOp, StrOp};
+pub use crate::time::Calendar;
 
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -236,6 +237,19 @@ pub enum Expr {
     },
 }
 
+/// Functions of one number that give a real (`ceiling` keeps a whole number whole).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MathFn {
+    Ceiling,
+    Sqrt,
+    Ln,
+    Log10,
+    Log2,
+    Exp,
+    Exp2,
+    Exp10,
+}
+
 /// Built-in scalar functions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Func {
@@ -264,7 +278,29 @@ pub enum Func {
     Floor,
     Coalesce,
     ParseJson,
-    StartOfDay,
+    /// `startofday`, `startofweek`, … (an optional offset in units).
+    StartOf(Calendar),
+    EndOf(Calendar),
+    /// `datetime_part(part, t)`.
+    DateTimePart,
+    /// `getyear`, `getmonth`, `dayofmonth`, `hourofday`, …: one `datetime_part`.
+    Part(&'static str),
+    /// `dayofweek`: days since Sunday, as a timespan.
+    DayOfWeek,
+    DateTimeAdd,
+    FormatDateTime,
+    Math(MathFn),
+    Pow,
+    MinOf,
+    MaxOf,
+    Substring,
+    IndexOf,
+    Reverse,
+    ArrayLength,
+    PackArray,
+    BagPack,
+    /// `unixtime_seconds_todatetime` and the other units: ticks per unit.
+    FromUnixTime(i64),
     ReplaceString,
     StrCatArray,
     BinAt,
