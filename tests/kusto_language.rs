@@ -50,6 +50,10 @@ fn cases() -> Vec<(String, String)> {
         q("math_string_dynamic_functions", format!("{AML} | project sqrt(CoreCount), ceiling(CoreCount), pow(CoreCount, 2), log10(CoreCount), min_of(CoreCount, 4), substring(VmSize, 1, 3), indexof(VmSize, '_'), reverse(VmSize), array_length(split(VmSize, '_')), pack_array(VmSize, CoreCount), bag_pack('size', VmSize)")),
         q("spread_and_sets", format!("{AML} | summarize sd = stdev(TargetNodeCount), v = variancep(TargetNodeCount), names = make_set(ClusterName), any_size = take_any(VmSize) by ClusterType")),
         q("distinct_sort", format!("{AML} | distinct VmSize | sort by VmSize asc")),
+        q("mv_expand", format!("{AML} | extend parts = split(VmSize, '_') | mv-expand with_itemindex=at parts to typeof(string) limit 8 | project VmSize, parts, at")),
+        q("mv_expand_named", format!("{AML} | mv-expand p = split(VmSize, '_'), q = pack_array(1, 2) | project p, q")),
+        q("bad_mv_expand_string", format!("{AML} | mv-expand VmSize")),
+        q("take_then_expand", format!("{AML} | take 2 | mv-expand split(VmSize, '_') | summarize count()")),
         q("derived_names_numbered", format!("{AML} | project CoreCount, sqrt(CoreCount), ceiling(CoreCount)")),
         q("derived_by_names_numbered", format!("{AML} | summarize count() by sqrt(CoreCount), CoreCount")),
         // Mistakes: both must refuse.

@@ -88,6 +88,20 @@ pub fn check_route(plan: &Plan) -> Result<(), String> {
                 .to_string(),
         );
     }
+    if plan.inputs.len() > 1 || plan.sides() > 1 {
+        return Err(
+            "a route reads one table at a time: list the tables in a `union` at its start"
+                .to_string(),
+        );
+    }
+    let expands = |i: &crate::kql::plan::Input| {
+        i.pre
+            .iter()
+            .any(|op| matches!(op, crate::kql::plan::RowOp::MvExpand(_)))
+    };
+    if plan.inputs.iter().any(expands) {
+        return Err("a route forwards each record once: remove `mv-expand`".to_string());
+    }
     Ok(())
 }
 

@@ -83,6 +83,16 @@ pub struct Union {
     pub legs: Vec<Tabular>,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct MvExpand {
+    /// The arrays (or bags) expanded side by side, each with the type its elements take.
+    pub items: Vec<(NamedExpr, Option<Ident>)>,
+    /// `bagexpansion=array`: a bag's properties as `[key, value]` rather than `{key: value}`.
+    pub bags_as_arrays: bool,
+    pub index: Option<Ident>,
+    pub limit: Option<Expr>,
+}
+
 /// `parse`: new columns cut out of a string by a pattern of literals and columns.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parse {
@@ -186,6 +196,9 @@ pub enum OperatorKind {
     Render(Ident),
     /// `parse [kind = simple | regex [flags = …]] Expr with Pattern`
     Parse(Parse),
+    /// `mv-expand [bagexpansion = bag | array] [with_itemindex = Name] [Name =] Expr
+    /// [to typeof(Type)], … [limit N]`
+    MvExpand(MvExpand),
     /// `| union Leg, …`: the rows piped in, then each leg's.
     Union(Union),
     /// `join [kind = K] (Right) on Key, …`

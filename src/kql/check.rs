@@ -10,8 +10,8 @@ use super::ast::{
 use super::diag::{nearest, Diagnostic, Diagnostics};
 use super::parser::{MAX_DEPTH, MAX_NODES};
 use super::plan::{
-    AggFunc, Aggregate, Calendar, Expr, Func, Input, Join, MathFn, OutColumn, Plan, RowOp, SortBy,
-    Stage, Summarize, TableOp, Window,
+    AggFunc, Aggregate, Calendar, Expr, Func, Input, Join, MathFn, MvExpand, OutColumn, Plan,
+    RowOp, SortBy, Stage, Summarize, TableOp, Window,
 };
 
 /// The chart kinds `render` takes (Kusto's list).
@@ -368,6 +368,7 @@ impl Checker<'_> {
                     | OperatorKind::As(_)
                     | OperatorKind::Union(_)
                     | OperatorKind::Parse(_)
+                    | OperatorKind::MvExpand(_)
             );
             if mode == Mode::Leg && !row_op {
                 self.err(
@@ -511,8 +512,12 @@ impl Checker<'_> {
                     let Some(n) = self.row_count(n, "take") else {
                         continue;
                     };
+                    // What follows a `take` works on the rows it kept, as in Kusto.
                     match phase {
-                        Phase::Pre => limit = Some(limit.map_or(n, |x| x.min(n))),
+                        Phase::Pre => {
+                            limit = Some(n);
+                            phase = Phase::Post;
+                        }
                         Phase::Post => post.push(TableOp::Take(n)),
                     }
                 }
@@ -616,6 +621,11 @@ impl Checker<'_> {
                         );
                     }
                 }
+                OperatorKind::MvExpand(m) => {
+                    if let Some(x) = self.mv_expand(m, &mut scope) {
+                        self.emit(phase, &inputs, &mut post, RowOp::MvExpand(x));
+                    }
+                }
                 OperatorKind::Parse(p) => {
                     if let Some(items) = self.parse(p, &mut scope) {
                         self.emit(phase, &inputs, &mut post, RowOp::Extend(items));
@@ -689,19 +699,7 @@ impl Checker<'_> {
                 ast::ParsePart::Column(name, ty) => {
                     let ty = match ty {
                         None => Type::String,
-                        Some(t) => match t.name.as_str() {
-                            "string" => Type::String,
-                            "long" | "int" => Type::Long,
-                            "real" | "double" => Type::Real,
-                            "datetime" | "date" => Type::DateTime,
-                            "timespan" | "time" => Type::TimeSpan,
-                            "bool" | "boolean" => Type::Bool,
-                            "dynamic" => Type::Dynamic,
-                            other => {
-                                self.err(t.span, format!("unknown type '{other}' (known: string, long, int, real, double, datetime, timespan, bool, dynamic)"));
-                                return None;
-                            }
-                        },
+                        Some(t) => self.type_named(t)?,
                     };
                     re += match ty {
                         Type::Long => r"([-+]?\d+)",
@@ -771,6 +769,94 @@ impl Checker<'_> {
         Some(items)
     }
 
+    /// A type as written in `parse … Col:type` and `to typeof(type)`.
+    fn type_named(&mut self, t: &ast::Ident) -> Option<Type> {
+        Some(match t.name.as_str() {
+            "string" => Type::String,
+            "long" | "int" => Type::Long,
+            "real" | "double" | "decimal" => Type::Real,
+            "datetime" | "date" => Type::DateTime,
+            "timespan" | "time" => Type::TimeSpan,
+            "bool" | "boolean" => Type::Bool,
+            "dynamic" => Type::Dynamic,
+            other => {
+                self.err(t.span, format!("unknown type '{other}' (known: string, long, int, real, double, decimal, datetime, timespan, bool, dynamic)"));
+                return None;
+            }
+        })
+    }
+
+    /// `mv-expand`: each item replaces its column (a bare column, or a name already taken)
+    /// or is appended, typed as `to typeof(…)` says or dynamic; `with_itemindex` last.
+    fn mv_expand(&mut self, m: &ast::MvExpand, scope: &mut Scope) -> Option<MvExpand> {
+        let limit = match &m.limit {
+            None => DEFAULT_EXPAND,
+            Some(e) => match &e.kind {
+                ExprKind::Literal(Literal::Long(n)) if (1..=MAX_EXPAND as i64).contains(n) => {
+                    *n as usize
+                }
+                _ => {
+                    self.err(
+                        e.span,
+                        format!("mv-expand's limit must be a whole number from 1 to {MAX_EXPAND}"),
+                    );
+                    return None;
+                }
+            },
+        };
+        let mut items = Vec::new();
+        for (item, ty) in &m.items {
+            let t = self.expr(&item.expr, scope)?;
+            if !matches!(t.ty, Some(Type::Dynamic) | None) {
+                self.err(
+                    item.expr.span,
+                    format!(
+                        "mv-expand expands a dynamic array or bag, got {}",
+                        tyname(t.ty)
+                    ),
+                );
+                return None;
+            }
+            let ty = match ty {
+                Some(t) => Some(self.type_named(t)?),
+                None => None,
+            };
+            let name: Arc<str> = match &item.name {
+                Some(n) => Arc::from(n.name.as_str()),
+                None => match derive_name(&item.expr) {
+                    Some(n) => Arc::from(n),
+                    None => unique(scope, Arc::from("Column1")),
+                },
+            };
+            let slot = scope.iter().position(|c| c.name == name);
+            let col = Col {
+                name,
+                ty: Some(ty.unwrap_or(Type::Dynamic)),
+                is_time: false,
+                is_key: false,
+            };
+            match slot {
+                Some(i) => scope[i] = col,
+                None => scope.push(col),
+            }
+            items.push((slot, t.expr, ty));
+        }
+        if let Some(n) = &m.index {
+            scope.push(Col {
+                name: unique(scope, Arc::from(n.name.as_str())),
+                ty: Some(Type::Long),
+                is_time: false,
+                is_key: false,
+            });
+        }
+        Some(MvExpand {
+            items,
+            bags_as_arrays: m.bags_as_arrays,
+            index: m.index.is_some(),
+            limit,
+        })
+    }
+
     /// A row-at-a-time operator: on every input's rows as they arrive, or on the result.
     fn emit(&mut self, phase: Phase, inputs: &[usize], post: &mut Vec<TableOp>, op: RowOp) {
         match phase {
@@ -783,6 +869,7 @@ impl Checker<'_> {
                 RowOp::Filter(e) => TableOp::Filter(e),
                 RowOp::Extend(items) => TableOp::Extend(items),
                 RowOp::Project(exprs) => TableOp::Project(exprs),
+                RowOp::MvExpand(m) => TableOp::MvExpand(m),
             }),
         }
     }
@@ -1056,6 +1143,12 @@ impl Checker<'_> {
             let mut names: Vec<(String, Span)> = Vec::new();
             match &mut op.kind {
                 OperatorKind::Where(e) | OperatorKind::Take(e) => exprs.push(e),
+                OperatorKind::MvExpand(m) => {
+                    for (item, _) in &mut m.items {
+                        names.extend(taken(&item.name));
+                        exprs.push(&mut item.expr);
+                    }
+                }
                 OperatorKind::Parse(p) => {
                     exprs.push(&mut p.expr);
                     for part in &p.pattern {
@@ -2804,6 +2897,9 @@ const AGGREGATES: &[&str] = &[
 /// default, 1,048,576, would let one series hold megabytes), and the most they may be
 /// asked to keep.
 const DEFAULT_COLLECT: u32 = 1024;
+/// Rows `mv-expand` makes of one row without a `limit`, and the largest `limit`.
+const DEFAULT_EXPAND: usize = 1024;
+const MAX_EXPAND: usize = 65_536;
 const MAX_COLLECT: u32 = 65_536;
 
 fn is_aggregate(name: &str) -> bool {
@@ -2960,6 +3056,16 @@ fn mark_reads(pre: &[RowOp], stage: &Stage, width: usize, reads: &mut [bool]) {
                     visit(e, projected, &replaced, reads);
                 }
                 projected = true;
+            }
+            RowOp::MvExpand(m) => {
+                for (slot, e, _) in &m.items {
+                    visit(e, projected, &replaced, reads);
+                    if let Some(i) = slot {
+                        if *i < width {
+                            replaced[*i] = true;
+                        }
+                    }
+                }
             }
         }
     }

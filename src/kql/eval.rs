@@ -676,6 +676,21 @@ fn call(func: Func, args: &[Expr], row: &[Value], cx: &Context) -> Value {
     }
 }
 
+/// `v` converted as `tolong()`, `toreal()`, `tostring()`, … would.
+pub fn convert(v: Value, ty: crate::value::Type) -> Value {
+    use crate::value::Type as T;
+    let func = match ty {
+        T::Bool => Func::ToBool,
+        T::Long => Func::ToLong,
+        T::Real => Func::ToReal,
+        T::String => Func::ToString,
+        T::DateTime => Func::ToDateTime,
+        T::TimeSpan => Func::ToTimeSpan,
+        T::Dynamic => Func::ParseJson,
+    };
+    call(func, &[Expr::Literal(v)], &[], &Context { now: 0 })
+}
+
 fn to_long(v: Value) -> Value {
     match v {
         Value::Long(x) => Value::Long(x),

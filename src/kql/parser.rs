@@ -11,7 +11,7 @@ use super::diag::Diagnostic;
 use super::lexer::{lex, position, Token, TokenKind as T};
 
 /// The operators the engine runs, as named in the "unsupported operator" message.
-const SUPPORTED: &str = "where, extend, project, project-away, project-rename, project-reorder, summarize, count, distinct, take, limit, sort, order, top, as, render, union, join, lookup, parse, search";
+const SUPPORTED: &str = "where, extend, project, project-away, project-rename, project-reorder, summarize, count, distinct, take, limit, sort, order, top, as, render, union, join, lookup, parse, search, mv-expand";
 
 /// The comparisons the engine runs, as named in the "unsupported operator" message.
 const COMPARISONS: &str = "== != < <= > >= =~ !~, has contains startswith endswith and their ! and _cs forms, has_any, has_all, matches regex, in, !in, in~, !in~, between, !between";
@@ -329,6 +329,60 @@ impl Parser<'_> {
         }
     }
 
+    /// What follows `mv-expand`.
+    fn mv_expand(&mut self) -> PResult<MvExpand> {
+        let mut out = MvExpand {
+            items: Vec::new(),
+            bags_as_arrays: false,
+            index: None,
+            limit: None,
+        };
+        while let (T::Word(option), T::Assign) = (self.peek().clone(), self.peek_at(1)) {
+            if option != "bagexpansion" && option != "with_itemindex" && option != "kind" {
+                break;
+            }
+            let at = self.bump();
+            self.bump();
+            match (option.as_str(), self.name()) {
+                ("bagexpansion" | "kind", Some(k)) if k.name == "bag" => out.bags_as_arrays = false,
+                ("bagexpansion" | "kind", Some(k)) if k.name == "array" => {
+                    out.bags_as_arrays = true
+                }
+                ("with_itemindex", Some(n)) => out.index = Some(n),
+                _ => {
+                    return self.fail(
+                        at,
+                        "'mv-expand' takes bagexpansion=bag|array and with_itemindex=Name",
+                    )
+                }
+            }
+        }
+        loop {
+            let named = self.named_expr()?;
+            let ty = if self.at_word("to") {
+                self.bump();
+                self.expect_word("typeof", "'typeof(Type)' after 'to'")?;
+                let open = self.expect(T::LParen, "'(' after 'typeof'")?;
+                let Some(t) = self.name() else {
+                    return self.expected("a type name");
+                };
+                self.close(T::RParen, open, "typeof(")?;
+                Some(t)
+            } else {
+                None
+            };
+            out.items.push((named, ty));
+            if !self.eat(&T::Comma) {
+                break;
+            }
+        }
+        if self.at_word("limit") {
+            self.bump();
+            out.limit = Some(self.top_expr()?);
+        }
+        Ok(out)
+    }
+
     /// `search [kind = case_sensitive | case_insensitive] Predicate`: a string alone is a
     /// term any string column has (`* has "…"`); anything else is a `where`.
     fn search(&mut self) -> PResult<OperatorKind> {
@@ -610,6 +664,7 @@ impl Parser<'_> {
             "render" => self.render()?,
             "union" => OperatorKind::Union(self.union_args()?),
             "parse" => OperatorKind::Parse(self.parse_args()?),
+            "mv-expand" => OperatorKind::MvExpand(self.mv_expand()?),
             "search" => self.search()?,
             "join" => {
                 let (kind, right, on) = self.join_args(false)?;
@@ -1438,6 +1493,7 @@ mod tests {
                 ),
                 OperatorKind::As(name) => format!(" | as {}", name.name),
                 OperatorKind::Union(u) => format!(" | union {}", show_union(u)),
+                OperatorKind::MvExpand(m) => format!(" | mv-expand {m:?}"),
                 OperatorKind::Parse(p) => format!(
                     " | parse regex={} {} with {:?}",
                     p.regex,
@@ -1740,11 +1796,12 @@ mod tests {
             (2, 3, format!("unsupported operator 'evaluate' {supported}"))
         );
         assert_eq!(
-            one_error("T | mv-expand x"),
+            one_error("T | mv-expand x to typeof(long"),
             (
                 1,
-                5,
-                format!("unsupported operator 'mv-expand' {supported}")
+                31,
+                "expected ')' to close 'typeof(' opened at line 1, column 26, found end of query"
+                    .to_string()
             )
         );
         assert_eq!(

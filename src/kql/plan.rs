@@ -83,6 +83,23 @@ pub enum RowOp {
     Extend(Vec<(Option<usize>, Expr)>),
     /// Builds a new row from expressions.
     Project(Vec<Expr>),
+    /// One row per element of arrays (or property of bags).
+    MvExpand(MvExpand),
+}
+
+/// `mv-expand`: a row per element, the arrays side by side (the shorter padded with nulls),
+/// at most `limit` rows per row. An empty array gives no row; a value that is neither an
+/// array nor a bag, one row with it.
+#[derive(Debug, Clone)]
+pub struct MvExpand {
+    /// Each expanded value: the column it replaces (`None`: appended), its expression, and
+    /// the type its elements take (`None`: dynamic).
+    pub items: Vec<(Option<usize>, Expr, Option<Type>)>,
+    /// A bag's properties as `[key, value]` (`bagexpansion=array`), not `{key: value}`.
+    pub bags_as_arrays: bool,
+    /// Appends each element's index (`with_itemindex`).
+    pub index: bool,
+    pub limit: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -163,6 +180,7 @@ pub enum TableOp {
     /// A `summarize` of the rows so far (after a join, or a second one): its `bin` is
     /// `None`, a bin key being an ordinary expression here.
     Summarize(Summarize),
+    MvExpand(MvExpand),
     /// A join with the retained rows of `side`, after the operators `right` applies to
     /// them.
     Join(Join),

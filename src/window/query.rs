@@ -28,11 +28,11 @@ use rustc_hash::FxBuildHasher;
 
 use crate::kql::eval::{eval, is_true, Context};
 use crate::kql::plan::{
-    Aggregate, Join, JoinKind, OutColumn, Plan, RowOp, SortBy, Stage, Summarize, TableOp,
+    Aggregate, Join, JoinKind, MvExpand, OutColumn, Plan, RowOp, SortBy, Stage, Summarize, TableOp,
 };
 use crate::parse::Row;
 use crate::time;
-use crate::value::{compare_for_sort, Value};
+use crate::value::{compare_for_sort, Type, Value};
 
 use super::agg::{AggState, States};
 use super::series::SeriesTable;
@@ -216,23 +216,52 @@ impl QueryState {
             }
         }
         let cx = Context { now: clock };
-        let Some(frame) = apply_pre(&input.pre, &row.values, &cx) else {
+        if !input.pre.iter().any(|op| matches!(op, RowOp::MvExpand(_))) {
+            if let Some(frame) = apply_pre(&input.pre, &row.values, &cx) {
+                self.absorb(&plan, input.side, row.time, frame, &cx, watermark);
+            }
             return;
-        };
+        }
+        let mut frames = Vec::new();
+        apply_pre_each(&input.pre, Cow::Borrowed(&row.values), &cx, &mut |f| {
+            frames.push(f.into_owned())
+        });
+        for frame in frames {
+            self.absorb(
+                &plan,
+                input.side,
+                row.time,
+                Cow::Owned(frame),
+                &cx,
+                watermark,
+            );
+        }
+    }
+
+    /// One row after the input's row-by-row operators: kept, or summarized.
+    fn absorb(
+        &mut self,
+        plan: &Plan,
+        side: usize,
+        time: i64,
+        frame: Cow<'_, [Value]>,
+        cx: &Context,
+        watermark: i64,
+    ) {
         match (&plan.stage, &mut self.store) {
             (Stage::Rows { limit }, Store::Rows(sides)) => {
                 self.stats.matched += 1;
                 self.seq += 1;
-                let rows = &mut sides[input.side];
-                rows.insert((row.time, self.seq), frame.into_owned());
-                let limit = limit.filter(|_| input.side == 0);
+                let rows = &mut sides[side];
+                rows.insert((time, self.seq), frame.into_owned());
+                let limit = limit.filter(|_| side == 0);
                 let cap = limit.map_or(self.limits.max_rows, |l| l.min(self.limits.max_rows));
                 while rows.len() > cap {
                     rows.pop_first();
                     self.stats.rows_evicted += 1;
                 }
             }
-            (Stage::Summarize(s), _) => self.summarize(s, row.time, &frame, &cx, watermark),
+            (Stage::Summarize(s), _) => self.summarize(s, time, &frame, cx, watermark),
             _ => unreachable!("store matches stage"),
         }
     }
@@ -649,15 +678,23 @@ fn merge_states(acc: &mut [AggState], other: &[AggState], aggs: &[Aggregate]) {
     }
 }
 
-/// Row-at-a-time operators; borrows the row unless an operator must change it.
+/// Row-at-a-time operators; borrows the row unless an operator must change it. After an
+/// `mv-expand` (which routes refuse) only its first row goes on.
 pub(crate) fn apply_pre<'a>(
     ops: &[RowOp],
     row: &'a [Value],
     cx: &Context,
 ) -> Option<Cow<'a, [Value]>> {
     let mut frame: Cow<'a, [Value]> = Cow::Borrowed(row);
-    for op in ops {
+    for (at, op) in ops.iter().enumerate() {
         match op {
+            RowOp::MvExpand(_) => {
+                let mut first = None;
+                apply_pre_each(&ops[at..], frame, cx, &mut |f| {
+                    first.get_or_insert_with(|| f.into_owned());
+                });
+                return first.map(Cow::Owned);
+            }
             RowOp::Filter(p) => {
                 if !is_true(p, &frame, cx) {
                     return None;
@@ -676,6 +713,99 @@ pub(crate) fn apply_pre<'a>(
     Some(frame)
 }
 
+/// Row-at-a-time operators, `mv-expand` among them: `f` gets each row they make of `frame`.
+pub(crate) fn apply_pre_each(
+    ops: &[RowOp],
+    mut frame: Cow<'_, [Value]>,
+    cx: &Context,
+    f: &mut dyn FnMut(Cow<'_, [Value]>),
+) {
+    for (at, op) in ops.iter().enumerate() {
+        match op {
+            RowOp::Filter(p) => {
+                if !is_true(p, &frame, cx) {
+                    return;
+                }
+            }
+            RowOp::Extend(items) => extend(frame.to_mut(), items, cx),
+            RowOp::Project(exprs) => {
+                frame = Cow::Owned(exprs.iter().map(|e| eval(e, &frame, cx)).collect());
+            }
+            RowOp::MvExpand(m) => {
+                for row in mv_expand(m, &frame, cx) {
+                    apply_pre_each(&ops[at + 1..], Cow::Owned(row), cx, f);
+                }
+                return;
+            }
+        }
+    }
+    f(frame)
+}
+
+/// The rows `mv-expand` makes of one row.
+fn mv_expand(m: &MvExpand, row: &[Value], cx: &Context) -> Vec<Vec<Value>> {
+    let lists: Vec<Vec<Value>> = m
+        .items
+        .iter()
+        .map(|(_, e, ty)| elements(eval(e, row, cx), m.bags_as_arrays, *ty))
+        .collect();
+    let n = lists.iter().map(Vec::len).max().unwrap_or(0).min(m.limit);
+    (0..n)
+        .map(|i| {
+            let mut out = row.to_vec();
+            for ((slot, ..), list) in m.items.iter().zip(&lists) {
+                let v = list.get(i).cloned().unwrap_or_default();
+                match slot {
+                    Some(s) => out[*s] = v,
+                    None => out.push(v),
+                }
+            }
+            if m.index {
+                out.push(Value::Long(i as i64));
+            }
+            out
+        })
+        .collect()
+}
+
+/// An array's elements, a bag's properties (`{key: value}`, or `[key, value]`), or the
+/// value itself; converted to `ty` when given.
+fn elements(v: Value, bags_as_arrays: bool, ty: Option<Type>) -> Vec<Value> {
+    let json: Vec<serde_json::Value> = match &v {
+        Value::Dynamic(d) => match &**d {
+            serde_json::Value::Array(items) => items.clone(),
+            serde_json::Value::Object(bag) => bag
+                .iter()
+                .map(|(k, x)| {
+                    if bags_as_arrays {
+                        serde_json::json!([k, x])
+                    } else {
+                        serde_json::json!({ k: x })
+                    }
+                })
+                .collect(),
+            _ => return vec![cast(v, ty)],
+        },
+        _ => return vec![cast(v, ty)],
+    };
+    json.into_iter()
+        .map(|j| match ty {
+            None => Value::Dynamic(Arc::new(j)),
+            Some(_) => cast(Value::from_json(&j), ty),
+        })
+        .collect()
+}
+
+fn cast(v: Value, ty: Option<Type>) -> Value {
+    match ty {
+        None | Some(Type::Dynamic) => match v {
+            Value::Null | Value::Dynamic(_) => v,
+            other => Value::Dynamic(Arc::new(other.to_json())),
+        },
+        Some(t) => crate::kql::eval::convert(v, t),
+    }
+}
+
 fn extend(f: &mut Vec<Value>, items: &[(Option<usize>, crate::kql::plan::Expr)], cx: &Context) {
     for (slot, e) in items {
         let v = eval(e, f, cx);
@@ -690,6 +820,7 @@ fn apply_post(op: &TableOp, rows: Vec<Vec<Value>>, read: &Read<'_>) -> Vec<Vec<V
     let cx = &read.cx;
     match op {
         TableOp::Summarize(s) => summarize_rows(s, &rows, cx),
+        TableOp::MvExpand(m) => rows.iter().flat_map(|r| mv_expand(m, r, cx)).collect(),
         TableOp::Join(j) => {
             let mut right = retained(read.plan, read.limits, read.parts, cx.now, j.side, None);
             for op in &j.right {
