@@ -45,6 +45,12 @@ enum Command {
         /// for its bin, not only when a cap dropped rows.
         #[arg(long)]
         strict: bool,
+        /// How far behind the newest record a record may arrive and still count in its
+        /// `bin(TimeGenerated, …)` (e.g. `10m`, as the service's default). By default the
+        /// whole input: the result is printed when it ends, so every bin waits for all of
+        /// it, and out-of-order files give Log Analytics' answer.
+        #[arg(long, value_parser = parse_lateness)]
+        allowed_lateness: Option<i64>,
         /// The query.
         kql: String,
     },
@@ -140,6 +146,7 @@ fn main() -> ExitCode {
             max_series,
             max_rows,
             strict,
+            allowed_lateness,
             kql,
         } => {
             let limits = QueryLimits {
@@ -147,7 +154,10 @@ fn main() -> ExitCode {
                 max_rows,
                 ..QueryLimits::default()
             };
-            let opts = EngineOptions::default();
+            let opts = EngineOptions {
+                allowed_lateness: allowed_lateness.unwrap_or(i64::MAX),
+                ..EngineOptions::default()
+            };
             match cli::run_query(&kql, &inputs, limits, opts.clone()) {
                 Ok((result, engine)) => {
                     let text = match fmt {
@@ -322,5 +332,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// `--allowed-lateness`: a KQL timespan (`10m`, `1h`).
+fn parse_lateness(text: &str) -> Result<i64, String> {
+    match hubwatch::time::parse_timespan(text) {
+        Some(t) if t >= 0 => Ok(t),
+        _ => Err(format!("'{text}' is not a timespan (e.g. 10m, 1h, 2d)")),
     }
 }

@@ -179,3 +179,52 @@ fn a_150_mb_line_costs_at_most_max_line_bytes() {
         peak >> 20
     );
 }
+
+/// A record an hour older than the newest one before it: by default every bin waits for the
+/// whole input (the answer Log Analytics gives); with `--allowed-lateness 10m` it is late as
+/// in the service, said on stderr, and `--strict` makes that exit 3.
+#[test]
+fn out_of_order_input_counts_in_its_bin_unless_a_lateness_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    let at = |time: &str| {
+        format!(
+            r#"{{"records":[{{"time":"{time}","category":"AmlComputeClusterEvent","properties":{{"ClusterName":"c"}}}}]}}"#
+        )
+    };
+    // The clock moves by less than `max_future` (1h) at a time, so no record is held.
+    let lines = [
+        at("2024-03-01T10:05:00Z"),
+        at("2024-03-01T10:50:00Z"),
+        at("2024-03-01T11:30:00Z"),
+        at("2024-03-01T10:15:00Z"),
+    ];
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let hourly = "AmlComputeClusterEvent | summarize n = count() by bin(TimeGenerated, 1h)";
+
+    let out = query(&input, &["--strict"], hourly);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["n"], 3, "{v}");
+
+    let out = query(&input, &["--allowed-lateness", "10m"], hourly);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["n"], 2, "{v}");
+    assert!(
+        err.contains("late: 1 rows for bins already closed (more than 00:10:00 behind"),
+        "{err}"
+    );
+
+    let out = query(&input, &["--allowed-lateness", "10m", "--strict"], hourly);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+
+    let out = query(&input, &["--allowed-lateness", "soon"], hourly);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("'soon' is not a timespan"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -84,3 +84,65 @@ fn through_the_running_service_with_the_chart_as_a_hint() {
     assert!(metrics.contains("top_clusters_8d_events{"), "{metrics}");
     svc.terminate(Duration::from_secs(20));
 }
+
+/// The gallery's queries of the AML tables, verbatim (`tests/fixtures/gallery/`), give what
+/// Log Analytics would give on the fixture (`gallery_answers` in the oracle): the same rows,
+/// or for `limit 100` of more rows, 100 of them.
+#[test]
+fn gallery_queries_of_the_aml_tables_give_log_analytics_answers() {
+    let limits = QueryLimits {
+        max_series: 100_000,
+        max_rows: 100_000,
+        ..QueryLimits::default()
+    };
+    let dir = repo().join("tests/expected/gallery");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        let want: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let kql =
+            std::fs::read_to_string(repo().join(format!("tests/fixtures/gallery/{name}.kql")))
+                .unwrap();
+        // As the query command runs it: every bin waits for the whole input.
+        let opts = EngineOptions {
+            allowed_lateness: i64::MAX,
+            ..EngineOptions::default()
+        };
+        let (result, _) = hubwatch::cli::run_query(&kql, &[fixture()], limits.clone(), opts)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let library: Value = serde_json::from_str(&format::json(&result)).unwrap();
+        for got in [library, query_command(&name, &kql)] {
+            match (want.get("rows"), want.get("any_of")) {
+                (Some(rows), _) if rows.as_array().unwrap().is_empty() => {
+                    assert_eq!(got, Value::Array(vec![]), "{name}: rows where none are due")
+                }
+                (Some(rows), _) => assert_same_rows(&name, &got, rows),
+                (None, Some(all)) => {
+                    let count = want["count"].as_u64().unwrap() as usize;
+                    let got = got.as_array().unwrap();
+                    assert_eq!(got.len(), count, "{name}: 'limit' rows");
+                    let mut pool: Vec<String> = all
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|r| canonical(r).to_string())
+                        .collect();
+                    for row in got {
+                        let row = canonical(row).to_string();
+                        let at = pool.iter().position(|x| *x == row).unwrap_or_else(|| {
+                            panic!("{name}: {row} is none of the matching rows")
+                        });
+                        pool.swap_remove(at);
+                    }
+                }
+                _ => panic!("{name}: an expected answer of neither kind"),
+            }
+        }
+        checked += 1;
+    }
+    assert_eq!(
+        checked, 6,
+        "one answer per gallery query of the AML tables with rows here"
+    );
+}

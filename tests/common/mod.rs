@@ -94,7 +94,7 @@ pub fn expected(name: &str) -> Value {
 }
 
 /// Reals are compared to 12 significant digits: the oracle sums in another order.
-fn canonical(v: &Value) -> Value {
+pub fn canonical(v: &Value) -> Value {
     match v {
         Value::Number(n) if n.is_f64() => {
             let x = n.as_f64().unwrap();
