@@ -54,6 +54,8 @@ fn cases() -> Vec<(String, String)> {
         q("mv_expand_named", format!("{AML} | mv-expand p = split(VmSize, '_'), q = pack_array(1, 2) | project p, q")),
         q("bad_mv_expand_string", format!("{AML} | mv-expand VmSize")),
         q("take_then_expand", format!("{AML} | take 2 | mv-expand split(VmSize, '_') | summarize count()")),
+        q("percentiles_and_bags", format!("{AML} | summarize percentiles(CoreCount, 50, 99.5), p = percentiles(TargetNodeCount, 10, 90), make_bag(Identity), sizes = make_bag(bag_pack(VmSize, CoreCount)) by ClusterName")),
+        q("bad_make_bag", format!("{AML} | summarize make_bag(VmSize)")),
         q("derived_names_numbered", format!("{AML} | project CoreCount, sqrt(CoreCount), ceiling(CoreCount)")),
         q("derived_by_names_numbered", format!("{AML} | summarize count() by sqrt(CoreCount), CoreCount")),
         // Mistakes: both must refuse.

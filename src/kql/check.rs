@@ -1406,7 +1406,34 @@ impl Checker<'_> {
         let mut shows: Vec<Result<Vec<usize>, usize>> = Vec::new();
         let mut computed: Vec<(Arc<str>, ast::Expr)> = Vec::new();
         let mut hidden = 0;
-        for item in aggregates {
+        // `percentiles(x, 50, 95)`: one `percentile` per level (named after the first one
+        // for a named item, as Kusto names them).
+        let expanded: Vec<ast::NamedExpr> = aggregates
+            .iter()
+            .flat_map(|item| match &item.expr.kind {
+                ExprKind::Call { name, args } if name.name == "percentiles" && args.len() >= 2 => {
+                    args[1..]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| ast::NamedExpr {
+                            name: if i == 0 { item.name.clone() } else { None },
+                            expr: ast::Expr {
+                                kind: ExprKind::Call {
+                                    name: ast::Ident {
+                                        name: "percentile".to_string(),
+                                        span: name.span,
+                                    },
+                                    args: vec![args[0].clone(), p.clone()],
+                                },
+                                span: item.expr.span,
+                            },
+                        })
+                        .collect::<Vec<_>>()
+                }
+                _ => vec![item.clone()],
+            })
+            .collect();
+        for item in &expanded {
             if is_aggregate_call(&item.expr) {
                 let Some((agg, cols)) = self.aggregate(item, scope, &out) else {
                     continue;
@@ -1694,11 +1721,19 @@ impl Checker<'_> {
                     vec![col(name, Type::Long)],
                 ))
             }
-            "make_set" | "make_list" => {
+            "make_set" | "make_list" | "make_bag" => {
                 if !arity(self, 1, 2) {
                     return None;
                 }
                 let a = self.expr(&args[0], scope)?;
+                let bag = fname == "make_bag";
+                if bag && !matches!(a.ty, Some(Type::Dynamic) | None) {
+                    self.err(
+                        args[0].span,
+                        format!("make_bag() needs a bag (dynamic), got {}", tyname(a.ty)),
+                    );
+                    return None;
+                }
                 let cap = match args.get(1).map(|e| &e.kind) {
                     None => DEFAULT_COLLECT,
                     Some(ExprKind::Literal(Literal::Long(n)))
@@ -1715,10 +1750,19 @@ impl Checker<'_> {
                     }
                 };
                 let distinct = fname == "make_set";
-                let prefix = if distinct { "set" } else { "list" };
+                let prefix = match fname {
+                    "make_set" => "set",
+                    "make_bag" => "bag",
+                    _ => "list",
+                };
                 let name = named(format!("{prefix}_{}", arg_name(0)));
                 Some((
-                    mk(AggFunc::Collect { distinct, cap }, Some(a.expr), None, a.ty),
+                    mk(
+                        AggFunc::Collect { distinct, cap, bag },
+                        Some(a.expr),
+                        None,
+                        a.ty,
+                    ),
                     vec![col(name, Type::Dynamic)],
                 ))
             }
@@ -2891,6 +2935,8 @@ const AGGREGATES: &[&str] = &[
     "variancep",
     "make_set",
     "make_list",
+    "make_bag",
+    "percentiles",
 ];
 
 /// How many values `make_set` and `make_list` keep per series without a size (Kusto's
@@ -2995,6 +3041,7 @@ fn derive_name(e: &ast::Expr) -> Option<String> {
                 "take_any" => args.first().and_then(derive_name),
                 "make_set" => Some(format!("set_{}", arg(0))),
                 "make_list" => Some(format!("list_{}", arg(0))),
+                "make_bag" => Some(format!("bag_{}", arg(0))),
                 "percentile" => {
                     let p = match args.get(1).map(|a| &a.kind) {
                         Some(ExprKind::Literal(Literal::Long(p))) => p.to_string(),

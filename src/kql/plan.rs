@@ -159,10 +159,13 @@ pub enum AggFunc {
         root: bool,
         sample: bool,
     },
-    /// `make_set` (`distinct`) and `make_list`: at most `cap` values, in arrival order.
+    /// `make_set` (`distinct`) and `make_list`: at most `cap` values, in arrival order;
+    /// `make_bag` (`bag`): the properties of the bags, at most `cap` of them, the first
+    /// value of a key kept.
     Collect {
         distinct: bool,
         cap: u32,
+        bag: bool,
     },
 }
 

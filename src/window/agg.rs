@@ -205,11 +205,13 @@ impl AggState {
                 }
             }
             AggState::Collect(items) => {
-                let AggFunc::Collect { distinct, cap } = agg.func else {
+                let AggFunc::Collect { distinct, cap, bag } = agg.func else {
                     unreachable!("collect state")
                 };
                 let v = arg();
-                if !v.is_null() {
+                if bag {
+                    absorb_bag(items, &v, cap);
+                } else if !v.is_null() {
                     collect(items, v, distinct, cap);
                 }
             }
@@ -265,11 +267,15 @@ impl AggState {
             }
             (AggState::Percentile(a), AggState::Percentile(b)) => a.merge(b),
             (AggState::Collect(a), AggState::Collect(b)) => {
-                let AggFunc::Collect { distinct, cap } = func else {
+                let AggFunc::Collect { distinct, cap, bag } = func else {
                     unreachable!("collect state")
                 };
                 for v in b.iter() {
-                    collect(a, v.clone(), distinct, cap);
+                    if bag {
+                        absorb_bag(a, v, cap);
+                    } else {
+                        collect(a, v.clone(), distinct, cap);
+                    }
                 }
             }
             (
@@ -332,9 +338,17 @@ impl AggState {
                     Some(x) => Value::Real(x),
                 })
             }
-            AggState::Collect(items) => out.push(Value::Dynamic(std::sync::Arc::new(
-                serde_json::Value::Array(items.iter().map(Value::to_json).collect()),
-            ))),
+            AggState::Collect(items) => out.push(match agg.func {
+                // make_bag: its one bag, or an empty one.
+                AggFunc::Collect { bag: true, .. } => items.first().cloned().unwrap_or_else(|| {
+                    Value::Dynamic(std::sync::Arc::new(serde_json::Value::Object(
+                        serde_json::Map::new(),
+                    )))
+                }),
+                _ => Value::Dynamic(std::sync::Arc::new(serde_json::Value::Array(
+                    items.iter().map(Value::to_json).collect(),
+                ))),
+            }),
             AggState::Spread { n, m2, .. } => {
                 let AggFunc::Spread { root, sample } = agg.func else {
                     unreachable!("spread state")
@@ -427,6 +441,32 @@ pub fn hash_value(v: &Value) -> u64 {
 }
 
 /// Adds `v` to a `make_set` / `make_list` state: once for a set, and while under `cap`.
+/// `make_bag`: the properties of bag `v` added to the state's one bag (`items[0]`), a key
+/// already there kept, at most `cap` keys; anything but a bag is ignored.
+fn absorb_bag(items: &mut Vec<Value>, v: &Value, cap: u32) {
+    let Value::Dynamic(d) = v else { return };
+    let serde_json::Value::Object(props) = &**d else {
+        return;
+    };
+    if items.is_empty() {
+        items.push(Value::Dynamic(std::sync::Arc::new(
+            serde_json::Value::Object(serde_json::Map::new()),
+        )));
+    }
+    let Value::Dynamic(acc) = &mut items[0] else {
+        return;
+    };
+    let serde_json::Value::Object(acc) = std::sync::Arc::make_mut(acc) else {
+        return;
+    };
+    for (k, x) in props {
+        if acc.len() >= cap as usize {
+            break;
+        }
+        acc.entry(k.clone()).or_insert_with(|| x.clone());
+    }
+}
+
 fn collect(items: &mut Vec<Value>, v: Value, distinct: bool, cap: u32) {
     if items.len() >= cap as usize || (distinct && items.contains(&v)) {
         return;
