@@ -56,6 +56,10 @@ fn cases() -> Vec<(String, String)> {
         q("take_then_expand", format!("{AML} | take 2 | mv-expand split(VmSize, '_') | summarize count()")),
         q("percentiles_and_bags", format!("{AML} | summarize percentiles(CoreCount, 50, 99.5), p = percentiles(TargetNodeCount, 10, 90), make_bag(Identity), sizes = make_bag(bag_pack(VmSize, CoreCount)) by ClusterName")),
         q("bad_make_bag", format!("{AML} | summarize make_bag(VmSize)")),
+        q("let_functions", format!("let pct = (part: long, whole: long) {{ round(100.0 * part / whole, 1) }};\nlet recent = (etype: string, since: timespan = 5d) {{ {JOBS} | where TimeGenerated > ago(since) and EventType == etype }};\nrecent('JobFailed') | summarize n = count() by ClusterName | extend share = pct(n, 77)")),
+        q("let_function_no_params", format!("let failures = () {{ {JOBS} | where EventType == 'JobFailed' }};\nfailures() | count")),
+        q("bad_function_arity", format!("let f = (x: long) {{ x * 2 }};\n{AML} | extend y = f(1, 2)")),
+        q("bad_unknown_tabular_function", format!("let recent = (n: timespan) {{ {JOBS} | where TimeGenerated > ago(n) }};\nrecnt(1d) | count")),
         q("derived_names_numbered", format!("{AML} | project CoreCount, sqrt(CoreCount), ceiling(CoreCount)")),
         q("derived_by_names_numbered", format!("{AML} | summarize count() by sqrt(CoreCount), CoreCount")),
         // Mistakes: both must refuse.

@@ -54,6 +54,29 @@ pub enum LetValue {
     Scalar(Expr),
     /// A tabular expression: `let failed = AmlComputeJobEvent | where …;`.
     Tabular(Tabular),
+    /// `let f = (x: long, n: timespan = 1d) { … };`
+    Function(Function),
+}
+
+/// A `let` function: its parameters and a scalar or tabular body, put in place of each call
+/// with the arguments in place of the parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Function {
+    pub params: Vec<Param>,
+    pub body: FunctionBody,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Param {
+    pub name: Ident,
+    pub ty: Ident,
+    pub default: Option<Expr>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FunctionBody {
+    Scalar(Expr),
+    Tabular(Tabular),
 }
 
 /// A tabular expression: `Source | op | op …`.
@@ -71,6 +94,8 @@ pub enum Source {
     Union(Union),
     /// `( Tabular )`.
     Sub(Box<Tabular>),
+    /// A call of a tabular `let` function: `recent(1d)`.
+    Call { name: Ident, args: Vec<Expr> },
 }
 
 /// `union [kind = inner | outer] [withsource = Column] Leg, …`

@@ -52,6 +52,7 @@ pub fn compile(source: &str, schemas: &Schemas) -> Result<Plan, Diagnostics> {
         scalars: Vec::new(),
         scalar_spans: Vec::new(),
         tabulars: Vec::new(),
+        functions: Vec::new(),
         inputs: Vec::new(),
         side_windows: Vec::new(),
     };
@@ -89,6 +90,8 @@ struct Checker<'a> {
     scalar_spans: Vec<Span>,
     /// Tabular `let`s so far, with the earlier ones already put in.
     tabulars: Vec<(String, ast::Tabular)>,
+    /// `let` functions so far, with the earlier `let`s already put in their bodies.
+    functions: Vec<(String, ast::Function)>,
     /// The plan's inputs, as they are found.
     inputs: Vec<Input>,
     /// The windows of the right sides of joins, as they are found.
@@ -139,7 +142,7 @@ fn flatten(t: &ast::Tabular) -> ast::Tabular {
 /// How many table names a tabular expression holds (its size after expansion).
 fn sources(t: &ast::Tabular) -> usize {
     let source = match &t.source {
-        Source::Name(_) => 1,
+        Source::Name(_) | Source::Call { .. } => 1,
         Source::Sub(inner) => sources(inner),
         Source::Union(u) => u.legs.iter().map(sources).sum(),
     };
@@ -158,7 +161,7 @@ fn sources(t: &ast::Tabular) -> usize {
 /// Where a leg of a union starts, for messages.
 fn leg_span(t: &ast::Tabular) -> Span {
     match &t.source {
-        Source::Name(n) => n.span,
+        Source::Name(n) | Source::Call { name: n, .. } => n.span,
         Source::Sub(inner) => leg_span(inner),
         Source::Union(u) => u.legs.first().map_or(Span::default(), leg_span),
     }
@@ -251,6 +254,7 @@ impl Checker<'_> {
                 _ => {
                     let mut e = e.clone();
                     inline(&mut e, &self.scalars);
+                    self.call_functions(&mut e);
                     let (nodes, depth) = extent(&e);
                     if nodes > MAX_NODES || depth > MAX_DEPTH {
                         self.err(
@@ -265,6 +269,30 @@ impl Checker<'_> {
                 }
             },
             ast::LetValue::Tabular(t) => t.clone(),
+            ast::LetValue::Function(f) => {
+                let mut f = f.clone();
+                let params: Vec<&str> = f.params.iter().map(|p| p.name.name.as_str()).collect();
+                match &mut f.body {
+                    ast::FunctionBody::Scalar(e) => {
+                        // Earlier scalars and functions, but not over the parameters' names.
+                        let visible: Vec<(String, ast::Expr)> = self
+                            .scalars
+                            .iter()
+                            .filter(|(n, _)| !params.contains(&n.as_str()))
+                            .cloned()
+                            .collect();
+                        inline(e, &visible);
+                        self.call_functions(e);
+                    }
+                    ast::FunctionBody::Tabular(t) => {
+                        if self.expand(t).is_none() {
+                            return;
+                        }
+                    }
+                }
+                self.functions.push((name, f));
+                return;
+            }
         };
         let mut t = tabular;
         if self.expand(&mut t).is_some() {
@@ -296,6 +324,10 @@ impl Checker<'_> {
                     t.source = Source::Sub(Box::new(def.clone()));
                 }
             }
+            Source::Call { name, args } => {
+                let body = self.tabular_call(name, args)?;
+                t.source = Source::Sub(Box::new(body));
+            }
             Source::Sub(inner) => self.expand(inner)?,
             Source::Union(u) => {
                 for leg in &mut u.legs {
@@ -319,6 +351,100 @@ impl Checker<'_> {
         Some(())
     }
 
+    /// The body of tabular function `name` with `args` in place of its parameters.
+    fn tabular_call(&mut self, name: &ast::Ident, args: &[ast::Expr]) -> Option<ast::Tabular> {
+        let Some((_, f)) = self.functions.iter().rev().find(|(n, _)| *n == name.name) else {
+            let names = self
+                .functions
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .chain(self.tabulars.iter().map(|(n, _)| n.as_str()));
+            let hint = nearest(&name.name, names)
+                .map(|n| format!(" (did you mean '{n}'?)"))
+                .unwrap_or_default();
+            self.err(name.span, format!("unknown function '{}'{hint}", name.name));
+            return None;
+        };
+        let ast::FunctionBody::Tabular(body) = &f.body else {
+            self.err(
+                name.span,
+                format!("'{}' returns a value, not a table", name.name),
+            );
+            return None;
+        };
+        let mut body = body.clone();
+        let bindings = self.bind(name, &f.params.clone(), args)?;
+        each_expr_mut(&mut body, &mut |e| inline(e, &bindings));
+        Some(body)
+    }
+
+    /// Parameters bound to arguments (or their defaults), for a call of `name`.
+    fn bind(
+        &mut self,
+        name: &ast::Ident,
+        params: &[ast::Param],
+        args: &[ast::Expr],
+    ) -> Option<Vec<(String, ast::Expr)>> {
+        let required = params.iter().filter(|p| p.default.is_none()).count();
+        if args.len() < required || args.len() > params.len() {
+            self.err(
+                name.span,
+                format!(
+                    "'{}' takes {} argument(s), got {}",
+                    name.name,
+                    if required == params.len() {
+                        required.to_string()
+                    } else {
+                        format!("{required} to {}", params.len())
+                    },
+                    args.len()
+                ),
+            );
+            return None;
+        }
+        Some(
+            params
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let value = args
+                        .get(i)
+                        .cloned()
+                        .or_else(|| p.default.clone())
+                        .expect("arity checked");
+                    (p.name.name.clone(), value)
+                })
+                .collect(),
+        )
+    }
+
+    /// Calls of scalar `let` functions in `e` replaced by their bodies.
+    fn call_functions(&mut self, e: &mut ast::Expr) {
+        for c in e.children_mut() {
+            self.call_functions(c);
+        }
+        let ExprKind::Call { name, args } = &e.kind else {
+            return;
+        };
+        let Some((_, f)) = self.functions.iter().rev().find(|(n, _)| *n == name.name) else {
+            return;
+        };
+        let ast::FunctionBody::Scalar(body) = &f.body else {
+            let name = name.clone();
+            self.err(
+                name.span,
+                format!("'{}' returns a table, not a value", name.name),
+            );
+            return;
+        };
+        let (mut body, params) = (body.clone(), f.params.clone());
+        let (name, args) = (name.clone(), args.clone());
+        if let Some(bindings) = self.bind(&name, &params, &args) {
+            inline(&mut body, &bindings);
+            *e = body;
+        }
+    }
+
     /// Compiles a tabular expression (flattened: see [`flatten`]) whose rows belong to
     /// `side`.
     fn tabular(&mut self, t: &ast::Tabular, side: usize, mode: Mode) -> Option<Piped> {
@@ -334,6 +460,11 @@ impl Checker<'_> {
             }
             Source::Union(u) => self.union(None, u, side)?,
             Source::Sub(_) => unreachable!("flattened"),
+            // `expand` put every call's body in its place.
+            Source::Call { name, .. } => {
+                self.err(name.span, format!("unknown function '{}'", name.name));
+                return None;
+            }
         };
         let source_name: Arc<str> = match &t.source {
             Source::Name(n) if t.ops.is_empty() || mode != Mode::Leg => Arc::from(n.name.as_str()),
@@ -349,7 +480,7 @@ impl Checker<'_> {
         let mut rows_sorted = false;
 
         let inlined;
-        let ops = if self.scalars.is_empty() {
+        let ops = if self.scalars.is_empty() && self.functions.is_empty() {
             &t.ops
         } else {
             inlined = self.inline_lets(&t.ops, &scope, &source_name)?;
@@ -1201,6 +1332,7 @@ impl Checker<'_> {
             }
             for e in exprs {
                 inline(e, &lets);
+                self.call_functions(e);
                 let (nodes, depth) = extent(e);
                 if nodes > 10 * MAX_NODES || depth > 2 * MAX_DEPTH {
                     self.diags.push(Diagnostic::new(
@@ -2772,6 +2904,50 @@ fn lift_aggregates(e: &mut ast::Expr, hidden: &mut usize, out: &mut Vec<(String,
         span: e.span,
     };
     out.push((name, std::mem::replace(e, column)));
+}
+
+/// Every expression of a tabular expression, its legs and join sides included.
+fn each_expr_mut(t: &mut ast::Tabular, f: &mut dyn FnMut(&mut ast::Expr)) {
+    match &mut t.source {
+        Source::Name(_) => {}
+        Source::Call { args, .. } => args.iter_mut().for_each(&mut *f),
+        Source::Sub(inner) => each_expr_mut(inner, f),
+        Source::Union(u) => u.legs.iter_mut().for_each(|l| each_expr_mut(l, f)),
+    }
+    for op in &mut t.ops {
+        match &mut op.kind {
+            OperatorKind::Where(e) | OperatorKind::Take(e) => f(e),
+            OperatorKind::Extend(items) | OperatorKind::Project(items) => {
+                items.iter_mut().for_each(|i| f(&mut i.expr))
+            }
+            OperatorKind::Summarize { aggregates, by } => {
+                aggregates.iter_mut().chain(by).for_each(|i| f(&mut i.expr))
+            }
+            OperatorKind::Sort(keys) => keys.iter_mut().for_each(|k| f(&mut k.expr)),
+            OperatorKind::Top { count, by } => {
+                f(count);
+                by.iter_mut().for_each(|k| f(&mut k.expr));
+            }
+            OperatorKind::Parse(p) => f(&mut p.expr),
+            OperatorKind::MvExpand(m) => {
+                m.items.iter_mut().for_each(|(i, _)| f(&mut i.expr));
+                if let Some(l) = &mut m.limit {
+                    f(l);
+                }
+            }
+            OperatorKind::Union(u) => u.legs.iter_mut().for_each(|l| each_expr_mut(l, f)),
+            OperatorKind::Join { right, .. } | OperatorKind::Lookup { right, .. } => {
+                each_expr_mut(right, f)
+            }
+            OperatorKind::ProjectAway(_)
+            | OperatorKind::ProjectRename(_)
+            | OperatorKind::ProjectReorder(_)
+            | OperatorKind::Distinct(_)
+            | OperatorKind::Count
+            | OperatorKind::As(_)
+            | OperatorKind::Render(_) => {}
+        }
+    }
 }
 
 /// Replaces the `let` names in `e` by their expressions (the last binding of a name wins).

@@ -1415,3 +1415,38 @@ fn calendar_math_string_and_dynamic_functions_of_the_samples() {
         "bag_pack() takes key/value pairs"
     );
 }
+
+#[test]
+fn let_functions_are_put_in_place_of_their_calls() {
+    let p = plan(&format!(
+        "let twice = (x: long) {{ x * 2 }};\nlet recent = (since: timespan = 1h) {{ {CLUSTER} | where TimeGenerated > ago(since) }};\nrecent() | extend t = twice(TargetNodeCount) | project t"
+    ));
+    // The default argument made a sliding window, as `ago(1h)` written out does.
+    assert_eq!(p.window.map(|w| w.length), Some(TICKS_PER_HOUR));
+    assert_eq!(p.output[0].ty, Type::Long);
+    assert_eq!(
+        error(&format!(
+            "let twice = (x: long) {{ x * 2 }};\n{CLUSTER} | extend y = twice(1, 2)"
+        ))
+        .2,
+        "'twice' takes 1 argument(s), got 2"
+    );
+    assert_eq!(
+        error(&format!("let recent = (n: timespan) {{ {CLUSTER} | where TimeGenerated > ago(n) }};\nrecnt(1d) | count")).2,
+        "unknown function 'recnt' (did you mean 'recent'?)"
+    );
+    assert_eq!(
+        error(&format!(
+            "let twice = (x: long) {{ x * 2 }};\ntwice(1) | count"
+        ))
+        .2,
+        "'twice' returns a value, not a table"
+    );
+    assert_eq!(
+        error(&format!(
+            "let recent = () {{ {CLUSTER} }};\n{CLUSTER} | extend y = recent()"
+        ))
+        .2,
+        "'recent' returns a table, not a value"
+    );
+}

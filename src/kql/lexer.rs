@@ -33,6 +33,9 @@ pub enum TokenKind {
     LParen,
     RParen,
     LBracket,
+    /// `{` and `}`: the body of a `let` function.
+    LBrace,
+    RBrace,
     RBracket,
     Dot,
     DotDot,
@@ -412,6 +415,8 @@ fn punctuation(b: u8, next: Option<u8>) -> Option<(TokenKind, usize)> {
         (b'(', _) => (T::LParen, 1),
         (b')', _) => (T::RParen, 1),
         (b'[', _) => (T::LBracket, 1),
+        (b'{', _) => (T::LBrace, 1),
+        (b'}', _) => (T::RBrace, 1),
         (b']', _) => (T::RBracket, 1),
         (b'+', _) => (T::Plus, 1),
         (b'-', _) => (T::Minus, 1),

@@ -234,6 +234,18 @@ impl Parser<'_> {
             return self.expected("a name after 'let'");
         };
         self.expect(T::Assign, "'=' after the name of the 'let'")?;
+        let function = matches!(
+            (self.peek(), self.peek_at(1), self.peek_at(2)),
+            (T::LParen, T::RParen, T::LBrace) | (T::LParen, T::Word(_), T::Colon)
+        );
+        if function {
+            let value = LetValue::Function(self.function()?);
+            if *self.peek() != T::Semicolon {
+                return self.expected("';' after the 'let' statement");
+            }
+            self.bump();
+            return Ok(Let { name, value });
+        }
         let tabular = match (self.peek(), self.peek_at(1)) {
             (T::Word(w), _) if w == "union" => true,
             (T::Word(_), T::Pipe) => true,
@@ -250,6 +262,49 @@ impl Parser<'_> {
         }
         self.bump();
         Ok(Let { name, value })
+    }
+
+    /// `(name: type [= default], …) { body }`
+    fn function(&mut self) -> PResult<Function> {
+        let open = self.bump();
+        let mut params = Vec::new();
+        while *self.peek() != T::RParen {
+            let Some(name) = self.name() else {
+                return self.expected("a parameter name");
+            };
+            self.expect(T::Colon, "':' and a type after the parameter name")?;
+            let Some(ty) = self.name() else {
+                return self.expected("a parameter type");
+            };
+            let default = if self.eat(&T::Assign) {
+                Some(self.expr()?)
+            } else {
+                None
+            };
+            params.push(Param { name, ty, default });
+            if !self.eat(&T::Comma) {
+                break;
+            }
+        }
+        self.close(T::RParen, open, "(")?;
+        let brace = self.expect(T::LBrace, "'{' and the function's body")?;
+        let tabular = match (self.peek(), self.peek_at(1)) {
+            (T::Word(w), _) if w == "union" => true,
+            (T::Word(_), T::Pipe | T::RBrace) => true,
+            (T::LParen, _) => self.paren_is_tabular(),
+            _ => false,
+        };
+        let body = if tabular {
+            FunctionBody::Tabular(self.tabular(false)?)
+        } else {
+            FunctionBody::Scalar(self.top_expr()?)
+        };
+        let what = format!(
+            "'}}' to close the body opened at {}",
+            position(self.src, brace.start)
+        );
+        self.expect(T::RBrace, &what)?;
+        Ok(Function { params, body })
     }
 
     /// Whether the `(` here opens a tabular expression (`(T | where …)`) rather than a
@@ -284,7 +339,12 @@ impl Parser<'_> {
             }
             Err(Reported) => return Err(Reported),
         };
-        if source.is_some() && !matches!(self.peek(), T::Pipe | T::Semicolon | T::Eof | T::RParen) {
+        if source.is_some()
+            && !matches!(
+                self.peek(),
+                T::Pipe | T::Semicolon | T::Eof | T::RParen | T::RBrace
+            )
+        {
             ok = false;
             self.report_expected("'|' after the table name");
             if !top {
@@ -323,10 +383,22 @@ impl Parser<'_> {
             self.close(T::RParen, open, "(")?;
             return Ok(Source::Sub(Box::new(inner)));
         }
-        match self.name() {
-            Some(ident) => Ok(Source::Name(ident)),
-            None => self.expected("a table name"),
+        let Some(name) = self.name() else {
+            return self.expected("a table name");
+        };
+        if *self.peek() == T::LParen {
+            let open = self.bump();
+            let mut args = Vec::new();
+            while *self.peek() != T::RParen {
+                args.push(self.expr()?);
+                if !self.eat(&T::Comma) {
+                    break;
+                }
+            }
+            self.close(T::RParen, open, &format!("{}(", name.name))?;
+            return Ok(Source::Call { name, args });
         }
+        Ok(Source::Name(name))
     }
 
     /// What follows `mv-expand`.
@@ -681,7 +753,10 @@ impl Parser<'_> {
                 )
             }
         };
-        if !matches!(self.peek(), T::Pipe | T::Semicolon | T::Eof | T::RParen) {
+        if !matches!(
+            self.peek(),
+            T::Pipe | T::Semicolon | T::Eof | T::RParen | T::RBrace
+        ) {
             return self.expected(&format!(
                 "'|' or the end of the query after the '{name}' operator"
             ));
@@ -1447,6 +1522,11 @@ mod tests {
             Source::Name(n) => n.name.clone(),
             Source::Union(u) => format!("union {}", show_union(u)),
             Source::Sub(inner) => format!("({})", show_tabular(inner)),
+            Source::Call { name, args } => format!(
+                "{}({})",
+                name.name,
+                args.iter().map(show).collect::<Vec<_>>().join(", ")
+            ),
         };
         for op in &t.ops {
             out += &match &op.kind {
