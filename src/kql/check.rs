@@ -1074,7 +1074,26 @@ impl Checker<'_> {
     ) -> Option<(Vec<usize>, Scope, Option<Window>)> {
         let mut legs: Vec<(Vec<usize>, Scope, Option<Window>, Arc<str>)> =
             first.into_iter().collect();
-        for (i, leg) in u.legs.iter().enumerate() {
+        // `search` without `in (…)`: every table.
+        let every;
+        let u_legs = if u.legs.is_empty() {
+            every = self
+                .schemas
+                .tables
+                .iter()
+                .map(|t| ast::Tabular {
+                    source: Source::Name(ast::Ident {
+                        name: t.name.to_string(),
+                        span: Span::default(),
+                    }),
+                    ops: Vec::new(),
+                })
+                .collect::<Vec<_>>();
+            &every
+        } else {
+            &u.legs
+        };
+        for (i, leg) in u_legs.iter().enumerate() {
             let p = self.tabular(leg, side, Mode::Leg)?;
             let name = match (&leg.source, leg.ops.is_empty()) {
                 (Source::Name(n), true) => Arc::from(n.name.as_str()),
@@ -1101,61 +1120,73 @@ impl Checker<'_> {
             });
         }
         let from = cols.len();
+        // One column per name and type: a name two legs give different types becomes one
+        // column per type, `Name_type` (as Kusto's `union` does).
+        let mut origin: Vec<Arc<str>> = Vec::new();
+        // Whether leg column `c` goes to union column `k`, first given by a leg as `name`.
+        let fits = |k: &Col, name: &Arc<str>, c: &Col| c.name == *name && unify(k.ty, c.ty).is_ok();
         for (_, scope, _, _) in &legs {
             for c in scope {
-                match cols[from..].iter_mut().find(|k| k.name == c.name) {
-                    None => cols.push(Col {
-                        is_key: false,
-                        ..c.clone()
-                    }),
-                    Some(k) => match unify(k.ty, c.ty) {
-                        Ok(ty) => k.ty = ty,
-                        Err(()) => {
-                            let span = u.legs.first().map_or(Span::default(), leg_span);
-                            self.err(
-                                span,
-                                format!(
-                                    "column '{}' is {} in one leg of this 'union' and {} in another: convert one of them",
-                                    c.name,
-                                    tyname(k.ty),
-                                    tyname(c.ty)
-                                ),
-                            );
-                            return None;
-                        }
-                    },
+                let found = cols[from..]
+                    .iter()
+                    .zip(&origin)
+                    .position(|(k, o)| fits(k, o, c));
+                match found {
+                    Some(at) => {
+                        let k = &mut cols[from + at];
+                        k.ty = unify(k.ty, c.ty).unwrap_or(k.ty);
+                    }
+                    None => {
+                        origin.push(c.name.clone());
+                        cols.push(Col {
+                            is_key: false,
+                            ..c.clone()
+                        });
+                    }
                 }
             }
         }
+        for i in 0..origin.len() {
+            if origin.iter().filter(|o| **o == origin[i]).count() > 1 {
+                let c = &mut cols[from + i];
+                c.name = Arc::from(format!("{}_{}", origin[i], tyname(c.ty)));
+            }
+        }
         // A column is the event time only if every leg's is.
-        for c in &mut cols[from..] {
-            c.is_time = legs
-                .iter()
-                .all(|(_, scope, _, _)| scope.iter().any(|s| s.name == c.name && s.is_time));
+        let leg_has = |scope: &Scope, k: &Col, o: &Arc<str>| scope.iter().any(|s| fits(k, o, s));
+        for (c, o) in cols[from..].iter_mut().zip(&origin) {
+            c.is_time = legs.iter().all(|(_, scope, _, _)| {
+                scope
+                    .iter()
+                    .any(|s| s.name == *o && s.is_time && unify(c.ty, s.ty).is_ok())
+            });
         }
         if u.inner {
-            let mut kept: Scope = cols[..from].to_vec();
-            kept.extend(
-                cols[from..]
-                    .iter()
-                    .filter(|c| {
-                        legs.iter()
-                            .all(|(_, scope, _, _)| scope.iter().any(|s| s.name == c.name))
-                    })
-                    .cloned(),
-            );
-            cols = kept;
+            let keep: Vec<bool> = cols[from..]
+                .iter()
+                .zip(&origin)
+                .map(|(c, o)| legs.iter().all(|(_, scope, _, _)| leg_has(scope, c, o)))
+                .collect();
+            let mut i = 0;
+            cols.retain(|_| {
+                i += 1;
+                i <= from || keep[i - 1 - from]
+            });
+            let mut j = 0;
+            origin.retain(|_| {
+                j += 1;
+                keep[j - 1]
+            });
         }
         let mut all = Vec::new();
         for (inputs, scope, _, name) in legs {
-            let exprs: Vec<Expr> = cols
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
+            let exprs: Vec<Expr> = (0..cols.len())
+                .map(|i| {
                     if i < from {
                         return Expr::Literal(Value::Str(name.clone()));
                     }
-                    match scope.iter().position(|s| s.name == c.name) {
+                    let (c, o) = (&cols[i], &origin[i - from]);
+                    match scope.iter().position(|s| fits(c, o, s)) {
                         Some(at) => Expr::Column(at),
                         None => Expr::Literal(Value::Null),
                     }
@@ -2037,6 +2068,27 @@ impl Checker<'_> {
     }
 
     fn unknown_column(&mut self, span: Span, name: &str, scope: &Scope) {
+        // A union split it by type: `DurationMs_long`, `DurationMs_string`.
+        let split: Vec<String> = scope
+            .iter()
+            .filter(|c| {
+                c.name
+                    .strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix('_'))
+                    .is_some_and(|ty| Some(ty) == c.ty.map(Type::name))
+            })
+            .map(|c| format!("'{}'", c.name))
+            .collect();
+        if !split.is_empty() {
+            self.err(
+                span,
+                format!(
+                    "unknown column '{name}': the union has one column per type of it, {}",
+                    split.join(", ")
+                ),
+            );
+            return;
+        }
         let hint = match scope.iter().find(|c| c.name.eq_ignore_ascii_case(name)) {
             Some(c) => format!(
                 " (did you mean '{}'? column names are case-sensitive)",

@@ -1436,10 +1436,7 @@ fn let_functions_are_put_in_place_of_their_calls() {
         "unknown function 'recnt' (did you mean 'recent'?)"
     );
     assert_eq!(
-        error(&format!(
-            "let twice = (x: long) {{ x * 2 }};\ntwice(1) | count"
-        ))
-        .2,
+        error("let twice = (x: long) { x * 2 };\ntwice(1) | count").2,
         "'twice' returns a value, not a table"
     );
     assert_eq!(
@@ -1448,5 +1445,30 @@ fn let_functions_are_put_in_place_of_their_calls() {
         ))
         .2,
         "'recent' returns a table, not a value"
+    );
+}
+
+#[test]
+fn search_reads_every_table_and_a_union_splits_a_name_of_two_types() {
+    let schemas = Schemas::embedded();
+    let p = plan("search \"gpu\" | summarize count() by $table");
+    assert_eq!(p.inputs.len(), schemas.tables.len(), "every table is read");
+    let p = plan(&format!("search in ({CLUSTER}, AzureMetrics) \"gpu\""));
+    assert_eq!(p.inputs.len(), 2);
+    assert_eq!(&*p.output[0].name, "$table");
+    // DurationMs is a long in common.json and a string in AmlRunStatusChangedEvent.
+    let names: Vec<String> = plan(&format!("union {CLUSTER}, AmlRunStatusChangedEvent"))
+        .output
+        .iter()
+        .map(|c| c.name.to_string())
+        .filter(|n| n.starts_with("DurationMs"))
+        .collect();
+    assert_eq!(names, ["DurationMs_long", "DurationMs_string"]);
+    assert_eq!(
+        error(&format!(
+            "union {CLUSTER}, AmlRunStatusChangedEvent | project DurationMs"
+        ))
+        .2,
+        "unknown column 'DurationMs': the union has one column per type of it, 'DurationMs_long', 'DurationMs_string'"
     );
 }

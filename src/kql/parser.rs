@@ -371,8 +371,11 @@ impl Parser<'_> {
         }
     }
 
-    /// A table (or tabular `let`) name, `union …`, or `( Tabular )`.
+    /// A table (or tabular `let`) name, `union …`, `search …`, or `( Tabular )`.
     fn source(&mut self) -> PResult<Source> {
+        if self.at_word("search") && !matches!(self.peek_at(1), T::Pipe | T::Eof) {
+            return self.search_source();
+        }
         if self.at_word("union") && !matches!(self.peek_at(1), T::Pipe | T::Eof) {
             self.bump();
             return Ok(Source::Union(self.union_args()?));
@@ -471,6 +474,11 @@ impl Parser<'_> {
                 ),
             }
         }
+        Ok(OperatorKind::Where(self.search_filter(cs)?))
+    }
+
+    /// The predicate of `search`: a string alone is `* has "…"`.
+    fn search_filter(&mut self, cs: bool) -> PResult<Expr> {
         let e = self.top_expr()?;
         let kind = match &e.kind {
             ExprKind::Literal(Literal::String(_)) => ExprKind::Binary {
@@ -485,9 +493,9 @@ impl Parser<'_> {
                 }),
                 rhs: Box::new(e.clone()),
             },
-            _ => return Ok(OperatorKind::Where(e)),
+            _ => return Ok(e),
         };
-        Ok(OperatorKind::Where(Expr { kind, span: e.span }))
+        Ok(Expr { kind, span: e.span })
     }
 
     /// What follows `parse`: `[kind = simple | regex] [flags = …] Expr with Pattern`.
@@ -557,6 +565,58 @@ impl Parser<'_> {
             flags,
             pattern,
         })
+    }
+
+    /// `search [kind = …] [in (T, …)] Predicate` at the start of a query: a union of the
+    /// tables (every table without `in`) with a `$table` column, filtered as `| search`
+    /// filters.
+    fn search_source(&mut self) -> PResult<Source> {
+        let start = self.bump();
+        // `kind=` is read by `search()` below, after the tables.
+        let mut kind = None;
+        if let (T::Word(option), T::Assign) = (self.peek().clone(), self.peek_at(1)) {
+            if option == "kind" {
+                kind = Some((self.bump(), self.bump(), self.name()));
+            }
+        }
+        let mut legs = Vec::new();
+        if self.at_word("in") {
+            self.bump();
+            let open = self.expect(T::LParen, "'(' and the tables after 'search in'")?;
+            loop {
+                legs.push(self.leg("a table")?);
+                if !self.eat(&T::Comma) {
+                    break;
+                }
+            }
+            self.close(T::RParen, open, "in (")?;
+        }
+        let cs =
+            match kind {
+                None => false,
+                Some((_, _, Some(k))) if k.name == "case_sensitive" => true,
+                Some((_, _, Some(k))) if k.name == "case_insensitive" => false,
+                Some((at, ..)) => return self.fail(
+                    at,
+                    "the only option of 'search' is kind=case_sensitive or kind=case_insensitive",
+                ),
+            };
+        let filter = self.search_filter(cs)?;
+        let span = Span::new(start.start, self.last_end);
+        Ok(Source::Sub(Box::new(Tabular {
+            source: Source::Union(Union {
+                inner: false,
+                withsource: Some(Ident {
+                    name: "$table".to_string(),
+                    span: start,
+                }),
+                legs,
+            }),
+            ops: vec![Operator {
+                kind: OperatorKind::Where(filter),
+                span,
+            }],
+        })))
     }
 
     /// What follows `union`: its options, then the legs.
