@@ -119,6 +119,8 @@ pub struct Summary {
     pub rows_capped: u64,
     /// How far behind the clock a tumbling bin closes (ticks).
     pub allowed_lateness: i64,
+    /// Rows a join made beyond its bound and left out.
+    pub join_dropped: u64,
 }
 
 impl Summary {
@@ -138,7 +140,14 @@ impl Summary {
             query,
             limits: spec.limits.clone(),
             allowed_lateness: opts.allowed_lateness,
+            join_dropped: 0,
         }
+    }
+
+    /// With what the result itself says was left out (a join's bound).
+    pub fn with_result(mut self, result: &crate::window::query::ResultTable) -> Summary {
+        self.join_dropped = result.join_dropped;
+        self
     }
 
     pub fn rejected(&self) -> u64 {
@@ -147,7 +156,7 @@ impl Summary {
 
     /// A cap dropped rows: the result is not the query's whole answer.
     pub fn incomplete(&self) -> bool {
-        self.query.series_dropped > 0 || self.rows_capped > 0
+        self.query.series_dropped > 0 || self.rows_capped > 0 || self.join_dropped > 0
     }
 
     /// Anything was left out: a cap's drops, rejected input, or rows too late for their bin.
@@ -198,6 +207,14 @@ impl Summary {
                 out,
                 "  dropped: {} rows beyond --max-rows {}: the result holds the most recent rows only",
                 self.rows_capped, self.limits.max_rows
+            );
+        }
+        if self.join_dropped > 0 {
+            let _ = writeln!(
+                out,
+                "  dropped: {} rows a join made beyond its bound of {} (16 × --max-rows): the result is missing them",
+                self.join_dropped,
+                crate::window::query::join_bound(&self.limits)
             );
         }
         if q.late > 0 {

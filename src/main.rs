@@ -166,7 +166,7 @@ fn main() -> ExitCode {
                         Format::Table => format::table(&result),
                     };
                     print!("{text}");
-                    let summary = cli::Summary::of(&engine, &opts);
+                    let summary = cli::Summary::of(&engine, &opts).with_result(&result);
                     if summary.lost_anything() {
                         eprint!("{}", summary.render());
                     }

@@ -228,3 +228,28 @@ fn out_of_order_input_counts_in_its_bin_unless_a_lateness_is_given() {
         stderr(&out)
     );
 }
+
+/// A join whose key every row shares squares its sides: it stops at 16 × `--max-rows` rows,
+/// and says what it left out.
+#[test]
+fn a_join_beyond_its_bound_is_reported_and_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    let lines: Vec<String> = (0..50).map(|_| cluster("same")).collect();
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let kql =
+        "AmlComputeClusterEvent | join kind=inner (AmlComputeClusterEvent) on ClusterName | count";
+    let out = query(&input, &["--max-rows", "64"], kql);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["Count"], 1024, "{v}");
+    assert!(
+        err.contains("dropped: 1476 rows a join made beyond its bound of 1024 (16 × --max-rows)"),
+        "{err}"
+    );
+    let out = query(&input, &[], kql);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["Count"], 2500, "{v}");
+}

@@ -104,6 +104,15 @@ pub enum Bins {
 pub struct ResultTable {
     pub columns: Vec<OutColumn>,
     pub rows: Vec<Vec<Value>>,
+    /// Rows a join made beyond its bound ([`join_bound`]) and left out: the result is then
+    /// incomplete.
+    pub join_dropped: u64,
+}
+
+/// The most rows one join makes: 16 × `max_rows` (its sides hold `max_rows` each, and a
+/// key every row shares would otherwise square them).
+pub fn join_bound(limits: &QueryLimits) -> usize {
+    limits.max_rows.max(64).saturating_mul(16)
 }
 
 pub(super) type Key = Box<[Value]>;
@@ -500,6 +509,7 @@ impl QueryState {
             limits,
             parts,
             cx: Context { now: clock },
+            join_dropped: std::cell::Cell::new(0),
         };
         for op in &plan.post {
             rows = apply_post(op, rows, &read);
@@ -507,6 +517,7 @@ impl QueryState {
         ResultTable {
             columns: plan.output.clone(),
             rows,
+            join_dropped: read.join_dropped.get(),
         }
     }
 }
@@ -518,6 +529,8 @@ struct Read<'a> {
     limits: &'a QueryLimits,
     parts: &'a [&'a QueryState],
     cx: Context,
+    /// Rows joins left out beyond their bound.
+    join_dropped: std::cell::Cell<u64>,
 }
 
 /// The rows a side retains, over every part: merged by time (ties: partition order, then
@@ -826,7 +839,9 @@ fn apply_post(op: &TableOp, rows: Vec<Vec<Value>>, read: &Read<'_>) -> Vec<Vec<V
             for op in &j.right {
                 right = apply_post(op, right, read);
             }
-            join(j, rows, right)
+            let (out, dropped) = join(j, rows, right, join_bound(read.limits));
+            read.join_dropped.set(read.join_dropped.get() + dropped);
+            out
         }
         TableOp::Filter(p) => rows.into_iter().filter(|r| is_true(p, r, cx)).collect(),
         TableOp::Extend(items) => rows
@@ -897,7 +912,19 @@ fn summarize_rows(s: &Summarize, rows: &[Vec<Value>], cx: &Context) -> Vec<Vec<V
 /// A join of a result's rows (left) with a side's (right), by equal keys; a null key
 /// matches nothing. Left rows keep their order, each followed by its matches in the
 /// right's order; then (outer kinds) the right rows nothing matched.
-fn join(j: &Join, left: Vec<Vec<Value>>, right: Vec<Vec<Value>>) -> Vec<Vec<Value>> {
+fn join(
+    j: &Join,
+    left: Vec<Vec<Value>>,
+    right: Vec<Vec<Value>>,
+    bound: usize,
+) -> (Vec<Vec<Value>>, u64) {
+    let mut dropped = 0u64;
+    // Counts what the bound leaves out instead of making it.
+    let mut room = |made: usize, n: usize| -> usize {
+        let fits = n.min(bound.saturating_sub(made));
+        dropped += (n - fits) as u64;
+        fits
+    };
     let key_of = |row: &[Value], left_side: bool| -> Option<Vec<Value>> {
         j.keys
             .iter()
@@ -944,12 +971,15 @@ fn join(j: &Join, left: Vec<Vec<Value>>, right: Vec<Vec<Value>>) -> Vec<Vec<Valu
             JoinKind::LeftSemi | JoinKind::LeftAnti | JoinKind::RightSemi | JoinKind::RightAnti => {
             }
             JoinKind::LeftOuter | JoinKind::FullOuter if matches.is_empty() => {
-                let mut row = l;
-                row.extend(pick(None));
-                out.push(row);
+                if room(out.len(), 1) == 1 {
+                    let mut row = l;
+                    row.extend(pick(None));
+                    out.push(row);
+                }
             }
             _ => {
-                for &m in matches {
+                let fits = room(out.len(), matches.len());
+                for &m in &matches[..fits] {
                     let mut row = l.clone();
                     row.extend(pick(Some(&right[m])));
                     out.push(row);
@@ -957,7 +987,7 @@ fn join(j: &Join, left: Vec<Vec<Value>>, right: Vec<Vec<Value>>) -> Vec<Vec<Valu
             }
         }
     }
-    match j.kind {
+    let out = match j.kind {
         JoinKind::RightSemi | JoinKind::RightAnti => {
             let semi = j.kind == JoinKind::RightSemi;
             right
@@ -969,7 +999,7 @@ fn join(j: &Join, left: Vec<Vec<Value>>, right: Vec<Vec<Value>>) -> Vec<Vec<Valu
         }
         JoinKind::RightOuter | JoinKind::FullOuter => {
             for (r, m) in right.iter().zip(matched_right) {
-                if !m {
+                if !m && room(out.len(), 1) == 1 {
                     let mut row = vec![Value::Null; left_width];
                     row.extend(pick(Some(r)));
                     out.push(row);
@@ -978,7 +1008,8 @@ fn join(j: &Join, left: Vec<Vec<Value>>, right: Vec<Vec<Value>>) -> Vec<Vec<Valu
             out
         }
         _ => out,
-    }
+    };
+    (out, dropped)
 }
 
 /// Kusto's order for one sort key: nulls where the key says, the rest by value, reversed
