@@ -52,6 +52,21 @@ for f in [ROOT / "deploy/config/aml-queries.toml", *sorted((ROOT / "deploy/confi
 for name in ["queries.json", "breadth_queries.json"]:
     for q in json.loads((ROOT / "tests/expected" / name).read_text()):
         put("kql", q["kql"])
+# The query gallery's, and the cases hubwatch is compared with Kusto.Language on.
+for f in sorted((ROOT / "tests/fixtures/gallery").glob("*.kql")):
+    put("kql", f.read_text())
+KQL_SHAPES = [
+    'let f = (x: long, n: timespan = 1d) { x * 2 };\nlet t = (k: string) { AmlComputeJobEvent | where EventType == k };\nt("JobFailed") | extend y = f(1)',
+    'AmlComputeJobEvent | join kind=fullouter (AmlComputeJobEvent | summarize n = count() by JobId) on $left.JobId == $right.JobId | summarize count() by ClusterName',
+    'AmlComputeClusterEvent | lookup (AmlComputeClusterEvent | summarize arg_max(TimeGenerated, VmSize) by ClusterName) on ClusterName',
+    'union kind=inner withsource=S AmlComputeClusterEvent, (AzureMetrics | where Total > 0) | where * has "x"',
+    'search in (AmlComputeClusterEvent, AzureActivity) "gpu" | summarize count() by $table',
+    'AmlComputeClusterEvent | parse kind=regex flags=i _ResourceId with ".*?/WORKSPACES/" ws:string "/(.*)" rest | take 3',
+    'AmlComputeClusterEvent | mv-expand with_itemindex=i p = split(VmSize, "_") to typeof(string) limit 3 | summarize percentiles(CoreCount, 5, 95), make_bag(bag_pack(p, i)) by i',
+    'AmlComputeClusterEvent | take 5 | summarize count() by ClusterName | summarize sum(count_)',
+]
+for q in KQL_SHAPES:
+    put("kql", q)
 readme = (ROOT / "README.md").read_text()
 for block in re.findall(r"```kusto\n(.*?)```", readme, re.S):
     for query in block.split("\n\n"):

@@ -832,11 +832,14 @@ impl Checker<'_> {
                         None => Type::String,
                         Some(t) => self.type_named(t)?,
                     };
+                    // Named, so that groups of a `kind=regex` literal do not shift them.
+                    let group = format!("(?P<hubwatch{}>", columns.len());
+                    re += &group;
                     re += match ty {
-                        Type::Long => r"([-+]?\d+)",
-                        Type::Real => r"([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)",
-                        _ if i == last => "(.*)",
-                        _ => "(.*?)",
+                        Type::Long => r"[-+]?\d+)",
+                        Type::Real => r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)",
+                        _ if i == last => ".*)",
+                        _ => ".*?)",
                     };
                     columns.push((name, ty));
                 }
@@ -861,11 +864,16 @@ impl Checker<'_> {
             }
         };
         let mut items = Vec::new();
-        for (group, (name, ty)) in columns.into_iter().enumerate() {
+        for (n, (name, ty)) in columns.into_iter().enumerate() {
+            let wanted = format!("hubwatch{n}");
+            let group = compiled
+                .capture_names()
+                .position(|g| g == Some(wanted.as_str()))
+                .expect("every column has its named group");
             let cut = Expr::Regex {
                 re: compiled.clone(),
                 text: Box::new(text.expr.clone()),
-                group: Some(group + 1),
+                group: Some(group),
             };
             let func = match ty {
                 Type::Long => Some(Func::ToLong),
