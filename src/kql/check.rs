@@ -910,19 +910,11 @@ impl Checker<'_> {
 
     /// A type as written in `parse … Col:type` and `to typeof(type)`.
     fn type_named(&mut self, t: &ast::Ident) -> Option<Type> {
-        Some(match t.name.as_str() {
-            "string" => Type::String,
-            "long" | "int" => Type::Long,
-            "real" | "double" | "decimal" => Type::Real,
-            "datetime" | "date" => Type::DateTime,
-            "timespan" | "time" => Type::TimeSpan,
-            "bool" | "boolean" => Type::Bool,
-            "dynamic" => Type::Dynamic,
-            other => {
-                self.err(t.span, format!("unknown type '{other}' (known: string, long, int, real, double, decimal, datetime, timespan, bool, dynamic)"));
-                return None;
-            }
-        })
+        let ty = Type::from_schema_name(&t.name);
+        if ty.is_none() {
+            self.err(t.span, format!("unknown type '{}' (known: string, long, int, real, double, decimal, datetime, timespan, bool, dynamic, guid)", t.name));
+        }
+        ty
     }
 
     /// `mv-expand`: each item replaces its column (a bare column, or a name already taken)
@@ -2832,23 +2824,6 @@ impl Checker<'_> {
                 }
                 Some(Type::Real)
             }
-            Func::MinOf | Func::MaxOf => {
-                let mut t = None;
-                for i in 0..args.len() {
-                    t = match unify(t, ty(i)) {
-                        Ok(t) => t,
-                        Err(()) => {
-                            bad(
-                                self,
-                                i,
-                                &format!("a value of the same type as the others ({})", tyname(t)),
-                            );
-                            return None;
-                        }
-                    };
-                }
-                t
-            }
             Func::Substring | Func::IndexOf => {
                 let from = if func == Func::Substring { 1 } else { 2 };
                 for i in from..args.len() {
@@ -2888,7 +2863,7 @@ impl Checker<'_> {
                 }
                 Some(Type::String)
             }
-            Func::Coalesce => {
+            Func::Coalesce | Func::MinOf | Func::MaxOf => {
                 let mut t = None;
                 for i in 0..args.len() {
                     t = match unify(t, ty(i)) {
