@@ -117,6 +117,8 @@ struct Piped {
     window: Option<Window>,
     /// `take` before any operator that needs all rows: the rows kept.
     limit: Option<usize>,
+    /// `top N by …` as the first operator that needs all rows.
+    top: Option<(Vec<SortBy>, usize)>,
     /// The streamed `summarize` (`Mode::Stream` only).
     stage: Option<Summarize>,
     post: Vec<TableOp>,
@@ -228,6 +230,7 @@ impl Checker<'_> {
             window: p.window,
             side_windows: std::mem::take(&mut self.side_windows),
             stage,
+            top: p.top,
             post: p.post,
             output,
             render: p.render,
@@ -472,6 +475,7 @@ impl Checker<'_> {
         };
 
         let mut phase = Phase::Pre;
+        let mut top = None;
         let mut stage: Option<Summarize> = None;
         let mut limit: Option<usize> = None;
         let mut post = Vec::new();
@@ -664,6 +668,9 @@ impl Checker<'_> {
                 OperatorKind::Top { count, by } => {
                     let n = self.row_count(count, "top");
                     if let (Some(keys), Some(n)) = (self.sort_keys(by, &scope), n) {
+                        if phase == Phase::Pre && mode == Mode::Stream && side == 0 {
+                            top = Some((keys.clone(), n));
+                        }
                         post.push(TableOp::Sort(keys));
                         post.push(TableOp::Take(n));
                     }
@@ -800,6 +807,7 @@ impl Checker<'_> {
             inputs,
             window,
             limit,
+            top,
             stage,
             post,
             scope,

@@ -27,6 +27,9 @@ pub struct Plan {
     /// The windows of the right sides of joins: `side_windows[s - 1]` for side `s`.
     pub side_windows: Vec<Option<Window>>,
     pub stage: Stage,
+    /// `top N by …` straight on the rows (`Stage::Rows`, side 0): a row that N newer rows
+    /// beat can never be in the result again, and is dropped as soon as they arrive.
+    pub top: Option<(Vec<SortBy>, usize)>,
     pub post: Vec<TableOp>,
     /// The result's columns, in order.
     pub output: Vec<OutColumn>,

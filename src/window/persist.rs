@@ -125,6 +125,7 @@ impl QueryState {
                     }
                 }
                 state.seq = seq;
+                state.reindex_top();
             }
             Store::Total(map) => {
                 let n = r.get_len(2)?;

@@ -162,11 +162,150 @@ pub struct QueryState {
     /// may have left the window, not on every batch: with a million series a visit takes
     /// milliseconds, and the clock moves with nearly every batch.
     pub(super) oldest: i64,
+    /// `top N by …` on rows: what prunes them (see [`Plan::top`]).
+    pub(super) top: Option<TopIndex>,
     pub stats: QueryStats,
+}
+
+/// The retained rows of a query that begins with `top N by …`, by rank, and how many newer
+/// rows beat each. A row beaten by N newer rows is out of the top for as long as it stays
+/// in the window (they leave it after it does), so it is dropped; what remains is the
+/// top's every possible answer, often far fewer rows than the window holds.
+pub(super) struct TopIndex {
+    n: u32,
+    dirs: Arc<[(bool, bool)]>,
+    ranked: std::collections::BTreeSet<Ranked>,
+    /// Each row's sort keys and how many newer rows beat it.
+    beaten: HashMap<RowId, (Box<[Value]>, u32), FxBuildHasher>,
+}
+
+/// A retained row: (event time, arrival).
+type RowId = (i64, u64);
+
+/// A row's place in the top: its sort keys in the key's order (best first), then arrival.
+#[derive(Clone)]
+struct Ranked {
+    keys: Box<[Value]>,
+    id: (i64, u64),
+    /// (descending, nulls first) per key.
+    dirs: Arc<[(bool, bool)]>,
+}
+
+impl Ranked {
+    fn order_keys(&self, other: &Ranked) -> std::cmp::Ordering {
+        self.keys
+            .iter()
+            .zip(other.keys.iter())
+            .zip(self.dirs.iter())
+            .map(|((a, b), &(desc, nulls_first))| {
+                sort_order(
+                    &SortBy {
+                        expr: crate::kql::plan::Expr::Now,
+                        desc,
+                        nulls_first,
+                    },
+                    a,
+                    b,
+                )
+            })
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+impl Eq for Ranked {}
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.order_keys(other).then(self.id.cmp(&other.id))
+    }
+}
+
+impl TopIndex {
+    fn new(keys: &[SortBy], n: usize) -> TopIndex {
+        TopIndex {
+            n: n.min(u32::MAX as usize) as u32,
+            dirs: keys.iter().map(|k| (k.desc, k.nulls_first)).collect(),
+            ranked: Default::default(),
+            beaten: HashMap::default(),
+        }
+    }
+
+    /// Places row `id` with sort keys `keys`: whether it can still be in the top, and the
+    /// rows it pushes out of it. `newest`: no retained row arrived after it (the usual
+    /// case, in which no row can beat it).
+    fn admit(
+        &mut self,
+        id: (i64, u64),
+        keys: Box<[Value]>,
+        newest: bool,
+    ) -> (bool, Vec<(i64, u64)>) {
+        let me = Ranked {
+            keys,
+            id,
+            dirs: self.dirs.clone(),
+        };
+        let equal_keys = |r: &Ranked| me.order_keys(r).is_eq();
+        // Newer rows that beat it.
+        let above = if newest {
+            0
+        } else {
+            self.ranked
+                .iter()
+                .take_while(|r| me.order_keys(r).is_gt())
+                .filter(|r| r.id > id)
+                .count() as u32
+        };
+        if above >= self.n {
+            return (false, Vec::new());
+        }
+        // Older rows it beats.
+        let mut out = Vec::new();
+        for r in self
+            .ranked
+            .iter()
+            .rev()
+            .take_while(|r| !equal_keys(r) && me.order_keys(r).is_lt())
+        {
+            if r.id < id {
+                let entry = self.beaten.get_mut(&r.id).expect("indexed");
+                entry.1 += 1;
+                if entry.1 >= self.n {
+                    out.push(r.id);
+                }
+            }
+        }
+        for gone in &out {
+            self.remove(*gone);
+        }
+        self.beaten.insert(id, (me.keys.clone(), above));
+        self.ranked.insert(me);
+        (true, out)
+    }
+
+    fn remove(&mut self, id: (i64, u64)) {
+        if let Some((keys, _)) = self.beaten.remove(&id) {
+            self.ranked.remove(&Ranked {
+                keys,
+                id,
+                dirs: self.dirs.clone(),
+            });
+        }
+    }
 }
 
 impl QueryState {
     pub fn new(plan: Arc<Plan>, limits: QueryLimits) -> QueryState {
+        let top = plan_top(&plan);
         let store = match &plan.stage {
             Stage::Rows { .. } => Store::Rows(vec![BTreeMap::new(); plan.sides()]),
             Stage::Summarize(s) => match (s.bin, plan.window) {
@@ -186,7 +325,32 @@ impl QueryState {
             series: 0,
             seq: 0,
             oldest: i64::MIN,
+            top,
             stats: QueryStats::default(),
+        }
+    }
+
+    /// Builds the top's index over rows restored from a snapshot, oldest first, dropping
+    /// those it shows can no longer be in the top.
+    pub(super) fn reindex_top(&mut self) {
+        let (Some((keys, _)), Store::Rows(sides)) = (&self.plan.top, &mut self.store) else {
+            return;
+        };
+        let Some(index) = &mut self.top else { return };
+        let cx = Context { now: i64::MAX };
+        let ids: Vec<(i64, u64)> = sides[0].keys().copied().collect();
+        for id in ids {
+            let Some(row) = sides[0].get(&id) else {
+                continue;
+            };
+            let sort_keys = keys.iter().map(|k| eval(&k.expr, row, &cx)).collect();
+            let (keep, beaten) = index.admit(id, sort_keys, true);
+            for gone in beaten {
+                sides[0].remove(&gone);
+            }
+            if !keep {
+                sides[0].remove(&id);
+            }
         }
     }
 
@@ -262,11 +426,27 @@ impl QueryState {
                 self.stats.matched += 1;
                 self.seq += 1;
                 let rows = &mut sides[side];
-                rows.insert((time, self.seq), frame.into_owned());
+                let id = (time, self.seq);
+                if let (Some(index), 0, Some((keys, _))) = (&mut self.top, side, &plan.top) {
+                    let sort_keys = keys.iter().map(|k| eval(&k.expr, &frame, cx)).collect();
+                    let newest = rows.last_key_value().is_none_or(|(last, _)| *last < id);
+                    let (keep, beaten) = index.admit(id, sort_keys, newest);
+                    for gone in beaten {
+                        rows.remove(&gone);
+                    }
+                    if !keep {
+                        return;
+                    }
+                }
+                rows.insert(id, frame.into_owned());
                 let limit = limit.filter(|_| side == 0);
                 let cap = limit.map_or(self.limits.max_rows, |l| l.min(self.limits.max_rows));
                 while rows.len() > cap {
-                    rows.pop_first();
+                    if let Some((gone, _)) = rows.pop_first() {
+                        if let (Some(index), 0) = (&mut self.top, side) {
+                            index.remove(gone);
+                        }
+                    }
                     self.stats.rows_evicted += 1;
                 }
             }
@@ -385,7 +565,11 @@ impl QueryState {
                             .first_key_value()
                             .is_some_and(|((t, _), _)| !w.contains(*t, clock))
                         {
-                            rows.pop_first();
+                            if let Some((gone, _)) = rows.pop_first() {
+                                if let (Some(index), 0) = (&mut self.top, side) {
+                                    index.remove(gone);
+                                }
+                            }
                         }
                     }
                 }
@@ -1051,6 +1235,11 @@ fn compare_rows(a: &[Value], b: &[Value]) -> std::cmp::Ordering {
         .map(|(x, y)| compare_for_sort(x, y))
         .find(|o| o.is_ne())
         .unwrap_or(std::cmp::Ordering::Equal)
+}
+
+fn plan_top(plan: &Plan) -> Option<TopIndex> {
+    let (keys, n) = plan.top.as_ref()?;
+    Some(TopIndex::new(keys, *n))
 }
 
 /// Changes a series' panes as a vector, and boxes them again without spare room.

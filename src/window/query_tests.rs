@@ -996,3 +996,68 @@ fn a_join_state_round_trips_through_a_snapshot() {
     assert_eq!(rows(q.result(at(3))), want);
     assert_eq!(rows(back.result(at(3))), want);
 }
+
+// ---- top on rows ------------------------------------------------------------------------
+
+/// `top N by` straight on rows keeps only the rows that can still be in the top, and
+/// answers, at every step, as the same query keeping every row of its window does
+/// (`sort … | take N`); in and out of order, with ties, through a snapshot.
+#[test]
+fn top_on_rows_prunes_what_can_no_longer_be_in_it() {
+    use crate::codec::{Reader, Writer};
+    let keep_all = QueryLimits {
+        max_rows: 100_000,
+        ..QueryLimits::default()
+    };
+    let window = format!("{CLUSTER} | where TimeGenerated > ago(30m) | project TimeGenerated, ClusterName, CoreCount");
+    let mut top = state_with(
+        &format!("{window} | top 3 by CoreCount desc, ClusterName asc"),
+        keep_all.clone(),
+    );
+    let mut all = state_with(
+        &format!("{window} | sort by CoreCount desc, ClusterName asc | take 3"),
+        keep_all.clone(),
+    );
+    assert!(top.plan().top.is_some() && all.plan().top.is_none());
+    let mut rng = crate::rng::SplitMix64(7);
+    let mut clock = at(0);
+    let mut most = 0;
+    for i in 0..3000 {
+        // Mostly in order, a tenth up to 10 minutes late; few distinct values: many ties.
+        let late = if rng.below(10) == 0 {
+            min(rng.below(10) as i64)
+        } else {
+            0
+        };
+        clock += TICKS_PER_MINUTE / 4;
+        let r = row(
+            clock - late,
+            &[
+                ("ClusterName", s(&format!("c{}", rng.below(5)))),
+                ("CoreCount", n(rng.below(40) as i64)),
+            ],
+        );
+        top.ingest(&r, clock, clock);
+        all.ingest(&r, clock, clock);
+        if i % 7 == 0 {
+            top.advance(clock, clock);
+            all.advance(clock, clock);
+        }
+        assert_eq!(rows(top.result(clock)), rows(all.result(clock)), "row {i}");
+        most = most.max(top.series());
+    }
+    assert!(all.series() > 100, "the window holds {} rows", all.series());
+    assert!(
+        most < 40,
+        "the top kept up to {most} rows of {}",
+        all.series()
+    );
+
+    let mut w = Writer::new();
+    top.encode(&mut w);
+    let bytes = w.into_inner();
+    let mut r = Reader::new(&bytes);
+    let back = QueryState::decode(top.plan().clone(), keep_all, &mut r).unwrap();
+    assert_eq!(rows(back.result(clock)), rows(all.result(clock)));
+    assert!(back.series() <= top.series());
+}
