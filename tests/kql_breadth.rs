@@ -1,8 +1,11 @@
-//! The operators Log Analytics users add to their queries (`let`, `sort`/`order by`,
-//! `top`, `distinct`, `project-rename`, `render`), verbatim over the golden fixtures: the answers, in their
-//! order, equal the independent Python oracle's (`breadth_answers` in
-//! `tests/fixtures/gen_fixtures.py`), through the library, the `query` command and the
-//! running service.
+//! The operators Log Analytics users add to their queries (`let` values, tables and
+//! functions, `sort`/`order by`, `top`, `distinct`, `project-rename`, `render`, `union`, the
+//! join kinds, `lookup`, `parse`, `mv-expand`, `* contains`, a second `summarize`, and the
+//! functions and aggregations of the samples), verbatim over the golden fixtures: the
+//! answers, in their order where it is defined, equal the independent Python oracle's
+//! (`breadth_answers` in `tests/fixtures/gen_fixtures.py`), through the library, the `query`
+//! command and the running service; and the gallery's queries of the AML tables give what
+//! Log Analytics gives.
 
 mod common;
 
