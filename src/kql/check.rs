@@ -2517,6 +2517,69 @@ impl Checker<'_> {
                 ty: Some(Type::String),
             });
         }
+        if let "trim" | "trim_start" | "trim_end" = fname {
+            // trim(regex, text): the text without the matches at its start and/or end: the
+            // middle group of one expression around the user's.
+            if args.len() != 2 {
+                self.err(
+                    span,
+                    format!("{fname}() takes 2 argument(s), got {}", args.len()),
+                );
+                return None;
+            }
+            let ExprKind::Literal(Literal::String(pattern)) = &args[0].kind else {
+                self.err(
+                    args[0].span,
+                    format!("{fname}() needs its regular expression as a string literal"),
+                );
+                return None;
+            };
+            let (start, end) = match fname {
+                "trim_start" => (true, false),
+                "trim_end" => (false, true),
+                _ => (true, true),
+            };
+            let around = |on: bool| {
+                if on {
+                    format!("(?:{pattern})*")
+                } else {
+                    String::new()
+                }
+            };
+            let middle = if end { ".*?" } else { ".*" };
+            let full = format!(
+                "(?s)^{}(?P<hubwatch_trimmed>{middle}){}$",
+                around(start),
+                around(end)
+            );
+            let re = match regex::RegexBuilder::new(&full).size_limit(1 << 20).build() {
+                Ok(re) => Arc::new(re),
+                Err(e) => {
+                    let why = e
+                        .to_string()
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                        .trim()
+                        .to_string();
+                    self.err(args[0].span, format!("invalid regular expression: {why}"));
+                    return None;
+                }
+            };
+            let group = re
+                .capture_names()
+                .position(|g| g == Some("hubwatch_trimmed"))
+                .expect("the trimmed group is there");
+            let text = self.expr(&args[1], scope)?;
+            return Some(Typed {
+                expr: Expr::Regex {
+                    re,
+                    text: Box::new(text.expr),
+                    group: Some(group),
+                },
+                ty: Some(Type::String),
+            });
+        }
         if fname == "now" {
             if !args.is_empty() {
                 self.err(span, "now() takes no arguments (offsets: now() - 1h)");
@@ -2531,7 +2594,13 @@ impl Checker<'_> {
             let msg = if is_aggregate(fname) {
                 format!("aggregation function '{fname}' is only allowed in 'summarize'")
             } else {
-                let names = SCALARS.iter().map(|(n, ..)| *n).chain(["now", "extract"]);
+                let names = SCALARS.iter().map(|(n, ..)| *n).chain([
+                    "now",
+                    "extract",
+                    "trim",
+                    "trim_start",
+                    "trim_end",
+                ]);
                 match nearest(fname, names) {
                     Some(near) => format!("unknown function '{fname}' (did you mean '{near}'?)"),
                     None => format!("unknown function '{fname}'"),

@@ -1472,3 +1472,16 @@ fn search_reads_every_table_and_a_union_splits_a_name_of_two_types() {
         "unknown column 'DurationMs': the union has one column per type of it, 'DurationMs_long', 'DurationMs_string'"
     );
 }
+
+#[test]
+fn trim_removes_the_matches_at_either_end() {
+    assert_eq!(v(r"trim(@'[\s_]', '__ a b _ ')"), s("a b"));
+    assert_eq!(v("trim_start('S', VmSize)"), s("TANDARD_NC6"));
+    assert_eq!(v(r"trim_end(@'\d', VmSize)"), s("STANDARD_NC"));
+    assert_eq!(v("trim('x', 'xxx')"), s(""));
+    assert_eq!(v("trim('--', 'a--b')"), s("a--b"));
+    assert_eq!(
+        error(&format!("{CLUSTER} | extend t = trim(VmSize, 'x')")).2,
+        "trim() needs its regular expression as a string literal"
+    );
+}
