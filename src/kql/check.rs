@@ -833,7 +833,25 @@ impl Checker<'_> {
         for (i, part) in p.pattern.iter().enumerate() {
             match part {
                 ast::ParsePart::Any => re += ".*?",
-                ast::ParsePart::Literal(l) if p.regex => re += &format!("(?:{l})"),
+                ast::ParsePart::Literal(l) if p.regex => {
+                    // Each literal must be a whole expression of its own, or it could swallow
+                    // what follows it (an open `[`, a `(?x)#` comment).
+                    if let Err(e) = regex::RegexBuilder::new(l).size_limit(1 << 20).build() {
+                        let why = e
+                            .to_string()
+                            .lines()
+                            .last()
+                            .unwrap_or("")
+                            .trim()
+                            .to_string();
+                        self.err(
+                            p.expr.span,
+                            format!("'{l}' in the pattern of 'parse' is not a valid regular expression: {why}"),
+                        );
+                        return None;
+                    }
+                    re += &format!("(?:{l})");
+                }
                 ast::ParsePart::Literal(l) => re += &regex::escape(l),
                 ast::ParsePart::Column(name, ty) => {
                     let ty = match ty {
@@ -874,10 +892,16 @@ impl Checker<'_> {
         let mut items = Vec::new();
         for (n, (name, ty)) in columns.into_iter().enumerate() {
             let wanted = format!("hubwatch{n}");
-            let group = compiled
+            let Some(group) = compiled
                 .capture_names()
                 .position(|g| g == Some(wanted.as_str()))
-                .expect("every column has its named group");
+            else {
+                self.err(
+                    p.expr.span,
+                    "the regular expressions of this 'parse' pattern hide its columns (a flag such as (?x) changes how the rest reads)",
+                );
+                return None;
+            };
             let cut = Expr::Regex {
                 re: compiled.clone(),
                 text: Box::new(text.expr.clone()),
@@ -2539,6 +2563,20 @@ impl Checker<'_> {
                 "trim_end" => (false, true),
                 _ => (true, true),
             };
+            if let Err(e) = regex::RegexBuilder::new(pattern)
+                .size_limit(1 << 20)
+                .build()
+            {
+                let why = e
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
+                self.err(args[0].span, format!("invalid regular expression: {why}"));
+                return None;
+            }
             let around = |on: bool| {
                 if on {
                     format!("(?:{pattern})*")
@@ -2566,10 +2604,16 @@ impl Checker<'_> {
                     return None;
                 }
             };
-            let group = re
+            let Some(group) = re
                 .capture_names()
                 .position(|g| g == Some("hubwatch_trimmed"))
-                .expect("the trimmed group is there");
+            else {
+                self.err(
+                    args[0].span,
+                    format!("{fname}()'s regular expression changes how what follows it reads (a flag such as (?x))"),
+                );
+                return None;
+            };
             let text = self.expr(&args[1], scope)?;
             return Some(Typed {
                 expr: Expr::Regex {

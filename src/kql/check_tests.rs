@@ -1485,3 +1485,20 @@ fn trim_removes_the_matches_at_either_end() {
         "trim() needs its regular expression as a string literal"
     );
 }
+
+#[test]
+fn regular_expressions_cannot_swallow_what_hubwatch_puts_around_them() {
+    // Found by the fuzzer: an open `[` in one literal reached into the next one.
+    assert_eq!(
+        error(&format!("{CLUSTER} | parse kind=regex VmSize with \"[a\" x \"]\" y")).2,
+        "'[a' in the pattern of 'parse' is not a valid regular expression: error: unclosed character class"
+    );
+    assert_eq!(
+        error(&format!("{CLUSTER} | parse kind=regex VmSize with \"(?x)#\" x")).2,
+        "the pattern of 'parse' is not a valid regular expression: error: unclosed group"
+    );
+    assert_eq!(
+        error(&format!("{CLUSTER} | extend t = trim('(?x)#', VmSize)")).2,
+        "invalid regular expression: error: unclosed group"
+    );
+}
