@@ -65,6 +65,7 @@ fn cases() -> Vec<(String, String)> {
         // `Name_string`, as hubwatch does for both.)
         q("search_in_tables", format!("search in ({AML}, {JOBS}) \"gpu\" | summarize count() by $table")),
         q("union_of_conflicting_types", "union AzureActivity, AmlComputeClusterEvent | take 1".to_string()),
+        q("hashes", format!("{AML} | project hash(ClusterName), hash(TimeGenerated, 10), hash_xxhash64(VmSize)")),
         q("trims", format!("{AML} | project trim(' ', VmSize), trim_start('S', VmSize), trim_end(@'\\d', VmSize)")),
         q("derived_names_numbered", format!("{AML} | project CoreCount, sqrt(CoreCount), ceiling(CoreCount)")),
         q("derived_by_names_numbered", format!("{AML} | summarize count() by sqrt(CoreCount), CoreCount")),

@@ -2960,6 +2960,19 @@ impl Checker<'_> {
                 })
             }
             Func::Reverse => Some(Type::String),
+            // Kusto's documented values are of strings and datetimes; those are the ones
+            // hashed the same way here.
+            Func::Hash => {
+                if !matches!(ty(0), Some(Type::String | Type::DateTime) | None) {
+                    bad(self, 0, "a string or a datetime");
+                    return None;
+                }
+                if args.len() == 2 && !matches!(ty(1), Some(Type::Long) | None) {
+                    bad(self, 1, "a whole number");
+                    return None;
+                }
+                Some(Type::Long)
+            }
             Func::ArrayLength => Some(Type::Long),
             Func::PackArray => Some(Type::Dynamic),
             Func::BagPack => {
@@ -3195,6 +3208,8 @@ const SCALARS: &[(&str, Func, usize, usize)] = &[
     ("substring", Func::Substring, 2, 3),
     ("indexof", Func::IndexOf, 2, 3),
     ("reverse", Func::Reverse, 1, 1),
+    ("hash", Func::Hash, 1, 2),
+    ("hash_xxhash64", Func::Hash, 1, 2),
     ("array_length", Func::ArrayLength, 1, 1),
     ("pack_array", Func::PackArray, 1, 64),
     ("bag_pack", Func::BagPack, 2, 64),

@@ -1494,11 +1494,32 @@ fn regular_expressions_cannot_swallow_what_hubwatch_puts_around_them() {
         "'[a' in the pattern of 'parse' is not a valid regular expression: error: unclosed character class"
     );
     assert_eq!(
-        error(&format!("{CLUSTER} | parse kind=regex VmSize with \"(?x)#\" x")).2,
+        error(&format!(
+            "{CLUSTER} | parse kind=regex VmSize with \"(?x)#\" x"
+        ))
+        .2,
         "the pattern of 'parse' is not a valid regular expression: error: unclosed group"
     );
     assert_eq!(
         error(&format!("{CLUSTER} | extend t = trim('(?x)#', VmSize)")).2,
         "invalid regular expression: error: unclosed group"
+    );
+}
+
+#[test]
+fn hash_gives_kustos_documented_values() {
+    assert_eq!(v("hash('World')"), Value::Long(1_846_988_464_401_551_951));
+    assert_eq!(v("hash('World', 100)"), Value::Long(51));
+    assert_eq!(
+        v("hash_xxhash64(datetime(2015-01-01))"),
+        Value::Long(1_380_966_698_541_616_202)
+    );
+    assert_eq!(
+        v("hash('')"),
+        Value::Long(-1_205_034_819_632_174_695)
+    );
+    assert_eq!(
+        error(&format!("{CLUSTER} | extend h = hash(CoreCount)")).2,
+        "hash() needs a string or a datetime here, got long"
     );
 }

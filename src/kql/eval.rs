@@ -617,6 +617,21 @@ fn call(func: Func, args: &[Expr], row: &[Value], cx: &Context) -> Value {
                 None => Value::Long(-1),
             }
         }
+        Func::Hash => {
+            // .NET counts ticks from 0001-01-01, 621,355,968,000,000,000 before the epoch.
+            let h = match plain(arg(0)) {
+                Value::Str(s) => super::xxh64::xxh64(s.as_bytes()),
+                Value::DateTime(t) => {
+                    super::xxh64::xxh64(&t.wrapping_add(621_355_968_000_000_000).to_le_bytes())
+                }
+                _ => return Value::Null,
+            };
+            match args.get(1).map(|_| plain(arg(1))) {
+                None => Value::Long(h as i64),
+                Some(Value::Long(m)) if m > 0 => Value::Long((h % m as u64) as i64),
+                Some(_) => Value::Null,
+            }
+        }
         Func::Reverse => match arg(0) {
             Value::Null => Value::str(""),
             v => Value::str(&v.to_text().chars().rev().collect::<String>()),

@@ -8,6 +8,7 @@ pub mod eval;
 pub mod lexer;
 pub mod parser;
 pub mod plan;
+mod xxh64;
 
 pub use diag::{Diagnostic, Diagnostics};
 

@@ -323,6 +323,8 @@ pub enum Func {
     ArrayLength,
     PackArray,
     BagPack,
+    /// `hash(x[, mod])`: XXH64 of a string's UTF-8 bytes or a datetime's .NET ticks.
+    Hash,
     /// `unixtime_seconds_todatetime` and the other units: ticks per unit.
     FromUnixTime(i64),
     ReplaceString,
