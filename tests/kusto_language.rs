@@ -70,6 +70,9 @@ fn cases() -> Vec<(String, String)> {
         q("derived_names_numbered", format!("{AML} | project CoreCount, sqrt(CoreCount), ceiling(CoreCount)")),
         q("derived_by_names_numbered", format!("{AML} | summarize count() by sqrt(CoreCount), CoreCount")),
         // Mistakes: both must refuse.
+        q("bad_keyword_let", format!("let kind = 'JobFailed';\n{JOBS} | where EventType == kind")),
+        q("bad_keyword_column", format!("{AML} | summarize first = min(TimeGenerated)")),
+        q("keyword_in_brackets", format!("{AML} | summarize ['first'] = min(TimeGenerated)")),
         q("bad_same_name_twice", format!("{AML} | project a = CoreCount, a = VmSize")),
         q("bad_column_twice", format!("{AML} | project CoreCount, CoreCount")),
         q("bad_column", format!("{AML} | where ClusterNam == 'x'")),
@@ -110,6 +113,29 @@ fn corpus() -> Vec<(String, String)> {
                 format!("{file}/{}", q["name"].as_str().unwrap()),
                 q["kql"].as_str().unwrap().to_string(),
             ));
+        }
+    }
+    // The query packs hubwatch ships.
+    let mut packs: Vec<PathBuf> = std::fs::read_dir(root().join("deploy/config"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    packs.sort();
+    for pack in packs {
+        let doc: toml::Value = toml::from_str(&std::fs::read_to_string(&pack).unwrap()).unwrap();
+        let queries = doc.get("queries").and_then(|q| q.as_array()).cloned();
+        for q in queries.unwrap_or_default() {
+            if let (Some(name), Some(kql)) = (q.get("name"), q.get("kql")) {
+                all.push((
+                    format!(
+                        "{}/{}",
+                        pack.file_name().unwrap().to_string_lossy(),
+                        name.as_str().unwrap()
+                    ),
+                    kql.as_str().unwrap().to_string(),
+                ));
+            }
         }
     }
     all.extend(cases());

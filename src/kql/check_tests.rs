@@ -1514,12 +1514,29 @@ fn hash_gives_kustos_documented_values() {
         v("hash_xxhash64(datetime(2015-01-01))"),
         Value::Long(1_380_966_698_541_616_202)
     );
-    assert_eq!(
-        v("hash('')"),
-        Value::Long(-1_205_034_819_632_174_695)
-    );
+    assert_eq!(v("hash('')"), Value::Long(-1_205_034_819_632_174_695));
     assert_eq!(
         error(&format!("{CLUSTER} | extend h = hash(CoreCount)")).2,
         "hash() needs a string or a datetime here, got long"
     );
+}
+
+#[test]
+fn keywords_are_names_only_in_brackets() {
+    assert_eq!(
+        error(&format!("let kind = 1;\n{CLUSTER} | take 1")).2,
+        "'kind' is a KQL keyword: write ['kind'] to use it as a name"
+    );
+    assert_eq!(
+        error(&format!("{CLUSTER} | summarize first = min(TimeGenerated)")).2,
+        "'first' is a KQL keyword: write ['first'] to use it as a name"
+    );
+    let p = plan(&format!(
+        "{CLUSTER} | summarize ['first'] = min(TimeGenerated)"
+    ));
+    assert_eq!(&*p.output[0].name, "first");
+    // Words Kusto does not reserve stay names.
+    plan(&format!(
+        "let count = 1; {CLUSTER} | extend step = count, order = 2"
+    ));
 }

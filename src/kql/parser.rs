@@ -13,6 +13,57 @@ use super::lexer::{lex, position, Token, TokenKind as T};
 /// The operators the engine runs, as named in the "unsupported operator" message.
 const SUPPORTED: &str = "where, extend, project, project-away, project-rename, project-reorder, summarize, count, distinct, take, limit, sort, order, top, as, render, union, join, lookup, parse, search, mv-expand";
 
+/// Words Kusto reserves: a name spelled like one is written `['first']` (those Kusto.Language
+/// refuses as a `let` name).
+const KEYWORDS: &[&str] = &[
+    "and",
+    "as",
+    "asc",
+    "between",
+    "by",
+    "contains",
+    "datatable",
+    "date",
+    "datetime",
+    "decimal",
+    "desc",
+    "dynamic",
+    "endswith",
+    "false",
+    "find",
+    "first",
+    "has",
+    "in",
+    "int",
+    "invoke",
+    "isfuzzy",
+    "kind",
+    "last",
+    "like",
+    "long",
+    "materialize",
+    "of",
+    "or",
+    "print",
+    "project",
+    "real",
+    "sample",
+    "search",
+    "set",
+    "startswith",
+    "string",
+    "time",
+    "timespan",
+    "title",
+    "to",
+    "toscalar",
+    "totable",
+    "true",
+    "union",
+    "where",
+    "withsource",
+];
+
 /// The comparisons the engine runs, as named in the "unsupported operator" message.
 const COMPARISONS: &str = "== != < <= > >= =~ !~, has contains startswith endswith and their ! and _cs forms, has_any, has_all, matches regex, in, !in, in~, !in~, between, !between";
 
@@ -230,6 +281,7 @@ impl Parser<'_> {
     /// it is a table is for the checker to say.
     fn let_statement(&mut self) -> PResult<Let> {
         self.bump();
+        self.not_keyword()?;
         let Some(name) = self.name() else {
             return self.expected("a name after 'let'");
         };
@@ -269,6 +321,7 @@ impl Parser<'_> {
         let open = self.bump();
         let mut params = Vec::new();
         while *self.peek() != T::RParen {
+            self.not_keyword()?;
             let Some(name) = self.name() else {
                 return self.expected("a parameter name");
             };
@@ -540,6 +593,7 @@ impl Parser<'_> {
                     pattern.push(ParsePart::Literal(text));
                 }
                 T::Word(_) | T::LBracket => {
+                    self.not_keyword()?;
                     let Some(column) = self.name() else {
                         return self.expected("a column name in the pattern of 'parse'");
                     };
@@ -743,6 +797,21 @@ impl Parser<'_> {
         }
     }
 
+    /// Refuses a keyword where a new name is written (`let kind = …`, `extend first = …`), as
+    /// Kusto does: `['kind']` is the name.
+    fn not_keyword(&mut self) -> PResult<()> {
+        if let T::Word(w) = self.peek() {
+            if KEYWORDS.contains(&w.as_str()) {
+                let w = w.clone();
+                return self.fail(
+                    self.span(),
+                    format!("'{w}' is a KQL keyword: write ['{w}'] to use it as a name"),
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// A plain name or a bracketed one (`['Name with spaces']`).
     fn name(&mut self) -> Option<Ident> {
         let (name, tokens) = match (self.peek(), self.peek_at(1), self.peek_at(2)) {
@@ -891,6 +960,7 @@ impl Parser<'_> {
     fn renames(&mut self) -> PResult<Vec<(Ident, Ident)>> {
         let mut list = Vec::new();
         loop {
+            self.not_keyword()?;
             let Some(new) = self.name() else {
                 return self.expected("a new column name");
             };
@@ -969,6 +1039,9 @@ impl Parser<'_> {
             T::LBracket => *self.peek_at(3) == T::Assign && *self.peek_at(2) == T::RBracket,
             _ => false,
         };
+        if named {
+            self.not_keyword()?;
+        }
         let name = if named { self.name() } else { None };
         if name.is_some() {
             self.bump();
