@@ -140,12 +140,12 @@ fn job_event(i: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-const PER_CLUSTER: &str = "AmlComputeJobEvent | summarize events = count(), failed = countif(EventType == \"JobFailed\"), last = max(TimeGenerated) by ClusterName";
+const PER_CLUSTER: &str = "AmlComputeJobEvent | summarize events = count(), failed = countif(EventType == \"JobFailed\"), ['last'] = max(TimeGenerated) by ClusterName";
 const PER_BIN: &str =
     "AmlComputeJobEvent | summarize n = count() by EventType, bin(TimeGenerated, 5m)";
 /// Added half way: its state is rebuilt from the oldest event the hub holds. (Not a
 /// tumbling one: rows for bins the restored clock already closed would be late.)
-const PER_TYPE: &str = "AmlComputeJobEvent | summarize events = count(), first = min(TimeGenerated), last = max(TimeGenerated) by EventType";
+const PER_TYPE: &str = "AmlComputeJobEvent | summarize events = count(), ['first'] = min(TimeGenerated), ['last'] = max(TimeGenerated) by EventType";
 /// How long a bin stays open after its end, in the config and in the oracle. Restarts let
 /// the partitions drift apart (after a restart one may read its backlog before another
 /// starts); a partition behind the clock the others moved by more event time than this
@@ -224,12 +224,12 @@ fn growing_config(dir: &Path, connection_string: &str, per_type: bool) -> PathBu
         "[export]\nlisten = \"127.0.0.1:0\"\n[limits]\nallowed_lateness = \"{LATENESS_MINUTES}m\"\n[checkpoint]\ndir = \".\"\ninterval = \"100ms\"\n\
          [[sources]]\ntype = \"amqp\"\nname = \"eh\"\nconnection_string = \"{connection_string}\"\nstart = \"earliest\"\nbatch_max_wait = \"20ms\"\nbatch_max_events = 16\n\
          [[queries]]\nname = \"jobs\"\nkql = \"AmlComputeJobEvent | summarize n = count()\"\n\
-         [[queries]]\nname = \"per_cluster\"\nkql = '{PER_CLUSTER}'\n\
+         [[queries]]\nname = \"per_cluster\"\nkql = '''{PER_CLUSTER}'''\n\
          [[queries]]\nname = \"per_bin\"\nkql = '{PER_BIN}'\n"
     );
     if per_type {
         text.push_str(&format!(
-            "[[queries]]\nname = \"per_type\"\nkql = '{PER_TYPE}'\n"
+            "[[queries]]\nname = \"per_type\"\nkql = '''{PER_TYPE}'''\n"
         ));
     }
     std::fs::write(&config, text).unwrap();

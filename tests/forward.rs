@@ -571,10 +571,18 @@ fn routed_results_are_each_closed_bin_once_and_kills_change_none_of_them() {
         metric(&metrics, "hubwatch_forward_rows_total{route=\"alerts\"}"),
         Some(want.len() as f64)
     );
-    // Against `hubwatch query` over the same input (every bin, as the end of the input
-    // closes them all): the routed bins are those the watermark closed, with its counts.
+    // Against `hubwatch query` over the same input, its bins closed by the service's
+    // lateness (and every bin at the end of the input): the routed bins are those the
+    // watermark closed, with its counts.
     let out = Command::new(env!("CARGO_BIN_EXE_hubwatch"))
-        .args(["query", "--format", "json", "--input"])
+        .args([
+            "query",
+            "--format",
+            "json",
+            "--allowed-lateness",
+            "10m",
+            "--input",
+        ])
         .arg(&input)
         .arg(RESULTS)
         .output()

@@ -66,10 +66,18 @@ fn queries(svc: &Service) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `hubwatch query` over the whole input: one pass, no restarts.
+/// `hubwatch query` over the whole input: one pass, no restarts, its bins closed by the
+/// service's default lateness as the service's are.
 fn oracle(input: &Path, kql: &str) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_hubwatch"))
-        .args(["query", "--format", "json", "--input"])
+        .args([
+            "query",
+            "--format",
+            "json",
+            "--allowed-lateness",
+            "10m",
+            "--input",
+        ])
         .arg(input)
         .arg(kql)
         .output()
