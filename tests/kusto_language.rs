@@ -63,6 +63,7 @@ fn cases() -> Vec<(String, String)> {
         // (`search` of every table is left out: Kusto.Language types a name two tables give
         // different types as the first one's, where its own `union` makes `Name_long` and
         // `Name_string`, as hubwatch does for both.)
+        q("union_wildcard", "union withsource=T AmlCompute*Event | summarize count() by T".to_string()),
         q("search_in_tables", format!("search in ({AML}, {JOBS}) \"gpu\" | summarize count() by $table")),
         q("union_of_conflicting_types", "union AzureActivity, AmlComputeClusterEvent | take 1".to_string()),
         q("hashes", format!("{AML} | project hash(ClusterName), hash(TimeGenerated, 10), hash_xxhash64(VmSize)")),

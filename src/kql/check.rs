@@ -160,6 +160,32 @@ fn sources(t: &ast::Tabular) -> usize {
     source.saturating_add(ops)
 }
 
+/// A union leg naming tables by a pattern (`Aml*`).
+fn is_wildcard(t: &ast::Tabular) -> bool {
+    matches!(&t.source, Source::Name(n) if n.name.contains('*')) && t.ops.is_empty()
+}
+
+/// Whether `name` matches `pattern`, whose `*` stand for any text (case-sensitive, as
+/// table names are).
+fn glob(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(at) => rest = &rest[at + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
 /// Where a leg of a union starts, for messages.
 fn leg_span(t: &ast::Tabular) -> Span {
     match &t.source {
@@ -1121,6 +1147,37 @@ impl Checker<'_> {
                     ops: Vec::new(),
                 })
                 .collect::<Vec<_>>();
+            &every
+        } else if u.legs.iter().any(is_wildcard) {
+            // `Aml*`: the tables whose names match, in the schemas' order.
+            let mut legs = Vec::new();
+            for leg in &u.legs {
+                let Source::Name(n) = &leg.source else {
+                    legs.push(leg.clone());
+                    continue;
+                };
+                if !is_wildcard(leg) {
+                    legs.push(leg.clone());
+                    continue;
+                }
+                let before = legs.len();
+                for t in &self.schemas.tables {
+                    if glob(&n.name, &t.name) {
+                        legs.push(ast::Tabular {
+                            source: Source::Name(ast::Ident {
+                                name: t.name.to_string(),
+                                span: n.span,
+                            }),
+                            ops: Vec::new(),
+                        });
+                    }
+                }
+                if legs.len() == before {
+                    self.err(n.span, format!("no table matches '{}'", n.name));
+                    return None;
+                }
+            }
+            every = legs;
             &every
         } else {
             &u.legs

@@ -1540,3 +1540,27 @@ fn keywords_are_names_only_in_brackets() {
         "let count = 1; {CLUSTER} | extend step = count, order = 2"
     ));
 }
+
+#[test]
+fn union_legs_may_name_tables_by_pattern() {
+    let schemas = Schemas::embedded();
+    let tables = |q: &str| -> Vec<String> {
+        plan(q)
+            .inputs
+            .iter()
+            .map(|i| schemas.tables[i.table].name.to_string())
+            .collect()
+    };
+    assert_eq!(
+        tables("union AmlCompute*Event"),
+        [
+            "AmlComputeClusterEvent",
+            "AmlComputeClusterNodeEvent",
+            "AmlComputeInstanceEvent",
+            "AmlComputeJobEvent"
+        ]
+    );
+    assert_eq!(tables("union *").len(), schemas.tables.len());
+    assert_eq!(tables("union Azure*, AmlRunEvent").len(), 3);
+    assert_eq!(error("union Nope* | count").2, "no table matches 'Nope*'");
+}

@@ -710,7 +710,32 @@ impl Parser<'_> {
             }
         }
         loop {
-            union.legs.push(self.leg("a table or '(' after 'union'")?);
+            // A table name with `*` in it (`Aml*`, `*`) names every table it matches.
+            if *self.peek() == T::Star {
+                let span = self.bump();
+                union.legs.push(Tabular {
+                    source: Source::Name(Ident {
+                        name: "*".to_string(),
+                        span,
+                    }),
+                    ops: Vec::new(),
+                });
+            } else {
+                let mut leg = self.leg("a table or '(' after 'union'")?;
+                if let Source::Name(n) = &mut leg.source {
+                    while *self.peek() == T::Star && self.span().start == n.span.end {
+                        n.span = n.span.to(self.bump());
+                        n.name.push('*');
+                        if let T::Word(w) = self.peek().clone() {
+                            if self.span().start == n.span.end {
+                                n.span = n.span.to(self.bump());
+                                n.name.push_str(&w);
+                            }
+                        }
+                    }
+                }
+                union.legs.push(leg);
+            }
             if !self.eat(&T::Comma) {
                 return Ok(union);
             }
