@@ -1183,27 +1183,25 @@ mod tests {
             at("2024-12-31T23:59:59.9999999Z")
         );
 
-        let add = |part: &str, n: i64, from: &str| add_periods(part, n, at(from)).unwrap();
-        assert_eq!(
-            add("month", 1, "2024-01-31T10:00:00Z"),
-            at("2024-02-29T10:00:00Z")
-        );
-        assert_eq!(
-            add("year", 1, "2024-02-29T00:00:00Z"),
-            at("2025-02-28T00:00:00Z")
-        );
-        assert_eq!(
-            add("month", -1, "2024-03-31T00:00:00Z"),
-            at("2024-02-29T00:00:00Z")
-        );
-        assert_eq!(
-            add("quarter", 1, "2024-11-30T00:00:00Z"),
-            at("2025-02-28T00:00:00Z")
-        );
-        assert_eq!(
-            add("day", 2, "2024-02-29T13:45:07.1234560Z"),
-            at("2024-03-02T13:45:07.1234560Z")
-        );
+        let adds = [
+            ("month", 1, "2024-01-31T10:00:00Z", "2024-02-29T10:00:00Z"),
+            ("year", 1, "2024-02-29T00:00:00Z", "2025-02-28T00:00:00Z"),
+            ("month", -1, "2024-03-31T00:00:00Z", "2024-02-29T00:00:00Z"),
+            ("quarter", 1, "2024-11-30T00:00:00Z", "2025-02-28T00:00:00Z"),
+            (
+                "day",
+                2,
+                "2024-02-29T13:45:07.1234560Z",
+                "2024-03-02T13:45:07.1234560Z",
+            ),
+        ];
+        for (part, n, from, want) in adds {
+            assert_eq!(
+                add_periods(part, n, at(from)),
+                Some(at(want)),
+                "{part} {n} {from}"
+            );
+        }
         assert_eq!(add_periods("fortnight", 1, t), None);
 
         let parts = [

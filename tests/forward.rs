@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -52,19 +51,8 @@ fn routed(dir: &Path) -> Vec<Value> {
 
 /// Per event type, the rows `hubwatch query` counts over the input.
 fn oracle(input: &Path) -> BTreeMap<String, i64> {
-    let out = Command::new(env!("CARGO_BIN_EXE_hubwatch"))
-        .args(["query", "--format", "json", "--input"])
-        .arg(input)
-        .arg(ORACLE)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
-    rows.as_array()
+    query_over("per event type", input, &[], ORACLE)
+        .as_array()
         .unwrap()
         .iter()
         .map(|r| {
@@ -574,22 +562,10 @@ fn routed_results_are_each_closed_bin_once_and_kills_change_none_of_them() {
     // Against `hubwatch query` over the same input, its bins closed by the service's
     // lateness (and every bin at the end of the input): the routed bins are those the
     // watermark closed, with its counts.
-    let out = Command::new(env!("CARGO_BIN_EXE_hubwatch"))
-        .args([
-            "query",
-            "--format",
-            "json",
-            "--allowed-lateness",
-            "10m",
-            "--input",
-        ])
-        .arg(&input)
-        .arg(RESULTS)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let every: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let every = query_over("results", &input, &["--allowed-lateness", "10m"], RESULTS);
     let oracle: BTreeMap<(String, String), i64> = every
+        .as_array()
+        .unwrap()
         .iter()
         .map(|r| {
             let key = (

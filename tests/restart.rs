@@ -69,25 +69,7 @@ fn queries(svc: &Service) -> Vec<(String, String)> {
 /// `hubwatch query` over the whole input: one pass, no restarts, its bins closed by the
 /// service's default lateness as the service's are.
 fn oracle(input: &Path, kql: &str) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_hubwatch"))
-        .args([
-            "query",
-            "--format",
-            "json",
-            "--allowed-lateness",
-            "10m",
-            "--input",
-        ])
-        .arg(input)
-        .arg(kql)
-        .output()
-        .expect("run hubwatch query");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON rows")
+    query_over(kql, input, &["--allowed-lateness", "10m"], kql)
 }
 
 /// The rejects in a dead-letter file, by where they came from and why (a torn line of a

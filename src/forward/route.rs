@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::kql::check::glob;
 use crate::kql::eval::Context;
 use crate::kql::plan::{Plan, Stage};
 use crate::parse::Row;
@@ -291,23 +292,6 @@ pub fn expand(kql: &str, schemas: &crate::schema::Schemas) -> Result<Expansion, 
         pieces,
         unknown: false,
     })
-}
-
-/// KQL's table wildcards: `*` matches any run of characters.
-fn glob(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
-        return false;
-    }
-    let mut rest = &name[first.len()..name.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
-        match rest.find(mid) {
-            Some(i) => rest = &rest[i + mid.len()..],
-            None => return false,
-        }
-    }
-    true
 }
 
 #[cfg(test)]

@@ -160,14 +160,27 @@ fn sources(t: &ast::Tabular) -> usize {
     source.saturating_add(ops)
 }
 
+/// A regular expression as the checker compiles every one (RE2 syntax, size-limited), or
+/// the reason it is not one.
+fn compile_regex(text: &str) -> Result<Arc<regex::Regex>, String> {
+    regex::RegexBuilder::new(text)
+        .size_limit(1 << 20)
+        .build()
+        .map(Arc::new)
+        .map_err(|e| {
+            let why = e.to_string();
+            why.lines().last().unwrap_or("").trim().to_string()
+        })
+}
+
 /// A union leg naming tables by a pattern (`Aml*`).
 fn is_wildcard(t: &ast::Tabular) -> bool {
     matches!(&t.source, Source::Name(n) if n.name.contains('*')) && t.ops.is_empty()
 }
 
-/// Whether `name` matches `pattern`, whose `*` stand for any text (case-sensitive, as
-/// table names are).
-fn glob(pattern: &str, name: &str) -> bool {
+/// Whether table `name` matches `pattern`, whose `*` stand for any text (case-sensitive,
+/// as table names are): `union Aml*` in a query or a route.
+pub(crate) fn glob(pattern: &str, name: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
     let (first, last) = (parts[0], parts[parts.len() - 1]);
     if parts.len() == 1 {
@@ -862,14 +875,7 @@ impl Checker<'_> {
                 ast::ParsePart::Literal(l) if p.regex => {
                     // Each literal must be a whole expression of its own, or it could swallow
                     // what follows it (an open `[`, a `(?x)#` comment).
-                    if let Err(e) = regex::RegexBuilder::new(l).size_limit(1 << 20).build() {
-                        let why = e
-                            .to_string()
-                            .lines()
-                            .last()
-                            .unwrap_or("")
-                            .trim()
-                            .to_string();
+                    if let Err(why) = compile_regex(l) {
                         self.err(
                             p.expr.span,
                             format!("'{l}' in the pattern of 'parse' is not a valid regular expression: {why}"),
@@ -898,16 +904,9 @@ impl Checker<'_> {
             }
         }
         re.push('$');
-        let compiled = match regex::RegexBuilder::new(&re).size_limit(1 << 20).build() {
-            Ok(r) => Arc::new(r),
-            Err(e) => {
-                let why = e
-                    .to_string()
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string();
+        let compiled = match compile_regex(&re) {
+            Ok(r) => r,
+            Err(why) => {
                 self.err(
                     p.expr.span,
                     format!("the pattern of 'parse' is not a valid regular expression: {why}"),
@@ -2200,16 +2199,9 @@ impl Checker<'_> {
             );
             return None;
         };
-        match regex::RegexBuilder::new(text).size_limit(1 << 20).build() {
-            Ok(re) => Some(Arc::new(re)),
-            Err(e) => {
-                let why = e
-                    .to_string()
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string();
+        match compile_regex(text) {
+            Ok(re) => Some(re),
+            Err(why) => {
                 self.err(pattern.span, format!("invalid regular expression: {why}"));
                 None
             }
@@ -2620,17 +2612,7 @@ impl Checker<'_> {
                 "trim_end" => (false, true),
                 _ => (true, true),
             };
-            if let Err(e) = regex::RegexBuilder::new(pattern)
-                .size_limit(1 << 20)
-                .build()
-            {
-                let why = e
-                    .to_string()
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string();
+            if let Err(why) = compile_regex(pattern) {
                 self.err(args[0].span, format!("invalid regular expression: {why}"));
                 return None;
             }
@@ -2647,16 +2629,9 @@ impl Checker<'_> {
                 around(start),
                 around(end)
             );
-            let re = match regex::RegexBuilder::new(&full).size_limit(1 << 20).build() {
-                Ok(re) => Arc::new(re),
-                Err(e) => {
-                    let why = e
-                        .to_string()
-                        .lines()
-                        .last()
-                        .unwrap_or("")
-                        .trim()
-                        .to_string();
+            let re = match compile_regex(&full) {
+                Ok(re) => re,
+                Err(why) => {
                     self.err(args[0].span, format!("invalid regular expression: {why}"));
                     return None;
                 }

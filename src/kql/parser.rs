@@ -298,13 +298,7 @@ impl Parser<'_> {
             self.bump();
             return Ok(Let { name, value });
         }
-        let tabular = match (self.peek(), self.peek_at(1)) {
-            (T::Word(w), _) if w == "union" => true,
-            (T::Word(_), T::Pipe) => true,
-            (T::LParen, _) => self.paren_is_tabular(),
-            _ => false,
-        };
-        let value = if tabular {
+        let value = if self.at_tabular(None) {
             LetValue::Tabular(self.tabular(false)?)
         } else {
             LetValue::Scalar(self.top_expr()?)
@@ -341,13 +335,7 @@ impl Parser<'_> {
         }
         self.close(T::RParen, open, "(")?;
         let brace = self.expect(T::LBrace, "'{' and the function's body")?;
-        let tabular = match (self.peek(), self.peek_at(1)) {
-            (T::Word(w), _) if w == "union" => true,
-            (T::Word(_), T::Pipe | T::RBrace) => true,
-            (T::LParen, _) => self.paren_is_tabular(),
-            _ => false,
-        };
-        let body = if tabular {
+        let body = if self.at_tabular(Some(&T::RBrace)) {
             FunctionBody::Tabular(self.tabular(false)?)
         } else {
             FunctionBody::Scalar(self.top_expr()?)
@@ -358,6 +346,19 @@ impl Parser<'_> {
         );
         self.expect(T::RBrace, &what)?;
         Ok(Function { params, body })
+    }
+
+    /// Whether a tabular expression starts here: `union …`, a name piped on (`T | …`) or
+    /// right before `end` (a function's body of one table), or one in parentheses. A name
+    /// alone stays a scalar: whether it is a table is for the checker to say.
+    fn at_tabular(&self, end: Option<&T>) -> bool {
+        match (self.peek(), self.peek_at(1)) {
+            (T::Word(w), _) if w == "union" => true,
+            (T::Word(_), T::Pipe) => true,
+            (T::Word(_), next) => end == Some(next),
+            (T::LParen, _) => self.paren_is_tabular(),
+            _ => false,
+        }
     }
 
     /// Whether the `(` here opens a tabular expression (`(T | where …)`) rather than a

@@ -197,17 +197,7 @@ impl Ranked {
             .iter()
             .zip(other.keys.iter())
             .zip(self.dirs.iter())
-            .map(|((a, b), &(desc, nulls_first))| {
-                sort_order(
-                    &SortBy {
-                        expr: crate::kql::plan::Expr::Now,
-                        desc,
-                        nulls_first,
-                    },
-                    a,
-                    b,
-                )
-            })
+            .map(|((a, b), &(desc, nulls_first))| order_by(desc, nulls_first, a, b))
             .find(|o| o.is_ne())
             .unwrap_or(std::cmp::Ordering::Equal)
     }
@@ -254,7 +244,6 @@ impl TopIndex {
             id,
             dirs: self.dirs.clone(),
         };
-        let equal_keys = |r: &Ranked| me.order_keys(r).is_eq();
         // Newer rows that beat it.
         let above = if newest {
             0
@@ -274,10 +263,9 @@ impl TopIndex {
             .ranked
             .iter()
             .rev()
-            .take_while(|r| !equal_keys(r) && me.order_keys(r).is_lt())
+            .take_while(|r| me.order_keys(r).is_lt())
         {
-            if r.id < id {
-                let entry = self.beaten.get_mut(&r.id).expect("indexed");
+            if let (true, Some(entry)) = (r.id < id, self.beaten.get_mut(&r.id)) {
                 entry.1 += 1;
                 if entry.1 >= self.n {
                     out.push(r.id);
@@ -389,26 +377,11 @@ impl QueryState {
             }
         }
         let cx = Context { now: clock };
-        if !input.pre.iter().any(|op| matches!(op, RowOp::MvExpand(_))) {
-            if let Some(frame) = apply_pre(&input.pre, &row.values, &cx) {
-                self.absorb(&plan, input.side, row.time, frame, &cx, watermark);
-            }
-            return;
-        }
-        let mut frames = Vec::new();
-        apply_pre_each(&input.pre, Cow::Borrowed(&row.values), &cx, &mut |f| {
-            frames.push(f.into_owned())
+        // Each row the operators make of it (none when filtered out, several after an
+        // `mv-expand`), borrowed unless an operator changed it.
+        apply_pre_each(&input.pre, Cow::Borrowed(&row.values), &cx, &mut |frame| {
+            self.absorb(&plan, input.side, row.time, frame, &cx, watermark)
         });
-        for frame in frames {
-            self.absorb(
-                &plan,
-                input.side,
-                row.time,
-                Cow::Owned(frame),
-                &cx,
-                watermark,
-            );
-        }
     }
 
     /// One row after the input's row-by-row operators: kept, or summarized.
@@ -911,11 +884,11 @@ pub(crate) fn apply_pre<'a>(
 }
 
 /// Row-at-a-time operators, `mv-expand` among them: `f` gets each row they make of `frame`.
-pub(crate) fn apply_pre_each(
+pub(crate) fn apply_pre_each<F: FnMut(Cow<'_, [Value]>)>(
     ops: &[RowOp],
     mut frame: Cow<'_, [Value]>,
     cx: &Context,
-    f: &mut dyn FnMut(Cow<'_, [Value]>),
+    f: &mut F,
 ) {
     for (at, op) in ops.iter().enumerate() {
         match op {
@@ -1199,13 +1172,18 @@ fn join(
 /// Kusto's order for one sort key: nulls where the key says, the rest by value, reversed
 /// when descending.
 fn sort_order(key: &SortBy, a: &Value, b: &Value) -> std::cmp::Ordering {
+    order_by(key.desc, key.nulls_first, a, b)
+}
+
+/// [`sort_order`] by a key's direction alone.
+fn order_by(desc: bool, nulls_first: bool, a: &Value, b: &Value) -> std::cmp::Ordering {
     use std::cmp::Ordering;
     match (a.is_null(), b.is_null()) {
         (true, true) => Ordering::Equal,
-        (true, false) if key.nulls_first => Ordering::Less,
+        (true, false) if nulls_first => Ordering::Less,
         (true, false) => Ordering::Greater,
-        (false, true) => sort_order(key, b, a).reverse(),
-        (false, false) if key.desc => compare_for_sort(a, b).reverse(),
+        (false, true) => order_by(desc, nulls_first, b, a).reverse(),
+        (false, false) if desc => compare_for_sort(a, b).reverse(),
         (false, false) => compare_for_sort(a, b),
     }
 }

@@ -57,9 +57,17 @@ pub fn breadth_queries() -> Vec<(String, String, bool)> {
 /// `hubwatch query --format json` over the golden fixture: the rows it prints (it must
 /// exit 0).
 pub fn query_command(name: &str, kql: &str) -> Value {
+    query_over(name, &fixture(), &[], kql)
+}
+
+/// `hubwatch query --format json [args] --input <input> <kql>`: the rows it prints (it
+/// must exit 0).
+pub fn query_over(name: &str, input: &Path, args: &[&str], kql: &str) -> Value {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hubwatch"))
-        .args(["query", "--format", "json", "--input"])
-        .arg(fixture())
+        .args(["query", "--format", "json"])
+        .args(args)
+        .arg("--input")
+        .arg(input)
         .arg(kql)
         .output()
         .unwrap();
